@@ -1,0 +1,2 @@
+//! herald
+fn main() {}
