@@ -1,2 +1,57 @@
-//! herald
-fn main() {}
+//! The `herald` binary: command line, configuration, start-up and shutdown.
+//!
+//! `main` reads as the start-up sequence: parse the command line, load the configuration,
+//! then run the chosen command.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use herald_server::{
+    app,
+    cli::{Cli, Command, UserCommand},
+    config::Config,
+};
+
+/// Exit code for a configuration error (sysexits' EX_CONFIG).
+const EXIT_CONFIG: u8 = 78;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match &cli.config {
+        Some(path) => match Config::load(path) {
+            Ok(config) => config,
+            Err(error) => {
+                eprintln!("herald: {error}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+        None => Config::embedded_default(),
+    };
+    match cli.command {
+        Command::CheckConfig => {
+            println!("{}", app::describe(&config, cli.config.as_deref()));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve => app::init_logging(&config).and_then(|()| runtime()?.block_on(app::serve(config))),
+        Command::User { command } => runtime().and_then(|rt| rt.block_on(run_user(&config, command))),
+    }
+    .unwrap_or_else(|error| {
+        eprintln!("herald: {error}");
+        ExitCode::from(error.exit_code())
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, app::AppError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(app::AppError::Runtime)
+}
+
+async fn run_user(config: &Config, command: UserCommand) -> Result<ExitCode, app::AppError> {
+    match command {
+        UserCommand::Add { jid, password } => app::user_add(config, &jid, &password).await,
+        UserCommand::Remove { jid } => app::user_remove(config, &jid).await,
+        UserCommand::List { domain } => app::user_list(config, domain.as_deref()).await,
+    }
+}

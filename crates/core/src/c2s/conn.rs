@@ -1,0 +1,134 @@
+//! The byte-level side of one client connection: reading frames, writing XML.
+
+use std::collections::VecDeque;
+
+use herald_stream::{
+    Frame, FrameError, StreamErrorCondition, StreamHeader, StreamParser, ns, transport::Transport,
+};
+use minidom::Element;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const READ_CHUNK: usize = 8 * 1024;
+
+/// Why reading stopped.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    /// The peer closed the TCP connection.
+    Eof,
+    /// A socket error.
+    Io(std::io::Error),
+    /// The XML cannot be read on.
+    Frame(FrameError),
+}
+
+pub(crate) struct Conn {
+    pub transport: Transport,
+    parser: StreamParser,
+    frames: VecDeque<Frame>,
+    scratch: Vec<Frame>,
+    broken: Option<FrameError>,
+    read_buf: Vec<u8>,
+    write_buf: Vec<u8>,
+    /// Our stream header for the current stream has been sent.
+    pub header_sent: bool,
+}
+
+impl Conn {
+    pub fn new(transport: Transport, max_stanza_size: usize) -> Conn {
+        Conn {
+            transport,
+            parser: StreamParser::new(max_stanza_size),
+            frames: VecDeque::new(),
+            scratch: Vec::new(),
+            broken: None,
+            read_buf: vec![0; READ_CHUNK],
+            write_buf: Vec::with_capacity(READ_CHUNK),
+            header_sent: false,
+        }
+    }
+
+    /// Start a new stream on the same transport (after SASL success, RFC 6120 section 6.4.6).
+    pub fn restart(&mut self) {
+        self.parser.reset();
+        self.frames.clear();
+        self.broken = None;
+        self.header_sent = false;
+    }
+
+    /// The next frame. Cancel-safe: a cancelled call loses no data.
+    pub async fn next_frame(&mut self) -> Result<Frame, ReadError> {
+        loop {
+            if let Some(frame) = self.frames.pop_front() {
+                return Ok(frame);
+            }
+            // Elements completed before bad XML are handled; then the stream ends.
+            if let Some(error) = self.broken.take() {
+                return Err(ReadError::Frame(error));
+            }
+            let n = self.transport.read(&mut self.read_buf).await.map_err(ReadError::Io)?;
+            if n == 0 {
+                return Err(ReadError::Eof);
+            }
+            let result = self.parser.feed(&self.read_buf[..n], &mut self.scratch);
+            self.frames.extend(self.scratch.drain(..));
+            if let Err(error) = result {
+                self.broken = Some(error);
+            }
+        }
+    }
+
+    pub fn queue_raw(&mut self, xml: &str) {
+        self.write_buf.extend_from_slice(xml.as_bytes());
+    }
+
+    pub fn queue(&mut self, element: &Element) {
+        if let Err(error) = element.write_to(&mut self.write_buf) {
+            tracing::error!(%error, "cannot serialise an element");
+        }
+    }
+
+    pub async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.write_buf.is_empty() {
+            self.transport.write_all(&self.write_buf).await?;
+            self.write_buf.clear();
+        }
+        self.transport.flush().await
+    }
+
+    /// Queue our stream header for a stream addressed to `domain`.
+    pub fn queue_header(&mut self, domain: &str, stream_id: &str) {
+        self.queue_raw(&StreamHeader::response(ns::CLIENT, domain, stream_id, None));
+        self.header_sent = true;
+    }
+
+    /// Send a stream error and close the stream (RFC 6120 section 4.9.1.1), sending our
+    /// header first if the peer has not seen one yet (section 4.9.1.2).
+    pub async fn fail(&mut self, condition: StreamErrorCondition, domain: &str) {
+        if !self.header_sent {
+            self.queue_header(domain, &super::negotiate::new_id());
+        }
+        self.queue_raw(&condition.to_xml());
+        self.close().await;
+    }
+
+    /// Flush and shut the transport down, within a bound so a peer that does not read
+    /// cannot hold the task.
+    pub async fn close(&mut self) {
+        let deadline = std::time::Duration::from_secs(5);
+        let _ = tokio::time::timeout(deadline, async {
+            let _ = self.flush().await;
+            let _ = self.transport.shutdown().await;
+        })
+        .await;
+    }
+}
+
+/// The stream error for a read error, if one should be sent.
+pub(crate) fn read_error_condition(error: &ReadError) -> Option<StreamErrorCondition> {
+    match error {
+        ReadError::Eof | ReadError::Io(_) => None,
+        ReadError::Frame(FrameError::NotWellFormed(_)) => Some(StreamErrorCondition::NotWellFormed),
+        ReadError::Frame(FrameError::TooLarge { .. }) => Some(StreamErrorCondition::PolicyViolation),
+        ReadError::Frame(FrameError::InvalidNamespace) => Some(StreamErrorCondition::InvalidNamespace),
+    }
+}

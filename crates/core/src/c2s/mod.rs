@@ -1,0 +1,105 @@
+//! Client-to-server streams (RFC 6120): the listener, stream negotiation (STARTTLS, SASL,
+//! resource binding) and the bound session loop.
+
+mod conn;
+mod negotiate;
+mod session;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use tokio::{net::TcpListener, sync::Semaphore};
+use tokio_rustls::TlsAcceptor;
+
+use crate::Server;
+
+/// How a listener uses TLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsMode {
+    /// STARTTLS offered (RFC 6120 section 5), not required.
+    StartTls,
+    /// STARTTLS offered and required before authentication (RFC 6120 section 5.3.1).
+    StartTlsRequired,
+    /// TLS from the first byte (XEP-0368).
+    DirectTls,
+}
+
+/// TLS settings of a listener.
+#[derive(Clone)]
+pub struct C2sTls {
+    /// How TLS is negotiated.
+    pub mode: TlsMode,
+    /// The rustls acceptor with the certificate.
+    pub acceptor: TlsAcceptor,
+}
+
+/// One `[[listen.c2s]]` listener, ready to run.
+#[derive(Clone)]
+pub struct C2sSettings {
+    /// Address to bind.
+    pub addr: SocketAddr,
+    /// Largest first-level element accepted (policy-violation above it).
+    pub max_stanza_size: usize,
+    /// Connections served at once; more are refused with resource-constraint.
+    pub max_connections: usize,
+    /// How long an unauthenticated stream may stay silent (connection-timeout after it).
+    pub state_timeout: Duration,
+    /// Offer the RFC 3921 `<session/>` feature to old clients.
+    pub backwards_compatible_session: bool,
+    /// `None` is a plaintext listener.
+    pub tls: Option<C2sTls>,
+}
+
+/// A bound c2s listener.
+pub struct C2sListener {
+    listener: TcpListener,
+    settings: Arc<C2sSettings>,
+}
+
+impl C2sListener {
+    /// Bind the socket (so start-up fails early on an address in use).
+    pub async fn bind(settings: C2sSettings) -> std::io::Result<C2sListener> {
+        let listener = TcpListener::bind(settings.addr).await?;
+        if settings.tls.is_none() {
+            tracing::warn!(addr = %settings.addr, "c2s listener without TLS: passwords and messages travel in clear text");
+        }
+        Ok(C2sListener { listener, settings: Arc::new(settings) })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Accept connections until the server shuts down.
+    pub async fn run(self, server: Arc<Server>) {
+        let limit = Arc::new(Semaphore::new(self.settings.max_connections));
+        let addr = self.local_addr().ok();
+        tracing::info!(?addr, "c2s listener accepting");
+        loop {
+            let accepted = tokio::select! {
+                _ = server.shutdown.cancelled() => break,
+                accepted = self.listener.accept() => accepted,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let permit = Arc::clone(&limit).try_acquire_owned();
+            let server2 = Arc::clone(&server);
+            let settings = Arc::clone(&self.settings);
+            server.tasks.spawn(async move {
+                match permit {
+                    Ok(_permit) => negotiate::serve(server2, settings, tcp, peer).await,
+                    Err(_) => negotiate::refuse(server2, settings, tcp, peer).await,
+                }
+            });
+        }
+        tracing::info!(?addr, "c2s listener stopped");
+    }
+}

@@ -1,0 +1,491 @@
+//! Stream negotiation for a client (RFC 6120 sections 4 to 7): stream header, features,
+//! STARTTLS, SASL, resource binding. Ends in a bound session or a closed stream.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
+use herald_sasl::{Failure, Mechanism, ServerExchange, Step};
+use herald_stream::{Frame, StreamErrorCondition, StreamHeader, ns, stanza::set_attr, transport::Transport};
+use jid::{BareJid, DomainPart, FullJid, NodePart, ResourcePart};
+use minidom::Element;
+use tokio::net::TcpStream;
+use xmpp_parsers::{
+    bind::{BindQuery, BindResponse},
+    stanza_error::{DefinedCondition, ErrorType},
+};
+
+use super::{
+    C2sSettings, TlsMode,
+    conn::{Conn, ReadError, read_error_condition},
+    session,
+};
+use crate::{Server, sessions::SessionHandle};
+
+/// SASL attempts allowed on one stream (RFC 6120 section 6.4.5: at least 2, at most 5).
+const MAX_AUTH_ATTEMPTS: u32 = 3;
+
+/// A random stream id / resource, 128 bits of entropy (RFC 6120 section 4.7.3: unique
+/// and unpredictable).
+pub(crate) fn new_id() -> String {
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        // Only on a broken OS RNG; a counter still gives uniqueness.
+        static FALLBACK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        bytes[..8].copy_from_slice(&FALLBACK.fetch_add(1, std::sync::atomic::Ordering::Relaxed).to_le_bytes());
+    }
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Refuse a connection beyond `max_connections` with resource-constraint.
+pub(crate) async fn refuse(server: Arc<Server>, settings: Arc<C2sSettings>, tcp: TcpStream, peer: SocketAddr) {
+    tracing::warn!(%peer, limit = settings.max_connections, "connection limit reached; refusing");
+    let mut conn = Conn::new(Transport::Plain(tcp), 1024);
+    let domain = server.hosts().first().map(|d| d.to_string()).unwrap_or_default();
+    // On a direct-TLS port the peer cannot read plaintext; just close.
+    if matches!(settings.tls.as_ref().map(|t| t.mode), Some(TlsMode::DirectTls)) {
+        conn.close().await;
+    } else {
+        conn.fail(StreamErrorCondition::ResourceConstraint, &domain).await;
+    }
+}
+
+/// Where the negotiation is.
+struct State {
+    domain: Option<DomainPart>,
+    authenticated: Option<BareJid>,
+    failures: u32,
+}
+
+/// Serve one client connection from accept to close.
+pub(crate) async fn serve(server: Arc<Server>, settings: Arc<C2sSettings>, tcp: TcpStream, peer: SocketAddr) {
+    let transport = match &settings.tls {
+        Some(tls) if tls.mode == TlsMode::DirectTls => {
+            let handshake = tokio::time::timeout(settings.state_timeout, tls.acceptor.accept(tcp)).await;
+            match handshake {
+                Ok(Ok(stream)) => Transport::Tls(Box::new(stream)),
+                Ok(Err(error)) => {
+                    tracing::debug!(%peer, %error, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            }
+        }
+        _ => Transport::Plain(tcp),
+    };
+    let conn = Conn::new(transport, settings.max_stanza_size);
+    let mut state = State { domain: None, authenticated: None, failures: 0 };
+    let Some((conn, jid)) = negotiate(&server, &settings, conn, &mut state, peer).await else {
+        return;
+    };
+    session::run(server, conn, jid).await;
+}
+
+enum Next {
+    /// Keep reading in the same stream.
+    Continue,
+    /// The stream restarts (after SASL success).
+    Restart,
+    /// The stream is over.
+    Stop,
+}
+
+/// Run the negotiation; returns the connection and the bound session's handle.
+async fn negotiate(
+    server: &Arc<Server>,
+    settings: &C2sSettings,
+    mut conn: Conn,
+    state: &mut State,
+    peer: SocketAddr,
+) -> Option<(Conn, (SessionHandle, tokio::sync::mpsc::Receiver<Element>))> {
+    'stream: loop {
+        // The peer's stream header.
+        let header = match read(server, settings, &mut conn, state).await? {
+            Frame::StreamOpen(header) => header,
+            _ => return None,
+        };
+        if !open_stream(server, &mut conn, state, &header).await {
+            return None;
+        }
+        send_features(settings, &mut conn, state);
+        if conn.flush().await.is_err() {
+            return None;
+        }
+        loop {
+            let element = match read(server, settings, &mut conn, state).await? {
+                Frame::Element(element) => element,
+                Frame::StreamOpen(_) => {
+                    fail(&mut conn, state, StreamErrorCondition::NotWellFormed).await;
+                    return None;
+                }
+                Frame::StreamClose => {
+                    conn.queue_raw("</stream:stream>");
+                    conn.close().await;
+                    return None;
+                }
+            };
+            let tls_active = conn.transport.is_tls();
+            if element.is("starttls", ns::TLS) && !tls_active {
+                let Some(tls) = settings.tls.clone() else {
+                    // RFC 6120 section 5.4.2.2: STARTTLS not offered means failure.
+                    conn.queue_raw("<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/></stream:stream>");
+                    conn.close().await;
+                    return None;
+                };
+                conn.queue_raw("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+                if conn.flush().await.is_err() {
+                    return None;
+                }
+                let Transport::Plain(tcp) = conn.transport else { return None };
+                let handshake = tokio::time::timeout(settings.state_timeout, tls.acceptor.accept(tcp)).await;
+                let Ok(Ok(stream)) = handshake else {
+                    tracing::debug!(%peer, "STARTTLS handshake failed");
+                    return None;
+                };
+                conn = Conn::new(Transport::Tls(Box::new(stream)), settings.max_stanza_size);
+                continue 'stream;
+            }
+            if state.authenticated.is_none() {
+                match authenticate(server, settings, &mut conn, state, element).await {
+                    Next::Continue => continue,
+                    Next::Restart => {
+                        conn.restart();
+                        continue 'stream;
+                    }
+                    Next::Stop => return None,
+                }
+            }
+            // Authenticated, not bound: only resource binding is allowed (RFC 6120
+            // section 7.1: stanzas before binding are not-authorized).
+            if !element.is("iq", ns::CLIENT) {
+                fail(&mut conn, state, StreamErrorCondition::NotAuthorized).await;
+                return None;
+            }
+            match bind(server, &mut conn, state, &element) {
+                Some(bound) => {
+                    if conn.flush().await.is_err() {
+                        server.sessions.unbind(&bound.0.jid, bound.0.id);
+                        return None;
+                    }
+                    return Some((conn, bound));
+                }
+                None => {
+                    if conn.flush().await.is_err() {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Read one frame before the session is bound, with the idle limit of `state_timeout`.
+async fn read(server: &Server, settings: &C2sSettings, conn: &mut Conn, state: &State) -> Option<Frame> {
+    let result = tokio::select! {
+        result = tokio::time::timeout(settings.state_timeout, conn.next_frame()) => result,
+        _ = server.shutdown.cancelled() => {
+            fail(conn, state, StreamErrorCondition::SystemShutdown).await;
+            return None;
+        }
+    };
+    match result {
+        Ok(Ok(frame)) => Some(frame),
+        Ok(Err(error)) => {
+            if let Some(condition) = read_error_condition(&error) {
+                fail(conn, state, condition).await;
+            } else if let ReadError::Io(error) = error {
+                tracing::debug!(%error, "read failed during negotiation");
+            }
+            None
+        }
+        Err(_) => {
+            fail(conn, state, StreamErrorCondition::ConnectionTimeout).await;
+            None
+        }
+    }
+}
+
+async fn fail(conn: &mut Conn, state: &State, condition: StreamErrorCondition) {
+    let domain = state.domain.as_ref().map(|d| d.to_string()).unwrap_or_default();
+    conn.fail(condition, &domain).await;
+}
+
+/// Check the peer's header and answer with ours (RFC 6120 section 4.7).
+async fn open_stream(server: &Server, conn: &mut Conn, state: &mut State, header: &StreamHeader) -> bool {
+    let domain = match &header.to {
+        Some(to) => DomainPart::new(to).ok().map(|d| d.into_owned()).filter(|d| server.is_local_domain(d.as_str())),
+        // A client MUST include `to` (section 4.7.2); a missing one gets the first served
+        // domain rather than an error, as most servers do for old clients.
+        None => server.hosts().first().cloned(),
+    };
+    let Some(domain) = domain else {
+        let first = server.hosts().first().map(|d| d.to_string()).unwrap_or_default();
+        conn.fail(StreamErrorCondition::HostUnknown, header.to.as_deref().unwrap_or(&first)).await;
+        return false;
+    };
+    if state.domain.as_ref().is_some_and(|d| d != &domain) {
+        // A restarted stream must stay on the domain it authenticated for.
+        conn.fail(StreamErrorCondition::HostUnknown, domain.as_str()).await;
+        return false;
+    }
+    state.domain = Some(domain.clone());
+    // Section 4.7.5: version 1.0 is required; a higher major version is answered with ours.
+    let version_ok = header
+        .version
+        .as_deref()
+        .and_then(|v| v.split('.').next())
+        .and_then(|major| major.parse::<u32>().ok())
+        .is_some_and(|major| major >= 1);
+    conn.queue_header(domain.as_str(), &new_id());
+    if !version_ok {
+        conn.fail(StreamErrorCondition::UnsupportedVersion, domain.as_str()).await;
+        return false;
+    }
+    true
+}
+
+/// SASL PLAIN is offered only over TLS or on a listener without a tls table.
+fn plain_allowed(settings: &C2sSettings, conn: &Conn) -> bool {
+    conn.transport.is_tls() || settings.tls.is_none()
+}
+
+fn tls_required_first(settings: &C2sSettings, conn: &Conn) -> bool {
+    !conn.transport.is_tls() && matches!(settings.tls.as_ref().map(|t| t.mode), Some(TlsMode::StartTlsRequired))
+}
+
+fn offered(settings: &C2sSettings, conn: &Conn) -> impl Iterator<Item = Mechanism> {
+    let plain = plain_allowed(settings, conn);
+    let allowed = !tls_required_first(settings, conn);
+    Mechanism::ALL.into_iter().filter(move |m| allowed && (plain || *m != Mechanism::Plain))
+}
+
+/// RFC 6120 section 4.3.2: the features for the current stage.
+fn send_features(settings: &C2sSettings, conn: &mut Conn, state: &State) {
+    let mut xml = String::from("<stream:features>");
+    if state.authenticated.is_none() {
+        if !conn.transport.is_tls() && settings.tls.is_some() {
+            xml.push_str("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'>");
+            if tls_required_first(settings, conn) {
+                xml.push_str("<required/>");
+            }
+            xml.push_str("</starttls>");
+        }
+        let mechanisms: Vec<_> = offered(settings, conn).collect();
+        if !mechanisms.is_empty() {
+            xml.push_str("<mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>");
+            for mechanism in mechanisms {
+                xml.push_str("<mechanism>");
+                xml.push_str(mechanism.name());
+                xml.push_str("</mechanism>");
+            }
+            xml.push_str("</mechanisms>");
+        }
+    } else {
+        xml.push_str("<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>");
+        if settings.backwards_compatible_session {
+            // draft-cridland-xmpp-session: optional, so new clients skip it.
+            xml.push_str("<session xmlns='urn:ietf:params:xml:ns:xmpp-session'><optional/></session>");
+        }
+    }
+    xml.push_str("</stream:features>");
+    conn.queue_raw(&xml);
+}
+
+fn sasl_failure(conn: &mut Conn, failure: Failure) {
+    conn.queue_raw(&format!(
+        "<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><{}/></failure>",
+        failure.condition()
+    ));
+}
+
+/// Decode a SASL payload: empty text is "no data", `=` is empty data (RFC 6120 section 6.4.2).
+fn decode_payload(element: &Element) -> Result<Option<Vec<u8>>, Failure> {
+    let text = element.text();
+    let text = text.trim();
+    match text {
+        "" => Ok(None),
+        "=" => Ok(Some(Vec::new())),
+        _ => BASE64.decode(text).map(Some).map_err(|_| Failure::IncorrectEncoding),
+    }
+}
+
+/// Handle one element before authentication.
+async fn authenticate(
+    server: &Server,
+    settings: &C2sSettings,
+    conn: &mut Conn,
+    state: &mut State,
+    element: Element,
+) -> Next {
+    if !element.is("auth", ns::SASL) {
+        // RFC 6120 section 6.4.? and 4.9.3.12: anything else before authentication.
+        fail(conn, state, StreamErrorCondition::NotAuthorized).await;
+        return Next::Stop;
+    }
+    let outcome = sasl_exchange(server, settings, conn, state, &element).await;
+    match outcome {
+        Err(Next::Stop) => Next::Stop,
+        Err(other) => other,
+        Ok(Err(failure)) => {
+            sasl_failure(conn, failure);
+            state.failures += 1;
+            if state.failures >= MAX_AUTH_ATTEMPTS {
+                // Section 6.4.5: after the allowed retries the server terminates the stream.
+                fail(conn, state, StreamErrorCondition::PolicyViolation).await;
+                return Next::Stop;
+            }
+            if conn.flush().await.is_err() { Next::Stop } else { Next::Continue }
+        }
+        Ok(Ok(user)) => {
+            tracing::info!(user = %user, "authenticated");
+            state.authenticated = Some(user);
+            if conn.flush().await.is_err() { Next::Stop } else { Next::Restart }
+        }
+    }
+}
+
+/// Run one SASL exchange. The outer error is a stream-level outcome (stop); the inner one
+/// a SASL failure to report.
+async fn sasl_exchange(
+    server: &Server,
+    settings: &C2sSettings,
+    conn: &mut Conn,
+    state: &mut State,
+    auth: &Element,
+) -> Result<Result<BareJid, Failure>, Next> {
+    if tls_required_first(settings, conn) {
+        return Ok(Err(Failure::EncryptionRequired));
+    }
+    let name = auth.attr("mechanism").unwrap_or_default();
+    let Some(mechanism) = Mechanism::from_name(name) else {
+        return Ok(Err(Failure::InvalidMechanism));
+    };
+    if !offered(settings, conn).any(|m| m == mechanism) {
+        // PLAIN over an unencrypted stream of a TLS listener (RFC 6120 section 6.4.2).
+        return Ok(Err(Failure::EncryptionRequired));
+    }
+    let domain = state.domain.clone().ok_or(Next::Stop)?;
+    let initial = match decode_payload(auth) {
+        Ok(initial) => initial,
+        Err(failure) => return Ok(Err(failure)),
+    };
+    let mut exchange = ServerExchange::new(mechanism);
+    let mut step = exchange.step(initial.as_deref());
+    let mut user = None;
+    loop {
+        match step {
+            Step::NeedCredentials { username, authzid } => {
+                let bare = NodePart::new(&username).ok().map(|node| BareJid::from_parts(Some(&node), &domain));
+                if let (Some(authzid), Some(bare)) = (&authzid, &bare) {
+                    // RFC 6120 section 6.4.6: an authzid other than the account's own
+                    // bare JID is not allowed here.
+                    if BareJid::new(authzid).ok().as_ref() != Some(bare) {
+                        return Ok(Err(Failure::InvalidAuthzid));
+                    }
+                }
+                let credentials = match &bare {
+                    Some(bare) => match server.storage.accounts().credentials(bare).await {
+                        Ok(found) => found,
+                        Err(error) => {
+                            tracing::error!(%error, "credential lookup failed");
+                            return Ok(Err(Failure::TemporaryAuthFailure));
+                        }
+                    },
+                    None => None,
+                };
+                user = bare;
+                step = exchange.provide_credentials(credentials.as_ref());
+            }
+            Step::Challenge(data) => {
+                conn.queue_raw(&format!(
+                    "<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</challenge>",
+                    if data.is_empty() { "=".to_owned() } else { BASE64.encode(&data) }
+                ));
+                if conn.flush().await.is_err() {
+                    return Err(Next::Stop);
+                }
+                let element = match read(server, settings, conn, state).await {
+                    Some(Frame::Element(element)) => element,
+                    _ => return Err(Next::Stop),
+                };
+                if element.is("abort", ns::SASL) {
+                    return Ok(Err(Failure::Aborted));
+                }
+                if !element.is("response", ns::SASL) {
+                    return Ok(Err(Failure::MalformedRequest));
+                }
+                match decode_payload(&element) {
+                    Ok(data) => step = exchange.step(Some(data.as_deref().unwrap_or_default())),
+                    Err(failure) => return Ok(Err(failure)),
+                }
+            }
+            Step::Success { additional_data, .. } => {
+                let Some(user) = user else { return Ok(Err(Failure::NotAuthorized)) };
+                match additional_data {
+                    Some(data) => conn.queue_raw(&format!(
+                        "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</success>",
+                        BASE64.encode(&data)
+                    )),
+                    None => conn.queue_raw("<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>"),
+                }
+                return Ok(Ok(user));
+            }
+            Step::Failure(failure) => return Ok(Err(failure)),
+        }
+    }
+}
+
+/// Resource binding (RFC 6120 section 7). Queues the reply; returns the bound session.
+fn bind(
+    server: &Server,
+    conn: &mut Conn,
+    state: &State,
+    iq: &Element,
+) -> Option<(SessionHandle, tokio::sync::mpsc::Receiver<Element>)> {
+    let id = iq.attr("id").unwrap_or_default().to_owned();
+    let reply_error = |conn: &mut Conn, type_: ErrorType, condition: DefinedCondition| {
+        let mut reply = Element::bare("iq", ns::CLIENT);
+        set_attr(&mut reply, "type", "error");
+        set_attr(&mut reply, "id", id.clone());
+        reply.append_child(herald_stream::stanza::stanza_error(type_, condition));
+        conn.queue(&reply);
+    };
+    let payload = iq.get_child("bind", ns::BIND).filter(|_| iq.attr("type") == Some("set"));
+    let Some(payload) = payload else {
+        // Section 7.1: before binding, other IQs are not processed.
+        reply_error(conn, ErrorType::Cancel, DefinedCondition::NotAllowed);
+        return None;
+    };
+    let Ok(query) = BindQuery::try_from(payload.clone()) else {
+        reply_error(conn, ErrorType::Modify, DefinedCondition::BadRequest);
+        return None;
+    };
+    let resource = match query.resource.as_deref().map(str::trim) {
+        // Section 7.6.2.1: the server generates a resource when none is given.
+        None | Some("") => ResourcePart::new(&format!("herald-{}", &new_id()[..12])).ok()?.into_owned(),
+        Some(requested) => match ResourcePart::new(requested) {
+            Ok(resource) => resource.into_owned(),
+            // Section 7.7.2.1: a resource that cannot be processed is bad-request.
+            Err(_) => {
+                reply_error(conn, ErrorType::Modify, DefinedCondition::BadRequest);
+                return None;
+            }
+        },
+    };
+    let user = state.authenticated.as_ref()?;
+    let jid = FullJid::from_parts(user.node(), user.domain(), &resource);
+    let (handle, rx) = SessionHandle::new(jid.clone());
+    if let Some(old) = server.sessions.bind(handle.clone()) {
+        // Section 7.7.2.2: the new session wins; the old one ends with conflict.
+        old.control.close(StreamErrorCondition::Conflict);
+    }
+    let mut reply = Element::bare("iq", ns::CLIENT);
+    set_attr(&mut reply, "type", "result");
+    set_attr(&mut reply, "id", id);
+    reply.append_child(BindResponse { jid: jid.clone() }.into());
+    conn.queue(&reply);
+    tracing::debug!(%jid, "resource bound");
+    Some((handle, rx))
+}

@@ -1,0 +1,133 @@
+//! Service discovery (XEP-0030), `[modules.mod_disco]`: the server's identity, the features
+//! and items that modules register, and an account's identity for its owner.
+
+use std::sync::Arc;
+
+use herald_stream::stanza::IqType;
+use jid::Jid;
+use xmpp_parsers::{
+    disco::{DiscoInfoQuery, DiscoInfoResult, DiscoItemsQuery, DiscoItemsResult, Identity, Item},
+    ns,
+};
+
+use crate::{
+    Server,
+    module::{IqError, IqHandler, IqRequest, IqResponse, IqScope, Module, Registrar},
+};
+
+/// The disco module.
+pub struct Disco {
+    extra_domains: Vec<Jid>,
+}
+
+impl Disco {
+    /// `extra_domains` are listed in the server's disco#items (MongooseIM's option name).
+    pub fn new(extra_domains: Vec<Jid>) -> Disco {
+        Disco { extra_domains }
+    }
+}
+
+impl Module for Disco {
+    fn name(&self) -> &'static str {
+        "mod_disco"
+    }
+
+    fn register(self: Arc<Self>, r: &mut Registrar) {
+        r.feature(ns::DISCO_INFO);
+        r.feature(ns::DISCO_ITEMS);
+        for domain in &self.extra_domains {
+            r.item(domain.clone());
+        }
+        r.iq(IqScope::Server, ns::DISCO_INFO, Arc::new(ServerInfo));
+        r.iq(IqScope::Server, ns::DISCO_ITEMS, Arc::new(ServerItems));
+        r.iq(IqScope::Account, ns::DISCO_INFO, Arc::new(AccountInfo));
+        r.iq(IqScope::Account, ns::DISCO_ITEMS, Arc::new(AccountItems));
+    }
+}
+
+fn only_get(request: &IqRequest<'_>) -> Result<(), IqError> {
+    match request.kind {
+        IqType::Get => Ok(()),
+        // XEP-0030 section 3.1: disco is queried with get.
+        _ => Err(IqError::not_implemented()),
+    }
+}
+
+struct ServerInfo;
+
+#[async_trait::async_trait]
+impl IqHandler for ServerInfo {
+    async fn handle(&self, server: &Server, request: IqRequest<'_>) -> IqResponse {
+        only_get(&request)?;
+        let query = DiscoInfoQuery::try_from(request.payload.clone()).map_err(|_| IqError::bad_request())?;
+        if query.node.is_some() {
+            return Err(IqError::item_not_found());
+        }
+        let result = DiscoInfoResult {
+            node: None,
+            identities: vec![Identity::new("server", "im", "en", "herald")],
+            features: server.extensions.features().map(str::to_owned).collect(),
+            extensions: Vec::new(),
+        };
+        Ok(Some(result.into()))
+    }
+}
+
+struct ServerItems;
+
+#[async_trait::async_trait]
+impl IqHandler for ServerItems {
+    async fn handle(&self, server: &Server, request: IqRequest<'_>) -> IqResponse {
+        only_get(&request)?;
+        let query = DiscoItemsQuery::try_from(request.payload.clone()).map_err(|_| IqError::bad_request())?;
+        if query.node.is_some() {
+            return Err(IqError::item_not_found());
+        }
+        let items = server
+            .extensions
+            .items()
+            .iter()
+            .map(|jid| Item { jid: jid.clone(), node: None, name: None })
+            .collect();
+        Ok(Some(DiscoItemsResult { node: None, items, rsm: None }.into()))
+    }
+}
+
+/// XEP-0030 section 3.2 with RFC 6121 section 8.5.1: an account's own disco answers with
+/// the account identity; others get service-unavailable, which does not reveal whether
+/// the account exists.
+struct AccountInfo;
+
+#[async_trait::async_trait]
+impl IqHandler for AccountInfo {
+    async fn handle(&self, _server: &Server, request: IqRequest<'_>) -> IqResponse {
+        only_get(&request)?;
+        if request.target.to_bare() != request.sender.to_bare() {
+            return Err(IqError::service_unavailable());
+        }
+        let query = DiscoInfoQuery::try_from(request.payload.clone()).map_err(|_| IqError::bad_request())?;
+        if query.node.is_some() {
+            return Err(IqError::item_not_found());
+        }
+        let result = DiscoInfoResult {
+            node: None,
+            identities: vec![Identity::new("account", "registered", "en", "")],
+            features: [ns::DISCO_INFO.to_owned(), ns::DISCO_ITEMS.to_owned()].into(),
+            extensions: Vec::new(),
+        };
+        Ok(Some(result.into()))
+    }
+}
+
+struct AccountItems;
+
+#[async_trait::async_trait]
+impl IqHandler for AccountItems {
+    async fn handle(&self, _server: &Server, request: IqRequest<'_>) -> IqResponse {
+        only_get(&request)?;
+        if request.target.to_bare() != request.sender.to_bare() {
+            return Err(IqError::service_unavailable());
+        }
+        Ok(Some(DiscoItemsResult { node: None, items: Vec::new(), rsm: None }.into()))
+    }
+}

@@ -1,0 +1,337 @@
+//! The session registry: every bound client session, by bare JID and resource, with its
+//! availability and priority (RFC 6121 section 4 and section 8.5, where delivery to a bare
+//! JID depends on them; the push module's "offline" rule reads the same table).
+//!
+//! The table is sharded by bare JID behind short, synchronous locks that are never held
+//! across an await, so routing a stanza costs one hash and one read lock.
+
+use std::{
+    collections::HashMap,
+    hash::{BuildHasher, RandomState},
+    sync::{
+        Arc, OnceLock, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use herald_stream::StreamErrorCondition;
+use jid::{BareJid, FullJid};
+use minidom::Element;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// How many stanzas may wait for a slow client before it is disconnected.
+pub const OUTBOUND_QUEUE: usize = 1024;
+
+const SHARDS: usize = 32;
+
+/// A process-unique session number, so that an old session's clean-up never removes the
+/// session that replaced it.
+pub type SessionId = u64;
+
+/// The way to ask a session's task to end its stream.
+#[derive(Debug, Default)]
+pub struct SessionControl {
+    token: CancellationToken,
+    reason: OnceLock<StreamErrorCondition>,
+}
+
+impl SessionControl {
+    /// End the stream with this stream error (the first reason given wins).
+    pub fn close(&self, reason: StreamErrorCondition) {
+        let _ = self.reason.set(reason);
+        self.token.cancel();
+    }
+
+    /// Resolves when the session was asked to close.
+    pub async fn closed(&self) -> StreamErrorCondition {
+        self.token.cancelled().await;
+        self.reason.get().copied().unwrap_or(StreamErrorCondition::SystemShutdown)
+    }
+}
+
+/// What the router holds of a session: where to send stanzas and how to stop it.
+#[derive(Clone, Debug)]
+pub struct SessionHandle {
+    /// The session's number.
+    pub id: SessionId,
+    /// The bound full JID.
+    pub jid: FullJid,
+    /// Stanzas to write to the client, already addressed.
+    pub outbound: mpsc::Sender<Element>,
+    /// Asks the session to close.
+    pub control: Arc<SessionControl>,
+}
+
+impl SessionHandle {
+    /// Create a handle and the receiving end of its outbound queue.
+    pub fn new(jid: FullJid) -> (SessionHandle, mpsc::Receiver<Element>) {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let handle = SessionHandle {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            jid,
+            outbound: tx,
+            control: Arc::new(SessionControl::default()),
+        };
+        (handle, rx)
+    }
+
+    /// Queue a stanza for the client without waiting. A client that does not read what it
+    /// is sent fills its queue; it is then disconnected (RFC 6120 section 4.9.3.16,
+    /// resource-constraint) and `false` is returned so the sender can be told.
+    pub fn deliver(&self, stanza: Element) -> bool {
+        match self.outbound.try_send(stanza) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(jid = %self.jid, "outbound queue full; disconnecting the slow client");
+                self.control.close(StreamErrorCondition::ResourceConstraint);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+/// A resource's presence as the server tracks it (RFC 6121 section 4.7.2.3 for priority).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Availability {
+    /// Bound but no initial presence sent yet, or unavailable presence sent.
+    Unavailable,
+    /// Available with this priority and last broadcast presence.
+    Available {
+        /// -128..=127; negative means "never deliver bare-JID messages here".
+        priority: i8,
+        /// The last available presence broadcast, sent to the user's new resources.
+        presence: Element,
+    },
+}
+
+#[derive(Debug)]
+struct Resource {
+    handle: SessionHandle,
+    availability: Availability,
+}
+
+/// A snapshot of one resource of an account, for modules that decide by availability.
+#[derive(Clone, Debug)]
+pub struct ResourceState {
+    /// The session.
+    pub handle: SessionHandle,
+    /// Its availability.
+    pub availability: Availability,
+}
+
+/// All bound sessions.
+pub struct SessionRegistry {
+    shards: Vec<RwLock<HashMap<BareJid, Vec<Resource>>>>,
+    hasher: RandomState,
+}
+
+impl Default for SessionRegistry {
+    fn default() -> Self {
+        SessionRegistry {
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+        }
+    }
+}
+
+impl SessionRegistry {
+    fn shard(&self, bare: &BareJid) -> &RwLock<HashMap<BareJid, Vec<Resource>>> {
+        let index = self.hasher.hash_one(bare) as usize % SHARDS;
+        &self.shards[index]
+    }
+
+    fn read<R>(&self, bare: &BareJid, f: impl FnOnce(Option<&Vec<Resource>>) -> R) -> R {
+        let shard = self.shard(bare).read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(shard.get(bare))
+    }
+
+    fn write<R>(&self, bare: &BareJid, f: impl FnOnce(&mut HashMap<BareJid, Vec<Resource>>) -> R) -> R {
+        let mut shard = self.shard(bare).write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut shard)
+    }
+
+    /// Register a bound session. A session already bound to the same full JID is returned
+    /// so the caller can close it with `conflict` (RFC 6120 section 7.7.2.2: the server
+    /// may terminate the old session).
+    pub fn bind(&self, handle: SessionHandle) -> Option<SessionHandle> {
+        let bare = handle.jid.to_bare();
+        self.write(&bare, |map| {
+            let resources = map.entry(bare.clone()).or_default();
+            let new = Resource { handle, availability: Availability::Unavailable };
+            match resources.iter_mut().find(|r| r.handle.jid == new.handle.jid) {
+                Some(old) => Some(std::mem::replace(old, new).handle),
+                None => {
+                    resources.push(new);
+                    None
+                }
+            }
+        })
+    }
+
+    /// Remove a session, unless it has already been replaced by another one. Returns its
+    /// last availability if it was removed.
+    pub fn unbind(&self, jid: &FullJid, id: SessionId) -> Option<Availability> {
+        let bare = jid.to_bare();
+        self.write(&bare, |map| {
+            let resources = map.get_mut(&bare)?;
+            let index = resources.iter().position(|r| r.handle.id == id)?;
+            let removed = resources.swap_remove(index);
+            if resources.is_empty() {
+                map.remove(&bare);
+            }
+            Some(removed.availability)
+        })
+    }
+
+    /// Record a resource's presence. Returns the previous availability, or `None` when the
+    /// session is not (or no longer) registered.
+    pub fn set_availability(&self, jid: &FullJid, id: SessionId, availability: Availability) -> Option<Availability> {
+        let bare = jid.to_bare();
+        self.write(&bare, |map| {
+            let resource = map.get_mut(&bare)?.iter_mut().find(|r| r.handle.id == id)?;
+            Some(std::mem::replace(&mut resource.availability, availability))
+        })
+    }
+
+    /// The session bound to a full JID.
+    pub fn get(&self, jid: &FullJid) -> Option<SessionHandle> {
+        self.read(&jid.to_bare(), |resources| {
+            resources?.iter().find(|r| &r.handle.jid == jid).map(|r| r.handle.clone())
+        })
+    }
+
+    /// Every resource of an account with its availability.
+    pub fn resources(&self, bare: &BareJid) -> Vec<ResourceState> {
+        self.read(bare, |resources| {
+            resources
+                .map(|rs| {
+                    rs.iter()
+                        .map(|r| ResourceState { handle: r.handle.clone(), availability: r.availability.clone() })
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+    }
+
+    /// The sessions that get a message sent to the bare JID (RFC 6121 section 8.5.2.1.1):
+    /// the available resources with the highest non-negative priority.
+    pub fn message_targets(&self, bare: &BareJid) -> Vec<SessionHandle> {
+        self.read(bare, |resources| {
+            let Some(resources) = resources else { return Vec::new() };
+            let best = resources
+                .iter()
+                .filter_map(|r| match r.availability {
+                    Availability::Available { priority, .. } if priority >= 0 => Some(priority),
+                    _ => None,
+                })
+                .max();
+            let Some(best) = best else { return Vec::new() };
+            resources
+                .iter()
+                .filter(|r| matches!(r.availability, Availability::Available { priority, .. } if priority == best))
+                .map(|r| r.handle.clone())
+                .collect()
+        })
+    }
+
+    /// The available resources of an account (any priority), for presence broadcast.
+    pub fn available(&self, bare: &BareJid) -> Vec<SessionHandle> {
+        self.read(bare, |resources| {
+            resources
+                .map(|rs| {
+                    rs.iter()
+                        .filter(|r| matches!(r.availability, Availability::Available { .. }))
+                        .map(|r| r.handle.clone())
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+    }
+
+    /// Every session, for shutdown.
+    pub fn all(&self) -> Vec<SessionHandle> {
+        let mut out = Vec::new();
+        for shard in &self.shards {
+            let shard = shard.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+            out.extend(shard.values().flatten().map(|r| r.handle.clone()));
+        }
+        out
+    }
+
+    /// How many sessions are bound.
+    pub fn count(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.read().unwrap_or_else(|p| p.into_inner()).values().map(Vec::len).sum::<usize>())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full(s: &str) -> FullJid {
+        FullJid::new(s).unwrap()
+    }
+
+    fn available(priority: i8) -> Availability {
+        Availability::Available { priority, presence: Element::bare("presence", "jabber:client") }
+    }
+
+    #[test]
+    fn binding_the_same_full_jid_returns_the_replaced_session() {
+        let reg = SessionRegistry::default();
+        let (a, _ra) = SessionHandle::new(full("u@h/r"));
+        let (b, _rb) = SessionHandle::new(full("u@h/r"));
+        assert!(reg.bind(a.clone()).is_none());
+        assert_eq!(reg.bind(b.clone()).unwrap().id, a.id);
+        // The old session's clean-up must not remove the new one.
+        assert!(reg.unbind(&a.jid, a.id).is_none());
+        assert_eq!(reg.get(&b.jid).unwrap().id, b.id);
+    }
+
+    #[test]
+    fn bare_jid_messages_go_to_the_highest_non_negative_priority() {
+        let reg = SessionRegistry::default();
+        let handles: Vec<_> = ["u@h/a", "u@h/b", "u@h/c", "u@h/d"]
+            .iter()
+            .map(|j| SessionHandle::new(full(j)))
+            .collect();
+        for (h, _) in &handles {
+            reg.bind(h.clone());
+        }
+        let bare = BareJid::new("u@h").unwrap();
+        assert!(reg.message_targets(&bare).is_empty(), "bound but not available");
+        reg.set_availability(&handles[0].0.jid, handles[0].0.id, available(1));
+        reg.set_availability(&handles[1].0.jid, handles[1].0.id, available(5));
+        reg.set_availability(&handles[2].0.jid, handles[2].0.id, available(5));
+        reg.set_availability(&handles[3].0.jid, handles[3].0.id, available(-1));
+        let mut targets: Vec<_> = reg.message_targets(&bare).into_iter().map(|h| h.jid.to_string()).collect();
+        targets.sort();
+        assert_eq!(targets, ["u@h/b", "u@h/c"]);
+        assert_eq!(reg.available(&bare).len(), 4);
+    }
+
+    #[test]
+    fn only_negative_priorities_means_no_bare_jid_target() {
+        let reg = SessionRegistry::default();
+        let (a, _ra) = SessionHandle::new(full("u@h/a"));
+        reg.bind(a.clone());
+        reg.set_availability(&a.jid, a.id, available(-5));
+        assert!(reg.message_targets(&a.jid.to_bare()).is_empty());
+    }
+
+    #[test]
+    fn a_full_queue_disconnects_the_slow_session() {
+        let (a, _rx) = SessionHandle::new(full("u@h/a"));
+        for _ in 0..OUTBOUND_QUEUE {
+            assert!(a.deliver(Element::bare("message", "jabber:client")));
+        }
+        assert!(!a.deliver(Element::bare("message", "jabber:client")));
+        assert!(a.control.token.is_cancelled());
+    }
+}

@@ -1,0 +1,319 @@
+//! Wiring: from a validated configuration to a running server, and back down.
+//!
+//! [`start`] opens the store, registers the modules, loads TLS and binds every listener
+//! before anything is accepted, so a bad certificate or a busy port stops start-up with a
+//! message instead of failing later. [`Running::shutdown`] is the graceful stop.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::Arc,
+    time::Duration,
+};
+
+use herald_core::{
+    Server,
+    c2s::{C2sListener, C2sSettings, C2sTls, TlsMode as CoreTlsMode},
+    disco::Disco,
+    module::Module,
+    ping::Ping,
+};
+use herald_sasl::Credentials;
+use herald_storage::{Storage, StorageError};
+use herald_stream::tls::{self, TlsError};
+use jid::{BareJid, DomainPart, Jid};
+
+use crate::config::{C2sListener as C2sConfig, Config, TlsMode};
+
+/// How long shutdown waits for sessions to flush before giving up on them.
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// What can stop a command; each message says what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The store could not be opened or used.
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    /// A certificate or key is unusable.
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    /// A listener could not bind its address.
+    #[error("cannot listen on {addr}: {source} (is another server running there?)")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The async runtime or signal handling could not start.
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+    /// Logging could not be set up.
+    #[error("cannot set up logging: {0}")]
+    Logging(String),
+    /// A command-line argument is wrong.
+    #[error("{0}")]
+    Usage(String),
+    /// `user add` for an existing account.
+    #[error("{0} already exists")]
+    UserExists(BareJid),
+    /// `user remove` for a missing account.
+    #[error("{0} does not exist")]
+    NoSuchUser(BareJid),
+}
+
+impl AppError {
+    /// The process exit code for this error: 64 for usage errors (sysexits' EX_USAGE),
+    /// 78 for configuration problems found at start-up (EX_CONFIG), 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            AppError::Usage(_) => 64,
+            AppError::Tls(_) | AppError::Logging(_) => 78,
+            _ => 1,
+        }
+    }
+}
+
+/// Set up structured logs on stderr at the configured level; `RUST_LOG` overrides it.
+pub fn init_logging(config: &Config) -> Result<(), AppError> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(value) if !value.is_empty() => tracing_subscriber::EnvFilter::new(value),
+        _ => tracing_subscriber::EnvFilter::new(config.general.loglevel.as_filter()),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init()
+        .map_err(|e| AppError::Logging(e.to_string()))
+}
+
+fn database_path(config: &Config) -> PathBuf {
+    config.general.data_dir.join("herald.sqlite3")
+}
+
+async fn open_storage(config: &Config) -> Result<Storage, AppError> {
+    Ok(Storage::open_sqlite(&database_path(config)).await?)
+}
+
+fn modules(config: &Config) -> Vec<Arc<dyn Module>> {
+    let mut modules: Vec<Arc<dyn Module>> = Vec::new();
+    if let Some(disco) = &config.modules.mod_disco {
+        let extra = disco.extra_domains.iter().filter_map(|d| Jid::new(d).ok()).collect();
+        modules.push(Arc::new(Disco::new(extra)));
+    }
+    if config.modules.mod_ping.is_some() {
+        modules.push(Arc::new(Ping));
+    }
+    modules
+}
+
+fn hosts(config: &Config) -> Vec<DomainPart> {
+    config
+        .general
+        .hosts
+        .iter()
+        .filter_map(|h| DomainPart::new(h.domain().as_str()).ok().map(|d| d.into_owned()))
+        .collect()
+}
+
+fn listener_settings(config: &Config, listener: &C2sConfig) -> Result<C2sSettings, AppError> {
+    let tls = match &listener.tls {
+        None => None,
+        Some(tls_config) => {
+            let (certfile, keyfile) = match &tls_config.cert {
+                Some(files) => (files.certfile.clone(), files.keyfile.clone()),
+                None => {
+                    let names: Vec<String> = hosts(config).iter().map(|h| h.to_string()).collect();
+                    tls::ensure_self_signed(&config.general.data_dir, &names)?
+                }
+            };
+            let mode = match tls_config.mode {
+                TlsMode::StartTls => CoreTlsMode::StartTls,
+                TlsMode::StartTlsRequired => CoreTlsMode::StartTlsRequired,
+                TlsMode::DirectTls => CoreTlsMode::DirectTls,
+            };
+            Some(C2sTls { mode, acceptor: tls::acceptor(&certfile, &keyfile)? })
+        }
+    };
+    Ok(C2sSettings {
+        addr: listener.addr,
+        max_stanza_size: listener.max_stanza_size,
+        max_connections: listener.max_connections,
+        state_timeout: listener.state_timeout,
+        backwards_compatible_session: listener.backwards_compatible_session,
+        tls,
+    })
+}
+
+/// A started server.
+pub struct Running {
+    /// The shared server state.
+    pub server: Arc<Server>,
+    /// The bound c2s addresses, in configuration order.
+    pub c2s_addrs: Vec<SocketAddr>,
+    listeners: tokio::task::JoinSet<()>,
+}
+
+/// Open the store, register modules, bind every listener and start accepting.
+pub async fn start(config: &Config) -> Result<Running, AppError> {
+    let mut settings = Vec::new();
+    for listener in &config.listen.c2s {
+        settings.push(listener_settings(config, listener)?);
+    }
+    let storage = open_storage(config).await?;
+    let server = Server::new(hosts(config), storage, &modules(config));
+    let mut bound = Vec::new();
+    for settings in settings {
+        let addr = settings.addr;
+        let listener = C2sListener::bind(settings).await.map_err(|source| AppError::Bind { addr, source })?;
+        bound.push(listener);
+    }
+    let mut c2s_addrs = Vec::new();
+    let mut listeners = tokio::task::JoinSet::new();
+    for listener in bound {
+        c2s_addrs.push(listener.local_addr().map_err(AppError::Runtime)?);
+        listeners.spawn(listener.run(Arc::clone(&server)));
+    }
+    Ok(Running { server, c2s_addrs, listeners })
+}
+
+impl Running {
+    /// Graceful stop (RFC 6120 section 4.9.3.19): stop accepting, end every stream with
+    /// system-shutdown after flushing what is queued, wait up to `deadline`, close the store.
+    pub async fn shutdown(mut self, deadline: Duration) {
+        self.server.shutdown.cancel();
+        while self.listeners.join_next().await.is_some() {}
+        self.server.tasks.close();
+        if tokio::time::timeout(deadline, self.server.tasks.wait()).await.is_err() {
+            tracing::warn!(remaining = self.server.tasks.len(), "shutdown deadline passed with connections still open");
+        }
+        self.server.storage.close().await;
+    }
+}
+
+/// `herald serve`: run until SIGTERM or SIGINT, then shut down gracefully.
+pub async fn serve(config: Config) -> Result<ExitCode, AppError> {
+    let running = start(&config).await?;
+    for addr in &running.c2s_addrs {
+        // One line on stdout per listener: the operator's (and the tests') sign of life.
+        println!("herald: c2s listening on {addr}");
+    }
+    tracing::info!(hosts = ?config.general.hosts, data_dir = %config.general.data_dir.display(), "herald started");
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    running.shutdown(SHUTDOWN_DEADLINE).await;
+    println!("herald: stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() -> Result<(), AppError> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).map_err(AppError::Runtime)?;
+        let mut int = signal(SignalKind::interrupt()).map_err(AppError::Runtime)?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await.map_err(AppError::Runtime)
+    }
+}
+
+/// Parse an account JID on a served domain.
+fn account(config: &Config, jid: &str) -> Result<BareJid, AppError> {
+    let bare = BareJid::new(jid).map_err(|e| AppError::Usage(format!("{jid:?} is not a valid JID: {e}")))?;
+    if bare.node().is_none() {
+        return Err(AppError::Usage(format!("{jid:?} has no localpart; write it as user@domain")));
+    }
+    let domain = bare.domain().as_str();
+    if !config.general.hosts.iter().any(|h| h.domain().as_str() == domain) {
+        let served: Vec<_> = config.general.hosts.iter().map(|h| h.to_string()).collect();
+        return Err(AppError::Usage(format!(
+            "{domain} is not served here (general.hosts = {served:?})"
+        )));
+    }
+    Ok(bare)
+}
+
+/// `herald user add JID PASSWORD`.
+pub async fn user_add(config: &Config, jid: &str, password: &str) -> Result<ExitCode, AppError> {
+    let user = account(config, jid)?;
+    let credentials = Credentials::from_password(password, Credentials::DEFAULT_ITERATIONS)
+        .map_err(|e| AppError::Usage(format!("unusable password: {e}")))?;
+    let storage = open_storage(config).await?;
+    let result = storage.accounts().create(&user, &credentials).await;
+    storage.close().await;
+    match result {
+        Ok(()) => {
+            println!("created {user}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(StorageError::AlreadyExists) => Err(AppError::UserExists(user)),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// `herald user remove JID`.
+pub async fn user_remove(config: &Config, jid: &str) -> Result<ExitCode, AppError> {
+    let user = account(config, jid)?;
+    let storage = open_storage(config).await?;
+    let removed = storage.accounts().remove(&user).await;
+    storage.close().await;
+    if removed? {
+        println!("removed {user}");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(AppError::NoSuchUser(user))
+    }
+}
+
+/// `herald user list [DOMAIN]`.
+pub async fn user_list(config: &Config, domain: Option<&str>) -> Result<ExitCode, AppError> {
+    let storage = open_storage(config).await?;
+    let users = storage.accounts().list(domain).await;
+    storage.close().await;
+    for user in users? {
+        println!("{user}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `herald check-config`: a summary of what the configuration means.
+pub fn describe(config: &Config, path: Option<&Path>) -> String {
+    let mut out = match path {
+        Some(path) => format!("{}: ok\n", path.display()),
+        None => "embedded default configuration: ok\n".to_owned(),
+    };
+    let hosts: Vec<_> = config.general.hosts.iter().map(|h| h.to_string()).collect();
+    out.push_str(&format!("hosts: {}\n", hosts.join(", ")));
+    out.push_str(&format!("data_dir: {}\n", config.general.data_dir.display()));
+    for listener in &config.listen.c2s {
+        let tls = match &listener.tls {
+            None => "plaintext".to_owned(),
+            Some(tls) => format!(
+                "{:?}, {}",
+                tls.mode,
+                match &tls.cert {
+                    Some(files) => files.certfile.display().to_string(),
+                    None => "self-signed certificate".to_owned(),
+                }
+            ),
+        };
+        out.push_str(&format!("c2s {}: {tls}\n", listener.addr));
+    }
+    let mut modules = Vec::new();
+    if config.modules.mod_disco.is_some() {
+        modules.push("mod_disco");
+    }
+    if config.modules.mod_ping.is_some() {
+        modules.push("mod_ping");
+    }
+    out.push_str(&format!("modules: {}", modules.join(", ")));
+    out
+}

@@ -1,0 +1,948 @@
+//! The configuration file: TOML with MongooseIM 6's section and option names, read once at
+//! start-up into a typed [`Config`].
+//!
+//! Reading goes in three steps: the text is parsed as TOML, read into the file's shape (every
+//! table rejects unknown keys), then checked and given defaults. Every failure is a
+//! [`ConfigError`] naming the file, the line and the key path. `docs/configuration.md` lists
+//! every key; `config/example.toml` shows them with their defaults.
+//!
+//! Relative paths written in the file (`general.data_dir`, `tls.certfile`, `tls.keyfile`) are
+//! resolved against the directory of the file, so a configuration means the same whatever the
+//! working directory of the server. `$HERALD_DATA` and the built-in `./herald-data` are not in the
+//! file and stay relative to the working directory.
+//!
+//! Loading does no other I/O: the certificate files are read when the listeners start.
+
+mod document;
+mod error;
+mod raw;
+mod validate;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use error::ConfigError;
+
+const DEFAULT_IP_ADDRESS: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+const DEFAULT_MAX_STANZA_SIZE: usize = 65536;
+const DEFAULT_MAX_CONNECTIONS: usize = 10000;
+const DEFAULT_STATE_TIMEOUT_MS: u64 = 5000;
+const DEFAULT_BACKWARDS_COMPATIBLE_SESSION: bool = true;
+const DEFAULT_LOGLEVEL: LogLevel = LogLevel::Warning;
+const DEFAULT_DATA_DIR: &str = "./herald-data";
+const DATA_DIR_VARIABLE: &str = "HERALD_DATA";
+
+/// A checked configuration, with every default applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `[general]`: served domains, data directory, log level.
+    pub general: General,
+    /// `[listen]`: the listening sockets.
+    pub listen: Listen,
+    /// `[modules]`: the enabled modules and their options.
+    pub modules: Modules,
+}
+
+/// The `[general]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct General {
+    /// `hosts`: the XMPP domains served, as domain-only bare JIDs in normalised (lowercase)
+    /// form; never empty, no duplicates.
+    pub hosts: Vec<jid::BareJid>,
+    /// `data_dir`: where the database and the generated certificate live.
+    pub data_dir: PathBuf,
+    /// `loglevel`: how much is logged.
+    pub loglevel: LogLevel,
+}
+
+/// MongooseIM's log levels, from silent to everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LogLevel {
+    /// `"none"`: nothing is logged.
+    None,
+    /// `"emergency"`: the system is unusable.
+    Emergency,
+    /// `"alert"`: action must be taken immediately.
+    Alert,
+    /// `"critical"`: critical conditions.
+    Critical,
+    /// `"error"`: errors.
+    Error,
+    /// `"warning"`: warnings; the default.
+    Warning,
+    /// `"notice"`: normal but significant events.
+    Notice,
+    /// `"info"`: informational messages.
+    Info,
+    /// `"debug"`: debugging messages.
+    Debug,
+    /// `"all"`: everything.
+    All,
+}
+
+impl LogLevel {
+    /// The level as a directive for tracing-subscriber's `EnvFilter`: `"off"`, `"error"`,
+    /// `"warn"`, `"info"`, `"debug"` or `"trace"`.
+    ///
+    /// tracing has fewer levels than MongooseIM: emergency, alert and critical become `error`,
+    /// and notice becomes `info` so that asking for notices never hides them.
+    pub fn as_filter(self) -> &'static str {
+        match self {
+            LogLevel::None => "off",
+            LogLevel::Emergency | LogLevel::Alert | LogLevel::Critical | LogLevel::Error => "error",
+            LogLevel::Warning => "warn",
+            LogLevel::Notice | LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::All => "trace",
+        }
+    }
+}
+
+/// The `[listen]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    /// `[[listen.c2s]]`: client-to-server listeners, in file order; no two overlap.
+    pub c2s: Vec<C2sListener>,
+}
+
+/// One `[[listen.c2s]]` table: a socket accepting client connections (RFC 6120).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct C2sListener {
+    /// `ip_address` and `port`; port 0 asks the system for a free port.
+    pub addr: SocketAddr,
+    /// `max_stanza_size`: the largest stanza accepted, in bytes.
+    pub max_stanza_size: usize,
+    /// `max_connections`: how many connections the listener holds at once.
+    pub max_connections: usize,
+    /// `state_timeout`: how long a stream that has not authenticated may stay idle before it is
+    /// closed with a `<connection-timeout/>` stream error.
+    pub state_timeout: Duration,
+    /// `backwards_compatible_session`: whether the RFC 3921 `<session/>` stream feature is
+    /// offered (RFC 6121 §1.4 allows it for older clients).
+    pub backwards_compatible_session: bool,
+    /// `tls`: how TLS is negotiated; `None` for a plaintext listener.
+    pub tls: Option<TlsConfig>,
+}
+
+/// The `tls` table of a listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// `tls.mode`: when TLS starts.
+    pub mode: TlsMode,
+    /// `tls.certfile` and `tls.keyfile`; `None` to use a self-signed certificate generated in
+    /// the data directory.
+    pub cert: Option<CertFiles>,
+}
+
+/// When TLS starts on a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TlsMode {
+    /// `"starttls"`: STARTTLS is offered (RFC 6120 §5); the default.
+    StartTls,
+    /// `"starttls_required"`: STARTTLS is offered as mandatory-to-negotiate; nothing else is
+    /// accepted before it.
+    StartTlsRequired,
+    /// `"tls"`: TLS from the first byte (XEP-0368).
+    DirectTls,
+}
+
+/// A certificate chain and its private key, both PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFiles {
+    /// `tls.certfile`: the certificate chain, leaf first.
+    pub certfile: PathBuf,
+    /// `tls.keyfile`: the private key of the leaf certificate.
+    pub keyfile: PathBuf,
+}
+
+/// The `[modules]` section: one field per known module, `Some` when the file has a
+/// `[modules.NAME]` table.
+///
+/// Adding a module is adding a field here and in the file's shape (`config/raw.rs`), and a line
+/// in `validate::modules`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Modules {
+    /// `[modules.mod_disco]`: service discovery (XEP-0030).
+    pub mod_disco: Option<DiscoConfig>,
+    /// `[modules.mod_ping]`: XMPP ping (XEP-0199).
+    pub mod_ping: Option<PingConfig>,
+}
+
+/// Options of `mod_disco`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DiscoConfig {
+    /// `extra_domains`: further domains listed as items of the server's disco#items, in
+    /// normalised (lowercase) form.
+    pub extra_domains: Vec<String>,
+}
+
+/// Options of `mod_ping`; it has none yet.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PingConfig {}
+
+impl Config {
+    /// The configuration used when no `--config` is given: hosts `["localhost"]`, data_dir from
+    /// `$HERALD_DATA` or `./herald-data`, loglevel warning, one c2s listener on
+    /// 127.0.0.1:5222 with STARTTLS and a self-signed certificate, mod_disco and mod_ping enabled.
+    pub fn embedded_default() -> Config {
+        Config::embedded_default_in(default_data_dir())
+    }
+
+    /// Reads, parses and checks the file at `path`; relative paths in it are resolved against
+    /// its directory, and messages name it as given.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base_dir = path.parent().unwrap_or(Path::new(""));
+        Config::parse(&text, &path.display().to_string(), base_dir)
+    }
+
+    /// Parses and checks `text`; `base_dir` resolves relative paths; `origin` is the file name
+    /// used in messages.
+    pub fn parse(text: &str, origin: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+        parse_with(text, origin, base_dir, default_data_dir())
+    }
+
+    fn embedded_default_in(data_dir: PathBuf) -> Config {
+        Config {
+            general: General {
+                hosts: vec![jid::BareJid::new("localhost").expect("localhost is a domain")],
+                data_dir,
+                loglevel: DEFAULT_LOGLEVEL,
+            },
+            listen: Listen {
+                c2s: vec![C2sListener {
+                    addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5222),
+                    max_stanza_size: DEFAULT_MAX_STANZA_SIZE,
+                    max_connections: DEFAULT_MAX_CONNECTIONS,
+                    state_timeout: Duration::from_millis(DEFAULT_STATE_TIMEOUT_MS),
+                    backwards_compatible_session: DEFAULT_BACKWARDS_COMPATIBLE_SESSION,
+                    tls: Some(TlsConfig {
+                        mode: TlsMode::StartTls,
+                        cert: None,
+                    }),
+                }],
+            },
+            modules: Modules {
+                mod_disco: Some(DiscoConfig::default()),
+                mod_ping: Some(PingConfig {}),
+            },
+        }
+    }
+}
+
+fn parse_with(
+    text: &str,
+    origin: &str,
+    base_dir: &Path,
+    default_data_dir: PathBuf,
+) -> Result<Config, ConfigError> {
+    let document = document::Document::parse(text, origin)?;
+    let raw = document.deserialize()?;
+    let context = validate::Context {
+        base_dir,
+        default_data_dir,
+    };
+    validate::config(raw, &context).map_err(|invalid| document.locate(invalid))
+}
+
+/// `$HERALD_DATA` when set and not empty, else `./herald-data`.
+fn default_data_dir() -> PathBuf {
+    std::env::var_os(DATA_DIR_VARIABLE)
+        .filter(|dir| !dir.is_empty())
+        .map_or_else(|| PathBuf::from(DEFAULT_DATA_DIR), PathBuf::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DATA: &str = "/default-data";
+    const BASE: &str = "/etc/herald";
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        parse_with(text, "herald.toml", Path::new(BASE), PathBuf::from(DATA))
+    }
+
+    fn error(text: &str) -> String {
+        match parse(text) {
+            Ok(config) => panic!("expected an error, got {config:#?}"),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    fn hosts(config: &Config) -> Vec<String> {
+        config
+            .general
+            .hosts
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    const MINIMAL: &str = "[general]\nhosts = [\"localhost\"]\n";
+
+    #[test]
+    fn the_issue_example_parses_to_the_expected_values() {
+        let config = parse(
+            r#"
+[general]
+hosts = ["localhost", "example.org"]
+data_dir = "/var/lib/herald"
+loglevel = "warning"
+
+[[listen.c2s]]
+port = 5222
+ip_address = "127.0.0.1"
+max_stanza_size = 65536
+max_connections = 10000
+state_timeout = 5000
+backwards_compatible_session = true
+tls.mode = "starttls"
+tls.certfile = "cert.pem"
+tls.keyfile = "key.pem"
+
+[modules.mod_disco]
+extra_domains = ["pubsub.example.org"]
+[modules.mod_ping]
+"#,
+        )
+        .unwrap();
+
+        let expected = Config {
+            general: General {
+                hosts: vec![
+                    jid::BareJid::new("localhost").unwrap(),
+                    jid::BareJid::new("example.org").unwrap(),
+                ],
+                data_dir: PathBuf::from("/var/lib/herald"),
+                loglevel: LogLevel::Warning,
+            },
+            listen: Listen {
+                c2s: vec![C2sListener {
+                    addr: "127.0.0.1:5222".parse().unwrap(),
+                    max_stanza_size: 65536,
+                    max_connections: 10000,
+                    state_timeout: Duration::from_millis(5000),
+                    backwards_compatible_session: true,
+                    tls: Some(TlsConfig {
+                        mode: TlsMode::StartTls,
+                        cert: Some(CertFiles {
+                            certfile: PathBuf::from("/etc/herald/cert.pem"),
+                            keyfile: PathBuf::from("/etc/herald/key.pem"),
+                        }),
+                    }),
+                }],
+            },
+            modules: Modules {
+                mod_disco: Some(DiscoConfig {
+                    extra_domains: vec!["pubsub.example.org".into()],
+                }),
+                mod_ping: Some(PingConfig {}),
+            },
+        };
+        assert_eq!(config, expected);
+    }
+
+    #[test]
+    fn omitted_options_take_their_defaults() {
+        let config = parse(&format!("{MINIMAL}[[listen.c2s]]\nport = 5222\n")).unwrap();
+
+        assert_eq!(config.general.data_dir, PathBuf::from(DATA));
+        assert_eq!(config.general.loglevel, LogLevel::Warning);
+        let listener = &config.listen.c2s[0];
+        assert_eq!(listener.addr, "0.0.0.0:5222".parse().unwrap());
+        assert_eq!(listener.max_stanza_size, 65536);
+        assert_eq!(listener.max_connections, 10000);
+        assert_eq!(listener.state_timeout, Duration::from_millis(5000));
+        assert!(listener.backwards_compatible_session);
+        assert_eq!(listener.tls, None);
+        assert_eq!(config.modules, Modules::default());
+    }
+
+    #[test]
+    fn a_file_without_listeners_or_modules_has_none() {
+        let config = parse(MINIMAL).unwrap();
+
+        assert!(config.listen.c2s.is_empty());
+        assert_eq!(config.modules.mod_disco, None);
+        assert_eq!(config.modules.mod_ping, None);
+    }
+
+    #[test]
+    fn a_tls_table_without_mode_means_starttls_with_a_self_signed_certificate() {
+        let config = parse(&format!(
+            "{MINIMAL}[[listen.c2s]]\nport = 5222\n[listen.c2s.tls]\n"
+        ))
+        .unwrap();
+
+        let tls = config.listen.c2s[0].tls.clone();
+        assert_eq!(
+            tls,
+            Some(TlsConfig {
+                mode: TlsMode::StartTls,
+                cert: None
+            })
+        );
+    }
+
+    #[test]
+    fn two_c2s_listeners_coexist() {
+        let config = parse(&format!(
+            "{MINIMAL}
+[[listen.c2s]]
+port = 5222
+tls.mode = \"starttls\"
+
+[[listen.c2s]]
+port = 5223
+tls.mode = \"tls\"
+"
+        ))
+        .unwrap();
+
+        let listeners: Vec<_> = config
+            .listen
+            .c2s
+            .iter()
+            .map(|l| (l.addr.port(), l.tls.as_ref().map(|tls| tls.mode)))
+            .collect();
+        assert_eq!(
+            listeners,
+            [
+                (5222, Some(TlsMode::StartTls)),
+                (5223, Some(TlsMode::DirectTls))
+            ]
+        );
+    }
+
+    #[test]
+    fn starttls_required_mode_is_read() {
+        let config = parse(&format!(
+            "{MINIMAL}[[listen.c2s]]\nport = 5222\ntls.mode = \"starttls_required\"\n"
+        ))
+        .unwrap();
+
+        assert_eq!(
+            config.listen.c2s[0].tls.as_ref().unwrap().mode,
+            TlsMode::StartTlsRequired
+        );
+    }
+
+    #[test]
+    fn port_zero_is_allowed_and_several_listeners_may_use_it() {
+        let config = parse(&format!(
+            "{MINIMAL}[[listen.c2s]]\nport = 0\nip_address = \"127.0.0.1\"\n\
+             [[listen.c2s]]\nport = 0\nip_address = \"127.0.0.1\"\n"
+        ))
+        .unwrap();
+
+        assert_eq!(config.listen.c2s.len(), 2);
+        assert_eq!(config.listen.c2s[0].addr.port(), 0);
+    }
+
+    #[test]
+    fn hosts_are_normalised_to_lowercase() {
+        let config = parse("[general]\nhosts = [\"Example.ORG\"]\n").unwrap();
+
+        assert_eq!(hosts(&config), ["example.org"]);
+    }
+
+    #[test]
+    fn every_mongooseim_loglevel_is_accepted() {
+        let levels = [
+            ("none", LogLevel::None, "off"),
+            ("emergency", LogLevel::Emergency, "error"),
+            ("alert", LogLevel::Alert, "error"),
+            ("critical", LogLevel::Critical, "error"),
+            ("error", LogLevel::Error, "error"),
+            ("warning", LogLevel::Warning, "warn"),
+            ("notice", LogLevel::Notice, "info"),
+            ("info", LogLevel::Info, "info"),
+            ("debug", LogLevel::Debug, "debug"),
+            ("all", LogLevel::All, "trace"),
+        ];
+        for (name, level, filter) in levels {
+            let config = parse(&format!("{MINIMAL}loglevel = \"{name}\"\n")).unwrap();
+            assert_eq!(config.general.loglevel, level, "{name}");
+            assert_eq!(level.as_filter(), filter, "{name}");
+        }
+    }
+
+    #[test]
+    fn relative_paths_are_resolved_against_the_base_dir() {
+        let config = parse(&format!(
+            "{MINIMAL}data_dir = \"data\"\n[[listen.c2s]]\nport = 5222\n\
+             tls.certfile = \"certs/cert.pem\"\ntls.keyfile = \"/abs/key.pem\"\n"
+        ))
+        .unwrap();
+
+        assert_eq!(config.general.data_dir, PathBuf::from("/etc/herald/data"));
+        let cert = config.listen.c2s[0]
+            .tls
+            .as_ref()
+            .unwrap()
+            .cert
+            .clone()
+            .unwrap();
+        assert_eq!(cert.certfile, PathBuf::from("/etc/herald/certs/cert.pem"));
+        assert_eq!(cert.keyfile, PathBuf::from("/abs/key.pem"));
+    }
+
+    #[test]
+    fn unknown_top_level_key_names_its_path_and_line() {
+        assert_eq!(
+            error(&format!("# herald\nlisten_c2s = 1\n{MINIMAL}")),
+            "herald.toml:2: listen_c2s: unknown field `listen_c2s`, expected one of `general`, \
+             `listen`, `modules`"
+        );
+    }
+
+    #[test]
+    fn unknown_key_in_a_listener_names_its_path_and_line() {
+        assert_eq!(
+            error(&format!(
+                "{MINIMAL}[[listen.c2s]]\nport = 5222\n[[listen.c2s]]\nport = 5223\nprot = 1\n"
+            )),
+            "herald.toml:7: listen.c2s[1].prot: unknown field `prot`, expected one of `port`, \
+             `ip_address`, `max_stanza_size`, `max_connections`, `state_timeout`, \
+             `backwards_compatible_session`, `tls`"
+        );
+    }
+
+    #[test]
+    fn unknown_key_in_a_tls_table_names_its_path_and_line() {
+        assert_eq!(
+            error(&format!(
+                "{MINIMAL}[[listen.c2s]]\nport = 5222\n\n[listen.c2s.tls]\nmode = \"tls\"\ncert = \"x\"\n"
+            )),
+            "herald.toml:8: listen.c2s[0].tls.cert: unknown field `cert`, expected one of \
+             `mode`, `certfile`, `keyfile`"
+        );
+    }
+
+    #[test]
+    fn unknown_general_key_names_its_path_and_line() {
+        assert_eq!(
+            error("[general]\nhosts = [\"localhost\"]\nhost = \"x\"\n"),
+            "herald.toml:3: general.host: unknown field `host`, expected one of `hosts`, \
+             `data_dir`, `loglevel`"
+        );
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_names_its_path_and_line() {
+        assert_eq!(
+            error(&format!("{MINIMAL}[[listen.c2s]]\nport = \"x\"\n")),
+            "herald.toml:4: listen.c2s[0].port: invalid type: string \"x\", expected an integer"
+        );
+        assert_eq!(
+            error("[general]\nhosts = \"localhost\"\n"),
+            "herald.toml:2: general.hosts: invalid type: string \"localhost\", expected a sequence"
+        );
+        assert_eq!(
+            error(&format!(
+                "{MINIMAL}[[listen.c2s]]\nport = 1\nbackwards_compatible_session = 1\n"
+            )),
+            "herald.toml:5: listen.c2s[0].backwards_compatible_session: invalid type: integer \
+             `1`, expected a boolean"
+        );
+        assert_eq!(
+            error(&format!("{MINIMAL}[listen]\nc2s = 5222\n")),
+            "herald.toml:4: listen.c2s: invalid type: integer `5222`, expected a sequence"
+        );
+    }
+
+    #[test]
+    fn invalid_toml_names_its_line() {
+        assert_eq!(
+            error("[general]\nhosts = [\"localhost\"\n[[listen.c2s]]\n"),
+            "herald.toml:3: invalid TOML: missing comma between array elements, expected `,`"
+        );
+    }
+
+    #[test]
+    fn a_port_out_of_range_is_rejected() {
+        assert_eq!(
+            error(&format!("{MINIMAL}[[listen.c2s]]\nport = 70000\n")),
+            "herald.toml:4: listen.c2s[0].port: 70000 is out of range; expected a port number \
+             from 0 to 65535 (0 picks a free port)"
+        );
+        assert_eq!(
+            error(&format!("{MINIMAL}[[listen.c2s]]\nport = -1\n")),
+            "herald.toml:4: listen.c2s[0].port: -1 is out of range; expected a port number \
+             from 0 to 65535 (0 picks a free port)"
+        );
+    }
+
+    #[test]
+    fn a_listener_without_port_is_rejected_at_its_header() {
+        assert_eq!(
+            error(&format!(
+                "{MINIMAL}\n[[listen.c2s]]\nip_address = \"::1\"\n"
+            )),
+            "herald.toml:4: listen.c2s[0].port: missing; expected a port number from 0 to \
+             65535 (0 picks a free port)"
+        );
+    }
+
+    #[test]
+    fn a_tiny_max_stanza_size_is_rejected() {
+        assert_eq!(
+            error(&format!(
+                "{MINIMAL}[[listen.c2s]]\nport = 5222\nmax_stanza_size = 10\n"
+            )),
+            "herald.toml:5: listen.c2s[0].max_stanza_size: 10 is out of range; expected at \
+             least 1024 (bytes)"
+        );
+    }
+
+    #[test]
+    fn zero_max_connections_and_a_tiny_state_timeout_are_rejected() {
+        assert_eq!(
+            error(&format!(
+                "{MINIMAL}[[listen.c2s]]\nport = 5222\nmax_connections = 0\n"
+            )),
+            "herald.toml:5: listen.c2s[0].max_connections: 0 is out of range; expected at least 1"
+        );
+        assert_eq!(
+            error(&format!(
+                "{MINIMAL}[[listen.c2s]]\nport = 5222\nstate_timeout = 99\n"
+            )),
+            "herald.toml:5: listen.c2s[0].state_timeout: 99 is out of range; expected at least \
+             100 (milliseconds)"
+        );
+    }
+
+    #[test]
+    fn an_invalid_ip_address_is_rejected() {
+        assert_eq!(
+            error(&format!(
+                "{MINIMAL}[[listen.c2s]]\nport = 5222\nip_address = \"localhost\"\n"
+            )),
+            "herald.toml:5: listen.c2s[0].ip_address: \"localhost\" is not an IP address; \
+             expected an IPv4 or IPv6 address such as \"0.0.0.0\" or \"::1\""
+        );
+    }
+
+    #[test]
+    fn an_unknown_tls_mode_lists_the_accepted_modes() {
+        assert_eq!(
+            error(&format!(
+                "{MINIMAL}\n[[listen.c2s]]\nport = 5222\nip_address = \"127.0.0.1\"\n\
+                 state_timeout = 5000\ntls.mode = \"startls\"\n"
+            )),
+            "herald.toml:8: listen.c2s[0].tls.mode: unknown variant \"startls\", expected one of \
+             \"starttls\", \"starttls_required\", \"tls\""
+        );
+    }
+
+    #[test]
+    fn certfile_without_keyfile_is_rejected() {
+        assert_eq!(
+            error(&format!(
+                "{MINIMAL}[[listen.c2s]]\nport = 5222\ntls.certfile = \"cert.pem\"\n"
+            )),
+            "herald.toml:5: listen.c2s[0].tls.certfile: certfile is given without keyfile; \
+             expected both certfile and keyfile (PEM files), or neither (a self-signed certificate)"
+        );
+    }
+
+    #[test]
+    fn keyfile_without_certfile_is_rejected() {
+        assert_eq!(
+            error(&format!(
+                "{MINIMAL}[[listen.c2s]]\nport = 5222\ntls.keyfile = \"key.pem\"\n"
+            )),
+            "herald.toml:5: listen.c2s[0].tls.keyfile: keyfile is given without certfile; \
+             expected both certfile and keyfile (PEM files), or neither (a self-signed certificate)"
+        );
+    }
+
+    #[test]
+    fn missing_general_section_names_general_hosts() {
+        assert_eq!(
+            error("[[listen.c2s]]\nport = 5222\n"),
+            "herald.toml: general.hosts: missing; expected a non-empty array of domain names, \
+             such as [\"example.org\"]"
+        );
+    }
+
+    #[test]
+    fn missing_hosts_names_general_hosts_at_the_section_header() {
+        assert_eq!(
+            error("\n[general]\nloglevel = \"info\"\n"),
+            "herald.toml:2: general.hosts: missing; expected a non-empty array of domain names, \
+             such as [\"example.org\"]"
+        );
+    }
+
+    #[test]
+    fn empty_hosts_are_rejected() {
+        assert_eq!(
+            error("[general]\nhosts = []\n"),
+            "herald.toml:2: general.hosts: is empty; expected a non-empty array of domain names, \
+             such as [\"example.org\"]"
+        );
+    }
+
+    #[test]
+    fn an_invalid_domain_is_rejected() {
+        assert_eq!(
+            error("[general]\nhosts = [\n  \"localhost\",\n  \"exa mple.org\",\n]\n"),
+            "herald.toml:4: general.hosts[1]: \"exa mple.org\" is not a valid domain (domain \
+             doesn’t pass idna validation); expected a domain name such as \"example.org\""
+        );
+        assert_eq!(
+            error("[general]\nhosts = [\"\"]\n"),
+            "herald.toml:2: general.hosts[0]: \"\" is not a valid domain (domain doesn’t pass \
+             idna validation); expected a domain name such as \"example.org\""
+        );
+    }
+
+    #[test]
+    fn a_jid_is_not_a_host() {
+        assert_eq!(
+            error("[general]\nhosts = [\"admin@example.org\"]\n"),
+            "herald.toml:2: general.hosts[0]: \"admin@example.org\" is not a domain but a JID; \
+             expected a domain name such as \"example.org\""
+        );
+    }
+
+    #[test]
+    fn duplicate_hosts_are_rejected_after_normalisation() {
+        assert_eq!(
+            error("[general]\nhosts = [\"example.org\", \"EXAMPLE.org\"]\n"),
+            "herald.toml:2: general.hosts[1]: \"example.org\" is listed twice (first at \
+             general.hosts[0]); expected distinct domains"
+        );
+    }
+
+    #[test]
+    fn an_unknown_loglevel_is_rejected() {
+        assert_eq!(
+            error(&format!("{MINIMAL}loglevel = \"verbose\"\n")),
+            "herald.toml:3: general.loglevel: unknown variant \"verbose\", expected one of \
+             \"none\", \"emergency\", \"alert\", \"critical\", \"error\", \"warning\", \"notice\", \
+             \"info\", \"debug\", \"all\""
+        );
+    }
+
+    #[test]
+    fn two_listeners_on_the_same_address_are_rejected() {
+        assert_eq!(
+            error(&format!(
+                "{MINIMAL}[[listen.c2s]]\nport = 5222\n\n[[listen.c2s]]\nport = 5223\n\n\
+                 [[listen.c2s]]\nport = 5222\n"
+            )),
+            "herald.toml:9: listen.c2s[2]: address 0.0.0.0:5222 overlaps 0.0.0.0:5222 of \
+             listen.c2s[0]; expected each listener on its own port or address"
+        );
+    }
+
+    #[test]
+    fn a_wildcard_listener_overlaps_a_specific_one_on_the_same_port() {
+        assert_eq!(
+            error(&format!(
+                "{MINIMAL}[[listen.c2s]]\nport = 5222\nip_address = \"127.0.0.1\"\n\
+                 [[listen.c2s]]\nport = 5222\nip_address = \"::\"\n"
+            )),
+            "herald.toml:6: listen.c2s[1]: address [::]:5222 overlaps 127.0.0.1:5222 of \
+             listen.c2s[0]; expected each listener on its own port or address"
+        );
+    }
+
+    #[test]
+    fn listeners_on_different_addresses_share_a_port() {
+        let config = parse(&format!(
+            "{MINIMAL}[[listen.c2s]]\nport = 5222\nip_address = \"127.0.0.1\"\n\
+             [[listen.c2s]]\nport = 5222\nip_address = \"::1\"\n"
+        ))
+        .unwrap();
+
+        assert_eq!(config.listen.c2s.len(), 2);
+    }
+
+    #[test]
+    fn an_unknown_module_is_rejected_by_name() {
+        assert_eq!(
+            error(&format!("{MINIMAL}[modules.mod_ping]\n[modules.mod_foo]\n")),
+            "herald.toml:4: modules.mod_foo: unknown module `modules.mod_foo`, expected \
+             `mod_disco` or `mod_ping`"
+        );
+    }
+
+    #[test]
+    fn an_unknown_module_option_is_rejected() {
+        assert_eq!(
+            error(&format!("{MINIMAL}[modules.mod_ping]\ninterval = 60\n")),
+            "herald.toml:4: modules.mod_ping.interval: unknown field `interval`, there are no \
+             fields"
+        );
+    }
+
+    #[test]
+    fn an_invalid_extra_domain_is_rejected() {
+        assert_eq!(
+            error(&format!(
+                "{MINIMAL}[modules.mod_disco]\nextra_domains = [\"pubsub.example.org\", \"a/b\"]\n"
+            )),
+            "herald.toml:4: modules.mod_disco.extra_domains[1]: \"a/b\" is not a domain but a \
+             JID; expected a domain name such as \"example.org\""
+        );
+    }
+
+    #[test]
+    fn keys_that_need_quotes_are_quoted_in_the_path() {
+        assert_eq!(
+            error(&format!("{MINIMAL}\"mod.x\" = 1\n")),
+            "herald.toml:3: general.\"mod.x\": unknown field `mod.x`, expected one of `hosts`, \
+             `data_dir`, `loglevel`"
+        );
+    }
+
+    #[test]
+    fn the_embedded_default_serves_localhost_over_starttls_on_loopback() {
+        let config = Config::embedded_default_in(PathBuf::from(DATA));
+
+        assert_eq!(hosts(&config), ["localhost"]);
+        assert_eq!(config.general.data_dir, PathBuf::from(DATA));
+        assert_eq!(config.general.loglevel, LogLevel::Warning);
+        assert_eq!(config.listen.c2s.len(), 1);
+        let listener = &config.listen.c2s[0];
+        assert_eq!(listener.addr, "127.0.0.1:5222".parse().unwrap());
+        assert_eq!(
+            listener.tls,
+            Some(TlsConfig {
+                mode: TlsMode::StartTls,
+                cert: None
+            })
+        );
+        assert_eq!(listener.max_stanza_size, 65536);
+        assert_eq!(listener.max_connections, 10000);
+        assert_eq!(listener.state_timeout, Duration::from_millis(5000));
+        assert!(listener.backwards_compatible_session);
+        assert_eq!(config.modules.mod_disco, Some(DiscoConfig::default()));
+        assert_eq!(config.modules.mod_ping, Some(PingConfig {}));
+    }
+
+    #[test]
+    fn the_example_file_parses_to_the_embedded_default() {
+        let example = include_str!("../../../config/example.toml");
+
+        let config = parse(example).unwrap();
+
+        assert_eq!(config, Config::embedded_default_in(PathBuf::from(DATA)));
+    }
+
+    #[test]
+    fn the_example_file_with_every_option_uncommented_parses() {
+        // Uncommenting `# key = value` lines (not prose) must give a valid file: the comments
+        // show real defaults. Example certificate paths come in pairs, so they stay valid too.
+        let example = include_str!("../../../config/example.toml");
+        let uncommented: String = example
+            .lines()
+            .map(|line| match line.strip_prefix("# ") {
+                Some(rest) if is_toml_line(rest) => rest,
+                _ => line,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+
+        parse(&uncommented).unwrap_or_else(|error| panic!("{error}\n{uncommented}"));
+    }
+
+    fn is_toml_line(line: &str) -> bool {
+        line.starts_with('[')
+            || line
+                .split_once(" = ")
+                .is_some_and(|(key, _)| is_bare_key(key))
+    }
+
+    fn is_bare_key(key: &str) -> bool {
+        !key.is_empty()
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+    }
+
+    #[test]
+    fn load_resolves_paths_against_the_file_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("herald.toml");
+        std::fs::write(
+            &path,
+            format!("{MINIMAL}data_dir = \"data\"\n[[listen.c2s]]\nport = 0\ntls.certfile = \"c.pem\"\ntls.keyfile = \"k.pem\"\n"),
+        )
+        .unwrap();
+
+        let config = Config::load(&path).unwrap();
+
+        assert_eq!(config.general.data_dir, dir.path().join("data"));
+        let cert = config.listen.c2s[0]
+            .tls
+            .as_ref()
+            .unwrap()
+            .cert
+            .clone()
+            .unwrap();
+        assert_eq!(cert.certfile, dir.path().join("c.pem"));
+        assert_eq!(cert.keyfile, dir.path().join("k.pem"));
+    }
+
+    #[test]
+    fn load_names_the_file_in_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("herald.toml");
+        std::fs::write(&path, "[general]\nhosts = []\n").unwrap();
+
+        let message = Config::load(&path).unwrap_err().to_string();
+
+        assert_eq!(
+            message,
+            format!(
+                "{}:2: general.hosts: is empty; expected a non-empty array of domain names, such as [\"example.org\"]",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn load_of_a_missing_file_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("absent.toml");
+
+        let error = Config::load(&path).unwrap_err();
+
+        assert!(matches!(error, ConfigError::Read { .. }));
+        let message = error.to_string();
+        assert!(
+            message.starts_with(&format!(
+                "{}: cannot read the configuration file: ",
+                path.display()
+            )),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn an_error_carries_its_parts() {
+        let Err(ConfigError::Invalid {
+            origin,
+            line,
+            key,
+            message,
+        }) = parse(&format!("{MINIMAL}[[listen.c2s]]\nport = 70000\n"))
+        else {
+            panic!("expected an invalid configuration");
+        };
+
+        assert_eq!(origin, "herald.toml");
+        assert_eq!(line, Some(4));
+        assert_eq!(key, "listen.c2s[0].port");
+        assert!(message.contains("0 to 65535"), "{message}");
+    }
+}

@@ -1,0 +1,105 @@
+//! The shape of the configuration file, as serde reads it.
+//!
+//! Every table rejects unknown keys. Values stay close to their TOML type (strings, integers)
+//! and every key is optional, so that the checks in `validate` can say which key is missing or
+//! out of range and what is accepted.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawConfig {
+    pub(super) general: Option<RawGeneral>,
+    #[serde(default)]
+    pub(super) listen: RawListen,
+    #[serde(default)]
+    pub(super) modules: RawModules,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawGeneral {
+    pub(super) hosts: Option<Vec<String>>,
+    pub(super) data_dir: Option<PathBuf>,
+    pub(super) loglevel: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawListen {
+    #[serde(default)]
+    pub(super) c2s: Vec<RawC2s>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawC2s {
+    pub(super) port: Option<Integer>,
+    pub(super) ip_address: Option<String>,
+    pub(super) max_stanza_size: Option<Integer>,
+    pub(super) max_connections: Option<Integer>,
+    pub(super) state_timeout: Option<Integer>,
+    pub(super) backwards_compatible_session: Option<bool>,
+    pub(super) tls: Option<RawTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawTls {
+    pub(super) mode: Option<String>,
+    pub(super) certfile: Option<PathBuf>,
+    pub(super) keyfile: Option<PathBuf>,
+}
+
+/// One optional field per module: the table `[modules.NAME]` enables module `NAME`. A name
+/// without a field here is rejected as an unknown module.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawModules {
+    pub(super) mod_disco: Option<RawDisco>,
+    pub(super) mod_ping: Option<RawPing>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawDisco {
+    #[serde(default)]
+    pub(super) extra_domains: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawPing {}
+
+/// A TOML integer. Its own type only so that a value of the wrong type is reported as
+/// "expected an integer" rather than in Rust's words ("expected i64").
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Integer(pub(super) i64);
+
+impl<'de> Deserialize<'de> for Integer {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Integer;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an integer")
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<Integer, E> {
+                Ok(Integer(value))
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Integer, E> {
+                i64::try_from(value)
+                    .map(Integer)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(value), &self))
+            }
+        }
+
+        deserializer.deserialize_i64(Visitor)
+    }
+}

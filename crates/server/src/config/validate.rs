@@ -1,0 +1,301 @@
+//! From the file's shape to a typed [`Config`]: defaults, ranges, domains, paths, and the
+//! checks that span several keys.
+
+use std::borrow::Cow;
+use std::fmt::Display;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jid::{BareJid, DomainPart};
+
+use super::error::{Invalid, KeyPath};
+use super::raw::{Integer, RawC2s, RawConfig, RawDisco, RawGeneral, RawModules, RawTls};
+use super::{
+    C2sListener, CertFiles, Config, DEFAULT_BACKWARDS_COMPATIBLE_SESSION, DEFAULT_IP_ADDRESS,
+    DEFAULT_LOGLEVEL, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_STANZA_SIZE, DEFAULT_STATE_TIMEOUT_MS,
+    DiscoConfig, General, Listen, LogLevel, Modules, PingConfig, TlsConfig, TlsMode,
+};
+
+/// What a file leaves to its surroundings.
+pub(super) struct Context<'a> {
+    /// Relative paths in the file are resolved against this directory.
+    pub(super) base_dir: &'a Path,
+    /// `general.data_dir` when the file does not set it.
+    pub(super) default_data_dir: PathBuf,
+}
+
+const LOG_LEVELS: &[(&str, LogLevel)] = &[
+    ("none", LogLevel::None),
+    ("emergency", LogLevel::Emergency),
+    ("alert", LogLevel::Alert),
+    ("critical", LogLevel::Critical),
+    ("error", LogLevel::Error),
+    ("warning", LogLevel::Warning),
+    ("notice", LogLevel::Notice),
+    ("info", LogLevel::Info),
+    ("debug", LogLevel::Debug),
+    ("all", LogLevel::All),
+];
+
+const TLS_MODES: &[(&str, TlsMode)] = &[
+    ("starttls", TlsMode::StartTls),
+    ("starttls_required", TlsMode::StartTlsRequired),
+    ("tls", TlsMode::DirectTls),
+];
+
+/// Checks a whole file; the first failure is returned.
+pub(super) fn config(raw: RawConfig, context: &Context<'_>) -> Result<Config, Invalid> {
+    let root = KeyPath::root();
+    Ok(Config {
+        general: general(raw.general, &root.key("general"), context)?,
+        listen: listen(raw.listen.c2s, &root.key("listen"), context)?,
+        modules: modules(raw.modules, &root.key("modules"))?,
+    })
+}
+
+fn general(
+    raw: Option<RawGeneral>,
+    at: &KeyPath,
+    context: &Context<'_>,
+) -> Result<General, Invalid> {
+    let hosts_at = at.key("hosts");
+    let expected_hosts = "a non-empty array of domain names, such as [\"example.org\"]";
+    // A file without [general] lacks general.hosts like one with an empty [general].
+    let raw = raw.unwrap_or_default();
+    let hosts = required(raw.hosts, &hosts_at, expected_hosts)?;
+    if hosts.is_empty() {
+        return Err(Invalid::new(
+            hosts_at,
+            format!("is empty; expected {expected_hosts}"),
+        ));
+    }
+    let hosts = domains(&hosts, &hosts_at)?
+        .into_iter()
+        .map(BareJid::from)
+        .collect();
+    let data_dir = match raw.data_dir {
+        Some(dir) => file_path(dir, &at.key("data_dir"), context.base_dir)?,
+        None => context.default_data_dir.clone(),
+    };
+    let loglevel = match raw.loglevel {
+        Some(name) => one_of(&name, LOG_LEVELS, &at.key("loglevel"))?,
+        None => DEFAULT_LOGLEVEL,
+    };
+    Ok(General {
+        hosts,
+        data_dir,
+        loglevel,
+    })
+}
+
+fn listen(raw: Vec<RawC2s>, at: &KeyPath, context: &Context<'_>) -> Result<Listen, Invalid> {
+    let c2s_at = at.key("c2s");
+    let mut c2s: Vec<C2sListener> = Vec::with_capacity(raw.len());
+    for (index, raw) in raw.into_iter().enumerate() {
+        let at = c2s_at.index(index);
+        let listener = c2s_listener(raw, &at, context)?;
+        if let Some(earlier) = c2s
+            .iter()
+            .position(|other| overlaps(other.addr, listener.addr))
+        {
+            return Err(Invalid::new(
+                at,
+                format!(
+                    "address {} overlaps {} of {}; expected each listener on its own port or address",
+                    listener.addr,
+                    c2s[earlier].addr,
+                    c2s_at.index(earlier),
+                ),
+            ));
+        }
+        c2s.push(listener);
+    }
+    Ok(Listen { c2s })
+}
+
+fn c2s_listener(raw: RawC2s, at: &KeyPath, context: &Context<'_>) -> Result<C2sListener, Invalid> {
+    let port_at = at.key("port");
+    let ports = "a port number from 0 to 65535 (0 picks a free port)";
+    let port: u16 = integer(required(raw.port, &port_at, ports)?, 0, ports, &port_at)?;
+    let ip = match raw.ip_address {
+        Some(text) => ip_address(&text, &at.key("ip_address"))?,
+        None => DEFAULT_IP_ADDRESS,
+    };
+    let max_stanza_size = match raw.max_stanza_size {
+        Some(n) => integer(n, 1024, "at least 1024 (bytes)", &at.key("max_stanza_size"))?,
+        None => DEFAULT_MAX_STANZA_SIZE,
+    };
+    let max_connections = match raw.max_connections {
+        Some(n) => integer(n, 1, "at least 1", &at.key("max_connections"))?,
+        None => DEFAULT_MAX_CONNECTIONS,
+    };
+    let state_timeout_ms = match raw.state_timeout {
+        Some(n) => integer(
+            n,
+            100,
+            "at least 100 (milliseconds)",
+            &at.key("state_timeout"),
+        )?,
+        None => DEFAULT_STATE_TIMEOUT_MS,
+    };
+    let tls = match raw.tls {
+        Some(tls) => Some(tls_config(tls, &at.key("tls"), context.base_dir)?),
+        None => None,
+    };
+    Ok(C2sListener {
+        addr: SocketAddr::new(ip, port),
+        max_stanza_size,
+        max_connections,
+        state_timeout: Duration::from_millis(state_timeout_ms),
+        backwards_compatible_session: raw
+            .backwards_compatible_session
+            .unwrap_or(DEFAULT_BACKWARDS_COMPATIBLE_SESSION),
+        tls,
+    })
+}
+
+fn tls_config(raw: RawTls, at: &KeyPath, base_dir: &Path) -> Result<TlsConfig, Invalid> {
+    let mode = match raw.mode {
+        Some(name) => one_of(&name, TLS_MODES, &at.key("mode"))?,
+        None => TlsMode::StartTls,
+    };
+    let pair = "both certfile and keyfile (PEM files), or neither (a self-signed certificate)";
+    let cert = match (raw.certfile, raw.keyfile) {
+        (Some(certfile), Some(keyfile)) => Some(CertFiles {
+            certfile: file_path(certfile, &at.key("certfile"), base_dir)?,
+            keyfile: file_path(keyfile, &at.key("keyfile"), base_dir)?,
+        }),
+        (None, None) => None,
+        (Some(_), None) => {
+            let message = format!("certfile is given without keyfile; expected {pair}");
+            return Err(Invalid::new(at.key("certfile"), message));
+        }
+        (None, Some(_)) => {
+            let message = format!("keyfile is given without certfile; expected {pair}");
+            return Err(Invalid::new(at.key("keyfile"), message));
+        }
+    };
+    Ok(TlsConfig { mode, cert })
+}
+
+fn modules(raw: RawModules, at: &KeyPath) -> Result<Modules, Invalid> {
+    Ok(Modules {
+        mod_disco: raw
+            .mod_disco
+            .map(|disco| disco_config(disco, &at.key("mod_disco")))
+            .transpose()?,
+        mod_ping: raw.mod_ping.map(|_| PingConfig {}),
+    })
+}
+
+fn disco_config(raw: RawDisco, at: &KeyPath) -> Result<DiscoConfig, Invalid> {
+    let extra_domains = domains(&raw.extra_domains, &at.key("extra_domains"))?;
+    Ok(DiscoConfig {
+        extra_domains: extra_domains
+            .into_iter()
+            .map(DomainPart::into_inner)
+            .collect(),
+    })
+}
+
+/// Each element of the array at `at` as a normalised domain, with no domain listed twice.
+fn domains(texts: &[String], at: &KeyPath) -> Result<Vec<DomainPart>, Invalid> {
+    let mut parsed: Vec<DomainPart> = Vec::with_capacity(texts.len());
+    for (index, text) in texts.iter().enumerate() {
+        let domain = domain(text, &at.index(index))?;
+        if let Some(first) = parsed.iter().position(|other| *other == domain) {
+            return Err(Invalid::new(
+                at.index(index),
+                format!(
+                    "{:?} is listed twice (first at {}); expected distinct domains",
+                    domain.as_str(),
+                    at.index(first),
+                ),
+            ));
+        }
+        parsed.push(domain);
+    }
+    Ok(parsed)
+}
+
+/// `text` as a domain in its normalised (nameprep, lowercase) form.
+fn domain(text: &str, at: &KeyPath) -> Result<DomainPart, Invalid> {
+    let expected = "expected a domain name such as \"example.org\"";
+    if text.contains(['@', '/']) {
+        let message = format!("{text:?} is not a domain but a JID; {expected}");
+        return Err(Invalid::new(at.clone(), message));
+    }
+    DomainPart::new(text).map(Cow::into_owned).map_err(|error| {
+        Invalid::new(
+            at.clone(),
+            format!("{text:?} is not a valid domain ({error}); {expected}"),
+        )
+    })
+}
+
+fn ip_address(text: &str, at: &KeyPath) -> Result<IpAddr, Invalid> {
+    text.parse().map_err(|_| {
+        let expected = "an IPv4 or IPv6 address such as \"0.0.0.0\" or \"::1\"";
+        Invalid::new(
+            at.clone(),
+            format!("{text:?} is not an IP address; expected {expected}"),
+        )
+    })
+}
+
+/// A path from the file; a relative one is taken relative to the file's directory.
+fn file_path(path: PathBuf, at: &KeyPath, base_dir: &Path) -> Result<PathBuf, Invalid> {
+    if path.as_os_str().is_empty() {
+        return Err(Invalid::new(at.clone(), "is empty; expected a path"));
+    }
+    Ok(base_dir.join(path))
+}
+
+/// `value` as a `T` no smaller than `min`; `accepted` says what is accepted.
+fn integer<T>(value: Integer, min: T, accepted: &str, at: &KeyPath) -> Result<T, Invalid>
+where
+    T: TryFrom<i64> + PartialOrd,
+{
+    match T::try_from(value.0) {
+        Ok(n) if n >= min => Ok(n),
+        _ => Err(Invalid::new(
+            at.clone(),
+            format!("{} is out of range; expected {accepted}", value.0),
+        )),
+    }
+}
+
+/// The variant named `name`.
+fn one_of<T: Copy>(name: &str, variants: &[(&str, T)], at: &KeyPath) -> Result<T, Invalid> {
+    match variants.iter().find(|(known, _)| *known == name) {
+        Some((_, variant)) => Ok(*variant),
+        None => {
+            let names: Vec<String> = variants
+                .iter()
+                .map(|(known, _)| format!("{known:?}"))
+                .collect();
+            let message = format!(
+                "unknown variant {name:?}, expected one of {}",
+                names.join(", ")
+            );
+            Err(Invalid::new(at.clone(), message))
+        }
+    }
+}
+
+fn required<T>(value: Option<T>, at: &KeyPath, expected: impl Display) -> Result<T, Invalid> {
+    value.ok_or_else(|| Invalid::new(at.clone(), format!("missing; expected {expected}")))
+}
+
+/// Whether two listening addresses cannot both be bound. Port 0 never conflicts (the system
+/// picks a free port); an unspecified IPv4 address covers every IPv4 address, and an unspecified
+/// IPv6 address covers every address, as a dual-stack socket does.
+fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    let covers = |wide: IpAddr, narrow: IpAddr| {
+        wide.is_unspecified() && (wide.is_ipv6() || narrow.is_ipv4())
+    };
+    a.port() == b.port()
+        && a.port() != 0
+        && (a.ip() == b.ip() || covers(a.ip(), b.ip()) || covers(b.ip(), a.ip()))
+}

@@ -1,0 +1,89 @@
+//! Schema migrations: how the database schema is created and upgraded when it is opened.
+//!
+//! Each engine keeps an ordered list of [`Migration`]s, numbered 1, 2, 3, ... A
+//! `schema_version` table records the versions already applied. On open, the engine applies
+//! the missing ones in order, each in its own transaction together with its `schema_version`
+//! row, so a migration is either wholly applied and recorded or not at all. Migrations are
+//! never edited once released: a schema change is a new migration at the end of the list.
+
+/// One step of the schema, written for one engine.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Migration {
+    /// The schema version this step produces; the list is numbered 1, 2, 3, ... in order.
+    pub(crate) version: i64,
+    /// What the step does, recorded in `schema_version` and the log.
+    pub(crate) description: &'static str,
+    /// The statements, run as one transaction.
+    pub(crate) sql: &'static str,
+}
+
+/// The version a database has once every migration of `migrations` is applied.
+pub(crate) fn latest_version(migrations: &[Migration]) -> i64 {
+    migrations.last().map_or(0, |migration| migration.version)
+}
+
+/// The migrations a database at schema version `current` still needs, in order.
+pub(crate) fn pending(migrations: &[Migration], current: i64) -> &[Migration] {
+    let applied = migrations.partition_point(|migration| migration.version <= current);
+    &migrations[applied..]
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Engines call this on their own list: versions must be 1, 2, 3, ... with SQL in each.
+    pub(crate) fn assert_well_formed(migrations: &[Migration]) {
+        for (index, migration) in migrations.iter().enumerate() {
+            assert_eq!(
+                migration.version,
+                index as i64 + 1,
+                "{migration:?} is out of order"
+            );
+            assert!(
+                !migration.description.is_empty(),
+                "{migration:?} has no description"
+            );
+            assert!(!migration.sql.trim().is_empty(), "{migration:?} has no SQL");
+        }
+    }
+
+    const LIST: &[Migration] = &[
+        Migration {
+            version: 1,
+            description: "one",
+            sql: "SELECT 1",
+        },
+        Migration {
+            version: 2,
+            description: "two",
+            sql: "SELECT 2",
+        },
+        Migration {
+            version: 3,
+            description: "three",
+            sql: "SELECT 3",
+        },
+    ];
+
+    #[test]
+    fn a_new_database_needs_every_migration() {
+        assert_eq!(pending(LIST, 0).len(), 3);
+    }
+
+    #[test]
+    fn a_database_part_way_needs_only_the_later_migrations() {
+        let versions: Vec<i64> = pending(LIST, 1).iter().map(|m| m.version).collect();
+        assert_eq!(versions, [2, 3]);
+    }
+
+    #[test]
+    fn an_up_to_date_database_needs_nothing() {
+        assert!(pending(LIST, latest_version(LIST)).is_empty());
+    }
+
+    #[test]
+    fn the_test_list_is_well_formed() {
+        assert_well_formed(LIST);
+    }
+}

@@ -1,0 +1,109 @@
+//! The embedded SQLite engine: one database file, opened through a small connection pool.
+//!
+//! The file is opened in WAL journal mode with `synchronous = NORMAL` (readers do not block the
+//! writer; a power loss may lose the last transactions but never corrupts the file), foreign
+//! keys enforced, and a busy timeout so concurrent writers wait for each other instead of
+//! failing.
+
+mod accounts;
+pub(crate) mod migrations;
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+pub(crate) use self::accounts::SqliteAccounts;
+use crate::StorageError;
+
+/// How long a statement waits for another connection's write lock before failing with
+/// `SQLITE_BUSY`.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connections to a database file. SQLite runs one writer at a time, so more connections only
+/// add concurrent readers.
+const FILE_POOL_SIZE: u32 = 4;
+
+/// How long an operation waits for a free connection.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Open (creating if missing, with its directory) the database file at `path` and bring its
+/// schema up to date.
+pub(crate) async fn open_file(path: &Path) -> Result<SqlitePool, StorageError> {
+    if let Some(directory) = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+    {
+        // Blocking, but once at start-up and cheap.
+        std::fs::create_dir_all(directory).map_err(|source| StorageError::Io {
+            path: directory.to_owned(),
+            source,
+        })?;
+    }
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .foreign_keys(true)
+        .busy_timeout(BUSY_TIMEOUT);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(FILE_POOL_SIZE)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(options)
+        .await
+        .map_err(|source| StorageError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+    let applied = migrate_or_close(&pool).await?;
+    tracing::info!(path = %path.display(), applied, "opened SQLite database");
+    Ok(pool)
+}
+
+/// Open a new, empty database that lives in memory until closed.
+pub(crate) async fn open_in_memory() -> Result<SqlitePool, StorageError> {
+    let options = SqliteConnectOptions::new()
+        .in_memory(true)
+        .foreign_keys(true)
+        .busy_timeout(BUSY_TIMEOUT);
+    // Each connection to ":memory:" is a database of its own, so the pool holds exactly one
+    // connection and never closes it.
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .min_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(options)
+        .await
+        .map_err(|source| StorageError::Open {
+            path: ":memory:".into(),
+            source,
+        })?;
+    migrate_or_close(&pool).await?;
+    Ok(pool)
+}
+
+async fn migrate_or_close(pool: &SqlitePool) -> Result<usize, StorageError> {
+    match migrations::migrate(pool).await {
+        Ok(applied) => Ok(applied),
+        Err(error) => {
+            pool.close().await;
+            Err(error)
+        }
+    }
+}
+
+/// Seconds since the Unix epoch, as stored in `INTEGER` time columns.
+fn unix_time() -> i64 {
+    // A clock before 1970 is recorded as 1970 rather than failing a registration.
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX)
+        })
+}

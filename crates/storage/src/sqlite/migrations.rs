@@ -1,0 +1,106 @@
+//! The SQLite schema, as an ordered list of migrations, and the code that applies them on open
+//! (the scheme is described in [`crate::migrations`]).
+
+use sqlx::SqlitePool;
+
+use crate::StorageError;
+use crate::migrations::{self, Migration};
+
+/// Every SQLite migration, in order. Append only: a released migration never changes.
+pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    description: "accounts: users with SCRAM-SHA-1 and SCRAM-SHA-256 secrets",
+    sql: include_str!("migrations/0001_users.sql"),
+}];
+
+/// Bring the schema of the database behind `pool` up to date; returns how many migrations were
+/// applied.
+pub(crate) async fn migrate(pool: &SqlitePool) -> Result<usize, StorageError> {
+    apply(pool, MIGRATIONS).await
+}
+
+/// Apply the migrations of `list` that the database lacks, each in its own transaction.
+pub(crate) async fn apply(pool: &SqlitePool, list: &[Migration]) -> Result<usize, StorageError> {
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS schema_version (
+             version     INTEGER PRIMARY KEY,
+             description TEXT    NOT NULL,
+             applied_at  INTEGER NOT NULL
+         ) STRICT",
+    )
+    .execute(pool)
+    .await?;
+
+    let current = current_version(pool).await?;
+    let supported = migrations::latest_version(list);
+    if current > supported {
+        return Err(StorageError::SchemaTooNew {
+            found: current,
+            supported,
+        });
+    }
+
+    let mut applied = 0;
+    for migration in migrations::pending(list, current) {
+        if apply_one(pool, migration)
+            .await
+            .map_err(|source| StorageError::Migration {
+                version: migration.version,
+                source,
+            })?
+        {
+            tracing::info!(
+                version = migration.version,
+                description = migration.description,
+                "applied database migration"
+            );
+            applied += 1;
+        }
+    }
+    Ok(applied)
+}
+
+/// The highest schema version recorded, 0 for a new database.
+pub(crate) async fn current_version(pool: &SqlitePool) -> Result<i64, StorageError> {
+    let version: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_version")
+        .fetch_one(pool)
+        .await?;
+    Ok(version.unwrap_or(0))
+}
+
+/// Apply one migration and record it, unless another process did so first; returns whether it
+/// was applied here.
+async fn apply_one(pool: &SqlitePool, migration: &Migration) -> Result<bool, sqlx::Error> {
+    // IMMEDIATE takes the write lock before the check, so two servers opening the same file
+    // cannot both apply a migration.
+    let mut transaction = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let done: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM schema_version WHERE version = ?)")
+            .bind(migration.version)
+            .fetch_one(&mut *transaction)
+            .await?;
+    if done {
+        return Ok(false);
+    }
+    sqlx::raw_sql(migration.sql)
+        .execute(&mut *transaction)
+        .await?;
+    sqlx::query("INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)")
+        .bind(migration.version)
+        .bind(migration.description)
+        .bind(super::unix_time())
+        .execute(&mut *transaction)
+        .await?;
+    transaction.commit().await?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sqlite_list_is_well_formed() {
+        crate::migrations::tests::assert_well_formed(MIGRATIONS);
+    }
+}

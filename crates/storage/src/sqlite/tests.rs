@@ -1,0 +1,417 @@
+//! The SQLite engine against the conformance suite, in memory and in a file, and what only a
+//! file has: persistence, migrations on reopen, pragmas, errors naming the path.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use herald_sasl::{Credentials, ScramSecrets};
+use jid::BareJid;
+use sqlx::SqlitePool;
+use tempfile::TempDir;
+
+use super::migrations::{self, MIGRATIONS};
+use crate::accounts::conformance::{
+    account_store_conformance_tests, run_account_store_conformance,
+};
+use crate::migrations::Migration;
+use crate::{AccountStore, Storage, StorageError};
+
+/// An opened [`Storage`] and the directory that must outlive it.
+struct Opened {
+    storage: Storage,
+    _directory: Option<TempDir>,
+}
+
+impl Opened {
+    fn accounts(&self) -> Arc<dyn AccountStore> {
+        self.storage.accounts()
+    }
+}
+
+async fn open_in_memory() -> Opened {
+    Opened {
+        storage: Storage::open_sqlite_in_memory().await.unwrap(),
+        _directory: None,
+    }
+}
+
+async fn open_file() -> Opened {
+    let directory = TempDir::new().unwrap();
+    let storage = Storage::open_sqlite(&directory.path().join("herald.db"))
+        .await
+        .unwrap();
+    Opened {
+        storage,
+        _directory: Some(directory),
+    }
+}
+
+mod in_memory {
+    use super::*;
+    account_store_conformance_tests!(super::open_in_memory);
+}
+
+mod in_a_file {
+    use super::*;
+    account_store_conformance_tests!(super::open_file);
+}
+
+#[tokio::test]
+async fn the_whole_suite_passes_on_one_shared_in_memory_store() {
+    run_account_store_conformance(open_in_memory().await.accounts()).await;
+}
+
+#[tokio::test]
+async fn the_whole_suite_passes_on_one_shared_file_store() {
+    run_account_store_conformance(open_file().await.accounts()).await;
+}
+
+fn jid(text: &str) -> BareJid {
+    BareJid::new(text).unwrap()
+}
+
+fn credentials() -> Credentials {
+    let secrets = |len| ScramSecrets {
+        salt: b"QSXCR+Q6sek8bf92".to_vec(),
+        iterations: 4096,
+        stored_key: vec![7; len],
+        server_key: vec![9; len],
+    };
+    Credentials {
+        sha1: secrets(20),
+        sha256: secrets(32),
+    }
+}
+
+/// The pool of an opened SQLite [`Storage`], to look under the store.
+fn pool(storage: &Storage) -> &SqlitePool {
+    match &storage.engine {
+        crate::Engine::Sqlite(pool) => pool,
+    }
+}
+
+/// `(version, applied_at)` of every recorded migration.
+async fn recorded_migrations(pool: &SqlitePool) -> Vec<(i64, i64)> {
+    sqlx::query_as("SELECT version, applied_at FROM schema_version ORDER BY version")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+fn database_in(directory: &TempDir) -> PathBuf {
+    directory.path().join("herald.db")
+}
+
+#[tokio::test]
+async fn accounts_survive_close_and_reopen() {
+    let directory = TempDir::new().unwrap();
+    let path = database_in(&directory);
+    let juliet = Credentials::from_password("pencil", Credentials::DEFAULT_ITERATIONS).unwrap();
+    let storage = Storage::open_sqlite(&path).await.unwrap();
+    storage
+        .accounts()
+        .create(&jid("juliet@capulet.example"), &juliet)
+        .await
+        .unwrap();
+    storage.close().await;
+
+    let storage = Storage::open_sqlite(&path).await.unwrap();
+    let accounts = storage.accounts();
+    assert_eq!(
+        accounts
+            .credentials(&jid("juliet@capulet.example"))
+            .await
+            .unwrap(),
+        Some(juliet)
+    );
+    assert_eq!(
+        accounts.list(None).await.unwrap(),
+        [jid("juliet@capulet.example")]
+    );
+    storage.close().await;
+}
+
+#[tokio::test]
+async fn reopening_applies_no_migration_again() {
+    let directory = TempDir::new().unwrap();
+    let path = database_in(&directory);
+    let storage = Storage::open_sqlite(&path).await.unwrap();
+    let first = recorded_migrations(pool(&storage)).await;
+    assert_eq!(first.len(), MIGRATIONS.len());
+    storage.close().await;
+
+    let storage = Storage::open_sqlite(&path).await.unwrap();
+    assert_eq!(recorded_migrations(pool(&storage)).await, first);
+    assert_eq!(migrations::migrate(pool(&storage)).await.unwrap(), 0);
+    storage.close().await;
+}
+
+#[tokio::test]
+async fn a_new_migration_is_applied_to_an_existing_database() {
+    let directory = TempDir::new().unwrap();
+    let storage = Storage::open_sqlite(&database_in(&directory))
+        .await
+        .unwrap();
+    storage
+        .accounts()
+        .create(&jid("juliet@capulet.example"), &credentials())
+        .await
+        .unwrap();
+    let next = Migration {
+        version: MIGRATIONS.len() as i64 + 1,
+        description: "test: rosters",
+        sql: "CREATE TABLE rosters (server TEXT NOT NULL, username TEXT NOT NULL) STRICT;
+              CREATE INDEX rosters_by_user ON rosters (server, username);",
+    };
+    let list = [MIGRATIONS, &[next]].concat();
+
+    assert_eq!(migrations::apply(pool(&storage), &list).await.unwrap(), 1);
+    assert_eq!(
+        migrations::current_version(pool(&storage)).await.unwrap(),
+        next.version
+    );
+    assert!(
+        storage
+            .accounts()
+            .exists(&jid("juliet@capulet.example"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(migrations::apply(pool(&storage), &list).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_failing_migration_is_rolled_back_and_named() {
+    let storage = Storage::open_sqlite_in_memory().await.unwrap();
+    let broken = Migration {
+        version: MIGRATIONS.len() as i64 + 1,
+        description: "test: broken",
+        sql: "CREATE TABLE half_done (x INTEGER); SELECT * FROM no_such_table;",
+    };
+    let list = [MIGRATIONS, &[broken]].concat();
+
+    let error = migrations::apply(pool(&storage), &list).await.unwrap_err();
+    assert!(
+        matches!(error, StorageError::Migration { version, .. } if version == broken.version),
+        "{error:?}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains(&format!("version {}", broken.version)),
+        "{error}"
+    );
+    let latest = crate::migrations::latest_version(MIGRATIONS);
+    assert_eq!(
+        migrations::current_version(pool(&storage)).await.unwrap(),
+        latest
+    );
+    let half_done: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE name = 'half_done')")
+            .fetch_one(pool(&storage))
+            .await
+            .unwrap();
+    assert!(
+        !half_done,
+        "the failed migration's first statement was kept"
+    );
+}
+
+#[tokio::test]
+async fn a_database_from_a_newer_herald_is_refused() {
+    let directory = TempDir::new().unwrap();
+    let path = database_in(&directory);
+    let storage = Storage::open_sqlite(&path).await.unwrap();
+    sqlx::query(
+        "INSERT INTO schema_version (version, description, applied_at) VALUES (99, 'future', 0)",
+    )
+    .execute(pool(&storage))
+    .await
+    .unwrap();
+    storage.close().await;
+
+    let error = Storage::open_sqlite(&path).await.unwrap_err();
+    let supported = crate::migrations::latest_version(MIGRATIONS);
+    assert!(
+        matches!(error, StorageError::SchemaTooNew { found: 99, supported: s } if s == supported),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn opening_creates_missing_parent_directories() {
+    let directory = TempDir::new().unwrap();
+    let path = directory.path().join("var/lib/herald/herald.db");
+    let storage = Storage::open_sqlite(&path).await.unwrap();
+    assert!(path.is_file());
+    storage.close().await;
+}
+
+#[tokio::test]
+async fn a_directory_that_cannot_be_created_is_named_in_the_error() {
+    let directory = TempDir::new().unwrap();
+    let file = directory.path().join("not-a-directory");
+    std::fs::write(&file, b"").unwrap();
+    let error = Storage::open_sqlite(&file.join("herald.db"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, StorageError::Io { path, .. } if path == &file),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().contains(&file.display().to_string()),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_file_that_cannot_be_opened_is_named_in_the_error() {
+    let directory = TempDir::new().unwrap();
+    // A directory where the database file should be.
+    let path = directory.path().join("herald.db");
+    std::fs::create_dir(&path).unwrap();
+    let error = Storage::open_sqlite(&path).await.unwrap_err();
+    assert!(
+        matches!(&error, StorageError::Open { path: p, .. } if p == &path),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().contains(&path.display().to_string()),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_file_uses_wal_normal_sync_and_foreign_keys() {
+    let opened = open_file().await;
+    let pool = pool(&opened.storage);
+    let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let foreign_keys: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(journal, "wal");
+    assert_eq!(synchronous, 1, "NORMAL");
+    assert_eq!(foreign_keys, 1);
+}
+
+#[tokio::test]
+async fn the_users_table_has_scram_secrets_and_no_password() {
+    let opened = open_in_memory().await;
+    let columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info('users')")
+        .fetch_all(pool(&opened.storage))
+        .await
+        .unwrap();
+    assert_eq!(
+        columns,
+        [
+            "server",
+            "username",
+            "sha1_salt",
+            "sha1_iterations",
+            "sha1_stored_key",
+            "sha1_server_key",
+            "sha256_salt",
+            "sha256_iterations",
+            "sha256_stored_key",
+            "sha256_server_key",
+            "created_at",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_account_gets_its_creation_time() {
+    let opened = open_in_memory().await;
+    opened
+        .accounts()
+        .create(&jid("juliet@capulet.example"), &credentials())
+        .await
+        .unwrap();
+    let created_at: i64 = sqlx::query_scalar("SELECT created_at FROM users")
+        .fetch_one(pool(&opened.storage))
+        .await
+        .unwrap();
+    assert!((super::unix_time() - created_at).abs() < 60, "{created_at}");
+}
+
+#[tokio::test]
+async fn a_row_written_outside_herald_is_reported_as_corrupt() {
+    let opened = open_in_memory().await;
+    let pool = pool(&opened.storage);
+    sqlx::query(
+        "INSERT INTO users VALUES ('capulet.example', 'Juliet', x'', 1, x'', x'', x'', -1, x'', x'', 0)",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    let listed = opened.accounts().list(None).await;
+    assert!(
+        matches!(listed, Err(StorageError::Corrupt(_))),
+        "{listed:?}"
+    );
+
+    sqlx::query("UPDATE users SET username = 'juliet'")
+        .execute(pool)
+        .await
+        .unwrap();
+    let read = opened
+        .accounts()
+        .credentials(&jid("juliet@capulet.example"))
+        .await;
+    assert!(
+        matches!(read, Err(StorageError::Corrupt(_))),
+        "negative iterations: {read:?}"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_writers_wait_for_each_other() {
+    let opened = open_file().await;
+    let accounts = opened.accounts();
+    let writers: Vec<_> = (0..16)
+        .map(|n| {
+            let accounts = Arc::clone(&accounts);
+            tokio::spawn(async move {
+                accounts
+                    .create(&jid(&format!("user{n:02}@busy.example")), &credentials())
+                    .await
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap().unwrap();
+    }
+    assert_eq!(accounts.list(Some("busy.example")).await.unwrap().len(), 16);
+}
+
+#[tokio::test]
+async fn a_closed_storage_refuses_operations() {
+    let opened = open_in_memory().await;
+    let accounts = opened.accounts();
+    opened.storage.clone().close().await;
+    let result = accounts.exists(&jid("juliet@capulet.example")).await;
+    assert!(
+        matches!(&result, Err(error @ StorageError::Database(sqlx::Error::PoolClosed)) if !error.is_transient()),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn debug_names_the_engine_and_file() {
+    let directory = TempDir::new().unwrap();
+    let path = database_in(&directory);
+    let storage = Storage::open_sqlite(&path).await.unwrap();
+    let debug = format!("{storage:?}");
+    assert!(debug.contains("sqlite"), "{debug}");
+    assert!(debug.contains(path.to_str().unwrap()), "{debug}");
+    storage.close().await;
+}

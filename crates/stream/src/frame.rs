@@ -1,0 +1,241 @@
+//! XML framing of an XMPP stream (RFC 6120 section 4): the stream header, then one complete
+//! top-level element at a time.
+//!
+//! The parser is rxml's namespace-resolving push parser, so the input is checked for
+//! well-formedness and namespace well-formedness (RFC 6120 section 11.1 and 11.2) as it
+//! arrives. Each top-level element's size is counted in input bytes and checked against
+//! the listener's `max_stanza_size` before the element is complete, so an oversized stanza
+//! never gets buffered whole.
+
+use minidom::Element;
+use rxml::{Event, Parse, error::EndOrError};
+
+use crate::{StreamHeader, ns};
+
+/// One unit read off the stream.
+#[derive(Debug)]
+pub enum Frame {
+    /// The peer's stream header (RFC 6120 section 4.7).
+    StreamOpen(StreamHeader),
+    /// A complete first-level element: a stanza or a negotiation element.
+    Element(Element),
+    /// The peer closed its stream with `</stream:stream>` (RFC 6120 section 4.4).
+    StreamClose,
+}
+
+/// Why the byte stream cannot be read on.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FrameError {
+    /// The bytes are not well-formed (namespaced) XML, or use a restricted XML feature
+    /// (RFC 6120 section 11.1: no comments, processing instructions or DTDs).
+    #[error("not well-formed XML: {0}")]
+    NotWellFormed(String),
+    /// A first-level element grew beyond the limit.
+    #[error("stanza larger than {limit} bytes")]
+    TooLarge {
+        /// The configured `max_stanza_size`.
+        limit: usize,
+    },
+    /// The root element is not `<stream:stream/>` in the streams namespace.
+    #[error("the root element is not <stream:stream/> in {}", ns::STREAM)]
+    InvalidNamespace,
+}
+
+/// A push parser for one stream; after STARTTLS or SASL success the stream restarts and the
+/// caller calls [`StreamParser::reset`] (RFC 6120 sections 5.4.3.3 and 6.4.6).
+pub struct StreamParser {
+    parser: rxml::Parser,
+    stack: Vec<Element>,
+    in_stream: bool,
+    element_bytes: usize,
+    max_stanza_size: usize,
+}
+
+impl StreamParser {
+    /// A parser that refuses first-level elements larger than `max_stanza_size` bytes.
+    pub fn new(max_stanza_size: usize) -> StreamParser {
+        StreamParser {
+            parser: Self::fresh_parser(max_stanza_size),
+            stack: Vec::new(),
+            in_stream: false,
+            element_bytes: 0,
+            max_stanza_size,
+        }
+    }
+
+    fn fresh_parser(max_stanza_size: usize) -> rxml::Parser {
+        let mut options = rxml::Options::default();
+        // A single token (attribute value, text chunk) can never be larger than the stanza.
+        options.max_token_length = max_stanza_size.max(1024);
+        <rxml::Parser as rxml::WithOptions>::with_options(options)
+    }
+
+    /// Forget everything: the next bytes start a new XML document (a stream restart).
+    pub fn reset(&mut self) {
+        self.parser = Self::fresh_parser(self.max_stanza_size);
+        self.stack.clear();
+        self.in_stream = false;
+        self.element_bytes = 0;
+    }
+
+    /// Parse `data` completely, appending every finished frame to `out`.
+    ///
+    /// On error the stream is unusable; the caller sends the matching stream error.
+    pub fn feed(&mut self, mut data: &[u8], out: &mut Vec<Frame>) -> Result<(), FrameError> {
+        loop {
+            match self.parser.parse(&mut data, false) {
+                Ok(Some(event)) => self.event(event, out)?,
+                Ok(None) => return Ok(()),
+                Err(EndOrError::NeedMoreData) => return Ok(()),
+                Err(EndOrError::Error(e)) => return Err(FrameError::NotWellFormed(e.to_string())),
+            }
+        }
+    }
+
+    fn count(&mut self, bytes: usize) -> Result<(), FrameError> {
+        self.element_bytes += bytes;
+        if self.element_bytes > self.max_stanza_size {
+            return Err(FrameError::TooLarge { limit: self.max_stanza_size });
+        }
+        Ok(())
+    }
+
+    fn event(&mut self, event: Event, out: &mut Vec<Frame>) -> Result<(), FrameError> {
+        match event {
+            Event::XmlDeclaration(..) => {}
+            Event::StartElement(metrics, (namespace, name), attrs) => {
+                if !self.in_stream {
+                    if name.as_str() != "stream" || namespace.as_str() != ns::STREAM {
+                        return Err(FrameError::InvalidNamespace);
+                    }
+                    self.in_stream = true;
+                    out.push(Frame::StreamOpen(StreamHeader::from_attrs(&attrs)));
+                    return Ok(());
+                }
+                if self.stack.is_empty() {
+                    self.element_bytes = 0;
+                }
+                self.count(metrics.len())?;
+                let mut element = Element::bare(name.as_str(), namespace.as_str());
+                *element.attrs_mut() = attrs;
+                self.stack.push(element);
+            }
+            Event::Text(metrics, text) => {
+                if let Some(top) = self.stack.last_mut() {
+                    top.append_text(text);
+                    self.count(metrics.len())?;
+                }
+                // Between first-level elements only whitespace keepalives are sent
+                // (RFC 6120 section 4.6.1); text there has no meaning and is dropped.
+            }
+            Event::EndElement(metrics) => match self.stack.pop() {
+                Some(element) => {
+                    self.count(metrics.len())?;
+                    match self.stack.last_mut() {
+                        Some(parent) => {
+                            parent.append_child(element);
+                        }
+                        None => out.push(Frame::Element(element)),
+                    }
+                }
+                None => {
+                    self.in_stream = false;
+                    out.push(Frame::StreamClose);
+                }
+            },
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+        xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>";
+
+    fn frames(parser: &mut StreamParser, input: &str) -> Result<Vec<Frame>, FrameError> {
+        let mut out = Vec::new();
+        parser.feed(input.as_bytes(), &mut out)?;
+        Ok(out)
+    }
+
+    #[test]
+    fn header_then_stanzas_then_close_are_framed() {
+        let mut p = StreamParser::new(65536);
+        let out = frames(
+            &mut p,
+            &format!("{HEADER} <message to='a@b'><body>hi &amp; bye</body></message>\n<presence/></stream:stream>"),
+        )
+        .unwrap();
+        assert_eq!(out.len(), 4);
+        let Frame::StreamOpen(h) = &out[0] else { panic!("{out:?}") };
+        assert_eq!(h.to.as_deref(), Some("localhost"));
+        assert_eq!(h.version.as_deref(), Some("1.0"));
+        let Frame::Element(m) = &out[1] else { panic!() };
+        assert!(m.is("message", ns::CLIENT));
+        assert_eq!(m.get_child("body", ns::CLIENT).unwrap().text(), "hi & bye");
+        assert!(matches!(&out[2], Frame::Element(p) if p.is("presence", ns::CLIENT)));
+        assert!(matches!(out[3], Frame::StreamClose));
+    }
+
+    #[test]
+    fn input_split_at_every_byte_gives_the_same_frames() {
+        let input = format!("{HEADER}<iq type='get' id='1'><ping xmlns='urn:xmpp:ping'/></iq>");
+        let mut p = StreamParser::new(65536);
+        let mut out = Vec::new();
+        for b in input.as_bytes() {
+            p.feed(std::slice::from_ref(b), &mut out).unwrap();
+        }
+        assert_eq!(out.len(), 2);
+        let Frame::Element(iq) = &out[1] else { panic!() };
+        assert!(iq.has_child("ping", "urn:xmpp:ping"));
+    }
+
+    #[test]
+    fn garbage_is_not_well_formed() {
+        let mut p = StreamParser::new(65536);
+        let err = frames(&mut p, &format!("{HEADER}<message></presence>")).unwrap_err();
+        assert!(matches!(err, FrameError::NotWellFormed(_)));
+    }
+
+    #[test]
+    fn an_undeclared_prefix_is_not_well_formed() {
+        let mut p = StreamParser::new(65536);
+        assert!(matches!(frames(&mut p, &format!("{HEADER}<foo:bar/>")), Err(FrameError::NotWellFormed(_))));
+    }
+
+    #[test]
+    fn a_root_other_than_stream_is_an_invalid_namespace() {
+        let mut p = StreamParser::new(65536);
+        assert_eq!(frames(&mut p, "<html>").unwrap_err(), FrameError::InvalidNamespace);
+    }
+
+    #[test]
+    fn a_stanza_above_the_limit_is_refused_before_it_ends() {
+        let mut p = StreamParser::new(1024);
+        frames(&mut p, HEADER).unwrap();
+        let big = format!("<message><body>{}", "x".repeat(2000));
+        assert_eq!(frames(&mut p, &big).unwrap_err(), FrameError::TooLarge { limit: 1024 });
+    }
+
+    #[test]
+    fn many_small_stanzas_do_not_add_up_to_the_limit() {
+        let mut p = StreamParser::new(1024);
+        frames(&mut p, HEADER).unwrap();
+        for _ in 0..100 {
+            let out = frames(&mut p, "<message><body>0123456789012345678901234567890</body></message>").unwrap();
+            assert_eq!(out.len(), 1);
+        }
+    }
+
+    #[test]
+    fn reset_accepts_a_new_stream_header() {
+        let mut p = StreamParser::new(65536);
+        frames(&mut p, &format!("{HEADER}<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")).unwrap();
+        p.reset();
+        let out = frames(&mut p, HEADER).unwrap();
+        assert!(matches!(out[0], Frame::StreamOpen(_)));
+    }
+}

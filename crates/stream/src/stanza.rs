@@ -1,0 +1,302 @@
+//! Stanzas (RFC 6120 section 8): a first-level element with its addressing parsed once, at
+//! the edge, into typed values that routing works with.
+
+use jid::Jid;
+use minidom::Element;
+use rxml::{Namespace, NcName};
+use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
+
+use crate::ns;
+
+/// The `type` of a message (RFC 6121 section 5.2.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MessageType {
+    /// One-to-one chat.
+    Chat,
+    /// An error reply.
+    Error,
+    /// Multi-user chat.
+    Groupchat,
+    /// An alert that is not stored.
+    Headline,
+    /// A standalone message; also used for absent or unknown types (RFC 6121 section 5.2.2:
+    /// an unknown type MUST be treated as normal).
+    Normal,
+}
+
+/// The `type` of a presence (RFC 6121 section 4.7.1); `Available` when absent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PresenceType {
+    /// No type: the sender is available.
+    Available,
+    /// An error reply.
+    Error,
+    /// A request for the current presence.
+    Probe,
+    /// A subscription request.
+    Subscribe,
+    /// A subscription approval.
+    Subscribed,
+    /// The sender is no longer available.
+    Unavailable,
+    /// A subscription cancellation by the subscriber.
+    Unsubscribe,
+    /// A subscription cancellation by the contact.
+    Unsubscribed,
+}
+
+/// The `type` of an IQ (RFC 6120 section 8.2.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IqType {
+    /// A request for information.
+    Get,
+    /// A request to change something.
+    Set,
+    /// A successful response.
+    Result,
+    /// An error response.
+    Error,
+}
+
+/// The kind of a stanza with its type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StanzaKind {
+    /// `<message/>`.
+    Message(MessageType),
+    /// `<presence/>`.
+    Presence(PresenceType),
+    /// `<iq/>`.
+    Iq(IqType),
+}
+
+/// Why a first-level element is not a usable stanza.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StanzaParseError {
+    /// Not message, presence or iq in `jabber:client`: a stream error
+    /// (RFC 6120 section 4.9.3.21, unsupported-stanza-type).
+    #[error("unsupported first-level element <{0}/>")]
+    NotAStanza(String),
+    /// A `to` or `from` that is not a valid JID (RFC 6120 section 8.3.3.8, jid-malformed).
+    #[error("malformed JID in '{0}'")]
+    BadJid(&'static str),
+    /// An unknown `type` on an iq or presence, or an iq without id (RFC 6120 section 8.2.3).
+    #[error("{0}")]
+    BadRequest(&'static str),
+}
+
+/// A parsed stanza: typed addressing plus the element it came from.
+#[derive(Clone, Debug)]
+pub struct Stanza {
+    /// Kind and type.
+    pub kind: StanzaKind,
+    /// The `from` attribute, if any (servers stamp it: RFC 6120 section 8.1.2.1).
+    pub from: Option<Jid>,
+    /// The `to` attribute, if any.
+    pub to: Option<Jid>,
+    /// The `id` attribute, if any.
+    pub id: Option<String>,
+    /// The whole element, payloads untouched.
+    pub element: Element,
+}
+
+fn ncname(name: &'static str) -> NcName {
+    NcName::try_from(name).unwrap_or_else(|_| unreachable!("{name} is a valid XML name"))
+}
+
+/// Set (or replace) an unqualified attribute.
+pub fn set_attr(element: &mut Element, name: &'static str, value: impl Into<String>) {
+    element.attrs_mut().insert(Namespace::NONE, ncname(name), value.into());
+}
+
+/// Remove an unqualified attribute.
+pub fn remove_attr(element: &mut Element, name: &'static str) {
+    element.attrs_mut().remove(&Namespace::NONE, name);
+}
+
+impl Stanza {
+    /// Parse a first-level element received on a client stream.
+    pub fn parse(element: Element) -> Result<Stanza, (StanzaParseError, Element)> {
+        if element.ns() != ns::CLIENT {
+            let name = element.name().to_owned();
+            return Err((StanzaParseError::NotAStanza(name), element));
+        }
+        let ty = element.attr("type");
+        let kind = match element.name() {
+            "message" => StanzaKind::Message(match ty {
+                Some("chat") => MessageType::Chat,
+                Some("error") => MessageType::Error,
+                Some("groupchat") => MessageType::Groupchat,
+                Some("headline") => MessageType::Headline,
+                _ => MessageType::Normal,
+            }),
+            "presence" => StanzaKind::Presence(match ty {
+                None => PresenceType::Available,
+                Some("error") => PresenceType::Error,
+                Some("probe") => PresenceType::Probe,
+                Some("subscribe") => PresenceType::Subscribe,
+                Some("subscribed") => PresenceType::Subscribed,
+                Some("unavailable") => PresenceType::Unavailable,
+                Some("unsubscribe") => PresenceType::Unsubscribe,
+                Some("unsubscribed") => PresenceType::Unsubscribed,
+                Some(_) => {
+                    return Err((StanzaParseError::BadRequest("unknown presence type"), element));
+                }
+            }),
+            "iq" => StanzaKind::Iq(match ty {
+                Some("get") => IqType::Get,
+                Some("set") => IqType::Set,
+                Some("result") => IqType::Result,
+                Some("error") => IqType::Error,
+                _ => return Err((StanzaParseError::BadRequest("missing or unknown iq type"), element)),
+            }),
+            other => {
+                let name = other.to_owned();
+                return Err((StanzaParseError::NotAStanza(name), element));
+            }
+        };
+        if matches!(kind, StanzaKind::Iq(_)) && element.attr("id").is_none() {
+            return Err((StanzaParseError::BadRequest("an iq must have an id"), element));
+        }
+        let to = match element.attr("to").map(Jid::new) {
+            None => None,
+            Some(Ok(jid)) => Some(jid),
+            Some(Err(_)) => return Err((StanzaParseError::BadJid("to"), element)),
+        };
+        let from = match element.attr("from").map(Jid::new) {
+            None => None,
+            Some(Ok(jid)) => Some(jid),
+            Some(Err(_)) => return Err((StanzaParseError::BadJid("from"), element)),
+        };
+        let id = element.attr("id").map(str::to_owned);
+        Ok(Stanza { kind, from, to, id, element })
+    }
+
+    /// Whether this stanza is an error (errors are never answered with errors:
+    /// RFC 6120 section 8.3.1).
+    pub fn is_error(&self) -> bool {
+        matches!(
+            self.kind,
+            StanzaKind::Message(MessageType::Error)
+                | StanzaKind::Presence(PresenceType::Error)
+                | StanzaKind::Iq(IqType::Error)
+        )
+    }
+
+    /// Set `from`, both the typed field and the attribute (RFC 6120 section 8.1.2.1: the
+    /// server stamps the full JID of the sending session).
+    pub fn set_from(&mut self, from: Jid) {
+        set_attr(&mut self.element, "from", from.to_string());
+        self.from = Some(from);
+    }
+
+    /// Set `to`, both the typed field and the attribute.
+    pub fn set_to(&mut self, to: Jid) {
+        set_attr(&mut self.element, "to", to.to_string());
+        self.to = Some(to);
+    }
+
+    /// The error reply to this stanza (RFC 6120 section 8.3.1): addressed back to the
+    /// sender, from the original recipient, carrying the original content. `None` when
+    /// this stanza is itself an error.
+    pub fn error_reply(&self, type_: ErrorType, condition: DefinedCondition) -> Option<Element> {
+        if self.is_error() {
+            return None;
+        }
+        let mut reply = self.element.clone();
+        reply.attrs_mut().remove(&Namespace::NONE, "to");
+        reply.attrs_mut().remove(&Namespace::NONE, "from");
+        if let Some(from) = &self.from {
+            set_attr(&mut reply, "to", from.to_string());
+        }
+        if let Some(to) = &self.to {
+            set_attr(&mut reply, "from", to.to_string());
+        }
+        set_attr(&mut reply, "type", "error");
+        if matches!(self.kind, StanzaKind::Iq(_)) {
+            // The payload of a request is not echoed: the error is what matters, and
+            // echoing doubles the bytes of a large request.
+            reply.take_nodes();
+        }
+        reply.append_child(stanza_error(type_, condition));
+        Some(reply)
+    }
+}
+
+/// A stanza error element with a defined condition and no text (RFC 6120 section 8.3.2);
+/// xmpp-parsers puts it in `jabber:client`, the namespace of the stanza that carries it.
+pub fn stanza_error(type_: ErrorType, condition: DefinedCondition) -> Element {
+    let mut error = StanzaError::new(type_, condition, "en", "");
+    error.texts.clear();
+    error.into()
+}
+
+/// An IQ result addressed back to the sender of `request` (RFC 6120 section 8.2.3).
+pub fn iq_result(request: &Stanza, payload: Option<Element>) -> Element {
+    let mut reply = Element::bare("iq", ns::CLIENT);
+    set_attr(&mut reply, "type", "result");
+    if let Some(id) = &request.id {
+        set_attr(&mut reply, "id", id.clone());
+    }
+    if let Some(from) = &request.from {
+        set_attr(&mut reply, "to", from.to_string());
+    }
+    if let Some(to) = &request.to {
+        set_attr(&mut reply, "from", to.to_string());
+    }
+    if let Some(payload) = payload {
+        reply.append_child(payload);
+    }
+    reply
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn el(xml: &str) -> Element {
+        xml.parse().unwrap()
+    }
+
+    #[test]
+    fn message_without_type_is_normal_and_addresses_are_typed() {
+        let s = Stanza::parse(el("<message xmlns='jabber:client' to='Juliet@Example.com/balcony'><body>x</body></message>")).unwrap();
+        assert_eq!(s.kind, StanzaKind::Message(MessageType::Normal));
+        assert_eq!(s.to.unwrap().to_string(), "juliet@example.com/balcony");
+    }
+
+    #[test]
+    fn iq_without_id_is_a_bad_request() {
+        let (err, _) = Stanza::parse(el("<iq xmlns='jabber:client' type='get'/>")).unwrap_err();
+        assert!(matches!(err, StanzaParseError::BadRequest(_)));
+    }
+
+    #[test]
+    fn malformed_to_is_a_bad_jid() {
+        let (err, _) = Stanza::parse(el("<message xmlns='jabber:client' to='a@b@c'/>")).unwrap_err();
+        assert_eq!(err, StanzaParseError::BadJid("to"));
+    }
+
+    #[test]
+    fn error_reply_swaps_addresses_and_carries_the_condition() {
+        let s = Stanza::parse(el("<message xmlns='jabber:client' from='a@x/r' to='b@x' id='7' type='chat'><body>hi</body></message>")).unwrap();
+        let reply = s.error_reply(ErrorType::Cancel, DefinedCondition::ServiceUnavailable).unwrap();
+        assert_eq!(reply.attr("to"), Some("a@x/r"));
+        assert_eq!(reply.attr("from"), Some("b@x"));
+        assert_eq!(reply.attr("type"), Some("error"));
+        let error = reply.get_child("error", ns::CLIENT).unwrap();
+        assert_eq!(error.attr("type"), Some("cancel"));
+        assert!(error.has_child("service-unavailable", ns::STANZAS));
+    }
+
+    #[test]
+    fn errors_are_never_answered_with_errors() {
+        let s = Stanza::parse(el("<message xmlns='jabber:client' type='error' to='b@x'/>")).unwrap();
+        assert!(s.error_reply(ErrorType::Cancel, DefinedCondition::ServiceUnavailable).is_none());
+    }
+
+    #[test]
+    fn an_element_outside_jabber_client_is_not_a_stanza() {
+        let (err, _) = Stanza::parse(el("<foo xmlns='jabber:client'/>")).unwrap_err();
+        assert!(matches!(err, StanzaParseError::NotAStanza(_)));
+    }
+}
