@@ -59,7 +59,8 @@ struct ServerInfo;
 impl IqHandler for ServerInfo {
     async fn handle(&self, server: &Server, request: IqRequest<'_>) -> IqResponse {
         only_get(&request)?;
-        let query = DiscoInfoQuery::try_from(request.payload.clone()).map_err(|_| IqError::bad_request())?;
+        let query = DiscoInfoQuery::try_from(request.payload.clone())
+            .map_err(|_| IqError::bad_request())?;
         if query.node.is_some() {
             return Err(IqError::item_not_found());
         }
@@ -79,7 +80,8 @@ struct ServerItems;
 impl IqHandler for ServerItems {
     async fn handle(&self, server: &Server, request: IqRequest<'_>) -> IqResponse {
         only_get(&request)?;
-        let query = DiscoItemsQuery::try_from(request.payload.clone()).map_err(|_| IqError::bad_request())?;
+        let query = DiscoItemsQuery::try_from(request.payload.clone())
+            .map_err(|_| IqError::bad_request())?;
         if query.node.is_some() {
             return Err(IqError::item_not_found());
         }
@@ -87,9 +89,20 @@ impl IqHandler for ServerItems {
             .extensions
             .items()
             .iter()
-            .map(|jid| Item { jid: jid.clone(), node: None, name: None })
+            .map(|jid| Item {
+                jid: jid.clone(),
+                node: None,
+                name: None,
+            })
             .collect();
-        Ok(Some(DiscoItemsResult { node: None, items, rsm: None }.into()))
+        Ok(Some(
+            DiscoItemsResult {
+                node: None,
+                items,
+                rsm: None,
+            }
+            .into(),
+        ))
     }
 }
 
@@ -105,7 +118,8 @@ impl IqHandler for AccountInfo {
         if request.target.to_bare() != request.sender.to_bare() {
             return Err(IqError::service_unavailable());
         }
-        let query = DiscoInfoQuery::try_from(request.payload.clone()).map_err(|_| IqError::bad_request())?;
+        let query = DiscoInfoQuery::try_from(request.payload.clone())
+            .map_err(|_| IqError::bad_request())?;
         if query.node.is_some() {
             return Err(IqError::item_not_found());
         }
@@ -128,6 +142,13 @@ impl IqHandler for AccountItems {
         if request.target.to_bare() != request.sender.to_bare() {
             return Err(IqError::service_unavailable());
         }
-        Ok(Some(DiscoItemsResult { node: None, items: Vec::new(), rsm: None }.into()))
+        Ok(Some(
+            DiscoItemsResult {
+                node: None,
+                items: Vec::new(),
+                rsm: None,
+            }
+            .into(),
+        ))
     }
 }

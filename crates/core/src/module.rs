@@ -51,23 +51,38 @@ pub struct IqError {
 impl IqError {
     /// modify / bad-request.
     pub fn bad_request() -> IqError {
-        IqError { type_: ErrorType::Modify, condition: DefinedCondition::BadRequest }
+        IqError {
+            type_: ErrorType::Modify,
+            condition: DefinedCondition::BadRequest,
+        }
     }
     /// cancel / feature-not-implemented.
     pub fn not_implemented() -> IqError {
-        IqError { type_: ErrorType::Cancel, condition: DefinedCondition::FeatureNotImplemented }
+        IqError {
+            type_: ErrorType::Cancel,
+            condition: DefinedCondition::FeatureNotImplemented,
+        }
     }
     /// cancel / service-unavailable.
     pub fn service_unavailable() -> IqError {
-        IqError { type_: ErrorType::Cancel, condition: DefinedCondition::ServiceUnavailable }
+        IqError {
+            type_: ErrorType::Cancel,
+            condition: DefinedCondition::ServiceUnavailable,
+        }
     }
     /// cancel / item-not-found.
     pub fn item_not_found() -> IqError {
-        IqError { type_: ErrorType::Cancel, condition: DefinedCondition::ItemNotFound }
+        IqError {
+            type_: ErrorType::Cancel,
+            condition: DefinedCondition::ItemNotFound,
+        }
     }
     /// wait / internal-server-error: a storage or other transient failure.
     pub fn internal() -> IqError {
-        IqError { type_: ErrorType::Wait, condition: DefinedCondition::InternalServerError }
+        IqError {
+            type_: ErrorType::Wait,
+            condition: DefinedCondition::InternalServerError,
+        }
     }
 }
 
@@ -100,8 +115,14 @@ impl Registrar {
     /// Route IQs whose payload is in `namespace` to `handler`. A second registration for
     /// the same scope and namespace is a programming error and panics at start-up.
     pub fn iq(&mut self, scope: IqScope, namespace: &'static str, handler: Arc<dyn IqHandler>) {
-        let previous = self.extensions.iq_table_mut(scope).insert(namespace, handler);
-        assert!(previous.is_none(), "two IQ handlers for {namespace} ({scope:?})");
+        let previous = self
+            .extensions
+            .iq_table_mut(scope)
+            .insert(namespace, handler);
+        assert!(
+            previous.is_none(),
+            "two IQ handlers for {namespace} ({scope:?})"
+        );
     }
 
     /// Advertise a feature in the server's disco#info (XEP-0030 section 3.1).

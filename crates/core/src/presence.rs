@@ -36,15 +36,22 @@ fn addressed(presence: &Element, to: &FullJid) -> Element {
 
 /// Presence with no `to`: the user's own availability (RFC 6121 sections 4.2 to 4.5).
 fn broadcast(server: &Server, sender: &FullJid, kind: PresenceType, stanza: Stanza) {
-    let Some(session) = server.sessions.get(sender) else { return };
+    let Some(session) = server.sessions.get(sender) else {
+        return;
+    };
     match kind {
         PresenceType::Available => {
             let Ok(priority) = priority(&stanza.element) else {
                 server.bounce(&stanza, ErrorType::Modify, DefinedCondition::BadRequest);
                 return;
             };
-            let availability = Availability::Available { priority, presence: stanza.element.clone() };
-            let previous = server.sessions.set_availability(sender, session.id, availability);
+            let availability = Availability::Available {
+                priority,
+                presence: stanza.element.clone(),
+            };
+            let previous = server
+                .sessions
+                .set_availability(sender, session.id, availability);
             let initial = matches!(previous, Some(Availability::Unavailable));
             // RFC 6121 section 4.2.2: the user's server MUST broadcast initial presence to
             // all of the user's available resources, including the one that sent it; the
@@ -60,7 +67,10 @@ fn broadcast(server: &Server, sender: &FullJid, kind: PresenceType, stanza: Stan
             }
         }
         PresenceType::Unavailable => {
-            let previous = server.sessions.set_availability(sender, session.id, Availability::Unavailable);
+            let previous =
+                server
+                    .sessions
+                    .set_availability(sender, session.id, Availability::Unavailable);
             if matches!(previous, Some(Availability::Available { .. })) {
                 // RFC 6121 section 4.5.2: broadcast to the user's other resources and
                 // acknowledge to the sender itself.
@@ -76,7 +86,9 @@ fn broadcast(server: &Server, sender: &FullJid, kind: PresenceType, stanza: Stan
         PresenceType::Subscribe
         | PresenceType::Subscribed
         | PresenceType::Unsubscribe
-        | PresenceType::Unsubscribed => server.bounce(&stanza, ErrorType::Modify, DefinedCondition::BadRequest),
+        | PresenceType::Unsubscribed => {
+            server.bounce(&stanza, ErrorType::Modify, DefinedCondition::BadRequest)
+        }
     }
 }
 
@@ -95,7 +107,11 @@ fn send_presence_of_others(server: &Server, session: &SessionHandle, others: &[S
 /// Presence with a `to` (RFC 6121 section 4.6 for directed presence, 8.5 for delivery).
 fn directed(server: &Server, kind: PresenceType, to: Jid, stanza: Stanza) {
     if !server.is_local_domain(to.domain().as_str()) {
-        server.bounce(&stanza, ErrorType::Cancel, DefinedCondition::RemoteServerNotFound);
+        server.bounce(
+            &stanza,
+            ErrorType::Cancel,
+            DefinedCondition::RemoteServerNotFound,
+        );
         return;
     }
     if to.node().is_none() {

@@ -54,26 +54,42 @@ impl Server {
         if !self.is_local_domain(to.domain().as_str()) {
             // No federation yet: the remote domain cannot be reached (RFC 6120 section
             // 8.3.3.15).
-            self.bounce(&stanza, ErrorType::Cancel, DefinedCondition::RemoteServerNotFound);
+            self.bounce(
+                &stanza,
+                ErrorType::Cancel,
+                DefinedCondition::RemoteServerNotFound,
+            );
             return;
         }
         if to.node().is_none() {
             // A message to the server itself: nothing handles messages here.
-            self.bounce(&stanza, ErrorType::Cancel, DefinedCondition::ServiceUnavailable);
+            self.bounce(
+                &stanza,
+                ErrorType::Cancel,
+                DefinedCondition::ServiceUnavailable,
+            );
             return;
         }
         if let Ok(full) = to.try_as_full()
             && let Some(session) = self.sessions.get(full)
         {
             if !session.deliver(stanza.element.clone()) {
-                self.bounce(&stanza, ErrorType::Wait, DefinedCondition::ResourceConstraint);
+                self.bounce(
+                    &stanza,
+                    ErrorType::Wait,
+                    DefinedCondition::ResourceConstraint,
+                );
             }
             return;
         }
         // RFC 6121 section 8.5.3.2.1: to a full JID with no such resource, groupchat is
         // bounced, headline and error are dropped, normal and chat go to the bare JID.
         if to.is_full() && matches!(kind, MessageType::Groupchat) {
-            self.bounce(&stanza, ErrorType::Cancel, DefinedCondition::ServiceUnavailable);
+            self.bounce(
+                &stanza,
+                ErrorType::Cancel,
+                DefinedCondition::ServiceUnavailable,
+            );
             return;
         }
         self.message_to_bare(kind, &to.to_bare(), stanza);
@@ -87,9 +103,11 @@ impl Server {
                 // RFC 6121 section 8.5.2.2.1: chat and normal with no available resource
                 // are stored offline (the offline-storage module) or bounced; until that
                 // module exists they are bounced.
-                MessageType::Chat | MessageType::Normal | MessageType::Groupchat => {
-                    self.bounce(&stanza, ErrorType::Cancel, DefinedCondition::ServiceUnavailable)
-                }
+                MessageType::Chat | MessageType::Normal | MessageType::Groupchat => self.bounce(
+                    &stanza,
+                    ErrorType::Cancel,
+                    DefinedCondition::ServiceUnavailable,
+                ),
                 MessageType::Headline | MessageType::Error => {}
             }
             return;
@@ -99,7 +117,11 @@ impl Server {
             delivered |= target.deliver(stanza.element.clone());
         }
         if !delivered {
-            self.bounce(&stanza, ErrorType::Wait, DefinedCondition::ResourceConstraint);
+            self.bounce(
+                &stanza,
+                ErrorType::Wait,
+                DefinedCondition::ResourceConstraint,
+            );
         }
     }
 
@@ -110,7 +132,11 @@ impl Server {
             // is answered by the server on behalf of the account.
             None => (IqScope::Account, Jid::from(sender.to_bare())),
             Some(to) if !self.is_local_domain(to.domain().as_str()) => {
-                self.bounce(&stanza, ErrorType::Cancel, DefinedCondition::RemoteServerNotFound);
+                self.bounce(
+                    &stanza,
+                    ErrorType::Cancel,
+                    DefinedCondition::RemoteServerNotFound,
+                );
                 return;
             }
             Some(to) if to.is_full() => {
@@ -118,12 +144,20 @@ impl Server {
                 match self.sessions.get(full) {
                     Some(session) => {
                         if !session.deliver(stanza.element.clone()) {
-                            self.bounce(&stanza, ErrorType::Wait, DefinedCondition::ResourceConstraint);
+                            self.bounce(
+                                &stanza,
+                                ErrorType::Wait,
+                                DefinedCondition::ResourceConstraint,
+                            );
                         }
                     }
                     // RFC 6121 section 8.5.3.2.1: an IQ to an absent resource gets
                     // service-unavailable (results and errors are dropped).
-                    None => self.bounce(&stanza, ErrorType::Cancel, DefinedCondition::ServiceUnavailable),
+                    None => self.bounce(
+                        &stanza,
+                        ErrorType::Cancel,
+                        DefinedCondition::ServiceUnavailable,
+                    ),
                 }
                 return;
             }
@@ -144,7 +178,14 @@ impl Server {
 
     /// Run the registered handler and build the single reply every IQ gets
     /// (RFC 6120 section 8.2.3).
-    async fn handle_iq(&self, sender: &FullJid, kind: IqType, scope: IqScope, target: Jid, stanza: &Stanza) -> Element {
+    async fn handle_iq(
+        &self,
+        sender: &FullJid,
+        kind: IqType,
+        scope: IqScope,
+        target: Jid,
+        stanza: &Stanza,
+    ) -> Element {
         // RFC 6120 section 8.2.3: a get or set contains exactly one payload element.
         let mut children = stanza.element.children();
         let (Some(payload), None) = (children.next(), children.next()) else {
@@ -153,7 +194,13 @@ impl Server {
         let Some(handler) = self.extensions.iq_handler(scope, &payload.ns()) else {
             return error_element(stanza, IqError::service_unavailable());
         };
-        let request = IqRequest { stanza, kind, payload, sender, target };
+        let request = IqRequest {
+            stanza,
+            kind,
+            payload,
+            sender,
+            target,
+        };
         match handler.handle(self, request).await {
             Ok(payload) => iq_result(stanza, payload),
             Err(error) => error_element(stanza, error),
@@ -162,5 +209,7 @@ impl Server {
 }
 
 fn error_element(stanza: &Stanza, error: IqError) -> Element {
-    stanza.error_reply(error.type_, error.condition).unwrap_or_else(|| iq_result(stanza, None))
+    stanza
+        .error_reply(error.type_, error.condition)
+        .unwrap_or_else(|| iq_result(stanza, None))
 }

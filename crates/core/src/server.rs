@@ -28,7 +28,11 @@ pub struct Server {
 
 impl Server {
     /// Build the server for `hosts`, registering `modules`.
-    pub fn new(hosts: Vec<DomainPart>, storage: Storage, modules: &[Arc<dyn Module>]) -> Arc<Server> {
+    pub fn new(
+        hosts: Vec<DomainPart>,
+        storage: Storage,
+        modules: &[Arc<dyn Module>],
+    ) -> Arc<Server> {
         Arc::new(Server {
             hosts,
             storage,

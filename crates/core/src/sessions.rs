@@ -46,7 +46,10 @@ impl SessionControl {
     /// Resolves when the session was asked to close.
     pub async fn closed(&self) -> StreamErrorCondition {
         self.token.cancelled().await;
-        self.reason.get().copied().unwrap_or(StreamErrorCondition::SystemShutdown)
+        self.reason
+            .get()
+            .copied()
+            .unwrap_or(StreamErrorCondition::SystemShutdown)
     }
 }
 
@@ -144,12 +147,22 @@ impl SessionRegistry {
     }
 
     fn read<R>(&self, bare: &BareJid, f: impl FnOnce(Option<&Vec<Resource>>) -> R) -> R {
-        let shard = self.shard(bare).read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let shard = self
+            .shard(bare)
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         f(shard.get(bare))
     }
 
-    fn write<R>(&self, bare: &BareJid, f: impl FnOnce(&mut HashMap<BareJid, Vec<Resource>>) -> R) -> R {
-        let mut shard = self.shard(bare).write().unwrap_or_else(|poisoned| poisoned.into_inner());
+    fn write<R>(
+        &self,
+        bare: &BareJid,
+        f: impl FnOnce(&mut HashMap<BareJid, Vec<Resource>>) -> R,
+    ) -> R {
+        let mut shard = self
+            .shard(bare)
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         f(&mut shard)
     }
 
@@ -160,8 +173,14 @@ impl SessionRegistry {
         let bare = handle.jid.to_bare();
         self.write(&bare, |map| {
             let resources = map.entry(bare.clone()).or_default();
-            let new = Resource { handle, availability: Availability::Unavailable };
-            match resources.iter_mut().find(|r| r.handle.jid == new.handle.jid) {
+            let new = Resource {
+                handle,
+                availability: Availability::Unavailable,
+            };
+            match resources
+                .iter_mut()
+                .find(|r| r.handle.jid == new.handle.jid)
+            {
                 Some(old) => Some(std::mem::replace(old, new).handle),
                 None => {
                     resources.push(new);
@@ -188,7 +207,12 @@ impl SessionRegistry {
 
     /// Record a resource's presence. Returns the previous availability, or `None` when the
     /// session is not (or no longer) registered.
-    pub fn set_availability(&self, jid: &FullJid, id: SessionId, availability: Availability) -> Option<Availability> {
+    pub fn set_availability(
+        &self,
+        jid: &FullJid,
+        id: SessionId,
+        availability: Availability,
+    ) -> Option<Availability> {
         let bare = jid.to_bare();
         self.write(&bare, |map| {
             let resource = map.get_mut(&bare)?.iter_mut().find(|r| r.handle.id == id)?;
@@ -199,7 +223,10 @@ impl SessionRegistry {
     /// The session bound to a full JID.
     pub fn get(&self, jid: &FullJid) -> Option<SessionHandle> {
         self.read(&jid.to_bare(), |resources| {
-            resources?.iter().find(|r| &r.handle.jid == jid).map(|r| r.handle.clone())
+            resources?
+                .iter()
+                .find(|r| &r.handle.jid == jid)
+                .map(|r| r.handle.clone())
         })
     }
 
@@ -209,7 +236,10 @@ impl SessionRegistry {
             resources
                 .map(|rs| {
                     rs.iter()
-                        .map(|r| ResourceState { handle: r.handle.clone(), availability: r.availability.clone() })
+                        .map(|r| ResourceState {
+                            handle: r.handle.clone(),
+                            availability: r.availability.clone(),
+                        })
                         .collect()
                 })
                 .unwrap_or_default()
@@ -255,7 +285,9 @@ impl SessionRegistry {
     pub fn all(&self) -> Vec<SessionHandle> {
         let mut out = Vec::new();
         for shard in &self.shards {
-            let shard = shard.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let shard = shard
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             out.extend(shard.values().flatten().map(|r| r.handle.clone()));
         }
         out
@@ -265,7 +297,13 @@ impl SessionRegistry {
     pub fn count(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.read().unwrap_or_else(|p| p.into_inner()).values().map(Vec::len).sum::<usize>())
+            .map(|s| {
+                s.read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .values()
+                    .map(Vec::len)
+                    .sum::<usize>()
+            })
             .sum()
     }
 }
@@ -279,7 +317,10 @@ mod tests {
     }
 
     fn available(priority: i8) -> Availability {
-        Availability::Available { priority, presence: Element::bare("presence", "jabber:client") }
+        Availability::Available {
+            priority,
+            presence: Element::bare("presence", "jabber:client"),
+        }
     }
 
     #[test]
@@ -305,12 +346,19 @@ mod tests {
             reg.bind(h.clone());
         }
         let bare = BareJid::new("u@h").unwrap();
-        assert!(reg.message_targets(&bare).is_empty(), "bound but not available");
+        assert!(
+            reg.message_targets(&bare).is_empty(),
+            "bound but not available"
+        );
         reg.set_availability(&handles[0].0.jid, handles[0].0.id, available(1));
         reg.set_availability(&handles[1].0.jid, handles[1].0.id, available(5));
         reg.set_availability(&handles[2].0.jid, handles[2].0.id, available(5));
         reg.set_availability(&handles[3].0.jid, handles[3].0.id, available(-1));
-        let mut targets: Vec<_> = reg.message_targets(&bare).into_iter().map(|h| h.jid.to_string()).collect();
+        let mut targets: Vec<_> = reg
+            .message_targets(&bare)
+            .into_iter()
+            .map(|h| h.jid.to_string())
+            .collect();
         targets.sort();
         assert_eq!(targets, ["u@h/b", "u@h/c"]);
         assert_eq!(reg.available(&bare).len(), 4);

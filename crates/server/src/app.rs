@@ -99,7 +99,11 @@ async fn open_storage(config: &Config) -> Result<Storage, AppError> {
 fn modules(config: &Config) -> Vec<Arc<dyn Module>> {
     let mut modules: Vec<Arc<dyn Module>> = Vec::new();
     if let Some(disco) = &config.modules.mod_disco {
-        let extra = disco.extra_domains.iter().filter_map(|d| Jid::new(d).ok()).collect();
+        let extra = disco
+            .extra_domains
+            .iter()
+            .filter_map(|d| Jid::new(d).ok())
+            .collect();
         modules.push(Arc::new(Disco::new(extra)));
     }
     if config.modules.mod_ping.is_some() {
@@ -113,7 +117,11 @@ fn hosts(config: &Config) -> Vec<DomainPart> {
         .general
         .hosts
         .iter()
-        .filter_map(|h| DomainPart::new(h.domain().as_str()).ok().map(|d| d.into_owned()))
+        .filter_map(|h| {
+            DomainPart::new(h.domain().as_str())
+                .ok()
+                .map(|d| d.into_owned())
+        })
         .collect()
 }
 
@@ -133,7 +141,10 @@ fn listener_settings(config: &Config, listener: &C2sConfig) -> Result<C2sSetting
                 TlsMode::StartTlsRequired => CoreTlsMode::StartTlsRequired,
                 TlsMode::DirectTls => CoreTlsMode::DirectTls,
             };
-            Some(C2sTls { mode, acceptor: tls::acceptor(&certfile, &keyfile)? })
+            Some(C2sTls {
+                mode,
+                acceptor: tls::acceptor(&certfile, &keyfile)?,
+            })
         }
     };
     Ok(C2sSettings {
@@ -166,7 +177,9 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
     let mut bound = Vec::new();
     for settings in settings {
         let addr = settings.addr;
-        let listener = C2sListener::bind(settings).await.map_err(|source| AppError::Bind { addr, source })?;
+        let listener = C2sListener::bind(settings)
+            .await
+            .map_err(|source| AppError::Bind { addr, source })?;
         bound.push(listener);
     }
     let mut c2s_addrs = Vec::new();
@@ -175,7 +188,11 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         c2s_addrs.push(listener.local_addr().map_err(AppError::Runtime)?);
         listeners.spawn(listener.run(Arc::clone(&server)));
     }
-    Ok(Running { server, c2s_addrs, listeners })
+    Ok(Running {
+        server,
+        c2s_addrs,
+        listeners,
+    })
 }
 
 impl Running {
@@ -185,8 +202,14 @@ impl Running {
         self.server.shutdown.cancel();
         while self.listeners.join_next().await.is_some() {}
         self.server.tasks.close();
-        if tokio::time::timeout(deadline, self.server.tasks.wait()).await.is_err() {
-            tracing::warn!(remaining = self.server.tasks.len(), "shutdown deadline passed with connections still open");
+        if tokio::time::timeout(deadline, self.server.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                remaining = self.server.tasks.len(),
+                "shutdown deadline passed with connections still open"
+            );
         }
         self.server.storage.close().await;
     }
@@ -227,12 +250,20 @@ async fn wait_for_signal() -> Result<(), AppError> {
 
 /// Parse an account JID on a served domain.
 fn account(config: &Config, jid: &str) -> Result<BareJid, AppError> {
-    let bare = BareJid::new(jid).map_err(|e| AppError::Usage(format!("{jid:?} is not a valid JID: {e}")))?;
+    let bare = BareJid::new(jid)
+        .map_err(|e| AppError::Usage(format!("{jid:?} is not a valid JID: {e}")))?;
     if bare.node().is_none() {
-        return Err(AppError::Usage(format!("{jid:?} has no localpart; write it as user@domain")));
+        return Err(AppError::Usage(format!(
+            "{jid:?} has no localpart; write it as user@domain"
+        )));
     }
     let domain = bare.domain().as_str();
-    if !config.general.hosts.iter().any(|h| h.domain().as_str() == domain) {
+    if !config
+        .general
+        .hosts
+        .iter()
+        .any(|h| h.domain().as_str() == domain)
+    {
         let served: Vec<_> = config.general.hosts.iter().map(|h| h.to_string()).collect();
         return Err(AppError::Usage(format!(
             "{domain} is not served here (general.hosts = {served:?})"
@@ -292,7 +323,10 @@ pub fn describe(config: &Config, path: Option<&Path>) -> String {
     };
     let hosts: Vec<_> = config.general.hosts.iter().map(|h| h.to_string()).collect();
     out.push_str(&format!("hosts: {}\n", hosts.join(", ")));
-    out.push_str(&format!("data_dir: {}\n", config.general.data_dir.display()));
+    out.push_str(&format!(
+        "data_dir: {}\n",
+        config.general.data_dir.display()
+    ));
     for listener in &config.listen.c2s {
         let tls = match &listener.tls {
             None => "plaintext".to_owned(),

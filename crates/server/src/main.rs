@@ -32,8 +32,12 @@ fn main() -> ExitCode {
             println!("{}", app::describe(&config, cli.config.as_deref()));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve => app::init_logging(&config).and_then(|()| runtime()?.block_on(app::serve(config))),
-        Command::User { command } => runtime().and_then(|rt| rt.block_on(run_user(&config, command))),
+        Command::Serve => {
+            app::init_logging(&config).and_then(|()| runtime()?.block_on(app::serve(config)))
+        }
+        Command::User { command } => {
+            runtime().and_then(|rt| rt.block_on(run_user(&config, command)))
+        }
     }
     .unwrap_or_else(|error| {
         eprintln!("herald: {error}");

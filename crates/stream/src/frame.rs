@@ -47,6 +47,8 @@ pub struct StreamParser {
     parser: rxml::Parser,
     stack: Vec<Element>,
     in_stream: bool,
+    /// A non-whitespace byte of the current document has been seen.
+    started: bool,
     element_bytes: usize,
     max_stanza_size: usize,
 }
@@ -58,6 +60,7 @@ impl StreamParser {
             parser: Self::fresh_parser(max_stanza_size),
             stack: Vec::new(),
             in_stream: false,
+            started: false,
             element_bytes: 0,
             max_stanza_size,
         }
@@ -75,6 +78,7 @@ impl StreamParser {
         self.parser = Self::fresh_parser(self.max_stanza_size);
         self.stack.clear();
         self.in_stream = false;
+        self.started = false;
         self.element_bytes = 0;
     }
 
@@ -82,6 +86,19 @@ impl StreamParser {
     ///
     /// On error the stream is unusable; the caller sends the matching stream error.
     pub fn feed(&mut self, mut data: &[u8], out: &mut Vec<Frame>) -> Result<(), FrameError> {
+        if !self.started {
+            // A document starts with `<` (after optional whitespace). Anything else, such
+            // as an HTTP request, would otherwise sit in the lexer until a `<` arrives.
+            match data.iter().find(|b| !b.is_ascii_whitespace()) {
+                None => {}
+                Some(b'<') => self.started = true,
+                Some(_) => {
+                    return Err(FrameError::NotWellFormed(
+                        "text before the stream header".into(),
+                    ));
+                }
+            }
+        }
         loop {
             match self.parser.parse(&mut data, false) {
                 Ok(Some(event)) => self.event(event, out)?,
@@ -95,7 +112,9 @@ impl StreamParser {
     fn count(&mut self, bytes: usize) -> Result<(), FrameError> {
         self.element_bytes += bytes;
         if self.element_bytes > self.max_stanza_size {
-            return Err(FrameError::TooLarge { limit: self.max_stanza_size });
+            return Err(FrameError::TooLarge {
+                limit: self.max_stanza_size,
+            });
         }
         Ok(())
     }
@@ -170,7 +189,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out.len(), 4);
-        let Frame::StreamOpen(h) = &out[0] else { panic!("{out:?}") };
+        let Frame::StreamOpen(h) = &out[0] else {
+            panic!("{out:?}")
+        };
         assert_eq!(h.to.as_deref(), Some("localhost"));
         assert_eq!(h.version.as_deref(), Some("1.0"));
         let Frame::Element(m) = &out[1] else { panic!() };
@@ -189,7 +210,9 @@ mod tests {
             p.feed(std::slice::from_ref(b), &mut out).unwrap();
         }
         assert_eq!(out.len(), 2);
-        let Frame::Element(iq) = &out[1] else { panic!() };
+        let Frame::Element(iq) = &out[1] else {
+            panic!()
+        };
         assert!(iq.has_child("ping", "urn:xmpp:ping"));
     }
 
@@ -203,13 +226,28 @@ mod tests {
     #[test]
     fn an_undeclared_prefix_is_not_well_formed() {
         let mut p = StreamParser::new(65536);
-        assert!(matches!(frames(&mut p, &format!("{HEADER}<foo:bar/>")), Err(FrameError::NotWellFormed(_))));
+        assert!(matches!(
+            frames(&mut p, &format!("{HEADER}<foo:bar/>")),
+            Err(FrameError::NotWellFormed(_))
+        ));
+    }
+
+    #[test]
+    fn text_before_the_stream_header_is_refused_at_once() {
+        let mut p = StreamParser::new(65536);
+        assert!(matches!(
+            frames(&mut p, "  GET / HTTP/1.1"),
+            Err(FrameError::NotWellFormed(_))
+        ));
     }
 
     #[test]
     fn a_root_other_than_stream_is_an_invalid_namespace() {
         let mut p = StreamParser::new(65536);
-        assert_eq!(frames(&mut p, "<html>").unwrap_err(), FrameError::InvalidNamespace);
+        assert_eq!(
+            frames(&mut p, "<html>").unwrap_err(),
+            FrameError::InvalidNamespace
+        );
     }
 
     #[test]
@@ -217,7 +255,10 @@ mod tests {
         let mut p = StreamParser::new(1024);
         frames(&mut p, HEADER).unwrap();
         let big = format!("<message><body>{}", "x".repeat(2000));
-        assert_eq!(frames(&mut p, &big).unwrap_err(), FrameError::TooLarge { limit: 1024 });
+        assert_eq!(
+            frames(&mut p, &big).unwrap_err(),
+            FrameError::TooLarge { limit: 1024 }
+        );
     }
 
     #[test]
@@ -225,7 +266,11 @@ mod tests {
         let mut p = StreamParser::new(1024);
         frames(&mut p, HEADER).unwrap();
         for _ in 0..100 {
-            let out = frames(&mut p, "<message><body>0123456789012345678901234567890</body></message>").unwrap();
+            let out = frames(
+                &mut p,
+                "<message><body>0123456789012345678901234567890</body></message>",
+            )
+            .unwrap();
             assert_eq!(out.len(), 1);
         }
     }
@@ -233,7 +278,11 @@ mod tests {
     #[test]
     fn reset_accepts_a_new_stream_header() {
         let mut p = StreamParser::new(65536);
-        frames(&mut p, &format!("{HEADER}<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")).unwrap();
+        frames(
+            &mut p,
+            &format!("{HEADER}<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"),
+        )
+        .unwrap();
         p.reset();
         let out = frames(&mut p, HEADER).unwrap();
         assert!(matches!(out[0], Frame::StreamOpen(_)));

@@ -105,7 +105,9 @@ fn ncname(name: &'static str) -> NcName {
 
 /// Set (or replace) an unqualified attribute.
 pub fn set_attr(element: &mut Element, name: &'static str, value: impl Into<String>) {
-    element.attrs_mut().insert(Namespace::NONE, ncname(name), value.into());
+    element
+        .attrs_mut()
+        .insert(Namespace::NONE, ncname(name), value.into());
 }
 
 /// Remove an unqualified attribute.
@@ -139,7 +141,10 @@ impl Stanza {
                 Some("unsubscribe") => PresenceType::Unsubscribe,
                 Some("unsubscribed") => PresenceType::Unsubscribed,
                 Some(_) => {
-                    return Err((StanzaParseError::BadRequest("unknown presence type"), element));
+                    return Err((
+                        StanzaParseError::BadRequest("unknown presence type"),
+                        element,
+                    ));
                 }
             }),
             "iq" => StanzaKind::Iq(match ty {
@@ -147,7 +152,12 @@ impl Stanza {
                 Some("set") => IqType::Set,
                 Some("result") => IqType::Result,
                 Some("error") => IqType::Error,
-                _ => return Err((StanzaParseError::BadRequest("missing or unknown iq type"), element)),
+                _ => {
+                    return Err((
+                        StanzaParseError::BadRequest("missing or unknown iq type"),
+                        element,
+                    ));
+                }
             }),
             other => {
                 let name = other.to_owned();
@@ -155,7 +165,10 @@ impl Stanza {
             }
         };
         if matches!(kind, StanzaKind::Iq(_)) && element.attr("id").is_none() {
-            return Err((StanzaParseError::BadRequest("an iq must have an id"), element));
+            return Err((
+                StanzaParseError::BadRequest("an iq must have an id"),
+                element,
+            ));
         }
         let to = match element.attr("to").map(Jid::new) {
             None => None,
@@ -168,7 +181,13 @@ impl Stanza {
             Some(Err(_)) => return Err((StanzaParseError::BadJid("from"), element)),
         };
         let id = element.attr("id").map(str::to_owned);
-        Ok(Stanza { kind, from, to, id, element })
+        Ok(Stanza {
+            kind,
+            from,
+            to,
+            id,
+            element,
+        })
     }
 
     /// Whether this stanza is an error (errors are never answered with errors:
@@ -272,14 +291,17 @@ mod tests {
 
     #[test]
     fn malformed_to_is_a_bad_jid() {
-        let (err, _) = Stanza::parse(el("<message xmlns='jabber:client' to='a@b@c'/>")).unwrap_err();
+        let (err, _) =
+            Stanza::parse(el("<message xmlns='jabber:client' to='a@b@c'/>")).unwrap_err();
         assert_eq!(err, StanzaParseError::BadJid("to"));
     }
 
     #[test]
     fn error_reply_swaps_addresses_and_carries_the_condition() {
         let s = Stanza::parse(el("<message xmlns='jabber:client' from='a@x/r' to='b@x' id='7' type='chat'><body>hi</body></message>")).unwrap();
-        let reply = s.error_reply(ErrorType::Cancel, DefinedCondition::ServiceUnavailable).unwrap();
+        let reply = s
+            .error_reply(ErrorType::Cancel, DefinedCondition::ServiceUnavailable)
+            .unwrap();
         assert_eq!(reply.attr("to"), Some("a@x/r"));
         assert_eq!(reply.attr("from"), Some("b@x"));
         assert_eq!(reply.attr("type"), Some("error"));
@@ -290,8 +312,12 @@ mod tests {
 
     #[test]
     fn errors_are_never_answered_with_errors() {
-        let s = Stanza::parse(el("<message xmlns='jabber:client' type='error' to='b@x'/>")).unwrap();
-        assert!(s.error_reply(ErrorType::Cancel, DefinedCondition::ServiceUnavailable).is_none());
+        let s =
+            Stanza::parse(el("<message xmlns='jabber:client' type='error' to='b@x'/>")).unwrap();
+        assert!(
+            s.error_reply(ErrorType::Cancel, DefinedCondition::ServiceUnavailable)
+                .is_none()
+        );
     }
 
     #[test]

@@ -55,7 +55,10 @@ pub fn ensure_self_signed(dir: &Path, domains: &[String]) -> Result<(PathBuf, Pa
     if cert_path.exists() && key_path.exists() {
         return Ok((cert_path, key_path));
     }
-    let fail = |reason: String| TlsError::Generate { path: dir.to_owned(), reason };
+    let fail = |reason: String| TlsError::Generate {
+        path: dir.to_owned(),
+        reason,
+    };
     std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
     let certified =
         rcgen::generate_simple_self_signed(domains.to_vec()).map_err(|e| fail(e.to_string()))?;
@@ -111,7 +114,10 @@ pub fn acceptor(certfile: &Path, keyfile: &Path) -> Result<TlsAcceptor, TlsError
     let config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
-        .map_err(|source| TlsError::Rustls { path: certfile.to_owned(), source })?;
+        .map_err(|source| TlsError::Rustls {
+            path: certfile.to_owned(),
+            source,
+        })?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
@@ -132,9 +138,12 @@ mod tests {
 
     #[test]
     fn a_missing_certificate_file_is_named_in_the_error() {
-        let err = acceptor(Path::new("/nonexistent/cert.pem"), Path::new("/nonexistent/key.pem"))
-            .err()
-            .unwrap();
+        let err = acceptor(
+            Path::new("/nonexistent/cert.pem"),
+            Path::new("/nonexistent/key.pem"),
+        )
+        .err()
+        .unwrap();
         assert!(err.to_string().contains("/nonexistent/cert.pem"), "{err}");
     }
 }

@@ -65,7 +65,11 @@ impl Conn {
             if let Some(error) = self.broken.take() {
                 return Err(ReadError::Frame(error));
             }
-            let n = self.transport.read(&mut self.read_buf).await.map_err(ReadError::Io)?;
+            let n = self
+                .transport
+                .read(&mut self.read_buf)
+                .await
+                .map_err(ReadError::Io)?;
             if n == 0 {
                 return Err(ReadError::Eof);
             }
@@ -128,7 +132,11 @@ pub(crate) fn read_error_condition(error: &ReadError) -> Option<StreamErrorCondi
     match error {
         ReadError::Eof | ReadError::Io(_) => None,
         ReadError::Frame(FrameError::NotWellFormed(_)) => Some(StreamErrorCondition::NotWellFormed),
-        ReadError::Frame(FrameError::TooLarge { .. }) => Some(StreamErrorCondition::PolicyViolation),
-        ReadError::Frame(FrameError::InvalidNamespace) => Some(StreamErrorCondition::InvalidNamespace),
+        ReadError::Frame(FrameError::TooLarge { .. }) => {
+            Some(StreamErrorCondition::PolicyViolation)
+        }
+        ReadError::Frame(FrameError::InvalidNamespace) => {
+            Some(StreamErrorCondition::InvalidNamespace)
+        }
     }
 }

@@ -62,7 +62,10 @@ impl C2sListener {
         if settings.tls.is_none() {
             tracing::warn!(addr = %settings.addr, "c2s listener without TLS: passwords and messages travel in clear text");
         }
-        Ok(C2sListener { listener, settings: Arc::new(settings) })
+        Ok(C2sListener {
+            listener,
+            settings: Arc::new(settings),
+        })
     }
 
     /// The bound address (useful with port 0).

@@ -5,7 +5,9 @@ use std::{net::SocketAddr, sync::Arc};
 
 use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
 use herald_sasl::{Failure, Mechanism, ServerExchange, Step};
-use herald_stream::{Frame, StreamErrorCondition, StreamHeader, ns, stanza::set_attr, transport::Transport};
+use herald_stream::{
+    Frame, StreamErrorCondition, StreamHeader, ns, stanza::set_attr, transport::Transport,
+};
 use jid::{BareJid, DomainPart, FullJid, NodePart, ResourcePart};
 use minidom::Element;
 use tokio::net::TcpStream;
@@ -31,21 +33,38 @@ pub(crate) fn new_id() -> String {
     if getrandom::fill(&mut bytes).is_err() {
         // Only on a broken OS RNG; a counter still gives uniqueness.
         static FALLBACK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        bytes[..8].copy_from_slice(&FALLBACK.fetch_add(1, std::sync::atomic::Ordering::Relaxed).to_le_bytes());
+        bytes[..8].copy_from_slice(
+            &FALLBACK
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                .to_le_bytes(),
+        );
     }
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// Refuse a connection beyond `max_connections` with resource-constraint.
-pub(crate) async fn refuse(server: Arc<Server>, settings: Arc<C2sSettings>, tcp: TcpStream, peer: SocketAddr) {
+pub(crate) async fn refuse(
+    server: Arc<Server>,
+    settings: Arc<C2sSettings>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) {
     tracing::warn!(%peer, limit = settings.max_connections, "connection limit reached; refusing");
     let mut conn = Conn::new(Transport::Plain(tcp), 1024);
-    let domain = server.hosts().first().map(|d| d.to_string()).unwrap_or_default();
+    let domain = server
+        .hosts()
+        .first()
+        .map(|d| d.to_string())
+        .unwrap_or_default();
     // On a direct-TLS port the peer cannot read plaintext; just close.
-    if matches!(settings.tls.as_ref().map(|t| t.mode), Some(TlsMode::DirectTls)) {
+    if matches!(
+        settings.tls.as_ref().map(|t| t.mode),
+        Some(TlsMode::DirectTls)
+    ) {
         conn.close().await;
     } else {
-        conn.fail(StreamErrorCondition::ResourceConstraint, &domain).await;
+        conn.fail(StreamErrorCondition::ResourceConstraint, &domain)
+            .await;
     }
 }
 
@@ -57,10 +76,16 @@ struct State {
 }
 
 /// Serve one client connection from accept to close.
-pub(crate) async fn serve(server: Arc<Server>, settings: Arc<C2sSettings>, tcp: TcpStream, peer: SocketAddr) {
+pub(crate) async fn serve(
+    server: Arc<Server>,
+    settings: Arc<C2sSettings>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) {
     let transport = match &settings.tls {
         Some(tls) if tls.mode == TlsMode::DirectTls => {
-            let handshake = tokio::time::timeout(settings.state_timeout, tls.acceptor.accept(tcp)).await;
+            let handshake =
+                tokio::time::timeout(settings.state_timeout, tls.acceptor.accept(tcp)).await;
             match handshake {
                 Ok(Ok(stream)) => Transport::Tls(Box::new(stream)),
                 Ok(Err(error)) => {
@@ -76,7 +101,11 @@ pub(crate) async fn serve(server: Arc<Server>, settings: Arc<C2sSettings>, tcp: 
         _ => Transport::Plain(tcp),
     };
     let conn = Conn::new(transport, settings.max_stanza_size);
-    let mut state = State { domain: None, authenticated: None, failures: 0 };
+    let mut state = State {
+        domain: None,
+        authenticated: None,
+        failures: 0,
+    };
     let Some((conn, jid)) = negotiate(&server, &settings, conn, &mut state, peer).await else {
         return;
     };
@@ -130,7 +159,9 @@ async fn negotiate(
             if element.is("starttls", ns::TLS) && !tls_active {
                 let Some(tls) = settings.tls.clone() else {
                     // RFC 6120 section 5.4.2.2: STARTTLS not offered means failure.
-                    conn.queue_raw("<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/></stream:stream>");
+                    conn.queue_raw(
+                        "<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/></stream:stream>",
+                    );
                     conn.close().await;
                     return None;
                 };
@@ -138,8 +169,11 @@ async fn negotiate(
                 if conn.flush().await.is_err() {
                     return None;
                 }
-                let Transport::Plain(tcp) = conn.transport else { return None };
-                let handshake = tokio::time::timeout(settings.state_timeout, tls.acceptor.accept(tcp)).await;
+                let Transport::Plain(tcp) = conn.transport else {
+                    return None;
+                };
+                let handshake =
+                    tokio::time::timeout(settings.state_timeout, tls.acceptor.accept(tcp)).await;
                 let Ok(Ok(stream)) = handshake else {
                     tracing::debug!(%peer, "STARTTLS handshake failed");
                     return None;
@@ -182,7 +216,12 @@ async fn negotiate(
 }
 
 /// Read one frame before the session is bound, with the idle limit of `state_timeout`.
-async fn read(server: &Server, settings: &C2sSettings, conn: &mut Conn, state: &State) -> Option<Frame> {
+async fn read(
+    server: &Server,
+    settings: &C2sSettings,
+    conn: &mut Conn,
+    state: &State,
+) -> Option<Frame> {
     let result = tokio::select! {
         result = tokio::time::timeout(settings.state_timeout, conn.next_frame()) => result,
         _ = server.shutdown.cancelled() => {
@@ -208,26 +247,47 @@ async fn read(server: &Server, settings: &C2sSettings, conn: &mut Conn, state: &
 }
 
 async fn fail(conn: &mut Conn, state: &State, condition: StreamErrorCondition) {
-    let domain = state.domain.as_ref().map(|d| d.to_string()).unwrap_or_default();
+    let domain = state
+        .domain
+        .as_ref()
+        .map(|d| d.to_string())
+        .unwrap_or_default();
     conn.fail(condition, &domain).await;
 }
 
 /// Check the peer's header and answer with ours (RFC 6120 section 4.7).
-async fn open_stream(server: &Server, conn: &mut Conn, state: &mut State, header: &StreamHeader) -> bool {
+async fn open_stream(
+    server: &Server,
+    conn: &mut Conn,
+    state: &mut State,
+    header: &StreamHeader,
+) -> bool {
     let domain = match &header.to {
-        Some(to) => DomainPart::new(to).ok().map(|d| d.into_owned()).filter(|d| server.is_local_domain(d.as_str())),
+        Some(to) => DomainPart::new(to)
+            .ok()
+            .map(|d| d.into_owned())
+            .filter(|d| server.is_local_domain(d.as_str())),
         // A client MUST include `to` (section 4.7.2); a missing one gets the first served
         // domain rather than an error, as most servers do for old clients.
         None => server.hosts().first().cloned(),
     };
     let Some(domain) = domain else {
-        let first = server.hosts().first().map(|d| d.to_string()).unwrap_or_default();
-        conn.fail(StreamErrorCondition::HostUnknown, header.to.as_deref().unwrap_or(&first)).await;
+        let first = server
+            .hosts()
+            .first()
+            .map(|d| d.to_string())
+            .unwrap_or_default();
+        conn.fail(
+            StreamErrorCondition::HostUnknown,
+            header.to.as_deref().unwrap_or(&first),
+        )
+        .await;
         return false;
     };
     if state.domain.as_ref().is_some_and(|d| d != &domain) {
         // A restarted stream must stay on the domain it authenticated for.
-        conn.fail(StreamErrorCondition::HostUnknown, domain.as_str()).await;
+        conn.fail(StreamErrorCondition::HostUnknown, domain.as_str())
+            .await;
         return false;
     }
     state.domain = Some(domain.clone());
@@ -240,7 +300,8 @@ async fn open_stream(server: &Server, conn: &mut Conn, state: &mut State, header
         .is_some_and(|major| major >= 1);
     conn.queue_header(domain.as_str(), &new_id());
     if !version_ok {
-        conn.fail(StreamErrorCondition::UnsupportedVersion, domain.as_str()).await;
+        conn.fail(StreamErrorCondition::UnsupportedVersion, domain.as_str())
+            .await;
         return false;
     }
     true
@@ -252,13 +313,19 @@ fn plain_allowed(settings: &C2sSettings, conn: &Conn) -> bool {
 }
 
 fn tls_required_first(settings: &C2sSettings, conn: &Conn) -> bool {
-    !conn.transport.is_tls() && matches!(settings.tls.as_ref().map(|t| t.mode), Some(TlsMode::StartTlsRequired))
+    !conn.transport.is_tls()
+        && matches!(
+            settings.tls.as_ref().map(|t| t.mode),
+            Some(TlsMode::StartTlsRequired)
+        )
 }
 
 fn offered(settings: &C2sSettings, conn: &Conn) -> impl Iterator<Item = Mechanism> {
     let plain = plain_allowed(settings, conn);
     let allowed = !tls_required_first(settings, conn);
-    Mechanism::ALL.into_iter().filter(move |m| allowed && (plain || *m != Mechanism::Plain))
+    Mechanism::ALL
+        .into_iter()
+        .filter(move |m| allowed && (plain || *m != Mechanism::Plain))
 }
 
 /// RFC 6120 section 4.3.2: the features for the current stage.
@@ -286,7 +353,9 @@ fn send_features(settings: &C2sSettings, conn: &mut Conn, state: &State) {
         xml.push_str("<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>");
         if settings.backwards_compatible_session {
             // draft-cridland-xmpp-session: optional, so new clients skip it.
-            xml.push_str("<session xmlns='urn:ietf:params:xml:ns:xmpp-session'><optional/></session>");
+            xml.push_str(
+                "<session xmlns='urn:ietf:params:xml:ns:xmpp-session'><optional/></session>",
+            );
         }
     }
     xml.push_str("</stream:features>");
@@ -307,7 +376,10 @@ fn decode_payload(element: &Element) -> Result<Option<Vec<u8>>, Failure> {
     match text {
         "" => Ok(None),
         "=" => Ok(Some(Vec::new())),
-        _ => BASE64.decode(text).map(Some).map_err(|_| Failure::IncorrectEncoding),
+        _ => BASE64
+            .decode(text)
+            .map(Some)
+            .map_err(|_| Failure::IncorrectEncoding),
     }
 }
 
@@ -336,12 +408,20 @@ async fn authenticate(
                 fail(conn, state, StreamErrorCondition::PolicyViolation).await;
                 return Next::Stop;
             }
-            if conn.flush().await.is_err() { Next::Stop } else { Next::Continue }
+            if conn.flush().await.is_err() {
+                Next::Stop
+            } else {
+                Next::Continue
+            }
         }
         Ok(Ok(user)) => {
             tracing::info!(user = %user, "authenticated");
             state.authenticated = Some(user);
-            if conn.flush().await.is_err() { Next::Stop } else { Next::Restart }
+            if conn.flush().await.is_err() {
+                Next::Stop
+            } else {
+                Next::Restart
+            }
         }
     }
 }
@@ -377,7 +457,9 @@ async fn sasl_exchange(
     loop {
         match step {
             Step::NeedCredentials { username, authzid } => {
-                let bare = NodePart::new(&username).ok().map(|node| BareJid::from_parts(Some(&node), &domain));
+                let bare = NodePart::new(&username)
+                    .ok()
+                    .map(|node| BareJid::from_parts(Some(&node), &domain));
                 if let (Some(authzid), Some(bare)) = (&authzid, &bare) {
                     // RFC 6120 section 6.4.6: an authzid other than the account's own
                     // bare JID is not allowed here.
@@ -401,7 +483,11 @@ async fn sasl_exchange(
             Step::Challenge(data) => {
                 conn.queue_raw(&format!(
                     "<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</challenge>",
-                    if data.is_empty() { "=".to_owned() } else { BASE64.encode(&data) }
+                    if data.is_empty() {
+                        "=".to_owned()
+                    } else {
+                        BASE64.encode(&data)
+                    }
                 ));
                 if conn.flush().await.is_err() {
                     return Err(Next::Stop);
@@ -421,8 +507,12 @@ async fn sasl_exchange(
                     Err(failure) => return Ok(Err(failure)),
                 }
             }
-            Step::Success { additional_data, .. } => {
-                let Some(user) = user else { return Ok(Err(Failure::NotAuthorized)) };
+            Step::Success {
+                additional_data, ..
+            } => {
+                let Some(user) = user else {
+                    return Ok(Err(Failure::NotAuthorized));
+                };
                 match additional_data {
                     Some(data) => conn.queue_raw(&format!(
                         "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</success>",
@@ -452,7 +542,9 @@ fn bind(
         reply.append_child(herald_stream::stanza::stanza_error(type_, condition));
         conn.queue(&reply);
     };
-    let payload = iq.get_child("bind", ns::BIND).filter(|_| iq.attr("type") == Some("set"));
+    let payload = iq
+        .get_child("bind", ns::BIND)
+        .filter(|_| iq.attr("type") == Some("set"));
     let Some(payload) = payload else {
         // Section 7.1: before binding, other IQs are not processed.
         reply_error(conn, ErrorType::Cancel, DefinedCondition::NotAllowed);
@@ -464,7 +556,9 @@ fn bind(
     };
     let resource = match query.resource.as_deref().map(str::trim) {
         // Section 7.6.2.1: the server generates a resource when none is given.
-        None | Some("") => ResourcePart::new(&format!("herald-{}", &new_id()[..12])).ok()?.into_owned(),
+        None | Some("") => ResourcePart::new(&format!("herald-{}", &new_id()[..12]))
+            .ok()?
+            .into_owned(),
         Some(requested) => match ResourcePart::new(requested) {
             Ok(resource) => resource.into_owned(),
             // Section 7.7.2.1: a resource that cannot be processed is bad-request.

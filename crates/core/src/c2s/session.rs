@@ -28,7 +28,11 @@ enum End {
 }
 
 /// Run the session until its stream ends, then unregister it.
-pub(crate) async fn run(server: Arc<Server>, mut conn: Conn, (handle, mut rx): (SessionHandle, mpsc::Receiver<Element>)) {
+pub(crate) async fn run(
+    server: Arc<Server>,
+    mut conn: Conn,
+    (handle, mut rx): (SessionHandle, mpsc::Receiver<Element>),
+) {
     let end = serve(&server, &mut conn, &handle, &mut rx).await;
     let last = server.sessions.unbind(&handle.jid, handle.id);
     presence::session_ended(&server, &handle.jid, last);
@@ -45,7 +49,12 @@ pub(crate) async fn run(server: Arc<Server>, mut conn: Conn, (handle, mut rx): (
     tracing::debug!(jid = %handle.jid, "session ended");
 }
 
-async fn serve(server: &Server, conn: &mut Conn, handle: &SessionHandle, rx: &mut mpsc::Receiver<Element>) -> End {
+async fn serve(
+    server: &Server,
+    conn: &mut Conn,
+    handle: &SessionHandle,
+    rx: &mut mpsc::Receiver<Element>,
+) -> End {
     loop {
         tokio::select! {
             biased;
@@ -91,18 +100,33 @@ async fn serve(server: &Server, conn: &mut Conn, handle: &SessionHandle, rx: &mu
 }
 
 /// One element from the client.
-async fn inbound(server: &Server, conn: &mut Conn, handle: &SessionHandle, element: Element) -> Result<(), End> {
+async fn inbound(
+    server: &Server,
+    conn: &mut Conn,
+    handle: &SessionHandle,
+    element: Element,
+) -> Result<(), End> {
     let mut stanza = match Stanza::parse(element) {
         Ok(stanza) => stanza,
         Err((StanzaParseError::NotAStanza(_), _)) => {
             return Err(End::Error(StreamErrorCondition::UnsupportedStanzaType));
         }
         Err((StanzaParseError::BadJid(_), element)) => {
-            reject(conn, element, ErrorType::Modify, DefinedCondition::JidMalformed);
+            reject(
+                conn,
+                element,
+                ErrorType::Modify,
+                DefinedCondition::JidMalformed,
+            );
             return conn.flush().await.map_err(|_| End::Gone);
         }
         Err((StanzaParseError::BadRequest(_), element)) => {
-            reject(conn, element, ErrorType::Modify, DefinedCondition::BadRequest);
+            reject(
+                conn,
+                element,
+                ErrorType::Modify,
+                DefinedCondition::BadRequest,
+            );
             return conn.flush().await.map_err(|_| End::Gone);
         }
     };
