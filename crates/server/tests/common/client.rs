@@ -145,6 +145,15 @@ impl Client {
         tokio::time::timeout(wait, self.read_frame()).await.is_err()
     }
 
+    /// Everything that arrives until nothing more comes for `quiet`.
+    pub async fn drain(&mut self, quiet: Duration) -> Vec<Element> {
+        let mut out = Vec::new();
+        while !self.nothing_within(quiet).await {
+            out.push(self.next().await);
+        }
+        out
+    }
+
     /// Read until the stream ends; report how.
     pub async fn closed(&mut self) -> Closed {
         loop {
