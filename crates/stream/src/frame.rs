@@ -67,9 +67,11 @@ impl StreamParser {
     }
 
     fn fresh_parser(max_stanza_size: usize) -> rxml::Parser {
-        let mut options = rxml::Options::default();
         // A single token (attribute value, text chunk) can never be larger than the stanza.
-        options.max_token_length = max_stanza_size.max(1024);
+        let options = rxml::Options {
+            max_token_length: max_stanza_size.max(1024),
+            ..Default::default()
+        };
         <rxml::Parser as rxml::WithOptions>::with_options(options)
     }
 

@@ -84,6 +84,19 @@ pub enum StanzaParseError {
     BadRequest(&'static str),
 }
 
+/// A first-level element that is not a usable stanza, with the reason.
+#[derive(Debug)]
+pub struct Rejected {
+    /// Why it was rejected.
+    pub error: StanzaParseError,
+    /// The element, for building the error reply.
+    pub element: Element,
+}
+
+fn reject<T>(error: StanzaParseError, element: Element) -> Result<T, Box<Rejected>> {
+    Err(Box::new(Rejected { error, element }))
+}
+
 /// A parsed stanza: typed addressing plus the element it came from.
 #[derive(Clone, Debug)]
 pub struct Stanza {
@@ -117,10 +130,10 @@ pub fn remove_attr(element: &mut Element, name: &'static str) {
 
 impl Stanza {
     /// Parse a first-level element received on a client stream.
-    pub fn parse(element: Element) -> Result<Stanza, (StanzaParseError, Element)> {
+    pub fn parse(element: Element) -> Result<Stanza, Box<Rejected>> {
         if element.ns() != ns::CLIENT {
             let name = element.name().to_owned();
-            return Err((StanzaParseError::NotAStanza(name), element));
+            return reject(StanzaParseError::NotAStanza(name), element);
         }
         let ty = element.attr("type");
         let kind = match element.name() {
@@ -141,10 +154,10 @@ impl Stanza {
                 Some("unsubscribe") => PresenceType::Unsubscribe,
                 Some("unsubscribed") => PresenceType::Unsubscribed,
                 Some(_) => {
-                    return Err((
+                    return reject(
                         StanzaParseError::BadRequest("unknown presence type"),
                         element,
-                    ));
+                    );
                 }
             }),
             "iq" => StanzaKind::Iq(match ty {
@@ -153,32 +166,32 @@ impl Stanza {
                 Some("result") => IqType::Result,
                 Some("error") => IqType::Error,
                 _ => {
-                    return Err((
+                    return reject(
                         StanzaParseError::BadRequest("missing or unknown iq type"),
                         element,
-                    ));
+                    );
                 }
             }),
             other => {
                 let name = other.to_owned();
-                return Err((StanzaParseError::NotAStanza(name), element));
+                return reject(StanzaParseError::NotAStanza(name), element);
             }
         };
         if matches!(kind, StanzaKind::Iq(_)) && element.attr("id").is_none() {
-            return Err((
+            return reject(
                 StanzaParseError::BadRequest("an iq must have an id"),
                 element,
-            ));
+            );
         }
         let to = match element.attr("to").map(Jid::new) {
             None => None,
             Some(Ok(jid)) => Some(jid),
-            Some(Err(_)) => return Err((StanzaParseError::BadJid("to"), element)),
+            Some(Err(_)) => return reject(StanzaParseError::BadJid("to"), element),
         };
         let from = match element.attr("from").map(Jid::new) {
             None => None,
             Some(Ok(jid)) => Some(jid),
-            Some(Err(_)) => return Err((StanzaParseError::BadJid("from"), element)),
+            Some(Err(_)) => return reject(StanzaParseError::BadJid("from"), element),
         };
         let id = element.attr("id").map(str::to_owned);
         Ok(Stanza {
@@ -285,15 +298,15 @@ mod tests {
 
     #[test]
     fn iq_without_id_is_a_bad_request() {
-        let (err, _) = Stanza::parse(el("<iq xmlns='jabber:client' type='get'/>")).unwrap_err();
-        assert!(matches!(err, StanzaParseError::BadRequest(_)));
+        let rejected = Stanza::parse(el("<iq xmlns='jabber:client' type='get'/>")).unwrap_err();
+        assert!(matches!(rejected.error, StanzaParseError::BadRequest(_)));
     }
 
     #[test]
     fn malformed_to_is_a_bad_jid() {
-        let (err, _) =
+        let rejected =
             Stanza::parse(el("<message xmlns='jabber:client' to='a@b@c'/>")).unwrap_err();
-        assert_eq!(err, StanzaParseError::BadJid("to"));
+        assert_eq!(rejected.error, StanzaParseError::BadJid("to"));
     }
 
     #[test]
@@ -322,7 +335,7 @@ mod tests {
 
     #[test]
     fn an_element_outside_jabber_client_is_not_a_stanza() {
-        let (err, _) = Stanza::parse(el("<foo xmlns='jabber:client'/>")).unwrap_err();
-        assert!(matches!(err, StanzaParseError::NotAStanza(_)));
+        let rejected = Stanza::parse(el("<foo xmlns='jabber:client'/>")).unwrap_err();
+        assert!(matches!(rejected.error, StanzaParseError::NotAStanza(_)));
     }
 }

@@ -42,6 +42,12 @@ pub(crate) async fn run(
             conn.close().await;
         }
         End::Error(condition) => {
+            // What was already routed to this session is written before the stream
+            // error, so a shutdown or a replaced session loses nothing it had accepted.
+            rx.close();
+            while let Ok(element) = rx.try_recv() {
+                conn.queue(&element);
+            }
             conn.fail(condition, handle.jid.domain().as_str()).await;
         }
         End::Gone => {}
@@ -108,25 +114,15 @@ async fn inbound(
 ) -> Result<(), End> {
     let mut stanza = match Stanza::parse(element) {
         Ok(stanza) => stanza,
-        Err((StanzaParseError::NotAStanza(_), _)) => {
-            return Err(End::Error(StreamErrorCondition::UnsupportedStanzaType));
-        }
-        Err((StanzaParseError::BadJid(_), element)) => {
-            reject(
-                conn,
-                element,
-                ErrorType::Modify,
-                DefinedCondition::JidMalformed,
-            );
-            return conn.flush().await.map_err(|_| End::Gone);
-        }
-        Err((StanzaParseError::BadRequest(_), element)) => {
-            reject(
-                conn,
-                element,
-                ErrorType::Modify,
-                DefinedCondition::BadRequest,
-            );
+        Err(rejected) => {
+            let condition = match rejected.error {
+                StanzaParseError::NotAStanza(_) => {
+                    return Err(End::Error(StreamErrorCondition::UnsupportedStanzaType));
+                }
+                StanzaParseError::BadJid(_) => DefinedCondition::JidMalformed,
+                StanzaParseError::BadRequest(_) => DefinedCondition::BadRequest,
+            };
+            reject(conn, rejected.element, ErrorType::Modify, condition);
             return conn.flush().await.map_err(|_| End::Gone);
         }
     };
