@@ -8,6 +8,7 @@
 
 pub mod c2s;
 pub mod disco;
+pub mod hooks;
 pub mod module;
 pub mod ping;
 pub mod presence;

@@ -11,7 +11,7 @@ use jid::{FullJid, Jid};
 use minidom::Element;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
-use crate::Server;
+use crate::{Server, hooks::Hooks};
 
 /// Whom an IQ handler answers for (RFC 6120 section 10.3.3 and RFC 6121 section 8.5.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -135,6 +135,11 @@ impl Registrar {
         self.extensions.items.push(jid);
     }
 
+    /// The hook catalogue, to attach handlers (see [`crate::hooks`]).
+    pub fn hooks(&mut self) -> &mut Hooks {
+        &mut self.extensions.hooks
+    }
+
     /// Register every module.
     pub fn build(modules: &[Arc<dyn Module>]) -> Extensions {
         let mut registrar = Registrar::default();
@@ -153,6 +158,7 @@ pub struct Extensions {
     account_iq: HashMap<&'static str, Arc<dyn IqHandler>>,
     features: BTreeSet<&'static str>,
     items: Vec<Jid>,
+    hooks: Hooks,
 }
 
 impl Extensions {
@@ -174,6 +180,11 @@ impl Extensions {
     /// The server's disco features.
     pub fn features(&self) -> impl Iterator<Item = &'static str> + '_ {
         self.features.iter().copied()
+    }
+
+    /// The hooks modules attached.
+    pub fn hooks(&self) -> &Hooks {
+        &self.hooks
     }
 
     /// The server's disco items.

@@ -89,6 +89,14 @@ impl Storage {
         Arc::clone(&self.accounts)
     }
 
+    /// The SQLite pool, for stores owned by feature crates (their tables are created by this
+    /// crate's migrations); `None` on another engine.
+    pub fn sqlite_pool(&self) -> Option<&sqlx::SqlitePool> {
+        match &self.engine {
+            Engine::Sqlite(pool) => Some(pool),
+        }
+    }
+
     /// Close the database, for every clone of this handle and every store taken from it: wait
     /// for operations in progress, then close the connections. Later operations fail.
     pub async fn close(&self) {

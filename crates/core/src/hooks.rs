@@ -1,0 +1,138 @@
+//! Typed hooks: the catalogue of events modules can act on, each with its own event type,
+//! handlers ordered by a named priority, and a [`Flow`] that lets a handler stop the run.
+//!
+//! Add an event by adding a field to [`Hooks`] with its event struct; modules attach
+//! handlers in their `register` function through [`crate::module::Registrar::hooks`].
+
+use std::sync::Arc;
+
+use jid::BareJid;
+
+use crate::Server;
+
+/// Whether later handlers run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Run the next handler.
+    Continue,
+    /// The event is fully handled; skip the remaining handlers.
+    Stop,
+}
+
+/// When a handler runs relative to others on the same hook (lower first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Priority(pub i32);
+
+impl Priority {
+    /// Runs before the default handlers (checks, filters).
+    pub const EARLY: Priority = Priority(10);
+    /// The default position.
+    pub const NORMAL: Priority = Priority(50);
+    /// Runs after the default handlers (storage of last resort, notifications).
+    pub const LATE: Priority = Priority(90);
+}
+
+/// A hook handler for events of type `E`.
+#[async_trait::async_trait]
+pub trait Handler<E: Send + 'static>: Send + Sync + 'static {
+    /// Act on the event; may change it for the handlers that follow.
+    async fn call(&self, server: &Server, event: &mut E) -> Flow;
+}
+
+/// The handlers of one hook, in priority order.
+pub struct HookList<E> {
+    handlers: Vec<(Priority, Arc<dyn Handler<E>>)>,
+}
+
+impl<E> Default for HookList<E> {
+    fn default() -> Self {
+        HookList {
+            handlers: Vec::new(),
+        }
+    }
+}
+
+impl<E: Send + 'static> HookList<E> {
+    /// Attach a handler; handlers of equal priority run in registration order.
+    pub fn add(&mut self, priority: Priority, handler: Arc<dyn Handler<E>>) {
+        let index = self.handlers.partition_point(|(p, _)| *p <= priority);
+        self.handlers.insert(index, (priority, handler));
+    }
+
+    /// Whether any handler is attached (lets callers skip building an event).
+    pub fn is_empty(&self) -> bool {
+        self.handlers.is_empty()
+    }
+
+    /// Run the handlers in order until one returns [`Flow::Stop`]; returns that flow.
+    pub async fn run(&self, server: &Server, event: &mut E) -> Flow {
+        for (_, handler) in &self.handlers {
+            if handler.call(server, event).await == Flow::Stop {
+                return Flow::Stop;
+            }
+        }
+        Flow::Continue
+    }
+}
+
+/// An account was deleted (in-band or by `herald user remove`): modules delete their data.
+#[derive(Debug)]
+pub struct UserRemoved {
+    /// The deleted account.
+    pub user: BareJid,
+}
+
+/// The catalogue of hooks.
+#[derive(Default)]
+pub struct Hooks {
+    /// See [`UserRemoved`].
+    pub user_removed: HookList<UserRemoved>,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    struct Record(&'static str, Arc<Mutex<Vec<&'static str>>>, Flow);
+
+    #[async_trait::async_trait]
+    impl Handler<UserRemoved> for Record {
+        async fn call(&self, _server: &Server, _event: &mut UserRemoved) -> Flow {
+            self.1.lock().unwrap().push(self.0);
+            self.2
+        }
+    }
+
+    #[tokio::test]
+    async fn handlers_run_by_priority_and_stop_ends_the_run() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut list = HookList::default();
+        list.add(
+            Priority::LATE,
+            Arc::new(Record("late", log.clone(), Flow::Continue)),
+        );
+        list.add(
+            Priority::NORMAL,
+            Arc::new(Record("normal-1", log.clone(), Flow::Continue)),
+        );
+        list.add(
+            Priority::EARLY,
+            Arc::new(Record("early", log.clone(), Flow::Continue)),
+        );
+        list.add(
+            Priority::NORMAL,
+            Arc::new(Record("normal-2", log.clone(), Flow::Stop)),
+        );
+        let storage = herald_storage::Storage::open_sqlite_in_memory()
+            .await
+            .unwrap();
+        let server = Server::new(Vec::new(), storage, &[]);
+        let mut event = UserRemoved {
+            user: BareJid::new("u@h").unwrap(),
+        };
+        assert_eq!(list.run(&server, &mut event).await, Flow::Stop);
+        assert_eq!(*log.lock().unwrap(), ["early", "normal-1", "normal-2"]);
+    }
+}
