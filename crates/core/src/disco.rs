@@ -85,12 +85,16 @@ impl IqHandler for ServerItems {
         if query.node.is_some() {
             return Err(IqError::item_not_found());
         }
+        // Configured extra domains, then the connected components (XEP-0114 components
+        // are listed unless hidden).
         let items = server
             .extensions
             .items()
             .iter()
+            .cloned()
+            .chain(server.components.visible())
             .map(|jid| Item {
-                jid: jid.clone(),
+                jid,
                 node: None,
                 name: None,
             })

@@ -7,13 +7,32 @@
 //! namespace ([`module`]).
 
 pub mod c2s;
+pub mod component;
+pub mod components;
+mod conn;
 pub mod disco;
 pub mod hooks;
 pub mod module;
+pub mod outbound;
 pub mod ping;
 pub mod presence;
 mod router;
 mod server;
 pub mod sessions;
 
+pub use router::Origin;
 pub use server::Server;
+
+/// A random identifier with 128 bits of entropy, URL-safe base64 (stream ids, generated
+/// resources, outbound IQ ids: RFC 6120 section 4.7.3 asks for unpredictable stream ids).
+pub fn random_id() -> String {
+    use base64::Engine;
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        // Only on a broken OS RNG; a counter still keeps ids unique.
+        static FALLBACK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = FALLBACK.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        bytes[..8].copy_from_slice(&n.to_le_bytes());
+    }
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}

@@ -7,7 +7,7 @@ use std::{
 };
 
 use herald_stream::stanza::{IqType, Stanza};
-use jid::{FullJid, Jid};
+use jid::Jid;
 use minidom::Element;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
@@ -32,8 +32,8 @@ pub struct IqRequest<'a> {
     pub kind: IqType,
     /// The payload element the handler was chosen by.
     pub payload: &'a Element,
-    /// The authenticated sender.
-    pub sender: &'a FullJid,
+    /// The authenticated sender: a client's full JID, or a component's domain.
+    pub sender: &'a Jid,
     /// The entity addressed: a domain for [`IqScope::Server`], the account's bare JID for
     /// [`IqScope::Account`].
     pub target: Jid,

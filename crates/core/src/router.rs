@@ -1,8 +1,10 @@
-//! Stanza routing for stanzas sent by a bound client session (RFC 6120 section 10 and
-//! RFC 6121 section 8).
+//! Stanza routing (RFC 6120 section 10 and RFC 6121 section 8).
 //!
-//! The sender's task calls [`Server::route`] with a stanza whose `from` is already
-//! stamped. Routing never waits on another session: delivery is a non-blocking queue push
+//! Every stanza enters through [`Server::route`] with its [`Origin`] and a `from` already
+//! stamped by the edge that received it. The destination decides the path: a component's
+//! domain goes to that component, a served domain to the local rules (sessions, IQ
+//! handlers, presence), anything else is unreachable until federation exists. Routing never
+//! waits on another session: delivery is a non-blocking queue push
 //! (see [`crate::sessions::SessionHandle::deliver`]).
 
 use herald_stream::stanza::{IqType, MessageType, Stanza, StanzaKind, iq_result};
@@ -16,42 +18,50 @@ use crate::{
     presence,
 };
 
+/// Who sent a stanza into the router.
+#[derive(Clone, Copy, Debug)]
+pub enum Origin<'a> {
+    /// A bound client session.
+    Client(&'a FullJid),
+    /// An authenticated external component (XEP-0114), by its domain.
+    Component(&'a Jid),
+    /// The server itself (outbound IQs, notifications).
+    Server,
+}
+
 impl Server {
-    /// Route a stanza from the local session `sender`.
-    pub async fn route(&self, sender: &FullJid, stanza: Stanza) {
-        match stanza.kind {
-            StanzaKind::Iq(kind) => self.route_iq(sender, kind, stanza).await,
-            StanzaKind::Message(kind) => self.route_message(sender, kind, stanza),
-            StanzaKind::Presence(kind) => presence::route(self, sender, kind, stanza),
-        }
-    }
-
-    /// Send an error reply for `stanza` back to the local sender, unless it is itself an error.
-    pub fn bounce(&self, stanza: &Stanza, type_: ErrorType, condition: DefinedCondition) {
-        if let Some(reply) = stanza.error_reply(type_, condition) {
-            self.deliver_to_sender(stanza, reply);
-        }
-    }
-
-    fn deliver_to_sender(&self, stanza: &Stanza, reply: Element) {
-        if let Some(Ok(from)) = stanza.from.as_ref().map(Jid::try_as_full)
-            && let Some(session) = self.sessions.get(from)
-        {
-            session.deliver(reply);
-        }
-    }
-
-    fn route_message(&self, sender: &FullJid, kind: MessageType, mut stanza: Stanza) {
-        // RFC 6120 section 8.1.1.1: no `to` means the sender's own bare JID.
-        let to = match &stanza.to {
-            Some(to) => to.clone(),
-            None => {
-                let bare = Jid::from(sender.to_bare());
-                stanza.set_to(bare.clone());
-                bare
+    /// Route a stanza. Its `from` must already be set by the receiving edge.
+    pub async fn route(&self, origin: Origin<'_>, mut stanza: Stanza) {
+        // RFC 6120 section 8.1.1.1: a stanza without `to` from a client is handled on behalf
+        // of its account (a message goes to the account's bare JID).
+        if stanza.to.is_none() {
+            match (origin, stanza.kind) {
+                (Origin::Client(sender), StanzaKind::Message(_)) => {
+                    stanza.set_to(Jid::from(sender.to_bare()));
+                }
+                (Origin::Client(_), _) => {}
+                // Components and the server always address their stanzas.
+                _ => {
+                    self.bounce(&stanza, ErrorType::Modify, DefinedCondition::BadRequest);
+                    return;
+                }
             }
-        };
-        if !self.is_local_domain(to.domain().as_str()) {
+        }
+        if let Some(to) = &stanza.to
+            && let Some(component) = self.components.get(to.domain().as_str())
+        {
+            if !component.deliver(stanza.element.clone()) {
+                self.bounce(
+                    &stanza,
+                    ErrorType::Wait,
+                    DefinedCondition::ResourceConstraint,
+                );
+            }
+            return;
+        }
+        if let Some(to) = &stanza.to
+            && !self.is_local_domain(to.domain().as_str())
+        {
             // No federation yet: the remote domain cannot be reached (RFC 6120 section
             // 8.3.3.15).
             self.bounce(
@@ -61,6 +71,65 @@ impl Server {
             );
             return;
         }
+        match stanza.kind {
+            StanzaKind::Iq(kind) => self.route_iq(origin, kind, stanza).await,
+            StanzaKind::Message(kind) => self.route_message(kind, stanza),
+            StanzaKind::Presence(kind) => match origin {
+                Origin::Client(sender) => presence::route(self, sender, kind, stanza),
+                // Presence from a component or the server: delivered as addressed.
+                _ => self.deliver_addressed(stanza),
+            },
+        }
+    }
+
+    /// Send an error reply for `stanza` back to its sender, unless it is itself an error
+    /// (RFC 6120 section 8.3.1: errors are never answered with errors).
+    pub fn bounce(&self, stanza: &Stanza, type_: ErrorType, condition: DefinedCondition) {
+        if let Some(reply) = stanza.error_reply(type_, condition) {
+            self.deliver_reply(reply);
+        }
+    }
+
+    /// Deliver a reply (an IQ result or error, or a bounce) to a local session, a component
+    /// or a waiting outbound IQ. Replies are never bounced.
+    pub(crate) fn deliver_reply(&self, reply: Element) {
+        let Some(to) = reply.attr("to").and_then(|to| Jid::new(to).ok()) else {
+            return;
+        };
+        if let Some(component) = self.components.get(to.domain().as_str()) {
+            component.deliver(reply);
+        } else if let Ok(full) = to.try_as_full() {
+            if let Some(session) = self.sessions.get(full) {
+                session.deliver(reply);
+            }
+        } else if to.node().is_none() && self.is_local_domain(to.domain().as_str()) {
+            // A reply to the server itself: an answer to an outbound IQ.
+            if let Ok(stanza) = Stanza::parse(reply) {
+                self.outbound.resolve(&stanza);
+            }
+        }
+    }
+
+    /// Deliver a stanza to exactly the entity it is addressed to, if it is connected; used for
+    /// stanzas whose sender cannot be bounced to meaningfully.
+    fn deliver_addressed(&self, stanza: Stanza) {
+        let Some(to) = &stanza.to else { return };
+        match to.try_as_full() {
+            Ok(full) => {
+                if let Some(session) = self.sessions.get(full) {
+                    session.deliver(stanza.element);
+                }
+            }
+            Err(bare) => {
+                for session in self.sessions.available(bare) {
+                    session.deliver(stanza.element.clone());
+                }
+            }
+        }
+    }
+
+    fn route_message(&self, kind: MessageType, stanza: Stanza) {
+        let Some(to) = stanza.to.clone() else { return };
         if to.node().is_none() {
             // A message to the server itself: nothing handles messages here.
             self.bounce(
@@ -125,21 +194,14 @@ impl Server {
         }
     }
 
-    async fn route_iq(&self, sender: &FullJid, kind: IqType, mut stanza: Stanza) {
-        let to = stanza.to.clone();
-        let (scope, target) = match &to {
-            // RFC 6120 section 8.1.1.1 and 10.3.3: no `to`, or the account's bare JID,
-            // is answered by the server on behalf of the account.
-            None => (IqScope::Account, Jid::from(sender.to_bare())),
-            Some(to) if !self.is_local_domain(to.domain().as_str()) => {
-                self.bounce(
-                    &stanza,
-                    ErrorType::Cancel,
-                    DefinedCondition::RemoteServerNotFound,
-                );
-                return;
-            }
-            Some(to) if to.is_full() => {
+    async fn route_iq(&self, origin: Origin<'_>, kind: IqType, stanza: Stanza) {
+        let replying = matches!(kind, IqType::Result | IqType::Error);
+        let (scope, target) = match (&stanza.to, origin) {
+            // RFC 6120 section 8.1.1.1 and 10.3.3: no `to` is answered by the server on
+            // behalf of the sender's account.
+            (None, Origin::Client(sender)) => (IqScope::Account, Jid::from(sender.to_bare())),
+            (None, _) => return,
+            (Some(to), _) if to.is_full() => {
                 let Ok(full) = to.try_as_full() else { return };
                 match self.sessions.get(full) {
                     Some(session) => {
@@ -152,7 +214,7 @@ impl Server {
                         }
                     }
                     // RFC 6121 section 8.5.3.2.1: an IQ to an absent resource gets
-                    // service-unavailable (results and errors are dropped).
+                    // service-unavailable (results and errors are dropped by `bounce`).
                     None => self.bounce(
                         &stanza,
                         ErrorType::Cancel,
@@ -161,26 +223,32 @@ impl Server {
                 }
                 return;
             }
-            Some(to) if to.node().is_some() => (IqScope::Account, to.clone()),
-            Some(to) => (IqScope::Server, to.clone()),
+            (Some(to), _) if to.node().is_some() => (IqScope::Account, to.clone()),
+            (Some(to), _) => {
+                if replying {
+                    // A reply addressed to the server: the answer to an outbound IQ.
+                    self.outbound.resolve(&stanza);
+                    return;
+                }
+                (IqScope::Server, to.clone())
+            }
         };
-        if matches!(kind, IqType::Result | IqType::Error) {
-            // A reply addressed to the server or an account: no request of ours is
-            // waiting for it yet, and replies are never answered.
+        if replying {
+            // Replies to an account are never answered.
             return;
         }
-        if stanza.to.is_none() {
-            stanza.to = Some(target.clone());
-        }
-        let reply = self.handle_iq(sender, kind, scope, target, &stanza).await;
-        self.deliver_to_sender(&stanza, reply);
+        let Some(sender) = stanza.from.clone() else {
+            return;
+        };
+        let reply = self.handle_iq(&sender, kind, scope, target, &stanza).await;
+        self.deliver_reply(reply);
     }
 
     /// Run the registered handler and build the single reply every IQ gets
     /// (RFC 6120 section 8.2.3).
     async fn handle_iq(
         &self,
-        sender: &FullJid,
+        sender: &Jid,
         kind: IqType,
         scope: IqScope,
         target: Jid,
@@ -199,12 +267,17 @@ impl Server {
             kind,
             payload,
             sender,
-            target,
+            target: target.clone(),
         };
-        match handler.handle(self, request).await {
+        let mut reply = match handler.handle(self, request).await {
             Ok(payload) => iq_result(stanza, payload),
             Err(error) => error_element(stanza, error),
+        };
+        if stanza.to.is_none() {
+            // Answered on behalf of the account: the reply comes from it.
+            herald_stream::stanza::set_attr(&mut reply, "from", target.to_string());
         }
+        reply
     }
 }
 

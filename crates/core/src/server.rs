@@ -7,7 +7,9 @@ use jid::{BareJid, DomainPart, Jid};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
+    components::ComponentRegistry,
     module::{Extensions, Module, Registrar},
+    outbound::PendingIqs,
     sessions::SessionRegistry,
 };
 
@@ -18,6 +20,10 @@ pub struct Server {
     pub storage: Storage,
     /// Every bound client session.
     pub sessions: SessionRegistry,
+    /// Every connected external component.
+    pub components: ComponentRegistry,
+    /// Outbound IQs waiting for replies.
+    pub outbound: PendingIqs,
     /// What the modules added.
     pub extensions: Extensions,
     /// Cancelled when the server shuts down.
@@ -37,6 +43,8 @@ impl Server {
             hosts,
             storage,
             sessions: SessionRegistry::default(),
+            components: ComponentRegistry::default(),
+            outbound: PendingIqs::default(),
             extensions: Registrar::build(modules),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),

@@ -53,6 +53,31 @@ impl SessionControl {
     }
 }
 
+/// A fresh connection number.
+pub(crate) fn next_session_id() -> SessionId {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Queue a stanza for a connection without waiting; a connection whose queue is full is
+/// closed with resource-constraint (RFC 6120 section 4.9.3.16) and `false` returned.
+pub(crate) fn push_or_close(
+    queue: &mpsc::Sender<Element>,
+    control: &SessionControl,
+    stanza: Element,
+    who: &dyn std::fmt::Display,
+) -> bool {
+    match queue.try_send(stanza) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            tracing::warn!(peer = %who, "outbound queue full; disconnecting the slow peer");
+            control.close(StreamErrorCondition::ResourceConstraint);
+            false
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    }
+}
+
 /// What the router holds of a session: where to send stanzas and how to stop it.
 #[derive(Clone, Debug)]
 pub struct SessionHandle {
@@ -69,10 +94,9 @@ pub struct SessionHandle {
 impl SessionHandle {
     /// Create a handle and the receiving end of its outbound queue.
     pub fn new(jid: FullJid) -> (SessionHandle, mpsc::Receiver<Element>) {
-        static NEXT: AtomicU64 = AtomicU64::new(1);
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
         let handle = SessionHandle {
-            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            id: next_session_id(),
             jid,
             outbound: tx,
             control: Arc::new(SessionControl::default()),
@@ -84,15 +108,7 @@ impl SessionHandle {
     /// is sent fills its queue; it is then disconnected (RFC 6120 section 4.9.3.16,
     /// resource-constraint) and `false` is returned so the sender can be told.
     pub fn deliver(&self, stanza: Element) -> bool {
-        match self.outbound.try_send(stanza) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(jid = %self.jid, "outbound queue full; disconnecting the slow client");
-                self.control.close(StreamErrorCondition::ResourceConstraint);
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        }
+        push_or_close(&self.outbound, &self.control, stanza, &self.jid)
     }
 }
 

@@ -15,6 +15,8 @@ pub enum StreamErrorCondition {
     HostUnknown,
     /// 4.9.3.8: the server had a problem it cannot describe better.
     InternalServerError,
+    /// 4.9.3.9: a `from` the entity is not allowed to use.
+    InvalidFrom,
     /// 4.9.3.10: the content or stream namespace is wrong.
     InvalidNamespace,
     /// 4.9.3.12: the entity tried to do something before authenticating.
@@ -42,6 +44,7 @@ impl StreamErrorCondition {
             Self::ConnectionTimeout => "connection-timeout",
             Self::HostUnknown => "host-unknown",
             Self::InternalServerError => "internal-server-error",
+            Self::InvalidFrom => "invalid-from",
             Self::InvalidNamespace => "invalid-namespace",
             Self::NotAuthorized => "not-authorized",
             Self::NotWellFormed => "not-well-formed",

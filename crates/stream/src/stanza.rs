@@ -262,6 +262,32 @@ pub fn stanza_error(type_: ErrorType, condition: DefinedCondition) -> Element {
     error.into()
 }
 
+/// Move an element and its descendants from namespace `from` to namespace `to`: the
+/// children of a stanza inherit the stream's default namespace (`jabber:client` on client
+/// streams, `jabber:component:accept` on component streams, XEP-0114 section 3), so a stanza
+/// crossing from one kind of stream to the other changes namespace as a whole.
+pub fn with_namespace(mut element: Element, from: &str, to: &str) -> Element {
+    let namespace = element.ns();
+    let mut out = Element::bare(
+        element.name(),
+        if namespace == from {
+            to
+        } else {
+            namespace.as_str()
+        },
+    );
+    *out.attrs_mut() = std::mem::take(element.attrs_mut());
+    for node in element.take_nodes() {
+        match node {
+            minidom::Node::Element(child) => {
+                out.append_child(with_namespace(child, from, to));
+            }
+            minidom::Node::Text(text) => out.append_text_node(text),
+        }
+    }
+    out
+}
+
 /// An IQ result addressed back to the sender of `request` (RFC 6120 section 8.2.3).
 pub fn iq_result(request: &Stanza, payload: Option<Element>) -> Element {
     let mut reply = Element::bare("iq", ns::CLIENT);
@@ -321,6 +347,29 @@ mod tests {
         let error = reply.get_child("error", ns::CLIENT).unwrap();
         assert_eq!(error.attr("type"), Some("cancel"));
         assert!(error.has_child("service-unavailable", ns::STANZAS));
+    }
+
+    #[test]
+    fn with_namespace_moves_the_stanza_and_its_default_namespace_children_only() {
+        let m = el(
+            "<message xmlns='jabber:client' to='a@b'><body>x</body><x xmlns='urn:other'><y/></x></message>",
+        );
+        let moved = with_namespace(m, ns::CLIENT, "jabber:component:accept");
+        assert!(moved.is("message", "jabber:component:accept"));
+        assert_eq!(moved.attr("to"), Some("a@b"));
+        assert_eq!(
+            moved
+                .get_child("body", "jabber:component:accept")
+                .unwrap()
+                .text(),
+            "x"
+        );
+        assert!(
+            moved
+                .get_child("x", "urn:other")
+                .unwrap()
+                .has_child("y", "urn:other")
+        );
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! Client-to-server streams (RFC 6120): the listener, stream negotiation (STARTTLS, SASL,
 //! resource binding) and the bound session loop.
 
-mod conn;
 mod negotiate;
 mod session;
 

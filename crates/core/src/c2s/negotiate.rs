@@ -16,31 +16,15 @@ use xmpp_parsers::{
     stanza_error::{DefinedCondition, ErrorType},
 };
 
-use super::{
-    C2sSettings, TlsMode,
+use super::{C2sSettings, TlsMode, session};
+use crate::{
+    Server,
     conn::{Conn, ReadError, read_error_condition},
-    session,
+    sessions::SessionHandle,
 };
-use crate::{Server, sessions::SessionHandle};
 
 /// SASL attempts allowed on one stream (RFC 6120 section 6.4.5: at least 2, at most 5).
 const MAX_AUTH_ATTEMPTS: u32 = 3;
-
-/// A random stream id / resource, 128 bits of entropy (RFC 6120 section 4.7.3: unique
-/// and unpredictable).
-pub(crate) fn new_id() -> String {
-    let mut bytes = [0u8; 16];
-    if getrandom::fill(&mut bytes).is_err() {
-        // Only on a broken OS RNG; a counter still gives uniqueness.
-        static FALLBACK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        bytes[..8].copy_from_slice(
-            &FALLBACK
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                .to_le_bytes(),
-        );
-    }
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
 
 /// Refuse a connection beyond `max_connections` with resource-constraint.
 pub(crate) async fn refuse(
@@ -298,7 +282,7 @@ async fn open_stream(
         .and_then(|v| v.split('.').next())
         .and_then(|major| major.parse::<u32>().ok())
         .is_some_and(|major| major >= 1);
-    conn.queue_header(domain.as_str(), &new_id());
+    conn.queue_header(domain.as_str(), &crate::random_id());
     if !version_ok {
         conn.fail(StreamErrorCondition::UnsupportedVersion, domain.as_str())
             .await;
@@ -556,7 +540,7 @@ fn bind(
     };
     let resource = match query.resource.as_deref().map(str::trim) {
         // Section 7.6.2.1: the server generates a resource when none is given.
-        None | Some("") => ResourcePart::new(&format!("herald-{}", &new_id()[..12]))
+        None | Some("") => ResourcePart::new(&format!("herald-{}", &crate::random_id()[..12]))
             .ok()?
             .into_owned(),
         Some(requested) => match ResourcePart::new(requested) {

@@ -12,7 +12,7 @@ use minidom::Element;
 use tokio::sync::mpsc;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
-use super::conn::{Conn, ReadError, read_error_condition};
+use crate::conn::{Conn, ReadError, read_error_condition};
 use crate::{Server, presence, sessions::SessionHandle};
 
 /// Most stanzas written before one flush, so a busy session still flushes often.
@@ -134,7 +134,9 @@ async fn inbound(
         conn.queue(&iq_result(&stanza, None));
         return conn.flush().await.map_err(|_| End::Gone);
     }
-    server.route(&handle.jid, stanza).await;
+    server
+        .route(crate::Origin::Client(&handle.jid), stanza)
+        .await;
     Ok(())
 }
 

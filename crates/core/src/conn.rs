@@ -1,4 +1,4 @@
-//! The byte-level side of one client connection: reading frames, writing XML.
+//! The byte-level side of one connection (client or component): reading frames, writing XML.
 
 use std::collections::VecDeque;
 
@@ -31,6 +31,8 @@ pub(crate) struct Conn {
     write_buf: Vec<u8>,
     /// Our stream header for the current stream has been sent.
     pub header_sent: bool,
+    /// The content namespace of our stream header.
+    content_ns: &'static str,
 }
 
 impl Conn {
@@ -44,7 +46,15 @@ impl Conn {
             read_buf: vec![0; READ_CHUNK],
             write_buf: Vec::with_capacity(READ_CHUNK),
             header_sent: false,
+            content_ns: ns::CLIENT,
         }
+    }
+
+    /// A connection whose stream has another content namespace (XEP-0114:
+    /// `jabber:component:accept`).
+    pub fn with_content_namespace(mut self, content_ns: &'static str) -> Conn {
+        self.content_ns = content_ns;
+        self
     }
 
     /// Start a new stream on the same transport (after SASL success, RFC 6120 section 6.4.6).
@@ -101,7 +111,12 @@ impl Conn {
 
     /// Queue our stream header for a stream addressed to `domain`.
     pub fn queue_header(&mut self, domain: &str, stream_id: &str) {
-        self.queue_raw(&StreamHeader::response(ns::CLIENT, domain, stream_id, None));
+        self.queue_raw(&StreamHeader::response(
+            self.content_ns,
+            domain,
+            stream_id,
+            None,
+        ));
         self.header_sent = true;
     }
 
@@ -109,7 +124,7 @@ impl Conn {
     /// header first if the peer has not seen one yet (section 4.9.1.2).
     pub async fn fail(&mut self, condition: StreamErrorCondition, domain: &str) {
         if !self.header_sent {
-            self.queue_header(domain, &super::negotiate::new_id());
+            self.queue_header(domain, &crate::random_id());
         }
         self.queue_raw(&condition.to_xml());
         self.close().await;
