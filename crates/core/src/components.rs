@@ -10,7 +10,11 @@ use jid::Jid;
 use minidom::Element;
 use tokio::sync::mpsc;
 
-use crate::sessions::{OUTBOUND_QUEUE, SessionControl, SessionId};
+use crate::sessions::{SessionControl, SessionId};
+
+/// How many stanzas may wait for a component: components carry the traffic of many users
+/// (a push app server receives a publish per notification), so far more than a client.
+pub const COMPONENT_QUEUE: usize = 32 * 1024;
 
 /// What the router holds of a connected component.
 #[derive(Clone, Debug)]
@@ -30,7 +34,7 @@ pub struct ComponentHandle {
 impl ComponentHandle {
     /// Create a handle and the receiving end of its queue.
     pub fn new(domain: Jid, visible: bool) -> (ComponentHandle, mpsc::Receiver<Element>) {
-        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let (tx, rx) = mpsc::channel(COMPONENT_QUEUE);
         let handle = ComponentHandle {
             id: crate::sessions::next_session_id(),
             domain,
@@ -41,10 +45,11 @@ impl ComponentHandle {
         (handle, rx)
     }
 
-    /// Queue a stanza without waiting; `false` if the component is gone or too slow (a
-    /// component that does not read is disconnected with resource-constraint).
+    /// Queue a stanza without waiting; `false` if the component is gone or its queue is
+    /// full. A busy component is not disconnected: the stanza is bounced with
+    /// wait/resource-constraint, which tells the sender to retry later.
     pub fn deliver(&self, stanza: Element) -> bool {
-        crate::sessions::push_or_close(&self.outbound, &self.control, stanza, &self.domain)
+        crate::sessions::push_or_close(&self.outbound, &self.control, stanza, &self.domain, false)
     }
 }
 
@@ -62,6 +67,8 @@ pub enum ConflictBehaviour {
 #[derive(Default)]
 pub struct ComponentRegistry {
     map: RwLock<HashMap<String, ComponentHandle>>,
+    /// Domains that have had a component since start-up.
+    known: RwLock<std::collections::HashSet<String>>,
 }
 
 impl ComponentRegistry {
@@ -90,8 +97,20 @@ impl ComponentRegistry {
                 ConflictBehaviour::KickOld => old.control.close(StreamErrorCondition::Conflict),
             }
         }
+        self.known
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(domain.clone());
         map.insert(domain, handle);
         Ok(())
+    }
+
+    /// Whether a component has served `domain` since start-up (it may be disconnected now).
+    pub fn was_connected(&self, domain: &str) -> bool {
+        self.known
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(domain)
     }
 
     /// Remove a component unless it has been replaced already.

@@ -229,3 +229,23 @@ impl Server {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registering_beyond_the_limit_is_overloaded_and_frees_on_removal() {
+        let table = PendingIqs::with_limit(2);
+        let to = Jid::new("push.example.net").unwrap();
+        let (a, _ra) = table.register(to.clone()).unwrap();
+        let (_b, _rb) = table.register(to.clone()).unwrap();
+        assert_eq!(
+            table.register(to.clone()).err(),
+            Some(SendIqError::Overloaded)
+        );
+        assert!(table.remove(&a).is_some());
+        assert!(table.register(to).is_ok());
+        assert_eq!(table.len(), 2);
+    }
+}

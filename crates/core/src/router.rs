@@ -62,13 +62,24 @@ impl Server {
         if let Some(to) = &stanza.to
             && !self.is_local_domain(to.domain().as_str())
         {
-            // No federation yet: the remote domain cannot be reached (RFC 6120 section
-            // 8.3.3.15).
-            self.bounce(
-                &stanza,
-                ErrorType::Cancel,
-                DefinedCondition::RemoteServerNotFound,
-            );
+            if self.components.was_connected(to.domain().as_str()) {
+                // A local service whose component is disconnected: unavailable, and of type
+                // wait because it is expected back (a push registration at it must survive
+                // a component restart).
+                self.bounce(
+                    &stanza,
+                    ErrorType::Wait,
+                    DefinedCondition::ServiceUnavailable,
+                );
+            } else {
+                // No federation yet: the remote domain cannot be reached (RFC 6120 section
+                // 8.3.3.15).
+                self.bounce(
+                    &stanza,
+                    ErrorType::Cancel,
+                    DefinedCondition::RemoteServerNotFound,
+                );
+            }
             return;
         }
         match stanza.kind {

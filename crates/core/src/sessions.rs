@@ -59,19 +59,25 @@ pub(crate) fn next_session_id() -> SessionId {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
-/// Queue a stanza for a connection without waiting; a connection whose queue is full is
-/// closed with resource-constraint (RFC 6120 section 4.9.3.16) and `false` returned.
+/// Queue a stanza for a connection without waiting. When the queue is full, `false` is
+/// returned (the caller bounces the stanza), and with `close_when_full` the connection is
+/// closed with resource-constraint (RFC 6120 section 4.9.3.16).
 pub(crate) fn push_or_close(
     queue: &mpsc::Sender<Element>,
     control: &SessionControl,
     stanza: Element,
     who: &dyn std::fmt::Display,
+    close_when_full: bool,
 ) -> bool {
     match queue.try_send(stanza) {
         Ok(()) => true,
         Err(mpsc::error::TrySendError::Full(_)) => {
-            tracing::warn!(peer = %who, "outbound queue full; disconnecting the slow peer");
-            control.close(StreamErrorCondition::ResourceConstraint);
+            if close_when_full {
+                tracing::warn!(peer = %who, "outbound queue full; disconnecting the slow peer");
+                control.close(StreamErrorCondition::ResourceConstraint);
+            } else {
+                tracing::warn!(peer = %who, "outbound queue full; bouncing");
+            }
             false
         }
         Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -108,7 +114,7 @@ impl SessionHandle {
     /// is sent fills its queue; it is then disconnected (RFC 6120 section 4.9.3.16,
     /// resource-constraint) and `false` is returned so the sender can be told.
     pub fn deliver(&self, stanza: Element) -> bool {
-        push_or_close(&self.outbound, &self.control, stanza, &self.jid)
+        push_or_close(&self.outbound, &self.control, stanza, &self.jid, true)
     }
 }
 

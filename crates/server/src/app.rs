@@ -15,6 +15,8 @@ use std::{
 use herald_core::{
     Server,
     c2s::{C2sListener, C2sSettings, C2sTls, TlsMode as CoreTlsMode},
+    component::{ServiceListener, ServiceSettings},
+    components::ConflictBehaviour as CoreConflictBehaviour,
     disco::Disco,
     module::Module,
     ping::Ping,
@@ -24,7 +26,9 @@ use herald_storage::{Storage, StorageError};
 use herald_stream::tls::{self, TlsError};
 use jid::{BareJid, DomainPart, Jid};
 
-use crate::config::{C2sListener as C2sConfig, Config, TlsMode};
+use crate::config::{
+    C2sListener as C2sConfig, Config, ConflictBehaviour, ServiceListener as ServiceConfig, TlsMode,
+};
 
 /// How long shutdown waits for sessions to flush before giving up on them.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
@@ -157,12 +161,30 @@ fn listener_settings(config: &Config, listener: &C2sConfig) -> Result<C2sSetting
     })
 }
 
+fn service_settings(listener: &ServiceConfig) -> ServiceSettings {
+    ServiceSettings {
+        addr: listener.addr,
+        password: listener.password.clone(),
+        conflict_behaviour: match listener.conflict_behaviour {
+            ConflictBehaviour::Disconnect => CoreConflictBehaviour::Disconnect,
+            ConflictBehaviour::KickOld => CoreConflictBehaviour::KickOld,
+        },
+        max_stanza_size: listener.max_stanza_size,
+        max_connections: listener.max_connections,
+        state_timeout: listener.state_timeout,
+        check_from: listener.check_from,
+        hidden_components: listener.hidden_components,
+    }
+}
+
 /// A started server.
 pub struct Running {
     /// The shared server state.
     pub server: Arc<Server>,
     /// The bound c2s addresses, in configuration order.
     pub c2s_addrs: Vec<SocketAddr>,
+    /// The bound component (`listen.service`) addresses, in configuration order.
+    pub service_addrs: Vec<SocketAddr>,
     listeners: tokio::task::JoinSet<()>,
 }
 
@@ -182,15 +204,30 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
             .map_err(|source| AppError::Bind { addr, source })?;
         bound.push(listener);
     }
+    let mut services = Vec::new();
+    for listener in &config.listen.service {
+        let settings = service_settings(listener);
+        let addr = settings.addr;
+        let service = ServiceListener::bind(settings)
+            .await
+            .map_err(|source| AppError::Bind { addr, source })?;
+        services.push(service);
+    }
     let mut c2s_addrs = Vec::new();
+    let mut service_addrs = Vec::new();
     let mut listeners = tokio::task::JoinSet::new();
     for listener in bound {
         c2s_addrs.push(listener.local_addr().map_err(AppError::Runtime)?);
         listeners.spawn(listener.run(Arc::clone(&server)));
     }
+    for listener in services {
+        service_addrs.push(listener.local_addr().map_err(AppError::Runtime)?);
+        listeners.spawn(listener.run(Arc::clone(&server)));
+    }
     Ok(Running {
         server,
         c2s_addrs,
+        service_addrs,
         listeners,
     })
 }
@@ -221,6 +258,9 @@ pub async fn serve(config: Config) -> Result<ExitCode, AppError> {
     for addr in &running.c2s_addrs {
         // One line on stdout per listener: the operator's (and the tests') sign of life.
         println!("herald: c2s listening on {addr}");
+    }
+    for addr in &running.service_addrs {
+        println!("herald: service listening on {addr}");
     }
     tracing::info!(hosts = ?config.general.hosts, data_dir = %config.general.data_dir.display(), "herald started");
     wait_for_signal().await?;
@@ -340,6 +380,12 @@ pub fn describe(config: &Config, path: Option<&Path>) -> String {
             ),
         };
         out.push_str(&format!("c2s {}: {tls}\n", listener.addr));
+    }
+    for listener in &config.listen.service {
+        out.push_str(&format!(
+            "service {}: {:?}\n",
+            listener.addr, listener.conflict_behaviour
+        ));
     }
     let mut modules = Vec::new();
     if config.modules.mod_disco.is_some() {

@@ -104,6 +104,38 @@ impl LogLevel {
 pub struct Listen {
     /// `[[listen.c2s]]`: client-to-server listeners, in file order; no two overlap.
     pub c2s: Vec<C2sListener>,
+    /// `[[listen.service]]`: external component listeners (XEP-0114), in file order.
+    pub service: Vec<ServiceListener>,
+}
+
+/// One `[[listen.service]]` table: a socket accepting external components (XEP-0114).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceListener {
+    /// `ip_address` and `port`.
+    pub addr: SocketAddr,
+    /// `password`: the secret shared with the components (required, non-empty).
+    pub password: String,
+    /// `conflict_behaviour`: what a second component for a connected domain gets.
+    pub conflict_behaviour: ConflictBehaviour,
+    /// `max_stanza_size`, as for c2s.
+    pub max_stanza_size: usize,
+    /// `max_connections`, as for c2s.
+    pub max_connections: usize,
+    /// `state_timeout`: how long the handshake may take.
+    pub state_timeout: Duration,
+    /// `check_from`: refuse stanzas whose `from` is not at the component's domain.
+    pub check_from: bool,
+    /// `hidden_components`: keep the components out of the server's disco#items.
+    pub hidden_components: bool,
+}
+
+/// MongooseIM's `conflict_behaviour` for component listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConflictBehaviour {
+    /// `"disconnect"` (default): the new component is refused with `conflict`.
+    Disconnect,
+    /// `"kick_old"`: the connected component is closed with `conflict`.
+    KickOld,
 }
 
 /// One `[[listen.c2s]]` table: a socket accepting client connections (RFC 6120).
@@ -225,6 +257,7 @@ impl Config {
                         cert: None,
                     }),
                 }],
+                service: Vec::new(),
             },
             modules: Modules {
                 mod_disco: Some(DiscoConfig::default()),
@@ -336,6 +369,7 @@ extra_domains = ["pubsub.example.org"]
                         }),
                     }),
                 }],
+                service: Vec::new(),
             },
             modules: Modules {
                 mod_disco: Some(DiscoConfig {

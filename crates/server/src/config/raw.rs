@@ -31,6 +31,22 @@ pub(super) struct RawGeneral {
 pub(super) struct RawListen {
     #[serde(default)]
     pub(super) c2s: Vec<RawC2s>,
+    #[serde(default)]
+    pub(super) service: Vec<RawService>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawService {
+    pub(super) port: Option<Integer>,
+    pub(super) ip_address: Option<String>,
+    pub(super) password: Option<String>,
+    pub(super) conflict_behaviour: Option<String>,
+    pub(super) max_stanza_size: Option<Integer>,
+    pub(super) max_connections: Option<Integer>,
+    pub(super) state_timeout: Option<Integer>,
+    pub(super) check_from: Option<bool>,
+    pub(super) hidden_components: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

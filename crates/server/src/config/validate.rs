@@ -10,11 +10,14 @@ use std::time::Duration;
 use jid::{BareJid, DomainPart};
 
 use super::error::{Invalid, KeyPath};
-use super::raw::{Integer, RawC2s, RawConfig, RawDisco, RawGeneral, RawModules, RawTls};
+use super::raw::{
+    Integer, RawC2s, RawConfig, RawDisco, RawGeneral, RawModules, RawService, RawTls,
+};
 use super::{
-    C2sListener, CertFiles, Config, DEFAULT_BACKWARDS_COMPATIBLE_SESSION, DEFAULT_IP_ADDRESS,
-    DEFAULT_LOGLEVEL, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_STANZA_SIZE, DEFAULT_STATE_TIMEOUT_MS,
-    DiscoConfig, General, Listen, LogLevel, Modules, PingConfig, TlsConfig, TlsMode,
+    C2sListener, CertFiles, Config, ConflictBehaviour, DEFAULT_BACKWARDS_COMPATIBLE_SESSION,
+    DEFAULT_IP_ADDRESS, DEFAULT_LOGLEVEL, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_STANZA_SIZE,
+    DEFAULT_STATE_TIMEOUT_MS, DiscoConfig, General, Listen, LogLevel, Modules, PingConfig,
+    ServiceListener, TlsConfig, TlsMode,
 };
 
 /// What a file leaves to its surroundings.
@@ -49,7 +52,12 @@ pub(super) fn config(raw: RawConfig, context: &Context<'_>) -> Result<Config, In
     let root = KeyPath::root();
     Ok(Config {
         general: general(raw.general, &root.key("general"), context)?,
-        listen: listen(raw.listen.c2s, &root.key("listen"), context)?,
+        listen: listen(
+            raw.listen.c2s,
+            raw.listen.service,
+            &root.key("listen"),
+            context,
+        )?,
         modules: modules(raw.modules, &root.key("modules"))?,
     })
 }
@@ -89,7 +97,12 @@ fn general(
     })
 }
 
-fn listen(raw: Vec<RawC2s>, at: &KeyPath, context: &Context<'_>) -> Result<Listen, Invalid> {
+fn listen(
+    raw: Vec<RawC2s>,
+    raw_service: Vec<RawService>,
+    at: &KeyPath,
+    context: &Context<'_>,
+) -> Result<Listen, Invalid> {
     let c2s_at = at.key("c2s");
     let mut c2s: Vec<C2sListener> = Vec::with_capacity(raw.len());
     for (index, raw) in raw.into_iter().enumerate() {
@@ -111,7 +124,92 @@ fn listen(raw: Vec<RawC2s>, at: &KeyPath, context: &Context<'_>) -> Result<Liste
         }
         c2s.push(listener);
     }
-    Ok(Listen { c2s })
+    let service_at = at.key("service");
+    let mut service: Vec<ServiceListener> = Vec::with_capacity(raw_service.len());
+    for (index, raw) in raw_service.into_iter().enumerate() {
+        let at = service_at.index(index);
+        let listener = service_listener(raw, &at)?;
+        let taken = c2s
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.addr, c2s_at.index(i)))
+            .chain(
+                service
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (s.addr, service_at.index(i))),
+            )
+            .find(|(addr, _)| overlaps(*addr, listener.addr));
+        if let Some((addr, other)) = taken {
+            return Err(Invalid::new(
+                at,
+                format!(
+                    "address {} overlaps {addr} of {other}; expected each listener on its own port or address",
+                    listener.addr,
+                ),
+            ));
+        }
+        service.push(listener);
+    }
+    Ok(Listen { c2s, service })
+}
+
+const CONFLICT_BEHAVIOURS: &[(&str, ConflictBehaviour)] = &[
+    ("disconnect", ConflictBehaviour::Disconnect),
+    ("kick_old", ConflictBehaviour::KickOld),
+];
+
+fn service_listener(raw: RawService, at: &KeyPath) -> Result<ServiceListener, Invalid> {
+    let port_at = at.key("port");
+    let ports = "a port number from 0 to 65535 (0 picks a free port)";
+    let port: u16 = integer(required(raw.port, &port_at, ports)?, 0, ports, &port_at)?;
+    let ip = match raw.ip_address {
+        Some(text) => ip_address(&text, &at.key("ip_address"))?,
+        None => DEFAULT_IP_ADDRESS,
+    };
+    let password_at = at.key("password");
+    let password = required(
+        raw.password,
+        &password_at,
+        "the secret shared with the components",
+    )?;
+    if password.is_empty() {
+        return Err(Invalid::new(
+            password_at,
+            "empty; expected the secret shared with the components",
+        ));
+    }
+    let conflict_behaviour = match raw.conflict_behaviour {
+        Some(name) => one_of(&name, CONFLICT_BEHAVIOURS, &at.key("conflict_behaviour"))?,
+        None => ConflictBehaviour::Disconnect,
+    };
+    let max_stanza_size = match raw.max_stanza_size {
+        Some(n) => integer(n, 1024, "at least 1024 (bytes)", &at.key("max_stanza_size"))?,
+        None => DEFAULT_MAX_STANZA_SIZE,
+    };
+    let max_connections = match raw.max_connections {
+        Some(n) => integer(n, 1, "at least 1", &at.key("max_connections"))?,
+        None => DEFAULT_MAX_CONNECTIONS,
+    };
+    let state_timeout_ms = match raw.state_timeout {
+        Some(n) => integer(
+            n,
+            100,
+            "at least 100 (milliseconds)",
+            &at.key("state_timeout"),
+        )?,
+        None => DEFAULT_STATE_TIMEOUT_MS,
+    };
+    Ok(ServiceListener {
+        addr: SocketAddr::new(ip, port),
+        password,
+        conflict_behaviour,
+        max_stanza_size,
+        max_connections,
+        state_timeout: Duration::from_millis(state_timeout_ms),
+        check_from: raw.check_from.unwrap_or(true),
+        hidden_components: raw.hidden_components.unwrap_or(false),
+    })
 }
 
 fn c2s_listener(raw: RawC2s, at: &KeyPath, context: &Context<'_>) -> Result<C2sListener, Invalid> {
