@@ -9,6 +9,8 @@ pub struct StreamHeader {
     pub to: Option<String>,
     /// 4.7.1: the peer's claimed address.
     pub from: Option<String>,
+    /// 4.7.3: the stream id (sent by the receiving entity).
+    pub id: Option<String>,
     /// 4.7.5: the stream version; "1.0" for RFC 6120 streams.
     pub version: Option<String>,
     /// 4.7.4: the default language of the stream.
@@ -23,6 +25,7 @@ impl StreamHeader {
                 ("", "to") => &mut header.to,
                 ("", "from") => &mut header.from,
                 ("", "version") => &mut header.version,
+                ("", "id") => &mut header.id,
                 ("http://www.w3.org/XML/1998/namespace", "lang") => &mut header.lang,
                 _ => continue,
             };
@@ -34,6 +37,15 @@ impl StreamHeader {
     /// The server's response header (RFC 6120 section 4.7): `from` our domain, a fresh
     /// `id`, version 1.0, in the given content namespace.
     pub fn response(content_ns: &str, from: &str, id: &str, to: Option<&str>) -> String {
+        Self::build(content_ns, from, id, to, true)
+    }
+
+    /// The header answering an external component (XEP-0114 section 3): no version.
+    pub fn component_response(content_ns: &str, domain: &str, id: &str) -> String {
+        Self::build(content_ns, domain, id, None, false)
+    }
+
+    fn build(content_ns: &str, from: &str, id: &str, to: Option<&str>, version: bool) -> String {
         let mut out = String::with_capacity(256);
         out.push_str("<?xml version='1.0'?><stream:stream xmlns='");
         out.push_str(content_ns);
@@ -47,7 +59,10 @@ impl StreamHeader {
             out.push_str("' to='");
             escape_attr(to, &mut out);
         }
-        out.push_str("' version='1.0' xml:lang='en'>");
+        if version {
+            out.push_str("' version='1.0");
+        }
+        out.push_str("' xml:lang='en'>");
         out
     }
 }

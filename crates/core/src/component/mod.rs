@@ -188,9 +188,7 @@ async fn handshake(
         return None;
     };
     let stream_id = crate::random_id();
-    let mut opening = StreamHeader::response(COMPONENT_NS, domain.as_str(), &stream_id, None);
-    // Component streams carry no version (XEP-0114 section 3).
-    opening = opening.replace(" version='1.0'", "");
+    let opening = StreamHeader::component_response(COMPONENT_NS, domain.as_str(), &stream_id);
     conn.queue_raw(&opening);
     conn.header_sent = true;
     if server.is_local_domain(domain.as_str()) {
