@@ -319,6 +319,46 @@ mod tests {
     const MINIMAL: &str = "[general]\nhosts = [\"localhost\"]\n";
 
     #[test]
+    fn a_service_listener_parses_with_mongooseim_names_and_defaults() {
+        let config = parse(&format!(
+            "{MINIMAL}\n[[listen.service]]\nport = 8888\nip_address = \"127.0.0.1\"\npassword = \"secret\"\nconflict_behaviour = \"kick_old\"\n"
+        ))
+        .unwrap();
+        let service = &config.listen.service[0];
+        assert_eq!(service.addr, "127.0.0.1:8888".parse().unwrap());
+        assert_eq!(service.password, "secret");
+        assert_eq!(service.conflict_behaviour, ConflictBehaviour::KickOld);
+        assert!(service.check_from);
+        assert!(!service.hidden_components);
+        assert_eq!(service.max_stanza_size, DEFAULT_MAX_STANZA_SIZE);
+    }
+
+    #[test]
+    fn a_service_listener_without_password_or_with_a_bad_behaviour_is_refused() {
+        let missing = error(&format!("{MINIMAL}\n[[listen.service]]\nport = 8888\n"));
+        assert!(
+            missing.contains("herald.toml:4: listen.service[0].password: missing"),
+            "{missing}"
+        );
+        let bad = error(&format!(
+            "{MINIMAL}\n[[listen.service]]\nport = 8888\npassword = \"s\"\nconflict_behaviour = \"kill\"\n"
+        ));
+        assert!(
+            bad.contains("herald.toml:7: listen.service[0].conflict_behaviour"),
+            "{bad}"
+        );
+        let overlap = error(&format!(
+            "{MINIMAL}\n[[listen.c2s]]\nport = 8888\n\n[[listen.service]]\nport = 8888\npassword = \"s\"\n"
+        ));
+        assert!(
+            overlap.contains(
+                "listen.service[0]: address 0.0.0.0:8888 overlaps 0.0.0.0:8888 of listen.c2s[0]"
+            ),
+            "{overlap}"
+        );
+    }
+
+    #[test]
     fn the_issue_example_parses_to_the_expected_values() {
         let config = parse(
             r#"
