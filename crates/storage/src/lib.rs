@@ -2,7 +2,8 @@
 //! use.
 //!
 //! A [`Storage`] is one opened database, whatever the engine: embedded SQLite today,
-//! PostgreSQL later. Each feature owns a narrow store trait ([`AccountStore`] for accounts) and
+//! PostgreSQL later. Each feature owns a narrow store trait ([`AccountStore`] for accounts,
+//! [`RosterStore`] for rosters and subscriptions, [`OfflineStore`] for offline messages) and
 //! gets an implementation from the [`Storage`], so the rest of the server never sees SQL.
 //!
 //! The schema is created and upgraded on open: a `schema_version` table records which of the
@@ -25,6 +26,8 @@
 mod accounts;
 mod error;
 mod migrations;
+pub mod offline;
+pub mod roster;
 mod sqlite;
 
 use std::fmt;
@@ -35,6 +38,8 @@ pub use accounts::AccountStore;
 #[doc(hidden)]
 pub use accounts::conformance;
 pub use error::StorageError;
+pub use offline::OfflineStore;
+pub use roster::RosterStore;
 
 /// An opened database: the handle the server keeps for its lifetime and clones freely.
 ///
@@ -44,6 +49,8 @@ pub use error::StorageError;
 pub struct Storage {
     engine: Engine,
     accounts: Arc<dyn AccountStore>,
+    roster: Arc<dyn RosterStore>,
+    offline: Arc<dyn OfflineStore>,
 }
 
 /// The engine behind a [`Storage`], kept for what is not a store (closing).
@@ -80,6 +87,8 @@ impl Storage {
     fn sqlite(pool: sqlx::SqlitePool) -> Storage {
         Storage {
             accounts: Arc::new(sqlite::SqliteAccounts::new(pool.clone())),
+            roster: Arc::new(sqlite::SqliteRoster::new(pool.clone())),
+            offline: Arc::new(sqlite::SqliteOffline::new(pool.clone())),
             engine: Engine::Sqlite(pool),
         }
     }
@@ -87,6 +96,16 @@ impl Storage {
     /// The accounts store.
     pub fn accounts(&self) -> Arc<dyn AccountStore> {
         Arc::clone(&self.accounts)
+    }
+
+    /// The rosters store.
+    pub fn roster(&self) -> Arc<dyn RosterStore> {
+        Arc::clone(&self.roster)
+    }
+
+    /// The offline messages store.
+    pub fn offline(&self) -> Arc<dyn OfflineStore> {
+        Arc::clone(&self.offline)
     }
 
     /// The SQLite pool, for stores owned by feature crates (their tables are created by this

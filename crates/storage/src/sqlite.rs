@@ -7,6 +7,8 @@
 
 mod accounts;
 pub(crate) mod migrations;
+mod offline;
+mod roster;
 #[cfg(test)]
 mod tests;
 
@@ -17,6 +19,8 @@ use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 pub(crate) use self::accounts::SqliteAccounts;
+pub(crate) use self::offline::SqliteOffline;
+pub(crate) use self::roster::SqliteRoster;
 use crate::StorageError;
 
 /// How long a statement waits for another connection's write lock before failing with
@@ -105,5 +109,14 @@ fn unix_time() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| {
             i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX)
+        })
+}
+
+/// Microseconds since the Unix epoch, for versions that must grow over time.
+fn unix_time_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX)
         })
 }

@@ -7,11 +7,23 @@ use crate::StorageError;
 use crate::migrations::{self, Migration};
 
 /// Every SQLite migration, in order. Append only: a released migration never changes.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "accounts: users with SCRAM-SHA-1 and SCRAM-SHA-256 secrets",
-    sql: include_str!("migrations/0001_users.sql"),
-}];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "accounts: users with SCRAM-SHA-1 and SCRAM-SHA-256 secrets",
+        sql: include_str!("migrations/0001_users.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "rosters: rosterusers, rostergroups, roster_version",
+        sql: include_str!("migrations/0002_roster.sql"),
+    },
+    Migration {
+        version: 3,
+        description: "offline messages: offline_message",
+        sql: include_str!("migrations/0003_offline.sql"),
+    },
+];
 
 /// Bring the schema of the database behind `pool` up to date; returns how many migrations were
 /// applied.

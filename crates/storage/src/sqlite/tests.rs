@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use herald_sasl::{Credentials, ScramSecrets};
-use jid::BareJid;
+use jid::{BareJid, Jid};
 use sqlx::SqlitePool;
 use tempfile::TempDir;
 
@@ -14,7 +14,11 @@ use crate::accounts::conformance::{
     account_store_conformance_tests, run_account_store_conformance,
 };
 use crate::migrations::Migration;
-use crate::{AccountStore, Storage, StorageError};
+use crate::offline::conformance::{offline_store_conformance_tests, run_offline_store_conformance};
+use crate::offline::{NewOfflineMessage, Stored};
+use crate::roster::conformance::{roster_store_conformance_tests, run_roster_store_conformance};
+use crate::roster::{RosterItem, SubscriptionState};
+use crate::{AccountStore, OfflineStore, RosterStore, Storage, StorageError};
 
 /// An opened [`Storage`] and the directory that must outlive it.
 struct Opened {
@@ -25,6 +29,14 @@ struct Opened {
 impl Opened {
     fn accounts(&self) -> Arc<dyn AccountStore> {
         self.storage.accounts()
+    }
+
+    fn roster(&self) -> Arc<dyn RosterStore> {
+        self.storage.roster()
+    }
+
+    fn offline(&self) -> Arc<dyn OfflineStore> {
+        self.storage.offline()
     }
 }
 
@@ -56,14 +68,40 @@ mod in_a_file {
     account_store_conformance_tests!(super::open_file);
 }
 
+mod roster_in_memory {
+    use super::*;
+    roster_store_conformance_tests!(super::open_in_memory);
+}
+
+mod roster_in_a_file {
+    use super::*;
+    roster_store_conformance_tests!(super::open_file);
+}
+
+mod offline_in_memory {
+    use super::*;
+    offline_store_conformance_tests!(super::open_in_memory);
+}
+
+mod offline_in_a_file {
+    use super::*;
+    offline_store_conformance_tests!(super::open_file);
+}
+
 #[tokio::test]
 async fn the_whole_suite_passes_on_one_shared_in_memory_store() {
-    run_account_store_conformance(open_in_memory().await.accounts()).await;
+    let opened = open_in_memory().await;
+    run_account_store_conformance(opened.accounts()).await;
+    run_roster_store_conformance(opened.roster()).await;
+    run_offline_store_conformance(opened.offline()).await;
 }
 
 #[tokio::test]
 async fn the_whole_suite_passes_on_one_shared_file_store() {
-    run_account_store_conformance(open_file().await.accounts()).await;
+    let opened = open_file().await;
+    run_account_store_conformance(opened.accounts()).await;
+    run_roster_store_conformance(opened.roster()).await;
+    run_offline_store_conformance(opened.offline()).await;
 }
 
 fn jid(text: &str) -> BareJid {
@@ -414,4 +452,114 @@ async fn debug_names_the_engine_and_file() {
     assert!(debug.contains("sqlite"), "{debug}");
     assert!(debug.contains(path.to_str().unwrap()), "{debug}");
     storage.close().await;
+}
+
+#[tokio::test]
+async fn rosters_and_offline_messages_survive_close_and_reopen() {
+    let directory = TempDir::new().unwrap();
+    let path = database_in(&directory);
+    let juliet = jid("juliet@capulet.example");
+    let romeo = Jid::new("romeo@montague.example/orchard").unwrap();
+    let storage = Storage::open_sqlite(&path).await.unwrap();
+    let item = RosterItem {
+        name: Some("Romeo".into()),
+        state: SubscriptionState::Both,
+        groups: vec!["Friends".into()],
+        ..RosterItem::new(romeo.to_bare())
+    };
+    let stored = item.clone();
+    storage
+        .roster()
+        .update(&juliet, &romeo.to_bare(), Box::new(move |_| Some(stored)))
+        .await
+        .unwrap();
+    let version = storage.roster().bump_version(&juliet).await.unwrap();
+    let message = NewOfflineMessage {
+        from: &romeo,
+        stored_at: std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000),
+        stanza: "<message xmlns='jabber:client'><body>wherefore</body></message>",
+        metadata: "{}",
+    };
+    assert!(matches!(
+        storage.offline().store(&juliet, message, 10).await.unwrap(),
+        Stored::Stored(_)
+    ));
+    storage.close().await;
+
+    let storage = Storage::open_sqlite(&path).await.unwrap();
+    assert_eq!(storage.roster().items(&juliet).await.unwrap(), [item]);
+    assert_eq!(
+        storage.roster().version(&juliet).await.unwrap(),
+        Some(version)
+    );
+    let messages = storage.offline().take(&juliet).await.unwrap();
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].stanza, message.stanza);
+    storage.close().await;
+}
+
+#[tokio::test]
+async fn concurrent_updates_of_one_roster_item_are_serialised() {
+    let opened = open_file().await;
+    let roster = opened.roster();
+    let juliet = jid("juliet@capulet.example");
+    let romeo = jid("romeo@montague.example");
+    let writers: Vec<_> = (0..16)
+        .map(|n| {
+            let roster = Arc::clone(&roster);
+            let (juliet, romeo) = (juliet.clone(), romeo.clone());
+            tokio::spawn(async move {
+                let contact = romeo.clone();
+                roster
+                    .update(
+                        &juliet,
+                        &romeo,
+                        Box::new(move |current| {
+                            let mut item =
+                                current.cloned().unwrap_or_else(|| RosterItem::new(contact));
+                            item.groups.push(format!("g{n:02}"));
+                            Some(item)
+                        }),
+                    )
+                    .await
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap().unwrap();
+    }
+    let item = roster.item(&juliet, &romeo).await.unwrap().unwrap();
+    assert_eq!(
+        item.groups.len(),
+        16,
+        "an update was lost: {:?}",
+        item.groups
+    );
+}
+
+#[tokio::test]
+async fn the_roster_table_refuses_a_state_that_does_not_exist() {
+    let opened = open_in_memory().await;
+    // "To" with a pending outbound request: the user asks for what it already has.
+    let inserted = sqlx::query(
+        "INSERT INTO rosterusers VALUES ('capulet.example', 'juliet', 'romeo@montague.example',
+             '', 'T', 'O', '', 0)",
+    )
+    .execute(pool(&opened.storage))
+    .await;
+    assert!(inserted.is_err(), "{inserted:?}");
+}
+
+#[tokio::test]
+async fn a_roster_row_written_outside_herald_is_reported_as_corrupt() {
+    let opened = open_in_memory().await;
+    sqlx::query(
+        "INSERT INTO rosterusers VALUES ('capulet.example', 'juliet', 'Romeo@Montague.example',
+             '', 'B', 'N', '', 0)",
+    )
+    .execute(pool(&opened.storage))
+    .await
+    .unwrap();
+    let items = opened.roster().items(&jid("juliet@capulet.example")).await;
+    assert!(matches!(items, Err(StorageError::Corrupt(_))), "{items:?}");
 }
