@@ -35,6 +35,8 @@ impl Module for Disco {
     fn register(self: Arc<Self>, r: &mut Registrar) {
         r.feature(ns::DISCO_INFO);
         r.feature(ns::DISCO_ITEMS);
+        r.account_feature(ns::DISCO_INFO);
+        r.account_feature(ns::DISCO_ITEMS);
         for domain in &self.extra_domains {
             r.item(domain.clone());
         }
@@ -117,7 +119,7 @@ struct AccountInfo;
 
 #[async_trait::async_trait]
 impl IqHandler for AccountInfo {
-    async fn handle(&self, _server: &Server, request: IqRequest<'_>) -> IqResponse {
+    async fn handle(&self, server: &Server, request: IqRequest<'_>) -> IqResponse {
         only_get(&request)?;
         if request.target.to_bare() != request.sender.to_bare() {
             return Err(IqError::service_unavailable());
@@ -130,7 +132,11 @@ impl IqHandler for AccountInfo {
         let result = DiscoInfoResult {
             node: None,
             identities: vec![Identity::new("account", "registered", "en", "")],
-            features: [ns::DISCO_INFO.to_owned(), ns::DISCO_ITEMS.to_owned()].into(),
+            features: server
+                .extensions
+                .account_features()
+                .map(str::to_owned)
+                .collect(),
             extensions: Vec::new(),
         };
         Ok(Some(result.into()))

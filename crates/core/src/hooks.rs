@@ -82,11 +82,56 @@ pub struct UserRemoved {
     pub user: BareJid,
 }
 
+/// A message that a stream-management session has not acknowledged while the session waits
+/// for resumption (XEP-0198): raised for each one buffered when the connection drops, and
+/// for each one arriving while it waits (push spec section 7).
+#[derive(Debug)]
+pub struct UnackedMessage {
+    /// The waiting session.
+    pub session: jid::FullJid,
+    /// The message.
+    pub stanza: minidom::Element,
+}
+
+/// A message of type chat or normal for a local account with no available resource of
+/// non-negative priority (RFC 6121 section 8.5.2.2.1). A handler that takes charge of it
+/// (offline storage, XEP-0160) returns [`Flow::Stop`]; if none does, the router bounces it
+/// with `service-unavailable`, which is also the answer for an account that does not exist.
+#[derive(Debug)]
+pub struct OfflineMessage {
+    /// The addressed account.
+    pub recipient: BareJid,
+    /// The message, with `from` stamped and `to` as the sender wrote it.
+    pub stanza: herald_stream::Stanza,
+    /// What modules record about the message, stored and returned with it untouched
+    /// (opaque text, JSON by convention; the push module records the registrations already
+    /// notified). Empty by default.
+    pub metadata: String,
+}
+
+/// A resource sent available presence, initial or an update (RFC 6121 sections 4.2 and
+/// 4.4), after the server processed it: offline messages are delivered here.
+#[derive(Debug)]
+pub struct UserAvailable {
+    /// The resource.
+    pub session: jid::FullJid,
+    /// Its priority (RFC 6121 section 4.7.2.3).
+    pub priority: i8,
+    /// Whether this is the resource's initial presence.
+    pub initial: bool,
+}
+
 /// The catalogue of hooks.
 #[derive(Default)]
 pub struct Hooks {
     /// See [`UserRemoved`].
     pub user_removed: HookList<UserRemoved>,
+    /// See [`OfflineMessage`].
+    pub offline_message: HookList<OfflineMessage>,
+    /// See [`UserAvailable`].
+    pub user_available: HookList<UserAvailable>,
+    /// See [`UnackedMessage`].
+    pub unacked_message: HookList<UnackedMessage>,
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! outbound queue, or hands IQs for the server to the module registered for the payload's
 //! namespace ([`module`]).
 
+mod accounts;
 pub mod c2s;
 pub mod component;
 pub mod components;
@@ -13,15 +14,20 @@ mod conn;
 pub mod disco;
 pub mod hooks;
 pub mod module;
+pub mod offline;
 pub mod outbound;
 pub mod ping;
 pub mod presence;
+pub mod register;
+mod resume;
+pub mod roster;
 mod router;
 mod server;
 pub mod sessions;
+pub mod sm;
 
 pub use router::Origin;
-pub use server::Server;
+pub use server::{Server, ServerOptions};
 
 /// A random identifier with 128 bits of entropy, URL-safe base64 (stream ids, generated
 /// resources, outbound IQ ids: RFC 6120 section 4.7.3 asks for unpredictable stream ids).

@@ -95,6 +95,13 @@ pub trait IqHandler: Send + Sync + 'static {
     /// Answer one request. Every request gets exactly one reply, built by the caller from
     /// this return value.
     async fn handle(&self, server: &Server, request: IqRequest<'_>) -> IqResponse;
+
+    /// Whether this handler's error replies carry the request's payload before the
+    /// `<error/>` (RFC 6120 section 8.3.1 allows it; XEP-0357 servers echo it). Off by
+    /// default: echoing doubles the bytes of a large request.
+    fn echoes_request_in_errors(&self) -> bool {
+        false
+    }
 }
 
 /// A server module.
@@ -103,6 +110,12 @@ pub trait Module: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Add everything the module provides.
     fn register(self: Arc<Self>, registrar: &mut Registrar);
+    /// Called once the server is built, before any listener accepts: start background work
+    /// (spawned on `server.tasks`, ending when `server.shutdown` is cancelled). A module
+    /// keeps only a `Weak` of the server, which owns it. The default does nothing.
+    fn start(self: Arc<Self>, server: &Arc<Server>) {
+        let _ = server;
+    }
 }
 
 /// Collects what modules add; frozen into the server's [`Extensions`] at start-up.
@@ -128,6 +141,12 @@ impl Registrar {
     /// Advertise a feature in the server's disco#info (XEP-0030 section 3.1).
     pub fn feature(&mut self, var: &'static str) {
         self.extensions.features.insert(var);
+    }
+
+    /// Advertise a feature in the disco#info of every account, as its owner sees it
+    /// (XEP-0030 section 3.2; XEP-0357 section 5 asks for `urn:xmpp:push:0` there).
+    pub fn account_feature(&mut self, var: &'static str) {
+        self.extensions.account_features.insert(var);
     }
 
     /// List an entity in the server's disco#items (XEP-0030 section 4.1).
@@ -157,8 +176,12 @@ pub struct Extensions {
     server_iq: HashMap<&'static str, Arc<dyn IqHandler>>,
     account_iq: HashMap<&'static str, Arc<dyn IqHandler>>,
     features: BTreeSet<&'static str>,
+    account_features: BTreeSet<&'static str>,
     items: Vec<Jid>,
     hooks: Hooks,
+    stream_features: Vec<Element>,
+    pre_auth_iq: HashMap<&'static str, PreAuthEntry>,
+    roster: Option<Arc<crate::roster::Roster>>,
 }
 
 impl Extensions {
@@ -182,6 +205,11 @@ impl Extensions {
         self.features.iter().copied()
     }
 
+    /// The disco features of an account.
+    pub fn account_features(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.account_features.iter().copied()
+    }
+
     /// The hooks modules attached.
     pub fn hooks(&self) -> &Hooks {
         &self.hooks
@@ -190,5 +218,85 @@ impl Extensions {
     /// The server's disco items.
     pub fn items(&self) -> &[Jid] {
         &self.items
+    }
+}
+
+/// An IQ on a client stream that has not authenticated yet (RFC 6120 section 6.1: before
+/// SASL only what a module explicitly allows, such as XEP-0077 in-band registration).
+#[derive(Debug)]
+pub struct PreAuthRequest<'a> {
+    /// The served domain the stream is for.
+    pub domain: &'a jid::DomainPart,
+    /// Get or set.
+    pub kind: IqType,
+    /// The payload element the handler was chosen by.
+    pub payload: &'a Element,
+}
+
+/// Handles the IQs of one payload namespace on streams that have not authenticated.
+#[async_trait::async_trait]
+pub trait PreAuthIqHandler: Send + Sync + 'static {
+    /// Answer one request; the caller builds the single reply.
+    async fn handle(&self, server: &Server, request: PreAuthRequest<'_>) -> IqResponse;
+}
+
+struct PreAuthEntry {
+    feature: Element,
+    handler: Arc<dyn PreAuthIqHandler>,
+}
+
+impl Registrar {
+    /// Advertise a stream feature after resource binding (RFC 6120 section 4.3.2), such as
+    /// roster versioning (XEP-0237 section 2.1).
+    pub fn stream_feature(&mut self, feature: Element) {
+        self.extensions.stream_features.push(feature);
+    }
+
+    /// Answer IQs in `namespace` before authentication, and advertise `feature` among the
+    /// features offered there. Only offered where passwords may cross the stream: over TLS,
+    /// or on a listener without TLS.
+    pub fn pre_auth_iq(
+        &mut self,
+        namespace: &'static str,
+        feature: Element,
+        handler: Arc<dyn PreAuthIqHandler>,
+    ) {
+        let previous = self
+            .extensions
+            .pre_auth_iq
+            .insert(namespace, PreAuthEntry { feature, handler });
+        assert!(
+            previous.is_none(),
+            "two pre-authentication IQ handlers for {namespace}"
+        );
+    }
+
+    /// Install the roster (`mod_roster`), which presence processing uses for subscriptions
+    /// and broadcasts (RFC 6121 sections 3 and 4).
+    pub fn roster(&mut self, roster: Arc<crate::roster::Roster>) {
+        assert!(self.extensions.roster.is_none(), "two rosters");
+        self.extensions.roster = Some(roster);
+    }
+}
+
+impl Extensions {
+    /// The stream features offered after resource binding.
+    pub fn stream_features(&self) -> &[Element] {
+        &self.stream_features
+    }
+
+    /// The handler for an IQ before authentication, by payload namespace.
+    pub fn pre_auth_iq_handler(&self, namespace: &str) -> Option<&Arc<dyn PreAuthIqHandler>> {
+        self.pre_auth_iq.get(namespace).map(|entry| &entry.handler)
+    }
+
+    /// The stream features of the handlers of IQs before authentication.
+    pub fn pre_auth_features(&self) -> impl Iterator<Item = &Element> + '_ {
+        self.pre_auth_iq.values().map(|entry| &entry.feature)
+    }
+
+    /// The roster, when `mod_roster` is enabled.
+    pub fn roster(&self) -> Option<&Arc<crate::roster::Roster>> {
+        self.roster.as_ref()
     }
 }

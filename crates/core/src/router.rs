@@ -14,6 +14,7 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
 use crate::{
     Server,
+    hooks::{Flow, OfflineMessage},
     module::{IqError, IqRequest, IqScope},
     presence,
 };
@@ -84,9 +85,9 @@ impl Server {
         }
         match stanza.kind {
             StanzaKind::Iq(kind) => self.route_iq(origin, kind, stanza).await,
-            StanzaKind::Message(kind) => self.route_message(kind, stanza),
+            StanzaKind::Message(kind) => self.route_message(kind, stanza).await,
             StanzaKind::Presence(kind) => match origin {
-                Origin::Client(sender) => presence::route(self, sender, kind, stanza),
+                Origin::Client(sender) => presence::route(self, sender, kind, stanza).await,
                 // Presence from a component or the server: delivered as addressed.
                 _ => self.deliver_addressed(stanza),
             },
@@ -139,7 +140,7 @@ impl Server {
         }
     }
 
-    fn route_message(&self, kind: MessageType, stanza: Stanza) {
+    async fn route_message(&self, kind: MessageType, stanza: Stanza) {
         let Some(to) = stanza.to.clone() else { return };
         if to.node().is_none() {
             // A message to the server itself: nothing handles messages here.
@@ -172,18 +173,34 @@ impl Server {
             );
             return;
         }
-        self.message_to_bare(kind, &to.to_bare(), stanza);
+        self.message_to_bare(kind, &to.to_bare(), stanza).await;
     }
 
     /// RFC 6121 section 8.5.2: a message to a local bare JID.
-    fn message_to_bare(&self, kind: MessageType, to: &BareJid, stanza: Stanza) {
+    async fn message_to_bare(&self, kind: MessageType, to: &BareJid, stanza: Stanza) {
         let targets = self.sessions.message_targets(to);
         if targets.is_empty() {
             match kind {
                 // RFC 6121 section 8.5.2.2.1: chat and normal with no available resource
-                // are stored offline (the offline-storage module) or bounced; until that
-                // module exists they are bounced.
-                MessageType::Chat | MessageType::Normal | MessageType::Groupchat => self.bounce(
+                // are stored offline (the `offline_message` hook: XEP-0160) or bounced.
+                MessageType::Chat | MessageType::Normal => {
+                    let mut event = OfflineMessage {
+                        recipient: to.clone(),
+                        stanza,
+                        metadata: String::new(),
+                    };
+                    let hooks = self.extensions.hooks();
+                    if hooks.offline_message.run(self, &mut event).await == Flow::Stop {
+                        return;
+                    }
+                    self.bounce(
+                        &event.stanza,
+                        ErrorType::Cancel,
+                        DefinedCondition::ServiceUnavailable,
+                    );
+                }
+                // Groupchat is bounced, headline and error are dropped.
+                MessageType::Groupchat => self.bounce(
                     &stanza,
                     ErrorType::Cancel,
                     DefinedCondition::ServiceUnavailable,
@@ -270,6 +287,11 @@ impl Server {
         let (Some(payload), None) = (children.next(), children.next()) else {
             return error_element(stanza, IqError::bad_request());
         };
+        if payload.ns() == stanza.element.ns() {
+            // A payload without a namespace of its own (it inherits the stream's) names no
+            // protocol: malformed rather than unsupported.
+            return error_element(stanza, IqError::bad_request());
+        }
         let Some(handler) = self.extensions.iq_handler(scope, &payload.ns()) else {
             return error_element(stanza, IqError::service_unavailable());
         };
@@ -282,6 +304,15 @@ impl Server {
         };
         let mut reply = match handler.handle(self, request).await {
             Ok(payload) => iq_result(stanza, payload),
+            Err(error) if handler.echoes_request_in_errors() => {
+                let mut reply = error_element(stanza, error);
+                let error = reply.take_nodes();
+                reply.append_child(payload.clone());
+                for node in error {
+                    reply.append_node(node);
+                }
+                reply
+            }
             Err(error) => error_element(stanza, error),
         };
         if stanza.to.is_none() {

@@ -10,8 +10,17 @@ use crate::{
     components::ComponentRegistry,
     module::{Extensions, Module, Registrar},
     outbound::PendingIqs,
+    resume::ResumeTable,
+    sm::SmSettings,
     sessions::SessionRegistry,
 };
+
+/// Server-wide settings that are not modules.
+#[derive(Clone, Debug, Default)]
+pub struct ServerOptions {
+    /// `[modules.mod_stream_management]`: XEP-0198 on client streams.
+    pub stream_management: Option<SmSettings>,
+}
 
 /// Shared server state. Cheap to reach from every task through an `Arc`.
 pub struct Server {
@@ -24,6 +33,10 @@ pub struct Server {
     pub components: ComponentRegistry,
     /// Outbound IQs waiting for replies.
     pub outbound: PendingIqs,
+    /// Resumable sessions (XEP-0198).
+    pub resumable: ResumeTable,
+    /// Stream management settings; `None` when `mod_stream_management` is off.
+    pub stream_management: Option<SmSettings>,
     /// What the modules added.
     pub extensions: Extensions,
     /// Cancelled when the server shuts down.
@@ -33,22 +46,34 @@ pub struct Server {
 }
 
 impl Server {
-    /// Build the server for `hosts`, registering `modules`.
-    pub fn new(
+    /// Build the server for `hosts`, registering `modules`, with default options.
+    pub fn new(hosts: Vec<DomainPart>, storage: Storage, modules: &[Arc<dyn Module>]) -> Arc<Server> {
+        Server::with_options(hosts, storage, modules, ServerOptions::default())
+    }
+
+    /// Build the server with options.
+    pub fn with_options(
         hosts: Vec<DomainPart>,
         storage: Storage,
         modules: &[Arc<dyn Module>],
+        options: ServerOptions,
     ) -> Arc<Server> {
-        Arc::new(Server {
+        let server = Arc::new(Server {
             hosts,
             storage,
             sessions: SessionRegistry::default(),
             components: ComponentRegistry::default(),
             outbound: PendingIqs::default(),
+            resumable: ResumeTable::default(),
+            stream_management: options.stream_management,
             extensions: Registrar::build(modules),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
-        })
+        });
+        for module in modules {
+            Arc::clone(module).start(&server);
+        }
+        server
     }
 
     /// The served domains.

@@ -95,6 +95,9 @@ pub struct SessionHandle {
     pub outbound: mpsc::Sender<Element>,
     /// Asks the session to close.
     pub control: Arc<SessionControl>,
+    /// What presence and the roster remember about the session (directed presence, roster
+    /// interest).
+    pub presence: Arc<crate::presence::SessionPresence>,
 }
 
 impl SessionHandle {
@@ -106,6 +109,7 @@ impl SessionHandle {
             jid,
             outbound: tx,
             control: Arc::new(SessionControl::default()),
+            presence: Arc::default(),
         };
         (handle, rx)
     }

@@ -13,13 +13,17 @@ use std::{
 };
 
 use herald_core::{
-    Server,
+    Server, ServerOptions,
+    sm::{SmSettings, StaleH},
     c2s::{C2sListener, C2sSettings, C2sTls, TlsMode as CoreTlsMode},
     component::{ServiceListener, ServiceSettings},
     components::ConflictBehaviour as CoreConflictBehaviour,
     disco::Disco,
     module::Module,
+    offline::{Offline, OfflineConfig},
     ping::Ping,
+    register::{InBandRegistration, Register},
+    roster::{Roster, RosterConfig},
 };
 use herald_sasl::Credentials;
 use herald_storage::{Storage, StorageError};
@@ -113,7 +117,47 @@ fn modules(config: &Config) -> Vec<Arc<dyn Module>> {
     if config.modules.mod_ping.is_some() {
         modules.push(Arc::new(Ping));
     }
+    if let Some(roster) = &config.modules.mod_roster {
+        modules.push(Roster::new(RosterConfig {
+            versioning: roster.versioning,
+            store_current_id: roster.store_current_id,
+        }));
+    }
+    if let Some(offline) = &config.modules.mod_offline {
+        modules.push(Offline::new(OfflineConfig {
+            max_user_offline_messages: offline.max_user_offline_messages,
+        }));
+    }
+    // In-band cancellation (XEP-0077 section 3.2) is always served; `mod_register` adds
+    // registration and password changes.
+    modules.push(Register::new(config.modules.mod_register.as_ref().map(
+        |register| InBandRegistration {
+            password_strength: register.password_strength,
+        },
+    )));
+    if let Some(push) = config
+        .modules
+        .mod_event_pusher
+        .as_ref()
+        .and_then(|pusher| pusher.push.as_ref())
+    {
+        modules.push(Arc::new(herald_push::Push::new(push.clone())));
+    }
     modules
+}
+
+fn options(config: &Config) -> ServerOptions {
+    ServerOptions {
+        stream_management: config.modules.mod_stream_management.as_ref().map(|sm| SmSettings {
+            buffer_max: sm.buffer_max,
+            ack_freq: sm.ack_freq,
+            resume_timeout: sm.resume_timeout,
+            stale_h: sm.stale_h.as_ref().map(|stale| StaleH {
+                repeat_after: stale.repeat_after,
+                geriatric: stale.geriatric,
+            }),
+        }),
+    }
 }
 
 fn hosts(config: &Config) -> Vec<DomainPart> {
@@ -195,7 +239,7 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         settings.push(listener_settings(config, listener)?);
     }
     let storage = open_storage(config).await?;
-    let server = Server::new(hosts(config), storage, &modules(config));
+    let server = Server::with_options(hosts(config), storage, &modules(config), options(config));
     let mut bound = Vec::new();
     for settings in settings {
         let addr = settings.addr;
@@ -333,9 +377,15 @@ pub async fn user_add(config: &Config, jid: &str, password: &str) -> Result<Exit
 /// `herald user remove JID`.
 pub async fn user_remove(config: &Config, jid: &str) -> Result<ExitCode, AppError> {
     let user = account(config, jid)?;
+    // The server with its modules but no listener: removing an account runs the
+    // `user_removed` hook, where each module deletes its data.
     let storage = open_storage(config).await?;
-    let removed = storage.accounts().remove(&user).await;
-    storage.close().await;
+    let server = Server::new(hosts(config), storage, &modules(config));
+    let removed = server.remove_account(&user).await;
+    server.shutdown.cancel();
+    server.tasks.close();
+    server.tasks.wait().await;
+    server.storage.close().await;
     if removed? {
         println!("removed {user}");
         Ok(ExitCode::SUCCESS)
@@ -393,6 +443,24 @@ pub fn describe(config: &Config, path: Option<&Path>) -> String {
     }
     if config.modules.mod_ping.is_some() {
         modules.push("mod_ping");
+    }
+    if config.modules.mod_stream_management.is_some() {
+        modules.push("mod_stream_management");
+    }
+    if config.modules.mod_roster.is_some() {
+        modules.push("mod_roster");
+    }
+    if config.modules.mod_offline.is_some() {
+        modules.push("mod_offline");
+    }
+    if config.modules.mod_register.is_some() {
+        modules.push("mod_register");
+    }
+    if let Some(pusher) = &config.modules.mod_event_pusher {
+        modules.push(match pusher.push {
+            Some(_) => "mod_event_pusher (push)",
+            None => "mod_event_pusher",
+        });
     }
     out.push_str(&format!("modules: {}", modules.join(", ")));
     out

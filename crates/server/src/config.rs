@@ -15,6 +15,7 @@
 
 mod document;
 mod error;
+mod push;
 mod raw;
 mod validate;
 
@@ -23,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::ConfigError;
+pub use push::EventPusherConfig;
 
 const DEFAULT_IP_ADDRESS: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 const DEFAULT_MAX_STANZA_SIZE: usize = 65536;
@@ -32,6 +34,7 @@ const DEFAULT_BACKWARDS_COMPATIBLE_SESSION: bool = true;
 const DEFAULT_LOGLEVEL: LogLevel = LogLevel::Warning;
 const DEFAULT_DATA_DIR: &str = "./herald-data";
 const DATA_DIR_VARIABLE: &str = "HERALD_DATA";
+const DEFAULT_MAX_USER_OFFLINE_MESSAGES: usize = 100;
 
 /// A checked configuration, with every default applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,6 +202,85 @@ pub struct Modules {
     pub mod_disco: Option<DiscoConfig>,
     /// `[modules.mod_ping]`: XMPP ping (XEP-0199).
     pub mod_ping: Option<PingConfig>,
+    /// `[modules.mod_event_pusher]`: MongooseIM's event pusher; its `push` backend is push
+    /// notifications (XEP-0357).
+    pub mod_event_pusher: Option<EventPusherConfig>,
+    /// `[modules.mod_stream_management]`: stream management with resumption (XEP-0198).
+    pub mod_stream_management: Option<StreamManagementConfig>,
+    /// `[modules.mod_roster]`: rosters and presence subscriptions (RFC 6121).
+    pub mod_roster: Option<RosterConfig>,
+    /// `[modules.mod_offline]`: offline messages (XEP-0160).
+    pub mod_offline: Option<OfflineConfig>,
+    /// `[modules.mod_register]`: in-band registration and password changes (XEP-0077).
+    pub mod_register: Option<RegisterConfig>,
+}
+
+/// Options of `mod_roster` (MongooseIM's names).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RosterConfig {
+    /// `versioning`: roster versioning (XEP-0237); default false.
+    pub versioning: bool,
+    /// `store_current_id`: keep the roster version in the database rather than compute it on
+    /// each request; default false.
+    pub store_current_id: bool,
+}
+
+/// Options of `mod_offline`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfflineConfig {
+    /// `max_user_offline_messages`: messages kept per account (default 100); more are refused
+    /// with `resource-constraint`.
+    pub max_user_offline_messages: usize,
+}
+
+impl Default for OfflineConfig {
+    fn default() -> Self {
+        OfflineConfig {
+            max_user_offline_messages: DEFAULT_MAX_USER_OFFLINE_MESSAGES,
+        }
+    }
+}
+
+/// Options of `mod_register` (MongooseIM's names).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegisterConfig {
+    /// `password_strength`: the least entropy, in bits, of a password set in-band (default 0:
+    /// any non-empty password).
+    pub password_strength: u32,
+}
+
+/// Options of `mod_stream_management` (MongooseIM's names and defaults).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamManagementConfig {
+    /// `buffer_max`: most unacknowledged stanzas kept per session (default 100);
+    /// `None` for `"infinity"`.
+    pub buffer_max: Option<usize>,
+    /// `ack_freq`: request an ack after this many stanzas (default 1); `None` for `"never"`.
+    pub ack_freq: Option<u32>,
+    /// `resume_timeout`: how long a dropped resumable session waits (default 600 s).
+    pub resume_timeout: Duration,
+    /// `stale_h.*`, when `stale_h.enabled = true`.
+    pub stale_h: Option<StaleHConfig>,
+}
+
+impl Default for StreamManagementConfig {
+    fn default() -> Self {
+        StreamManagementConfig {
+            buffer_max: Some(100),
+            ack_freq: Some(1),
+            resume_timeout: Duration::from_secs(600),
+            stale_h: None,
+        }
+    }
+}
+
+/// `stale_h.repeat_after` and `stale_h.geriatric`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaleHConfig {
+    /// How often expired entries are swept (default 1800 s).
+    pub repeat_after: Duration,
+    /// How long the `h` of an ended session is remembered (default 3600 s).
+    pub geriatric: Duration,
 }
 
 /// Options of `mod_disco`.
@@ -216,7 +298,8 @@ pub struct PingConfig {}
 impl Config {
     /// The configuration used when no `--config` is given: hosts `["localhost"]`, data_dir from
     /// `$HERALD_DATA` or `./herald-data`, loglevel warning, one c2s listener on
-    /// 127.0.0.1:5222 with STARTTLS and a self-signed certificate, mod_disco and mod_ping enabled.
+    /// 127.0.0.1:5222 with STARTTLS and a self-signed certificate, the modules of
+    /// `config/example.toml` (mod_disco, mod_ping, mod_roster, mod_offline, ...) enabled.
     pub fn embedded_default() -> Config {
         Config::embedded_default_in(default_data_dir())
     }
@@ -262,6 +345,11 @@ impl Config {
             modules: Modules {
                 mod_disco: Some(DiscoConfig::default()),
                 mod_ping: Some(PingConfig {}),
+                mod_event_pusher: None,
+                mod_stream_management: Some(StreamManagementConfig::default()),
+                mod_roster: Some(RosterConfig::default()),
+                mod_offline: Some(OfflineConfig::default()),
+                mod_register: None,
             },
         }
     }
@@ -416,6 +504,11 @@ extra_domains = ["pubsub.example.org"]
                     extra_domains: vec!["pubsub.example.org".into()],
                 }),
                 mod_ping: Some(PingConfig {}),
+                mod_event_pusher: None,
+                mod_stream_management: None,
+                mod_roster: None,
+                mod_offline: None,
+                mod_register: None,
             },
         };
         assert_eq!(config, expected);
@@ -841,12 +934,86 @@ tls.mode = \"tls\"
     }
 
     #[test]
-    fn an_unknown_module_is_rejected_by_name() {
+    fn roster_offline_and_register_options_are_read() {
+        let config = parse(&format!(
+            "{MINIMAL}[modules.mod_roster]\nversioning = true\nstore_current_id = true\n\
+             [modules.mod_offline]\nmax_user_offline_messages = 5\n\
+             [modules.mod_register]\npassword_strength = 32\n"
+        ))
+        .unwrap();
+
         assert_eq!(
-            error(&format!("{MINIMAL}[modules.mod_ping]\n[modules.mod_foo]\n")),
-            "herald.toml:4: modules.mod_foo: unknown module `modules.mod_foo`, expected \
-             `mod_disco` or `mod_ping`"
+            config.modules.mod_roster,
+            Some(RosterConfig {
+                versioning: true,
+                store_current_id: true
+            })
         );
+        assert_eq!(
+            config.modules.mod_offline,
+            Some(OfflineConfig {
+                max_user_offline_messages: 5
+            })
+        );
+        assert_eq!(
+            config.modules.mod_register,
+            Some(RegisterConfig {
+                password_strength: 32
+            })
+        );
+    }
+
+    #[test]
+    fn empty_roster_offline_and_register_tables_take_the_defaults() {
+        let config = parse(&format!(
+            "{MINIMAL}[modules.mod_roster]\n[modules.mod_offline]\n[modules.mod_register]\n"
+        ))
+        .unwrap();
+
+        assert_eq!(config.modules.mod_roster, Some(RosterConfig::default()));
+        assert_eq!(
+            config
+                .modules
+                .mod_offline
+                .unwrap()
+                .max_user_offline_messages,
+            100
+        );
+        assert_eq!(config.modules.mod_register.unwrap().password_strength, 0);
+    }
+
+    #[test]
+    fn an_offline_limit_of_zero_is_rejected() {
+        assert_eq!(
+            error(&format!(
+                "{MINIMAL}[modules.mod_offline]\nmax_user_offline_messages = 0\n"
+            )),
+            "herald.toml:4: modules.mod_offline.max_user_offline_messages: 0 is out of range; \
+             expected at least 1 (messages)"
+        );
+        assert_eq!(
+            error(&format!(
+                "{MINIMAL}[modules.mod_register]\npassword_strength = -1\n"
+            )),
+            "herald.toml:4: modules.mod_register.password_strength: -1 is out of range; \
+             expected an integer from 0 (bits of entropy)"
+        );
+    }
+
+    #[test]
+    fn an_unknown_module_is_rejected_by_name() {
+        let message = error(&format!("{MINIMAL}[modules.mod_ping]\n[modules.mod_foo]\n"));
+        // The list of known modules grows; the message names each of them.
+        assert!(
+            message.starts_with(
+                "herald.toml:4: modules.mod_foo: unknown module `modules.mod_foo`, expected \
+                 one of `mod_disco`, `mod_ping`, "
+            ),
+            "{message}"
+        );
+        for module in ["mod_roster", "mod_offline", "mod_register"] {
+            assert!(message.contains(&format!("`{module}`")), "{message}");
+        }
     }
 
     #[test]
@@ -901,6 +1068,14 @@ tls.mode = \"tls\"
         assert!(listener.backwards_compatible_session);
         assert_eq!(config.modules.mod_disco, Some(DiscoConfig::default()));
         assert_eq!(config.modules.mod_ping, Some(PingConfig {}));
+        assert_eq!(config.modules.mod_roster, Some(RosterConfig::default()));
+        assert_eq!(
+            config.modules.mod_offline,
+            Some(OfflineConfig {
+                max_user_offline_messages: 100
+            })
+        );
+        assert_eq!(config.modules.mod_register, None);
     }
 
     #[test]

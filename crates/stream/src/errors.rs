@@ -31,6 +31,9 @@ pub enum StreamErrorCondition {
     SystemShutdown,
     /// 4.9.3.21: a first-level element the server does not support.
     UnsupportedStanzaType,
+    /// 4.9.3.20: an error condition not otherwise defined (XEP-0198 uses it with
+    /// `<handled-count-too-high/>`).
+    UndefinedCondition,
     /// 4.9.3.22: the stream `version` is not supported.
     UnsupportedVersion,
 }
@@ -52,6 +55,7 @@ impl StreamErrorCondition {
             Self::ResourceConstraint => "resource-constraint",
             Self::SystemShutdown => "system-shutdown",
             Self::UnsupportedStanzaType => "unsupported-stanza-type",
+            Self::UndefinedCondition => "undefined-condition",
             Self::UnsupportedVersion => "unsupported-version",
         }
     }

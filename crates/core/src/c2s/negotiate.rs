@@ -20,6 +20,7 @@ use super::{C2sSettings, TlsMode, session};
 use crate::{
     Server,
     conn::{Conn, ReadError, read_error_condition},
+    resume::{Refused, Resumption},
     sessions::SessionHandle,
 };
 
@@ -122,7 +123,7 @@ async fn negotiate(
         if !open_stream(server, &mut conn, state, &header).await {
             return None;
         }
-        send_features(settings, &mut conn, state);
+        send_features(server, settings, &mut conn, state);
         if conn.flush().await.is_err() {
             return None;
         }
@@ -165,6 +166,17 @@ async fn negotiate(
                 conn = Conn::new(Transport::Tls(Box::new(stream)), settings.max_stanza_size);
                 continue 'stream;
             }
+            if state.authenticated.is_none()
+                && plain_allowed(settings, &conn)
+                && let Some(reply) = pre_auth_iq(server, state, &element).await
+            {
+                // XEP-0077 section 3.1: registration happens before authentication.
+                conn.queue(&reply);
+                if conn.flush().await.is_err() {
+                    return None;
+                }
+                continue;
+            }
             if state.authenticated.is_none() {
                 match authenticate(server, settings, &mut conn, state, element).await {
                     Next::Continue => continue,
@@ -174,6 +186,41 @@ async fn negotiate(
                     }
                     Next::Stop => return None,
                 }
+            }
+            // XEP-0198 section 5: a resumption takes the place of binding.
+            if element.is("resume", crate::sm::NS) && server.stream_management.is_some() {
+                let user = state.authenticated.clone()?;
+                let previd = element.attr("previd").unwrap_or_default().to_owned();
+                let h = element.attr("h").and_then(|h| h.parse::<u32>().ok());
+                let Some(h) = h else {
+                    fail(&mut conn, state, StreamErrorCondition::BadFormat).await;
+                    return None;
+                };
+                match server.resumable.resume(&previd, &user, Resumption { conn, h }) {
+                    Ok(jid) => {
+                        tracing::debug!(%jid, %peer, "handing the connection to the resumed session");
+                        return None;
+                    }
+                    Err(Refused::NotFound(stale_h, resumption) | Refused::Gone(stale_h, resumption)) => {
+                        conn = resumption.conn;
+                        // The client may bind a new session instead.
+                        conn.queue_raw(&super::session::resume_failed(stale_h));
+                        if conn.flush().await.is_err() {
+                            return None;
+                        }
+                        continue;
+                    }
+                }
+            }
+            if element.is("enable", crate::sm::NS) {
+                // XEP-0198 section 3: enabling before binding is not allowed.
+                conn.queue_raw(
+                    "<failed xmlns='urn:xmpp:sm:3'><unexpected-request xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>",
+                );
+                if conn.flush().await.is_err() {
+                    return None;
+                }
+                continue;
             }
             // Authenticated, not bound: only resource binding is allowed (RFC 6120
             // section 7.1: stanzas before binding are not-authorized).
@@ -313,7 +360,8 @@ fn offered(settings: &C2sSettings, conn: &Conn) -> impl Iterator<Item = Mechanis
 }
 
 /// RFC 6120 section 4.3.2: the features for the current stage.
-fn send_features(settings: &C2sSettings, conn: &mut Conn, state: &State) {
+fn send_features(server: &Server, settings: &C2sSettings, conn: &mut Conn, state: &State) {
+    let stream_management_offered = server.stream_management.is_some();
     let mut xml = String::from("<stream:features>");
     if state.authenticated.is_none() {
         if !conn.transport.is_tls() && settings.tls.is_some() {
@@ -333,8 +381,20 @@ fn send_features(settings: &C2sSettings, conn: &mut Conn, state: &State) {
             }
             xml.push_str("</mechanisms>");
         }
+        if plain_allowed(settings, conn) {
+            for feature in server.extensions.pre_auth_features() {
+                xml.push_str(&String::from(feature));
+            }
+        }
     } else {
         xml.push_str("<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>");
+        if stream_management_offered {
+            // XEP-0198 section 2: offered after authentication.
+            xml.push_str("<sm xmlns='urn:xmpp:sm:3'/>");
+        }
+        for feature in server.extensions.stream_features() {
+            xml.push_str(&String::from(feature));
+        }
         if settings.backwards_compatible_session {
             // draft-cridland-xmpp-session: optional, so new clients skip it.
             xml.push_str(
@@ -566,4 +626,39 @@ fn bind(
     conn.queue(&reply);
     tracing::debug!(%jid, "resource bound");
     Some((handle, rx))
+}
+
+/// Answer an IQ that a module handles before authentication (XEP-0077 in-band
+/// registration); `None` when no module does, so the element is treated as any other.
+async fn pre_auth_iq(server: &Server, state: &State, element: &Element) -> Option<Element> {
+    if !element.is("iq", ns::CLIENT) {
+        return None;
+    }
+    let mut children = element.children();
+    let (Some(payload), None) = (children.next(), children.next()) else {
+        return None;
+    };
+    let handler = server.extensions.pre_auth_iq_handler(&payload.ns())?;
+    let domain = state.domain.as_ref()?;
+    let stanza = herald_stream::Stanza::parse(element.clone()).ok()?;
+    let herald_stream::StanzaKind::Iq(kind) = stanza.kind else {
+        return None;
+    };
+    if matches!(
+        kind,
+        herald_stream::stanza::IqType::Result | herald_stream::stanza::IqType::Error
+    ) {
+        return None;
+    }
+    let request = crate::module::PreAuthRequest {
+        domain,
+        kind,
+        payload,
+    };
+    Some(match handler.handle(server, request).await {
+        Ok(payload) => herald_stream::stanza::iq_result(&stanza, payload),
+        Err(error) => stanza
+            .error_reply(error.type_, error.condition)
+            .unwrap_or_else(|| herald_stream::stanza::iq_result(&stanza, None)),
+    })
 }

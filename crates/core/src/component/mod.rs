@@ -287,7 +287,9 @@ async fn inbound(
     handle: &ComponentHandle,
     element: Element,
 ) -> Option<StreamErrorCondition> {
-    let element = with_namespace(element, COMPONENT_NS, ns::CLIENT);
+    let mut element = with_namespace(element, COMPONENT_NS, ns::CLIENT);
+    // A component cannot forge herald's internal metadata.
+    herald_stream::stanza::strip_internal(&mut element);
     let stanza = match Stanza::parse(element) {
         Ok(stanza) => stanza,
         Err(rejected) => {

@@ -76,6 +76,49 @@ pub(super) struct RawTls {
 pub(super) struct RawModules {
     pub(super) mod_disco: Option<RawDisco>,
     pub(super) mod_ping: Option<RawPing>,
+    pub(super) mod_event_pusher: Option<super::push::RawEventPusher>,
+    pub(super) mod_stream_management: Option<RawStreamManagement>,
+    pub(super) mod_roster: Option<RawRoster>,
+    pub(super) mod_offline: Option<RawOffline>,
+    pub(super) mod_register: Option<RawRegister>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawRoster {
+    pub(super) versioning: Option<bool>,
+    pub(super) store_current_id: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawOffline {
+    pub(super) max_user_offline_messages: Option<Integer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawRegister {
+    pub(super) password_strength: Option<Integer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawStreamManagement {
+    /// An integer, or "infinity".
+    pub(super) buffer_max: Option<toml::Value>,
+    /// An integer, or "never".
+    pub(super) ack_freq: Option<toml::Value>,
+    pub(super) resume_timeout: Option<Integer>,
+    pub(super) stale_h: Option<RawStaleH>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawStaleH {
+    pub(super) enabled: Option<bool>,
+    pub(super) repeat_after: Option<Integer>,
+    pub(super) geriatric: Option<Integer>,
 }
 
 #[derive(Debug, Deserialize)]

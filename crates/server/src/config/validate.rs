@@ -11,13 +11,16 @@ use jid::{BareJid, DomainPart};
 
 use super::error::{Invalid, KeyPath};
 use super::raw::{
-    Integer, RawC2s, RawConfig, RawDisco, RawGeneral, RawModules, RawService, RawTls,
+    Integer, RawC2s, RawConfig, RawDisco, RawGeneral, RawModules, RawOffline, RawRegister,
+    RawService,
+    RawStreamManagement, RawTls,
 };
 use super::{
     C2sListener, CertFiles, Config, ConflictBehaviour, DEFAULT_BACKWARDS_COMPATIBLE_SESSION,
     DEFAULT_IP_ADDRESS, DEFAULT_LOGLEVEL, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_STANZA_SIZE,
     DEFAULT_STATE_TIMEOUT_MS, DiscoConfig, General, Listen, LogLevel, Modules, PingConfig,
-    ServiceListener, TlsConfig, TlsMode,
+    OfflineConfig, RegisterConfig, RosterConfig, ServiceListener, StaleHConfig,
+    StreamManagementConfig, TlsConfig, TlsMode,
 };
 
 /// What a file leaves to its surroundings.
@@ -284,6 +287,105 @@ fn modules(raw: RawModules, at: &KeyPath) -> Result<Modules, Invalid> {
             .map(|disco| disco_config(disco, &at.key("mod_disco")))
             .transpose()?,
         mod_ping: raw.mod_ping.map(|_| PingConfig {}),
+        mod_event_pusher: raw
+            .mod_event_pusher
+            .map(|pusher| super::push::event_pusher(pusher, &at.key("mod_event_pusher")))
+            .transpose()?,
+        mod_stream_management: raw
+            .mod_stream_management
+            .map(|sm| stream_management(sm, &at.key("mod_stream_management")))
+            .transpose()?,
+        mod_roster: raw.mod_roster.map(|roster| RosterConfig {
+            versioning: roster.versioning.unwrap_or(false),
+            store_current_id: roster.store_current_id.unwrap_or(false),
+        }),
+        mod_offline: raw
+            .mod_offline
+            .map(|offline| offline_config(offline, &at.key("mod_offline")))
+            .transpose()?,
+        mod_register: raw
+            .mod_register
+            .map(|register| register_config(register, &at.key("mod_register")))
+            .transpose()?,
+    })
+}
+
+fn offline_config(raw: RawOffline, at: &KeyPath) -> Result<OfflineConfig, Invalid> {
+    let max_user_offline_messages = match raw.max_user_offline_messages {
+        Some(n) => integer(
+            n,
+            1,
+            "at least 1 (messages)",
+            &at.key("max_user_offline_messages"),
+        )?,
+        None => OfflineConfig::default().max_user_offline_messages,
+    };
+    Ok(OfflineConfig {
+        max_user_offline_messages,
+    })
+}
+
+fn register_config(raw: RawRegister, at: &KeyPath) -> Result<RegisterConfig, Invalid> {
+    let password_strength = match raw.password_strength {
+        Some(n) => integer(
+            n,
+            0,
+            "an integer from 0 (bits of entropy)",
+            &at.key("password_strength"),
+        )?,
+        None => 0,
+    };
+    Ok(RegisterConfig { password_strength })
+}
+
+/// An integer of at least `min`, or the word that means "no limit".
+fn integer_or(value: toml::Value, word: &str, min: i64, at: &KeyPath) -> Result<Option<u64>, Invalid> {
+    let expected = format!("an integer of at least {min}, or \"{word}\"");
+    match value {
+        toml::Value::Integer(n) if n >= min => Ok(Some(n as u64)),
+        toml::Value::String(text) if text == word => Ok(None),
+        toml::Value::Integer(n) => Err(Invalid::new(at.clone(), format!("{n} is too small; expected {expected}"))),
+        other => Err(Invalid::new(at.clone(), format!("{other} is not accepted; expected {expected}"))),
+    }
+}
+
+fn stream_management(raw: RawStreamManagement, at: &KeyPath) -> Result<StreamManagementConfig, Invalid> {
+    let buffer_max = match raw.buffer_max {
+        Some(value) => integer_or(value, "infinity", 1, &at.key("buffer_max"))?.map(|n| n as usize),
+        None => Some(100),
+    };
+    let ack_freq = match raw.ack_freq {
+        Some(value) => integer_or(value, "never", 1, &at.key("ack_freq"))?.map(|n| n.min(u32::MAX as u64) as u32),
+        None => Some(1),
+    };
+    let seconds = "at least 1 (seconds)";
+    let resume_timeout = match raw.resume_timeout {
+        Some(n) => integer(n, 1u64, seconds, &at.key("resume_timeout"))?,
+        None => 600,
+    };
+    let stale_h = match raw.stale_h {
+        Some(stale) if stale.enabled.unwrap_or(false) => {
+            let stale_at = at.key("stale_h");
+            let repeat_after = match stale.repeat_after {
+                Some(n) => integer(n, 1u64, seconds, &stale_at.key("repeat_after"))?,
+                None => 1800,
+            };
+            let geriatric = match stale.geriatric {
+                Some(n) => integer(n, 1u64, seconds, &stale_at.key("geriatric"))?,
+                None => 3600,
+            };
+            Some(StaleHConfig {
+                repeat_after: Duration::from_secs(repeat_after),
+                geriatric: Duration::from_secs(geriatric),
+            })
+        }
+        _ => None,
+    };
+    Ok(StreamManagementConfig {
+        buffer_max,
+        ack_freq,
+        resume_timeout: Duration::from_secs(resume_timeout),
+        stale_h,
     })
 }
 

@@ -142,7 +142,16 @@ impl Client {
         if !self.frames.is_empty() {
             return false;
         }
-        tokio::time::timeout(wait, self.read_frame()).await.is_err()
+        match tokio::time::timeout(wait, self.read_frame()).await {
+            Err(_) => true,
+            Ok(frame) => {
+                // Keep what arrived for the next read.
+                if let Some(frame) = frame {
+                    self.frames.push_front(frame);
+                }
+                false
+            }
+        }
     }
 
     /// Everything that arrives until nothing more comes for `quiet`.

@@ -23,6 +23,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         description: "offline messages: offline_message",
         sql: include_str!("migrations/0003_offline.sql"),
     },
+    Migration {
+        version: 4,
+        description: "push registrations: event_pusher_push_subscription",
+        sql: include_str!("migrations/0004_push.sql"),
+    },
 ];
 
 /// Bring the schema of the database behind `pool` up to date; returns how many migrations were

@@ -1,0 +1,354 @@
+//! In-band registration (XEP-0077) over `jabber:iq:register`.
+//!
+//! Cancellation (section 3.2: `<remove/>`) is always served to an authenticated user: the
+//! account and its data are deleted through [`Server::remove_account`], the request gets its
+//! result, then every session of the account ends with `<not-authorized/>`.
+//!
+//! With `[modules.mod_register]` (off by default), new accounts may also be created before
+//! authentication (section 3.1, advertised with the `iq-register` stream feature, offered only
+//! where passwords may cross the stream) and users may change their password (section 3.3).
+//! `password_strength` (MongooseIM's option) refuses passwords with fewer bits of entropy.
+
+use std::sync::Arc;
+
+use herald_sasl::Credentials;
+use herald_storage::StorageError;
+use herald_stream::stanza::IqType;
+use jid::{BareJid, NodePart};
+use minidom::Element;
+use xmpp_parsers::{
+    ibr::LegacyQuery,
+    ns,
+    stanza_error::{DefinedCondition, ErrorType},
+};
+
+use crate::{
+    Server,
+    module::{
+        IqError, IqHandler, IqRequest, IqResponse, IqScope, Module, PreAuthIqHandler,
+        PreAuthRequest, Registrar,
+    },
+};
+
+/// XEP-0077 section 8: the stream feature announcing registration before authentication.
+const REGISTER_FEATURE: &str = "http://jabber.org/features/iq-register";
+
+/// What `[modules.mod_register]` turns on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InBandRegistration {
+    /// `password_strength`: the least entropy, in bits, of a new password (0: any password).
+    pub password_strength: u32,
+}
+
+/// The `jabber:iq:register` module.
+#[derive(Debug)]
+pub struct Register {
+    in_band: Option<InBandRegistration>,
+}
+
+impl Register {
+    /// Cancellation only (`None`), or with registration and password changes
+    /// (`mod_register`).
+    pub fn new(in_band: Option<InBandRegistration>) -> Arc<Register> {
+        Arc::new(Register { in_band })
+    }
+}
+
+impl Module for Register {
+    fn name(&self) -> &'static str {
+        "mod_register"
+    }
+
+    fn register(self: Arc<Self>, r: &mut Registrar) {
+        r.feature(ns::REGISTER);
+        let handler = Arc::new(AccountRequest(Arc::clone(&self)));
+        // Without `to` or to the account itself, and to the server (section 3.3's example).
+        r.iq(IqScope::Account, ns::REGISTER, handler.clone());
+        r.iq(IqScope::Server, ns::REGISTER, handler);
+        if let Some(in_band) = self.in_band {
+            r.pre_auth_iq(
+                ns::REGISTER,
+                Element::bare("register", REGISTER_FEATURE),
+                Arc::new(NewAccount(in_band)),
+            );
+        }
+    }
+}
+
+/// A `jabber:iq:register` request, checked.
+#[derive(Debug, PartialEq, Eq)]
+enum RegisterRequest {
+    /// The fields to fill (section 3.1).
+    Fields,
+    /// Section 3.2: cancel the registration.
+    Remove,
+    /// Section 3.1 (new account) or 3.3 (password change).
+    Submit { username: String, password: String },
+}
+
+fn error(type_: ErrorType, condition: DefinedCondition) -> IqError {
+    IqError { type_, condition }
+}
+
+fn not_acceptable() -> IqError {
+    error(ErrorType::Modify, DefinedCondition::NotAcceptable)
+}
+
+impl RegisterRequest {
+    fn parse(kind: IqType, payload: &Element) -> Result<RegisterRequest, IqError> {
+        match kind {
+            IqType::Get => Ok(RegisterRequest::Fields),
+            IqType::Set if payload.has_child("remove", ns::REGISTER) => {
+                // Section 3.2: "The <remove/> element was not the only child element".
+                if payload.children().count() != 1 {
+                    return Err(IqError::bad_request());
+                }
+                Ok(RegisterRequest::Remove)
+            }
+            IqType::Set => {
+                // Data forms (section 4) are not offered, so not accepted.
+                if payload.has_child("x", ns::DATA_FORMS) {
+                    return Err(IqError::bad_request());
+                }
+                let query =
+                    LegacyQuery::try_from(payload.clone()).map_err(|_| IqError::bad_request())?;
+                // Section 3.1: every requested field must be given; an empty password is
+                // never a password (sections 3.1 and 3.3).
+                match (query.username, query.password) {
+                    (Some(username), Some(password))
+                        if !username.trim().is_empty() && !password.is_empty() =>
+                    {
+                        Ok(RegisterRequest::Submit {
+                            username: username.trim().to_owned(),
+                            password,
+                        })
+                    }
+                    _ => Err(not_acceptable()),
+                }
+            }
+            IqType::Result | IqType::Error => Err(IqError::bad_request()),
+        }
+    }
+}
+
+/// An estimate of a password's entropy in bits: its length times the bits of the alphabet
+/// made of the character classes it uses (lowercase, uppercase, digits, other printable
+/// ASCII, anything else).
+fn entropy(password: &str) -> f64 {
+    let (mut lower, mut upper, mut digit, mut symbol, mut other) = (0, 0, 0, 0, 0);
+    for c in password.chars() {
+        match c {
+            'a'..='z' => lower = 26,
+            'A'..='Z' => upper = 26,
+            '0'..='9' => digit = 10,
+            ' '..='~' => symbol = 33,
+            _ => other = 128,
+        }
+    }
+    let alphabet = f64::from(lower + upper + digit + symbol + other);
+    if alphabet == 0.0 {
+        return 0.0;
+    }
+    password.chars().count() as f64 * alphabet.log2()
+}
+
+impl InBandRegistration {
+    /// The SCRAM secrets of an acceptable new password.
+    async fn credentials(&self, password: String) -> Result<Credentials, IqError> {
+        if entropy(&password) < f64::from(self.password_strength) {
+            return Err(not_acceptable());
+        }
+        // Deriving the secrets takes thousands of hash rounds: off the async threads.
+        tokio::task::spawn_blocking(move || {
+            Credentials::from_password(&password, Credentials::DEFAULT_ITERATIONS)
+        })
+        .await
+        .map_err(|_| IqError::internal())?
+        .map_err(|_| not_acceptable())
+    }
+}
+
+fn storage_error(error: StorageError) -> IqError {
+    tracing::error!(%error, "in-band registration failed");
+    IqError::internal()
+}
+
+/// `jabber:iq:register` from an authenticated user: fields, cancellation, password change.
+struct AccountRequest(Arc<Register>);
+
+#[async_trait::async_trait]
+impl IqHandler for AccountRequest {
+    async fn handle(&self, server: &Server, request: IqRequest<'_>) -> IqResponse {
+        let user = match request.sender.try_as_full() {
+            Ok(sender) if server.is_local_domain(sender.domain().as_str()) => sender.to_bare(),
+            // Components manage no account here.
+            _ => return Err(IqError::service_unavailable()),
+        };
+        // Only the account itself (or its server on its behalf) is asked.
+        let target = request.target.to_bare();
+        if target != user && target.as_str() != user.domain().as_str() {
+            return Err(error(ErrorType::Auth, DefinedCondition::Forbidden));
+        }
+        match RegisterRequest::parse(request.kind, request.payload)? {
+            RegisterRequest::Fields => {
+                // Section 3.1: a registered entity gets <registered/> and what is on file.
+                let query = LegacyQuery {
+                    registered: true,
+                    username: user.node().map(|node| node.to_string()),
+                    ..LegacyQuery::default()
+                };
+                Ok(Some(query.into()))
+            }
+            RegisterRequest::Remove => match server.remove_account(&user).await {
+                Ok(true) => Ok(None),
+                // Removed meanwhile (by another session or the command line).
+                Ok(false) => Err(error(
+                    ErrorType::Auth,
+                    DefinedCondition::RegistrationRequired,
+                )),
+                Err(error) => Err(storage_error(error)),
+            },
+            RegisterRequest::Submit { username, password } => {
+                let Some(in_band) = self.0.in_band else {
+                    // Section 3.3: the server does not allow password changes.
+                    return Err(error(ErrorType::Cancel, DefinedCondition::NotAllowed));
+                };
+                let same_user = NodePart::new(&username)
+                    .ok()
+                    .is_some_and(|node| Some(&*node) == user.node());
+                if !same_user {
+                    // A password change names the account it changes.
+                    return Err(IqError::bad_request());
+                }
+                let credentials = in_band.credentials(password).await?;
+                match server
+                    .storage
+                    .accounts()
+                    .set_credentials(&user, &credentials)
+                    .await
+                {
+                    Ok(()) => {
+                        tracing::info!(%user, "password changed in-band");
+                        Ok(None)
+                    }
+                    Err(StorageError::NotFound) => Err(error(
+                        ErrorType::Auth,
+                        DefinedCondition::RegistrationRequired,
+                    )),
+                    Err(error) => Err(storage_error(error)),
+                }
+            }
+        }
+    }
+}
+
+/// `jabber:iq:register` before authentication: the fields, and the creation of an account.
+struct NewAccount(InBandRegistration);
+
+#[async_trait::async_trait]
+impl PreAuthIqHandler for NewAccount {
+    async fn handle(&self, server: &Server, request: PreAuthRequest<'_>) -> IqResponse {
+        match RegisterRequest::parse(request.kind, request.payload)? {
+            RegisterRequest::Fields => {
+                let query = LegacyQuery {
+                    instructions: Some("Choose a username and password.".to_owned()),
+                    username: Some(String::new()),
+                    password: Some(String::new()),
+                    ..LegacyQuery::default()
+                };
+                Ok(Some(query.into()))
+            }
+            // Section 3.2: an unauthenticated entity has nothing to cancel.
+            RegisterRequest::Remove => Err(error(
+                ErrorType::Auth,
+                DefinedCondition::RegistrationRequired,
+            )),
+            RegisterRequest::Submit { username, password } => {
+                let Ok(node) = NodePart::new(&username) else {
+                    return Err(not_acceptable());
+                };
+                let user = BareJid::from_parts(Some(&node), request.domain);
+                let credentials = self.0.credentials(password).await?;
+                match server.storage.accounts().create(&user, &credentials).await {
+                    Ok(()) => {
+                        tracing::info!(%user, "account registered in-band");
+                        Ok(None)
+                    }
+                    // Section 3.1: the username is taken.
+                    Err(StorageError::AlreadyExists) => {
+                        Err(error(ErrorType::Cancel, DefinedCondition::Conflict))
+                    }
+                    Err(error) => Err(storage_error(error)),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(kind: IqType, xml: &str) -> Result<RegisterRequest, IqError> {
+        RegisterRequest::parse(kind, &xml.parse().unwrap())
+    }
+
+    #[test]
+    fn the_examples_of_xep_0077_are_read() {
+        assert_eq!(
+            parse(IqType::Get, "<query xmlns='jabber:iq:register'/>"),
+            Ok(RegisterRequest::Fields)
+        );
+        assert_eq!(
+            parse(
+                IqType::Set,
+                "<query xmlns='jabber:iq:register'><username>bill</username>\
+                 <password>Calliope</password></query>"
+            ),
+            Ok(RegisterRequest::Submit {
+                username: "bill".into(),
+                password: "Calliope".into()
+            })
+        );
+        assert_eq!(
+            parse(
+                IqType::Set,
+                "<query xmlns='jabber:iq:register'><remove/></query>"
+            ),
+            Ok(RegisterRequest::Remove)
+        );
+    }
+
+    #[test]
+    fn remove_with_other_children_is_a_bad_request() {
+        assert_eq!(
+            parse(
+                IqType::Set,
+                "<query xmlns='jabber:iq:register'><remove/><username>bill</username></query>"
+            ),
+            Err(IqError::bad_request())
+        );
+    }
+
+    #[test]
+    fn a_missing_or_empty_password_is_not_acceptable() {
+        for xml in [
+            "<query xmlns='jabber:iq:register'><username>bill</username></query>",
+            "<query xmlns='jabber:iq:register'><username>bill</username><password/></query>",
+            "<query xmlns='jabber:iq:register'><password>x</password></query>",
+        ] {
+            assert_eq!(parse(IqType::Set, xml), Err(not_acceptable()), "{xml}");
+        }
+    }
+
+    #[test]
+    fn entropy_grows_with_length_and_alphabet() {
+        assert_eq!(entropy(""), 0.0);
+        let digits = entropy("123456");
+        let lower = entropy("abcdef");
+        let mixed = entropy("aB3$eF");
+        assert!(digits < lower && lower < mixed, "{digits} {lower} {mixed}");
+        assert!((entropy("aaaaaaaa") - 8.0 * 26f64.log2()).abs() < 1e-9);
+        assert!(entropy("correct horse battery staple") > 100.0);
+    }
+}

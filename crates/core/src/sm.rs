@@ -1,0 +1,213 @@
+//! Stream management (XEP-0198): the counters, the unacknowledged buffer and the settings.
+//!
+//! This is the pure state of one session's stream management, with no I/O; the session loop
+//! in [`crate::c2s`] feeds it what it sends and receives. Counters are 32-bit and wrap around
+//! (XEP-0198 section 4: "h" is an unsigned 32-bit integer that wraps to zero).
+
+use std::{collections::VecDeque, time::Duration};
+
+use minidom::Element;
+
+/// The XEP-0198 namespace.
+pub const NS: &str = "urn:xmpp:sm:3";
+
+/// `[modules.mod_stream_management]` (MongooseIM's option names).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SmSettings {
+    /// `buffer_max`: most unacknowledged stanzas kept; `None` is unlimited ("infinity").
+    pub buffer_max: Option<usize>,
+    /// `ack_freq`: ask for an ack after this many stanzas; `None` never asks ("never").
+    pub ack_freq: Option<u32>,
+    /// `resume_timeout`: how long a resumable session waits for its client.
+    pub resume_timeout: Duration,
+    /// `stale_h`: remember the last `h` of ended sessions for late resumption attempts.
+    pub stale_h: Option<StaleH>,
+}
+
+impl Default for SmSettings {
+    fn default() -> Self {
+        SmSettings {
+            buffer_max: Some(100),
+            ack_freq: Some(1),
+            resume_timeout: Duration::from_secs(600),
+            stale_h: None,
+        }
+    }
+}
+
+/// `stale_h.*`: how long the `h` of an ended session is remembered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StaleH {
+    /// `stale_h.repeat_after`: how often expired entries are swept.
+    pub repeat_after: Duration,
+    /// `stale_h.geriatric`: how long an entry lives.
+    pub geriatric: Duration,
+}
+
+/// Why stream management ends the stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SmError {
+    /// More unacknowledged stanzas than `buffer_max` (closed with policy-violation).
+    BufferOverflow,
+    /// The client acknowledged stanzas it was never sent (XEP-0198 section 4,
+    /// `<handled-count-too-high/>`).
+    HandledCountTooHigh {
+        /// What the client claimed.
+        h: u32,
+        /// How many stanzas were sent.
+        sent: u32,
+    },
+}
+
+/// One session's stream-management state.
+#[derive(Debug)]
+pub struct Sm {
+    /// The resumption id, when resumption was enabled.
+    pub id: Option<String>,
+    handled: u32,
+    sent: u32,
+    acked: u32,
+    unacked: VecDeque<Element>,
+    since_request: u32,
+    buffer_max: Option<usize>,
+    ack_freq: Option<u32>,
+}
+
+/// Whether a first-level element counts as a stanza for the counters (XEP-0198 section 4:
+/// only message, presence and iq).
+pub fn is_stanza(element: &Element) -> bool {
+    matches!(element.name(), "message" | "presence" | "iq") && element.ns() == herald_stream::ns::CLIENT
+}
+
+impl Sm {
+    /// Enabled state, with a resumption id if resumption was granted.
+    pub fn new(settings: &SmSettings, id: Option<String>) -> Sm {
+        Sm {
+            id,
+            handled: 0,
+            sent: 0,
+            acked: 0,
+            unacked: VecDeque::new(),
+            since_request: 0,
+            buffer_max: settings.buffer_max,
+            ack_freq: settings.ack_freq,
+        }
+    }
+
+    /// The `h` to report: stanzas handled from the client.
+    pub fn handled(&self) -> u32 {
+        self.handled
+    }
+
+    /// A stanza arrived from the client.
+    pub fn received(&mut self) {
+        self.handled = self.handled.wrapping_add(1);
+    }
+
+    /// A stanza is being sent; it stays in the buffer until acknowledged. Returns whether an
+    /// ack should be requested now.
+    pub fn sent(&mut self, stanza: &Element) -> Result<bool, SmError> {
+        self.sent = self.sent.wrapping_add(1);
+        self.unacked.push_back(stanza.clone());
+        if self.buffer_max.is_some_and(|max| self.unacked.len() > max) {
+            return Err(SmError::BufferOverflow);
+        }
+        self.since_request += 1;
+        match self.ack_freq {
+            Some(freq) if self.since_request >= freq => {
+                self.since_request = 0;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// The client acknowledged everything up to `h`.
+    pub fn acked(&mut self, h: u32) -> Result<(), SmError> {
+        let newly = h.wrapping_sub(self.acked) as usize;
+        if newly > self.unacked.len() {
+            return Err(SmError::HandledCountTooHigh { h, sent: self.sent });
+        }
+        self.unacked.drain(..newly);
+        self.acked = h;
+        Ok(())
+    }
+
+    /// The unacknowledged stanzas, oldest first.
+    pub fn unacked(&self) -> impl Iterator<Item = &Element> {
+        self.unacked.iter()
+    }
+
+    /// Take the unacknowledged stanzas out (when the session ends).
+    pub fn take_unacked(&mut self) -> Vec<Element> {
+        self.unacked.drain(..).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message() -> Element {
+        Element::bare("message", herald_stream::ns::CLIENT)
+    }
+
+    #[test]
+    fn acks_drop_what_they_cover() {
+        let mut sm = Sm::new(&SmSettings::default(), None);
+        for _ in 0..3 {
+            sm.sent(&message()).unwrap();
+        }
+        sm.acked(2).unwrap();
+        assert_eq!(sm.unacked().count(), 1);
+        sm.acked(2).unwrap();
+        assert_eq!(sm.unacked().count(), 1, "a repeated ack changes nothing");
+        sm.acked(3).unwrap();
+        assert_eq!(sm.unacked().count(), 0);
+    }
+
+    #[test]
+    fn counters_wrap_around_at_two_to_the_thirty_two() {
+        let settings = SmSettings { buffer_max: None, ..SmSettings::default() };
+        let mut sm = Sm::new(&settings, None);
+        sm.sent = u32::MAX - 1;
+        sm.acked = u32::MAX - 1;
+        sm.handled = u32::MAX;
+        for _ in 0..4 {
+            sm.sent(&message()).unwrap();
+        }
+        assert_eq!(sm.sent, 2, "wrapped past zero");
+        sm.acked(1).unwrap();
+        assert_eq!(sm.unacked().count(), 1);
+        sm.received();
+        assert_eq!(sm.handled(), 0);
+    }
+
+    #[test]
+    fn acking_more_than_was_sent_is_handled_count_too_high() {
+        let mut sm = Sm::new(&SmSettings::default(), None);
+        sm.sent(&message()).unwrap();
+        assert_eq!(sm.acked(5), Err(SmError::HandledCountTooHigh { h: 5, sent: 1 }));
+    }
+
+    #[test]
+    fn the_buffer_limit_is_enforced() {
+        let settings = SmSettings { buffer_max: Some(2), ..SmSettings::default() };
+        let mut sm = Sm::new(&settings, None);
+        sm.sent(&message()).unwrap();
+        sm.sent(&message()).unwrap();
+        assert_eq!(sm.sent(&message()), Err(SmError::BufferOverflow));
+    }
+
+    #[test]
+    fn ack_requests_follow_ack_freq() {
+        let settings = SmSettings { ack_freq: Some(3), ..SmSettings::default() };
+        let mut sm = Sm::new(&settings, None);
+        assert_eq!(sm.sent(&message()), Ok(false));
+        assert_eq!(sm.sent(&message()), Ok(false));
+        assert_eq!(sm.sent(&message()), Ok(true));
+        let never = SmSettings { ack_freq: None, ..SmSettings::default() };
+        let mut sm = Sm::new(&never, None);
+        assert_eq!(sm.sent(&message()), Ok(false));
+    }
+}

@@ -1,0 +1,460 @@
+//! `[modules.mod_event_pusher.push]`: the module's options with MongooseIM's names, read once
+//! into a typed [`PushConfig`] with defaults (spec section 2).
+//!
+//! The server's configuration loader walks the TOML table and calls the `from_name`/`parse`
+//! functions here for each key, so every rule about a value lives beside its type and every
+//! message says what is accepted.
+
+use std::{num::NonZeroUsize, time::Duration};
+
+use jid::DomainPart;
+
+/// The placeholder that stands for each served domain in `virtual_pubsub_hosts`.
+pub const HOST_PLACEHOLDER: &str = "@HOST@";
+
+/// The module's options, every default applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushConfig {
+    /// `backend`: where registrations are stored.
+    pub backend: Backend,
+    /// `wpool.*`: the publisher's worker pool.
+    pub wpool: WorkerPool,
+    /// `plugin_module`: which built-in plugin decides and publishes.
+    pub plugin: PluginName,
+    /// `virtual_pubsub_hosts`: pubsub domains served by the HTTP push service (spec section 8).
+    pub virtual_pubsub_hosts: Vec<VirtualPubsubHost>,
+    /// `iqdisc.type`: accepted for compatibility; every value behaves as `parallel`.
+    pub iqdisc: IqDiscipline,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        PushConfig {
+            backend: Backend::Embedded,
+            wpool: WorkerPool::default(),
+            plugin: PluginName::Defaults,
+            virtual_pubsub_hosts: Vec::new(),
+            iqdisc: IqDiscipline::default(),
+        }
+    }
+}
+
+/// `backend`: the registration store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `"mnesia"`: MongooseIM's embedded database; in herald the embedded SQLite store.
+    Embedded,
+    /// `"rdbms"`: the relational pool (PostgreSQL).
+    Rdbms,
+}
+
+impl Backend {
+    /// Accepted names.
+    pub const NAMES: &'static [(&'static str, Backend)] =
+        &[("mnesia", Backend::Embedded), ("rdbms", Backend::Rdbms)];
+
+    /// The backend called `name`.
+    pub fn from_name(name: &str) -> Result<Backend, String> {
+        one_of(name, Self::NAMES)
+    }
+}
+
+/// `wpool.*`: MongooseIM's worker pool options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerPool {
+    /// `wpool.workers`: how many publishes may be in flight at once.
+    pub workers: NonZeroUsize,
+    /// `wpool.strategy`: accepted for compatibility; herald hands each publish to the first
+    /// free worker, which is what `available_worker` means.
+    pub strategy: Strategy,
+    /// `wpool.call_timeout`: accepted for compatibility. Enqueueing a publish never waits, so
+    /// herald has no call to time out; the reply to a publish is awaited for 32 s.
+    pub call_timeout: Duration,
+}
+
+impl WorkerPool {
+    /// `wpool.workers` when absent.
+    pub const DEFAULT_WORKERS: usize = 10;
+    /// `wpool.call_timeout` when absent, in milliseconds.
+    pub const DEFAULT_CALL_TIMEOUT_MS: u64 = 5000;
+
+    /// `wpool.workers` from the file: an integer of at least 1.
+    pub fn parse_workers(value: i64) -> Result<NonZeroUsize, String> {
+        usize::try_from(value)
+            .ok()
+            .and_then(NonZeroUsize::new)
+            .ok_or_else(|| format!("{value} is out of range; expected at least 1 (workers)"))
+    }
+
+    /// `wpool.call_timeout` from the file: milliseconds, at least 1.
+    pub fn parse_call_timeout(value: i64) -> Result<Duration, String> {
+        match u64::try_from(value) {
+            Ok(ms) if ms >= 1 => Ok(Duration::from_millis(ms)),
+            _ => Err(format!(
+                "{value} is out of range; expected at least 1 (milliseconds)"
+            )),
+        }
+    }
+}
+
+impl Default for WorkerPool {
+    fn default() -> Self {
+        WorkerPool {
+            workers: NonZeroUsize::new(Self::DEFAULT_WORKERS).unwrap_or(NonZeroUsize::MIN),
+            strategy: Strategy::AvailableWorker,
+            call_timeout: Duration::from_millis(Self::DEFAULT_CALL_TIMEOUT_MS),
+        }
+    }
+}
+
+/// `wpool.strategy`: worker_pool's strategies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// `"best_worker"`.
+    BestWorker,
+    /// `"random_worker"`.
+    RandomWorker,
+    /// `"next_worker"`.
+    NextWorker,
+    /// `"available_worker"`: the default.
+    AvailableWorker,
+    /// `"next_available_worker"`.
+    NextAvailableWorker,
+}
+
+impl Strategy {
+    /// Accepted names.
+    pub const NAMES: &'static [(&'static str, Strategy)] = &[
+        ("best_worker", Strategy::BestWorker),
+        ("random_worker", Strategy::RandomWorker),
+        ("next_worker", Strategy::NextWorker),
+        ("available_worker", Strategy::AvailableWorker),
+        ("next_available_worker", Strategy::NextAvailableWorker),
+    ];
+
+    /// The strategy called `name`.
+    pub fn from_name(name: &str) -> Result<Strategy, String> {
+        one_of(name, Self::NAMES)
+    }
+}
+
+/// `plugin_module`: the built-in plugins (spec section 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PluginName {
+    /// `"defaults"`: spec section 4.
+    Defaults,
+    /// `"enhanced"`: also pushes unacknowledged messages to the session's own registration.
+    Enhanced,
+    /// `"hints"`: enhanced, plus XEP-0334 hints and Jingle Message Initiation calls.
+    Hints,
+}
+
+impl PluginName {
+    /// Accepted names: herald's short names and MongooseIM's module names.
+    pub const NAMES: &'static [(&'static str, PluginName)] = &[
+        ("defaults", PluginName::Defaults),
+        ("enhanced", PluginName::Enhanced),
+        ("hints", PluginName::Hints),
+        (
+            "mod_event_pusher_push_plugin_defaults",
+            PluginName::Defaults,
+        ),
+        (
+            "mod_event_pusher_push_plugin_enhanced",
+            PluginName::Enhanced,
+        ),
+        ("mod_event_pusher_push_plugin_hints", PluginName::Hints),
+    ];
+
+    /// The plugin called `name` (either spelling).
+    pub fn from_name(name: &str) -> Result<PluginName, String> {
+        one_of(name, Self::NAMES)
+    }
+
+    /// herald's short name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginName::Defaults => "defaults",
+            PluginName::Enhanced => "enhanced",
+            PluginName::Hints => "hints",
+        }
+    }
+}
+
+/// One entry of `virtual_pubsub_hosts`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VirtualPubsubHost {
+    /// A domain, as written (normalised).
+    Domain(String),
+    /// `PREFIX.@HOST@`: `PREFIX.` followed by the recipient's domain. `prefix` includes the dot,
+    /// and is empty for `@HOST@` alone (the recipient's domain itself).
+    PerHost {
+        /// What comes before the recipient's domain, dot included.
+        prefix: String,
+    },
+}
+
+impl VirtualPubsubHost {
+    /// An entry from the file: a domain, or a domain whose last label is exactly `@HOST@`.
+    pub fn parse(text: &str) -> Result<VirtualPubsubHost, String> {
+        let expected = "expected a domain such as \"push.example.com\", or one whose last \
+                        label is @HOST@ such as \"virtual.@HOST@\"";
+        if let Some(prefix) = text.strip_suffix(HOST_PLACEHOLDER) {
+            if !(prefix.is_empty() || prefix.ends_with('.')) || prefix.contains(HOST_PLACEHOLDER) {
+                return Err(format!("{text:?} has @HOST@ inside a label; {expected}"));
+            }
+            // Checked as a domain with an example host in place of the placeholder.
+            let example = format!("{prefix}example.org");
+            let normalised = DomainPart::new(&example).map_err(|error| {
+                format!("{text:?} is not a valid domain pattern ({error}); {expected}")
+            })?;
+            let prefix = normalised
+                .as_str()
+                .strip_suffix("example.org")
+                .unwrap_or_default()
+                .to_owned();
+            return Ok(VirtualPubsubHost::PerHost { prefix });
+        }
+        if text.contains(HOST_PLACEHOLDER) {
+            return Err(format!(
+                "{text:?} has @HOST@ before its last label; {expected}"
+            ));
+        }
+        if text.contains(['@', '/']) {
+            return Err(format!("{text:?} is not a domain but a JID; {expected}"));
+        }
+        DomainPart::new(text)
+            .map(|domain| VirtualPubsubHost::Domain(domain.as_str().to_owned()))
+            .map_err(|error| format!("{text:?} is not a valid domain ({error}); {expected}"))
+    }
+
+    /// Whether `pubsub_domain` is this virtual host for a recipient on `recipient_domain`.
+    pub fn matches(&self, pubsub_domain: &str, recipient_domain: &str) -> bool {
+        match self {
+            VirtualPubsubHost::Domain(domain) => domain == pubsub_domain,
+            VirtualPubsubHost::PerHost { prefix } => pubsub_domain
+                .strip_prefix(prefix.as_str())
+                .is_some_and(|rest| rest == recipient_domain),
+        }
+    }
+}
+
+/// `iqdisc.type`: MongooseIM's IQ processing disciplines. herald's IQ handlers are safe to run
+/// in parallel, so every value behaves as `parallel`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IqDiscipline {
+    /// `"no_queue"`: the default.
+    #[default]
+    NoQueue,
+    /// `"one_queue"`.
+    OneQueue,
+    /// `"parallel"`.
+    Parallel,
+    /// `"queues"`, with `iqdisc.workers`.
+    Queues {
+        /// `iqdisc.workers`.
+        workers: NonZeroUsize,
+    },
+}
+
+impl IqDiscipline {
+    /// Accepted names of `iqdisc.type`.
+    pub const NAMES: &'static [&'static str] = &["no_queue", "one_queue", "parallel", "queues"];
+
+    /// `iqdisc.type` with `iqdisc.workers`. `workers` is required by, and only allowed with,
+    /// `"queues"`; errors say which key is wrong.
+    pub fn parse(type_: &str, workers: Option<i64>) -> Result<IqDiscipline, IqDisciplineError> {
+        let discipline = match type_ {
+            "no_queue" => IqDiscipline::NoQueue,
+            "one_queue" => IqDiscipline::OneQueue,
+            "parallel" => IqDiscipline::Parallel,
+            "queues" => {
+                let Some(workers) = workers else {
+                    return Err(IqDisciplineError::Workers(
+                        "missing; expected at least 1 with type = \"queues\"".to_owned(),
+                    ));
+                };
+                let workers =
+                    WorkerPool::parse_workers(workers).map_err(IqDisciplineError::Workers)?;
+                return Ok(IqDiscipline::Queues { workers });
+            }
+            _ => {
+                let names: Vec<String> = Self::NAMES.iter().map(|n| format!("{n:?}")).collect();
+                return Err(IqDisciplineError::Type(format!(
+                    "unknown variant {type_:?}, expected one of {}",
+                    names.join(", ")
+                )));
+            }
+        };
+        match workers {
+            Some(_) => Err(IqDisciplineError::Workers(
+                "is only allowed with type = \"queues\"".to_owned(),
+            )),
+            None => Ok(discipline),
+        }
+    }
+}
+
+/// Which `iqdisc` key is wrong, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IqDisciplineError {
+    /// `iqdisc.type`.
+    Type(String),
+    /// `iqdisc.workers`.
+    Workers(String),
+}
+
+/// The variant named `name`, or a message listing the accepted names.
+fn one_of<T: Copy>(name: &str, variants: &[(&str, T)]) -> Result<T, String> {
+    match variants.iter().find(|(known, _)| *known == name) {
+        Some((_, variant)) => Ok(*variant),
+        None => {
+            let names: Vec<String> = variants
+                .iter()
+                .map(|(known, _)| format!("{known:?}"))
+                .collect();
+            Err(format!(
+                "unknown variant {name:?}, expected one of {}",
+                names.join(", ")
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_mongooseims() {
+        let config = PushConfig::default();
+        assert_eq!(config.backend, Backend::Embedded);
+        assert_eq!(config.wpool.workers.get(), 10);
+        assert_eq!(config.wpool.strategy, Strategy::AvailableWorker);
+        assert_eq!(config.wpool.call_timeout, Duration::from_millis(5000));
+        assert_eq!(config.plugin, PluginName::Defaults);
+        assert!(config.virtual_pubsub_hosts.is_empty());
+        assert_eq!(config.iqdisc, IqDiscipline::NoQueue);
+    }
+
+    #[test]
+    fn plugins_are_named_by_short_name_or_mongooseim_module() {
+        for (name, plugin) in [
+            ("defaults", PluginName::Defaults),
+            (
+                "mod_event_pusher_push_plugin_defaults",
+                PluginName::Defaults,
+            ),
+            ("enhanced", PluginName::Enhanced),
+            (
+                "mod_event_pusher_push_plugin_enhanced",
+                PluginName::Enhanced,
+            ),
+            ("hints", PluginName::Hints),
+            ("mod_event_pusher_push_plugin_hints", PluginName::Hints),
+        ] {
+            assert_eq!(PluginName::from_name(name), Ok(plugin), "{name}");
+        }
+        let error = PluginName::from_name("mod_custom").unwrap_err();
+        assert!(
+            error.starts_with("unknown variant \"mod_custom\", expected one of \"defaults\""),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn mnesia_means_the_embedded_store() {
+        assert_eq!(Backend::from_name("mnesia"), Ok(Backend::Embedded));
+        assert_eq!(Backend::from_name("rdbms"), Ok(Backend::Rdbms));
+        assert!(Backend::from_name("redis").is_err());
+    }
+
+    #[test]
+    fn workers_must_be_positive() {
+        assert_eq!(WorkerPool::parse_workers(200).unwrap().get(), 200);
+        assert_eq!(
+            WorkerPool::parse_workers(0).unwrap_err(),
+            "0 is out of range; expected at least 1 (workers)"
+        );
+        assert!(WorkerPool::parse_workers(-3).is_err());
+    }
+
+    #[test]
+    fn call_timeout_is_positive_milliseconds() {
+        assert_eq!(
+            WorkerPool::parse_call_timeout(5000),
+            Ok(Duration::from_secs(5))
+        );
+        assert!(WorkerPool::parse_call_timeout(0).is_err());
+    }
+
+    #[test]
+    fn a_virtual_host_is_a_domain_or_ends_with_the_host_placeholder() {
+        assert_eq!(
+            VirtualPubsubHost::parse("Push.Example.com"),
+            Ok(VirtualPubsubHost::Domain("push.example.com".into()))
+        );
+        assert_eq!(
+            VirtualPubsubHost::parse("virtual.@HOST@"),
+            Ok(VirtualPubsubHost::PerHost {
+                prefix: "virtual.".into()
+            })
+        );
+        assert_eq!(
+            VirtualPubsubHost::parse("@HOST@"),
+            Ok(VirtualPubsubHost::PerHost { prefix: "".into() })
+        );
+    }
+
+    #[test]
+    fn the_host_placeholder_must_be_the_whole_last_label() {
+        for bad in [
+            "virtual@HOST@",
+            "@HOST@.example.com",
+            "a.@HOST@.b",
+            "x@HOST@y",
+            "@HOST@.@HOST@",
+        ] {
+            let error = VirtualPubsubHost::parse(bad).unwrap_err();
+            assert!(error.contains("@HOST@"), "{bad}: {error}");
+        }
+        assert!(VirtualPubsubHost::parse("user@push.example.com").is_err());
+        assert!(VirtualPubsubHost::parse("bad domain.@HOST@").is_err());
+    }
+
+    #[test]
+    fn a_per_host_virtual_host_matches_the_recipients_domain_only() {
+        let host = VirtualPubsubHost::parse("virtual.@HOST@").unwrap();
+        assert!(host.matches("virtual.example.com", "example.com"));
+        assert!(!host.matches("virtual.example.com", "example.org"));
+        assert!(!host.matches("example.com", "example.com"));
+        let exact = VirtualPubsubHost::parse("push.example.com").unwrap();
+        assert!(exact.matches("push.example.com", "anything.org"));
+    }
+
+    #[test]
+    fn iqdisc_accepts_mongooseims_types() {
+        assert_eq!(
+            IqDiscipline::parse("one_queue", None),
+            Ok(IqDiscipline::OneQueue)
+        );
+        assert_eq!(
+            IqDiscipline::parse("queues", Some(4)),
+            Ok(IqDiscipline::Queues {
+                workers: NonZeroUsize::new(4).unwrap()
+            })
+        );
+        assert!(matches!(
+            IqDiscipline::parse("queues", None),
+            Err(IqDisciplineError::Workers(_))
+        ));
+        assert!(matches!(
+            IqDiscipline::parse("parallel", Some(2)),
+            Err(IqDisciplineError::Workers(_))
+        ));
+        assert!(matches!(
+            IqDiscipline::parse("serial", None),
+            Err(IqDisciplineError::Type(_))
+        ));
+    }
+}

@@ -1,0 +1,285 @@
+//! What the pipeline acts on (spec section 4): a message for a local user, either on its way
+//! to delivery or offline storage ([`Event::Chat`]), or buffered by a stream-management session
+//! that waits for resumption ([`Event::Unacknowledged`], spec section 7); and the record of the
+//! registrations already notified for a message ([`Notified`]), which travels with it.
+
+use std::collections::BTreeSet;
+
+use herald_stream::stanza::MessageType;
+use jid::{BareJid, FullJid, Jid};
+use minidom::Element;
+use serde::{Deserialize, Serialize};
+
+use crate::registrations::RegistrationKey;
+
+/// A message stanza with its addressing parsed once.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// The sender (`from`): a full JID for clients, `room@service/nick` for groupchat.
+    pub from: Jid,
+    /// The recipient's bare JID: the owner of the registrations to notify.
+    pub to: BareJid,
+    /// The `type`; absent and unknown types are `normal` (RFC 6121 section 5.2.2).
+    pub type_: MessageType,
+    /// The whole stanza, payloads untouched.
+    pub stanza: Element,
+}
+
+impl Message {
+    /// Parse a routed `<message/>`: it needs a `from` and a `to` JID, which a routed stanza
+    /// always has. `None` for anything else.
+    pub fn parse(stanza: Element) -> Option<Message> {
+        if stanza.name() != "message" {
+            return None;
+        }
+        let from = Jid::new(stanza.attr("from")?).ok()?;
+        let to = Jid::new(stanza.attr("to")?).ok()?.to_bare();
+        let type_ = message_type(stanza.attr("type"));
+        Some(Message {
+            from,
+            to,
+            type_,
+            stanza,
+        })
+    }
+
+    /// The text of the first `<body/>` (in the stanza's own namespace), if there is one.
+    pub fn first_body(&self) -> Option<String> {
+        let namespace = self.stanza.ns();
+        self.stanza
+            .children()
+            .find(|child| child.name() == "body" && child.ns() == namespace)
+            .map(Element::text)
+    }
+
+    /// Whether the stanza has a child `name` in namespace `ns`.
+    pub fn has_child(&self, name: &str, ns: &str) -> bool {
+        self.stanza.has_child(name, ns)
+    }
+}
+
+impl Message {
+    /// What identifies this message when it comes back after re-routing, if it has an `id`.
+    pub fn key(&self) -> Option<MessageKey> {
+        Some(MessageKey {
+            to: self.to.clone(),
+            from: self.from.clone(),
+            id: self.stanza.attr("id")?.to_owned(),
+        })
+    }
+}
+
+/// A message's identity across re-routing: recipient, sender and `id`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MessageKey {
+    to: BareJid,
+    from: Jid,
+    id: String,
+}
+
+/// RFC 6121 section 5.2.2; an unknown type (such as `status`) is `normal`, so it never pushes
+/// (spec section 10: MongooseIM crashed on these on the unacknowledged path).
+fn message_type(attr: Option<&str>) -> MessageType {
+    match attr {
+        Some("chat") => MessageType::Chat,
+        Some("groupchat") => MessageType::Groupchat,
+        Some("headline") => MessageType::Headline,
+        Some("error") => MessageType::Error,
+        _ => MessageType::Normal,
+    }
+}
+
+/// An event the pipeline decides on.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A message to a local user: delivered, or about to be stored offline.
+    Chat(Message),
+    /// A message buffered, unacknowledged, by a stream-management session waiting for
+    /// resumption: the session's user still counts as online.
+    Unacknowledged {
+        /// The waiting session's full JID.
+        session: FullJid,
+        /// The message.
+        message: Message,
+    },
+}
+
+impl Event {
+    /// The message of either kind of event.
+    pub fn message(&self) -> &Message {
+        match self {
+            Event::Chat(message) | Event::Unacknowledged { message, .. } => message,
+        }
+    }
+
+    /// The recipient's bare JID.
+    pub fn recipient(&self) -> &BareJid {
+        &self.message().to
+    }
+
+    /// The label used in logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Chat(_) => "chat",
+            Event::Unacknowledged { .. } => "unacknowledged",
+        }
+    }
+}
+
+/// The registrations already notified for one message (spec section 4: "at most one push per
+/// (message, registration)"). It travels with the message through re-routing, the
+/// stream-management buffer and offline storage, as [`Notified::to_metadata`] text.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Notified(BTreeSet<RegistrationKey>);
+
+/// The stored form of [`Notified`]: versioned JSON, opaque to whoever keeps it.
+#[derive(Serialize, Deserialize)]
+struct StoredNotified {
+    v: u32,
+    push_notified: Vec<StoredKey>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredKey {
+    owner: String,
+    pubsub: String,
+    node: String,
+}
+
+/// Metadata that is not a [`Notified`] written by herald.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid push metadata: {0}")]
+pub struct MetadataError(String);
+
+impl Notified {
+    /// Whether a push already went to `key` for this message.
+    pub fn contains(&self, key: &RegistrationKey) -> bool {
+        self.0.contains(key)
+    }
+
+    /// Record a push to `key`.
+    pub fn insert(&mut self, key: RegistrationKey) {
+        self.0.insert(key);
+    }
+
+    /// Whether no push went out for this message yet.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The registrations notified.
+    pub fn iter(&self) -> impl Iterator<Item = &RegistrationKey> {
+        self.0.iter()
+    }
+
+    /// The text to keep with the message.
+    pub fn to_metadata(&self) -> String {
+        let stored = StoredNotified {
+            v: 1,
+            push_notified: self
+                .0
+                .iter()
+                .map(|key| StoredKey {
+                    owner: key.owner.to_string(),
+                    pubsub: key.pubsub.to_string(),
+                    node: key.node.clone(),
+                })
+                .collect(),
+        };
+        serde_json::to_string(&stored).unwrap_or_default()
+    }
+
+    /// Read back what [`Notified::to_metadata`] wrote.
+    pub fn from_metadata(text: &str) -> Result<Notified, MetadataError> {
+        let stored: StoredNotified =
+            serde_json::from_str(text).map_err(|error| MetadataError(error.to_string()))?;
+        if stored.v != 1 {
+            return Err(MetadataError(format!("unknown version {}", stored.v)));
+        }
+        let jid = |text: &str| {
+            BareJid::new(text).map_err(|error| MetadataError(format!("{text:?}: {error}")))
+        };
+        let mut notified = Notified::default();
+        for key in stored.push_notified {
+            notified.insert(RegistrationKey {
+                owner: jid(&key.owner)?,
+                pubsub: jid(&key.pubsub)?,
+                node: key.node,
+            });
+        }
+        Ok(notified)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(xml: &str) -> Message {
+        Message::parse(xml.parse().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_message_is_parsed_with_its_type_and_bare_recipient() {
+        let m = parse(
+            "<message xmlns='jabber:client' from='Bob@Example.com/Phone' \
+             to='alice@example.com/laptop' type='chat'><body>hi</body></message>",
+        );
+        assert_eq!(m.from.to_string(), "bob@example.com/Phone");
+        assert_eq!(m.to.to_string(), "alice@example.com");
+        assert_eq!(m.type_, MessageType::Chat);
+        assert_eq!(m.first_body().as_deref(), Some("hi"));
+    }
+
+    #[test]
+    fn missing_and_unknown_types_are_normal() {
+        for type_ in ["", " type='status'", " type='normal'"] {
+            let m = parse(&format!(
+                "<message xmlns='jabber:client' from='b@x' to='a@x'{type_}/>"
+            ));
+            assert_eq!(m.type_, MessageType::Normal, "{type_}");
+        }
+    }
+
+    #[test]
+    fn only_a_body_in_the_stanzas_namespace_counts() {
+        let m = parse(
+            "<message xmlns='jabber:client' from='b@x' to='a@x' type='chat'>\
+             <body xmlns='urn:other'>no</body><body>first</body><body>second</body></message>",
+        );
+        assert_eq!(m.first_body().as_deref(), Some("first"));
+    }
+
+    #[test]
+    fn a_message_without_addresses_is_not_an_event() {
+        assert!(
+            Message::parse("<message xmlns='jabber:client' to='a@x'/>".parse().unwrap()).is_none()
+        );
+        assert!(
+            Message::parse(
+                "<iq xmlns='jabber:client' from='b@x' to='a@x'/>"
+                    .parse()
+                    .unwrap()
+            )
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn notified_registrations_round_trip_through_metadata() {
+        let mut notified = Notified::default();
+        notified.insert(RegistrationKey {
+            owner: BareJid::new("alice@example.com").unwrap(),
+            pubsub: BareJid::new("push.example.com").unwrap(),
+            node: "n\"1".into(),
+        });
+        let text = notified.to_metadata();
+        assert_eq!(Notified::from_metadata(&text).unwrap(), notified);
+        assert_eq!(
+            Notified::from_metadata(&Notified::default().to_metadata()).unwrap(),
+            Notified::default()
+        );
+        assert!(Notified::from_metadata("{}").is_err());
+        assert!(Notified::from_metadata("{\"v\":2,\"push_notified\":[]}").is_err());
+    }
+}

@@ -1,0 +1,125 @@
+//! The pipeline (spec section 4): for each event, prepare the notification, load the
+//! recipient's registrations, filter them, publish; at most once per (message, registration).
+
+mod recent;
+
+pub use recent::Recent;
+
+use std::sync::Arc;
+
+use crate::{
+    events::{Event, Notified},
+    metrics::Stats,
+    plugin::{Context, Plugin, Skip},
+    publisher::Publisher,
+    registrations::{Registration, RegistrationStore, SessionRegistrations},
+};
+
+/// What the pipeline works with, built when the module starts.
+pub struct Pipeline {
+    /// The plugin that decides.
+    pub plugin: Arc<dyn Plugin>,
+    /// The registrations.
+    pub store: Arc<dyn RegistrationStore>,
+    /// The registration enabled in each session.
+    pub sessions: Arc<SessionRegistrations>,
+    /// Where notifications go.
+    pub publisher: Publisher,
+    /// The counts.
+    pub stats: Arc<Stats>,
+    /// What was notified for messages pushed on the unacknowledged path.
+    pub recent: Recent,
+}
+
+impl Pipeline {
+    /// Decide on `event` and queue its notifications; `recipient_available` says whether the
+    /// recipient has an available resource with priority >= 0. `notified` holds the
+    /// registrations already notified for this message and gains those notified now. Returns
+    /// how many notifications were queued, or why none.
+    pub async fn notify(
+        &self,
+        event: &Event,
+        recipient_available: bool,
+        notified: &mut Notified,
+    ) -> Result<usize, Skip> {
+        self.recall(event, notified);
+        let payload = self.plugin.prepare_notification(event)?;
+        let registrations = self.load(event).await?;
+        let context = self.context(event, recipient_available);
+        let chosen = self.plugin.should_publish(&context, event, registrations)?;
+        let fresh = not_yet_notified(chosen, notified)?;
+        let sent = (self.plugin)
+            .publish_notification(&self.publisher, event, &payload, &fresh)
+            .await;
+        let count = sent.len();
+        for key in sent {
+            notified.insert(key);
+        }
+        self.remember(event, notified);
+        Ok(count)
+    }
+
+    /// Spec section 7: a message pushed while its session waited comes back through the
+    /// router without what was notified; add what was remembered.
+    fn recall(&self, event: &Event, notified: &mut Notified) {
+        if let Event::Chat(message) = event
+            && let Some(recent) = message.key().and_then(|key| self.recent.recall(&key))
+        {
+            for key in recent.iter() {
+                notified.insert(key.clone());
+            }
+        }
+    }
+
+    fn remember(&self, event: &Event, notified: &Notified) {
+        if let Event::Unacknowledged { message, .. } = event
+            && let Some(key) = message.key()
+        {
+            self.recent.remember(key, notified);
+        }
+    }
+
+    /// The recipient's registrations; none, or a store failure, is a skip.
+    async fn load(&self, event: &Event) -> Result<Vec<Registration>, Skip> {
+        match self.store.list(event.recipient()).await {
+            Ok(registrations) if registrations.is_empty() => Err(Skip::NoRegistrations),
+            Ok(registrations) => Ok(registrations),
+            Err(error) => {
+                tracing::error!(%error, recipient = %event.recipient(), "cannot load push registrations");
+                Err(Skip::StoreFailed)
+            }
+        }
+    }
+
+    fn context(&self, event: &Event, recipient_available: bool) -> Context {
+        let session_registration = match event {
+            Event::Unacknowledged { session, .. } => self.sessions.of_session(session),
+            Event::Chat(_) => None,
+        };
+        Context {
+            recipient_available,
+            session_registration,
+        }
+    }
+}
+
+/// Spec section 4: "at most one push per (message, registration)".
+fn not_yet_notified(
+    chosen: Vec<Registration>,
+    notified: &Notified,
+) -> Result<Vec<Registration>, Skip> {
+    if chosen.is_empty() {
+        return Err(Skip::NoRegistrations);
+    }
+    let fresh: Vec<Registration> = chosen
+        .into_iter()
+        .filter(|registration| !notified.contains(&registration.key))
+        .collect();
+    if fresh.is_empty() {
+        return Err(Skip::AlreadyNotified);
+    }
+    Ok(fresh)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,324 @@
+//! The pipeline end to end inside the crate: real plugins, the memory store, a recording
+//! transport.
+
+use std::{num::NonZeroUsize, sync::Mutex, time::Duration};
+
+use jid::{BareJid, FullJid};
+use minidom::Element;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use super::*;
+use crate::{
+    events::Message,
+    plugin::{Defaults, Enhanced},
+    publisher::{IqOutcome, IqTransport, PublisherParts, PublisherSettings},
+    registrations::{MemoryRegistrations, RegistrationKey},
+};
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<Element>>);
+
+#[async_trait::async_trait]
+impl IqTransport for Recorder {
+    async fn send_iq(&self, iq: Element, _timeout: Duration) -> IqOutcome {
+        self.0.lock().unwrap().push(iq.clone());
+        IqOutcome::Result(iq)
+    }
+}
+
+struct Harness {
+    pipeline: Pipeline,
+    store: Arc<MemoryRegistrations>,
+    sent: Arc<Recorder>,
+    _tasks: TaskTracker,
+}
+
+fn harness(plugin: Arc<dyn Plugin>, queue_capacity: usize) -> Harness {
+    let store = Arc::new(MemoryRegistrations::default());
+    let sessions = Arc::new(SessionRegistrations::default());
+    let stats = Arc::new(Stats::default());
+    let sent = Arc::new(Recorder::default());
+    let tasks = TaskTracker::new();
+    let publisher = Publisher::start(
+        PublisherSettings {
+            queue_capacity,
+            ..PublisherSettings::for_workers(NonZeroUsize::new(4).unwrap())
+        },
+        PublisherParts {
+            transport: sent.clone(),
+            store: store.clone(),
+            sessions: sessions.clone(),
+            stats: stats.clone(),
+            virtual_hosts: Vec::new(),
+        },
+        CancellationToken::new(),
+        &tasks,
+    );
+    Harness {
+        pipeline: Pipeline {
+            plugin,
+            store: store.clone(),
+            sessions,
+            publisher,
+            stats,
+            recent: Recent::default(),
+        },
+        store,
+        sent,
+        _tasks: tasks,
+    }
+}
+
+fn chat(body: &str) -> Message {
+    Message::parse(
+        format!(
+            "<message xmlns='jabber:client' from='alice@example.com/laptop' \
+             to='bob@example.com' type='chat' id='m-{body}'><body>{body}</body></message>"
+        )
+        .parse()
+        .unwrap(),
+    )
+    .unwrap()
+}
+
+fn key(node: &str) -> RegistrationKey {
+    RegistrationKey {
+        owner: BareJid::new("bob@example.com").unwrap(),
+        pubsub: BareJid::new("push.example.com").unwrap(),
+        node: node.into(),
+    }
+}
+
+impl Harness {
+    async fn enable(&self, node: &str) {
+        self.store
+            .enable(&Registration::new(key(node), Default::default()))
+            .await
+            .unwrap();
+    }
+
+    async fn published_nodes(&self) -> Vec<String> {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        let mut nodes: Vec<String> = self
+            .sent
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|iq| {
+                iq.get_child("pubsub", crate::publisher::PUBSUB)
+                    .and_then(|p| p.get_child("publish", crate::publisher::PUBSUB))
+                    .and_then(|p| p.attr("node"))
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect();
+        nodes.sort();
+        nodes
+    }
+}
+
+#[tokio::test]
+async fn an_offline_recipient_with_a_registration_gets_exactly_one_push() {
+    let h = harness(Arc::new(Defaults), 100);
+    h.enable("n1").await;
+    let mut notified = Notified::default();
+    let queued = h
+        .pipeline
+        .notify(&Event::Chat(chat("hi")), false, &mut notified)
+        .await;
+    assert_eq!(queued, Ok(1));
+    assert!(notified.contains(&key("n1")));
+    assert_eq!(h.published_nodes().await, ["n1"]);
+}
+
+#[tokio::test]
+async fn an_online_recipient_gets_no_push() {
+    let h = harness(Arc::new(Defaults), 100);
+    h.enable("n1").await;
+    let result = h
+        .pipeline
+        .notify(&Event::Chat(chat("hi")), true, &mut Notified::default())
+        .await;
+    assert_eq!(result, Err(Skip::RecipientOnline));
+    assert!(h.published_nodes().await.is_empty());
+}
+
+#[tokio::test]
+async fn no_push_when_not_enabled() {
+    let h = harness(Arc::new(Defaults), 100);
+    let result = h
+        .pipeline
+        .notify(&Event::Chat(chat("hi")), false, &mut Notified::default())
+        .await;
+    assert_eq!(result, Err(Skip::NoRegistrations));
+}
+
+#[tokio::test]
+async fn a_bodiless_message_is_skipped_before_loading_registrations() {
+    let h = harness(Arc::new(Defaults), 100);
+    h.enable("n1").await;
+    let result = h
+        .pipeline
+        .notify(&Event::Chat(chat("")), false, &mut Notified::default())
+        .await;
+    assert_eq!(result, Err(Skip::EmptyBody));
+}
+
+#[tokio::test]
+async fn two_registrations_get_one_push_each() {
+    let h = harness(Arc::new(Defaults), 100);
+    h.enable("n1").await;
+    h.enable("n2").await;
+    let queued = h
+        .pipeline
+        .notify(&Event::Chat(chat("hi")), false, &mut Notified::default())
+        .await;
+    assert_eq!(queued, Ok(2));
+    assert_eq!(h.published_nodes().await, ["n1", "n2"]);
+}
+
+#[tokio::test]
+async fn a_rerouted_message_never_pushes_to_the_same_registration_twice() {
+    let h = harness(Arc::new(Defaults), 100);
+    h.enable("n1").await;
+    let message = Event::Chat(chat("hi"));
+    let mut notified = Notified::default();
+    h.pipeline
+        .notify(&message, false, &mut notified)
+        .await
+        .unwrap();
+    // The message comes back (from offline storage, as metadata text), and a second device
+    // registered meanwhile.
+    let mut notified = Notified::from_metadata(&notified.to_metadata()).unwrap();
+    assert_eq!(
+        h.pipeline.notify(&message, false, &mut notified).await,
+        Err(Skip::AlreadyNotified)
+    );
+    h.enable("n2").await;
+    assert_eq!(
+        h.pipeline.notify(&message, false, &mut notified).await,
+        Ok(1)
+    );
+    assert_eq!(h.published_nodes().await, ["n1", "n2"]);
+}
+
+#[tokio::test]
+async fn a_notification_dropped_by_a_full_queue_is_not_recorded_as_notified() {
+    let h = harness(Arc::new(Defaults), 1);
+    h.enable("n1").await;
+    h.enable("n2").await;
+    let mut notified = Notified::default();
+    // One queue slot and a dispatcher that has not run yet: the second is dropped.
+    let queued = h
+        .pipeline
+        .notify(&Event::Chat(chat("hi")), false, &mut notified)
+        .await;
+    assert_eq!(queued, Ok(1));
+    assert_eq!(notified.iter().count(), 1);
+}
+
+#[tokio::test]
+async fn enhanced_pushes_an_unacknowledged_message_to_the_sessions_registration_only() {
+    let h = harness(Arc::new(Enhanced), 100);
+    h.enable("phone").await;
+    h.enable("tablet").await;
+    let session = FullJid::new("bob@example.com/phone").unwrap();
+    h.pipeline
+        .sessions
+        .remember(1, session.clone(), key("phone"), |_, _| true);
+    let event = Event::Unacknowledged {
+        session,
+        message: chat("hi"),
+    };
+    // The user still counts as online: enhanced pushes anyway.
+    assert_eq!(
+        h.pipeline
+            .notify(&event, true, &mut Notified::default())
+            .await,
+        Ok(1)
+    );
+    assert_eq!(h.published_nodes().await, ["phone"]);
+}
+
+#[tokio::test]
+async fn defaults_ignores_unacknowledged_messages() {
+    let h = harness(Arc::new(Defaults), 100);
+    h.enable("phone").await;
+    let event = Event::Unacknowledged {
+        session: FullJid::new("bob@example.com/phone").unwrap(),
+        message: chat("hi"),
+    };
+    assert_eq!(
+        h.pipeline
+            .notify(&event, false, &mut Notified::default())
+            .await,
+        Err(Skip::RecipientOnline)
+    );
+}
+
+#[tokio::test]
+async fn a_custom_plugin_overrides_one_decision_and_keeps_the_others() {
+    /// Pushes even to online users; everything else as defaults.
+    struct Always;
+    impl Plugin for Always {
+        fn name(&self) -> &'static str {
+            "always"
+        }
+        fn should_publish(
+            &self,
+            _context: &crate::plugin::Context,
+            _event: &Event,
+            registrations: Vec<Registration>,
+        ) -> Result<Vec<Registration>, Skip> {
+            Ok(registrations)
+        }
+    }
+    let h = harness(Arc::new(Always), 100);
+    h.enable("n1").await;
+    let event = Event::Chat(chat("hi"));
+    assert_eq!(
+        h.pipeline
+            .notify(&event, true, &mut Notified::default())
+            .await,
+        Ok(1)
+    );
+    // The default prepare still applies.
+    assert_eq!(
+        h.pipeline
+            .notify(&Event::Chat(chat("")), true, &mut Notified::default())
+            .await,
+        Err(Skip::EmptyBody)
+    );
+}
+
+#[tokio::test]
+async fn a_message_pushed_while_its_session_waited_is_not_pushed_again_to_that_device() {
+    let h = harness(Arc::new(Enhanced), 100);
+    h.enable("phone").await;
+    h.enable("tablet").await;
+    let session = FullJid::new("bob@example.com/phone").unwrap();
+    h.pipeline
+        .sessions
+        .remember(1, session.clone(), key("phone"), |_, _| true);
+    let unacked = Event::Unacknowledged {
+        session,
+        message: chat("hi"),
+    };
+    assert_eq!(
+        h.pipeline
+            .notify(&unacked, true, &mut Notified::default())
+            .await,
+        Ok(1)
+    );
+    // The session ends; the buffered message is routed again, without metadata.
+    assert_eq!(
+        h.pipeline
+            .notify(&Event::Chat(chat("hi")), false, &mut Notified::default())
+            .await,
+        Ok(1)
+    );
+    assert_eq!(h.published_nodes().await, ["phone", "tablet"]);
+}

@@ -1,0 +1,179 @@
+//! The `defaults` plugin (spec section 4): push `chat` and `groupchat` messages with a
+//! non-empty body to every registration of a recipient who is offline.
+
+use herald_stream::stanza::MessageType;
+
+use super::{Context, Payload, Plugin, Skip};
+use crate::{events::Event, registrations::Registration};
+
+/// MongooseIM's `mod_event_pusher_push_plugin_defaults`: the trait's default methods.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Defaults;
+
+impl Plugin for Defaults {
+    fn name(&self) -> &'static str {
+        "defaults"
+    }
+}
+
+/// The summary of a chat or groupchat message with a body.
+pub(super) fn prepare_notification(event: &Event) -> Result<Payload, Skip> {
+    let message = event.message();
+    // "Only type='chat' and type='groupchat' messages."
+    let sender = match message.type_ {
+        MessageType::Chat => message.from.to_bare().to_string(),
+        // A groupchat sender is the occupant, room@service/nick.
+        MessageType::Groupchat => message.from.to_string(),
+        MessageType::Normal | MessageType::Headline | MessageType::Error => {
+            return Err(Skip::NotChat);
+        }
+    };
+    // "Skip when there is no <body/> or the first body's text is empty (whitespace is not
+    // empty)."
+    let body = message.first_body().ok_or(Skip::NoBody)?;
+    if body.is_empty() {
+        return Err(Skip::EmptyBody);
+    }
+    let message_count = 1; // Without an inbox there is no unread count per conversation.
+    Ok(Payload::summary(
+        message_count,
+        &sender.to_lowercase(),
+        &body,
+    ))
+}
+
+/// Every registration, when the recipient is offline; nothing for unacknowledged messages,
+/// whose recipient still counts as online.
+pub(super) fn should_publish(
+    context: &Context,
+    event: &Event,
+    registrations: Vec<Registration>,
+) -> Result<Vec<Registration>, Skip> {
+    match event {
+        // "One available resource blocks pushes to all of the user's registrations."
+        Event::Chat(_) if context.recipient_available => Err(Skip::RecipientOnline),
+        Event::Chat(_) => Ok(registrations),
+        // Spec section 7: `defaults` ignores them (the user still counts as online).
+        Event::Unacknowledged { .. } => Err(Skip::RecipientOnline),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::Message;
+
+    fn event(xml: &str) -> Event {
+        Event::Chat(Message::parse(xml.parse().unwrap()).unwrap())
+    }
+
+    fn message(type_: &str, inner: &str) -> Event {
+        event(&format!(
+            "<message xmlns='jabber:client' from='Alice@Example.com/Phone' \
+             to='bob@example.com' type='{type_}'>{inner}</message>"
+        ))
+    }
+
+    #[test]
+    fn a_chat_message_with_a_body_gives_the_summary_of_spec_section_4() {
+        let payload = Defaults
+            .prepare_notification(&message("chat", "<body>OH, HAI!</body>"))
+            .unwrap();
+        assert_eq!(
+            payload.fields(),
+            [
+                ("message-count".to_owned(), "1".to_owned()),
+                (
+                    "last-message-sender".to_owned(),
+                    "alice@example.com".to_owned()
+                ),
+                ("last-message-body".to_owned(), "OH, HAI!".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_groupchat_sender_is_the_lowercased_occupant_jid() {
+        let payload = Defaults
+            .prepare_notification(&event(
+                "<message xmlns='jabber:client' from='Room@Conference.Example.com/Nick' \
+                 to='bob@example.com' type='groupchat'><body>hi all</body></message>",
+            ))
+            .unwrap();
+        assert_eq!(
+            payload.get("last-message-sender"),
+            Some("room@conference.example.com/nick")
+        );
+    }
+
+    #[test]
+    fn normal_headline_error_and_untyped_messages_never_push() {
+        for type_ in ["normal", "headline", "error", "status"] {
+            assert_eq!(
+                Defaults.prepare_notification(&message(type_, "<body>x</body>")),
+                Err(Skip::NotChat),
+                "{type_}"
+            );
+        }
+        assert_eq!(
+            Defaults.prepare_notification(&event(
+                "<message xmlns='jabber:client' from='a@x/r' to='b@x'><body>x</body></message>"
+            )),
+            Err(Skip::NotChat)
+        );
+    }
+
+    #[test]
+    fn a_bodiless_message_is_skipped() {
+        // Chat states, receipts, markers: no body.
+        let state = "<active xmlns='http://jabber.org/protocol/chatstates'/>";
+        assert_eq!(
+            Defaults.prepare_notification(&message("chat", state)),
+            Err(Skip::NoBody)
+        );
+    }
+
+    #[test]
+    fn an_empty_first_body_is_skipped_but_whitespace_pushes() {
+        assert_eq!(
+            Defaults.prepare_notification(&message("chat", "<body/><body>later</body>")),
+            Err(Skip::EmptyBody)
+        );
+        let payload = Defaults
+            .prepare_notification(&message("chat", "<body> </body>"))
+            .unwrap();
+        assert_eq!(payload.get("last-message-body"), Some(" "));
+    }
+
+    #[test]
+    fn an_online_recipient_blocks_every_registration() {
+        let online = Context {
+            recipient_available: true,
+            ..Context::default()
+        };
+        let e = message("chat", "<body>x</body>");
+        assert_eq!(
+            Defaults.should_publish(&online, &e, Vec::new()),
+            Err(Skip::RecipientOnline)
+        );
+        assert_eq!(
+            Defaults.should_publish(&Context::default(), &e, Vec::new()),
+            Ok(Vec::new())
+        );
+    }
+
+    #[test]
+    fn unacknowledged_messages_are_ignored_by_defaults() {
+        let Event::Chat(m) = message("chat", "<body>x</body>") else {
+            unreachable!()
+        };
+        let e = Event::Unacknowledged {
+            session: jid::FullJid::new("bob@example.com/phone").unwrap(),
+            message: m,
+        };
+        assert_eq!(
+            Defaults.should_publish(&Context::default(), &e, Vec::new()),
+            Err(Skip::RecipientOnline)
+        );
+    }
+}

@@ -1,0 +1,337 @@
+//! The publisher (spec section 5): notifications leave through a bounded queue served by at
+//! most `wpool.workers` concurrent publishes, so message routing never waits on an app server.
+//!
+//! [`Publisher::submit`] never blocks: a full queue drops the notification, counts it and warns
+//! (at most once per [`FULL_WARNING_EVERY`]). Each publish waits up to 32 s for the app
+//! server's reply, and its outcome decides the registration's fate:
+//!
+//! | reply | action | [`Outcome`] |
+//! |---|---|---|
+//! | `result` | none | delivered |
+//! | no reply in time | none | timeout |
+//! | error of type `cancel` | disable the registration, clear it from sessions | rejected_and_disabled |
+//! | error of another type, or not sent | none | transient_error |
+//!
+//! At shutdown the queue closes and the publishes in flight get [`PublisherSettings::drain_deadline`]
+//! to finish.
+
+mod stanza;
+mod transport;
+
+use std::{
+    num::NonZeroUsize,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use jid::BareJid;
+use minidom::Element;
+use tokio::{
+    sync::{Semaphore, mpsc},
+    task::JoinSet,
+    time::Instant,
+};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use xmpp_parsers::stanza_error::ErrorType;
+
+pub use stanza::{PUBLISH_OPTIONS, PUBSUB, PUSH, SUMMARY, publish_iq};
+pub use transport::{IqOutcome, IqTransport, ServerTransport};
+
+use crate::{
+    config::VirtualPubsubHost,
+    metrics::{Outcome, Stats},
+    plugin::{Payload, Skip},
+    registrations::{Registration, RegistrationKey, RegistrationStore, SessionRegistrations},
+};
+
+/// How long a publish waits for the app server's reply (spec section 5).
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(32);
+
+/// Queue slots per worker: enough to absorb a burst while every worker waits on replies.
+pub const QUEUE_PER_WORKER: usize = 100;
+
+/// The shortest interval between two "queue full" warnings.
+pub const FULL_WARNING_EVERY: Duration = Duration::from_secs(10);
+
+/// How long shutdown waits for publishes in flight, by default.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
+
+/// The publisher's sizes and times.
+#[derive(Debug, Clone)]
+pub struct PublisherSettings {
+    /// At most this many publishes in flight (`wpool.workers`).
+    pub workers: NonZeroUsize,
+    /// At most this many notifications waiting for a worker.
+    pub queue_capacity: usize,
+    /// How long a publish waits for its reply.
+    pub reply_timeout: Duration,
+    /// How long shutdown waits for publishes in flight.
+    pub drain_deadline: Duration,
+}
+
+impl PublisherSettings {
+    /// The settings for `workers` workers, with the defaults for the rest.
+    pub fn for_workers(workers: NonZeroUsize) -> PublisherSettings {
+        PublisherSettings {
+            workers,
+            queue_capacity: workers.get().saturating_mul(QUEUE_PER_WORKER),
+            reply_timeout: REPLY_TIMEOUT,
+            drain_deadline: DRAIN_DEADLINE,
+        }
+    }
+}
+
+/// What became of a notification handed to [`Publisher::submit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submitted {
+    /// Queued for a worker.
+    Queued,
+    /// Dropped: the queue was full.
+    QueueFull,
+    /// Dropped: the publisher has stopped.
+    Stopped,
+    /// Not published over XMPP: the pubsub host is a virtual pubsub host (spec section 8).
+    VirtualHost,
+}
+
+/// One publish to do.
+struct Job {
+    key: RegistrationKey,
+    iq: Element,
+}
+
+/// What a worker needs to publish and to act on the outcome.
+struct Worker {
+    transport: Arc<dyn IqTransport>,
+    store: Arc<dyn RegistrationStore>,
+    sessions: Arc<SessionRegistrations>,
+    stats: Arc<Stats>,
+    reply_timeout: Duration,
+}
+
+/// The handle that queues notifications.
+pub struct Publisher {
+    queue: mpsc::Sender<Job>,
+    capacity: usize,
+    stats: Arc<Stats>,
+    virtual_hosts: Vec<VirtualPubsubHost>,
+    full_warning: RateLimited,
+}
+
+/// Everything a publisher is built from.
+pub struct PublisherParts {
+    /// Sends the IQs.
+    pub transport: Arc<dyn IqTransport>,
+    /// Where a rejected registration is disabled.
+    pub store: Arc<dyn RegistrationStore>,
+    /// Where a rejected registration is cleared from sessions.
+    pub sessions: Arc<SessionRegistrations>,
+    /// Where outcomes are counted.
+    pub stats: Arc<Stats>,
+    /// Registrations on these hosts are not published over XMPP.
+    pub virtual_hosts: Vec<VirtualPubsubHost>,
+}
+
+impl Publisher {
+    /// Start the dispatcher on `tasks`; it stops taking notifications when `shutdown` is
+    /// cancelled and drains what is in flight within the deadline.
+    pub fn start(
+        settings: PublisherSettings,
+        parts: PublisherParts,
+        shutdown: CancellationToken,
+        tasks: &TaskTracker,
+    ) -> Publisher {
+        let capacity = settings.queue_capacity.max(1);
+        let (queue, receiver) = mpsc::channel(capacity);
+        let worker = Arc::new(Worker {
+            transport: parts.transport,
+            store: parts.store,
+            sessions: parts.sessions,
+            stats: Arc::clone(&parts.stats),
+            reply_timeout: settings.reply_timeout,
+        });
+        tasks.spawn(dispatch(receiver, worker, settings, shutdown));
+        Publisher {
+            queue,
+            capacity,
+            stats: parts.stats,
+            virtual_hosts: parts.virtual_hosts,
+            full_warning: RateLimited::new(FULL_WARNING_EVERY),
+        }
+    }
+
+    /// Queue a notification of `payload` to `registration`, for `recipient`; never waits.
+    pub fn submit(
+        &self,
+        recipient: &BareJid,
+        registration: &Registration,
+        payload: &Payload,
+    ) -> Submitted {
+        let recipient_domain = recipient.domain().as_str();
+        let pubsub_domain = registration.key.pubsub.domain().as_str();
+        if self
+            .virtual_hosts
+            .iter()
+            .any(|host| host.matches(pubsub_domain, recipient_domain))
+        {
+            // Spec section 8: these go to the HTTP push service, which has its own issue.
+            tracing::debug!(pubsub = %registration.key.pubsub, "virtual pubsub host: not published over XMPP");
+            self.stats.skipped(Skip::VirtualPubsubHost);
+            return Submitted::VirtualHost;
+        }
+        let job = Job {
+            key: registration.key.clone(),
+            // Spec section 5: from the recipient's server domain.
+            iq: publish_iq(recipient_domain, registration, payload),
+        };
+        let submitted = match self.queue.try_send(job) {
+            Ok(()) => Submitted::Queued,
+            Err(mpsc::error::TrySendError::Full(job)) => {
+                self.stats.notification(Outcome::DroppedQueueFull);
+                if self.full_warning.allow() {
+                    tracing::warn!(
+                        capacity = self.capacity,
+                        dropped = self.stats.notifications(Outcome::DroppedQueueFull),
+                        owner = %job.key.owner,
+                        "push queue full: dropping notifications (is the app server slow?)"
+                    );
+                }
+                Submitted::QueueFull
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Submitted::Stopped,
+        };
+        self.stats
+            .queue_depth(self.capacity - self.queue.capacity().min(self.capacity));
+        submitted
+    }
+}
+
+/// Hand queued jobs to at most `workers` concurrent publishes until shutdown, then drain.
+async fn dispatch(
+    mut queue: mpsc::Receiver<Job>,
+    worker: Arc<Worker>,
+    settings: PublisherSettings,
+    shutdown: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(settings.workers.get()));
+    let mut in_flight = JoinSet::new();
+    loop {
+        // A slot first, then a job: a job is never taken out of the queue to wait.
+        let slot = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+        };
+        let job = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            job = queue.recv() => match job {
+                Some(job) => job,
+                None => break,
+            },
+        };
+        worker.stats.queue_depth(queue.len());
+        while in_flight.try_join_next().is_some() {}
+        let worker = Arc::clone(&worker);
+        in_flight.spawn(async move {
+            worker.publish(job).await;
+            drop(slot);
+        });
+    }
+    queue.close();
+    if !queue.is_empty() {
+        tracing::warn!(
+            queued = queue.len(),
+            "push publisher stopping: queued notifications are not sent"
+        );
+    }
+    let drained = tokio::time::timeout(settings.drain_deadline, async {
+        while in_flight.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            in_flight = in_flight.len(),
+            "push publisher stopping: publishes still waiting for replies are abandoned"
+        );
+        in_flight.abort_all();
+    }
+}
+
+impl Worker {
+    /// Send one publish and act on the reply.
+    async fn publish(&self, job: Job) {
+        let started = Instant::now();
+        let reply = self.transport.send_iq(job.iq, self.reply_timeout).await;
+        self.stats.publish_latency(started.elapsed());
+        let outcome = match reply {
+            IqOutcome::Result(_) => Outcome::Delivered,
+            IqOutcome::Timeout => {
+                tracing::info!(pubsub = %job.key.pubsub, node = %job.key.node, "push: no reply from the app server");
+                Outcome::Timeout
+            }
+            // Spec section 5: an error whose type is cancel means the app server will never
+            // accept this registration (unknown node, device not registered...).
+            IqOutcome::Error {
+                type_: ErrorType::Cancel,
+                condition,
+                ..
+            } => {
+                tracing::info!(owner = %job.key.owner, pubsub = %job.key.pubsub, node = %job.key.node, ?condition, "push rejected by the app server: disabling the registration");
+                if let Err(error) = self.store.disable(&job.key).await {
+                    tracing::error!(%error, owner = %job.key.owner, "cannot disable a rejected push registration");
+                }
+                self.sessions.forget_key(&job.key);
+                Outcome::RejectedAndDisabled
+            }
+            IqOutcome::Error {
+                type_, condition, ..
+            } => {
+                tracing::info!(pubsub = %job.key.pubsub, ?type_, ?condition, "push: transient error from the app server");
+                Outcome::TransientError
+            }
+            IqOutcome::NotSent(reason) => {
+                tracing::warn!(pubsub = %job.key.pubsub, %reason, "push: publish not sent");
+                Outcome::TransientError
+            }
+        };
+        self.stats.notification(outcome);
+    }
+}
+
+/// Allows an action at most once per interval.
+#[derive(Debug)]
+struct RateLimited {
+    every: Duration,
+    last: Mutex<Option<Instant>>,
+}
+
+impl RateLimited {
+    fn new(every: Duration) -> RateLimited {
+        RateLimited {
+            every,
+            last: Mutex::new(None),
+        }
+    }
+
+    fn allow(&self) -> bool {
+        let mut last = self
+            .last
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = Instant::now();
+        match *last {
+            Some(at) if now.duration_since(at) < self.every => false,
+            _ => {
+                *last = Some(now);
+                true
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

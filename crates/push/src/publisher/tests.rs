@@ -1,0 +1,354 @@
+//! The publisher with a scripted app server and paused time.
+
+use std::{collections::VecDeque, sync::Mutex};
+
+use jid::BareJid;
+use xmpp_parsers::stanza_error::DefinedCondition;
+
+use super::*;
+use crate::registrations::MemoryRegistrations;
+
+/// How the fake app server answers each publish, in order.
+#[derive(Debug, Clone)]
+enum Answer {
+    Result,
+    Error(ErrorType, DefinedCondition),
+    /// Never answers: the transport waits out the timeout, as the real one does.
+    Silence,
+}
+
+#[derive(Default)]
+struct FakeAppServer {
+    answers: Mutex<VecDeque<Answer>>,
+    received: Mutex<Vec<Element>>,
+}
+
+impl FakeAppServer {
+    fn answering(answers: impl IntoIterator<Item = Answer>) -> Arc<FakeAppServer> {
+        Arc::new(FakeAppServer {
+            answers: Mutex::new(answers.into_iter().collect()),
+            received: Mutex::default(),
+        })
+    }
+
+    fn received(&self) -> Vec<Element> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl IqTransport for FakeAppServer {
+    async fn send_iq(&self, iq: Element, timeout: Duration) -> IqOutcome {
+        self.received.lock().unwrap().push(iq.clone());
+        let answer = self
+            .answers
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or(Answer::Result);
+        match answer {
+            Answer::Result => IqOutcome::Result(iq),
+            Answer::Error(type_, condition) => IqOutcome::Error {
+                type_,
+                condition,
+                element: iq,
+            },
+            Answer::Silence => {
+                tokio::time::sleep(timeout).await;
+                IqOutcome::Timeout
+            }
+        }
+    }
+}
+
+struct Harness {
+    publisher: Publisher,
+    app: Arc<FakeAppServer>,
+    store: Arc<MemoryRegistrations>,
+    sessions: Arc<SessionRegistrations>,
+    stats: Arc<Stats>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+fn settings(workers: usize, queue_capacity: usize) -> PublisherSettings {
+    PublisherSettings {
+        workers: NonZeroUsize::new(workers).unwrap(),
+        queue_capacity,
+        reply_timeout: REPLY_TIMEOUT,
+        drain_deadline: DRAIN_DEADLINE,
+    }
+}
+
+fn harness(settings: PublisherSettings, app: Arc<FakeAppServer>) -> Harness {
+    harness_with_hosts(settings, app, Vec::new())
+}
+
+fn harness_with_hosts(
+    settings: PublisherSettings,
+    app: Arc<FakeAppServer>,
+    virtual_hosts: Vec<VirtualPubsubHost>,
+) -> Harness {
+    let store = Arc::new(MemoryRegistrations::default());
+    let sessions = Arc::new(SessionRegistrations::default());
+    let stats = Arc::new(Stats::default());
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let publisher = Publisher::start(
+        settings,
+        PublisherParts {
+            transport: app.clone(),
+            store: store.clone(),
+            sessions: sessions.clone(),
+            stats: stats.clone(),
+            virtual_hosts,
+        },
+        shutdown.clone(),
+        &tasks,
+    );
+    Harness {
+        publisher,
+        app,
+        store,
+        sessions,
+        stats,
+        shutdown,
+        tasks,
+    }
+}
+
+fn bob() -> BareJid {
+    BareJid::new("bob@example.com").unwrap()
+}
+
+fn registration(node: &str) -> Registration {
+    Registration::new(
+        RegistrationKey {
+            owner: bob(),
+            pubsub: BareJid::new("push.example.com").unwrap(),
+            node: node.into(),
+        },
+        Default::default(),
+    )
+}
+
+fn payload() -> Payload {
+    Payload::summary(1, "alice@example.com", "hi")
+}
+
+impl Harness {
+    async fn enabled(&self, node: &str) -> Registration {
+        let registration = registration(node);
+        self.store.enable(&registration).await.unwrap();
+        registration
+    }
+
+    fn submit(&self, registration: &Registration) -> Submitted {
+        self.publisher.submit(&bob(), registration, &payload())
+    }
+
+    async fn registered(&self) -> Vec<String> {
+        self.store
+            .list(&bob())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.key.node)
+            .collect()
+    }
+
+    /// Let the dispatcher and workers run until they wait on something.
+    async fn settle(&self) {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_result_is_delivered_and_sent_from_the_recipients_domain() {
+    let h = harness(settings(2, 10), FakeAppServer::answering([Answer::Result]));
+    let r = h.enabled("n1").await;
+    assert_eq!(h.submit(&r), Submitted::Queued);
+    h.settle().await;
+    assert_eq!(h.stats.notifications(Outcome::Delivered), 1);
+    let sent = h.app.received();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].attr("from"), Some("example.com"));
+    assert_eq!(sent[0].attr("to"), Some("push.example.com"));
+    assert_eq!(h.registered().await, ["n1"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancel_error_disables_registration() {
+    let h = harness(
+        settings(1, 10),
+        FakeAppServer::answering([Answer::Error(
+            ErrorType::Cancel,
+            DefinedCondition::ItemNotFound,
+        )]),
+    );
+    let r = h.enabled("n1").await;
+    let keep = h.enabled("n2").await;
+    h.sessions.remember(
+        1,
+        jid::FullJid::new("bob@example.com/phone").unwrap(),
+        r.key.clone(),
+        |_, _| true,
+    );
+    h.submit(&r);
+    h.settle().await;
+    assert_eq!(h.stats.notifications(Outcome::RejectedAndDisabled), 1);
+    assert_eq!(h.registered().await, [keep.key.node]);
+    assert_eq!(
+        h.sessions
+            .of_session(&jid::FullJid::new("bob@example.com/phone").unwrap()),
+        None
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn wait_modify_and_auth_errors_keep_the_registration() {
+    let h = harness(
+        settings(1, 10),
+        FakeAppServer::answering([
+            Answer::Error(ErrorType::Wait, DefinedCondition::ResourceConstraint),
+            Answer::Error(ErrorType::Modify, DefinedCondition::BadRequest),
+            Answer::Error(ErrorType::Auth, DefinedCondition::Forbidden),
+        ]),
+    );
+    let r = h.enabled("n1").await;
+    for _ in 0..3 {
+        h.submit(&r);
+    }
+    h.settle().await;
+    assert_eq!(h.stats.notifications(Outcome::TransientError), 3);
+    assert_eq!(h.registered().await, ["n1"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn timeout_after_32_seconds_keeps_the_registration() {
+    let h = harness(settings(1, 10), FakeAppServer::answering([Answer::Silence]));
+    let r = h.enabled("n1").await;
+    h.submit(&r);
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    assert_eq!(h.stats.notifications(Outcome::Timeout), 0);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    h.settle().await;
+    assert_eq!(h.stats.notifications(Outcome::Timeout), 1);
+    assert_eq!(h.registered().await, ["n1"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_app_server_does_not_block_later_notifications() {
+    // Two workers: one waits on the silent app server, the other keeps publishing.
+    let h = harness(
+        settings(2, 10),
+        FakeAppServer::answering([Answer::Silence, Answer::Result, Answer::Result]),
+    );
+    let r = h.enabled("n1").await;
+    for _ in 0..3 {
+        assert_eq!(h.submit(&r), Submitted::Queued);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(h.stats.notifications(Outcome::Delivered), 2);
+    assert_eq!(h.stats.notifications(Outcome::Timeout), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_most_workers_publishes_are_in_flight() {
+    let h = harness(
+        settings(2, 10),
+        FakeAppServer::answering(std::iter::repeat_n(Answer::Silence, 5)),
+    );
+    let r = h.enabled("n1").await;
+    for _ in 0..5 {
+        h.submit(&r);
+    }
+    h.settle().await;
+    assert_eq!(h.app.received().len(), 2);
+    tokio::time::sleep(REPLY_TIMEOUT + Duration::from_millis(1)).await;
+    h.settle().await;
+    assert_eq!(h.app.received().len(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn queue_full_drops_and_counts() {
+    // One worker held by a silent app server, one queue slot.
+    let h = harness(
+        settings(1, 1),
+        FakeAppServer::answering(std::iter::repeat_n(Answer::Silence, 3)),
+    );
+    let r = h.enabled("n1").await;
+    assert_eq!(h.submit(&r), Submitted::Queued);
+    h.settle().await; // the worker takes the first
+    assert_eq!(h.submit(&r), Submitted::Queued);
+    assert_eq!(h.submit(&r), Submitted::QueueFull);
+    assert_eq!(h.submit(&r), Submitted::QueueFull);
+    assert_eq!(h.stats.notifications(Outcome::DroppedQueueFull), 2);
+}
+
+#[test]
+fn the_queue_full_warning_is_rate_limited() {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap()
+        .block_on(async {
+            let limit = RateLimited::new(FULL_WARNING_EVERY);
+            assert!(limit.allow());
+            assert!(!limit.allow());
+            tokio::time::sleep(FULL_WARNING_EVERY).await;
+            assert!(limit.allow());
+            assert!(!limit.allow());
+        });
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_waits_for_in_flight_publishes_up_to_the_deadline() {
+    let h = harness(settings(1, 10), FakeAppServer::answering([Answer::Silence]));
+    let r = h.enabled("n1").await;
+    h.submit(&r);
+    h.settle().await;
+    let started = Instant::now();
+    h.shutdown.cancel();
+    h.tasks.close();
+    h.tasks.wait().await;
+    assert_eq!(started.elapsed(), DRAIN_DEADLINE);
+    assert_eq!(h.submit(&r), Submitted::Stopped);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_lets_a_publish_in_flight_finish() {
+    let h = harness(
+        PublisherSettings {
+            reply_timeout: Duration::from_secs(2),
+            ..settings(1, 10)
+        },
+        FakeAppServer::answering([Answer::Silence]),
+    );
+    let r = h.enabled("n1").await;
+    h.submit(&r);
+    h.settle().await;
+    let started = Instant::now();
+    h.shutdown.cancel();
+    h.tasks.close();
+    h.tasks.wait().await;
+    assert_eq!(started.elapsed(), Duration::from_secs(2));
+    assert_eq!(h.stats.notifications(Outcome::Timeout), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn registrations_on_a_virtual_pubsub_host_are_not_published_over_xmpp() {
+    let h = harness_with_hosts(
+        settings(1, 10),
+        FakeAppServer::answering([]),
+        vec![VirtualPubsubHost::parse("push.@HOST@").unwrap()],
+    );
+    let r = h.enabled("n1").await;
+    assert_eq!(h.submit(&r), Submitted::VirtualHost);
+    h.settle().await;
+    assert!(h.app.received().is_empty());
+    assert_eq!(h.stats.skips(), 1);
+}

@@ -1,0 +1,358 @@
+//! The behaviour every [`RegistrationStore`] engine must have: one suite, run against each
+//! engine (the SQLite engine in memory and in a file, the memory engine; PostgreSQL when it
+//! lands).
+//!
+//! Each behaviour is a public async function that panics when the store misbehaves, using
+//! owners of its own domain so that all can share one store.
+//! [`run_registration_store_conformance`] runs them all on one store;
+//! `registration_store_conformance_tests!(open)` makes each its own `#[tokio::test]`, where
+//! `open` is an async fn returning `(guard, Arc<dyn RegistrationStore>)` and the guard keeps
+//! whatever must outlive the store (a temporary directory).
+
+use std::{sync::Arc, time::Duration};
+
+use jid::BareJid;
+
+use super::{PublishOptions, Registration, RegistrationKey, RegistrationStore, from_micros};
+
+/// Calls `$then!((args) case, case, ...)` with every behaviour of the suite.
+macro_rules! with_cases {
+    ($then:ident ! ($($args:tt)*)) => {
+        $then! { ($($args)*)
+            enable_then_list_round_trips,
+            re_enabling_the_same_key_overwrites_the_form,
+            another_node_or_pubsub_is_another_registration,
+            list_is_per_owner_and_oldest_first,
+            disable_removes_one_registration,
+            disabling_an_absent_registration_is_not_an_error,
+            disable_all_removes_every_node_at_one_pubsub_only,
+            remove_user_removes_all_of_the_users_registrations,
+            remove_domain_removes_that_domains_users_only,
+            forms_with_unusual_text_round_trip,
+        }
+    };
+}
+#[cfg(test)]
+pub(crate) use with_cases;
+
+/// Defines one `#[tokio::test]` per behaviour for the engine opened by `$open`.
+#[cfg(test)]
+macro_rules! registration_store_conformance_tests {
+    (($open:path) $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                let (_guard, store) = $open().await;
+                $crate::registrations::conformance::$case(store.as_ref()).await;
+            }
+        )*
+    };
+    ($open:path) => {
+        $crate::registrations::conformance::with_cases!(registration_store_conformance_tests!($open));
+    };
+}
+#[cfg(test)]
+pub(crate) use registration_store_conformance_tests;
+
+/// Run every behaviour against `store`; panics on the first misbehaviour.
+pub async fn run_registration_store_conformance(store: Arc<dyn RegistrationStore>) {
+    macro_rules! run_each {
+        (($store:expr) $($case:ident),* $(,)?) => {
+            $(
+                tracing::debug!(case = stringify!($case), "registration store conformance");
+                $case($store).await;
+            )*
+        };
+    }
+    with_cases!(run_each!(store.as_ref()));
+}
+
+fn jid(text: &str) -> BareJid {
+    BareJid::new(text).unwrap_or_else(|error| panic!("{text}: {error}"))
+}
+
+fn key(owner: &str, pubsub: &str, node: &str) -> RegistrationKey {
+    RegistrationKey {
+        owner: jid(owner),
+        pubsub: jid(pubsub),
+        node: node.to_owned(),
+    }
+}
+
+fn form(pairs: &[(&str, &str)]) -> PublishOptions {
+    pairs
+        .iter()
+        .map(|(var, value)| ((*var).to_owned(), (*value).to_owned()))
+        .collect()
+}
+
+/// A registration created `seconds` (and some microseconds) after the epoch.
+fn registration(key: RegistrationKey, form: PublishOptions, seconds: u64) -> Registration {
+    Registration {
+        key,
+        form,
+        created_at: from_micros(0) + Duration::from_micros(seconds * 1_000_000 + 123_456),
+    }
+}
+
+/// What `enable` stores, `list` gives back: key, form and time to the microsecond.
+pub async fn enable_then_list_round_trips(store: &dyn RegistrationStore) {
+    let stored = registration(
+        key(
+            "alice@round-trip.test",
+            "push.example.com",
+            "yxs32uqsflafdk3iuqo",
+        ),
+        form(&[("service", "apns"), ("device_id", "TOKEN")]),
+        1_700_000_000,
+    );
+    store.enable(&stored).await.unwrap();
+    assert_eq!(
+        store.list(&jid("alice@round-trip.test")).await.unwrap(),
+        [stored]
+    );
+}
+
+/// Enabling an existing key replaces its form (and time): re-enable overwrites.
+pub async fn re_enabling_the_same_key_overwrites_the_form(store: &dyn RegistrationStore) {
+    let k = key("alice@overwrite.test", "push.example.com", "n1");
+    store
+        .enable(&registration(k.clone(), form(&[("secret", "old")]), 10))
+        .await
+        .unwrap();
+    let newer = registration(k, form(&[("secret", "new"), ("x", "y")]), 20);
+    store.enable(&newer).await.unwrap();
+    assert_eq!(
+        store.list(&jid("alice@overwrite.test")).await.unwrap(),
+        [newer]
+    );
+}
+
+/// Another node, or the same node on another pubsub service, is another device.
+pub async fn another_node_or_pubsub_is_another_registration(store: &dyn RegistrationStore) {
+    let owner = "alice@devices.test";
+    for (seconds, (pubsub, node)) in [
+        ("push.example.com", "n1"),
+        ("push.example.com", "n2"),
+        ("other.example.com", "n1"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        store
+            .enable(&registration(
+                key(owner, pubsub, node),
+                form(&[]),
+                seconds as u64,
+            ))
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.list(&jid(owner)).await.unwrap().len(), 3);
+}
+
+/// `list` gives only the owner's registrations, oldest first.
+pub async fn list_is_per_owner_and_oldest_first(store: &dyn RegistrationStore) {
+    let later = registration(
+        key("alice@list.test", "push.example.com", "b"),
+        form(&[]),
+        50,
+    );
+    let earlier = registration(
+        key("alice@list.test", "push.example.com", "a"),
+        form(&[]),
+        40,
+    );
+    let other = registration(key("bob@list.test", "push.example.com", "a"), form(&[]), 30);
+    for r in [&later, &earlier, &other] {
+        store.enable(r).await.unwrap();
+    }
+    assert_eq!(
+        store.list(&jid("alice@list.test")).await.unwrap(),
+        [earlier, later]
+    );
+    assert!(
+        store
+            .list(&jid("carol@list.test"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// `disable` removes exactly that key and says it existed.
+pub async fn disable_removes_one_registration(store: &dyn RegistrationStore) {
+    let keep = registration(
+        key("alice@disable.test", "push.example.com", "keep"),
+        form(&[]),
+        1,
+    );
+    let gone = key("alice@disable.test", "push.example.com", "gone");
+    store.enable(&keep).await.unwrap();
+    store
+        .enable(&registration(gone.clone(), form(&[]), 2))
+        .await
+        .unwrap();
+    assert!(store.disable(&gone).await.unwrap());
+    assert_eq!(
+        store.list(&jid("alice@disable.test")).await.unwrap(),
+        [keep]
+    );
+}
+
+/// Disabling what is not there succeeds and reports nothing removed.
+pub async fn disabling_an_absent_registration_is_not_an_error(store: &dyn RegistrationStore) {
+    let absent = key("alice@absent.test", "push.example.com", "n");
+    assert!(!store.disable(&absent).await.unwrap());
+    assert!(
+        store
+            .disable_all(&absent.owner, &absent.pubsub)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// `disable_all` removes every node of the owner at that pubsub service, and nothing else.
+pub async fn disable_all_removes_every_node_at_one_pubsub_only(store: &dyn RegistrationStore) {
+    let owner = "alice@disable-all.test";
+    let other_pubsub = registration(key(owner, "other.example.com", "n1"), form(&[]), 3);
+    let other_owner = registration(
+        key("bob@disable-all.test", "push.example.com", "n1"),
+        form(&[]),
+        4,
+    );
+    for node in ["n1", "n2"] {
+        store
+            .enable(&registration(
+                key(owner, "push.example.com", node),
+                form(&[]),
+                1,
+            ))
+            .await
+            .unwrap();
+    }
+    store.enable(&other_pubsub).await.unwrap();
+    store.enable(&other_owner).await.unwrap();
+    let mut removed = store
+        .disable_all(&jid(owner), &jid("push.example.com"))
+        .await
+        .unwrap();
+    removed.sort();
+    assert_eq!(
+        removed,
+        [
+            key(owner, "push.example.com", "n1"),
+            key(owner, "push.example.com", "n2")
+        ]
+    );
+    assert_eq!(store.list(&jid(owner)).await.unwrap(), [other_pubsub]);
+    assert_eq!(
+        store.list(&jid("bob@disable-all.test")).await.unwrap(),
+        [other_owner]
+    );
+}
+
+/// `remove_user` forgets the account's registrations and no one else's.
+pub async fn remove_user_removes_all_of_the_users_registrations(store: &dyn RegistrationStore) {
+    let bob = registration(
+        key("bob@remove-user.test", "push.example.com", "n"),
+        form(&[]),
+        1,
+    );
+    for node in ["n1", "n2"] {
+        store
+            .enable(&registration(
+                key("alice@remove-user.test", "push.example.com", node),
+                form(&[]),
+                1,
+            ))
+            .await
+            .unwrap();
+    }
+    store.enable(&bob).await.unwrap();
+    assert_eq!(
+        store
+            .remove_user(&jid("alice@remove-user.test"))
+            .await
+            .unwrap(),
+        2
+    );
+    assert!(
+        store
+            .list(&jid("alice@remove-user.test"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.list(&jid("bob@remove-user.test")).await.unwrap(),
+        [bob]
+    );
+}
+
+/// `remove_domain` forgets the registrations of that domain's users, not of a domain that
+/// merely ends the same way, and not registrations *at* a pubsub service of that domain.
+pub async fn remove_domain_removes_that_domains_users_only(store: &dyn RegistrationStore) {
+    let sub = registration(
+        key("alice@sub.gone.test", "push.gone.test", "n"),
+        form(&[]),
+        1,
+    );
+    let lookalike = registration(
+        key("alice@notgone.test", "push.example.com", "n"),
+        form(&[]),
+        1,
+    );
+    for user in ["alice@gone.test", "bob@gone.test"] {
+        store
+            .enable(&registration(
+                key(user, "push.example.com", "n"),
+                form(&[]),
+                1,
+            ))
+            .await
+            .unwrap();
+    }
+    store.enable(&sub).await.unwrap();
+    store.enable(&lookalike).await.unwrap();
+    assert_eq!(store.remove_domain("gone.test").await.unwrap(), 2);
+    assert!(
+        store
+            .list(&jid("alice@gone.test"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.list(&jid("alice@sub.gone.test")).await.unwrap(),
+        [sub]
+    );
+    assert_eq!(
+        store.list(&jid("alice@notgone.test")).await.unwrap(),
+        [lookalike]
+    );
+}
+
+/// Field names and values are stored as given: quotes, non-ASCII, empty values, JSON syntax.
+pub async fn forms_with_unusual_text_round_trip(store: &dyn RegistrationStore) {
+    let stored = registration(
+        key(
+            "zoë@unusual.test",
+            "push.example.com",
+            "node with spaces/and\"quotes\"",
+        ),
+        form(&[
+            ("secret", "{\"not\": \"json\"}"),
+            ("empty", ""),
+            ("ünïcode", "✓ 🚀"),
+            ("quote'\"", "\\back\\slash"),
+        ]),
+        7,
+    );
+    store.enable(&stored).await.unwrap();
+    assert_eq!(
+        store.list(&jid("zoë@unusual.test")).await.unwrap(),
+        [stored]
+    );
+}

@@ -1,0 +1,103 @@
+//! Push registrations (XEP-0357 section 5, spec sections 3 and 9): which app server node
+//! (`pubsub` JID, `node`) to notify for which user, with the publish-options form to attach.
+//!
+//! Stored behind the narrow [`RegistrationStore`] trait, one engine per file (`sqlite.rs` over
+//! the server's SQLite pool; `memory.rs` for tests), all held to one [`conformance`] suite.
+//! [`SessionRegistrations`] is the in-memory "registration enabled in this session" that the
+//! enhanced and hints plugins use.
+
+pub mod conformance;
+mod memory;
+mod sessions;
+mod sqlite;
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use herald_storage::StorageError;
+use jid::BareJid;
+
+pub use memory::MemoryRegistrations;
+pub use sessions::SessionRegistrations;
+pub use sqlite::SqliteRegistrations;
+
+/// The publish-options fields of a registration, `FORM_TYPE` excluded, by `var`.
+pub type PublishOptions = BTreeMap<String, String>;
+
+/// What identifies a registration: the user, the app server's pubsub service, and the node on
+/// it. Re-enabling the same key replaces the registration.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RegistrationKey {
+    /// The user whose messages are notified.
+    pub owner: BareJid,
+    /// The app server's pubsub service, stored bare (XEP-0357 `jid`).
+    pub pubsub: BareJid,
+    /// The node on it (XEP-0357 `node`), never empty.
+    pub node: String,
+}
+
+/// One registration: where to publish, and the publish-options to attach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    /// The key.
+    pub key: RegistrationKey,
+    /// The publish-options fields given at enable time.
+    pub form: PublishOptions,
+    /// When it was (last) enabled, to the microsecond.
+    pub created_at: SystemTime,
+}
+
+impl Registration {
+    /// A registration enabled now.
+    pub fn new(key: RegistrationKey, form: PublishOptions) -> Registration {
+        Registration {
+            key,
+            form,
+            created_at: from_micros(to_micros(SystemTime::now())),
+        }
+    }
+}
+
+/// The registrations of every user. Engines implement it; the module holds an
+/// `Arc<dyn RegistrationStore>`.
+#[async_trait::async_trait]
+pub trait RegistrationStore: Send + Sync + 'static {
+    /// Store a registration, replacing one with the same key (its form and time).
+    async fn enable(&self, registration: &Registration) -> Result<(), StorageError>;
+
+    /// Remove one registration; returns whether it existed.
+    async fn disable(&self, key: &RegistrationKey) -> Result<bool, StorageError>;
+
+    /// Remove every registration of `owner` at the pubsub service `pubsub`; returns the keys
+    /// removed.
+    async fn disable_all(
+        &self,
+        owner: &BareJid,
+        pubsub: &BareJid,
+    ) -> Result<Vec<RegistrationKey>, StorageError>;
+
+    /// The registrations of `owner`, oldest first.
+    async fn list(&self, owner: &BareJid) -> Result<Vec<Registration>, StorageError>;
+
+    /// Remove every registration of `owner` (the account was deleted); returns how many.
+    async fn remove_user(&self, owner: &BareJid) -> Result<u64, StorageError>;
+
+    /// Remove every registration of the users of `domain` (the domain was removed); returns
+    /// how many.
+    async fn remove_domain(&self, domain: &str) -> Result<u64, StorageError>;
+}
+
+/// Microseconds since the Unix epoch, as the `created_at` column stores them.
+pub(crate) fn to_micros(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |elapsed| {
+        i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX)
+    })
+}
+
+/// The time `micros` microseconds after the Unix epoch (before it for negative values: never
+/// written by herald, read as the epoch).
+pub(crate) fn from_micros(micros: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_micros(u64::try_from(micros).unwrap_or(0))
+}
