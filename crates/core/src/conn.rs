@@ -157,7 +157,7 @@ pub(crate) fn read_error_condition(error: &ReadError) -> Option<StreamErrorCondi
     match error {
         ReadError::Eof | ReadError::Io(_) => None,
         ReadError::Frame(FrameError::NotWellFormed(_)) => Some(StreamErrorCondition::NotWellFormed),
-        ReadError::Frame(FrameError::TooLarge { .. }) => {
+        ReadError::Frame(FrameError::TooLarge { .. } | FrameError::TooDeep) => {
             Some(StreamErrorCondition::PolicyViolation)
         }
         ReadError::Frame(FrameError::InvalidNamespace) => {

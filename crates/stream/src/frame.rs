@@ -36,10 +36,18 @@ pub enum FrameError {
         /// The configured `max_stanza_size`.
         limit: usize,
     },
+    /// Elements nested deeper than [`MAX_DEPTH`] (a policy of this server: such documents
+    /// only serve to exhaust the stack of whoever walks them).
+    #[error("elements nested deeper than {MAX_DEPTH} levels")]
+    TooDeep,
     /// The root element is not `<stream:stream/>` in the streams namespace.
     #[error("the root element is not <stream:stream/> in {}", ns::STREAM)]
     InvalidNamespace,
 }
+
+/// The deepest nesting of elements accepted inside a stanza. Real payloads stay far below
+/// it (Jingle, the deepest common one, is under ten levels).
+pub const MAX_DEPTH: usize = 64;
 
 /// A push parser for one stream; after STARTTLS or SASL success the stream restarts and the
 /// caller calls [`StreamParser::reset`] (RFC 6120 sections 5.4.3.3 and 6.4.6).
@@ -49,7 +57,10 @@ pub struct StreamParser {
     in_stream: bool,
     /// A non-whitespace byte of the current document has been seen.
     started: bool,
-    element_bytes: usize,
+    /// Bytes consumed since the last frame boundary (stream header, end of a first-level
+    /// element, text between elements): the size of what is being built, including the
+    /// parts of a start tag the lexer has not finished yet.
+    since_boundary: usize,
     max_stanza_size: usize,
 }
 
@@ -61,7 +72,7 @@ impl StreamParser {
             stack: Vec::new(),
             in_stream: false,
             started: false,
-            element_bytes: 0,
+            since_boundary: 0,
             max_stanza_size,
         }
     }
@@ -81,7 +92,7 @@ impl StreamParser {
         self.stack.clear();
         self.in_stream = false;
         self.started = false;
-        self.element_bytes = 0;
+        self.since_boundary = 0;
     }
 
     /// Parse `data` completely, appending every finished frame to `out`.
@@ -102,7 +113,17 @@ impl StreamParser {
             }
         }
         loop {
-            match self.parser.parse(&mut data, false) {
+            let before = data.len();
+            let result = self.parser.parse(&mut data, false);
+            // Every byte counts toward the element being built, even while the lexer still
+            // holds it: an endless start tag or stream header is refused this way.
+            self.since_boundary += before - data.len();
+            if self.since_boundary > self.max_stanza_size {
+                return Err(FrameError::TooLarge {
+                    limit: self.max_stanza_size,
+                });
+            }
+            match result {
                 Ok(Some(event)) => self.event(event, out)?,
                 Ok(None) => return Ok(()),
                 Err(EndOrError::NeedMoreData) => return Ok(()),
@@ -111,54 +132,42 @@ impl StreamParser {
         }
     }
 
-    fn count(&mut self, bytes: usize) -> Result<(), FrameError> {
-        self.element_bytes += bytes;
-        if self.element_bytes > self.max_stanza_size {
-            return Err(FrameError::TooLarge {
-                limit: self.max_stanza_size,
-            });
-        }
-        Ok(())
-    }
-
     fn event(&mut self, event: Event, out: &mut Vec<Frame>) -> Result<(), FrameError> {
         match event {
             Event::XmlDeclaration(..) => {}
-            Event::StartElement(metrics, (namespace, name), attrs) => {
+            Event::StartElement(_, (namespace, name), attrs) => {
                 if !self.in_stream {
                     if name.as_str() != "stream" || namespace.as_str() != ns::STREAM {
                         return Err(FrameError::InvalidNamespace);
                     }
                     self.in_stream = true;
+                    self.since_boundary = 0;
                     out.push(Frame::StreamOpen(StreamHeader::from_attrs(&attrs)));
                     return Ok(());
                 }
-                if self.stack.is_empty() {
-                    self.element_bytes = 0;
+                if self.stack.len() >= MAX_DEPTH {
+                    return Err(FrameError::TooDeep);
                 }
-                self.count(metrics.len())?;
                 let mut element = Element::bare(name.as_str(), namespace.as_str());
                 *element.attrs_mut() = attrs;
                 self.stack.push(element);
             }
-            Event::Text(metrics, text) => {
-                if let Some(top) = self.stack.last_mut() {
-                    top.append_text(text);
-                    self.count(metrics.len())?;
-                }
+            Event::Text(_, text) => match self.stack.last_mut() {
+                Some(top) => top.append_text(text),
                 // Between first-level elements only whitespace keepalives are sent
                 // (RFC 6120 section 4.6.1); text there has no meaning and is dropped.
-            }
-            Event::EndElement(metrics) => match self.stack.pop() {
-                Some(element) => {
-                    self.count(metrics.len())?;
-                    match self.stack.last_mut() {
-                        Some(parent) => {
-                            parent.append_child(element);
-                        }
-                        None => out.push(Frame::Element(element)),
+                None => self.since_boundary = 0,
+            },
+            Event::EndElement(_) => match self.stack.pop() {
+                Some(element) => match self.stack.last_mut() {
+                    Some(parent) => {
+                        parent.append_child(element);
                     }
-                }
+                    None => {
+                        self.since_boundary = 0;
+                        out.push(Frame::Element(element));
+                    }
+                },
                 None => {
                     self.in_stream = false;
                     out.push(Frame::StreamClose);
@@ -275,6 +284,29 @@ mod tests {
             .unwrap();
             assert_eq!(out.len(), 1);
         }
+    }
+
+    #[test]
+    fn nesting_beyond_the_depth_limit_is_refused() {
+        let mut p = StreamParser::new(1 << 20);
+        frames(&mut p, HEADER).unwrap();
+        let deep = "<a>".repeat(MAX_DEPTH + 1);
+        assert_eq!(frames(&mut p, &deep).unwrap_err(), FrameError::TooDeep);
+        let mut p = StreamParser::new(1 << 20);
+        frames(&mut p, HEADER).unwrap();
+        let ok = format!("{}{}", "<a>".repeat(MAX_DEPTH), "</a>".repeat(MAX_DEPTH));
+        assert_eq!(frames(&mut p, &ok).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn an_unfinished_start_tag_counts_toward_the_limit() {
+        let mut p = StreamParser::new(1024);
+        frames(&mut p, HEADER).unwrap();
+        let refused = (0..100).any(|i| {
+            let start = if i == 0 { "<message " } else { " " };
+            frames(&mut p, &format!("{start}a{i}='{}'", "v".repeat(50))).is_err()
+        });
+        assert!(refused);
     }
 
     #[test]
