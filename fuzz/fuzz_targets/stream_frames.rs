@@ -55,6 +55,7 @@ struct Outcome {
 enum ErrorKind {
     NotWellFormed,
     TooLarge,
+    TooDeep,
     InvalidNamespace,
 }
 
@@ -63,6 +64,7 @@ impl From<&FrameError> for ErrorKind {
         match error {
             FrameError::NotWellFormed(_) => ErrorKind::NotWellFormed,
             FrameError::TooLarge { .. } => ErrorKind::TooLarge,
+            FrameError::TooDeep => ErrorKind::TooDeep,
             FrameError::InvalidNamespace => ErrorKind::InvalidNamespace,
         }
     }
@@ -90,7 +92,7 @@ fn run(limit: usize, data: &[u8], split: u8, restart: bool) -> Outcome {
             match &error {
                 FrameError::NotWellFormed(why) => assert!(!why.is_empty()),
                 FrameError::TooLarge { limit: reported } => assert_eq!(*reported, limit),
-                FrameError::InvalidNamespace => {}
+                FrameError::TooDeep | FrameError::InvalidNamespace => {}
             }
             return Outcome {
                 frames,

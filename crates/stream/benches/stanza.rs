@@ -56,18 +56,22 @@ fn parse_messages(bencher: Bencher, count: usize) {
 #[divan::bench]
 fn parse_publish(bencher: Bencher) {
     let input = format!("{HEADER}{PUBLISH}");
-    bencher.counter(BytesCount::new(PUBLISH.len())).bench_local(|| {
-        let mut parser = StreamParser::new(65536);
-        let mut out = Vec::with_capacity(2);
-        parser.feed(input.as_bytes(), &mut out).unwrap();
-        black_box(out)
-    });
+    bencher
+        .counter(BytesCount::new(PUBLISH.len()))
+        .bench_local(|| {
+            let mut parser = StreamParser::new(65536);
+            let mut out = Vec::with_capacity(2);
+            parser.feed(input.as_bytes(), &mut out).unwrap();
+            black_box(out)
+        });
 }
 
 fn first_element(xml: &str) -> Element {
     let mut parser = StreamParser::new(65536);
     let mut out = Vec::new();
-    parser.feed(format!("{HEADER}{xml}").as_bytes(), &mut out).unwrap();
+    parser
+        .feed(format!("{HEADER}{xml}").as_bytes(), &mut out)
+        .unwrap();
     out.into_iter()
         .find_map(|frame| match frame {
             Frame::Element(element) => Some(element),

@@ -102,7 +102,11 @@ impl StreamParser {
         if !self.started {
             // A document starts with `<` (after optional whitespace). Anything else, such
             // as an HTTP request, would otherwise sit in the lexer until a `<` arrives.
-            match data.iter().find(|b| !b.is_ascii_whitespace()) {
+            // XML whitespace (XML 1.0 production 3): space, tab, CR, LF; not form feed.
+            match data
+                .iter()
+                .find(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+            {
                 None => {}
                 Some(b'<') => self.started = true,
                 Some(_) => {

@@ -427,7 +427,9 @@ mod tests {
         assert_eq!(take_internal_metadata(&mut m).as_deref(), Some("{\"a\":2}"));
         assert!(!has_internal(&m));
         assert_eq!(m.get_child("body", ns::CLIENT).unwrap().text(), "x");
-        let mut forged = el("<message xmlns='jabber:client'><body>x</body><other xmlns='urn:x-herald:internal'/></message>");
+        let mut forged = el(
+            "<message xmlns='jabber:client'><body>x</body><other xmlns='urn:x-herald:internal'/></message>",
+        );
         strip_internal(&mut forged);
         assert!(!has_internal(&forged));
         assert!(forged.has_child("body", ns::CLIENT));

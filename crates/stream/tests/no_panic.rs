@@ -223,6 +223,7 @@ struct Outcome {
 enum ErrorKind {
     NotWellFormed,
     TooLarge,
+    TooDeep,
     InvalidNamespace,
 }
 
@@ -231,6 +232,7 @@ impl From<&FrameError> for ErrorKind {
         match error {
             FrameError::NotWellFormed(_) => ErrorKind::NotWellFormed,
             FrameError::TooLarge { .. } => ErrorKind::TooLarge,
+            FrameError::TooDeep => ErrorKind::TooDeep,
             FrameError::InvalidNamespace => ErrorKind::InvalidNamespace,
         }
     }
@@ -271,7 +273,7 @@ fn assert_precise(error: &FrameError, limit: usize) {
     match error {
         FrameError::NotWellFormed(why) => assert!(!why.is_empty()),
         FrameError::TooLarge { limit: reported } => assert_eq!(*reported, limit),
-        FrameError::InvalidNamespace => {}
+        FrameError::TooDeep | FrameError::InvalidNamespace => {}
     }
 }
 
@@ -345,6 +347,7 @@ struct Reached {
     closes: usize,
     not_well_formed: usize,
     too_large: usize,
+    too_deep: usize,
     invalid_namespace: usize,
     unfinished: usize,
 }
@@ -364,6 +367,7 @@ impl Reached {
         match outcome.error {
             Some(ErrorKind::NotWellFormed) => self.not_well_formed += 1,
             Some(ErrorKind::TooLarge) => self.too_large += 1,
+            Some(ErrorKind::TooDeep) => self.too_deep += 1,
             Some(ErrorKind::InvalidNamespace) => self.invalid_namespace += 1,
             None => self.unfinished += 1,
         }
@@ -428,6 +432,17 @@ fn mutated_large_documents_end_in_frames_or_a_precise_error() {
         reached.add(&run(LIMIT, &input, |left| chunk_len(&mut rng, left)));
     }
     assert!(reached.too_large > 10, "{reached:?}");
+}
+
+#[test]
+fn many_small_stanzas_in_one_read_are_not_too_large() {
+    // A client may send more than `max_stanza_size` bytes of stanzas at once; only a single
+    // stanza counts against the limit.
+    let stanza = format!("<message><body>{}</body></message>", "z".repeat(400));
+    let input = format!("{HEADER}{}", stanza.repeat(4 * LIMIT / stanza.len()));
+    let outcome = run(LIMIT, input.as_bytes(), |left| left);
+    assert_eq!(outcome.error, None);
+    assert_eq!(outcome.frames.len(), 1 + 4 * LIMIT / stanza.len());
 }
 
 #[test]
@@ -544,13 +559,17 @@ fn survives_on_worker_stack(limit: usize, input: String) {
 }
 
 #[test]
-fn ten_thousand_nested_elements_are_too_large_under_the_default_limit() {
+fn ten_thousand_nested_elements_are_refused_under_the_default_limit() {
     let mut parser = StreamParser::new(LIMIT);
     let mut out = Vec::new();
     let input = format!("{HEADER}{}", nested(10_000));
-    assert_eq!(
-        parser.feed(input.as_bytes(), &mut out).unwrap_err(),
-        FrameError::TooLarge { limit: LIMIT }
+    let error = parser.feed(input.as_bytes(), &mut out).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            FrameError::TooLarge { limit: LIMIT } | FrameError::TooDeep
+        ),
+        "{error:?}"
     );
 }
 
