@@ -117,8 +117,8 @@ pub struct UserAvailable {
     pub session: jid::FullJid,
     /// Its priority (RFC 6121 section 4.7.2.3).
     pub priority: i8,
-    /// Whether this is the resource's initial presence.
-    pub initial: bool,
+    /// Its priority before this presence; `None` for initial presence.
+    pub previous_priority: Option<i8>,
 }
 
 /// The catalogue of hooks.

@@ -191,8 +191,10 @@ struct Deliver;
 impl Handler<UserAvailable> for Deliver {
     async fn call(&self, server: &Server, event: &mut UserAvailable) -> Flow {
         // XEP-0160 section 3: delivered when the user sends presence with priority >= 0
-        // (a negative priority means "never deliver bare-JID messages here").
-        if event.priority < 0 {
+        // (a negative priority means "never deliver bare-JID messages here"): at initial
+        // presence, or when a resource's priority stops being negative.
+        let was_deliverable = event.previous_priority.is_some_and(|p| p >= 0);
+        if event.priority < 0 || was_deliverable {
             return Flow::Continue;
         }
         let user = event.session.to_bare();
@@ -217,6 +219,9 @@ impl Handler<UserAvailable> for Deliver {
             if let Some(delay) = delay(&domain, message.stored_at) {
                 element.append_child(delay);
             }
+            // The metadata travels on with the message (into the stream-management buffer
+            // and back here if it is never acknowledged); it is never written to the client.
+            herald_stream::stanza::set_internal_metadata(&mut element, &message.metadata);
             if !session.deliver(element) {
                 // The session is gone or stuck: keep what it could not take.
                 restore(server, &user, &messages[delivered..]).await;

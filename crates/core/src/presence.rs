@@ -31,6 +31,11 @@ use crate::{
     sessions::{Availability, SessionHandle},
 };
 
+/// Most entities one session's directed presence is remembered for (RFC 6121 section 4.6.3),
+/// so that a client cannot grow the server's memory without bound; beyond it, further
+/// recipients get no unavailable presence at logoff.
+const MAX_DIRECTED: usize = 1000;
+
 /// What presence and the roster remember about one session besides its availability.
 #[derive(Debug, Default)]
 pub struct SessionPresence {
@@ -74,8 +79,49 @@ pub(crate) async fn route(server: &Server, sender: &FullJid, kind: PresenceType,
         }
         (Some(to), _, _) => {
             let to = to.clone();
-            directed(server, sender, kind, to, stanza);
+            directed(server, sender, kind, to, stanza).await;
         }
+    }
+}
+
+/// Presence from a connected component (XEP-0114) to a local entity: subscription stanzas
+/// are processed like those of any contact's server (RFC 6121 section 3), probes are
+/// answered for subscribers (section 4.3.2), the rest is delivered as addressed.
+pub(crate) async fn from_component(server: &Server, kind: PresenceType, stanza: Stanza) {
+    let (Some(to), Some(from)) = (stanza.to.clone(), stanza.from.clone()) else {
+        return;
+    };
+    let account = to.node().is_some() && server.is_local_domain(to.domain().as_str());
+    match (subscription_kind(kind), server.extensions.roster()) {
+        (Some(subscription), Some(roster)) if account => {
+            let (recipient, contact) = (to.to_bare(), from.to_bare());
+            inbound_subscription(
+                server,
+                roster,
+                &recipient,
+                &contact,
+                subscription,
+                stanza.element,
+            )
+            .await;
+        }
+        (None, Some(roster)) if kind == PresenceType::Probe && account => {
+            let (user, prober) = (to.to_bare(), from);
+            match roster.state(server, &user, &prober.to_bare()).await {
+                Ok(state) if state.has_from() => {
+                    for resource in server.sessions.available(&user) {
+                        if let Some(presence) = last_presence(server, &resource) {
+                            send(server, addressed(&presence, &prober)).await;
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::error!(%user, %error, "cannot read the roster to answer a probe")
+                }
+            }
+        }
+        _ => send(server, stanza.element).await,
     }
 }
 
@@ -130,6 +176,10 @@ async fn broadcast(server: &Server, sender: &FullJid, kind: PresenceType, stanza
                 .sessions
                 .set_availability(sender, session.id, availability);
             let initial = matches!(previous, Some(Availability::Unavailable));
+            let previous_priority = match previous {
+                Some(Availability::Available { priority, .. }) => Some(priority),
+                _ => None,
+            };
             // RFC 6121 section 4.2.2: the user's server MUST broadcast initial presence to
             // all of the user's available resources, including the one that sent it; the
             // same holds for later presence updates (section 4.4.2).
@@ -148,7 +198,7 @@ async fn broadcast(server: &Server, sender: &FullJid, kind: PresenceType, stanza
             let mut event = UserAvailable {
                 session: sender.clone(),
                 priority,
-                initial,
+                previous_priority,
             };
             server
                 .extensions
@@ -626,8 +676,9 @@ pub(crate) async fn cancel_subscriptions(
 
 /// Presence with a `to` that is not a subscription stanza (RFC 6121 section 4.6 for
 /// directed presence, 8.5 for delivery). The served domain itself is never the recipient.
-fn directed(server: &Server, sender: &FullJid, kind: PresenceType, to: Jid, stanza: Stanza) {
-    if to.node().is_none() {
+async fn directed(server: &Server, sender: &FullJid, kind: PresenceType, to: Jid, stanza: Stanza) {
+    let local = server.is_local_domain(to.domain().as_str());
+    if local && to.node().is_none() {
         // Presence to the server itself: nothing to do (RFC 6121 section 8.5.1 allows
         // silently ignoring it).
         return;
@@ -637,13 +688,21 @@ fn directed(server: &Server, sender: &FullJid, kind: PresenceType, to: Jid, stan
         // unavailable presence when the user goes offline.
         match kind {
             PresenceType::Available => {
-                session.presence.directed().insert(to.clone());
+                let mut directed = session.presence.directed();
+                if directed.len() < MAX_DIRECTED {
+                    directed.insert(to.clone());
+                }
             }
             PresenceType::Unavailable => {
                 session.presence.directed().remove(&to);
             }
             _ => {}
         }
+    }
+    if !local {
+        // A connected component (the router sends nothing else here).
+        send(server, stanza.element).await;
+        return;
     }
     match to.try_as_full() {
         Ok(full) => {

@@ -60,12 +60,14 @@ impl Module for Register {
     }
 
     fn register(self: Arc<Self>, r: &mut Registrar) {
-        r.feature(ns::REGISTER);
         let handler = Arc::new(AccountRequest(Arc::clone(&self)));
         // Without `to` or to the account itself, and to the server (section 3.3's example).
         r.iq(IqScope::Account, ns::REGISTER, handler.clone());
         r.iq(IqScope::Server, ns::REGISTER, handler);
         if let Some(in_band) = self.in_band {
+            // Advertised only with registration and password changes: clients read the
+            // feature as "in-band registration is supported".
+            r.feature(ns::REGISTER);
             r.pre_auth_iq(
                 ns::REGISTER,
                 Element::bare("register", REGISTER_FEATURE),

@@ -45,13 +45,19 @@ impl ResumeTable {
     /// Register a resumable session; returns the receiving end for resumptions.
     pub(crate) fn register(&self, id: String, jid: FullJid) -> mpsc::Receiver<Resumption> {
         let (tx, rx) = mpsc::channel(1);
-        self.live.lock().unwrap_or_else(|p| p.into_inner()).insert(id, Live { jid, handover: tx });
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, Live { jid, handover: tx });
         rx
     }
 
     /// Forget a session; with `stale_for`, remember its last `h` that long.
     pub(crate) fn unregister(&self, id: &str, last_h: u32, stale_for: Option<Duration>) {
-        self.live.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
         if let Some(ttl) = stale_for {
             let mut stale = self.stale.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
@@ -61,7 +67,12 @@ impl ResumeTable {
     }
 
     /// Hand a connection to the session `id` if it belongs to `user`.
-    pub(crate) fn resume(&self, id: &str, user: &BareJid, resumption: Resumption) -> Result<FullJid, Refused> {
+    pub(crate) fn resume(
+        &self,
+        id: &str,
+        user: &BareJid,
+        resumption: Resumption,
+    ) -> Result<FullJid, Refused> {
         let target = {
             let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
             live.get(id)
@@ -81,6 +92,9 @@ impl ResumeTable {
 
     fn stale_h(&self, id: &str) -> Option<u32> {
         let stale = self.stale.lock().unwrap_or_else(|p| p.into_inner());
-        stale.get(id).filter(|(_, expiry)| *expiry > Instant::now()).map(|(h, _)| *h)
+        stale
+            .get(id)
+            .filter(|(_, expiry)| *expiry > Instant::now())
+            .map(|(h, _)| *h)
     }
 }

@@ -51,6 +51,13 @@ impl Server {
         if let Some(to) = &stanza.to
             && let Some(component) = self.components.get(to.domain().as_str())
         {
+            if let (Origin::Client(sender), StanzaKind::Presence(kind)) = (origin, stanza.kind) {
+                // Client presence to a component still goes through presence processing:
+                // directed presence is remembered and subscriptions change the roster
+                // (RFC 6121 sections 3 and 4.6); presence hands it to the component.
+                presence::route(self, sender, kind, stanza).await;
+                return;
+            }
             if !component.deliver(stanza.element.clone()) {
                 self.bounce(
                     &stanza,
@@ -88,8 +95,10 @@ impl Server {
             StanzaKind::Message(kind) => self.route_message(kind, stanza).await,
             StanzaKind::Presence(kind) => match origin {
                 Origin::Client(sender) => presence::route(self, sender, kind, stanza).await,
-                // Presence from a component or the server: delivered as addressed.
-                _ => self.deliver_addressed(stanza),
+                // A component's subscription stanzas change the user's roster.
+                Origin::Component(_) => presence::from_component(self, kind, stanza).await,
+                // Presence from the server itself: delivered as addressed.
+                Origin::Server => self.deliver_addressed(stanza),
             },
         }
     }

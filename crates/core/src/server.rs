@@ -11,8 +11,8 @@ use crate::{
     module::{Extensions, Module, Registrar},
     outbound::PendingIqs,
     resume::ResumeTable,
-    sm::SmSettings,
     sessions::SessionRegistry,
+    sm::SmSettings,
 };
 
 /// Server-wide settings that are not modules.
@@ -47,7 +47,11 @@ pub struct Server {
 
 impl Server {
     /// Build the server for `hosts`, registering `modules`, with default options.
-    pub fn new(hosts: Vec<DomainPart>, storage: Storage, modules: &[Arc<dyn Module>]) -> Arc<Server> {
+    pub fn new(
+        hosts: Vec<DomainPart>,
+        storage: Storage,
+        modules: &[Arc<dyn Module>],
+    ) -> Arc<Server> {
         Server::with_options(hosts, storage, modules, ServerOptions::default())
     }
 

@@ -76,7 +76,8 @@ pub struct Sm {
 /// Whether a first-level element counts as a stanza for the counters (XEP-0198 section 4:
 /// only message, presence and iq).
 pub fn is_stanza(element: &Element) -> bool {
-    matches!(element.name(), "message" | "presence" | "iq") && element.ns() == herald_stream::ns::CLIENT
+    matches!(element.name(), "message" | "presence" | "iq")
+        && element.ns() == herald_stream::ns::CLIENT
 }
 
 impl Sm {
@@ -168,7 +169,10 @@ mod tests {
 
     #[test]
     fn counters_wrap_around_at_two_to_the_thirty_two() {
-        let settings = SmSettings { buffer_max: None, ..SmSettings::default() };
+        let settings = SmSettings {
+            buffer_max: None,
+            ..SmSettings::default()
+        };
         let mut sm = Sm::new(&settings, None);
         sm.sent = u32::MAX - 1;
         sm.acked = u32::MAX - 1;
@@ -187,12 +191,18 @@ mod tests {
     fn acking_more_than_was_sent_is_handled_count_too_high() {
         let mut sm = Sm::new(&SmSettings::default(), None);
         sm.sent(&message()).unwrap();
-        assert_eq!(sm.acked(5), Err(SmError::HandledCountTooHigh { h: 5, sent: 1 }));
+        assert_eq!(
+            sm.acked(5),
+            Err(SmError::HandledCountTooHigh { h: 5, sent: 1 })
+        );
     }
 
     #[test]
     fn the_buffer_limit_is_enforced() {
-        let settings = SmSettings { buffer_max: Some(2), ..SmSettings::default() };
+        let settings = SmSettings {
+            buffer_max: Some(2),
+            ..SmSettings::default()
+        };
         let mut sm = Sm::new(&settings, None);
         sm.sent(&message()).unwrap();
         sm.sent(&message()).unwrap();
@@ -201,12 +211,18 @@ mod tests {
 
     #[test]
     fn ack_requests_follow_ack_freq() {
-        let settings = SmSettings { ack_freq: Some(3), ..SmSettings::default() };
+        let settings = SmSettings {
+            ack_freq: Some(3),
+            ..SmSettings::default()
+        };
         let mut sm = Sm::new(&settings, None);
         assert_eq!(sm.sent(&message()), Ok(false));
         assert_eq!(sm.sent(&message()), Ok(false));
         assert_eq!(sm.sent(&message()), Ok(true));
-        let never = SmSettings { ack_freq: None, ..SmSettings::default() };
+        let never = SmSettings {
+            ack_freq: None,
+            ..SmSettings::default()
+        };
         let mut sm = Sm::new(&never, None);
         assert_eq!(sm.sent(&message()), Ok(false));
     }

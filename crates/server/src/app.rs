@@ -14,7 +14,6 @@ use std::{
 
 use herald_core::{
     Server, ServerOptions,
-    sm::{SmSettings, StaleH},
     c2s::{C2sListener, C2sSettings, C2sTls, TlsMode as CoreTlsMode},
     component::{ServiceListener, ServiceSettings},
     components::ConflictBehaviour as CoreConflictBehaviour,
@@ -24,6 +23,7 @@ use herald_core::{
     ping::Ping,
     register::{InBandRegistration, Register},
     roster::{Roster, RosterConfig},
+    sm::{SmSettings, StaleH},
 };
 use herald_sasl::Credentials;
 use herald_storage::{Storage, StorageError};
@@ -148,15 +148,19 @@ fn modules(config: &Config) -> Vec<Arc<dyn Module>> {
 
 fn options(config: &Config) -> ServerOptions {
     ServerOptions {
-        stream_management: config.modules.mod_stream_management.as_ref().map(|sm| SmSettings {
-            buffer_max: sm.buffer_max,
-            ack_freq: sm.ack_freq,
-            resume_timeout: sm.resume_timeout,
-            stale_h: sm.stale_h.as_ref().map(|stale| StaleH {
-                repeat_after: stale.repeat_after,
-                geriatric: stale.geriatric,
+        stream_management: config
+            .modules
+            .mod_stream_management
+            .as_ref()
+            .map(|sm| SmSettings {
+                buffer_max: sm.buffer_max,
+                ack_freq: sm.ack_freq,
+                resume_timeout: sm.resume_timeout,
+                stale_h: sm.stale_h.as_ref().map(|stale| StaleH {
+                    repeat_after: stale.repeat_after,
+                    geriatric: stale.geriatric,
+                }),
             }),
-        }),
     }
 }
 

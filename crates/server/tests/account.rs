@@ -407,3 +407,25 @@ async fn without_mod_register_a_password_change_is_not_allowed_but_cancellation_
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_stream_that_keeps_registering_is_closed() {
+    let mut server = server(WITH_REGISTER).await;
+    let mut client = unauthenticated(&server).await;
+    for n in 0..10 {
+        client
+            .send(&format!(
+                "<iq type='get' id='f{n}'><query xmlns='jabber:iq:register'/></iq>"
+            ))
+            .await;
+        assert_eq!(client.next().await.attr("type"), Some("result"));
+    }
+    client
+        .send("<iq type='get' id='more'><query xmlns='jabber:iq:register'/></iq>")
+        .await;
+    assert_eq!(
+        client.closed().await,
+        Closed::StreamError("policy-violation".into())
+    );
+    server.shutdown().await;
+}

@@ -704,3 +704,132 @@ async fn without_versioning_the_stream_feature_is_absent_and_ver_is_ignored() {
     assert_eq!(query.attr("ver"), None);
     server.shutdown().await;
 }
+
+/// A component written from XEP-0114, reduced to what the presence test needs.
+mod component {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use herald_stream::{Frame, StreamParser};
+    use minidom::Element;
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        net::TcpStream,
+    };
+
+    pub struct Component {
+        tcp: TcpStream,
+        parser: StreamParser,
+        frames: std::collections::VecDeque<Frame>,
+    }
+
+    impl Component {
+        pub async fn connect(addr: SocketAddr, domain: &str, secret: &str) -> Component {
+            use sha1::Digest;
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let mut c = Component {
+                tcp,
+                parser: StreamParser::new(1 << 20),
+                frames: Default::default(),
+            };
+            c.send(&format!(
+                "<stream:stream xmlns='jabber:component:accept' \
+                 xmlns:stream='http://etherx.jabber.org/streams' to='{domain}'>"
+            ))
+            .await;
+            let Some(Frame::StreamOpen(header)) = c.frame().await else {
+                panic!("expected a stream header");
+            };
+            let id = header.id.expect("a stream id");
+            let digest: String = sha1::Sha1::digest(format!("{id}{secret}").as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            c.send(&format!("<handshake>{digest}</handshake>")).await;
+            assert_eq!(c.next().await.name(), "handshake");
+            c
+        }
+
+        pub async fn send(&mut self, xml: &str) {
+            self.tcp.write_all(xml.as_bytes()).await.unwrap();
+        }
+
+        async fn frame(&mut self) -> Option<Frame> {
+            let mut buf = vec![0u8; 65536];
+            loop {
+                if let Some(frame) = self.frames.pop_front() {
+                    return Some(frame);
+                }
+                let read =
+                    tokio::time::timeout(Duration::from_secs(10), self.tcp.read(&mut buf)).await;
+                let n = read.expect("timed out waiting for the server").unwrap_or(0);
+                if n == 0 {
+                    return None;
+                }
+                let mut out = Vec::new();
+                self.parser.feed(&buf[..n], &mut out).unwrap();
+                self.frames.extend(out);
+            }
+        }
+
+        pub async fn next(&mut self) -> Element {
+            match self.frame().await {
+                Some(Frame::Element(e)) => e,
+                other => panic!("expected an element, got {other:?}"),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn presence_to_and_from_a_component_goes_through_the_roster() {
+    let config = format!(
+        "{CONFIG}\n[[listen.service]]\nport = 0\nip_address = \"127.0.0.1\"\npassword = \"secret\"\n"
+    );
+    let mut server = server_with(&config, &["alice"]).await;
+    let service = server.running.as_ref().unwrap().service_addrs[0];
+    let mut gateway = component::Component::connect(service, "gateway.localhost", "secret").await;
+    let mut alice = online(&server, "alice", "laptop").await;
+
+    // A subscription to the gateway changes alice's roster and reaches the gateway.
+    alice
+        .send("<presence to='gateway.localhost' type='subscribe'/>")
+        .await;
+    let request = gateway.next().await;
+    assert_eq!(
+        (request.name(), request.attr("type"), request.attr("from")),
+        ("presence", Some("subscribe"), Some("alice@localhost"))
+    );
+    gateway
+        .send("<presence from='gateway.localhost' to='alice@localhost' type='subscribed'/>")
+        .await;
+    until(
+        &mut alice,
+        "the gateway's approval",
+        presence_of("subscribed", "gateway.localhost"),
+    )
+    .await;
+    assert_eq!(
+        subscription(&roster(&mut alice).await, "gateway.localhost"),
+        Some(("to".into(), None))
+    );
+
+    // Directed presence to a room at the component gets unavailable when alice leaves.
+    alice
+        .send("<presence to='room@gateway.localhost/alice'/>")
+        .await;
+    let joined = gateway.next().await;
+    assert_eq!(joined.attr("to"), Some("room@gateway.localhost/alice"));
+    assert_eq!(joined.attr("type"), None);
+    drop(alice);
+    let left = gateway.next().await;
+    assert_eq!(
+        (left.attr("type"), left.attr("to"), left.attr("from")),
+        (
+            Some("unavailable"),
+            Some("room@gateway.localhost/alice"),
+            Some("alice@localhost/laptop")
+        )
+    );
+    server.shutdown().await;
+}

@@ -27,6 +27,10 @@ use crate::{
 /// SASL attempts allowed on one stream (RFC 6120 section 6.4.5: at least 2, at most 5).
 const MAX_AUTH_ATTEMPTS: u32 = 3;
 
+/// IQs a stream may send before authenticating (XEP-0077 section 3.1.1: a server MAY refuse
+/// an entity that registers too many times); beyond, the stream ends with policy-violation.
+const MAX_PRE_AUTH_IQS: u32 = 10;
+
 /// Refuse a connection beyond `max_connections` with resource-constraint.
 pub(crate) async fn refuse(
     server: Arc<Server>,
@@ -58,6 +62,8 @@ struct State {
     domain: Option<DomainPart>,
     authenticated: Option<BareJid>,
     failures: u32,
+    /// IQs answered before authentication (in-band registration), bounded per stream.
+    pre_auth_iqs: u32,
 }
 
 /// Serve one client connection from accept to close.
@@ -90,6 +96,7 @@ pub(crate) async fn serve(
         domain: None,
         authenticated: None,
         failures: 0,
+        pre_auth_iqs: 0,
     };
     let Some((conn, jid)) = negotiate(&server, &settings, conn, &mut state, peer).await else {
         return;
@@ -171,6 +178,10 @@ async fn negotiate(
                 && let Some(reply) = pre_auth_iq(server, state, &element).await
             {
                 // XEP-0077 section 3.1: registration happens before authentication.
+                let Some(reply) = reply else {
+                    fail(&mut conn, state, StreamErrorCondition::PolicyViolation).await;
+                    return None;
+                };
                 conn.queue(&reply);
                 if conn.flush().await.is_err() {
                     return None;
@@ -196,12 +207,17 @@ async fn negotiate(
                     fail(&mut conn, state, StreamErrorCondition::BadFormat).await;
                     return None;
                 };
-                match server.resumable.resume(&previd, &user, Resumption { conn, h }) {
+                match server
+                    .resumable
+                    .resume(&previd, &user, Resumption { conn, h })
+                {
                     Ok(jid) => {
                         tracing::debug!(%jid, %peer, "handing the connection to the resumed session");
                         return None;
                     }
-                    Err(Refused::NotFound(stale_h, resumption) | Refused::Gone(stale_h, resumption)) => {
+                    Err(
+                        Refused::NotFound(stale_h, resumption) | Refused::Gone(stale_h, resumption),
+                    ) => {
                         conn = resumption.conn;
                         // The client may bind a new session instead.
                         conn.queue_raw(&super::session::resume_failed(stale_h));
@@ -629,8 +645,13 @@ fn bind(
 }
 
 /// Answer an IQ that a module handles before authentication (XEP-0077 in-band
-/// registration); `None` when no module does, so the element is treated as any other.
-async fn pre_auth_iq(server: &Server, state: &State, element: &Element) -> Option<Element> {
+/// registration): `None` when no module does, so the element is treated as any other;
+/// `Some(None)` when the stream has sent too many.
+async fn pre_auth_iq(
+    server: &Server,
+    state: &mut State,
+    element: &Element,
+) -> Option<Option<Element>> {
     if !element.is("iq", ns::CLIENT) {
         return None;
     }
@@ -639,7 +660,7 @@ async fn pre_auth_iq(server: &Server, state: &State, element: &Element) -> Optio
         return None;
     };
     let handler = server.extensions.pre_auth_iq_handler(&payload.ns())?;
-    let domain = state.domain.as_ref()?;
+    let domain = state.domain.clone()?;
     let stanza = herald_stream::Stanza::parse(element.clone()).ok()?;
     let herald_stream::StanzaKind::Iq(kind) = stanza.kind else {
         return None;
@@ -650,15 +671,19 @@ async fn pre_auth_iq(server: &Server, state: &State, element: &Element) -> Optio
     ) {
         return None;
     }
+    state.pre_auth_iqs += 1;
+    if state.pre_auth_iqs > MAX_PRE_AUTH_IQS {
+        return Some(None);
+    }
     let request = crate::module::PreAuthRequest {
-        domain,
+        domain: &domain,
         kind,
         payload,
     };
-    Some(match handler.handle(server, request).await {
+    Some(Some(match handler.handle(server, request).await {
         Ok(payload) => herald_stream::stanza::iq_result(&stanza, payload),
         Err(error) => stanza
             .error_reply(error.type_, error.condition)
             .unwrap_or_else(|| herald_stream::stanza::iq_result(&stanza, None)),
-    })
+    }))
 }

@@ -54,8 +54,18 @@ struct Session {
 
 /// Run the session until it ends, then unregister it and route again what the client never
 /// acknowledged.
-pub(crate) async fn run(server: Arc<Server>, conn: Conn, (handle, rx): (SessionHandle, mpsc::Receiver<Element>)) {
-    let mut session = Session { server, handle, rx, sm: None, resumptions: None };
+pub(crate) async fn run(
+    server: Arc<Server>,
+    conn: Conn,
+    (handle, rx): (SessionHandle, mpsc::Receiver<Element>),
+) {
+    let mut session = Session {
+        server,
+        handle,
+        rx,
+        sm: None,
+        resumptions: None,
+    };
     let mut conn = Some(conn);
     loop {
         let end = match conn.as_mut() {
@@ -69,15 +79,13 @@ pub(crate) async fn run(server: Arc<Server>, conn: Conn, (handle, rx): (SessionH
                 }
                 conn = session.resume(resumption).await;
             }
-            End::Gone if session.resumptions.is_some() => {
-                match session.wait().await {
-                    Ok(resumption) => conn = session.resume(resumption).await,
-                    Err(reason) => {
-                        tracing::debug!(jid = %session.handle.jid, ?reason, "resumable session ended");
-                        break;
-                    }
+            End::Gone if session.resumptions.is_some() => match session.wait().await {
+                Ok(resumption) => conn = session.resume(resumption).await,
+                Err(reason) => {
+                    tracing::debug!(jid = %session.handle.jid, ?reason, "resumable session ended");
+                    break;
                 }
-            }
+            },
             End::Gone => break,
             End::Closed => {
                 if let Some(c) = conn.as_mut() {
@@ -99,7 +107,8 @@ pub(crate) async fn run(server: Arc<Server>, conn: Conn, (handle, rx): (SessionH
                             c.queue(&element);
                         }
                     }
-                    c.fail(condition, session.handle.jid.domain().as_str()).await;
+                    c.fail(condition, session.handle.jid.domain().as_str())
+                        .await;
                 }
                 break;
             }
@@ -133,7 +142,12 @@ impl Session {
     }
 
     /// Queue a stanza for the client, counting it for stream management.
-    fn write(&mut self, conn: &mut Conn, element: &Element, request_ack: &mut bool) -> Result<(), End> {
+    fn write(
+        &mut self,
+        conn: &mut Conn,
+        element: &Element,
+        request_ack: &mut bool,
+    ) -> Result<(), End> {
         match self.track_sent(element) {
             Ok(request) => *request_ack |= request,
             Err(error) => return Err(sm_failure(error)),
@@ -229,7 +243,9 @@ impl Session {
             // RFC 3921 section 3: establishing a session is a no-op now; answer result.
             return self.reply(conn, iq_result(&stanza, None)).await;
         }
-        self.server.route(Origin::Client(&self.handle.jid), stanza).await;
+        self.server
+            .route(Origin::Client(&self.handle.jid), stanza)
+            .await;
         Ok(())
     }
 
@@ -259,7 +275,11 @@ impl Session {
                 let resume = matches!(element.attr("resume"), Some("true" | "1"));
                 if resume {
                     let id = crate::random_id();
-                    self.resumptions = Some(self.server.resumable.register(id.clone(), self.handle.jid.clone()));
+                    self.resumptions = Some(
+                        self.server
+                            .resumable
+                            .register(id.clone(), self.handle.jid.clone()),
+                    );
                     conn.queue_raw(&format!(
                         "<enabled xmlns='{}' id='{id}' resume='true' max='{}'/>",
                         sm::NS,
@@ -297,8 +317,17 @@ impl Session {
     /// The connection is gone and the session is resumable: keep buffering, tell the push
     /// module about each unacknowledged message, and wait for the client or the timeout.
     async fn wait(&mut self) -> Result<Resumption, &'static str> {
-        let timeout = self.server.stream_management.as_ref().map(|s| s.resume_timeout).unwrap_or_default();
-        let pending: Vec<Element> = self.sm.as_ref().map(|sm| sm.unacked().cloned().collect()).unwrap_or_default();
+        let timeout = self
+            .server
+            .stream_management
+            .as_ref()
+            .map(|s| s.resume_timeout)
+            .unwrap_or_default();
+        let pending: Vec<Element> = self
+            .sm
+            .as_ref()
+            .map(|sm| sm.unacked().cloned().collect())
+            .unwrap_or_default();
         for element in pending {
             self.raise_unacked(element).await;
         }
@@ -324,11 +353,20 @@ impl Session {
     }
 
     async fn raise_unacked(&self, element: Element) {
-        if element.name() != "message" || self.server.extensions.hooks().unacked_message.is_empty() {
+        if element.name() != "message" || self.server.extensions.hooks().unacked_message.is_empty()
+        {
             return;
         }
-        let mut event = UnackedMessage { session: self.handle.jid.clone(), stanza: element };
-        self.server.extensions.hooks().unacked_message.run(&self.server, &mut event).await;
+        let mut event = UnackedMessage {
+            session: self.handle.jid.clone(),
+            stanza: element,
+        };
+        self.server
+            .extensions
+            .hooks()
+            .unacked_message
+            .run(&self.server, &mut event)
+            .await;
     }
 
     /// Take over a new connection: acknowledge what the client says it handled, confirm,
@@ -344,7 +382,11 @@ impl Session {
             return None;
         }
         let previd = sm.id.clone().unwrap_or_default();
-        conn.queue_raw(&format!("<resumed xmlns='{}' previd='{previd}' h='{}'/>", sm::NS, sm.handled()));
+        conn.queue_raw(&format!(
+            "<resumed xmlns='{}' previd='{previd}' h='{}'/>",
+            sm::NS,
+            sm.handled()
+        ));
         for element in sm.unacked() {
             conn.queue(element);
         }
@@ -363,13 +405,21 @@ impl Session {
     /// client never acknowledged (XEP-0198 section 5: as if sent to an unavailable
     /// resource) together with what was still queued.
     async fn finish(mut self) {
-        let stale = self.server.stream_management.as_ref().and_then(|s| s.stale_h.as_ref()).map(|s| s.geriatric);
+        let stale = self
+            .server
+            .stream_management
+            .as_ref()
+            .and_then(|s| s.stale_h.as_ref())
+            .map(|s| s.geriatric);
         if let Some(sm) = &self.sm
             && let Some(id) = &sm.id
         {
             self.server.resumable.unregister(id, sm.handled(), stale);
         }
-        let last = self.server.sessions.unbind(&self.handle.jid, self.handle.id);
+        let last = self
+            .server
+            .sessions
+            .unbind(&self.handle.jid, self.handle.id);
         presence::session_ended(&self.server, &self.handle, last).await;
         self.rx.close();
         let mut leftovers = self.sm.as_mut().map(Sm::take_unacked).unwrap_or_default();
@@ -377,12 +427,16 @@ impl Session {
             leftovers.push(element);
         }
         for element in leftovers {
-            let Ok(stanza) = Stanza::parse(element) else { continue };
+            let Ok(stanza) = Stanza::parse(element) else {
+                continue;
+            };
             match stanza.kind {
                 StanzaKind::Message(_) => self.server.route(Origin::Server, stanza).await,
-                StanzaKind::Iq(IqType::Get | IqType::Set) => {
-                    self.server.bounce(&stanza, ErrorType::Cancel, DefinedCondition::ServiceUnavailable)
-                }
+                StanzaKind::Iq(IqType::Get | IqType::Set) => self.server.bounce(
+                    &stanza,
+                    ErrorType::Cancel,
+                    DefinedCondition::ServiceUnavailable,
+                ),
                 _ => {}
             }
         }

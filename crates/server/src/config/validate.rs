@@ -12,14 +12,13 @@ use jid::{BareJid, DomainPart};
 use super::error::{Invalid, KeyPath};
 use super::raw::{
     Integer, RawC2s, RawConfig, RawDisco, RawGeneral, RawModules, RawOffline, RawRegister,
-    RawService,
-    RawStreamManagement, RawTls,
+    RawService, RawStreamManagement, RawTls,
 };
 use super::{
     C2sListener, CertFiles, Config, ConflictBehaviour, DEFAULT_BACKWARDS_COMPATIBLE_SESSION,
     DEFAULT_IP_ADDRESS, DEFAULT_LOGLEVEL, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_STANZA_SIZE,
-    DEFAULT_STATE_TIMEOUT_MS, DiscoConfig, General, Listen, LogLevel, Modules, PingConfig,
-    OfflineConfig, RegisterConfig, RosterConfig, ServiceListener, StaleHConfig,
+    DEFAULT_STATE_TIMEOUT_MS, DiscoConfig, General, Listen, LogLevel, Modules, OfflineConfig,
+    PingConfig, RegisterConfig, RosterConfig, ServiceListener, StaleHConfig,
     StreamManagementConfig, TlsConfig, TlsMode,
 };
 
@@ -339,23 +338,38 @@ fn register_config(raw: RawRegister, at: &KeyPath) -> Result<RegisterConfig, Inv
 }
 
 /// An integer of at least `min`, or the word that means "no limit".
-fn integer_or(value: toml::Value, word: &str, min: i64, at: &KeyPath) -> Result<Option<u64>, Invalid> {
+fn integer_or(
+    value: toml::Value,
+    word: &str,
+    min: i64,
+    at: &KeyPath,
+) -> Result<Option<u64>, Invalid> {
     let expected = format!("an integer of at least {min}, or \"{word}\"");
     match value {
         toml::Value::Integer(n) if n >= min => Ok(Some(n as u64)),
         toml::Value::String(text) if text == word => Ok(None),
-        toml::Value::Integer(n) => Err(Invalid::new(at.clone(), format!("{n} is too small; expected {expected}"))),
-        other => Err(Invalid::new(at.clone(), format!("{other} is not accepted; expected {expected}"))),
+        toml::Value::Integer(n) => Err(Invalid::new(
+            at.clone(),
+            format!("{n} is too small; expected {expected}"),
+        )),
+        other => Err(Invalid::new(
+            at.clone(),
+            format!("{other} is not accepted; expected {expected}"),
+        )),
     }
 }
 
-fn stream_management(raw: RawStreamManagement, at: &KeyPath) -> Result<StreamManagementConfig, Invalid> {
+fn stream_management(
+    raw: RawStreamManagement,
+    at: &KeyPath,
+) -> Result<StreamManagementConfig, Invalid> {
     let buffer_max = match raw.buffer_max {
         Some(value) => integer_or(value, "infinity", 1, &at.key("buffer_max"))?.map(|n| n as usize),
         None => Some(100),
     };
     let ack_freq = match raw.ack_freq {
-        Some(value) => integer_or(value, "never", 1, &at.key("ack_freq"))?.map(|n| n.min(u32::MAX as u64) as u32),
+        Some(value) => integer_or(value, "never", 1, &at.key("ack_freq"))?
+            .map(|n| n.min(u32::MAX as u64) as u32),
         None => Some(1),
     };
     let seconds = "at least 1 (seconds)";
