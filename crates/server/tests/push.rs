@@ -860,3 +860,144 @@ async fn registrations_survive_a_restart() {
     );
     s.server.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------------------
+// Stream management (spec section 7).
+
+fn sm_config(plugin: &str) -> String {
+    format!(
+        r#"
+[general]
+hosts = ["localhost"]
+data_dir = "{{DATA}}"
+
+[[listen.c2s]]
+port = 0
+ip_address = "127.0.0.1"
+tls.mode = "starttls"
+
+[[listen.service]]
+port = 0
+ip_address = "127.0.0.1"
+password = "secret"
+
+[modules.mod_disco]
+[modules.mod_offline]
+[modules.mod_stream_management]
+resume_timeout = 2
+
+[modules.mod_event_pusher.push]
+plugin_module = "{plugin}"
+"#
+    )
+}
+
+async fn sm_setup(plugin: &str) -> Setup {
+    let server = TestServer::start(&sm_config(plugin)).await;
+    server.add_user("alice@localhost", "a-pass").await;
+    server.add_user("bob@localhost", "b-pass").await;
+    let addr = server.running.as_ref().unwrap().service_addrs[0];
+    let app = AppServer::connect(addr).await;
+    Setup { server, app }
+}
+
+/// Alice's phone: logged in, push enabled for `node` in this session, stream management with
+/// resumption, available.
+async fn alice_phone_with_sm(server: &TestServer, node: &str) -> Client {
+    let mut phone = alice(server).await;
+    let reply = iq(&mut phone, &enable_iq(node, "")).await;
+    assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
+    phone
+        .send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+        .await;
+    assert_eq!(phone.next().await.name(), "enabled");
+    phone.send("<presence/>").await;
+    loop {
+        let e = phone.next().await;
+        if e.name() == "presence" && e.attr("from") == phone.jid.as_deref() {
+            break;
+        }
+    }
+    phone
+}
+
+async fn next_message(client: &mut Client) -> Element {
+    loop {
+        let e = client.next().await;
+        if e.name() == "message" {
+            return e;
+        }
+    }
+}
+
+fn chat_with_id(id: &str) -> String {
+    format!("<message to='alice@localhost' type='chat' id='{id}'><body>{id}</body></message>")
+}
+
+#[tokio::test]
+async fn enhanced_pushes_a_waiting_sessions_messages_to_its_own_device_once() {
+    let mut s = sm_setup("enhanced").await;
+    enable_for_alice(&s.server, "tablet", "").await;
+    let mut phone = alice_phone_with_sm(&s.server, "phone").await;
+    let mut bob = bob_online(&s.server).await;
+    bob_sends(&mut bob, &chat_with_id("m1")).await;
+    assert_eq!(next_message(&mut phone).await.attr("id"), Some("m1"));
+    // The phone never acknowledges m1, and its connection dies.
+    drop(phone);
+    let publish = s.app.publish().await;
+    assert_eq!(
+        (publish.node.as_str(), publish.field("last-message-body")),
+        ("phone", Some("m1"))
+    );
+    s.app.answer_result(&publish).await;
+    // While the session waits, a new message also goes to the phone only.
+    bob_sends(&mut bob, &chat_with_id("m2")).await;
+    let publish = s.app.publish().await;
+    assert_eq!(
+        (publish.node.as_str(), publish.field("last-message-body")),
+        ("phone", Some("m2"))
+    );
+    s.app.answer_result(&publish).await;
+    // The session times out: the messages are routed again to the now offline user, and go
+    // to the registrations not yet notified (the tablet), never twice to the phone.
+    let mut late = Vec::new();
+    for _ in 0..2 {
+        let publish = s.app.publish().await;
+        s.app.answer_result(&publish).await;
+        late.push((
+            publish.node.clone(),
+            publish.field("last-message-body").unwrap().to_owned(),
+        ));
+    }
+    late.sort();
+    assert_eq!(
+        late,
+        [
+            ("tablet".to_owned(), "m1".to_owned()),
+            ("tablet".to_owned(), "m2".to_owned())
+        ]
+    );
+    assert!(s.app.nothing().await);
+    s.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn defaults_waits_for_a_resumable_session_to_end_before_pushing() {
+    let mut s = sm_setup("defaults").await;
+    let mut phone = alice_phone_with_sm(&s.server, "phone").await;
+    let mut bob = bob_online(&s.server).await;
+    bob_sends(&mut bob, &chat_with_id("m1")).await;
+    assert_eq!(next_message(&mut phone).await.attr("id"), Some("m1"));
+    drop(phone);
+    // The user still counts as online while the session waits for resumption...
+    assert!(s.app.nothing().await);
+    // ...and once it ends, the message is pushed exactly once.
+    let publish = s.app.publish().await;
+    assert_eq!(
+        (publish.node.as_str(), publish.field("last-message-body")),
+        ("phone", Some("m1"))
+    );
+    s.app.answer_result(&publish).await;
+    assert!(s.app.nothing().await);
+    s.server.shutdown().await;
+}
