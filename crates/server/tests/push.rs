@@ -1001,3 +1001,36 @@ async fn defaults_waits_for_a_resumable_session_to_end_before_pushing() {
     assert!(s.app.nothing().await);
     s.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn hints_never_pushes_no_store_and_pushes_calls() {
+    let mut s = sm_setup("mod_event_pusher_push_plugin_hints").await;
+    enable_for_alice(&s.server, "phone", "").await;
+    let mut bob = bob_online(&s.server).await;
+    bob_sends(
+        &mut bob,
+        "<message to='alice@localhost' type='chat' id='h1'><body>secret</body>\
+         <no-store xmlns='urn:xmpp:hints'/></message>",
+    )
+    .await;
+    assert!(s.app.nothing().await);
+    bob_sends(
+        &mut bob,
+        "<message to='alice@localhost' type='chat' id='call1'>\
+         <propose xmlns='urn:xmpp:jingle-message:0' id='ca3cf894'>\
+         <description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'/></propose>\
+         <store xmlns='urn:xmpp:hints'/></message>",
+    )
+    .await;
+    let publish = s.app.publish().await;
+    assert_eq!(
+        publish.summary,
+        pairs(&[
+            ("FORM_TYPE", "urn:xmpp:push:summary"),
+            ("message-sender", "bob@localhost"),
+            ("jingle-message", "propose"),
+            ("jingle-session-id", "ca3cf894"),
+        ])
+    );
+    s.server.shutdown().await;
+}
