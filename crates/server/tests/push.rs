@@ -1034,3 +1034,22 @@ async fn hints_never_pushes_no_store_and_pushes_calls() {
     );
     s.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn herald_user_remove_deletes_the_registrations() {
+    let mut s = setup().await;
+    enable_for_alice(&s.server, "n1", "").await;
+    s.server.shutdown().await;
+    herald_server::app::user_remove(&s.server.config, "alice@localhost")
+        .await
+        .unwrap();
+    let running = herald_server::app::start(&s.server.config).await.unwrap();
+    let addr = running.service_addrs[0];
+    s.server.running = Some(running);
+    s.server.add_user("alice@localhost", "a-pass").await;
+    let mut app = AppServer::connect(addr).await;
+    let mut bob = bob_online(&s.server).await;
+    bob_sends(&mut bob, &chat("hi")).await;
+    assert!(app.nothing().await);
+    s.server.shutdown().await;
+}
