@@ -54,14 +54,20 @@ fn registrations(devices: usize) -> Vec<Registration> {
 }
 
 /// The whole decision for one message: parse, payload, registrations to notify.
-fn decide(stanza: Element, available: bool, registrations: Vec<Registration>) -> Option<(Payload, Vec<Registration>)> {
+fn decide(
+    stanza: Element,
+    available: bool,
+    registrations: Vec<Registration>,
+) -> Option<(Payload, Vec<Registration>)> {
     let event = Event::Chat(Message::parse(stanza)?);
     let payload = Defaults.prepare_notification(&event).ok()?;
     let context = Context {
         recipient_available: available,
         ..Context::default()
     };
-    let chosen = Defaults.should_publish(&context, &event, registrations).ok()?;
+    let chosen = Defaults
+        .should_publish(&context, &event, registrations)
+        .ok()?;
     Some((payload, chosen))
 }
 
@@ -71,7 +77,9 @@ fn decision_push(bencher: Bencher, devices: usize) {
     let (stanza, registrations) = (chat(), registrations(devices));
     bencher
         .with_inputs(|| (stanza.clone(), registrations.clone()))
-        .bench_local_values(|(stanza, registrations)| black_box(decide(stanza, false, registrations)));
+        .bench_local_values(|(stanza, registrations)| {
+            black_box(decide(stanza, false, registrations))
+        });
 }
 
 /// An online recipient: skipped.
@@ -80,7 +88,9 @@ fn decision_skip_online(bencher: Bencher) {
     let (stanza, registrations) = (chat(), registrations(1));
     bencher
         .with_inputs(|| (stanza.clone(), registrations.clone()))
-        .bench_local_values(|(stanza, registrations)| black_box(decide(stanza, true, registrations)));
+        .bench_local_values(|(stanza, registrations)| {
+            black_box(decide(stanza, true, registrations))
+        });
 }
 
 /// A message without a body: skipped before the registrations are looked at.
@@ -89,7 +99,9 @@ fn decision_skip_no_body(bencher: Bencher) {
     let (stanza, registrations) = (chat_state(), registrations(1));
     bencher
         .with_inputs(|| (stanza.clone(), registrations.clone()))
-        .bench_local_values(|(stanza, registrations)| black_box(decide(stanza, false, registrations)));
+        .bench_local_values(|(stanza, registrations)| {
+            black_box(decide(stanza, false, registrations))
+        });
 }
 
 /// The publish IQ for one registration.

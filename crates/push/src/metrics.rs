@@ -125,3 +125,101 @@ impl Stats {
         metrics::gauge!("herald_push_queue_depth").set(depth as f64);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        collections::BTreeMap,
+        sync::{Arc, Mutex},
+    };
+
+    use metrics::{
+        Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+    };
+
+    use super::*;
+
+    /// Records counters and gauges by name and labels, e.g. `name{outcome=delivered}`.
+    #[derive(Default)]
+    struct Record(Mutex<BTreeMap<String, Arc<AtomicU64>>>);
+
+    impl Record {
+        fn cell(&self, key: &Key) -> Arc<AtomicU64> {
+            let labels: Vec<String> = key
+                .labels()
+                .map(|label| format!("{}={}", label.key(), label.value()))
+                .collect();
+            let name = format!("{}{{{}}}", key.name(), labels.join(","));
+            Arc::clone(self.0.lock().unwrap().entry(name).or_default())
+        }
+
+        fn value(&self, name: &str) -> Option<u64> {
+            self.0
+                .lock()
+                .unwrap()
+                .get(name)
+                .map(|cell| cell.load(Ordering::Relaxed))
+        }
+    }
+
+    impl Recorder for Record {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            Counter::from_arc(self.cell(key))
+        }
+        fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::from_arc(self.cell(key))
+        }
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+
+    #[test]
+    fn every_outcome_and_skip_is_counted_through_the_metrics_facade() {
+        let record = Record::default();
+        let stats = Stats::default();
+        metrics::with_local_recorder(&record, || {
+            stats.enabled();
+            stats.disabled(2);
+            for outcome in Outcome::ALL {
+                stats.notification(outcome);
+            }
+            stats.notification(Outcome::Delivered);
+            stats.skipped(Skip::RecipientOnline);
+            stats.queue_depth(3);
+        });
+        assert_eq!(record.value("herald_push_enables_total{}"), Some(1));
+        assert_eq!(record.value("herald_push_disables_total{}"), Some(2));
+        assert_eq!(
+            record.value("herald_push_notifications_total{outcome=delivered}"),
+            Some(2)
+        );
+        for outcome in [
+            "timeout",
+            "rejected_and_disabled",
+            "transient_error",
+            "dropped_queue_full",
+        ] {
+            assert_eq!(
+                record.value(&format!(
+                    "herald_push_notifications_total{{outcome={outcome}}}"
+                )),
+                Some(1),
+                "{outcome}"
+            );
+        }
+        assert_eq!(
+            record.value("herald_push_skips_total{reason=recipient_online}"),
+            Some(1)
+        );
+        assert!(record.value("herald_push_queue_depth{}").is_some());
+        assert_eq!(stats.notifications(Outcome::Delivered), 2);
+        assert_eq!(
+            (stats.enables(), stats.disables(), stats.skips()),
+            (1, 2, 1)
+        );
+    }
+}
