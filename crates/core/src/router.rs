@@ -7,7 +7,9 @@
 //! waits on another session: delivery is a non-blocking queue push
 //! (see [`crate::sessions::SessionHandle::deliver`]).
 
-use herald_stream::stanza::{IqType, MessageType, Stanza, StanzaKind, iq_result};
+use herald_stream::stanza::{
+    IqType, MessageType, Stanza, StanzaKind, iq_result, take_internal_metadata,
+};
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
@@ -193,10 +195,14 @@ impl Server {
                 // RFC 6121 section 8.5.2.2.1: chat and normal with no available resource
                 // are stored offline (the `offline_message` hook: XEP-0160) or bounced.
                 MessageType::Chat | MessageType::Normal => {
+                    let mut stanza = stanza;
+                    // Metadata a module attached earlier (the message may come back from a
+                    // stream-management buffer or a re-route) is handed over, not lost.
+                    let metadata = take_internal_metadata(&mut stanza.element).unwrap_or_default();
                     let mut event = OfflineMessage {
                         recipient: to.clone(),
                         stanza,
-                        metadata: String::new(),
+                        metadata,
                     };
                     let hooks = self.extensions.hooks();
                     if hooks.offline_message.run(self, &mut event).await == Flow::Stop {

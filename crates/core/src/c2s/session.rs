@@ -40,7 +40,7 @@ enum End {
     /// The socket is gone; a resumable session waits for its client.
     Gone,
     /// A new connection resumed the session; the old one is dropped.
-    Resumed(Resumption),
+    Resumed(Box<Resumption>),
 }
 
 /// A bound session's state that outlives any one connection.
@@ -77,7 +77,7 @@ pub(crate) async fn run(
                 if let Some(mut old) = conn.take() {
                     old.close().await;
                 }
-                conn = session.resume(resumption).await;
+                conn = session.resume(*resumption).await;
             }
             End::Gone if session.resumptions.is_some() => match session.wait().await {
                 Ok(resumption) => conn = session.resume(resumption).await,
@@ -162,7 +162,7 @@ impl Session {
                 biased;
                 _ = self.server.shutdown.cancelled() => return End::Error(StreamErrorCondition::SystemShutdown),
                 reason = self.handle.control.closed() => return End::Error(reason),
-                resumption = next_resumption(&mut self.resumptions) => return End::Resumed(resumption),
+                resumption = next_resumption(&mut self.resumptions) => return End::Resumed(Box::new(resumption)),
                 outbound = self.rx.recv() => {
                     let Some(first) = outbound else { return End::Gone };
                     let mut request_ack = false;
@@ -213,10 +213,10 @@ impl Session {
         if element.ns() == sm::NS {
             return self.stream_management(conn, element).await;
         }
-        if let Some(sm) = &mut self.sm {
-            if sm::is_stanza(&element) {
-                sm.received();
-            }
+        if let Some(sm) = &mut self.sm
+            && sm::is_stanza(&element)
+        {
+            sm.received();
         }
         // A client cannot forge herald's internal metadata.
         strip_internal(&mut element);
