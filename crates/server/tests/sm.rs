@@ -44,7 +44,9 @@ async fn server(sm: &str) -> TestServer {
 async fn sm_online(server: &TestServer, user: &str, resource: &str) -> (Client, String) {
     let mut client = Client::login(server, user, "pw", resource).await;
     assert!(client.features.as_ref().unwrap().has_child("sm", SM));
-    client.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>").await;
+    client
+        .send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+        .await;
     let enabled = client.next().await;
     assert_eq!(enabled.name(), "enabled", "{enabled:?}");
     assert_eq!(enabled.attr("resume"), Some("true"));
@@ -74,7 +76,10 @@ fn body(message: &Element) -> String {
 }
 
 async fn send_chat(from: &mut Client, to: &str, text: &str) {
-    from.send(&format!("<message to='{to}' type='chat'><body>{text}</body></message>")).await;
+    from.send(&format!(
+        "<message to='{to}' type='chat'><body>{text}</body></message>"
+    ))
+    .await;
 }
 
 /// A new connection authenticated as `user` that asks to resume `id` with `h`.
@@ -84,7 +89,11 @@ async fn resume(server: &TestServer, user: &str, id: &str, h: u32) -> (Client, E
     client.starttls("localhost", &server.cert()).await;
     client.scram("SCRAM-SHA-256", user, "pw").await.unwrap();
     client.open("localhost").await;
-    client.send(&format!("<resume xmlns='urn:xmpp:sm:3' previd='{id}' h='{h}'/>")).await;
+    client
+        .send(&format!(
+            "<resume xmlns='urn:xmpp:sm:3' previd='{id}' h='{h}'/>"
+        ))
+        .await;
     let answer = client.next().await;
     (client, answer)
 }
@@ -106,7 +115,10 @@ async fn resumption_delivers_unacknowledged_messages_exactly_once_on_a_new_conne
     // While it waits the session still counts as available: these are buffered, not bounced.
     send_chat(&mut bob, "alice@localhost", "m4").await;
     send_chat(&mut bob, "alice@localhost", "m5").await;
-    assert!(bob.nothing_within(Duration::from_millis(200)).await, "no bounce while waiting");
+    assert!(
+        bob.nothing_within(Duration::from_millis(200)).await,
+        "no bounce while waiting"
+    );
     // The client resumes saying it handled two stanzas from the server: its initial
     // presence echo and m1.
     let (mut alice, resumed) = resume(&server, "alice", &id, 2).await;
@@ -119,7 +131,10 @@ async fn resumption_delivers_unacknowledged_messages_exactly_once_on_a_new_conne
     assert_eq!(bodies, ["m2", "m3", "m4", "m5"]);
     alice.send("<a xmlns='urn:xmpp:sm:3' h='6'/>").await;
     let rest = alice.drain(Duration::from_millis(300)).await;
-    assert!(rest.iter().all(|e| e.name() != "message"), "nothing twice: {rest:?}");
+    assert!(
+        rest.iter().all(|e| e.name() != "message"),
+        "nothing twice: {rest:?}"
+    );
     // The resumed session works both ways.
     send_chat(&mut alice, "bob@localhost", "back").await;
     assert_eq!(body(&next_message(&mut bob).await), "back");
@@ -132,11 +147,21 @@ async fn ack_requests_are_answered_with_the_count_of_handled_stanzas() {
     let (mut alice, _id) = sm_online(&server, "alice@localhost", "phone").await;
     // Handled so far: the initial presence.
     alice.send("<r xmlns='urn:xmpp:sm:3'/>").await;
-    let a = alice.drain(Duration::from_millis(200)).await.into_iter().find(|e| e.name() == "a").unwrap();
+    let a = alice
+        .drain(Duration::from_millis(200))
+        .await
+        .into_iter()
+        .find(|e| e.name() == "a")
+        .unwrap();
     assert_eq!(a.attr("h"), Some("1"));
-    alice.send("<iq type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq><r xmlns='urn:xmpp:sm:3'/>").await;
+    alice
+        .send("<iq type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq><r xmlns='urn:xmpp:sm:3'/>")
+        .await;
     let got = alice.drain(Duration::from_millis(200)).await;
-    assert_eq!(got.iter().find(|e| e.name() == "a").unwrap().attr("h"), Some("2"));
+    assert_eq!(
+        got.iter().find(|e| e.name() == "a").unwrap().attr("h"),
+        Some("2")
+    );
     server.shutdown().await;
 }
 
@@ -147,7 +172,10 @@ async fn the_server_requests_acks_per_ack_freq() {
     let mut bob = Client::online(&server, "bob@localhost", "pw", "pc", 0).await;
     send_chat(&mut bob, "alice@localhost", "x").await;
     let got = alice.drain(Duration::from_millis(300)).await;
-    assert!(got.iter().any(|e| e.name() == "r" && e.ns() == SM), "{got:?}");
+    assert!(
+        got.iter().any(|e| e.name() == "r" && e.ns() == SM),
+        "{got:?}"
+    );
     server.shutdown().await;
 }
 
@@ -217,7 +245,10 @@ async fn resuming_while_the_old_connection_is_open_closes_the_old_one() {
     let mut bob = Client::online(&server, "bob@localhost", "pw", "pc", 0).await;
     let (mut new, resumed) = resume(&server, "alice", &id, 1).await;
     assert_eq!(resumed.name(), "resumed");
-    assert!(matches!(old.closed().await, Closed::Eof | Closed::StreamClose | Closed::StreamError(_)));
+    assert!(matches!(
+        old.closed().await,
+        Closed::Eof | Closed::StreamClose | Closed::StreamError(_)
+    ));
     send_chat(&mut bob, "alice@localhost/phone", "to the new connection").await;
     assert_eq!(body(&next_message(&mut new).await), "to the new connection");
     server.shutdown().await;
@@ -232,7 +263,10 @@ async fn a_full_buffer_closes_the_stream_with_policy_violation() {
     for n in 0..3 {
         send_chat(&mut bob, "alice@localhost", &format!("m{n}")).await;
     }
-    assert_eq!(alice.closed().await, Closed::StreamError("policy-violation".into()));
+    assert_eq!(
+        alice.closed().await,
+        Closed::StreamError("policy-violation".into())
+    );
     server.shutdown().await;
 }
 
@@ -241,7 +275,10 @@ async fn acknowledging_more_than_was_sent_is_undefined_condition() {
     let mut server = server("").await;
     let (mut alice, _id) = sm_online(&server, "alice@localhost", "phone").await;
     alice.send("<a xmlns='urn:xmpp:sm:3' h='10'/>").await;
-    assert_eq!(alice.closed().await, Closed::StreamError("undefined-condition".into()));
+    assert_eq!(
+        alice.closed().await,
+        Closed::StreamError("undefined-condition".into())
+    );
     server.shutdown().await;
 }
 
@@ -250,7 +287,12 @@ async fn enabling_twice_or_before_binding_fails() {
     let mut server = server("").await;
     let (mut alice, _id) = sm_online(&server, "alice@localhost", "phone").await;
     alice.send("<enable xmlns='urn:xmpp:sm:3'/>").await;
-    let failed = alice.drain(Duration::from_millis(200)).await.into_iter().find(|e| e.name() == "failed").unwrap();
+    let failed = alice
+        .drain(Duration::from_millis(200))
+        .await
+        .into_iter()
+        .find(|e| e.name() == "failed")
+        .unwrap();
     assert!(failed.has_child("unexpected-request", "urn:ietf:params:xml:ns:xmpp-stanzas"));
     let mut early = Client::connect(server.addr(STARTTLS)).await;
     early.open("localhost").await;
