@@ -89,7 +89,9 @@ pub struct UserRemoved {
 pub struct UnackedMessage {
     /// The waiting session.
     pub session: jid::FullJid,
-    /// The message.
+    /// The message. Handlers may change it (for example record metadata on it with
+    /// `herald_stream::stanza::set_internal_metadata`); the buffer keeps their version, so
+    /// it travels on if the message is routed again.
     pub stanza: minidom::Element,
 }
 

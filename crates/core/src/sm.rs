@@ -139,6 +139,14 @@ impl Sm {
         self.unacked.iter()
     }
 
+    /// Replace the unacknowledged stanza at `index` (oldest is 0), e.g. with metadata a hook
+    /// added; out of range does nothing.
+    pub fn replace_unacked(&mut self, index: usize, stanza: Element) {
+        if let Some(slot) = self.unacked.get_mut(index) {
+            *slot = stanza;
+        }
+    }
+
     /// Take the unacknowledged stanzas out (when the session ends).
     pub fn take_unacked(&mut self) -> Vec<Element> {
         self.unacked.drain(..).collect()

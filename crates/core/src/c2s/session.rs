@@ -323,13 +323,18 @@ impl Session {
             .as_ref()
             .map(|s| s.resume_timeout)
             .unwrap_or_default();
+        // Each buffered message is offered to the hook, and kept as the hook left it (the
+        // push module records on it which registrations it notified).
         let pending: Vec<Element> = self
             .sm
             .as_ref()
             .map(|sm| sm.unacked().cloned().collect())
             .unwrap_or_default();
-        for element in pending {
-            self.raise_unacked(element).await;
+        for (index, element) in pending.into_iter().enumerate() {
+            let element = self.raise_unacked(element).await;
+            if let Some(sm) = &mut self.sm {
+                sm.replace_unacked(index, element);
+            }
         }
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
@@ -342,31 +347,29 @@ impl Session {
                 _ = &mut deadline => return Err("resume timeout"),
                 outbound = self.rx.recv() => {
                     let Some(element) = outbound else { return Err("closed") };
+                    let element = self.raise_unacked(element).await;
                     if let Err(error) = self.track_sent(&element) {
                         tracing::debug!(jid = %self.handle.jid, ?error, "buffer full while waiting for resumption");
                         return Err("buffer overflow");
                     }
-                    self.raise_unacked(element).await;
                 }
             }
         }
     }
 
-    async fn raise_unacked(&self, element: Element) {
-        if element.name() != "message" || self.server.extensions.hooks().unacked_message.is_empty()
-        {
-            return;
+    /// Raise the unacknowledged-message hook for a message; returns the message as the
+    /// handlers left it.
+    async fn raise_unacked(&self, element: Element) -> Element {
+        let hooks = self.server.extensions.hooks();
+        if element.name() != "message" || hooks.unacked_message.is_empty() {
+            return element;
         }
         let mut event = UnackedMessage {
             session: self.handle.jid.clone(),
             stanza: element,
         };
-        self.server
-            .extensions
-            .hooks()
-            .unacked_message
-            .run(&self.server, &mut event)
-            .await;
+        hooks.unacked_message.run(&self.server, &mut event).await;
+        event.stanza
     }
 
     /// Take over a new connection: acknowledge what the client says it handled, confirm,
