@@ -58,25 +58,6 @@ impl Message {
     }
 }
 
-impl Message {
-    /// What identifies this message when it comes back after re-routing, if it has an `id`.
-    pub fn key(&self) -> Option<MessageKey> {
-        Some(MessageKey {
-            to: self.to.clone(),
-            from: self.from.clone(),
-            id: self.stanza.attr("id")?.to_owned(),
-        })
-    }
-}
-
-/// A message's identity across re-routing: recipient, sender and `id`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct MessageKey {
-    to: BareJid,
-    from: Jid,
-    id: String,
-}
-
 /// RFC 6121 section 5.2.2; an unknown type (such as `status`) is `normal`, so it never pushes
 /// (spec section 10: MongooseIM crashed on these on the unacknowledged path).
 fn message_type(attr: Option<&str>) -> MessageType {

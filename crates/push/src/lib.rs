@@ -26,7 +26,10 @@ use herald_core::{
     hooks::{Flow, Handler, OfflineMessage, Priority, UnackedMessage, UserRemoved},
     module::{IqError, IqScope, Module, Registrar},
 };
-use herald_stream::StanzaKind;
+use herald_stream::{
+    StanzaKind,
+    stanza::{set_attr, set_internal_metadata, take_internal_metadata},
+};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
@@ -101,7 +104,6 @@ impl Push {
             sessions: Arc::clone(&self.sessions),
             publisher: Publisher::start(settings, parts, shutdown, tasks),
             stats: Arc::clone(&self.stats),
-            recent: pipeline::Recent::default(),
         };
         if self.pipeline.set(pipeline).is_err() {
             tracing::warn!("the push module was started twice; keeping the first start");
@@ -214,14 +216,7 @@ impl Handler<OfflineMessage> for OnOffline {
         let Some(from) = event.stanza.from.clone() else {
             return Flow::Continue;
         };
-        let notified = if event.metadata.is_empty() {
-            Notified::default()
-        } else {
-            Notified::from_metadata(&event.metadata).unwrap_or_else(|error| {
-                tracing::warn!(%error, "ignoring unreadable push metadata");
-                Notified::default()
-            })
-        };
+        let notified = notified_from(event.metadata.clone());
         let message = Message {
             from,
             to: event.recipient.clone(),
@@ -239,27 +234,42 @@ impl Handler<OfflineMessage> for OnOffline {
     }
 }
 
-/// A message a stream-management session has not acknowledged while it waits.
+/// A message a stream-management session has not acknowledged while it waits. What was
+/// notified is recorded on the buffered message, which carries it if it is routed again.
 struct OnUnacked(Arc<Push>);
 
 #[async_trait::async_trait]
 impl Handler<UnackedMessage> for OnUnacked {
     async fn call(&self, server: &Server, event: &mut UnackedMessage) -> Flow {
         let mut stanza = event.stanza.clone();
+        let notified = notified_from(take_internal_metadata(&mut stanza).unwrap_or_default());
         if stanza.attr("to").is_none() {
-            herald_stream::stanza::set_attr(&mut stanza, "to", event.session.to_string());
+            set_attr(&mut stanza, "to", event.session.to_string());
         }
         let Some(message) = Message::parse(stanza) else {
             return Flow::Continue;
         };
-        let event = Event::Unacknowledged {
+        let unacked = Event::Unacknowledged {
             session: event.session.clone(),
             message,
         };
-        // The buffer does not carry what was notified: the pipeline remembers it by message id.
-        self.0.on_message(server, event, Notified::default()).await;
+        let notified = self.0.on_message(server, unacked, notified).await;
+        if !notified.is_empty() {
+            set_internal_metadata(&mut event.stanza, &notified.to_metadata());
+        }
         Flow::Continue
     }
+}
+
+/// The registrations notified, from the metadata kept with a message (empty when none).
+fn notified_from(metadata: String) -> Notified {
+    if metadata.is_empty() {
+        return Notified::default();
+    }
+    Notified::from_metadata(&metadata).unwrap_or_else(|error| {
+        tracing::warn!(%error, "ignoring unreadable push metadata");
+        Notified::default()
+    })
 }
 
 /// Spec section 3: deleting an account deletes its registrations.

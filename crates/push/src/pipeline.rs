@@ -1,10 +1,6 @@
 //! The pipeline (spec section 4): for each event, prepare the notification, load the
 //! recipient's registrations, filter them, publish; at most once per (message, registration).
 
-mod recent;
-
-pub use recent::Recent;
-
 use std::sync::Arc;
 
 use crate::{
@@ -27,8 +23,6 @@ pub struct Pipeline {
     pub publisher: Publisher,
     /// The counts.
     pub stats: Arc<Stats>,
-    /// What was notified for messages pushed on the unacknowledged path.
-    pub recent: Recent,
 }
 
 impl Pipeline {
@@ -42,7 +36,6 @@ impl Pipeline {
         recipient_available: bool,
         notified: &mut Notified,
     ) -> Result<usize, Skip> {
-        self.recall(event, notified);
         let payload = self.plugin.prepare_notification(event)?;
         let registrations = self.load(event).await?;
         let context = self.context(event, recipient_available);
@@ -55,28 +48,7 @@ impl Pipeline {
         for key in sent {
             notified.insert(key);
         }
-        self.remember(event, notified);
         Ok(count)
-    }
-
-    /// Spec section 7: a message pushed while its session waited comes back through the
-    /// router without what was notified; add what was remembered.
-    fn recall(&self, event: &Event, notified: &mut Notified) {
-        if let Event::Chat(message) = event
-            && let Some(recent) = message.key().and_then(|key| self.recent.recall(&key))
-        {
-            for key in recent.iter() {
-                notified.insert(key.clone());
-            }
-        }
-    }
-
-    fn remember(&self, event: &Event, notified: &Notified) {
-        if let Event::Unacknowledged { message, .. } = event
-            && let Some(key) = message.key()
-        {
-            self.recent.remember(key, notified);
-        }
     }
 
     /// The recipient's registrations; none, or a store failure, is a skip.

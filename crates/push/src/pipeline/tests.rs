@@ -61,7 +61,6 @@ fn harness(plugin: Arc<dyn Plugin>, queue_capacity: usize) -> Harness {
             sessions,
             publisher,
             stats,
-            recent: Recent::default(),
         },
         store,
         sent,
@@ -292,33 +291,4 @@ async fn a_custom_plugin_overrides_one_decision_and_keeps_the_others() {
             .await,
         Err(Skip::EmptyBody)
     );
-}
-
-#[tokio::test]
-async fn a_message_pushed_while_its_session_waited_is_not_pushed_again_to_that_device() {
-    let h = harness(Arc::new(Enhanced), 100);
-    h.enable("phone").await;
-    h.enable("tablet").await;
-    let session = FullJid::new("bob@example.com/phone").unwrap();
-    h.pipeline
-        .sessions
-        .remember(1, session.clone(), key("phone"), |_, _| true);
-    let unacked = Event::Unacknowledged {
-        session,
-        message: chat("hi"),
-    };
-    assert_eq!(
-        h.pipeline
-            .notify(&unacked, true, &mut Notified::default())
-            .await,
-        Ok(1)
-    );
-    // The session ends; the buffered message is routed again, without metadata.
-    assert_eq!(
-        h.pipeline
-            .notify(&Event::Chat(chat("hi")), false, &mut Notified::default())
-            .await,
-        Ok(1)
-    );
-    assert_eq!(h.published_nodes().await, ["phone", "tablet"]);
 }
