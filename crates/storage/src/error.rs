@@ -42,6 +42,16 @@ pub enum StorageError {
         source: sqlx::Error,
     },
 
+    /// The PostgreSQL server could not be reached, or refused the login.
+    #[error("cannot connect to PostgreSQL {target}: {source}")]
+    Connect {
+        /// `user@host:port/database`.
+        target: String,
+        /// What the database driver said.
+        #[source]
+        source: sqlx::Error,
+    },
+
     /// A schema migration failed; that migration was rolled back, the earlier ones stay applied.
     #[error("cannot upgrade the database schema to version {version}: {source}")]
     Migration {
@@ -81,9 +91,9 @@ impl StorageError {
     /// problems are not transient.
     pub fn is_transient(&self) -> bool {
         match self {
-            StorageError::Database(source) | StorageError::Open { source, .. } => {
-                sqlx_error_is_transient(source)
-            }
+            StorageError::Database(source)
+            | StorageError::Open { source, .. }
+            | StorageError::Connect { source, .. } => sqlx_error_is_transient(source),
             _ => false,
         }
     }
@@ -93,15 +103,28 @@ impl StorageError {
 /// `SQLITE_BUSY` (5) and `SQLITE_LOCKED` (6). <https://www.sqlite.org/rescode.html>
 const SQLITE_TRANSIENT_CODES: [i32; 2] = [5, 6];
 
+/// PostgreSQL SQLSTATE classes and codes that mean "try again": 08 connection exception,
+/// 40 transaction rollback (serialization failure, deadlock), 53 insufficient resources,
+/// 57P01-57P03 the server shutting down or not accepting connections (a terminated backend).
+/// <https://www.postgresql.org/docs/current/errcodes-appendix.html>
+const POSTGRES_TRANSIENT_PREFIXES: [&str; 6] = ["08", "40", "53", "57P01", "57P02", "57P03"];
+
 fn sqlx_error_is_transient(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed => true,
-        // SQLite reports numeric (extended) result codes; the PostgreSQL engine will add its
-        // SQLSTATE classes (08 connection exception, 40 transaction rollback) here.
-        sqlx::Error::Database(database) => database
-            .code()
-            .and_then(|code| code.parse::<i32>().ok())
-            .is_some_and(|code| SQLITE_TRANSIENT_CODES.contains(&(code & 0xff))),
+        sqlx::Error::Database(database) => {
+            if let Some(postgres) = database.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                let code = postgres.code();
+                return POSTGRES_TRANSIENT_PREFIXES
+                    .iter()
+                    .any(|prefix| code.starts_with(prefix));
+            }
+            // SQLite reports numeric (extended) result codes.
+            database
+                .code()
+                .and_then(|code| code.parse::<i32>().ok())
+                .is_some_and(|code| SQLITE_TRANSIENT_CODES.contains(&(code & 0xff)))
+        }
         _ => false,
     }
 }

@@ -1,8 +1,8 @@
 //! herald's storage: opens the database, owns its schema, and hands out the stores features
 //! use.
 //!
-//! A [`Storage`] is one opened database, whatever the engine: embedded SQLite today,
-//! PostgreSQL later. Each feature owns a narrow store trait ([`AccountStore`] for accounts,
+//! A [`Storage`] is one opened database, whatever the engine: the embedded SQLite file (the
+//! default) or PostgreSQL with MongooseIM's schema ([`Storage::open_postgres`]). Each feature owns a narrow store trait ([`AccountStore`] for accounts,
 //! [`RosterStore`] for rosters and subscriptions, [`OfflineStore`] for offline messages) and
 //! gets an implementation from the [`Storage`], so the rest of the server never sees SQL.
 //!
@@ -27,8 +27,11 @@ mod accounts;
 mod error;
 mod migrations;
 pub mod offline;
+mod postgres;
 pub mod roster;
 mod sqlite;
+#[doc(hidden)]
+pub mod test_database;
 
 use std::fmt;
 use std::path::Path;
@@ -38,7 +41,9 @@ pub use accounts::AccountStore;
 #[doc(hidden)]
 pub use accounts::conformance;
 pub use error::StorageError;
+pub use migrations::AppliedMigration;
 pub use offline::OfflineStore;
+pub use postgres::PostgresOptions;
 pub use roster::RosterStore;
 
 /// An opened database: the handle the server keeps for its lifetime and clones freely.
@@ -51,12 +56,14 @@ pub struct Storage {
     accounts: Arc<dyn AccountStore>,
     roster: Arc<dyn RosterStore>,
     offline: Arc<dyn OfflineStore>,
+    applied: Arc<[AppliedMigration]>,
 }
 
 /// The engine behind a [`Storage`], kept for what is not a store (closing).
 #[derive(Clone, Debug)]
 enum Engine {
     Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool, Arc<str>),
 }
 
 impl Storage {
@@ -69,8 +76,8 @@ impl Storage {
     /// file cannot be opened, [`StorageError::Migration`] or [`StorageError::SchemaTooNew`] if
     /// the schema cannot be brought up to date.
     pub async fn open_sqlite(path: &Path) -> Result<Storage, StorageError> {
-        let pool = sqlite::open_file(path).await?;
-        Ok(Storage::sqlite(pool))
+        let (pool, applied) = sqlite::open_file(path).await?;
+        Ok(Storage::sqlite(pool, applied))
     }
 
     /// Open a new, empty SQLite database held in memory, gone once closed or dropped: for
@@ -81,11 +88,54 @@ impl Storage {
     /// As [`Storage::open_sqlite`], which cannot happen short of running out of memory.
     pub async fn open_sqlite_in_memory() -> Result<Storage, StorageError> {
         let pool = sqlite::open_in_memory().await?;
-        Ok(Storage::sqlite(pool))
+        Ok(Storage::sqlite(pool, Vec::new()))
     }
 
-    fn sqlite(pool: sqlx::SqlitePool) -> Storage {
+    /// Connect to the PostgreSQL database of `options` with a pool of `options.pool_size`
+    /// connections, and bring its schema up to date (several servers may do so at once).
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError::Connect`] if the server cannot be reached or refuses the login,
+    /// [`StorageError::Migration`] or [`StorageError::SchemaTooNew`] if the schema cannot be
+    /// brought up to date.
+    pub async fn open_postgres(options: &PostgresOptions) -> Result<Storage, StorageError> {
+        let (pool, applied) = postgres::open(options).await?;
+        Ok(Storage::postgres(pool, applied, options.target()))
+    }
+
+    /// As [`Storage::open_postgres`], from a `postgres://` URL: for tests.
+    #[doc(hidden)]
+    pub async fn open_postgres_url(url: &str, pool_size: u32) -> Result<Storage, StorageError> {
+        let options: sqlx::postgres::PgConnectOptions =
+            url.parse().map_err(|source| StorageError::Connect {
+                target: url.to_owned(),
+                source,
+            })?;
+        let target = format!(
+            "{}@{}:{}/{}",
+            options.get_username(),
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or_default()
+        );
+        let (pool, applied) = postgres::open_with(options, pool_size, &target).await?;
+        Ok(Storage::postgres(pool, applied, target))
+    }
+
+    fn postgres(pool: sqlx::PgPool, applied: Vec<AppliedMigration>, target: String) -> Storage {
         Storage {
+            accounts: Arc::new(postgres::PgAccounts::new(pool.clone())),
+            roster: Arc::new(postgres::PgRoster::new(pool.clone())),
+            offline: Arc::new(postgres::PgOffline::new(pool.clone())),
+            applied: applied.into(),
+            engine: Engine::Postgres(pool, target.into()),
+        }
+    }
+
+    fn sqlite(pool: sqlx::SqlitePool, applied: Vec<AppliedMigration>) -> Storage {
+        Storage {
+            applied: applied.into(),
             accounts: Arc::new(sqlite::SqliteAccounts::new(pool.clone())),
             roster: Arc::new(sqlite::SqliteRoster::new(pool.clone())),
             offline: Arc::new(sqlite::SqliteOffline::new(pool.clone())),
@@ -108,11 +158,27 @@ impl Storage {
         Arc::clone(&self.offline)
     }
 
+    /// The migrations applied when this database was opened, in order (empty if its schema
+    /// was already up to date).
+    pub fn applied_migrations(&self) -> &[AppliedMigration] {
+        &self.applied
+    }
+
     /// The SQLite pool, for stores owned by feature crates (their tables are created by this
     /// crate's migrations); `None` on another engine.
     pub fn sqlite_pool(&self) -> Option<&sqlx::SqlitePool> {
         match &self.engine {
             Engine::Sqlite(pool) => Some(pool),
+            Engine::Postgres(..) => None,
+        }
+    }
+
+    /// The PostgreSQL pool, for stores owned by feature crates (their tables are created by
+    /// this crate's migrations); `None` on another engine.
+    pub fn postgres_pool(&self) -> Option<&sqlx::PgPool> {
+        match &self.engine {
+            Engine::Postgres(pool, _) => Some(pool),
+            Engine::Sqlite(_) => None,
         }
     }
 
@@ -121,6 +187,7 @@ impl Storage {
     pub async fn close(&self) {
         match &self.engine {
             Engine::Sqlite(pool) => pool.close().await,
+            Engine::Postgres(pool, _) => pool.close().await,
         }
     }
 }
@@ -132,6 +199,11 @@ impl fmt::Debug for Storage {
                 .debug_struct("Storage")
                 .field("engine", &"sqlite")
                 .field("path", &pool.connect_options().get_filename())
+                .finish(),
+            Engine::Postgres(_, target) => f
+                .debug_struct("Storage")
+                .field("engine", &"postgres")
+                .field("target", target)
                 .finish(),
         }
     }

@@ -17,6 +17,24 @@ pub(crate) struct Migration {
     pub(crate) sql: &'static str,
 }
 
+/// A migration applied when a database was opened, as reported to the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedMigration {
+    /// The schema version it produced.
+    pub version: i64,
+    /// What it did.
+    pub description: &'static str,
+}
+
+impl AppliedMigration {
+    pub(crate) fn of(migration: &Migration) -> AppliedMigration {
+        AppliedMigration {
+            version: migration.version,
+            description: migration.description,
+        }
+    }
+}
+
 /// The version a database has once every migration of `migrations` is applied.
 pub(crate) fn latest_version(migrations: &[Migration]) -> i64 {
     migrations.last().map_or(0, |migration| migration.version)

@@ -22,6 +22,7 @@ pub(crate) use self::accounts::SqliteAccounts;
 pub(crate) use self::offline::SqliteOffline;
 pub(crate) use self::roster::SqliteRoster;
 use crate::StorageError;
+use crate::migrations::AppliedMigration;
 
 /// How long a statement waits for another connection's write lock before failing with
 /// `SQLITE_BUSY`.
@@ -36,7 +37,9 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Open (creating if missing, with its directory) the database file at `path` and bring its
 /// schema up to date.
-pub(crate) async fn open_file(path: &Path) -> Result<SqlitePool, StorageError> {
+pub(crate) async fn open_file(
+    path: &Path,
+) -> Result<(SqlitePool, Vec<AppliedMigration>), StorageError> {
     if let Some(directory) = path
         .parent()
         .filter(|parent| !parent.as_os_str().is_empty())
@@ -64,8 +67,8 @@ pub(crate) async fn open_file(path: &Path) -> Result<SqlitePool, StorageError> {
             source,
         })?;
     let applied = migrate_or_close(&pool).await?;
-    tracing::info!(path = %path.display(), applied, "opened SQLite database");
-    Ok(pool)
+    tracing::info!(path = %path.display(), applied = applied.len(), "opened SQLite database");
+    Ok((pool, applied))
 }
 
 /// Open a new, empty database that lives in memory until closed.
@@ -92,7 +95,7 @@ pub(crate) async fn open_in_memory() -> Result<SqlitePool, StorageError> {
     Ok(pool)
 }
 
-async fn migrate_or_close(pool: &SqlitePool) -> Result<usize, StorageError> {
+async fn migrate_or_close(pool: &SqlitePool) -> Result<Vec<AppliedMigration>, StorageError> {
     match migrations::migrate(pool).await {
         Ok(applied) => Ok(applied),
         Err(error) => {

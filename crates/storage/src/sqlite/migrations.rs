@@ -4,7 +4,7 @@
 use sqlx::SqlitePool;
 
 use crate::StorageError;
-use crate::migrations::{self, Migration};
+use crate::migrations::{self, AppliedMigration, Migration};
 
 /// Every SQLite migration, in order. Append only: a released migration never changes.
 pub(crate) const MIGRATIONS: &[Migration] = &[
@@ -30,14 +30,16 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     },
 ];
 
-/// Bring the schema of the database behind `pool` up to date; returns how many migrations were
-/// applied.
-pub(crate) async fn migrate(pool: &SqlitePool) -> Result<usize, StorageError> {
+/// Bring the schema of the database behind `pool` up to date; returns the migrations applied.
+pub(crate) async fn migrate(pool: &SqlitePool) -> Result<Vec<AppliedMigration>, StorageError> {
     apply(pool, MIGRATIONS).await
 }
 
 /// Apply the migrations of `list` that the database lacks, each in its own transaction.
-pub(crate) async fn apply(pool: &SqlitePool, list: &[Migration]) -> Result<usize, StorageError> {
+pub(crate) async fn apply(
+    pool: &SqlitePool,
+    list: &[Migration],
+) -> Result<Vec<AppliedMigration>, StorageError> {
     sqlx::raw_sql(
         "CREATE TABLE IF NOT EXISTS schema_version (
              version     INTEGER PRIMARY KEY,
@@ -57,7 +59,7 @@ pub(crate) async fn apply(pool: &SqlitePool, list: &[Migration]) -> Result<usize
         });
     }
 
-    let mut applied = 0;
+    let mut applied = Vec::new();
     for migration in migrations::pending(list, current) {
         if apply_one(pool, migration)
             .await
@@ -71,7 +73,7 @@ pub(crate) async fn apply(pool: &SqlitePool, list: &[Migration]) -> Result<usize
                 description = migration.description,
                 "applied database migration"
             );
-            applied += 1;
+            applied.push(AppliedMigration::of(migration));
         }
     }
     Ok(applied)

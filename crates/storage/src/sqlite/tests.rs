@@ -123,9 +123,7 @@ fn credentials() -> Credentials {
 
 /// The pool of an opened SQLite [`Storage`], to look under the store.
 fn pool(storage: &Storage) -> &SqlitePool {
-    match &storage.engine {
-        crate::Engine::Sqlite(pool) => pool,
-    }
+    storage.sqlite_pool().expect("a SQLite storage")
 }
 
 /// `(version, applied_at)` of every recorded migration.
@@ -180,7 +178,12 @@ async fn reopening_applies_no_migration_again() {
 
     let storage = Storage::open_sqlite(&path).await.unwrap();
     assert_eq!(recorded_migrations(pool(&storage)).await, first);
-    assert_eq!(migrations::migrate(pool(&storage)).await.unwrap(), 0);
+    assert!(
+        migrations::migrate(pool(&storage))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     storage.close().await;
 }
 
@@ -203,7 +206,13 @@ async fn a_new_migration_is_applied_to_an_existing_database() {
     };
     let list = [MIGRATIONS, &[next]].concat();
 
-    assert_eq!(migrations::apply(pool(&storage), &list).await.unwrap(), 1);
+    assert_eq!(
+        migrations::apply(pool(&storage), &list)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     assert_eq!(
         migrations::current_version(pool(&storage)).await.unwrap(),
         next.version
@@ -215,7 +224,12 @@ async fn a_new_migration_is_applied_to_an_existing_database() {
             .await
             .unwrap()
     );
-    assert_eq!(migrations::apply(pool(&storage), &list).await.unwrap(), 0);
+    assert!(
+        migrations::apply(pool(&storage), &list)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]

@@ -1,0 +1,149 @@
+//! The PostgreSQL engine: MongooseIM's relational schema (plus herald's columns), over a pool
+//! of connections shared by every store.
+//!
+//! A connection that died (the server restarted, an administrator terminated the backend) is
+//! found by the pool's check before it is handed out and replaced; a query that was running on
+//! it fails with a transient [`StorageError`], which the IQ handlers answer with
+//! `wait/internal-server-error`. Every multi-statement change runs in one transaction, so a
+//! lost connection never leaves it half-written.
+
+mod accounts;
+pub(crate) mod migrations;
+mod offline;
+mod roster;
+#[cfg(test)]
+mod tests;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
+
+pub(crate) use self::accounts::PgAccounts;
+pub(crate) use self::offline::PgOffline;
+pub(crate) use self::roster::PgRoster;
+use crate::StorageError;
+use crate::migrations::AppliedMigration;
+
+/// How long an operation waits for a free connection (or a new one) before failing.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where and how to connect: MongooseIM's `[outgoing_pools.rdbms.default]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PostgresOptions {
+    /// The server's host name or address.
+    pub host: String,
+    /// Its TCP port.
+    pub port: u16,
+    /// The database.
+    pub database: String,
+    /// The role to log in as.
+    pub username: String,
+    /// Its password, if the server asks for one.
+    pub password: Option<String>,
+    /// How many connections the pool keeps at most (`workers`).
+    pub pool_size: u32,
+}
+
+impl std::fmt::Debug for PostgresOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the password.
+        f.debug_struct("PostgresOptions")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("database", &self.database)
+            .field("username", &self.username)
+            .field("pool_size", &self.pool_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresOptions {
+    /// The driver's options for these.
+    fn connect_options(&self) -> PgConnectOptions {
+        let options = PgConnectOptions::new_without_pgpass()
+            .host(&self.host)
+            .port(self.port)
+            .database(&self.database)
+            .username(&self.username)
+            .application_name("herald")
+            // This build has no TLS for PostgreSQL; the configuration refuses `tls.required`.
+            .ssl_mode(PgSslMode::Disable);
+        match &self.password {
+            Some(password) => options.password(password),
+            None => options,
+        }
+    }
+
+    /// `user@host:port/database`, for messages.
+    pub(crate) fn target(&self) -> String {
+        format!(
+            "{}@{}:{}/{}",
+            self.username, self.host, self.port, self.database
+        )
+    }
+}
+
+/// Connect to the database and bring its schema up to date.
+pub(crate) async fn open(
+    options: &PostgresOptions,
+) -> Result<(PgPool, Vec<AppliedMigration>), StorageError> {
+    open_with(
+        options.connect_options(),
+        options.pool_size,
+        &options.target(),
+    )
+    .await
+}
+
+/// Connect with driver options (tests give a URL) and migrate.
+pub(crate) async fn open_with(
+    options: PgConnectOptions,
+    pool_size: u32,
+    target: &str,
+) -> Result<(PgPool, Vec<AppliedMigration>), StorageError> {
+    let pool = PgPoolOptions::new()
+        .max_connections(pool_size.max(1))
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        // The default, said out loud: a connection is checked before it is handed out, so one
+        // that died while idle is replaced instead of failing the next query.
+        .test_before_acquire(true)
+        .connect_with(options)
+        .await
+        .map_err(|source| StorageError::Connect {
+            target: target.to_owned(),
+            source,
+        })?;
+    match migrations::migrate(&pool).await {
+        Ok(applied) => {
+            tracing::info!(
+                target,
+                applied = applied.len(),
+                "opened PostgreSQL database"
+            );
+            Ok((pool, applied))
+        }
+        Err(error) => {
+            pool.close().await;
+            Err(error)
+        }
+    }
+}
+
+/// Seconds since the Unix epoch.
+fn unix_time() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX)
+        })
+}
+
+/// Microseconds since the Unix epoch, for versions that must grow over time.
+fn unix_time_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX)
+        })
+}

@@ -1,0 +1,189 @@
+//! [`AccountStore`] on PostgreSQL: the `users` table (herald writes its SCRAM columns, and MongooseIM's `password` as '').
+
+use herald_sasl::{Credentials, ScramSecrets};
+use jid::BareJid;
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Row};
+
+use crate::StorageError;
+use crate::accounts::{AccountKey, AccountStore, normalise_domain};
+
+/// The accounts of a PostgreSQL database.
+#[derive(Debug, Clone)]
+pub(crate) struct PgAccounts {
+    pool: PgPool,
+}
+
+impl PgAccounts {
+    /// Accounts stored in the database behind `pool`, whose schema is up to date.
+    pub(crate) fn new(pool: PgPool) -> Self {
+        PgAccounts { pool }
+    }
+}
+
+#[async_trait::async_trait]
+impl AccountStore for PgAccounts {
+    async fn create(&self, user: &BareJid, credentials: &Credentials) -> Result<(), StorageError> {
+        let key = AccountKey::of(user)?;
+        let inserted = sqlx::query(
+            "INSERT INTO users (server, username,
+                 sha1_salt, sha1_iterations, sha1_stored_key, sha1_server_key,
+                 sha256_salt, sha256_iterations, sha256_stored_key, sha256_server_key)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(key.domain)
+        .bind(key.localpart)
+        .bind(&credentials.sha1.salt)
+        .bind(i64::from(credentials.sha1.iterations))
+        .bind(&credentials.sha1.stored_key)
+        .bind(&credentials.sha1.server_key)
+        .bind(&credentials.sha256.salt)
+        .bind(i64::from(credentials.sha256.iterations))
+        .bind(&credentials.sha256.stored_key)
+        .bind(&credentials.sha256.server_key)
+        .execute(&self.pool)
+        .await;
+        match inserted {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(error)) if error.is_unique_violation() => {
+                Err(StorageError::AlreadyExists)
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    async fn set_credentials(
+        &self,
+        user: &BareJid,
+        credentials: &Credentials,
+    ) -> Result<(), StorageError> {
+        let key = AccountKey::of(user)?;
+        let updated = sqlx::query(
+            "UPDATE users SET
+                 sha1_salt = $1, sha1_iterations = $2, sha1_stored_key = $3,
+                 sha1_server_key = $4, sha256_salt = $5, sha256_iterations = $6,
+                 sha256_stored_key = $7, sha256_server_key = $8
+             WHERE server = $9 AND username = $10",
+        )
+        .bind(&credentials.sha1.salt)
+        .bind(i64::from(credentials.sha1.iterations))
+        .bind(&credentials.sha1.stored_key)
+        .bind(&credentials.sha1.server_key)
+        .bind(&credentials.sha256.salt)
+        .bind(i64::from(credentials.sha256.iterations))
+        .bind(&credentials.sha256.stored_key)
+        .bind(&credentials.sha256.server_key)
+        .bind(key.domain)
+        .bind(key.localpart)
+        .execute(&self.pool)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StorageError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn credentials(&self, user: &BareJid) -> Result<Option<Credentials>, StorageError> {
+        let key = AccountKey::of(user)?;
+        let row = sqlx::query(
+            "SELECT sha1_salt, sha1_iterations, sha1_stored_key, sha1_server_key,
+                    sha256_salt, sha256_iterations, sha256_stored_key, sha256_server_key
+             FROM users WHERE server = $1 AND username = $2",
+        )
+        .bind(key.domain)
+        .bind(key.localpart)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        Ok(Some(Credentials {
+            sha1: secrets(&row, SHA1_COLUMNS, key)?,
+            sha256: secrets(&row, SHA256_COLUMNS, key)?,
+        }))
+    }
+
+    async fn exists(&self, user: &BareJid) -> Result<bool, StorageError> {
+        let key = AccountKey::of(user)?;
+        let exists = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM users WHERE server = $1 AND username = $2)",
+        )
+        .bind(key.domain)
+        .bind(key.localpart)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(exists)
+    }
+
+    async fn remove(&self, user: &BareJid) -> Result<bool, StorageError> {
+        let key = AccountKey::of(user)?;
+        let deleted = sqlx::query("DELETE FROM users WHERE server = $1 AND username = $2")
+            .bind(key.domain)
+            .bind(key.localpart)
+            .execute(&self.pool)
+            .await?;
+        Ok(deleted.rows_affected() > 0)
+    }
+
+    async fn list(&self, domain: Option<&str>) -> Result<Vec<BareJid>, StorageError> {
+        // The key columns have the "C" collation: UTF-8 bytes, which is code point order.
+        let rows: Vec<(String, String)> = match domain {
+            None => {
+                sqlx::query_as("SELECT server, username FROM users ORDER BY server, username")
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            Some(domain) => {
+                let Some(domain) = normalise_domain(domain) else {
+                    return Ok(Vec::new());
+                };
+                sqlx::query_as(
+                    "SELECT server, username FROM users WHERE server = $1 ORDER BY username",
+                )
+                .bind(domain)
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter()
+            .map(|(domain, localpart)| AccountKey { domain, localpart }.to_jid())
+            .collect()
+    }
+}
+
+/// The columns of one hash's secrets: salt, iteration count, `StoredKey`, `ServerKey`.
+type SecretColumns = [&'static str; 4];
+
+const SHA1_COLUMNS: SecretColumns = [
+    "sha1_salt",
+    "sha1_iterations",
+    "sha1_stored_key",
+    "sha1_server_key",
+];
+const SHA256_COLUMNS: SecretColumns = [
+    "sha256_salt",
+    "sha256_iterations",
+    "sha256_stored_key",
+    "sha256_server_key",
+];
+
+/// One hash's secrets from a `users` row.
+fn secrets(
+    row: &PgRow,
+    [salt, iterations, stored_key, server_key]: SecretColumns,
+    key: AccountKey<'_>,
+) -> Result<ScramSecrets, StorageError> {
+    let count: i64 = row.try_get(iterations)?;
+    let count = u32::try_from(count).map_err(|_| {
+        StorageError::Corrupt(format!(
+            "{iterations} = {count} for {}@{}",
+            key.localpart, key.domain
+        ))
+    })?;
+    Ok(ScramSecrets {
+        salt: row.try_get(salt)?,
+        iterations: count,
+        stored_key: row.try_get(stored_key)?,
+        server_key: row.try_get(server_key)?,
+    })
+}
