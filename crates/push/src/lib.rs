@@ -40,7 +40,9 @@ use crate::{
     pipeline::Pipeline,
     plugin::Plugin,
     publisher::{IqTransport, Publisher, PublisherParts, PublisherSettings, ServerTransport},
-    registrations::{RegistrationStore, SessionRegistrations, SqliteRegistrations},
+    registrations::{
+        PostgresRegistrations, RegistrationStore, SessionRegistrations, SqliteRegistrations,
+    },
 };
 
 /// Runs before offline storage (which stops the hook), so that the registrations notified are
@@ -181,19 +183,23 @@ impl Module for Push {
     }
 
     fn start(self: Arc<Self>, server: &Arc<Server>) {
-        let store: Arc<dyn RegistrationStore> =
-            match (self.config.backend, server.storage.sqlite_pool()) {
-                (Backend::Embedded, Some(pool)) => Arc::new(SqliteRegistrations::new(pool.clone())),
-                (backend, _) => {
-                    // The configuration refuses these; a storage engine without SQLite is
-                    // not built yet.
-                    tracing::error!(
-                        ?backend,
-                        "push: no registration store for this backend; push is disabled"
-                    );
-                    return;
-                }
-            };
+        let store: Arc<dyn RegistrationStore> = match (
+            self.config.backend,
+            server.storage.sqlite_pool(),
+            server.storage.postgres_pool(),
+        ) {
+            (Backend::Embedded, Some(pool), _) => Arc::new(SqliteRegistrations::new(pool.clone())),
+            (Backend::Rdbms, _, Some(pool)) => Arc::new(PostgresRegistrations::new(pool.clone())),
+            (backend, _, _) => {
+                // The configuration refuses these: the server has one storage engine,
+                // chosen by whether anything asks for "rdbms".
+                tracing::error!(
+                    ?backend,
+                    "push: no registration store for this backend; push is disabled"
+                );
+                return;
+            }
+        };
         self.attach(
             store,
             Arc::new(ServerTransport::new(server)),

@@ -2,12 +2,14 @@
 //! (`pubsub` JID, `node`) to notify for which user, with the publish-options form to attach.
 //!
 //! Stored behind the narrow [`RegistrationStore`] trait, one engine per file (`sqlite.rs` over
-//! the server's SQLite pool; `memory.rs` for tests), all held to one [`conformance`] suite.
+//! the server's SQLite pool, `postgres.rs` over its PostgreSQL pool; `memory.rs` for tests), all
+//! held to one [`conformance`] suite.
 //! [`SessionRegistrations`] is the in-memory "registration enabled in this session" that the
 //! enhanced and hints plugins use.
 
 pub mod conformance;
 mod memory;
+mod postgres;
 mod sessions;
 mod sqlite;
 
@@ -20,6 +22,7 @@ use herald_storage::StorageError;
 use jid::BareJid;
 
 pub use memory::MemoryRegistrations;
+pub use postgres::PostgresRegistrations;
 pub use sessions::SessionRegistrations;
 pub use sqlite::SqliteRegistrations;
 
