@@ -31,7 +31,8 @@ use herald_stream::tls::{self, TlsError};
 use jid::{BareJid, DomainPart, Jid};
 
 use crate::config::{
-    C2sListener as C2sConfig, Config, ConflictBehaviour, ServiceListener as ServiceConfig, TlsMode,
+    C2sListener as C2sConfig, Config, ConflictBehaviour, DatabaseConfig,
+    ServiceListener as ServiceConfig, TlsMode,
 };
 
 /// How long shutdown waits for sessions to flush before giving up on them.
@@ -100,8 +101,13 @@ fn database_path(config: &Config) -> PathBuf {
     config.general.data_dir.join("herald.sqlite3")
 }
 
+/// Open the one store of every feature: the embedded SQLite file, or PostgreSQL when the
+/// configuration has the `rdbms` pool; either way its schema is brought up to date.
 async fn open_storage(config: &Config) -> Result<Storage, AppError> {
-    Ok(Storage::open_sqlite(&database_path(config)).await?)
+    Ok(match &config.database {
+        DatabaseConfig::Embedded => Storage::open_sqlite(&database_path(config)).await?,
+        DatabaseConfig::Postgres(options) => Storage::open_postgres(options).await?,
+    })
 }
 
 fn modules(config: &Config) -> Vec<Arc<dyn Module>> {
@@ -421,6 +427,15 @@ pub fn describe(config: &Config, path: Option<&Path>) -> String {
         "data_dir: {}\n",
         config.general.data_dir.display()
     ));
+    out.push_str(&match &config.database {
+        DatabaseConfig::Embedded => {
+            format!("database: SQLite {}\n", database_path(config).display())
+        }
+        DatabaseConfig::Postgres(options) => format!(
+            "database: PostgreSQL {}@{}:{}/{}, {} connections\n",
+            options.username, options.host, options.port, options.database, options.pool_size
+        ),
+    });
     for listener in &config.listen.c2s {
         let tls = match &listener.tls {
             None => "plaintext".to_owned(),

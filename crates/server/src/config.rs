@@ -17,6 +17,7 @@ mod document;
 mod error;
 mod push;
 mod raw;
+mod storage;
 mod validate;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -25,6 +26,7 @@ use std::time::Duration;
 
 pub use error::ConfigError;
 pub use push::EventPusherConfig;
+pub use storage::DatabaseConfig;
 
 const DEFAULT_IP_ADDRESS: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 const DEFAULT_MAX_STANZA_SIZE: usize = 65536;
@@ -45,6 +47,9 @@ pub struct Config {
     pub listen: Listen,
     /// `[modules]`: the enabled modules and their options.
     pub modules: Modules,
+    /// `[outgoing_pools.rdbms.default]`, `[auth] methods` and the modules' `backend`: the one
+    /// storage engine of every store.
+    pub database: DatabaseConfig,
 }
 
 /// The `[general]` section.
@@ -351,6 +356,7 @@ impl Config {
                 mod_offline: Some(OfflineConfig::default()),
                 mod_register: None,
             },
+            database: DatabaseConfig::Embedded,
         }
     }
 }
@@ -510,6 +516,7 @@ extra_domains = ["pubsub.example.org"]
                 mod_offline: None,
                 mod_register: None,
             },
+            database: DatabaseConfig::Embedded,
         };
         assert_eq!(config, expected);
     }
@@ -664,7 +671,7 @@ tls.mode = \"tls\"
         assert_eq!(
             error(&format!("# herald\nlisten_c2s = 1\n{MINIMAL}")),
             "herald.toml:2: listen_c2s: unknown field `listen_c2s`, expected one of `general`, \
-             `listen`, `modules`"
+             `listen`, `modules`, `outgoing_pools`, `auth`"
         );
     }
 

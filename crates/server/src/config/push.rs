@@ -27,7 +27,7 @@ pub(super) struct RawEventPusher {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a table")]
 pub(super) struct RawPush {
-    backend: Option<String>,
+    pub(super) backend: Option<String>,
     wpool: Option<RawWpool>,
     plugin_module: Option<String>,
     virtual_pubsub_hosts: Option<Vec<String>>,
@@ -67,14 +67,9 @@ fn push_config(raw: RawPush, at: &KeyPath) -> Result<PushConfig, Invalid> {
     let at_key = |key: &str| at.key(key);
     let invalid = |key: KeyPath| move |message: String| Invalid::new(key, message);
     if let Some(name) = raw.backend {
+        // Whether the server has the PostgreSQL pool "rdbms" needs is checked with the other
+        // stores (`config/storage.rs`).
         config.backend = Backend::from_name(&name).map_err(invalid(at_key("backend")))?;
-        if config.backend == Backend::Rdbms {
-            return Err(Invalid::new(
-                at_key("backend"),
-                "\"rdbms\" stores registrations in the PostgreSQL pool, which this herald does \
-                 not have yet; use \"mnesia\" (the embedded store in data_dir)",
-            ));
-        }
     }
     if let Some(wpool) = raw.wpool {
         let at = at_key("wpool");
@@ -275,7 +270,7 @@ iqdisc.type = \"one_queue\"
     }
 
     #[test]
-    fn rdbms_is_refused_until_postgresql_exists() {
+    fn rdbms_without_a_postgresql_pool_is_refused() {
         let error = parse("[modules.mod_event_pusher.push]\nbackend = \"rdbms\"\n").unwrap_err();
         assert!(
             error.starts_with("herald.toml:4: modules.mod_event_pusher.push.backend: \"rdbms\""),

@@ -16,6 +16,8 @@ pub(super) struct RawConfig {
     pub(super) listen: RawListen,
     #[serde(default)]
     pub(super) modules: RawModules,
+    pub(super) outgoing_pools: Option<super::storage::RawOutgoingPools>,
+    pub(super) auth: Option<super::storage::RawAuth>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -88,12 +90,14 @@ pub(super) struct RawModules {
 pub(super) struct RawRoster {
     pub(super) versioning: Option<bool>,
     pub(super) store_current_id: Option<bool>,
+    pub(super) backend: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a table")]
 pub(super) struct RawOffline {
     pub(super) max_user_offline_messages: Option<Integer>,
+    pub(super) backend: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -14,6 +14,7 @@ use super::raw::{
     Integer, RawC2s, RawConfig, RawDisco, RawGeneral, RawModules, RawOffline, RawRegister,
     RawService, RawStreamManagement, RawTls,
 };
+use super::storage::{self, DatabaseConfig};
 use super::{
     C2sListener, CertFiles, Config, ConflictBehaviour, DEFAULT_BACKWARDS_COMPATIBLE_SESSION,
     DEFAULT_IP_ADDRESS, DEFAULT_LOGLEVEL, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_STANZA_SIZE,
@@ -52,6 +53,20 @@ const TLS_MODES: &[(&str, TlsMode)] = &[
 /// Checks a whole file; the first failure is returned.
 pub(super) fn config(raw: RawConfig, context: &Context<'_>) -> Result<Config, Invalid> {
     let root = KeyPath::root();
+    let choices = backend_choices(&raw, &root)?;
+    let database = storage::database(raw.outgoing_pools, choices, &root.key("outgoing_pools"))?;
+    let mut modules = modules(raw.modules, &root.key("modules"))?;
+    if let DatabaseConfig::Postgres(_) = database {
+        // A push backend left unset follows the server's engine (an explicit "mnesia" was
+        // refused above).
+        if let Some(push) = modules
+            .mod_event_pusher
+            .as_mut()
+            .and_then(|pusher| pusher.push.as_mut())
+        {
+            push.backend = herald_push::config::Backend::Rdbms;
+        }
+    }
     Ok(Config {
         general: general(raw.general, &root.key("general"), context)?,
         listen: listen(
@@ -60,8 +75,41 @@ pub(super) fn config(raw: RawConfig, context: &Context<'_>) -> Result<Config, In
             &root.key("listen"),
             context,
         )?,
-        modules: modules(raw.modules, &root.key("modules"))?,
+        modules,
+        database,
     })
+}
+
+/// Every store's explicit choice of backend: `[auth] methods` and the modules' `backend`.
+fn backend_choices(raw: &RawConfig, root: &KeyPath) -> Result<Vec<storage::Choice>, Invalid> {
+    let modules = root.key("modules");
+    let push = raw
+        .modules
+        .mod_event_pusher
+        .as_ref()
+        .and_then(|pusher| pusher.push.as_ref());
+    let choices = [
+        storage::auth_methods(raw.auth.as_ref(), &root.key("auth"))?,
+        storage::module_backend(
+            raw.modules
+                .mod_roster
+                .as_ref()
+                .and_then(|roster| roster.backend.as_deref()),
+            &modules.key("mod_roster").key("backend"),
+        )?,
+        storage::module_backend(
+            raw.modules
+                .mod_offline
+                .as_ref()
+                .and_then(|offline| offline.backend.as_deref()),
+            &modules.key("mod_offline").key("backend"),
+        )?,
+        storage::module_backend(
+            push.and_then(|push| push.backend.as_deref()),
+            &modules.key("mod_event_pusher").key("push").key("backend"),
+        )?,
+    ];
+    Ok(choices.into_iter().flatten().collect())
 }
 
 fn general(
