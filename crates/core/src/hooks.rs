@@ -95,7 +95,7 @@ pub struct UnackedMessage {
     pub stanza: minidom::Element,
 }
 
-/// A message of type chat or normal for a local account with no available resource of
+/// A message of type chat, normal or groupchat for a local account with no available resource of
 /// non-negative priority (RFC 6121 section 8.5.2.2.1). A handler that takes charge of it
 /// (offline storage, XEP-0160) returns [`Flow::Stop`]; if none does, the router bounces it
 /// with `service-unavailable`, which is also the answer for an account that does not exist.

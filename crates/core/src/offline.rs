@@ -124,6 +124,15 @@ struct Store(Arc<Offline>);
 #[async_trait::async_trait]
 impl Handler<OfflineMessage> for Store {
     async fn call(&self, server: &Server, event: &mut OfflineMessage) -> Flow {
+        // XEP-0160 section 3: groupchat messages are not stored.
+        if matches!(
+            event.stanza.kind,
+            herald_stream::stanza::StanzaKind::Message(
+                herald_stream::stanza::MessageType::Groupchat
+            )
+        ) {
+            return Flow::Continue;
+        }
         if let Err(skip) = worth_storing(&event.stanza.element) {
             tracing::debug!(user = %event.recipient, ?skip, "offline message not stored");
             return Flow::Continue;

@@ -194,7 +194,9 @@ impl Server {
             match kind {
                 // RFC 6121 section 8.5.2.2.1: chat and normal with no available resource
                 // are stored offline (the `offline_message` hook: XEP-0160) or bounced.
-                MessageType::Chat | MessageType::Normal => {
+                // Groupchat goes through the hook too (the push module notifies offline room
+                // members, push spec section 4) but is never stored, so it is bounced.
+                MessageType::Chat | MessageType::Normal | MessageType::Groupchat => {
                     let mut stanza = stanza;
                     // Metadata a module attached earlier (the message may come back from a
                     // stream-management buffer or a re-route) is handed over, not lost.
@@ -214,12 +216,7 @@ impl Server {
                         DefinedCondition::ServiceUnavailable,
                     );
                 }
-                // Groupchat is bounced, headline and error are dropped.
-                MessageType::Groupchat => self.bounce(
-                    &stanza,
-                    ErrorType::Cancel,
-                    DefinedCondition::ServiceUnavailable,
-                ),
+                // Headline and error are dropped.
                 MessageType::Headline | MessageType::Error => {}
             }
             return;

@@ -1053,3 +1053,38 @@ async fn herald_user_remove_deletes_the_registrations() {
     assert!(app.nothing().await);
     s.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_groupchat_message_to_an_offline_member_pushes_with_the_room_nick_as_sender() {
+    let mut s = setup().await;
+    enable_for_alice(&s.server, "n1", "").await;
+    // The app server's component plays the room too.
+    s.app
+        .send(&format!(
+            "<message type='groupchat' from='Room@{APP_SERVER}/Bob' to='alice@localhost' id='g1'><body>hi all</body></message>"
+        ))
+        .await;
+    // Groupchat is not stored offline: the room gets an error back, and the publish.
+    let mut bounce = None;
+    let mut publish = None;
+    while bounce.is_none() || publish.is_none() {
+        match s.app.frame(Duration::from_secs(10)).await {
+            Some(Frame::Element(e)) if e.name() == "message" => bounce = Some(e),
+            Some(Frame::Element(e)) if e.name() == "iq" => publish = Some(Publish::from(e)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(bounce.unwrap().attr("type"), Some("error"));
+    let publish = publish.unwrap();
+    assert_eq!(
+        publish.summary,
+        pairs(&[
+            ("FORM_TYPE", "urn:xmpp:push:summary"),
+            ("message-count", "1"),
+            ("last-message-sender", &format!("room@{APP_SERVER}/bob")),
+            ("last-message-body", "hi all"),
+        ])
+    );
+    s.app.answer_result(&publish).await;
+    s.server.shutdown().await;
+}
