@@ -1014,6 +1014,16 @@ async fn hints_never_pushes_no_store_and_pushes_calls() {
     )
     .await;
     assert!(s.app.nothing().await);
+    // no-copy does not block a push (only no-store does).
+    bob_sends(
+        &mut bob,
+        "<message to='alice@localhost' type='chat' id='h2'><body>copy</body>\
+         <no-copy xmlns='urn:xmpp:hints'/></message>",
+    )
+    .await;
+    let publish = s.app.publish().await;
+    assert_eq!(publish.field("last-message-body"), Some("copy"));
+    s.app.answer_result(&publish).await;
     bob_sends(
         &mut bob,
         "<message to='alice@localhost' type='chat' id='call1'>\
@@ -1086,5 +1096,72 @@ async fn a_groupchat_message_to_an_offline_member_pushes_with_the_room_nick_as_s
         ])
     );
     s.app.answer_result(&publish).await;
+    s.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_pushed_message_delivered_from_offline_storage_and_never_acknowledged_is_stored_again_without_a_second_push()
+ {
+    let mut s = sm_setup("defaults").await;
+    enable_for_alice(&s.server, "phone", "").await;
+    let mut bob = bob_online(&s.server).await;
+    bob_sends(&mut bob, &chat_with_id("m1")).await;
+    let publish = s.app.publish().await;
+    assert_eq!(publish.field("last-message-body"), Some("m1"));
+    s.app.answer_result(&publish).await;
+    // The phone comes back with stream management: m1 comes from offline storage...
+    let mut phone = alice_phone_with_sm(&s.server, "phone").await;
+    assert_eq!(next_message(&mut phone).await.attr("id"), Some("m1"));
+    // ...is never acknowledged, and the connection dies; the session times out (2 s).
+    drop(phone);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        s.app.nothing().await,
+        "m1 was already pushed to this registration"
+    );
+    // m1 went back to offline storage: the next login gets it again.
+    let mut alice = Client::online(&s.server, "alice@localhost", "a-pass", "laptop", 0).await;
+    assert_eq!(next_message(&mut alice).await.attr("id"), Some("m1"));
+    assert!(s.app.nothing().await);
+    s.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn two_sessions_in_resumption_can_push_the_same_message_to_the_same_device_twice() {
+    // Push spec section 7: the documented duplicate pattern with the enhanced plugin.
+    let mut s = sm_setup("enhanced").await;
+    let mut first = alice_phone_with_sm(&s.server, "device").await;
+    let mut bob = bob_online(&s.server).await;
+    let mut second = Client::login(&s.server, "alice@localhost", "a-pass", "tablet").await;
+    let reply = iq(&mut second, &enable_iq("device", "")).await;
+    assert_eq!(reply.attr("type"), Some("result"));
+    second
+        .send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+        .await;
+    assert_eq!(second.next().await.name(), "enabled");
+    second.send("<presence/>").await;
+    let _ = second.drain(QUIET).await;
+    let _ = first.drain(QUIET).await;
+    bob_sends(&mut bob, &chat_with_id("m1")).await;
+    assert_eq!(next_message(&mut first).await.attr("id"), Some("m1"));
+    assert_eq!(next_message(&mut second).await.attr("id"), Some("m1"));
+    drop(first);
+    drop(second);
+    let mut pushes = Vec::new();
+    for _ in 0..2 {
+        let publish = s.app.publish().await;
+        s.app.answer_result(&publish).await;
+        pushes.push((
+            publish.node.clone(),
+            publish.field("last-message-body").unwrap().to_owned(),
+        ));
+    }
+    assert_eq!(
+        pushes,
+        [
+            ("device".to_owned(), "m1".to_owned()),
+            ("device".to_owned(), "m1".to_owned())
+        ]
+    );
     s.server.shutdown().await;
 }
