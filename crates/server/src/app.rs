@@ -415,6 +415,24 @@ pub async fn user_list(config: &Config, domain: Option<&str>) -> Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
+/// `herald db migrate`: bring the configured database's schema up to date and print, one line
+/// each, the migrations applied.
+pub async fn db_migrate(config: &Config) -> Result<ExitCode, AppError> {
+    let storage = open_storage(config).await?;
+    let applied = storage.applied_migrations().to_vec();
+    storage.close().await;
+    if applied.is_empty() {
+        println!("the schema is up to date; nothing to apply");
+    }
+    for migration in applied {
+        println!(
+            "applied migration {}: {}",
+            migration.version, migration.description
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `herald check-config`: a summary of what the configuration means.
 pub fn describe(config: &Config, path: Option<&Path>) -> String {
     let mut out = match path {

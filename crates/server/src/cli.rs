@@ -32,6 +32,20 @@ pub enum Command {
     },
     /// Check the configuration and print what it means, without starting anything.
     CheckConfig,
+    /// Manage the configured database.
+    Db {
+        /// The database operation.
+        #[command(subcommand)]
+        command: DbCommand,
+    },
+}
+
+/// Database operations.
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Create or upgrade the schema (as `serve` does on start-up) and print the migrations
+    /// applied.
+    Migrate,
 }
 
 /// Account operations.
@@ -65,6 +79,17 @@ mod tests {
     #[test]
     fn the_command_line_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn db_migrate_is_a_command() {
+        let cli = Cli::try_parse_from(["herald", "db", "migrate", "-c", "a.toml"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Db {
+                command: DbCommand::Migrate
+            }
+        ));
     }
 
     #[test]

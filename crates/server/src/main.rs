@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use herald_server::{
     app,
-    cli::{Cli, Command, UserCommand},
+    cli::{Cli, Command, DbCommand, UserCommand},
     config::Config,
 };
 
@@ -38,6 +38,9 @@ fn main() -> ExitCode {
         Command::User { command } => {
             runtime().and_then(|rt| rt.block_on(run_user(&config, command)))
         }
+        Command::Db {
+            command: DbCommand::Migrate,
+        } => runtime().and_then(|rt| rt.block_on(app::db_migrate(&config))),
     }
     .unwrap_or_else(|error| {
         eprintln!("herald: {error}");

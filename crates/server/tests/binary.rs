@@ -246,3 +246,73 @@ async fn the_embedded_default_serves_localhost_with_starttls_on_5222() {
     sigterm(&child);
     assert!(wait_with_deadline(&mut child, Duration::from_secs(15)).success());
 }
+
+#[test]
+fn db_migrate_applies_the_schema_once_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "port = 0");
+    let migrate = || {
+        herald()
+            .args(["db", "migrate", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    };
+    let first = migrate();
+    assert!(first.status.success(), "{first:?}");
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert!(stdout.contains("applied migration 1: accounts"), "{stdout}");
+    assert!(
+        stdout.contains("applied migration 4: push registrations"),
+        "{stdout}"
+    );
+    let second = migrate();
+    assert!(second.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&second.stdout),
+        "the schema is up to date; nothing to apply\n"
+    );
+}
+
+#[tokio::test]
+async fn db_migrate_and_user_commands_work_on_postgresql() {
+    let Some(database) = herald_storage::test_database::TestDatabase::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "port = 0");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&database.config_section(2));
+    text.push_str("[auth]\nmethods = [\"rdbms\"]\n");
+    std::fs::write(&config, text).unwrap();
+    let run = |args: &[&str]| {
+        herald()
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap()
+    };
+    let migrated = run(&["db", "migrate"]);
+    assert!(migrated.status.success(), "{migrated:?}");
+    let stdout = String::from_utf8_lossy(&migrated.stdout);
+    assert!(
+        stdout.contains("applied migration 4: push registrations"),
+        "{stdout}"
+    );
+    assert!(
+        run(&["user", "add", "alice@localhost", "pw"])
+            .status
+            .success()
+    );
+    let list = run(&["user", "list"]);
+    assert_eq!(String::from_utf8_lossy(&list.stdout), "alice@localhost\n");
+    // Nothing was written to the embedded store.
+    assert!(!dir.path().join("data").join("herald.sqlite3").exists());
+    let described = run(&["check-config"]);
+    let stdout = String::from_utf8_lossy(&described.stdout);
+    assert!(
+        stdout.contains("database: PostgreSQL ") && stdout.contains(database.name()),
+        "{stdout}"
+    );
+}

@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{AssertSqlSafe, Connection};
 
-use crate::{Storage, StorageError};
+use crate::{PostgresOptions, Storage, StorageError};
 
 /// Where tests find PostgreSQL unless `HERALD_TEST_PG_URL` says otherwise.
 pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -71,6 +71,40 @@ impl TestDatabase {
     /// Its `postgres://` URL.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Its connection options, as a configuration file gives them.
+    ///
+    /// # Panics
+    ///
+    /// When the URL cannot be parsed.
+    pub fn options(&self, pool_size: u32) -> PostgresOptions {
+        let parsed: PgConnectOptions = self.url.parse().expect("a postgres:// URL");
+        PostgresOptions {
+            host: parsed.get_host().to_owned(),
+            port: parsed.get_port(),
+            database: self.name.clone(),
+            username: parsed.get_username().to_owned(),
+            password: password_of(&self.url),
+            pool_size,
+        }
+    }
+
+    /// The `[outgoing_pools.rdbms.default]` section of a configuration file that connects to
+    /// it with `workers` connections.
+    pub fn config_section(&self, workers: u32) -> String {
+        let options = self.options(workers);
+        let password = options
+            .password
+            .map(|password| format!("password = {password:?}\n"))
+            .unwrap_or_default();
+        format!(
+            "[outgoing_pools.rdbms.default]\nworkers = {workers}\n\
+             [outgoing_pools.rdbms.default.connection]\ndriver = \"pgsql\"\n\
+             host = {:?}\nport = {}\ndatabase = {:?}\nusername = {:?}\n{password}\
+             tls.required = false\n",
+            options.host, options.port, options.database, options.username
+        )
     }
 
     /// Open it as a [`Storage`] with a pool of `pool_size` connections.
@@ -144,6 +178,15 @@ fn unique_name() -> String {
     )
 }
 
+/// The password in `postgres://user:password@host/...`, if any (not percent-decoded).
+fn password_of(url: &str) -> Option<String> {
+    let authority = url.split_once("://")?.1.split('/').next()?;
+    let credentials = authority.rsplit_once('@')?.0;
+    credentials
+        .split_once(':')
+        .map(|(_, password)| password.to_owned())
+}
+
 /// `url` naming database `name` instead of its own.
 fn with_database(url: &str, name: &str) -> String {
     let (base, query) = match url.split_once('?') {
@@ -176,5 +219,12 @@ mod tests {
             "postgres://u:p@h/x?sslmode=disable"
         );
         assert_eq!(with_database("postgres://h:1", "x"), "postgres://h:1/x");
+    }
+
+    #[test]
+    fn the_password_of_a_url_is_found() {
+        assert_eq!(password_of("postgres://u:p@h/test").as_deref(), Some("p"));
+        assert_eq!(password_of("postgres://u@h/test"), None);
+        assert_eq!(password_of("postgres://h/test"), None);
     }
 }
