@@ -1,0 +1,344 @@
+//! Black-box tests of the PostgreSQL engine (`backend = "rdbms"`): servers started in-process
+//! from real configuration files, each test on a database of its own, clients and an app server
+//! (XEP-0114 component) over real sockets. Two servers on one database share accounts and push
+//! registrations; push enable/disable behave as on the embedded store; the database connections
+//! dying mid-run is survived.
+//!
+//! Without a reachable PostgreSQL (`HERALD_TEST_PG_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/test`) every test prints `SKIPPED: ...` and passes.
+
+mod common;
+
+use std::{net::SocketAddr, time::Duration};
+
+use common::{TestServer, client::Client};
+use herald_storage::test_database::TestDatabase;
+use herald_stream::{Frame, StreamParser};
+use minidom::Element;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+const PUSH: &str = "urn:xmpp:push:0";
+const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
+const STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+const APP_SERVER: &str = "push.localhost";
+const QUIET: Duration = Duration::from_millis(400);
+
+const CONFIG: &str = r#"
+[general]
+hosts = ["localhost"]
+data_dir = "{DATA}"
+
+[[listen.c2s]]
+port = 0
+ip_address = "127.0.0.1"
+tls.mode = "starttls"
+
+[[listen.service]]
+port = 0
+ip_address = "127.0.0.1"
+password = "secret"
+
+[auth]
+methods = ["rdbms"]
+
+[modules.mod_disco]
+[modules.mod_roster]
+backend = "rdbms"
+[modules.mod_offline]
+backend = "rdbms"
+
+[modules.mod_event_pusher.push]
+backend = "rdbms"
+wpool.workers = 4
+"#;
+
+/// A server on `database`.
+async fn start(database: &TestDatabase) -> TestServer {
+    TestServer::start(&format!("{CONFIG}\n{}", database.config_section(4))).await
+}
+
+/// The app server: a component (XEP-0114) that receives the publishes.
+struct AppServer {
+    tcp: TcpStream,
+    parser: StreamParser,
+    frames: std::collections::VecDeque<Frame>,
+}
+
+impl AppServer {
+    async fn connect(server: &TestServer) -> AppServer {
+        let addr: SocketAddr = server.running.as_ref().unwrap().service_addrs[0];
+        let mut app = AppServer {
+            tcp: TcpStream::connect(addr).await.unwrap(),
+            parser: StreamParser::new(1 << 20),
+            frames: Default::default(),
+        };
+        app.send(&format!(
+            "<stream:stream xmlns='jabber:component:accept' \
+             xmlns:stream='http://etherx.jabber.org/streams' to='{APP_SERVER}'>"
+        ))
+        .await;
+        let id = match app.frame(Duration::from_secs(10)).await {
+            Some(Frame::StreamOpen(header)) => header.id.expect("a stream id"),
+            other => panic!("expected a stream header, got {other:?}"),
+        };
+        use sha1::Digest;
+        let digest: String = sha1::Sha1::digest(format!("{id}secret").as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        app.send(&format!("<handshake>{digest}</handshake>")).await;
+        match app.frame(Duration::from_secs(10)).await {
+            Some(Frame::Element(e)) if e.name() == "handshake" => app,
+            other => panic!("handshake failed: {other:?}"),
+        }
+    }
+
+    async fn send(&mut self, xml: &str) {
+        self.tcp.write_all(xml.as_bytes()).await.unwrap();
+    }
+
+    async fn frame(&mut self, wait: Duration) -> Option<Frame> {
+        let mut buf = vec![0u8; 65536];
+        loop {
+            if let Some(frame) = self.frames.pop_front() {
+                return Some(frame);
+            }
+            let n = tokio::time::timeout(wait, self.tcp.read(&mut buf))
+                .await
+                .ok()?
+                .unwrap_or(0);
+            if n == 0 {
+                return None;
+            }
+            let mut out = Vec::new();
+            self.parser.feed(&buf[..n], &mut out).unwrap();
+            self.frames.extend(out);
+        }
+    }
+
+    /// The node of the next publish, after answering it with a result; panics after 10 s.
+    async fn publish(&mut self) -> String {
+        let iq = match self.frame(Duration::from_secs(10)).await {
+            Some(Frame::Element(iq)) => iq,
+            other => panic!("expected a publish, got {other:?}"),
+        };
+        let node = iq
+            .get_child("pubsub", PUBSUB)
+            .and_then(|pubsub| pubsub.get_child("publish", PUBSUB))
+            .and_then(|publish| publish.attr("node"))
+            .unwrap_or_else(|| panic!("not a publish: {iq:?}"))
+            .to_owned();
+        let reply = format!(
+            "<iq type='result' id='{}' from='{APP_SERVER}' to='{}'/>",
+            iq.attr("id").unwrap_or_default(),
+            iq.attr("from").unwrap_or_default()
+        );
+        self.send(&reply).await;
+        node
+    }
+
+    async fn nothing(&mut self) -> bool {
+        match self.frame(QUIET).await {
+            None => true,
+            Some(other) => panic!("expected no publish, got {other:?}"),
+        }
+    }
+}
+
+async fn iq(client: &mut Client, xml: &str) -> Element {
+    client.send(xml).await;
+    client.next_non_presence().await
+}
+
+fn enable(node: &str) -> String {
+    format!(
+        "<iq type='set' id='en-{node}'><enable xmlns='{PUSH}' jid='{APP_SERVER}' node='{node}'/></iq>"
+    )
+}
+
+fn disable(node: &str) -> String {
+    format!(
+        "<iq type='set' id='dis-{node}'><disable xmlns='{PUSH}' jid='{APP_SERVER}' node='{node}'/></iq>"
+    )
+}
+
+fn chat(body: &str) -> String {
+    format!("<message to='alice@localhost' type='chat' id='m'><body>{body}</body></message>")
+}
+
+fn error_of(reply: &Element) -> (String, String) {
+    assert_eq!(reply.attr("type"), Some("error"), "{reply:?}");
+    let error = reply
+        .children()
+        .find(|c| c.name() == "error")
+        .expect("an error element");
+    let condition = error
+        .children()
+        .find(|c| c.ns() == STANZAS)
+        .map(|c| c.name().to_owned())
+        .unwrap_or_default();
+    (error.attr("type").unwrap_or_default().to_owned(), condition)
+}
+
+/// Alice (no presence) runs one push IQ; returns the reply.
+async fn alice_iq(server: &TestServer, xml: &str) -> Element {
+    let mut alice = Client::login(server, "alice@localhost", "a-pass", "phone").await;
+    let reply = iq(&mut alice, xml).await;
+    alice.send("</stream:stream>").await;
+    alice.closed().await;
+    reply
+}
+
+#[tokio::test]
+async fn enable_notifies_and_disable_stops_notifications() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let mut server = start(&database).await;
+    server.add_user("alice@localhost", "a-pass").await;
+    server.add_user("bob@localhost", "b-pass").await;
+    let mut app = AppServer::connect(&server).await;
+    let reply = alice_iq(&server, &enable("n1")).await;
+    assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
+    let mut bob = Client::online(&server, "bob@localhost", "b-pass", "laptop", 0).await;
+    bob.send(&chat("hi")).await;
+    assert_eq!(app.publish().await, "n1");
+    let reply = alice_iq(&server, &disable("n1")).await;
+    assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
+    bob.send(&chat("again")).await;
+    assert!(app.nothing().await);
+    // Gone from the database after disable.
+    let storage = &server.running.as_ref().unwrap().server.storage;
+    assert_eq!(registrations_count(storage).await, 0);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn disable_without_node_removes_every_node_at_that_service() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let mut server = start(&database).await;
+    server.add_user("alice@localhost", "a-pass").await;
+    server.add_user("bob@localhost", "b-pass").await;
+    let mut app = AppServer::connect(&server).await;
+    for node in ["n1", "n2"] {
+        let reply = alice_iq(&server, &enable(node)).await;
+        assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
+    }
+    assert_eq!(
+        registrations_count(&server.running.as_ref().unwrap().server.storage).await,
+        2
+    );
+    let reply = alice_iq(
+        &server,
+        &format!("<iq type='set' id='d'><disable xmlns='{PUSH}' jid='{APP_SERVER}'/></iq>"),
+    )
+    .await;
+    assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
+    let mut bob = Client::online(&server, "bob@localhost", "b-pass", "laptop", 0).await;
+    bob.send(&chat("hi")).await;
+    assert!(app.nothing().await);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn enable_without_node_is_bad_request() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let mut server = start(&database).await;
+    server.add_user("alice@localhost", "a-pass").await;
+    let reply = alice_iq(
+        &server,
+        &format!("<iq type='set' id='bad'><enable xmlns='{PUSH}' jid='{APP_SERVER}'/></iq>"),
+    )
+    .await;
+    assert_eq!(error_of(&reply), ("modify".into(), "bad-request".into()));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn two_servers_on_one_database_share_accounts_and_registrations() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let mut first = start(&database).await;
+    let mut second = start(&database).await;
+    // Accounts created through the first are there for the second.
+    first.add_user("alice@localhost", "a-pass").await;
+    first.add_user("bob@localhost", "b-pass").await;
+    // Alice enables push through the second...
+    let reply = alice_iq(&second, &enable("from-second")).await;
+    assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
+    // ...and the first uses it when it handles her messages.
+    let mut app = AppServer::connect(&first).await;
+    let mut bob = Client::online(&first, "bob@localhost", "b-pass", "laptop", 0).await;
+    bob.send(&chat("hi")).await;
+    assert_eq!(app.publish().await, "from-second");
+    // Disabled through the first, gone for the second too.
+    let reply = alice_iq(&first, &disable("from-second")).await;
+    assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
+    let mut app_on_second = AppServer::connect(&second).await;
+    let mut bob_on_second = Client::online(&second, "bob@localhost", "b-pass", "tablet", 0).await;
+    bob_on_second.send(&chat("again")).await;
+    assert!(app_on_second.nothing().await);
+    first.shutdown().await;
+    second.shutdown().await;
+}
+
+#[tokio::test]
+async fn push_iqs_succeed_after_the_database_connections_are_terminated() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let mut server = start(&database).await;
+    server.add_user("alice@localhost", "a-pass").await;
+    server.add_user("bob@localhost", "b-pass").await;
+    let mut app = AppServer::connect(&server).await;
+    let mut alice = Client::login(&server, "alice@localhost", "a-pass", "phone").await;
+    let reply = iq(&mut alice, &enable("before")).await;
+    assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
+    // An administrator kills every connection of the pool mid-run.
+    assert!(database.terminate_connections().await > 0);
+    // Every request still gets an answer, and once the pool has replaced the dead
+    // connections they succeed; a failure in between must be wait/internal-server-error.
+    let mut enabled = false;
+    for attempt in 0..5 {
+        let reply = iq(&mut alice, &enable("after")).await;
+        if reply.attr("type") == Some("result") {
+            enabled = true;
+            break;
+        }
+        assert_eq!(
+            error_of(&reply),
+            ("wait".into(), "internal-server-error".into()),
+            "attempt {attempt}"
+        );
+    }
+    assert!(enabled, "the pool did not recover");
+    alice.send("</stream:stream>").await;
+    alice.closed().await;
+    let mut bob = Client::online(&server, "bob@localhost", "b-pass", "laptop", 0).await;
+    bob.send(&chat("hi")).await;
+    let mut nodes = vec![app.publish().await, app.publish().await];
+    nodes.sort();
+    assert_eq!(nodes, ["after", "before"]);
+    server.shutdown().await;
+}
+
+/// How many push registrations the accounts of the database hold, read through the
+/// PostgreSQL registration store.
+async fn registrations_count(storage: &herald_storage::Storage) -> usize {
+    use herald_push::registrations::{PostgresRegistrations, RegistrationStore};
+    let pool = storage.postgres_pool().expect("a PostgreSQL storage");
+    let store = PostgresRegistrations::new(pool.clone());
+    let mut count = 0;
+    for account in storage.accounts().list(None).await.unwrap() {
+        count += store.list(&account).await.unwrap().len();
+    }
+    count
+}
