@@ -8,6 +8,7 @@ use sha1::Digest;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
+    sync::oneshot,
 };
 
 use herald_stream::{Frame, StreamParser};
@@ -90,9 +91,24 @@ impl AppServer {
         }
     }
 
+    /// Connect, retrying for a few seconds while the server still holds the previous
+    /// run's connection (a `conflict` stream error: it has not noticed the close yet).
+    pub async fn connect_retrying(target: &ComponentTarget) -> Result<AppServer, BenchError> {
+        let mut attempts = 0;
+        loop {
+            match AppServer::connect(target).await {
+                Err(BenchError::Component(error)) if error.contains("conflict") && attempts < 20 => {
+                    attempts += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Answer every publish with a result and hand its body to `recorder`, until the
-    /// server closes the stream or the task is stopped. Errors are counted, not fatal.
-    pub async fn serve(mut self, recorder: Arc<Recorder>) -> Result<(), BenchError> {
+    /// server closes the stream or `stop` fires (then the stream is closed politely).
+    pub async fn serve(mut self, recorder: Arc<Recorder>, mut stop: oneshot::Receiver<()>) -> Result<(), BenchError> {
         let mut buf = vec![0u8; 256 * 1024];
         let mut out = String::with_capacity(64 * 1024);
         let mut frames = std::mem::take(&mut self.frames);
@@ -115,7 +131,18 @@ impl AppServer {
                 self.tcp.write_all(out.as_bytes()).await?;
                 out.clear();
             }
-            let read = self.tcp.read(&mut buf).await?;
+            let read = tokio::select! {
+                read = self.tcp.read(&mut buf) => read?,
+                _ = &mut stop => {
+                    // XEP-0114 / RFC 6120 section 4.4: close our stream, wait for the server's.
+                    self.tcp.write_all(b"</stream:stream>").await?;
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+                        while matches!(self.tcp.read(&mut buf).await, Ok(n) if n > 0) {}
+                    })
+                    .await;
+                    return Ok(());
+                }
+            };
             if read == 0 {
                 return Ok(());
             }

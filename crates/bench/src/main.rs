@@ -85,6 +85,9 @@ enum Command {
         /// Seconds to hold them after the last login.
         #[arg(long, default_value_t = 5.0)]
         hold: f64,
+        /// Seconds to let the server settle before reading its memory.
+        #[arg(long, default_value_t = 3.0)]
+        settle: f64,
     },
     /// Online-to-online messages between sender/receiver pairs.
     Route {
@@ -284,10 +287,17 @@ async fn run(command: Command) -> Result<Option<Report>, BenchError> {
             };
             scenario::enable::run(&server.ctx()?, &params).await?
         }
-        Command::Idle { server, sessions, hold } => {
+        Command::Idle {
+            server,
+            sessions,
+            hold,
+            settle,
+        } => {
             let params = IdleParams {
                 sessions,
                 hold: positive(hold, "--hold")?,
+                settle: Duration::try_from_secs_f64(settle)
+                    .map_err(|_| BenchError::Usage("--settle must be a number of seconds".into()))?,
             };
             scenario::idle::run(&server.ctx()?, &params).await?
         }

@@ -20,10 +20,14 @@ pub struct IdleParams {
     pub sessions: usize,
     /// How long to hold them after the last login.
     pub hold: Duration,
+    /// How long to let the server settle before the first reading (garbage-collected
+    /// servers give back memory of earlier work lazily).
+    pub settle: Duration,
 }
 
 /// Run the scenario.
 pub async fn run(ctx: &Ctx, params: &IdleParams) -> Result<Report, BenchError> {
+    tokio::time::sleep(params.settle).await;
     let before = Sample::take(ctx.server_pid);
     let setup = Instant::now();
     let sessions = ctx.login_all("logging in", (1..=params.sessions).collect(), true).await?;

@@ -71,8 +71,9 @@ pub async fn run(ctx: &Ctx, params: &PushParams) -> Result<Report, BenchError> {
     let window = params.rate.is_none().then_some(params.window);
     let recorder = Arc::new(Recorder::new(params.messages, window));
 
-    let app = AppServer::connect(&params.component).await?;
-    let mut app_task = tokio::spawn(app.serve(Arc::clone(&recorder)));
+    let app = AppServer::connect_retrying(&params.component).await?;
+    let (stop_app, stopped) = tokio::sync::oneshot::channel();
+    let app_task = tokio::spawn(app.serve(Arc::clone(&recorder), stopped));
 
     // Recipients: log in, enable, close the stream and wait for the server to close its side,
     // so that each is offline (no session at all) before the first message.
@@ -140,8 +141,11 @@ pub async fn run(ctx: &Ctx, params: &PushParams) -> Result<Report, BenchError> {
 
     close_all(writers).await;
     bounce_readers.abort_all();
-    if tokio::time::timeout(Duration::from_millis(100), &mut app_task).await.is_err() {
-        app_task.abort();
+    let _ = stop_app.send(());
+    match tokio::time::timeout(Duration::from_secs(3), app_task).await {
+        Ok(Ok(Err(error))) => eprintln!("herald-bench: the app server's stream failed: {error}"),
+        Ok(_) => {}
+        Err(_) => eprintln!("herald-bench: the app server's stream did not close in time"),
     }
     Ok(report)
 }
