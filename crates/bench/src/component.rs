@@ -59,7 +59,11 @@ impl AppServer {
             Some(Frame::StreamOpen(header)) => header
                 .id
                 .ok_or_else(|| BenchError::Component("the stream header has no id".into()))?,
-            other => return Err(BenchError::Component(format!("expected a stream header, got {other:?}"))),
+            other => {
+                return Err(BenchError::Component(format!(
+                    "expected a stream header, got {other:?}"
+                )));
+            }
         };
         let digest: String = sha1::Sha1::digest(format!("{id}{}", target.secret).as_bytes())
             .iter()
@@ -83,7 +87,9 @@ impl AppServer {
             }
             let read = tokio::time::timeout(crate::xmpp::STEP_TIMEOUT, self.tcp.read(&mut buf))
                 .await
-                .map_err(|_| BenchError::Timeout(crate::xmpp::STEP_TIMEOUT, "component handshake"))??;
+                .map_err(|_| {
+                    BenchError::Timeout(crate::xmpp::STEP_TIMEOUT, "component handshake")
+                })??;
             if read == 0 {
                 return Ok(None);
             }
@@ -97,7 +103,9 @@ impl AppServer {
         let mut attempts = 0;
         loop {
             match AppServer::connect(target).await {
-                Err(BenchError::Component(error)) if error.contains("conflict") && attempts < 20 => {
+                Err(BenchError::Component(error))
+                    if error.contains("conflict") && attempts < 20 =>
+                {
                     attempts += 1;
                     tokio::time::sleep(std::time::Duration::from_millis(250)).await;
                 }
@@ -108,7 +116,11 @@ impl AppServer {
 
     /// Answer every publish with a result and hand its body to `recorder`, until the
     /// server closes the stream or `stop` fires (then the stream is closed politely).
-    pub async fn serve(mut self, recorder: Arc<Recorder>, mut stop: oneshot::Receiver<()>) -> Result<(), BenchError> {
+    pub async fn serve(
+        mut self,
+        recorder: Arc<Recorder>,
+        mut stop: oneshot::Receiver<()>,
+    ) -> Result<(), BenchError> {
         let mut buf = vec![0u8; 256 * 1024];
         let mut out = String::with_capacity(64 * 1024);
         let mut frames = std::mem::take(&mut self.frames);
@@ -167,7 +179,10 @@ pub fn last_message_body(iq: &Element) -> Option<String> {
         .find(|c| c.name() == "x")?
         .children()
         .find(|c| c.name() == "field" && c.attr("var") == Some("last-message-body"))?;
-    field.children().find(|c| c.name() == "value").map(Element::text)
+    field
+        .children()
+        .find(|c| c.name() == "value")
+        .map(Element::text)
 }
 
 /// An empty result to `iq`, from the address it was sent to.
@@ -209,6 +224,9 @@ mod tests {
         let iq: Element = PUBLISH.parse().unwrap();
         let mut out = String::new();
         reply_result(&iq, &mut out);
-        assert_eq!(out, "<iq type='result' id='p1' from='push.example.com' to='example.com'/>");
+        assert_eq!(
+            out,
+            "<iq type='result' id='p1' from='push.example.com' to='example.com'/>"
+        );
     }
 }

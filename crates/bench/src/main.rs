@@ -181,7 +181,9 @@ fn loopback(addr: &str) -> Result<SocketAddr, BenchError> {
         .collect();
     match addrs.first() {
         Some(first) if addrs.iter().all(|a| a.ip().is_loopback()) => Ok(*first),
-        Some(_) => Err(BenchError::Usage(format!("{addr} is not a loopback address: herald-bench only loads this machine"))),
+        Some(_) => Err(BenchError::Usage(format!(
+            "{addr} is not a loopback address: herald-bench only loads this machine"
+        ))),
         None => Err(BenchError::Usage(format!("{addr} resolves to nothing"))),
     }
 }
@@ -193,7 +195,12 @@ fn mechanism(name: Option<&str>) -> Result<Option<&'static str>, BenchError> {
             .into_iter()
             .find(|m| m.eq_ignore_ascii_case(name))
             .map(Some)
-            .ok_or_else(|| BenchError::Usage(format!("unknown SASL mechanism {name}; one of {:?}", scram::MECHANISMS))),
+            .ok_or_else(|| {
+                BenchError::Usage(format!(
+                    "unknown SASL mechanism {name}; one of {:?}",
+                    scram::MECHANISMS
+                ))
+            }),
     }
 }
 
@@ -242,7 +249,10 @@ async fn register(ctx: &Ctx, users: usize) -> Result<(), BenchError> {
         })
         .await?;
     let new = created.iter().filter(|c| **c).count();
-    println!("registered {users} accounts ({new} new, {} existed)", users - new);
+    println!(
+        "registered {users} accounts ({new} new, {} existed)",
+        users - new
+    );
     Ok(())
 }
 
@@ -296,12 +306,17 @@ async fn run(command: Command) -> Result<Option<Report>, BenchError> {
             let params = IdleParams {
                 sessions,
                 hold: positive(hold, "--hold")?,
-                settle: Duration::try_from_secs_f64(settle)
-                    .map_err(|_| BenchError::Usage("--settle must be a number of seconds".into()))?,
+                settle: Duration::try_from_secs_f64(settle).map_err(|_| {
+                    BenchError::Usage("--settle must be a number of seconds".into())
+                })?,
             };
             scenario::idle::run(&server.ctx()?, &params).await?
         }
-        Command::Route { server, load, pairs } => {
+        Command::Route {
+            server,
+            load,
+            pairs,
+        } => {
             let params = RouteParams {
                 pairs,
                 messages: load.messages,
@@ -315,7 +330,10 @@ async fn run(command: Command) -> Result<Option<Report>, BenchError> {
             let mut reports = Vec::new();
             for file in files {
                 let text = std::fs::read_to_string(&file)?;
-                reports.extend(text.lines().filter_map(|line| serde_json::from_str::<Report>(line).ok()));
+                reports.extend(
+                    text.lines()
+                        .filter_map(|line| serde_json::from_str::<Report>(line).ok()),
+                );
             }
             print!("{}", report::markdown(&reports));
             return Ok(None);
@@ -341,7 +359,8 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    let guard = cap(&cli.command).map(|cap| Duration::from_secs_f64(cap.max(0.0)) + Duration::from_secs(20));
+    let guard = cap(&cli.command)
+        .map(|cap| Duration::from_secs_f64(cap.max(0.0)) + Duration::from_secs(20));
     let outcome = runtime.block_on(async {
         match guard {
             // Scenarios stop themselves at the cap; this only catches a step stuck past it.
@@ -356,7 +375,10 @@ fn main() -> ExitCode {
     match outcome {
         Ok(Some(report)) => {
             print!("{}", report.table());
-            println!("{}", serde_json::to_string(&report).expect("a report serialises"));
+            println!(
+                "{}",
+                serde_json::to_string(&report).expect("a report serialises")
+            );
             ExitCode::SUCCESS
         }
         Ok(None) => ExitCode::SUCCESS,
@@ -384,8 +406,16 @@ mod tests {
 
     #[test]
     fn other_targets_are_refused() {
-        for addr in ["10.0.0.1:5222", "192.168.1.1:5222", "8.8.8.8:5222", "0.0.0.0:5222"] {
-            assert!(matches!(loopback(addr), Err(BenchError::Usage(_))), "{addr}");
+        for addr in [
+            "10.0.0.1:5222",
+            "192.168.1.1:5222",
+            "8.8.8.8:5222",
+            "0.0.0.0:5222",
+        ] {
+            assert!(
+                matches!(loopback(addr), Err(BenchError::Usage(_))),
+                "{addr}"
+            );
         }
     }
 

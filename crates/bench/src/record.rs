@@ -50,7 +50,9 @@ impl Recorder {
     pub fn new(messages: u64, window: Option<usize>) -> Recorder {
         Recorder {
             start: Instant::now(),
-            seen: (0..messages.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+            seen: (0..messages.div_ceil(64))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
             sent: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
@@ -129,7 +131,12 @@ impl Recorder {
 
     /// Wait until `expected` messages arrived, nothing arrived for `stall`, or `deadline`.
     /// Returns whether everything arrived.
-    pub async fn wait_for(&self, expected: u64, stall: Duration, deadline: tokio::time::Instant) -> bool {
+    pub async fn wait_for(
+        &self,
+        expected: u64,
+        stall: Duration,
+        deadline: tokio::time::Instant,
+    ) -> bool {
         loop {
             let before = self.delivered();
             if before >= expected {
@@ -152,7 +159,10 @@ impl Recorder {
 
     /// How long since the last arrival (or since the first send, if nothing arrived).
     fn idle_for(&self) -> Duration {
-        let last = self.last_arrival.load(Relaxed).max(self.first_send.load(Relaxed).min(self.now()));
+        let last = self
+            .last_arrival
+            .load(Relaxed)
+            .max(self.first_send.load(Relaxed).min(self.now()));
         Duration::from_micros(self.now().saturating_sub(last))
     }
 
@@ -172,12 +182,20 @@ impl Recorder {
         Summary {
             sent,
             delivered,
-            delivery_ratio: if sent == 0 { None } else { Some(round(delivered as f64 / sent as f64, 4)) },
+            delivery_ratio: if sent == 0 {
+                None
+            } else {
+                Some(round(delivered as f64 / sent as f64, 4))
+            },
             duplicates: self.duplicates.load(Relaxed),
             errors: self.errors.load(Relaxed),
             unrecognised: self.unrecognised.load(Relaxed),
             span_s: round(span, 3),
-            per_second: if span > 0.0 { Some(round(delivered as f64 / span, 1)) } else { None },
+            per_second: if span > 0.0 {
+                Some(round(delivered as f64 / span, 1))
+            } else {
+                None
+            },
             latency_ms: Latency::of(&latencies),
         }
     }
@@ -257,7 +275,15 @@ mod tests {
     fn percentiles_use_the_nearest_rank() {
         let sorted: Vec<u32> = (1..=100).map(|ms| ms * 1000).collect();
         let latency = Latency::of(&sorted).unwrap();
-        assert_eq!(latency, Latency { p50: 50.0, p95: 95.0, p99: 99.0, max: 100.0 });
+        assert_eq!(
+            latency,
+            Latency {
+                p50: 50.0,
+                p95: 95.0,
+                p99: 99.0,
+                max: 100.0
+            }
+        );
         assert_eq!(Latency::of(&[]), None);
     }
 
@@ -269,6 +295,14 @@ mod tests {
         recorder.observe(&first);
         recorder.observe("not ours");
         let summary = recorder.summary();
-        assert_eq!((summary.sent, summary.delivered, summary.duplicates, summary.unrecognised), (1, 1, 1, 1));
+        assert_eq!(
+            (
+                summary.sent,
+                summary.delivered,
+                summary.duplicates,
+                summary.unrecognised
+            ),
+            (1, 1, 1, 1)
+        );
     }
 }

@@ -118,7 +118,13 @@ impl Report {
     pub fn usage(&mut self, usage: Usage) {
         let wall = usage.wall.as_secs_f64();
         self.measured_s = round(wall, 3);
-        let cores = |cpu: f64| if wall > 0.0 { round(cpu / wall, 3) } else { 0.0 };
+        let cores = |cpu: f64| {
+            if wall > 0.0 {
+                round(cpu / wall, 3)
+            } else {
+                0.0
+            }
+        };
         if let Some(cpu) = usage.server_cpu {
             self.server_cpu_s = Some(round(cpu.as_secs_f64(), 3));
             self.server_cpu_cores = Some(cores(cpu.as_secs_f64()));
@@ -133,7 +139,11 @@ impl Report {
     pub fn table(&self) -> String {
         let value = serde_json::to_value(self).expect("a report serialises");
         let mut out = String::new();
-        let _ = writeln!(out, "herald-bench {} against {}", self.scenario, self.target);
+        let _ = writeln!(
+            out,
+            "herald-bench {} against {}",
+            self.scenario, self.target
+        );
         let order = serde_json::to_string(self).expect("a report serialises");
         // Rows in declaration order: walk the JSON text's keys, read values from the map.
         for key in top_level_keys(&order) {
@@ -173,21 +183,66 @@ struct Metric {
 }
 
 const METRICS: &[Metric] = &[
-    Metric { title: "per second", read: |r| r.per_second },
-    Metric { title: "delivery ratio", read: |r| r.delivery_ratio },
-    Metric { title: "duplicates", read: |r| r.duplicates.map(|d| d as f64) },
-    Metric { title: "errors", read: |r| r.errors.map(|d| d as f64) },
-    Metric { title: "latency p50 (ms)", read: |r| r.latency_ms.map(|l| l.p50) },
-    Metric { title: "latency p95 (ms)", read: |r| r.latency_ms.map(|l| l.p95) },
-    Metric { title: "latency p99 (ms)", read: |r| r.latency_ms.map(|l| l.p99) },
-    Metric { title: "latency max (ms)", read: |r| r.latency_ms.map(|l| l.max) },
-    Metric { title: "sessions", read: |r| r.sessions.map(|s| s as f64) },
-    Metric { title: "server RSS before (MiB)", read: |r| r.server_rss_before_kib.map(|k| round(k as f64 / 1024.0, 1)) },
-    Metric { title: "server RSS after (MiB)", read: |r| r.server_rss_after_kib.map(|k| round(k as f64 / 1024.0, 1)) },
-    Metric { title: "RSS per session (KiB)", read: |r| r.rss_per_session_kib },
-    Metric { title: "server CPU (cores)", read: |r| r.server_cpu_cores },
-    Metric { title: "herald-bench CPU (cores)", read: |r| r.tool_cpu_cores },
-    Metric { title: "measured (s)", read: |r| Some(r.measured_s) },
+    Metric {
+        title: "per second",
+        read: |r| r.per_second,
+    },
+    Metric {
+        title: "delivery ratio",
+        read: |r| r.delivery_ratio,
+    },
+    Metric {
+        title: "duplicates",
+        read: |r| r.duplicates.map(|d| d as f64),
+    },
+    Metric {
+        title: "errors",
+        read: |r| r.errors.map(|d| d as f64),
+    },
+    Metric {
+        title: "latency p50 (ms)",
+        read: |r| r.latency_ms.map(|l| l.p50),
+    },
+    Metric {
+        title: "latency p95 (ms)",
+        read: |r| r.latency_ms.map(|l| l.p95),
+    },
+    Metric {
+        title: "latency p99 (ms)",
+        read: |r| r.latency_ms.map(|l| l.p99),
+    },
+    Metric {
+        title: "latency max (ms)",
+        read: |r| r.latency_ms.map(|l| l.max),
+    },
+    Metric {
+        title: "sessions",
+        read: |r| r.sessions.map(|s| s as f64),
+    },
+    Metric {
+        title: "server RSS before (MiB)",
+        read: |r| r.server_rss_before_kib.map(|k| round(k as f64 / 1024.0, 1)),
+    },
+    Metric {
+        title: "server RSS after (MiB)",
+        read: |r| r.server_rss_after_kib.map(|k| round(k as f64 / 1024.0, 1)),
+    },
+    Metric {
+        title: "RSS per session (KiB)",
+        read: |r| r.rss_per_session_kib,
+    },
+    Metric {
+        title: "server CPU (cores)",
+        read: |r| r.server_cpu_cores,
+    },
+    Metric {
+        title: "herald-bench CPU (cores)",
+        read: |r| r.tool_cpu_cores,
+    },
+    Metric {
+        title: "measured (s)",
+        read: |r| Some(r.measured_s),
+    },
 ];
 
 /// A markdown comparison of reports: a table per label, a column per target in order of
@@ -206,7 +261,12 @@ pub fn markdown(reports: &[Report]) -> String {
     let mut out = String::new();
     let reference = targets.first().copied().unwrap_or_default();
     for label in labels {
-        let find = |target: &str| reports.iter().rev().find(|r| r.label == label && r.target == target);
+        let find = |target: &str| {
+            reports
+                .iter()
+                .rev()
+                .find(|r| r.label == label && r.target == target)
+        };
         let params = reports
             .iter()
             .find(|r| r.label == label)
@@ -221,13 +281,20 @@ pub fn markdown(reports: &[Report]) -> String {
         let _ = writeln!(out, "{header} |");
         let _ = writeln!(out, "|---|{}", "---:|".repeat(2 * targets.len() - 1));
         for metric in METRICS {
-            let values: Vec<Option<f64>> = targets.iter().map(|t| find(t).and_then(|r| (metric.read)(r))).collect();
+            let values: Vec<Option<f64>> = targets
+                .iter()
+                .map(|t| find(t).and_then(|r| (metric.read)(r)))
+                .collect();
             if values.iter().all(Option::is_none) {
                 continue;
             }
             let mut row = format!("| {} |", metric.title);
             for value in &values {
-                let _ = write!(row, " {} |", value.map(number).unwrap_or_else(|| "n/a".into()));
+                let _ = write!(
+                    row,
+                    " {} |",
+                    value.map(number).unwrap_or_else(|| "n/a".into())
+                );
             }
             for value in values.iter().skip(1) {
                 let ratio = match (values[0], value) {
@@ -246,7 +313,11 @@ pub fn markdown(reports: &[Report]) -> String {
         if !capped.is_empty() {
             let _ = writeln!(out, "\nStopped by the time cap: {}.", capped.join(", "));
         }
-        let missing: Vec<&str> = targets.iter().copied().filter(|t| find(t).is_none()).collect();
+        let missing: Vec<&str> = targets
+            .iter()
+            .copied()
+            .filter(|t| find(t).is_none())
+            .collect();
         if !missing.is_empty() {
             let _ = writeln!(out, "\nNo result (the run failed): {}.", missing.join(", "));
         }
@@ -268,19 +339,23 @@ fn parameters(report: &Report) -> String {
     }
     match (report.scenario.as_str(), report.rate_target) {
         ("push" | "route", Some(rate)) => parts.push(format!("target rate {rate}/s")),
-        ("push" | "route", None) => parts.push(format!("flat out, window {}", report.window.unwrap_or(0))),
+        ("push" | "route", None) => {
+            parts.push(format!("flat out, window {}", report.window.unwrap_or(0)))
+        }
         _ => {}
     }
     parts.join(", ")
 }
 
 fn number(value: f64) -> String {
-    if value.fract() == 0.0 && value.abs() < 1e15 {
-        format!("{value:.0}")
-    } else if value.abs() >= 100.0 {
+    // Whole numbers and large ones without decimals; small ones to the microsecond (ms).
+    if value.fract() == 0.0 || value.abs() >= 100.0 {
         format!("{value:.0}")
     } else {
-        format!("{value:.3}").trim_end_matches('0').trim_end_matches('.').to_owned()
+        format!("{value:.3}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_owned()
     }
 }
 
@@ -297,15 +372,28 @@ mod tests {
 
     #[test]
     fn the_comparison_has_a_column_per_target_and_the_reference_ratios() {
-        let table = markdown(&[push("herald", 300.0), push("prosody", 100.0), push("ejabberd", 150.0)]);
-        assert!(table.contains("| | herald | prosody | ejabberd | herald/prosody | herald/ejabberd |"), "{table}");
-        assert!(table.contains("| per second | 300 | 100 | 150 | 3.00 | 2.00 |"), "{table}");
+        let table = markdown(&[
+            push("herald", 300.0),
+            push("prosody", 100.0),
+            push("ejabberd", 150.0),
+        ]);
+        assert!(
+            table.contains("| | herald | prosody | ejabberd | herald/prosody | herald/ejabberd |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| per second | 300 | 100 | 150 | 3.00 | 2.00 |"),
+            "{table}"
+        );
     }
 
     #[test]
     fn a_missing_target_is_named() {
         let table = markdown(&[push("herald", 300.0), Report::new("idle", "prosody", None)]);
-        assert!(table.contains("No result (the run failed): prosody."), "{table}");
+        assert!(
+            table.contains("No result (the run failed): prosody."),
+            "{table}"
+        );
     }
 
     #[test]

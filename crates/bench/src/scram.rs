@@ -48,7 +48,11 @@ impl Scram {
     }
 
     /// Answer the server's first message.
-    pub fn client_final(&self, server_first: &str, password: &str) -> Result<ClientFinal, BenchError> {
+    pub fn client_final(
+        &self,
+        server_first: &str,
+        password: &str,
+    ) -> Result<ClientFinal, BenchError> {
         let (mut r, mut s, mut i) = ("", "", 0u32);
         for part in server_first.split(',') {
             match part.split_at_checked(2) {
@@ -63,7 +67,9 @@ impl Scram {
             }
         }
         if !r.starts_with(&self.nonce) || s.is_empty() || i == 0 {
-            return Err(BenchError::Sasl(format!("bad server-first-message {server_first:?}")));
+            return Err(BenchError::Sasl(format!(
+                "bad server-first-message {server_first:?}"
+            )));
         }
         let salt = B64
             .decode(s)
@@ -89,7 +95,12 @@ pub fn plain(user: &str, password: &str) -> String {
 macro_rules! scram_math {
     ($name:ident, $hash:ty) => {
         /// Returns (ClientProof, ServerSignature) for this exchange (RFC 5802 section 3).
-        fn $name(password: &str, salt: &[u8], iterations: u32, auth_message: &str) -> (Vec<u8>, Vec<u8>) {
+        fn $name(
+            password: &str,
+            salt: &[u8],
+            iterations: u32,
+            auth_message: &str,
+        ) -> (Vec<u8>, Vec<u8>) {
             let mut salted = vec![0u8; <$hash as Digest>::output_size()];
             pbkdf2::pbkdf2_hmac::<$hash>(password.as_bytes(), salt, iterations, &mut salted);
             let hmac = |key: &[u8], data: &[u8]| {
@@ -133,7 +144,10 @@ mod tests {
             reply.message,
             "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="
         );
-        assert_eq!(reply.server_signature, "6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=");
+        assert_eq!(
+            reply.server_signature,
+            "6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
+        );
     }
 
     /// RFC 5802 section 5's example exchange.

@@ -85,7 +85,10 @@ impl FrameReader {
     }
 
     /// The next frame, or `None` at the end of the TCP stream.
-    async fn frame<R: AsyncRead + Unpin>(&mut self, io: &mut R) -> Result<Option<Frame>, BenchError> {
+    async fn frame<R: AsyncRead + Unpin>(
+        &mut self,
+        io: &mut R,
+    ) -> Result<Option<Frame>, BenchError> {
         loop {
             if let Some(frame) = self.frames.pop_front() {
                 return Ok(Some(frame));
@@ -105,7 +108,9 @@ impl FrameReader {
         match self.frame(io).await? {
             Some(Frame::Element(e)) if e.is("error", STREAMS_NS) => Err(stream_error(&e)),
             Some(Frame::Element(e)) => Ok(e),
-            Some(Frame::StreamOpen(_)) => Err(BenchError::Negotiation("unexpected stream header".into())),
+            Some(Frame::StreamOpen(_)) => {
+                Err(BenchError::Negotiation("unexpected stream header".into()))
+            }
             Some(Frame::StreamClose) | None => Err(BenchError::Closed(None)),
         }
     }
@@ -115,7 +120,10 @@ fn stream_error(error: &Element) -> BenchError {
     BenchError::Closed(error.children().next().map(|c| c.name().to_owned()))
 }
 
-async fn step<T>(what: &'static str, fut: impl Future<Output = Result<T, BenchError>>) -> Result<T, BenchError> {
+async fn step<T>(
+    what: &'static str,
+    fut: impl Future<Output = Result<T, BenchError>>,
+) -> Result<T, BenchError> {
     tokio::time::timeout(STEP_TIMEOUT, fut)
         .await
         .map_err(|_| BenchError::Timeout(STEP_TIMEOUT, what))?
@@ -150,7 +158,12 @@ impl Conn {
     }
 
     /// Open a stream (or restart it) in `namespace` and return the server's header.
-    pub async fn open_raw(&mut self, namespace: &str, domain: &str, version: bool) -> Result<herald_stream::StreamHeader, BenchError> {
+    pub async fn open_raw(
+        &mut self,
+        namespace: &str,
+        domain: &str,
+        version: bool,
+    ) -> Result<herald_stream::StreamHeader, BenchError> {
         self.reader.parser.reset();
         self.reader.frames.clear();
         let version = if version { " version='1.0'" } else { "" };
@@ -161,7 +174,9 @@ impl Conn {
         match self.frame("stream header").await? {
             Some(Frame::StreamOpen(header)) => Ok(header),
             Some(Frame::Element(e)) if e.is("error", STREAMS_NS) => Err(stream_error(&e)),
-            other => Err(BenchError::Negotiation(format!("expected a stream header, got {other:?}"))),
+            other => Err(BenchError::Negotiation(format!(
+                "expected a stream header, got {other:?}"
+            ))),
         }
     }
 
@@ -170,7 +185,10 @@ impl Conn {
         self.open_raw("jabber:client", domain, true).await?;
         let features = self.element("stream features").await?;
         if !features.is("features", STREAMS_NS) {
-            return Err(BenchError::Negotiation(format!("expected features, got <{}/>", features.name())));
+            return Err(BenchError::Negotiation(format!(
+                "expected features, got <{}/>",
+                features.name()
+            )));
         }
         Ok(features)
     }
@@ -180,12 +198,19 @@ impl Conn {
         self.send(&format!("<starttls xmlns='{TLS_NS}'/>")).await?;
         let proceed = self.element("STARTTLS proceed").await?;
         if !proceed.is("proceed", TLS_NS) {
-            return Err(BenchError::Tls(format!("the server answered <{}/>", proceed.name())));
+            return Err(BenchError::Tls(format!(
+                "the server answered <{}/>",
+                proceed.name()
+            )));
         }
-        let name = ServerName::try_from(domain.to_owned()).map_err(|e| BenchError::Tls(e.to_string()))?;
+        let name =
+            ServerName::try_from(domain.to_owned()).map_err(|e| BenchError::Tls(e.to_string()))?;
         let connector = tokio_rustls::TlsConnector::from(tls_config());
         let tls = step("TLS handshake", async {
-            connector.connect(name, self.io).await.map_err(|e| BenchError::Tls(e.to_string()))
+            connector
+                .connect(name, self.io)
+                .await
+                .map_err(|e| BenchError::Tls(e.to_string()))
         })
         .await?;
         let mut conn = Conn {
@@ -212,7 +237,12 @@ impl Conn {
     }
 
     /// RFC 6120 section 6: authenticate as `user` with the strongest shared mechanism.
-    async fn authenticate(&mut self, features: &Element, target: &Target, user: &str) -> Result<(), BenchError> {
+    async fn authenticate(
+        &mut self,
+        features: &Element,
+        target: &Target,
+        user: &str,
+    ) -> Result<(), BenchError> {
         let offered: Vec<String> = features
             .get_child("mechanisms", SASL_NS)
             .map(|m| m.children().map(Element::text).collect())
@@ -220,12 +250,16 @@ impl Conn {
         let mechanism = match target.mechanism {
             Some(wanted) if offered.iter().any(|m| m == wanted) => wanted,
             Some(wanted) => {
-                return Err(BenchError::Sasl(format!("{wanted} is not offered (offered: {offered:?})")));
+                return Err(BenchError::Sasl(format!(
+                    "{wanted} is not offered (offered: {offered:?})"
+                )));
             }
             None => scram::MECHANISMS
                 .into_iter()
                 .find(|m| offered.iter().any(|o| o == m))
-                .ok_or_else(|| BenchError::Sasl(format!("no mechanism in common (offered: {offered:?})")))?,
+                .ok_or_else(|| {
+                    BenchError::Sasl(format!("no mechanism in common (offered: {offered:?})"))
+                })?,
         };
         if mechanism == "PLAIN" {
             self.send(&format!(
@@ -248,8 +282,11 @@ impl Conn {
         }
         let server_first = decode(&challenge.text())?;
         let reply = scram.client_final(&server_first, &target.password)?;
-        self.send(&format!("<response xmlns='{SASL_NS}'>{}</response>", B64.encode(&reply.message)))
-            .await?;
+        self.send(&format!(
+            "<response xmlns='{SASL_NS}'>{}</response>",
+            B64.encode(&reply.message)
+        ))
+        .await?;
         let outcome = self.element("SASL outcome").await?;
         let additional = sasl_success(&outcome)?;
         if additional != format!("v={}", reply.server_signature) {
@@ -261,7 +298,9 @@ impl Conn {
     /// RFC 6120 section 7: bind `resource`; the RFC 3921 session if the server requires it.
     async fn bind(&mut self, features: &Element, resource: &str) -> Result<String, BenchError> {
         if features.get_child("bind", BIND_NS).is_none() {
-            return Err(BenchError::Negotiation("the server does not offer resource binding".into()));
+            return Err(BenchError::Negotiation(
+                "the server does not offer resource binding".into(),
+            ));
         }
         self.send(&format!(
             "<iq type='set' id='bind'><bind xmlns='{BIND_NS}'><resource>{resource}</resource></bind></iq>"
@@ -272,12 +311,16 @@ impl Conn {
             .get_child("bind", BIND_NS)
             .and_then(|b| b.get_child("jid", BIND_NS))
             .map(Element::text)
-            .ok_or_else(|| BenchError::Negotiation(format!("bind failed: {}", String::from(&reply))))?;
+            .ok_or_else(|| {
+                BenchError::Negotiation(format!("bind failed: {}", String::from(&reply)))
+            })?;
         if let Some(session) = features.get_child("session", SESSION_NS)
             && !session.has_child("optional", SESSION_NS)
         {
-            self.send(&format!("<iq type='set' id='sess'><session xmlns='{SESSION_NS}'/></iq>"))
-                .await?;
+            self.send(&format!(
+                "<iq type='set' id='sess'><session xmlns='{SESSION_NS}'/></iq>"
+            ))
+            .await?;
             self.iq_reply("sess", "session result").await?;
         }
         Ok(jid)
@@ -291,7 +334,10 @@ impl Conn {
                 if element.attr("type") == Some("result") {
                     return Ok(element);
                 }
-                return Err(BenchError::Negotiation(format!("{what}: {}", String::from(&element))));
+                return Err(BenchError::Negotiation(format!(
+                    "{what}: {}",
+                    String::from(&element)
+                )));
             }
         }
     }
@@ -335,7 +381,12 @@ impl Conn {
                 {
                     break false;
                 }
-                _ => return Err(BenchError::Negotiation(format!("registration of {user} refused: {}", String::from(&reply)))),
+                _ => {
+                    return Err(BenchError::Negotiation(format!(
+                        "registration of {user} refused: {}",
+                        String::from(&reply)
+                    )));
+                }
             }
         };
         let _ = conn.send("</stream:stream>").await;
@@ -347,7 +398,8 @@ fn decode(text: &str) -> Result<String, BenchError> {
     let bytes = B64
         .decode(text.trim())
         .map_err(|_| BenchError::Sasl("the server's SASL data is not base64".into()))?;
-    String::from_utf8(bytes).map_err(|_| BenchError::Sasl("the server's SASL data is not UTF-8".into()))
+    String::from_utf8(bytes)
+        .map_err(|_| BenchError::Sasl("the server's SASL data is not UTF-8".into()))
 }
 
 /// The additional data of `<success/>`, or the failure.
@@ -426,10 +478,8 @@ impl Reader {
 
     /// Read until the server closes the stream (after we closed ours), at most `wait`.
     pub async fn until_closed(&mut self, wait: Duration) {
-        let _ = tokio::time::timeout(wait, async {
-            while let Ok(Some(_)) = self.next().await {}
-        })
-        .await;
+        let _ = tokio::time::timeout(wait, async { while let Ok(Some(_)) = self.next().await {} })
+            .await;
     }
 }
 
@@ -476,7 +526,12 @@ impl ServerCertVerifier for AnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -485,7 +540,12 @@ impl ServerCertVerifier for AnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -31,7 +31,9 @@ pub struct EnableParams {
 /// Run the scenario.
 pub async fn run(ctx: &Ctx, params: &EnableParams) -> Result<Report, BenchError> {
     let setup = Instant::now();
-    let sessions = ctx.login_all("logging in", (1..=params.users).collect(), false).await?;
+    let sessions = ctx
+        .login_all("logging in", (1..=params.users).collect(), false)
+        .await?;
     let setup_s = setup.elapsed().as_secs_f64();
     let recorder = Arc::new(Recorder::new(0, None));
     let before = Sample::take(ctx.server_pid);
@@ -40,7 +42,14 @@ pub async fn run(ctx: &Ctx, params: &EnableParams) -> Result<Report, BenchError>
     for (index, session) in sessions.into_iter().enumerate() {
         let recorder = Arc::clone(&recorder);
         let service = params.service.clone();
-        tasks.spawn(round_trips(session.reader, session.writer, recorder, service, index + 1, stop));
+        tasks.spawn(round_trips(
+            session.reader,
+            session.writer,
+            recorder,
+            service,
+            index + 1,
+            stop,
+        ));
     }
     let mut writers = Vec::new();
     while let Some(joined) = tasks.join_next().await {
@@ -77,19 +86,23 @@ async fn round_trips(
     let result = async {
         while Instant::now() < stop {
             let id = format!("r{k}");
-            let request = if k % 2 == 0 {
+            let request = if k.is_multiple_of(2) {
                 enable_iq(&id, &service, &node)
             } else {
                 disable_iq(&id, &service, &node)
             };
             let started = recorder.now();
-            recorder.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            recorder
+                .sent
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             writer.send(&request).await?;
             let reply = reader.iq_reply(&id).await?;
             if reply.attr("type") == Some("result") {
                 recorder.round_trip(started);
             } else {
-                recorder.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                recorder
+                    .errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             k += 1;
         }
@@ -97,7 +110,7 @@ async fn round_trips(
     }
     .await;
     // Leave no registration behind for the push scenario.
-    if k % 2 == 1 {
+    if !k.is_multiple_of(2) {
         let _ = writer.send(&disable_iq("last", &service, &node)).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), reader.iq_reply("last")).await;
     }

@@ -30,7 +30,9 @@ pub async fn run(ctx: &Ctx, params: &IdleParams) -> Result<Report, BenchError> {
     tokio::time::sleep(params.settle).await;
     let before = Sample::take(ctx.server_pid);
     let setup = Instant::now();
-    let sessions = ctx.login_all("logging in", (1..=params.sessions).collect(), true).await?;
+    let sessions = ctx
+        .login_all("logging in", (1..=params.sessions).collect(), true)
+        .await?;
     let setup_s = setup.elapsed().as_secs_f64();
     let hold_until = (Instant::now() + params.hold).min(ctx.deadline);
     let mut readers = tokio::task::JoinSet::new();

@@ -43,7 +43,12 @@ impl Ctx {
 
     /// Run `f` for each of `items` with at most `concurrency` at once; results in order.
     /// The first failure is returned (after all finished), and the deadline stops all.
-    pub async fn bounded<I, T, F, Fut>(&self, what: &'static str, items: Vec<I>, f: F) -> Result<Vec<T>, BenchError>
+    pub async fn bounded<I, T, F, Fut>(
+        &self,
+        what: &'static str,
+        items: Vec<I>,
+        f: F,
+    ) -> Result<Vec<T>, BenchError>
     where
         I: Send + 'static,
         T: Send + 'static,
@@ -77,10 +82,15 @@ impl Ctx {
             }
             match first_error {
                 Some(error) => {
-                    eprintln!("herald-bench: {what}: {failures} of {count} failed; the first: {error}");
+                    eprintln!(
+                        "herald-bench: {what}: {failures} of {count} failed; the first: {error}"
+                    );
                     Err(error)
                 }
-                None => Ok(out.into_iter().map(|v| v.expect("every task reported")).collect()),
+                None => Ok(out
+                    .into_iter()
+                    .map(|v| v.expect("every task reported"))
+                    .collect()),
             }
         };
         tokio::time::timeout_at(self.deadline, collect)
@@ -89,7 +99,12 @@ impl Ctx {
     }
 
     /// Log in accounts `numbers` (resource `bench`), optionally with initial presence.
-    pub async fn login_all(&self, what: &'static str, numbers: Vec<usize>, presence: bool) -> Result<Vec<Session>, BenchError> {
+    pub async fn login_all(
+        &self,
+        what: &'static str,
+        numbers: Vec<usize>,
+        presence: bool,
+    ) -> Result<Vec<Session>, BenchError> {
         let target = self.target.clone();
         let users: Vec<String> = numbers.iter().map(|&n| self.user(n)).collect();
         self.bounded(what, users, move |user| {
@@ -204,7 +219,9 @@ pub async fn send_messages(
 pub async fn count_bounces(mut reader: Reader, recorder: Arc<Recorder>) {
     while let Ok(Some(stanza)) = reader.next().await {
         if stanza.attr("type") == Some("error") {
-            recorder.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            recorder
+                .errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }

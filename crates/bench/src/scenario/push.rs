@@ -90,7 +90,11 @@ pub async fn run(ctx: &Ctx, params: &PushParams) -> Result<Report, BenchError> {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let senders = ctx
-        .login_all("logging in senders", (params.users + 1..=params.users + params.senders).collect(), false)
+        .login_all(
+            "logging in senders",
+            (params.users + 1..=params.users + params.senders).collect(),
+            false,
+        )
         .await?;
     let setup_s = setup.elapsed().as_secs_f64();
 
@@ -105,7 +109,11 @@ pub async fn run(ctx: &Ctx, params: &PushParams) -> Result<Report, BenchError> {
         let mut writer = session.writer;
         let recorder = Arc::clone(&recorder);
         let pace = Pace::for_sender(params.rate, index, params.senders, start);
-        let (messages, prefix, domain) = (params.messages, ctx.prefix.clone(), ctx.target.domain.clone());
+        let (messages, prefix, domain) = (
+            params.messages,
+            ctx.prefix.clone(),
+            ctx.target.domain.clone(),
+        );
         let stop = ctx.deadline;
         tasks.spawn(async move {
             tokio::time::sleep_until(start).await;
@@ -151,12 +159,23 @@ pub async fn run(ctx: &Ctx, params: &PushParams) -> Result<Report, BenchError> {
 }
 
 /// Log in as `user`, enable push for node `n`, close the stream.
-async fn enable_and_leave(target: &crate::xmpp::Target, user: &str, service: &str, n: usize) -> Result<(), BenchError> {
+async fn enable_and_leave(
+    target: &crate::xmpp::Target,
+    user: &str,
+    service: &str,
+    n: usize,
+) -> Result<(), BenchError> {
     let mut session = Conn::login(target, user, "bench").await?;
-    session.writer.send(&enable_iq("enable", service, &node(n))).await?;
+    session
+        .writer
+        .send(&enable_iq("enable", service, &node(n)))
+        .await?;
     let reply = session.reader.iq_reply("enable").await?;
     if reply.attr("type") != Some("result") {
-        return Err(BenchError::Negotiation(format!("enable refused: {}", String::from(&reply))));
+        return Err(BenchError::Negotiation(format!(
+            "enable refused: {}",
+            String::from(&reply)
+        )));
     }
     session.writer.close().await;
     session.reader.until_closed(Duration::from_secs(5)).await;

@@ -35,9 +35,15 @@ pub async fn run(ctx: &Ctx, params: &RouteParams) -> Result<Report, BenchError> 
     let setup = Instant::now();
     let window = params.rate.is_none().then_some(params.window);
     let recorder = Arc::new(Recorder::new(params.messages, window));
-    let receivers = ctx.login_all("logging in receivers", (1..=params.pairs).collect(), true).await?;
+    let receivers = ctx
+        .login_all("logging in receivers", (1..=params.pairs).collect(), true)
+        .await?;
     let senders = ctx
-        .login_all("logging in senders", (params.pairs + 1..=2 * params.pairs).collect(), true)
+        .login_all(
+            "logging in senders",
+            (params.pairs + 1..=2 * params.pairs).collect(),
+            true,
+        )
         .await?;
     let setup_s = setup.elapsed().as_secs_f64();
 
@@ -59,12 +65,21 @@ pub async fn run(ctx: &Ctx, params: &RouteParams) -> Result<Report, BenchError> 
         let mut writer = session.writer;
         let recorder = Arc::clone(&recorder);
         let pace = Pace::for_sender(params.rate, index, params.pairs, start);
-        let (messages, pairs, to, stop) = (params.messages, params.pairs, Arc::clone(&to), ctx.deadline);
+        let (messages, pairs, to, stop) =
+            (params.messages, params.pairs, Arc::clone(&to), ctx.deadline);
         tasks.spawn(async move {
             tokio::time::sleep_until(start).await;
             let seqs = (index as u64..messages).step_by(pairs);
             // seq % pairs == index: sender i always writes to receiver i.
-            let result = send_messages(&mut writer, &recorder, seqs, |seq| to[(seq % pairs as u64) as usize].clone(), pace, stop).await;
+            let result = send_messages(
+                &mut writer,
+                &recorder,
+                seqs,
+                |seq| to[(seq % pairs as u64) as usize].clone(),
+                pace,
+                stop,
+            )
+            .await;
             (writer, result)
         });
     }
@@ -105,7 +120,9 @@ async fn receive(mut reader: Reader, recorder: Arc<Recorder>) {
             continue;
         }
         if stanza.attr("type") == Some("error") {
-            recorder.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            recorder
+                .errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             continue;
         }
         match stanza.children().find(|c| c.name() == "body") {
