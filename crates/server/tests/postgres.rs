@@ -330,6 +330,39 @@ async fn push_iqs_succeed_after_the_database_connections_are_terminated() {
     server.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_push_iq_while_the_database_is_unreachable_is_answered_wait_internal_server_error() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let mut server = start(&database).await;
+    server.add_user("alice@localhost", "a-pass").await;
+    let mut alice = Client::login(&server, "alice@localhost", "a-pass", "phone").await;
+    let reply = iq(&mut alice, &enable("before")).await;
+    assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
+    // The database goes away: new connections are refused and the pool's are killed.
+    database.accept_connections(false).await;
+    assert!(database.terminate_connections().await > 0);
+    let started = std::time::Instant::now();
+    let reply = iq(&mut alice, &enable("during")).await;
+    assert_eq!(
+        error_of(&reply),
+        ("wait".into(), "internal-server-error".into()),
+        "after {:?}",
+        started.elapsed()
+    );
+    // It comes back: the same session's next request succeeds.
+    database.accept_connections(true).await;
+    let reply = iq(&mut alice, &enable("after")).await;
+    assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
+    assert_eq!(
+        registrations_count(&server.running.as_ref().unwrap().server.storage).await,
+        2,
+        "\"before\" and \"after\"; nothing half-written for \"during\""
+    );
+    server.shutdown().await;
+}
+
 /// How many push registrations the accounts of the database hold, read through the
 /// PostgreSQL registration store.
 async fn registrations_count(storage: &herald_storage::Storage) -> usize {

@@ -131,6 +131,25 @@ impl TestDatabase {
         let _ = admin.close().await;
         terminated.into_iter().filter(|done| *done).count()
     }
+
+    /// Let clients connect to this database, or refuse them (as during maintenance) until
+    /// allowed again; connections already open stay.
+    ///
+    /// # Panics
+    ///
+    /// When the administrative connection fails.
+    pub async fn accept_connections(&self, accept: bool) {
+        let mut admin = connect(&self.admin_url).await.expect("admin connection");
+        // The name is ours (letters, digits and underscores), not input: safe to splice.
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "ALTER DATABASE {} WITH ALLOW_CONNECTIONS {accept}",
+            self.name
+        )))
+        .execute(&mut admin)
+        .await
+        .expect("ALTER DATABASE");
+        let _ = admin.close().await;
+    }
 }
 
 impl Drop for TestDatabase {
