@@ -307,6 +307,9 @@ async fn db_migrate_and_user_commands_work_on_postgresql() {
     );
     let list = run(&["user", "list"]);
     assert_eq!(String::from_utf8_lossy(&list.stdout), "alice@localhost\n");
+    let removed = run(&["user", "remove", "alice@localhost"]);
+    assert!(removed.status.success(), "{removed:?}");
+    assert_eq!(String::from_utf8_lossy(&run(&["user", "list"]).stdout), "");
     // Nothing was written to the embedded store.
     assert!(!dir.path().join("data").join("herald.sqlite3").exists());
     let described = run(&["check-config"]);
