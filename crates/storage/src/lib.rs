@@ -48,8 +48,8 @@ pub use roster::RosterStore;
 
 /// An opened database: the handle the server keeps for its lifetime and clones freely.
 ///
-/// Open it with [`Storage::open_sqlite`], take the stores from it, and [`close`](Self::close)
-/// it at shutdown.
+/// Open it with [`Storage::open_sqlite`] or [`Storage::open_postgres`], take the stores from it,
+/// and [`close`](Self::close) it at shutdown.
 #[derive(Clone)]
 pub struct Storage {
     engine: Engine,
