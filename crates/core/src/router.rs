@@ -176,15 +176,35 @@ impl Server {
         }
         // RFC 6121 section 8.5.3.2.1: to a full JID with no such resource, groupchat is
         // bounced, headline and error are dropped, normal and chat go to the bare JID.
+        // Groupchat passes the offline-message hook first (as at a bare JID), so a room
+        // member whose session ended still gets a push (push spec sections 4 and 7).
         if to.is_full() && matches!(kind, MessageType::Groupchat) {
-            self.bounce(
-                &stanza,
-                ErrorType::Cancel,
-                DefinedCondition::ServiceUnavailable,
-            );
+            self.offline(&to.to_bare(), stanza).await;
             return;
         }
         self.message_to_bare(kind, &to.to_bare(), stanza).await;
+    }
+
+    /// A message for an account with no resource to take it: the `offline_message` hook
+    /// (offline storage, push notifications), and a bounce if no handler took charge.
+    async fn offline(&self, to: &BareJid, mut stanza: Stanza) {
+        // Metadata a module attached earlier (the message may come back from a
+        // stream-management buffer or a re-route) is handed over, not lost.
+        let metadata = take_internal_metadata(&mut stanza.element).unwrap_or_default();
+        let mut event = OfflineMessage {
+            recipient: to.clone(),
+            stanza,
+            metadata,
+        };
+        let hooks = self.extensions.hooks();
+        if hooks.offline_message.run(self, &mut event).await == Flow::Stop {
+            return;
+        }
+        self.bounce(
+            &event.stanza,
+            ErrorType::Cancel,
+            DefinedCondition::ServiceUnavailable,
+        );
     }
 
     /// RFC 6121 section 8.5.2: a message to a local bare JID.
@@ -197,24 +217,7 @@ impl Server {
                 // Groupchat goes through the hook too (the push module notifies offline room
                 // members, push spec section 4) but is never stored, so it is bounced.
                 MessageType::Chat | MessageType::Normal | MessageType::Groupchat => {
-                    let mut stanza = stanza;
-                    // Metadata a module attached earlier (the message may come back from a
-                    // stream-management buffer or a re-route) is handed over, not lost.
-                    let metadata = take_internal_metadata(&mut stanza.element).unwrap_or_default();
-                    let mut event = OfflineMessage {
-                        recipient: to.clone(),
-                        stanza,
-                        metadata,
-                    };
-                    let hooks = self.extensions.hooks();
-                    if hooks.offline_message.run(self, &mut event).await == Flow::Stop {
-                        return;
-                    }
-                    self.bounce(
-                        &event.stanza,
-                        ErrorType::Cancel,
-                        DefinedCondition::ServiceUnavailable,
-                    );
+                    self.offline(to, stanza).await;
                 }
                 // Headline and error are dropped.
                 MessageType::Headline | MessageType::Error => {}

@@ -1165,3 +1165,40 @@ async fn two_sessions_in_resumption_can_push_the_same_message_to_the_same_device
     );
     s.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn unacknowledged_groupchat_of_an_ended_session_is_pushed_with_the_room_nick_as_sender() {
+    let mut s = sm_setup("defaults").await;
+    let mut phone = alice_phone_with_sm(&s.server, "phone").await;
+    s.app
+        .send(&format!(
+            "<message type='groupchat' from='room@{APP_SERVER}/carol' to='alice@localhost/phone' id='g1'><body>hello room</body></message>"
+        ))
+        .await;
+    assert_eq!(next_message(&mut phone).await.attr("id"), Some("g1"));
+    drop(phone);
+    // While the session waits nothing is pushed; when it times out (2 s) the message is
+    // routed again, the user is offline, and the push names the room occupant.
+    let mut publish = None;
+    while publish.is_none() {
+        match s.app.frame(Duration::from_secs(10)).await {
+            Some(Frame::Element(e)) if e.name() == "iq" => publish = Some(Publish::from(e)),
+            Some(Frame::Element(e)) if e.name() == "message" => {
+                assert_eq!(
+                    e.attr("type"),
+                    Some("error"),
+                    "groupchat is bounced, not stored"
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let publish = publish.unwrap();
+    assert_eq!(
+        publish.field("last-message-sender"),
+        Some(format!("room@{APP_SERVER}/carol").as_str())
+    );
+    assert_eq!(publish.field("last-message-body"), Some("hello room"));
+    s.app.answer_result(&publish).await;
+    s.server.shutdown().await;
+}
