@@ -97,14 +97,14 @@ impl AppServer {
         }
     }
 
-    /// Connect, retrying for a few seconds while the server still holds the previous
-    /// run's connection (a `conflict` stream error: it has not noticed the close yet).
+    /// Connect, retrying for up to 30 s while the server still holds the previous run's
+    /// connection (a `conflict` stream error: a busy server has not processed the close yet).
     pub async fn connect_retrying(target: &ComponentTarget) -> Result<AppServer, BenchError> {
         let mut attempts = 0;
         loop {
             match AppServer::connect(target).await {
                 Err(BenchError::Component(error))
-                    if error.contains("conflict") && attempts < 20 =>
+                    if error.contains("conflict") && attempts < 120 =>
                 {
                     attempts += 1;
                     tokio::time::sleep(std::time::Duration::from_millis(250)).await;
