@@ -5,6 +5,8 @@
 //! (XEP-0077) and `report` compares runs. Every run stops by itself within `--time-cap`
 //! and only ever connects to loopback addresses.
 
+#[cfg(test)]
+mod against_herald;
 mod component;
 mod error;
 mod procstat;

@@ -1,6 +1,7 @@
-//! What arrives: each message carries its sequence number and send time in its body
-//! (`hb SEQ MICROS`); the receiving side reads them back and records delivery, duplicates
-//! and latency. Latencies are kept whole (microseconds) and sorted once at the end.
+//! What arrives: each message carries its run, sequence number and send time in its body
+//! (`hb RUN SEQ MICROS`); the receiving side reads them back and records delivery, duplicates
+//! and latency. A message of another run (an offline message delivered at login, a late
+//! publish) is not counted. Latencies are kept whole (microseconds) and sorted once at the end.
 
 use std::{
     sync::{
@@ -13,21 +14,24 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, Semaphore};
 
-/// The body of message `seq` sent at `micros` since the recorder's start.
-pub fn body(seq: u64, micros: u64) -> String {
-    format!("hb {seq} {micros}")
+/// The body of message `seq` of run `run`, sent at `micros` since the recorder's start.
+pub fn body(run: u32, seq: u64, micros: u64) -> String {
+    format!("hb {run} {seq} {micros}")
 }
 
-fn parse_body(body: &str) -> Option<(u64, u64)> {
+/// (run, seq, micros) from a body.
+fn parse_body(body: &str) -> Option<(u32, u64, u64)> {
     let mut parts = body.strip_prefix("hb ")?.split(' ');
+    let run = parts.next()?.parse().ok()?;
     let seq = parts.next()?.parse().ok()?;
     let micros = parts.next()?.parse().ok()?;
-    Some((seq, micros))
+    Some((run, seq, micros))
 }
 
 /// Shared by the senders and the receivers of one scenario.
 pub struct Recorder {
     start: Instant,
+    run: u32,
     seen: Vec<AtomicU64>,
     /// Messages written to the server.
     pub sent: AtomicU64,
@@ -48,8 +52,18 @@ pub struct Recorder {
 impl Recorder {
     /// A recorder for messages `0..messages`, with at most `window` in flight if given.
     pub fn new(messages: u64, window: Option<usize>) -> Recorder {
+        let mut run = [0u8; 4];
+        // Without randomness, runs are still told apart by the clock.
+        if getrandom::fill(&mut run).is_err() {
+            run = (std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .subsec_nanos())
+            .to_ne_bytes();
+        }
         Recorder {
             start: Instant::now(),
+            run: u32::from_ne_bytes(run),
             seen: (0..messages.div_ceil(64))
                 .map(|_| AtomicU64::new(0))
                 .collect(),
@@ -76,7 +90,7 @@ impl Recorder {
         let now = self.now();
         self.first_send.fetch_min(now, Relaxed);
         self.sent.fetch_add(1, Relaxed);
-        body(seq, now)
+        body(self.run, seq, now)
     }
 
     /// Count a round trip that started at `started` (microseconds from [`Recorder::now`]).
@@ -93,10 +107,14 @@ impl Recorder {
 
     /// A message body arrived.
     pub fn observe(&self, body: &str) {
-        let Some((seq, sent_at)) = parse_body(body) else {
+        let Some((run, seq, sent_at)) = parse_body(body) else {
             self.unrecognised();
             return;
         };
+        if run != self.run {
+            self.unrecognised();
+            return;
+        }
         let Some(word) = self.seen.get((seq / 64) as usize) else {
             self.unrecognised();
             return;
@@ -267,7 +285,7 @@ mod tests {
 
     #[test]
     fn a_body_carries_its_sequence_and_time() {
-        assert_eq!(parse_body(&body(42, 1234567)), Some((42, 1234567)));
+        assert_eq!(parse_body(&body(7, 42, 1234567)), Some((7, 42, 1234567)));
         assert_eq!(parse_body("hello"), None);
     }
 
@@ -285,6 +303,15 @@ mod tests {
             }
         );
         assert_eq!(Latency::of(&[]), None);
+    }
+
+    #[test]
+    fn a_message_of_another_run_is_not_counted() {
+        let earlier = Recorder::new(10, None);
+        let recorder = Recorder::new(10, None);
+        recorder.observe(&earlier.stamp(3));
+        let summary = recorder.summary();
+        assert_eq!((summary.delivered, summary.unrecognised), (0, 1));
     }
 
     #[test]
