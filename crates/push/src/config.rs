@@ -25,6 +25,9 @@ pub struct PushConfig {
     pub virtual_pubsub_hosts: Vec<VirtualPubsubHost>,
     /// `iqdisc.type`: accepted for compatibility; every value behaves as `parallel`.
     pub iqdisc: IqDiscipline,
+    /// `[modules.mod_push_service_mongoosepush]` with its HTTP pool: where notifications to
+    /// virtual pubsub hosts go (spec section 8). `None` when the module is not configured.
+    pub mongoosepush: Option<crate::mongoosepush::MongoosePushConfig>,
 }
 
 impl Default for PushConfig {
@@ -35,6 +38,7 @@ impl Default for PushConfig {
             plugin: PluginName::Defaults,
             virtual_pubsub_hosts: Vec::new(),
             iqdisc: IqDiscipline::default(),
+            mongoosepush: None,
         }
     }
 }
@@ -305,7 +309,7 @@ pub enum IqDisciplineError {
 }
 
 /// The variant named `name`, or a message listing the accepted names.
-fn one_of<T: Copy>(name: &str, variants: &[(&str, T)]) -> Result<T, String> {
+pub(crate) fn one_of<T: Copy>(name: &str, variants: &[(&str, T)]) -> Result<T, String> {
     match variants.iter().find(|(known, _)| *known == name) {
         Some((_, variant)) => Ok(*variant),
         None => {

@@ -13,6 +13,9 @@ pub enum PushError {
     /// The configured backend has no engine in this build or this storage.
     #[error("backend {0:?} is not available: {1}")]
     BackendUnavailable(&'static str, &'static str),
+    /// The HTTP push service's client cannot be built (pool name, reason).
+    #[error("outgoing_pools.http.{0}: {1}")]
+    HttpService(String, crate::mongoosepush::ClientError),
 }
 
 /// Why an enable or disable request is refused (spec section 3), with the rule it broke.

@@ -14,6 +14,7 @@ pub mod error;
 pub mod events;
 pub mod iq;
 pub mod metrics;
+pub mod mongoosepush;
 pub mod pipeline;
 pub mod plugin;
 pub mod publisher;
@@ -37,6 +38,7 @@ use crate::{
     error::PushError,
     events::{Event, Message, Notified},
     metrics::Stats,
+    mongoosepush::{HttpPush, MongoosePush},
     pipeline::Pipeline,
     plugin::Plugin,
     publisher::{IqTransport, Publisher, PublisherParts, PublisherSettings, ServerTransport},
@@ -55,15 +57,41 @@ pub struct Push {
     plugin: Arc<dyn Plugin>,
     sessions: Arc<SessionRegistrations>,
     stats: Arc<Stats>,
+    /// The HTTP push service for virtual pubsub hosts (spec section 8), when configured.
+    http: Option<Arc<dyn HttpPush>>,
     /// Set once when the server starts: the store and the publisher need the running server.
     pipeline: OnceLock<Pipeline>,
 }
 
 impl Push {
-    /// The module with the built-in plugin named in `config`.
+    /// The module with the built-in plugin named in `config`, without an HTTP push service
+    /// (see [`Push::from_config`]).
     pub fn new(config: PushConfig) -> Push {
         let plugin = plugin::builtin(config.plugin);
         Push::with_plugin(config, plugin)
+    }
+
+    /// The module as `config` describes it, with the MongoosePush client of
+    /// `config.mongoosepush` built (its certificate files read) now, so that a bad file stops
+    /// start-up.
+    pub fn from_config(config: PushConfig) -> Result<Push, PushError> {
+        let http = match &config.mongoosepush {
+            Some(service) => {
+                let client = MongoosePush::new(service)
+                    .map_err(|error| PushError::HttpService(service.pool.name.clone(), error))?;
+                Some(Arc::new(client) as Arc<dyn HttpPush>)
+            }
+            None => None,
+        };
+        let mut push = Push::new(config);
+        push.http = http;
+        Ok(push)
+    }
+
+    /// The module sending notifications to virtual pubsub hosts through `http`.
+    pub fn with_http(mut self, http: Arc<dyn HttpPush>) -> Push {
+        self.http = Some(http);
+        self
     }
 
     /// The module with a custom plugin.
@@ -73,6 +101,7 @@ impl Push {
             plugin,
             sessions: Arc::default(),
             stats: Arc::default(),
+            http: None,
             pipeline: OnceLock::new(),
         }
     }
@@ -99,6 +128,7 @@ impl Push {
             sessions: Arc::clone(&self.sessions),
             stats: Arc::clone(&self.stats),
             virtual_hosts: self.config.virtual_pubsub_hosts.clone(),
+            http: self.http.clone(),
         };
         let pipeline = Pipeline {
             plugin: Arc::clone(&self.plugin),

@@ -7,6 +7,7 @@
 //! | `herald_push_disables_total` | counter | |
 //! | `herald_push_notifications_total` | counter | `outcome`: delivered, timeout, rejected_and_disabled, transient_error, dropped_queue_full |
 //! | `herald_push_skips_total` | counter | `reason`: see [`Skip::as_str`] |
+//! | `herald_push_http_replies_total` | counter | `status`: the HTTP push service's status code, `timeout` or `failed` |
 //! | `herald_push_publish_duration_seconds` | histogram | |
 //! | `herald_push_queue_depth` | gauge | |
 //!
@@ -115,6 +116,16 @@ impl Stats {
     pub(crate) fn skipped(&self, reason: Skip) {
         self.skips.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("herald_push_skips_total", "reason" => reason.as_str()).increment(1);
+    }
+
+    pub(crate) fn http_reply(&self, reply: &crate::mongoosepush::HttpOutcome) {
+        use crate::mongoosepush::HttpOutcome;
+        let status = match reply {
+            HttpOutcome::Status(status) => status.to_string(),
+            HttpOutcome::Timeout => "timeout".to_owned(),
+            HttpOutcome::Failed(_) => "failed".to_owned(),
+        };
+        metrics::counter!("herald_push_http_replies_total", "status" => status).increment(1);
     }
 
     pub(crate) fn publish_latency(&self, elapsed: Duration) {

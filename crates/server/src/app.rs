@@ -47,6 +47,9 @@ pub enum AppError {
     /// A certificate or key is unusable.
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
+    /// A module's settings are unusable (a certificate file of the push service...).
+    #[error("{0}")]
+    Module(String),
     /// A listener could not bind its address.
     #[error("cannot listen on {addr}: {source} (is another server running there?)")]
     Bind {
@@ -78,7 +81,7 @@ impl AppError {
     pub fn exit_code(&self) -> u8 {
         match self {
             AppError::Usage(_) => 64,
-            AppError::Tls(_) | AppError::Logging(_) => 78,
+            AppError::Tls(_) | AppError::Logging(_) | AppError::Module(_) => 78,
             _ => 1,
         }
     }
@@ -110,7 +113,7 @@ async fn open_storage(config: &Config) -> Result<Storage, AppError> {
     })
 }
 
-fn modules(config: &Config) -> Vec<Arc<dyn Module>> {
+fn modules(config: &Config) -> Result<Vec<Arc<dyn Module>>, AppError> {
     let mut modules: Vec<Arc<dyn Module>> = Vec::new();
     if let Some(disco) = &config.modules.mod_disco {
         let extra = disco
@@ -147,9 +150,11 @@ fn modules(config: &Config) -> Vec<Arc<dyn Module>> {
         .as_ref()
         .and_then(|pusher| pusher.push.as_ref())
     {
-        modules.push(Arc::new(herald_push::Push::new(push.clone())));
+        let push = herald_push::Push::from_config(push.clone())
+            .map_err(|error| AppError::Module(error.to_string()))?;
+        modules.push(Arc::new(push));
     }
-    modules
+    Ok(modules)
 }
 
 fn options(config: &Config) -> ServerOptions {
@@ -249,7 +254,7 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         settings.push(listener_settings(config, listener)?);
     }
     let storage = open_storage(config).await?;
-    let server = Server::with_options(hosts(config), storage, &modules(config), options(config));
+    let server = Server::with_options(hosts(config), storage, &modules(config)?, options(config));
     let mut bound = Vec::new();
     for settings in settings {
         let addr = settings.addr;
@@ -390,7 +395,7 @@ pub async fn user_remove(config: &Config, jid: &str) -> Result<ExitCode, AppErro
     // The server with its modules but no listener: removing an account runs the
     // `user_removed` hook, where each module deletes its data.
     let storage = open_storage(config).await?;
-    let server = Server::new(hosts(config), storage, &modules(config));
+    let server = Server::new(hosts(config), storage, &modules(config)?);
     let removed = server.remove_account(&user).await;
     server.shutdown.cancel();
     server.tasks.close();

@@ -15,6 +15,7 @@
 
 mod document;
 mod error;
+mod http;
 mod push;
 mod raw;
 mod storage;

@@ -50,6 +50,7 @@ fn harness(plugin: Arc<dyn Plugin>, queue_capacity: usize) -> Harness {
             sessions: sessions.clone(),
             stats: stats.clone(),
             virtual_hosts: Vec::new(),
+            http: None,
         },
         CancellationToken::new(),
         &tasks,

@@ -88,9 +88,13 @@ pub enum Skip {
     /// An unacknowledged message, but its session enabled no registration that still exists
     /// (enhanced and hints plugins).
     NoSessionRegistration,
-    /// The registration's pubsub host is a virtual pubsub host, served by the HTTP push
-    /// service (spec section 8), which this herald does not have yet.
+    /// The registration's pubsub host is a virtual pubsub host, but no HTTP push service
+    /// (spec section 8) is configured to send to.
     VirtualPubsubHost,
+    /// A registration on a virtual pubsub host whose options lack `service` (spec section 8).
+    MissingService,
+    /// A registration on a virtual pubsub host whose options lack `device_id`.
+    MissingDeviceId,
     /// The registrations could not be loaded (logged as an error).
     StoreFailed,
 }
@@ -108,6 +112,8 @@ impl Skip {
             Skip::NoStoreHint => "no_store_hint",
             Skip::NoSessionRegistration => "no_session_registration",
             Skip::VirtualPubsubHost => "virtual_pubsub_host",
+            Skip::MissingService => "missing_service",
+            Skip::MissingDeviceId => "missing_device_id",
             Skip::StoreFailed => "store_failed",
         }
     }

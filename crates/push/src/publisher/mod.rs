@@ -12,6 +12,16 @@
 //! | error of type `cancel` | disable the registration, clear it from sessions | rejected_and_disabled |
 //! | error of another type, or not sent | none | transient_error |
 //!
+//! Registrations on a virtual pubsub host (spec section 8) go through the same queue and
+//! workers to the HTTP push service ([`crate::mongoosepush`]), whose reply decides alike:
+//!
+//! | HTTP reply | action | [`Outcome`] |
+//! |---|---|---|
+//! | 2xx | none | delivered |
+//! | no reply within `request_timeout` | none | timeout |
+//! | 410 (device not registered) | disable the registration, clear it from sessions | rejected_and_disabled |
+//! | another status, or no connection | none | transient_error |
+//!
 //! At shutdown the queue closes and the publishes in flight get [`PublisherSettings::drain_deadline`]
 //! to finish.
 
@@ -40,6 +50,7 @@ pub use transport::{IqOutcome, IqTransport, ServerTransport};
 use crate::{
     config::VirtualPubsubHost,
     metrics::{Outcome, Stats},
+    mongoosepush::{HttpOutcome, HttpPush, Notification, RequestSkip},
     plugin::{Payload, Skip},
     registrations::{Registration, RegistrationKey, RegistrationStore, SessionRegistrations},
 };
@@ -90,19 +101,28 @@ pub enum Submitted {
     QueueFull,
     /// Dropped: the publisher has stopped.
     Stopped,
-    /// Not published over XMPP: the pubsub host is a virtual pubsub host (spec section 8).
-    VirtualHost,
+    /// Not sent, for this reason (counted as a skip).
+    Skipped(Skip),
 }
 
 /// One publish to do.
 struct Job {
     key: RegistrationKey,
-    iq: Element,
+    what: Delivery,
+}
+
+/// How a job reaches the app server.
+enum Delivery {
+    /// A PubSub publish over XMPP (spec section 5).
+    Xmpp(Element),
+    /// A POST to the HTTP push service (spec section 8).
+    Http(Notification),
 }
 
 /// What a worker needs to publish and to act on the outcome.
 struct Worker {
     transport: Arc<dyn IqTransport>,
+    http: Option<Arc<dyn HttpPush>>,
     store: Arc<dyn RegistrationStore>,
     sessions: Arc<SessionRegistrations>,
     stats: Arc<Stats>,
@@ -115,6 +135,7 @@ pub struct Publisher {
     capacity: usize,
     stats: Arc<Stats>,
     virtual_hosts: Vec<VirtualPubsubHost>,
+    http: bool,
     full_warning: RateLimited,
 }
 
@@ -128,8 +149,11 @@ pub struct PublisherParts {
     pub sessions: Arc<SessionRegistrations>,
     /// Where outcomes are counted.
     pub stats: Arc<Stats>,
-    /// Registrations on these hosts are not published over XMPP.
+    /// Registrations on these hosts are not published over XMPP but sent to `http`.
     pub virtual_hosts: Vec<VirtualPubsubHost>,
+    /// The HTTP push service (spec section 8); without it, notifications to virtual hosts
+    /// are skipped.
+    pub http: Option<Arc<dyn HttpPush>>,
 }
 
 impl Publisher {
@@ -143,8 +167,10 @@ impl Publisher {
     ) -> Publisher {
         let capacity = settings.queue_capacity.max(1);
         let (queue, receiver) = mpsc::channel(capacity);
+        let http = parts.http.is_some();
         let worker = Arc::new(Worker {
             transport: parts.transport,
+            http: parts.http,
             store: parts.store,
             sessions: parts.sessions,
             stats: Arc::clone(&parts.stats),
@@ -156,6 +182,7 @@ impl Publisher {
             capacity,
             stats: parts.stats,
             virtual_hosts: parts.virtual_hosts,
+            http,
             full_warning: RateLimited::new(FULL_WARNING_EVERY),
         }
     }
@@ -169,20 +196,25 @@ impl Publisher {
     ) -> Submitted {
         let recipient_domain = recipient.domain().as_str();
         let pubsub_domain = registration.key.pubsub.domain().as_str();
-        if self
+        let what = if self
             .virtual_hosts
             .iter()
             .any(|host| host.matches(pubsub_domain, recipient_domain))
         {
-            // Spec section 8: these go to the HTTP push service, which has its own issue.
-            tracing::debug!(pubsub = %registration.key.pubsub, "virtual pubsub host: not published over XMPP");
-            self.stats.skipped(Skip::VirtualPubsubHost);
-            return Submitted::VirtualHost;
-        }
+            match self.http_notification(registration, payload) {
+                Ok(notification) => Delivery::Http(notification),
+                Err(reason) => {
+                    self.stats.skipped(reason);
+                    return Submitted::Skipped(reason);
+                }
+            }
+        } else {
+            // Spec section 5: from the recipient's server domain.
+            Delivery::Xmpp(publish_iq(recipient_domain, registration, payload))
+        };
         let job = Job {
             key: registration.key.clone(),
-            // Spec section 5: from the recipient's server domain.
-            iq: publish_iq(recipient_domain, registration, payload),
+            what,
         };
         let submitted = match self.queue.try_send(job) {
             Ok(()) => Submitted::Queued,
@@ -203,6 +235,29 @@ impl Publisher {
         self.stats
             .queue_depth(self.capacity - self.queue.capacity().min(self.capacity));
         submitted
+    }
+}
+
+impl Publisher {
+    /// The HTTP request for a registration on a virtual pubsub host (spec section 8), or why
+    /// there is none.
+    fn http_notification(
+        &self,
+        registration: &Registration,
+        payload: &Payload,
+    ) -> Result<Notification, Skip> {
+        if !self.http {
+            tracing::warn!(pubsub = %registration.key.pubsub, owner = %registration.key.owner, "virtual pubsub host without an HTTP push service: nothing sent");
+            return Err(Skip::VirtualPubsubHost);
+        }
+        Notification::build(payload, &registration.form).map_err(|reason| {
+            let reason = match reason {
+                RequestSkip::MissingService => Skip::MissingService,
+                RequestSkip::MissingDeviceId => Skip::MissingDeviceId,
+            };
+            tracing::warn!(owner = %registration.key.owner, pubsub = %registration.key.pubsub, node = %registration.key.node, reason = reason.as_str(), "push registration on a virtual pubsub host lacks an option: nothing sent");
+            reason
+        })
     }
 }
 
@@ -265,12 +320,30 @@ impl Worker {
     /// Send one publish and act on the reply.
     async fn publish(&self, job: Job) {
         let started = Instant::now();
-        let reply = self.transport.send_iq(job.iq, self.reply_timeout).await;
-        self.stats.publish_latency(started.elapsed());
-        let outcome = match reply {
+        let outcome = match job.what {
+            Delivery::Xmpp(iq) => {
+                let reply = self.transport.send_iq(iq, self.reply_timeout).await;
+                self.stats.publish_latency(started.elapsed());
+                self.xmpp_outcome(&job.key, reply).await
+            }
+            Delivery::Http(notification) => {
+                let Some(http) = &self.http else {
+                    return;
+                };
+                let reply = http.post(&notification).await;
+                self.stats.publish_latency(started.elapsed());
+                self.http_outcome(&job.key, &notification, reply).await
+            }
+        };
+        self.stats.notification(outcome);
+    }
+
+    /// What a reply to a PubSub publish means (spec section 5).
+    async fn xmpp_outcome(&self, key: &RegistrationKey, reply: IqOutcome) -> Outcome {
+        match reply {
             IqOutcome::Result(_) => Outcome::Delivered,
             IqOutcome::Timeout => {
-                tracing::info!(pubsub = %job.key.pubsub, node = %job.key.node, "push: no reply from the app server");
+                tracing::info!(pubsub = %key.pubsub, node = %key.node, "push: no reply from the app server");
                 Outcome::Timeout
             }
             // Spec section 5: an error whose type is cancel means the app server will never
@@ -280,25 +353,60 @@ impl Worker {
                 condition,
                 ..
             } => {
-                tracing::info!(owner = %job.key.owner, pubsub = %job.key.pubsub, node = %job.key.node, ?condition, "push rejected by the app server: disabling the registration");
-                if let Err(error) = self.store.disable(&job.key).await {
-                    tracing::error!(%error, owner = %job.key.owner, "cannot disable a rejected push registration");
-                }
-                self.sessions.forget_key(&job.key);
+                tracing::info!(owner = %key.owner, pubsub = %key.pubsub, node = %key.node, ?condition, "push rejected by the app server: disabling the registration");
+                self.disable(key).await;
                 Outcome::RejectedAndDisabled
             }
             IqOutcome::Error {
                 type_, condition, ..
             } => {
-                tracing::info!(pubsub = %job.key.pubsub, ?type_, ?condition, "push: transient error from the app server");
+                tracing::info!(pubsub = %key.pubsub, ?type_, ?condition, "push: transient error from the app server");
                 Outcome::TransientError
             }
             IqOutcome::NotSent(reason) => {
-                tracing::warn!(pubsub = %job.key.pubsub, %reason, "push: publish not sent");
+                tracing::warn!(pubsub = %key.pubsub, %reason, "push: publish not sent");
                 Outcome::TransientError
             }
-        };
-        self.stats.notification(outcome);
+        }
+    }
+
+    /// What the HTTP push service's reply means (spec section 8).
+    async fn http_outcome(
+        &self,
+        key: &RegistrationKey,
+        notification: &Notification,
+        reply: HttpOutcome,
+    ) -> Outcome {
+        self.stats.http_reply(&reply);
+        match reply {
+            HttpOutcome::Status(200..=299) => Outcome::Delivered,
+            // MongoosePush v3: the device is not registered (any more) with APNs or FCM.
+            HttpOutcome::Status(410) => {
+                tracing::info!(owner = %key.owner, pubsub = %key.pubsub, node = %key.node, device_id = %notification.device_id, "push service: device not registered (410): disabling the registration");
+                self.disable(key).await;
+                Outcome::RejectedAndDisabled
+            }
+            HttpOutcome::Status(status) => {
+                tracing::warn!(status, owner = %key.owner, device_id = %notification.device_id, "push service answered an error status: registration kept");
+                Outcome::TransientError
+            }
+            HttpOutcome::Timeout => {
+                tracing::warn!(owner = %key.owner, device_id = %notification.device_id, "push service: no reply in time");
+                Outcome::Timeout
+            }
+            HttpOutcome::Failed(reason) => {
+                tracing::warn!(owner = %key.owner, %reason, "push service unreachable: notification not sent");
+                Outcome::TransientError
+            }
+        }
+    }
+
+    /// Disable a registration the app server or push service rejected for good.
+    async fn disable(&self, key: &RegistrationKey) {
+        if let Err(error) = self.store.disable(key).await {
+            tracing::error!(%error, owner = %key.owner, "cannot disable a rejected push registration");
+        }
+        self.sessions.forget_key(key);
     }
 }
 

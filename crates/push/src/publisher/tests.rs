@@ -81,13 +81,50 @@ fn settings(workers: usize, queue_capacity: usize) -> PublisherSettings {
 }
 
 fn harness(settings: PublisherSettings, app: Arc<FakeAppServer>) -> Harness {
-    harness_with_hosts(settings, app, Vec::new())
+    harness_with_hosts(settings, app, Vec::new(), None)
+}
+
+/// How the fake HTTP push service answers each POST, in order (then 200).
+#[derive(Default)]
+struct FakePushService {
+    answers: Mutex<VecDeque<HttpOutcome>>,
+    received: Mutex<Vec<Notification>>,
+}
+
+impl FakePushService {
+    fn answering(answers: impl IntoIterator<Item = HttpOutcome>) -> Arc<FakePushService> {
+        Arc::new(FakePushService {
+            answers: Mutex::new(answers.into_iter().collect()),
+            received: Mutex::default(),
+        })
+    }
+
+    fn received(&self) -> Vec<Notification> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl HttpPush for FakePushService {
+    fn api_version(&self) -> crate::mongoosepush::ApiVersion {
+        crate::mongoosepush::ApiVersion::V3
+    }
+
+    async fn post(&self, notification: &Notification) -> HttpOutcome {
+        self.received.lock().unwrap().push(notification.clone());
+        self.answers
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or(HttpOutcome::Status(200))
+    }
 }
 
 fn harness_with_hosts(
     settings: PublisherSettings,
     app: Arc<FakeAppServer>,
     virtual_hosts: Vec<VirtualPubsubHost>,
+    http: Option<Arc<dyn HttpPush>>,
 ) -> Harness {
     let store = Arc::new(MemoryRegistrations::default());
     let sessions = Arc::new(SessionRegistrations::default());
@@ -102,6 +139,7 @@ fn harness_with_hosts(
             sessions: sessions.clone(),
             stats: stats.clone(),
             virtual_hosts,
+            http,
         },
         shutdown.clone(),
         &tasks,
@@ -345,10 +383,128 @@ async fn registrations_on_a_virtual_pubsub_host_are_not_published_over_xmpp() {
         settings(1, 10),
         FakeAppServer::answering([]),
         vec![VirtualPubsubHost::parse("push.@HOST@").unwrap()],
+        None,
     );
     let r = h.enabled("n1").await;
-    assert_eq!(h.submit(&r), Submitted::VirtualHost);
+    assert_eq!(h.submit(&r), Submitted::Skipped(Skip::VirtualPubsubHost));
     h.settle().await;
     assert!(h.app.received().is_empty());
     assert_eq!(h.stats.skips(), 1);
+}
+
+fn http_harness(service: &Arc<FakePushService>) -> Harness {
+    harness_with_hosts(
+        settings(2, 10),
+        FakeAppServer::answering([]),
+        vec![VirtualPubsubHost::parse("push.example.com").unwrap()],
+        Some(service.clone()),
+    )
+}
+
+impl Harness {
+    async fn enabled_with(&self, node: &str, form: &[(&str, &str)]) -> Registration {
+        let mut registration = registration(node);
+        registration.form = form
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect();
+        self.store.enable(&registration).await.unwrap();
+        registration
+    }
+}
+
+const DEVICE: &[(&str, &str)] = &[("service", "fcm"), ("device_id", "D1")];
+
+#[tokio::test(start_paused = true)]
+async fn registrations_on_a_virtual_pubsub_host_are_posted_to_the_http_service() {
+    let service = FakePushService::answering([]);
+    let h = http_harness(&service);
+    let r = h.enabled_with("n1", DEVICE).await;
+    assert_eq!(h.submit(&r), Submitted::Queued);
+    h.settle().await;
+    assert!(h.app.received().is_empty(), "nothing over XMPP");
+    let posted = service.received();
+    assert_eq!(posted.len(), 1);
+    assert_eq!(posted[0].device_id, "D1");
+    assert_eq!(h.stats.notifications(Outcome::Delivered), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_410_disables_the_registration_and_forgets_it_in_sessions() {
+    let service = FakePushService::answering([HttpOutcome::Status(410)]);
+    let h = http_harness(&service);
+    let r = h.enabled_with("n1", DEVICE).await;
+    let keep = h.enabled_with("n2", DEVICE).await;
+    h.sessions.remember(
+        1,
+        jid::FullJid::new("bob@example.com/phone").unwrap(),
+        r.key.clone(),
+        |_, _| true,
+    );
+    h.submit(&r);
+    h.settle().await;
+    assert_eq!(h.stats.notifications(Outcome::RejectedAndDisabled), 1);
+    assert_eq!(h.registered().await, [keep.key.node]);
+    assert_eq!(
+        h.sessions
+            .of_session(&jid::FullJid::new("bob@example.com/phone").unwrap()),
+        None
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn other_statuses_timeouts_and_failures_keep_the_registration() {
+    let service = FakePushService::answering([
+        HttpOutcome::Status(500),
+        HttpOutcome::Status(503),
+        HttpOutcome::Status(400),
+        HttpOutcome::Timeout,
+        HttpOutcome::Failed("connection refused".into()),
+    ]);
+    let h = http_harness(&service);
+    let r = h.enabled_with("n1", DEVICE).await;
+    for _ in 0..5 {
+        h.submit(&r);
+        h.settle().await;
+    }
+    assert_eq!(service.received().len(), 5);
+    assert_eq!(h.stats.notifications(Outcome::TransientError), 4);
+    assert_eq!(h.stats.notifications(Outcome::Timeout), 1);
+    assert_eq!(h.registered().await, ["n1"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn options_without_service_or_device_id_are_skipped_with_their_reason() {
+    let service = FakePushService::answering([]);
+    let h = http_harness(&service);
+    let no_service = h.enabled_with("n1", &[("device_id", "D1")]).await;
+    let no_device = h.enabled_with("n2", &[("service", "apns")]).await;
+    assert_eq!(
+        h.submit(&no_service),
+        Submitted::Skipped(Skip::MissingService)
+    );
+    assert_eq!(
+        h.submit(&no_device),
+        Submitted::Skipped(Skip::MissingDeviceId)
+    );
+    h.settle().await;
+    assert!(service.received().is_empty());
+    assert_eq!(h.stats.skips(), 2);
+    assert_eq!(h.registered().await, ["n1", "n2"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn other_pubsub_hosts_still_go_over_xmpp_beside_the_http_service() {
+    let service = FakePushService::answering([]);
+    let h = harness_with_hosts(
+        settings(2, 10),
+        FakeAppServer::answering([Answer::Result]),
+        vec![VirtualPubsubHost::parse("virtual.example.com").unwrap()],
+        Some(service.clone()),
+    );
+    let r = h.enabled_with("n1", DEVICE).await;
+    assert_eq!(h.submit(&r), Submitted::Queued);
+    h.settle().await;
+    assert_eq!(h.app.received().len(), 1);
+    assert!(service.received().is_empty());
 }

@@ -174,6 +174,10 @@ wpool.call_timeout = 5000
 plugin_module = \"mod_event_pusher_push_plugin_enhanced\"
 virtual_pubsub_hosts = [\"virtual.@HOST@\", \"push.example.com\"]
 iqdisc.type = \"one_queue\"
+[modules.mod_push_service_mongoosepush]
+pool_name = \"mongoose_push_http\"
+[outgoing_pools.http.mongoose_push_http]
+connection.host = \"https://localhost:8443\"
 ",
         );
         assert_eq!(config.wpool.workers.get(), 100);

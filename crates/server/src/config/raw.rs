@@ -83,6 +83,7 @@ pub(super) struct RawModules {
     pub(super) mod_roster: Option<RawRoster>,
     pub(super) mod_offline: Option<RawOffline>,
     pub(super) mod_register: Option<RawRegister>,
+    pub(super) mod_push_service_mongoosepush: Option<super::http::RawMongoosePush>,
 }
 
 #[derive(Debug, Deserialize)]

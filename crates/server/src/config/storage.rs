@@ -29,6 +29,8 @@ pub enum DatabaseConfig {
 #[serde(deny_unknown_fields, expecting = "a table")]
 pub(super) struct RawOutgoingPools {
     rdbms: Option<RawRdbmsPools>,
+    /// `[outgoing_pools.http.NAME]`: checked in `config/http.rs`.
+    pub(super) http: Option<super::http::RawHttpPools>,
 }
 
 /// `[outgoing_pools.rdbms]`: herald has one pool, the `default` one.

@@ -51,11 +51,31 @@ const TLS_MODES: &[(&str, TlsMode)] = &[
 ];
 
 /// Checks a whole file; the first failure is returned.
-pub(super) fn config(raw: RawConfig, context: &Context<'_>) -> Result<Config, Invalid> {
+pub(super) fn config(mut raw: RawConfig, context: &Context<'_>) -> Result<Config, Invalid> {
     let root = KeyPath::root();
     let choices = backend_choices(&raw, &root)?;
+    let http_pools = raw
+        .outgoing_pools
+        .as_mut()
+        .and_then(|pools| pools.http.take());
+    let mongoosepush = raw.modules.mod_push_service_mongoosepush.take();
     let database = storage::database(raw.outgoing_pools, choices, &root.key("outgoing_pools"))?;
     let mut modules = modules(raw.modules, &root.key("modules"))?;
+    let modules_at = root.key("modules");
+    super::http::mongoosepush(
+        mongoosepush,
+        http_pools,
+        modules
+            .mod_event_pusher
+            .as_mut()
+            .and_then(|pusher| pusher.push.as_mut()),
+        [
+            &modules_at.key("mod_push_service_mongoosepush"),
+            &root.key("outgoing_pools").key("http"),
+            &modules_at.key("mod_event_pusher").key("push"),
+        ],
+        context.base_dir,
+    )?;
     if let DatabaseConfig::Postgres(_) = database {
         // A push backend left unset follows the server's engine (an explicit "mnesia" was
         // refused above).
