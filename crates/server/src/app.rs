@@ -438,6 +438,12 @@ pub async fn db_migrate(config: &Config) -> Result<ExitCode, AppError> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `herald check-config`, beyond the file itself: every module can be built from it (the push
+/// service's certificate files are read).
+pub fn check_modules(config: &Config) -> Result<(), AppError> {
+    modules(config).map(drop)
+}
+
 /// `herald check-config`: a summary of what the configuration means.
 pub fn describe(config: &Config, path: Option<&Path>) -> String {
     let mut out = match path {
@@ -504,6 +510,25 @@ pub fn describe(config: &Config, path: Option<&Path>) -> String {
             None => "mod_event_pusher",
         });
     }
+    let service = config
+        .modules
+        .mod_event_pusher
+        .as_ref()
+        .and_then(|pusher| pusher.push.as_ref())
+        .and_then(|push| push.mongoosepush.as_ref());
+    if service.is_some() {
+        modules.push("mod_push_service_mongoosepush");
+    }
     out.push_str(&format!("modules: {}", modules.join(", ")));
+    if let Some(service) = service {
+        out.push_str(&format!(
+            "\npush service: {}{}{}, {} connections (pool {})",
+            service.pool.base,
+            service.pool.path_prefix,
+            service.api_version.as_str(),
+            service.max_http_connections,
+            service.pool.name
+        ));
+    }
     out
 }

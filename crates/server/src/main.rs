@@ -28,10 +28,10 @@ fn main() -> ExitCode {
         None => Config::embedded_default(),
     };
     match cli.command {
-        Command::CheckConfig => {
+        Command::CheckConfig => app::check_modules(&config).map(|()| {
             println!("{}", app::describe(&config, cli.config.as_deref()));
-            Ok(ExitCode::SUCCESS)
-        }
+            ExitCode::SUCCESS
+        }),
         Command::Serve => {
             app::init_logging(&config).and_then(|()| runtime()?.block_on(app::serve(config)))
         }

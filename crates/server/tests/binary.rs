@@ -160,6 +160,52 @@ fn a_bad_key_is_refused_with_its_path_and_line() {
 }
 
 #[test]
+fn an_unreadable_push_service_ca_file_stops_start_up_naming_the_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("herald.toml");
+    let text = "[general]\nhosts = [\"localhost\"]\ndata_dir = \"data\"\n\
+                [[listen.c2s]]\nport = 0\nip_address = \"127.0.0.1\"\n\
+                [modules.mod_event_pusher.push]\nvirtual_pubsub_hosts = [\"virtual.@HOST@\"]\n\
+                [modules.mod_push_service_mongoosepush]\npool_name = \"mongoose_push_http\"\n\
+                [outgoing_pools.http.mongoose_push_http]\n\
+                connection.host = \"https://localhost:8443\"\n\
+                connection.tls.cacertfile = \"missing-ca.pem\"\n";
+    std::fs::write(&path, text).unwrap();
+    for command in ["check-config", "serve"] {
+        let out = herald()
+            .arg("--config")
+            .arg(&path)
+            .arg(command)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(78), "{command}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("outgoing_pools.http.mongoose_push_http")
+                && stderr.contains("missing-ca.pem"),
+            "{command}: {stderr}"
+        );
+    }
+    // With the file present, check-config describes the service.
+    let ca = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    std::fs::write(dir.path().join("missing-ca.pem"), ca.cert.pem()).unwrap();
+    let out = herald()
+        .arg("--config")
+        .arg(&path)
+        .arg("check-config")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(
+            "push service: https://localhost:8443/v3, 100 connections (pool mongoose_push_http)"
+        ),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn check_config_describes_a_valid_file() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "port = 5223\ntls.mode = \"tls\"");
