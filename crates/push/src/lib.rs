@@ -43,7 +43,8 @@ use crate::{
     plugin::Plugin,
     publisher::{IqTransport, Publisher, PublisherParts, PublisherSettings, ServerTransport},
     registrations::{
-        PostgresRegistrations, RegistrationStore, SessionRegistrations, SqliteRegistrations,
+        CachedRegistrations, PostgresRegistrations, RegistrationStore, SessionRegistrations,
+        SqliteRegistrations,
     },
 };
 
@@ -218,7 +219,10 @@ impl Module for Push {
             server.storage.sqlite_pool(),
             server.storage.postgres_pool(),
         ) {
-            (Backend::Embedded, Some(pool), _) => Arc::new(SqliteRegistrations::new(pool.clone())),
+            // One process owns the embedded file: its registrations can be cached.
+            (Backend::Embedded, Some(pool), _) => Arc::new(CachedRegistrations::new(Arc::new(
+                SqliteRegistrations::new(pool.clone()),
+            ))),
             (Backend::Rdbms, _, Some(pool)) => Arc::new(PostgresRegistrations::new(pool.clone())),
             (backend, _, _) => {
                 // The configuration refuses these: the server has one storage engine,

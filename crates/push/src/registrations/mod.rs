@@ -3,10 +3,12 @@
 //!
 //! Stored behind the narrow [`RegistrationStore`] trait, one engine per file (`sqlite.rs` over
 //! the server's SQLite pool, `postgres.rs` over its PostgreSQL pool; `memory.rs` for tests), all
-//! held to one [`conformance`] suite.
+//! held to one [`conformance`] suite. [`CachedRegistrations`] keeps each user's registrations
+//! in memory in front of the embedded engine.
 //! [`SessionRegistrations`] is the in-memory "registration enabled in this session" that the
 //! enhanced and hints plugins use.
 
+mod cached;
 pub mod conformance;
 mod memory;
 mod postgres;
@@ -21,6 +23,7 @@ use std::{
 use herald_storage::StorageError;
 use jid::BareJid;
 
+pub use cached::CachedRegistrations;
 pub use memory::MemoryRegistrations;
 pub use postgres::PostgresRegistrations;
 pub use sessions::SessionRegistrations;

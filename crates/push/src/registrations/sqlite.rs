@@ -154,7 +154,7 @@ impl RegistrationStore for SqliteRegistrations {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use herald_storage::Storage;
