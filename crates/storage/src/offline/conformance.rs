@@ -23,6 +23,7 @@ macro_rules! with_cases {
             list_leaves_the_messages_in_place,
             ids_increase_in_storing_order,
             a_full_store_stores_nothing_and_the_limit_is_per_user,
+            concurrent_stores_never_overshoot_the_limit,
             set_metadata_changes_one_message_only,
             remove_all_deletes_only_that_users_messages,
             a_domain_only_jid_is_an_invalid_user,
@@ -208,6 +209,56 @@ pub async fn a_full_store_stores_nothing_and_the_limit_is_per_user(store: &dyn O
         store.store(&user, message, 2).await.unwrap(),
         Stored::Stored(_)
     ));
+}
+
+/// Many senders storing for one user at once: exactly `limit` messages are kept, the others
+/// are refused as full.
+pub async fn concurrent_stores_never_overshoot_the_limit(store: &dyn OfflineStore) {
+    let user = jid("juliet@concurrent.offline.test");
+    let from = romeo();
+    let message = NewOfflineMessage {
+        from: &from,
+        stored_at: at(1_700_000_000, 0),
+        stanza: "<message xmlns='jabber:client'/>",
+        metadata: "",
+    };
+    let attempts: Vec<_> = (0..24)
+        .map(|_| Box::pin(store.store(&user, message, 5)))
+        .collect();
+    let results = join_all(attempts).await;
+    let stored = results
+        .iter()
+        .filter(|result| matches!(result, Ok(Stored::Stored(_))))
+        .count();
+    let full = results
+        .iter()
+        .filter(|result| matches!(result, Ok(Stored::Full)))
+        .count();
+    assert_eq!((stored, full), (5, 19), "{results:?}");
+    assert_eq!(store.count(&user).await.unwrap(), 5);
+}
+
+/// Polls every future until all are ready, concurrently on the current task.
+async fn join_all<F: std::future::Future + Unpin>(mut futures: Vec<F>) -> Vec<F::Output> {
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match std::pin::Pin::new(&mut *future).poll(cx) {
+                    std::task::Poll::Ready(value) => *output = Some(value),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
 }
 
 /// `set_metadata` changes the named message of that user only, and reports a missing one.

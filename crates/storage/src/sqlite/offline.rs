@@ -74,24 +74,16 @@ impl OfflineStore for SqliteOffline {
         limit: usize,
     ) -> Result<Stored, StorageError> {
         let key = AccountKey::of(user)?;
-        // IMMEDIATE takes the write lock before counting, so concurrent senders cannot
-        // overshoot the limit together.
-        let mut transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let count: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM offline_message WHERE server = ? AND username = ?",
-        )
-        .bind(key.domain)
-        .bind(key.localpart)
-        .fetch_one(&mut *transaction)
-        .await?;
-        if usize::try_from(count).unwrap_or(usize::MAX) >= limit {
-            transaction.rollback().await?;
-            return Ok(Stored::Full);
-        }
-        let id = sqlx::query(
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // One statement, one round trip to the connection's thread. A writing statement takes
+        // SQLite's write lock before it runs, so the count and the insert are atomic: concurrent
+        // senders cannot overshoot the limit together.
+        let done = sqlx::query(
             "INSERT INTO offline_message
                  (timestamp, server, username, from_jid, packet, metadata)
-             VALUES (?, ?, ?, ?, ?, ?)",
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6
+             WHERE (SELECT COUNT(*) FROM offline_message WHERE server = ?2 AND username = ?3)
+                   < ?7",
         )
         .bind(micros(message.stored_at))
         .bind(key.domain)
@@ -99,11 +91,13 @@ impl OfflineStore for SqliteOffline {
         .bind(message.from.as_str())
         .bind(message.stanza)
         .bind(message.metadata)
-        .execute(&mut *transaction)
-        .await?
-        .last_insert_rowid();
-        transaction.commit().await?;
-        Ok(Stored::Stored(id))
+        .bind(limit)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(Stored::Full);
+        }
+        Ok(Stored::Stored(done.last_insert_rowid()))
     }
 
     async fn list(&self, user: &BareJid) -> Result<Vec<StoredMessage>, StorageError> {
