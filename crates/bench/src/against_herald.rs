@@ -54,6 +54,7 @@ fn ctx(running: &app::Running) -> Ctx {
         label: None,
         // The server runs in this process: its figures are ours.
         server_pid: Some(std::process::id()),
+        db_pid: None,
         concurrency: 4,
         deadline: tokio::time::Instant::now() + Duration::from_secs(120),
     }

@@ -137,6 +137,10 @@ struct ServerArgs {
     /// The server's PID, to report its CPU time and memory.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// The database server's PID (PostgreSQL's postmaster), to report its CPU time with that
+    /// of its child processes (backends, WAL writer...).
+    #[arg(long)]
+    db_pid: Option<u32>,
     /// Logins in progress at once.
     #[arg(long, default_value_t = 32)]
     connect_concurrency: usize,
@@ -228,6 +232,7 @@ impl ServerArgs {
             name: self.target.clone(),
             label: self.label.clone(),
             server_pid: self.server_pid,
+            db_pid: self.db_pid,
             concurrency: self.connect_concurrency,
             deadline: tokio::time::Instant::now() + cap,
         })

@@ -79,6 +79,17 @@ pub struct Report {
     /// The server's CPU time / wall-clock time (1.0 = one core busy).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_cpu_cores: Option<f64>,
+    /// The database server's CPU time (its child processes included) in the measured phase,
+    /// seconds (`--db-pid`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub db_cpu_s: Option<f64>,
+    /// The database server's CPU time / wall-clock time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub db_cpu_cores: Option<f64>,
+    /// CPU seconds of the server plus the database server (when measured) per 1,000
+    /// arrivals.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_s_per_1000: Option<f64>,
     /// The tool's own CPU time in the measured phase, seconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_cpu_s: Option<f64>,
@@ -114,7 +125,8 @@ impl Report {
         self.latency_ms = summary.latency_ms;
     }
 
-    /// Take the CPU figures of the measured phase.
+    /// Take the CPU figures of the measured phase (after [`Report::summary`], for the CPU per
+    /// arrival).
     pub fn usage(&mut self, usage: Usage) {
         let wall = usage.wall.as_secs_f64();
         self.measured_s = round(wall, 3);
@@ -128,6 +140,16 @@ impl Report {
         if let Some(cpu) = usage.server_cpu {
             self.server_cpu_s = Some(round(cpu.as_secs_f64(), 3));
             self.server_cpu_cores = Some(cores(cpu.as_secs_f64()));
+        }
+        if let Some(cpu) = usage.db_cpu {
+            self.db_cpu_s = Some(round(cpu.as_secs_f64(), 3));
+            self.db_cpu_cores = Some(cores(cpu.as_secs_f64()));
+        }
+        if let (Some(server), Some(delivered)) = (usage.server_cpu, self.delivered)
+            && delivered > 0
+        {
+            let cpu = server + usage.db_cpu.unwrap_or_default();
+            self.cpu_s_per_1000 = Some(round(cpu.as_secs_f64() * 1000.0 / delivered as f64, 3));
         }
         if let Some(cpu) = usage.tool_cpu {
             self.tool_cpu_s = Some(round(cpu.as_secs_f64(), 3));
@@ -238,6 +260,14 @@ const METRICS: &[Metric] = &[
     Metric {
         title: "server CPU (cores)",
         read: |r| r.server_cpu_cores,
+    },
+    Metric {
+        title: "database CPU (cores)",
+        read: |r| r.db_cpu_cores,
+    },
+    Metric {
+        title: "CPU s per 1,000 (server + database)",
+        read: |r| r.cpu_s_per_1000,
     },
     Metric {
         title: "herald-bench CPU (cores)",
@@ -399,6 +429,42 @@ mod tests {
             table.contains("No result (the run failed): prosody."),
             "{table}"
         );
+    }
+
+    #[test]
+    fn the_cpu_per_thousand_arrivals_adds_the_database_server() {
+        use std::time::Duration;
+        let usage = Usage {
+            wall: Duration::from_secs(2),
+            tool_cpu: None,
+            server_cpu: Some(Duration::from_secs(1)),
+            db_cpu: Some(Duration::from_millis(500)),
+        };
+        let mut report = Report {
+            delivered: Some(2000),
+            ..Report::new("push", "herald-pg", None)
+        };
+        report.usage(usage);
+        assert_eq!(report.db_cpu_s, Some(0.5));
+        assert_eq!(report.db_cpu_cores, Some(0.25));
+        assert_eq!(report.cpu_s_per_1000, Some(0.75));
+        let table = markdown(&[report]);
+        assert!(table.contains("| database CPU (cores) | 0.25 |"), "{table}");
+        assert!(
+            table.contains("| CPU s per 1,000 (server + database) | 0.75 |"),
+            "{table}"
+        );
+
+        let mut without_db = Report {
+            delivered: Some(2000),
+            ..Report::new("push", "herald", None)
+        };
+        without_db.usage(Usage {
+            db_cpu: None,
+            ..usage
+        });
+        assert_eq!(without_db.db_cpu_s, None);
+        assert_eq!(without_db.cpu_s_per_1000, Some(0.5));
     }
 
     #[test]

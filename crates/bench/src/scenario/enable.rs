@@ -36,7 +36,7 @@ pub async fn run(ctx: &Ctx, params: &EnableParams) -> Result<Report, BenchError>
         .await?;
     let setup_s = setup.elapsed().as_secs_f64();
     let recorder = Arc::new(Recorder::new(0, None));
-    let before = Sample::take(ctx.server_pid);
+    let before = Sample::take(ctx.server_pid, ctx.db_pid);
     let stop = (Instant::now() + params.duration).min(ctx.deadline);
     let mut tasks = JoinSet::new();
     for (index, session) in sessions.into_iter().enumerate() {
@@ -59,7 +59,7 @@ pub async fn run(ctx: &Ctx, params: &EnableParams) -> Result<Report, BenchError>
         }
         writers.push(writer);
     }
-    let after = Sample::take(ctx.server_pid);
+    let after = Sample::take(ctx.server_pid, ctx.db_pid);
 
     let mut report = Report::new("enable", &ctx.name, ctx.label.as_deref());
     report.users = Some(params.users);

@@ -28,7 +28,7 @@ pub struct IdleParams {
 /// Run the scenario.
 pub async fn run(ctx: &Ctx, params: &IdleParams) -> Result<Report, BenchError> {
     tokio::time::sleep(params.settle).await;
-    let before = Sample::take(ctx.server_pid);
+    let before = Sample::take(ctx.server_pid, ctx.db_pid);
     let setup = Instant::now();
     let sessions = ctx
         .login_all("logging in", (1..=params.sessions).collect(), true)
@@ -43,9 +43,9 @@ pub async fn run(ctx: &Ctx, params: &IdleParams) -> Result<Report, BenchError> {
         readers.spawn(async move { while let Ok(Some(_)) = reader.next().await {} });
         writers.push(session.writer);
     }
-    let logged_in = Sample::take(ctx.server_pid);
+    let logged_in = Sample::take(ctx.server_pid, ctx.db_pid);
     tokio::time::sleep_until(hold_until).await;
-    let after = Sample::take(ctx.server_pid);
+    let after = Sample::take(ctx.server_pid, ctx.db_pid);
 
     let mut report = Report::new("idle", &ctx.name, ctx.label.as_deref());
     report.sessions = Some(params.sessions);

@@ -29,6 +29,8 @@ pub struct Ctx {
     pub label: Option<String>,
     /// The server's PID, for its CPU and RSS.
     pub server_pid: Option<u32>,
+    /// The database server's PID, for its CPU (children included).
+    pub db_pid: Option<u32>,
     /// Logins in progress at once.
     pub concurrency: usize,
     /// When everything must have stopped.

@@ -98,7 +98,7 @@ pub async fn run(ctx: &Ctx, params: &PushParams) -> Result<Report, BenchError> {
         .await?;
     let setup_s = setup.elapsed().as_secs_f64();
 
-    let before = Sample::take(ctx.server_pid);
+    let before = Sample::take(ctx.server_pid, ctx.db_pid);
     let start = Instant::now() + Duration::from_millis(20);
     let mut tasks = JoinSet::new();
     let mut writers = Vec::new();
@@ -133,7 +133,7 @@ pub async fn run(ctx: &Ctx, params: &PushParams) -> Result<Report, BenchError> {
     }
     let sent = recorder.sent.load(std::sync::atomic::Ordering::Relaxed);
     let complete = recorder.wait_for(sent, params.stall, ctx.deadline).await;
-    let after = Sample::take(ctx.server_pid);
+    let after = Sample::take(ctx.server_pid, ctx.db_pid);
 
     let mut report = Report::new("push", &ctx.name, ctx.label.as_deref());
     report.users = Some(params.users);

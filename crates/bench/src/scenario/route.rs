@@ -57,7 +57,7 @@ pub async fn run(ctx: &Ctx, params: &RouteParams) -> Result<Report, BenchError> 
     }
     let to = Arc::new(to);
 
-    let before = Sample::take(ctx.server_pid);
+    let before = Sample::take(ctx.server_pid, ctx.db_pid);
     let start = Instant::now() + Duration::from_millis(20);
     let mut tasks = JoinSet::new();
     for (index, session) in senders.into_iter().enumerate() {
@@ -93,7 +93,7 @@ pub async fn run(ctx: &Ctx, params: &RouteParams) -> Result<Report, BenchError> 
     }
     let sent = recorder.sent.load(std::sync::atomic::Ordering::Relaxed);
     let complete = recorder.wait_for(sent, params.stall, ctx.deadline).await;
-    let after = Sample::take(ctx.server_pid);
+    let after = Sample::take(ctx.server_pid, ctx.db_pid);
 
     let mut report = Report::new("route", &ctx.name, ctx.label.as_deref());
     report.senders = Some(params.pairs);
