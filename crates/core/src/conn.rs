@@ -8,7 +8,13 @@ use herald_stream::{
 use minidom::Element;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const READ_CHUNK: usize = 8 * 1024;
+/// Bytes read from the transport at once. Small stanzas are the norm; a large one takes a few
+/// reads. Every connection holds this much while it waits, so it is kept modest.
+const READ_CHUNK: usize = 4 * 1024;
+
+/// A write buffer that grew beyond this while busy is given back after its flush, so that a
+/// burst does not stay allocated for the rest of an idle session.
+const WRITE_KEEP: usize = 4 * 1024;
 
 /// Why reading stopped.
 #[derive(Debug)]
@@ -44,7 +50,8 @@ impl Conn {
             scratch: Vec::new(),
             broken: None,
             read_buf: vec![0; READ_CHUNK],
-            write_buf: Vec::with_capacity(READ_CHUNK),
+            // Grows with the first write: many sessions send little after their login.
+            write_buf: Vec::new(),
             header_sent: false,
             content_ns: ns::CLIENT,
         }
@@ -115,6 +122,9 @@ impl Conn {
         if !self.write_buf.is_empty() {
             self.transport.write_all(&self.write_buf).await?;
             self.write_buf.clear();
+            if self.write_buf.capacity() > WRITE_KEEP {
+                self.write_buf.shrink_to(WRITE_KEEP);
+            }
         }
         self.transport.flush().await
     }
