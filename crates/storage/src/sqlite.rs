@@ -60,6 +60,9 @@ pub(crate) async fn open_file(
     let pool = SqlitePoolOptions::new()
         .max_connections(FILE_POOL_SIZE)
         .acquire_timeout(ACQUIRE_TIMEOUT)
+        // A SQLite connection is a file handle in this process: it does not die while idle,
+        // and the check would cost every query a round trip to the connection's thread.
+        .test_before_acquire(false)
         .connect_with(options)
         .await
         .map_err(|source| StorageError::Open {
@@ -85,6 +88,7 @@ pub(crate) async fn open_in_memory() -> Result<SqlitePool, StorageError> {
         .idle_timeout(None)
         .max_lifetime(None)
         .acquire_timeout(ACQUIRE_TIMEOUT)
+        .test_before_acquire(false)
         .connect_with(options)
         .await
         .map_err(|source| StorageError::Open {
