@@ -8,15 +8,10 @@ mod common;
 
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
-use common::{TestServer, client::Client, http::PushService, http::Recorded};
+use common::{TestServer, client::Client, component::Component, http::PushService, http::Recorded};
 use herald_server::config::Config;
-use herald_stream::{Frame, StreamParser};
 use minidom::Element;
 use serde_json::{Map, Value, json};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-};
 
 const PUSH: &str = "urn:xmpp:push:0";
 const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
@@ -299,85 +294,10 @@ fn with_in_alert(mut value: Value, fields: &[(&str, &str)]) -> Value {
 // ---------------------------------------------------------------------------------------
 // A component (XEP-0114), for a room sending groupchat and a real pubsub service.
 
-struct Component {
-    tcp: TcpStream,
-    parser: StreamParser,
-    frames: std::collections::VecDeque<Frame>,
-}
-
-fn handshake_digest(id: &str, secret: &str) -> String {
-    use sha1::Digest;
-    sha1::Sha1::digest(format!("{id}{secret}").as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-impl Component {
-    async fn connect(server: &TestServer, name: &str) -> Component {
-        let addr = server.running.as_ref().unwrap().service_addrs[0];
-        let mut component = Component {
-            tcp: TcpStream::connect(addr).await.unwrap(),
-            parser: StreamParser::new(1 << 20),
-            frames: Default::default(),
-        };
-        component
-            .send(&format!(
-                "<stream:stream xmlns='jabber:component:accept' \
-                 xmlns:stream='http://etherx.jabber.org/streams' to='{name}'>"
-            ))
-            .await;
-        let id = match component.frame(WAIT).await {
-            Some(Frame::StreamOpen(header)) => header.id.expect("a stream id"),
-            other => panic!("expected a stream header, got {other:?}"),
-        };
-        component
-            .send(&format!(
-                "<handshake>{}</handshake>",
-                handshake_digest(&id, "secret")
-            ))
-            .await;
-        match component.frame(WAIT).await {
-            Some(Frame::Element(e)) if e.name() == "handshake" => component,
-            other => panic!("handshake failed: {other:?}"),
-        }
-    }
-
-    async fn send(&mut self, xml: &str) {
-        self.tcp.write_all(xml.as_bytes()).await.unwrap();
-    }
-
-    async fn frame(&mut self, wait: Duration) -> Option<Frame> {
-        let mut buf = vec![0u8; 65536];
-        loop {
-            if let Some(frame) = self.frames.pop_front() {
-                return Some(frame);
-            }
-            let n = tokio::time::timeout(wait, self.tcp.read(&mut buf))
-                .await
-                .ok()?
-                .unwrap_or(0);
-            if n == 0 {
-                return None;
-            }
-            let mut out = Vec::new();
-            self.parser.feed(&buf[..n], &mut out).unwrap();
-            self.frames.extend(out);
-        }
-    }
-
-    /// The next element named `name` within [`WAIT`], skipping others.
-    async fn next_named(&mut self, name: &str) -> Option<Element> {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match self.frame(left).await {
-                Some(Frame::Element(e)) if e.name() == name => return Some(e),
-                Some(_) => continue,
-                None => return None,
-            }
-        }
-    }
+/// A component connected to `server`'s service listener as `name`.
+async fn connect_component(server: &TestServer, name: &str) -> Component {
+    let addr = server.running.as_ref().unwrap().service_addrs[0];
+    Component::connect(addr, name, "secret").await
 }
 
 // ---------------------------------------------------------------------------------------
@@ -612,7 +532,7 @@ async fn an_exact_domain_virtual_host_is_posted_over_http() {
 #[tokio::test]
 async fn a_registration_at_a_non_virtual_host_is_published_over_xmpp_not_http() {
     let mut s = setup().await;
-    let mut pubsub = Component::connect(&s.server, "pubsub.localhost").await;
+    let mut pubsub = connect_component(&s.server, "pubsub.localhost").await;
     enable_for_alice(
         &s.server,
         &[(
@@ -624,7 +544,7 @@ async fn a_registration_at_a_non_virtual_host_is_published_over_xmpp_not_http() 
     .await;
     let mut bob = bob_online(&s.server).await;
     bob_to_alice(&mut bob, "over xmpp").await;
-    let publish = pubsub.next_named("iq").await.expect("a publish");
+    let publish = pubsub.next_named("iq", WAIT).await.expect("a publish");
     let node = publish
         .get_child("pubsub", PUBSUB)
         .and_then(|p| p.get_child("publish", PUBSUB))
@@ -638,7 +558,7 @@ async fn a_registration_at_a_non_virtual_host_is_published_over_xmpp_not_http() 
 async fn a_virtual_host_registration_is_never_published_over_xmpp() {
     let mut s = setup().await;
     // Even a component answering at the virtual host's name gets no publish.
-    let mut component = Component::connect(&s.server, VIRTUAL).await;
+    let mut component = connect_component(&s.server, VIRTUAL).await;
     enable_device(&s.server, "n1", "apns", "VIRTDEV").await;
     let mut bob = bob_online(&s.server).await;
     bob_to_alice(&mut bob, "http only").await;
@@ -698,7 +618,7 @@ fn percent_decode(text: &str) -> String {
 #[tokio::test]
 async fn a_groupchat_message_is_posted_with_the_room_nick_as_sender() {
     let mut s = setup().await;
-    let mut room = Component::connect(&s.server, "muc.localhost").await;
+    let mut room = connect_component(&s.server, "muc.localhost").await;
     enable_for_alice(
         &s.server,
         &[

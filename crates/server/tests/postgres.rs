@@ -11,14 +11,10 @@ mod common;
 
 use std::{net::SocketAddr, time::Duration};
 
-use common::{TestServer, client::Client};
+use common::{TestServer, client::Client, component::Component};
 use herald_storage::test_database::TestDatabase;
-use herald_stream::{Frame, StreamParser};
+use herald_stream::Frame;
 use minidom::Element;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-};
 
 const PUSH: &str = "urn:xmpp:push:0";
 const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
@@ -61,67 +57,17 @@ async fn start(database: &TestDatabase) -> TestServer {
 }
 
 /// The app server: a component (XEP-0114) that receives the publishes.
-struct AppServer {
-    tcp: TcpStream,
-    parser: StreamParser,
-    frames: std::collections::VecDeque<Frame>,
-}
+struct AppServer(Component);
 
 impl AppServer {
     async fn connect(server: &TestServer) -> AppServer {
         let addr: SocketAddr = server.running.as_ref().unwrap().service_addrs[0];
-        let mut app = AppServer {
-            tcp: TcpStream::connect(addr).await.unwrap(),
-            parser: StreamParser::new(1 << 20),
-            frames: Default::default(),
-        };
-        app.send(&format!(
-            "<stream:stream xmlns='jabber:component:accept' \
-             xmlns:stream='http://etherx.jabber.org/streams' to='{APP_SERVER}'>"
-        ))
-        .await;
-        let id = match app.frame(Duration::from_secs(10)).await {
-            Some(Frame::StreamOpen(header)) => header.id.expect("a stream id"),
-            other => panic!("expected a stream header, got {other:?}"),
-        };
-        use sha1::Digest;
-        let digest: String = sha1::Sha1::digest(format!("{id}secret").as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        app.send(&format!("<handshake>{digest}</handshake>")).await;
-        match app.frame(Duration::from_secs(10)).await {
-            Some(Frame::Element(e)) if e.name() == "handshake" => app,
-            other => panic!("handshake failed: {other:?}"),
-        }
-    }
-
-    async fn send(&mut self, xml: &str) {
-        self.tcp.write_all(xml.as_bytes()).await.unwrap();
-    }
-
-    async fn frame(&mut self, wait: Duration) -> Option<Frame> {
-        let mut buf = vec![0u8; 65536];
-        loop {
-            if let Some(frame) = self.frames.pop_front() {
-                return Some(frame);
-            }
-            let n = tokio::time::timeout(wait, self.tcp.read(&mut buf))
-                .await
-                .ok()?
-                .unwrap_or(0);
-            if n == 0 {
-                return None;
-            }
-            let mut out = Vec::new();
-            self.parser.feed(&buf[..n], &mut out).unwrap();
-            self.frames.extend(out);
-        }
+        AppServer(Component::connect(addr, APP_SERVER, "secret").await)
     }
 
     /// The node of the next publish, after answering it with a result; panics after 10 s.
     async fn publish(&mut self) -> String {
-        let iq = match self.frame(Duration::from_secs(10)).await {
+        let iq = match self.0.frame(Duration::from_secs(10)).await {
             Some(Frame::Element(iq)) => iq,
             other => panic!("expected a publish, got {other:?}"),
         };
@@ -136,12 +82,12 @@ impl AppServer {
             iq.attr("id").unwrap_or_default(),
             iq.attr("from").unwrap_or_default()
         );
-        self.send(&reply).await;
+        self.0.send(&reply).await;
         node
     }
 
     async fn nothing(&mut self) -> bool {
-        match self.frame(QUIET).await {
+        match self.0.frame(QUIET).await {
             None => true,
             Some(other) => panic!("expected no publish, got {other:?}"),
         }

@@ -6,14 +6,10 @@ mod common;
 
 use std::{net::SocketAddr, time::Duration};
 
-use common::{TestServer, client::Client};
-use herald_stream::{Frame, StreamParser};
+use common::{TestServer, client::Client, component::Component};
+use herald_stream::Frame;
 use jid::BareJid;
 use minidom::Element;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-};
 
 const PUSH: &str = "urn:xmpp:push:0";
 const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
@@ -66,66 +62,24 @@ const APP_SERVER: &str = "push.localhost";
 // ---------------------------------------------------------------------------------------
 // The app server: a component written from XEP-0114.
 
-struct AppServer {
-    tcp: TcpStream,
-    parser: StreamParser,
-    frames: std::collections::VecDeque<Frame>,
+struct AppServer(Component);
+
+impl std::ops::Deref for AppServer {
+    type Target = Component;
+    fn deref(&self) -> &Component {
+        &self.0
+    }
 }
 
-fn digest(id: &str, secret: &str) -> String {
-    use sha1::Digest;
-    sha1::Sha1::digest(format!("{id}{secret}").as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+impl std::ops::DerefMut for AppServer {
+    fn deref_mut(&mut self) -> &mut Component {
+        &mut self.0
+    }
 }
 
 impl AppServer {
     async fn connect(addr: SocketAddr) -> AppServer {
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let mut app = AppServer {
-            tcp,
-            parser: StreamParser::new(1 << 20),
-            frames: Default::default(),
-        };
-        app.send(&format!(
-            "<stream:stream xmlns='jabber:component:accept' \
-             xmlns:stream='http://etherx.jabber.org/streams' to='{APP_SERVER}'>"
-        ))
-        .await;
-        let id = match app.frame(Duration::from_secs(10)).await {
-            Some(Frame::StreamOpen(header)) => header.id.expect("a stream id"),
-            other => panic!("expected a stream header, got {other:?}"),
-        };
-        app.send(&format!("<handshake>{}</handshake>", digest(&id, "secret")))
-            .await;
-        match app.frame(Duration::from_secs(10)).await {
-            Some(Frame::Element(e)) if e.name() == "handshake" => app,
-            other => panic!("handshake failed: {other:?}"),
-        }
-    }
-
-    async fn send(&mut self, xml: &str) {
-        self.tcp.write_all(xml.as_bytes()).await.unwrap();
-    }
-
-    async fn frame(&mut self, wait: Duration) -> Option<Frame> {
-        let mut buf = vec![0u8; 65536];
-        loop {
-            if let Some(frame) = self.frames.pop_front() {
-                return Some(frame);
-            }
-            let n = tokio::time::timeout(wait, self.tcp.read(&mut buf))
-                .await
-                .ok()?
-                .unwrap_or(0);
-            if n == 0 {
-                return None;
-            }
-            let mut out = Vec::new();
-            self.parser.feed(&buf[..n], &mut out).unwrap();
-            self.frames.extend(out);
-        }
+        AppServer(Component::connect(addr, APP_SERVER, "secret").await)
     }
 
     /// The next publish; panics after 10 s.

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod component;
 pub mod http;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
