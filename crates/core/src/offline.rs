@@ -137,21 +137,6 @@ impl Handler<OfflineMessage> for Store {
             tracing::debug!(user = %event.recipient, ?skip, "offline message not stored");
             return Flow::Continue;
         }
-        // RFC 6121 section 8.5.2.2.1 does not store for accounts that do not exist: the
-        // router bounces those.
-        match server.storage.accounts().exists(&event.recipient).await {
-            Ok(true) => {}
-            Ok(false) => return Flow::Continue,
-            Err(error) => {
-                tracing::error!(user = %event.recipient, %error, "cannot check the recipient of an offline message");
-                server.bounce(
-                    &event.stanza,
-                    ErrorType::Wait,
-                    DefinedCondition::InternalServerError,
-                );
-                return Flow::Stop;
-            }
-        }
         let stanza = String::from(&event.stanza.element);
         let from = event
             .stanza
@@ -165,14 +150,18 @@ impl Handler<OfflineMessage> for Store {
             metadata: &event.metadata,
         };
         let limit = self.0.config.max_user_offline_messages;
+        // RFC 6121 section 8.5.2.2.1 does not store for accounts that do not exist (the router
+        // bounces those); the engine checks in the same step as it stores.
+        let accounts = server.storage.accounts();
         match server
             .storage
             .offline()
-            .store(&event.recipient, message, limit)
+            .store_for_account(accounts.as_ref(), &event.recipient, message, limit)
             .await
         {
-            Ok(Stored::Stored(_)) => {}
-            Ok(Stored::Full) => {
+            Ok(Some(Stored::Stored(_))) => {}
+            Ok(None) => return Flow::Continue,
+            Ok(Some(Stored::Full)) => {
                 tracing::info!(user = %event.recipient, limit, "offline storage full; message refused");
                 server.bounce(
                     &event.stanza,

@@ -13,6 +13,7 @@ use std::time::SystemTime;
 use jid::{BareJid, Jid};
 
 use crate::StorageError;
+use crate::accounts::AccountStore;
 
 /// A message to store.
 #[derive(Clone, Copy, Debug)]
@@ -66,6 +67,24 @@ pub trait OfflineStore: Send + Sync + 'static {
         message: NewOfflineMessage<'_>,
         limit: usize,
     ) -> Result<Stored, StorageError>;
+
+    /// Store a message for `user` as [`OfflineStore::store`] does, but only if the account
+    /// exists: `None` when it does not (RFC 6121 section 8.5.2.2.1 stores nothing for it).
+    /// `accounts` is the account store of the same [`Storage`](crate::Storage). By default it
+    /// is asked first; an engine that keeps both in one database may check and store in one
+    /// step.
+    async fn store_for_account(
+        &self,
+        accounts: &dyn AccountStore,
+        user: &BareJid,
+        message: NewOfflineMessage<'_>,
+        limit: usize,
+    ) -> Result<Option<Stored>, StorageError> {
+        if !accounts.exists(user).await? {
+            return Ok(None);
+        }
+        self.store(user, message, limit).await.map(Some)
+    }
 
     /// The user's messages in the order they were stored, left in place.
     async fn list(&self, user: &BareJid) -> Result<Vec<StoredMessage>, StorageError>;

@@ -238,6 +238,59 @@ pub async fn concurrent_stores_never_overshoot_the_limit(store: &dyn OfflineStor
     assert_eq!(store.count(&user).await.unwrap(), 5);
 }
 
+/// [`OfflineStore::store_for_account`]: nothing is stored for a missing account; an existing
+/// one gets its messages up to the limit, then `Full`. Needs the account store of the same
+/// storage.
+pub async fn store_for_account_stores_only_for_existing_accounts(
+    accounts: &dyn crate::AccountStore,
+    store: &dyn OfflineStore,
+) {
+    let user = jid("juliet@accounts.offline.test");
+    let from = romeo();
+    let message = NewOfflineMessage {
+        from: &from,
+        stored_at: at(1_700_000_000, 0),
+        stanza: "<message xmlns='jabber:client'/>",
+        metadata: "",
+    };
+    assert_eq!(
+        store
+            .store_for_account(accounts, &user, message, 2)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(store.count(&user).await.unwrap(), 0);
+    let credentials = herald_sasl::Credentials::from_password("pass", 4096).unwrap();
+    accounts.create(&user, &credentials).await.unwrap();
+    for _ in 0..2 {
+        assert!(matches!(
+            store
+                .store_for_account(accounts, &user, message, 2)
+                .await
+                .unwrap(),
+            Some(Stored::Stored(_))
+        ));
+    }
+    assert_eq!(
+        store
+            .store_for_account(accounts, &user, message, 2)
+            .await
+            .unwrap(),
+        Some(Stored::Full)
+    );
+    assert_eq!(store.count(&user).await.unwrap(), 2);
+    accounts.remove(&user).await.unwrap();
+    store.remove_all(&user).await.unwrap();
+    assert_eq!(
+        store
+            .store_for_account(accounts, &user, message, 2)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
 /// Polls every future until all are ready, concurrently on the current task.
 async fn join_all<F: std::future::Future + Unpin>(mut futures: Vec<F>) -> Vec<F::Output> {
     let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();

@@ -386,3 +386,13 @@ async fn debug_names_the_engine_and_target() {
     assert!(debug.contains("postgres"), "{debug}");
     assert!(debug.contains(opened.database.name()), "{debug}");
 }
+
+#[tokio::test]
+async fn store_for_account_stores_only_for_existing_accounts() {
+    let Some(opened) = open().await else { return };
+    crate::offline::conformance::store_for_account_stores_only_for_existing_accounts(
+        opened.accounts().as_ref(),
+        opened.offline().as_ref(),
+    )
+    .await;
+}

@@ -7,7 +7,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqlitePool};
 
 use crate::StorageError;
-use crate::accounts::AccountKey;
+use crate::accounts::{AccountKey, AccountStore};
 use crate::offline::{NewOfflineMessage, OfflineStore, Stored, StoredMessage};
 
 /// The offline messages of a SQLite database.
@@ -98,6 +98,48 @@ impl OfflineStore for SqliteOffline {
             return Ok(Stored::Full);
         }
         Ok(Stored::Stored(done.last_insert_rowid()))
+    }
+
+    async fn store_for_account(
+        &self,
+        _accounts: &dyn AccountStore,
+        user: &BareJid,
+        message: NewOfflineMessage<'_>,
+        limit: usize,
+    ) -> Result<Option<Stored>, StorageError> {
+        let key = AccountKey::of(user)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // The account is in the same file: the check, the count and the insert are one
+        // statement, atomic under SQLite's write lock.
+        let done = sqlx::query(
+            "INSERT INTO offline_message
+                 (timestamp, server, username, from_jid, packet, metadata)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6
+             WHERE EXISTS (SELECT 1 FROM users WHERE server = ?2 AND username = ?3)
+               AND (SELECT COUNT(*) FROM offline_message WHERE server = ?2 AND username = ?3)
+                   < ?7",
+        )
+        .bind(micros(message.stored_at))
+        .bind(key.domain)
+        .bind(key.localpart)
+        .bind(message.from.as_str())
+        .bind(message.stanza)
+        .bind(message.metadata)
+        .bind(limit)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 1 {
+            return Ok(Some(Stored::Stored(done.last_insert_rowid())));
+        }
+        // Nothing stored: no account, or a full store (rare; one more query tells which).
+        let exists: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM users WHERE server = ? AND username = ?)",
+        )
+        .bind(key.domain)
+        .bind(key.localpart)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(exists.then_some(Stored::Full))
     }
 
     async fn list(&self, user: &BareJid) -> Result<Vec<StoredMessage>, StorageError> {

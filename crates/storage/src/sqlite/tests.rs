@@ -577,3 +577,23 @@ async fn a_roster_row_written_outside_herald_is_reported_as_corrupt() {
     let items = opened.roster().items(&jid("juliet@capulet.example")).await;
     assert!(matches!(items, Err(StorageError::Corrupt(_))), "{items:?}");
 }
+
+#[tokio::test]
+async fn store_for_account_stores_only_for_existing_accounts_in_memory() {
+    let opened = open_in_memory().await;
+    crate::offline::conformance::store_for_account_stores_only_for_existing_accounts(
+        opened.accounts().as_ref(),
+        opened.offline().as_ref(),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn store_for_account_stores_only_for_existing_accounts_file() {
+    let opened = open_file().await;
+    crate::offline::conformance::store_for_account_stores_only_for_existing_accounts(
+        opened.accounts().as_ref(),
+        opened.offline().as_ref(),
+    )
+    .await;
+}
