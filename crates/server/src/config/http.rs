@@ -10,7 +10,7 @@
 use std::{collections::BTreeMap, num::NonZeroUsize, path::Path, path::PathBuf, time::Duration};
 
 use herald_push::{
-    config::PushConfig,
+    config::{PushConfig, Strategy},
     mongoosepush::{
         ApiVersion, BaseUrl, DEFAULT_MAX_HTTP_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT, HttpPool,
         HttpTls, MongoosePushConfig, VerifyMode, parse_path_prefix,
@@ -163,7 +163,11 @@ fn http_pool(
     if let Some(call_timeout) = raw.call_timeout {
         positive(call_timeout, &at.key("call_timeout"))?;
     }
-    let _ = raw.strategy;
+    if let Some(strategy) = raw.strategy {
+        // The same worker-pool strategies as the push module's `wpool.strategy`.
+        Strategy::from_name(&strategy)
+            .map_err(|message| Invalid::new(at.key("strategy"), message))?;
+    }
     let at = at.key("connection");
     let Some(connection) = raw.connection else {
         return Err(Invalid::new(
@@ -242,12 +246,10 @@ fn http_tls(raw: RawHttpTls, at: &KeyPath, base_dir: &Path) -> Result<HttpTls, I
     })
 }
 
-/// A positive integer.
+/// A positive integer, checked as every other count of the file is.
 fn positive(value: Integer, at: &KeyPath) -> Result<NonZeroUsize, Invalid> {
-    usize::try_from(value.0)
-        .ok()
-        .and_then(NonZeroUsize::new)
-        .ok_or_else(|| Invalid::new(at.clone(), format!("{} is not a positive integer", value.0)))
+    let n: usize = super::validate::integer(value, 1, "at least 1", at)?;
+    Ok(NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN))
 }
 
 #[cfg(test)]
@@ -410,6 +412,10 @@ mod tests {
             (
                 "connection.host = \"https://h\"\nconnection.tls.required = true\n",
                 "required",
+            ),
+            (
+                "strategy = \"fastest\"\nconnection.host = \"https://h\"\n",
+                "outgoing_pools.http.mongoose_push_http.strategy",
             ),
             (
                 "workers = 0\nconnection.host = \"https://h\"\n",

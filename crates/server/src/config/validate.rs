@@ -535,7 +535,7 @@ fn file_path(path: PathBuf, at: &KeyPath, base_dir: &Path) -> Result<PathBuf, In
 }
 
 /// `value` as a `T` no smaller than `min`; `accepted` says what is accepted.
-fn integer<T>(value: Integer, min: T, accepted: &str, at: &KeyPath) -> Result<T, Invalid>
+pub(super) fn integer<T>(value: Integer, min: T, accepted: &str, at: &KeyPath) -> Result<T, Invalid>
 where
     T: TryFrom<i64> + PartialOrd,
 {
