@@ -236,9 +236,7 @@ impl Publisher {
             .queue_depth(self.capacity - self.queue.capacity().min(self.capacity));
         submitted
     }
-}
 
-impl Publisher {
     /// The HTTP request for a registration on a virtual pubsub host (spec section 8), or why
     /// there is none.
     fn http_notification(

@@ -21,6 +21,31 @@ impl SqliteOffline {
     pub(crate) fn new(pool: SqlitePool) -> Self {
         SqliteOffline { pool }
     }
+
+    /// Run one of the conditional inserts (`INSERT_*` below); the new message's id, or `None` when its
+    /// condition held nothing back. One statement, one round trip to the connection's thread:
+    /// a writing statement takes SQLite's write lock before it runs, so the count and the
+    /// insert are atomic and concurrent senders cannot overshoot the limit together.
+    async fn insert_below_limit(
+        &self,
+        sql: &'static str,
+        user: &BareJid,
+        message: NewOfflineMessage<'_>,
+        limit: usize,
+    ) -> Result<Option<i64>, StorageError> {
+        let key = AccountKey::of(user)?;
+        let done = sqlx::query(sql)
+            .bind(micros(message.stored_at))
+            .bind(key.domain)
+            .bind(key.localpart)
+            .bind(message.from.as_str())
+            .bind(message.stanza)
+            .bind(message.metadata)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .execute(&self.pool)
+            .await?;
+        Ok((done.rows_affected() == 1).then(|| done.last_insert_rowid()))
+    }
 }
 
 /// Microseconds since the Unix epoch; times before it are stored as negative numbers.
@@ -65,6 +90,19 @@ fn message_of(row: &SqliteRow, key: AccountKey<'_>) -> Result<StoredMessage, Sto
     })
 }
 
+/// Stores a message unless the user already has `?7` waiting.
+const INSERT_BELOW_LIMIT: &str = "INSERT INTO offline_message
+         (timestamp, server, username, from_jid, packet, metadata)
+     SELECT ?1, ?2, ?3, ?4, ?5, ?6
+     WHERE (SELECT COUNT(*) FROM offline_message WHERE server = ?2 AND username = ?3) < ?7";
+
+/// The same, and only if the account exists.
+const INSERT_FOR_ACCOUNT_BELOW_LIMIT: &str = "INSERT INTO offline_message
+         (timestamp, server, username, from_jid, packet, metadata)
+     SELECT ?1, ?2, ?3, ?4, ?5, ?6
+     WHERE EXISTS (SELECT 1 FROM users WHERE server = ?2 AND username = ?3)
+       AND (SELECT COUNT(*) FROM offline_message WHERE server = ?2 AND username = ?3) < ?7";
+
 #[async_trait::async_trait]
 impl OfflineStore for SqliteOffline {
     async fn store(
@@ -73,73 +111,29 @@ impl OfflineStore for SqliteOffline {
         message: NewOfflineMessage<'_>,
         limit: usize,
     ) -> Result<Stored, StorageError> {
-        let key = AccountKey::of(user)?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        // One statement, one round trip to the connection's thread. A writing statement takes
-        // SQLite's write lock before it runs, so the count and the insert are atomic: concurrent
-        // senders cannot overshoot the limit together.
-        let done = sqlx::query(
-            "INSERT INTO offline_message
-                 (timestamp, server, username, from_jid, packet, metadata)
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6
-             WHERE (SELECT COUNT(*) FROM offline_message WHERE server = ?2 AND username = ?3)
-                   < ?7",
-        )
-        .bind(micros(message.stored_at))
-        .bind(key.domain)
-        .bind(key.localpart)
-        .bind(message.from.as_str())
-        .bind(message.stanza)
-        .bind(message.metadata)
-        .bind(limit)
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Ok(Stored::Full);
-        }
-        Ok(Stored::Stored(done.last_insert_rowid()))
+        let stored = self
+            .insert_below_limit(INSERT_BELOW_LIMIT, user, message, limit)
+            .await?;
+        Ok(stored.map_or(Stored::Full, Stored::Stored))
     }
 
     async fn store_for_account(
         &self,
-        _accounts: &dyn AccountStore,
+        accounts: &dyn AccountStore,
         user: &BareJid,
         message: NewOfflineMessage<'_>,
         limit: usize,
     ) -> Result<Option<Stored>, StorageError> {
-        let key = AccountKey::of(user)?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         // The account is in the same file: the check, the count and the insert are one
-        // statement, atomic under SQLite's write lock.
-        let done = sqlx::query(
-            "INSERT INTO offline_message
-                 (timestamp, server, username, from_jid, packet, metadata)
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6
-             WHERE EXISTS (SELECT 1 FROM users WHERE server = ?2 AND username = ?3)
-               AND (SELECT COUNT(*) FROM offline_message WHERE server = ?2 AND username = ?3)
-                   < ?7",
-        )
-        .bind(micros(message.stored_at))
-        .bind(key.domain)
-        .bind(key.localpart)
-        .bind(message.from.as_str())
-        .bind(message.stanza)
-        .bind(message.metadata)
-        .bind(limit)
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() == 1 {
-            return Ok(Some(Stored::Stored(done.last_insert_rowid())));
+        // statement.
+        let stored = self
+            .insert_below_limit(INSERT_FOR_ACCOUNT_BELOW_LIMIT, user, message, limit)
+            .await?;
+        if let Some(id) = stored {
+            return Ok(Some(Stored::Stored(id)));
         }
         // Nothing stored: no account, or a full store (rare; one more query tells which).
-        let exists: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM users WHERE server = ? AND username = ?)",
-        )
-        .bind(key.domain)
-        .bind(key.localpart)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(exists.then_some(Stored::Full))
+        Ok(accounts.exists(user).await?.then_some(Stored::Full))
     }
 
     async fn list(&self, user: &BareJid) -> Result<Vec<StoredMessage>, StorageError> {
