@@ -1,6 +1,6 @@
 //! The byte-level side of one connection (client or component): reading frames, writing XML.
 
-use std::collections::VecDeque;
+use std::{collections::VecDeque, time::Duration};
 
 use herald_stream::{
     Frame, FrameError, StreamErrorCondition, StreamHeader, StreamParser, ns, transport::Transport,
@@ -39,7 +39,13 @@ pub(crate) struct Conn {
     pub header_sent: bool,
     /// The content namespace of our stream header.
     content_ns: &'static str,
+    /// How long one flush may wait for the peer to take the bytes.
+    send_timeout: Duration,
 }
+
+/// How long a flush may wait for a peer by default: a client that takes nothing for this
+/// long is not reading (ejabberd's `send_timeout`, 15 s, is in the same range).
+pub(crate) const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Conn {
     pub fn new(transport: Transport, max_stanza_size: usize) -> Conn {
@@ -54,7 +60,14 @@ impl Conn {
             write_buf: Vec::new(),
             header_sent: false,
             content_ns: ns::CLIENT,
+            send_timeout: DEFAULT_SEND_TIMEOUT,
         }
+    }
+
+    /// A connection whose flushes give up after `send_timeout` (a peer that stops reading).
+    pub fn with_send_timeout(mut self, send_timeout: Duration) -> Conn {
+        self.send_timeout = send_timeout;
+        self
     }
 
     /// A connection whose stream has another content namespace (XEP-0114:
@@ -118,15 +131,27 @@ impl Conn {
         }
     }
 
+    /// Write out what is queued. A peer that does not take it within the send timeout is
+    /// not reading: the flush fails with `TimedOut` (the bytes are lost with the connection).
     pub async fn flush(&mut self) -> std::io::Result<()> {
-        if !self.write_buf.is_empty() {
-            self.transport.write_all(&self.write_buf).await?;
-            self.write_buf.clear();
-            if self.write_buf.capacity() > WRITE_KEEP {
-                self.write_buf.shrink_to(WRITE_KEEP);
+        let send_timeout = self.send_timeout;
+        tokio::time::timeout(send_timeout, async {
+            if !self.write_buf.is_empty() {
+                self.transport.write_all(&self.write_buf).await?;
+                self.write_buf.clear();
+                if self.write_buf.capacity() > WRITE_KEEP {
+                    self.write_buf.shrink_to(WRITE_KEEP);
+                }
             }
-        }
-        self.transport.flush().await
+            self.transport.flush().await
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the peer took nothing within the send timeout",
+            ))
+        })
     }
 
     /// Queue our stream header for a stream addressed to `domain`.
@@ -153,7 +178,21 @@ impl Conn {
     /// Flush and shut the transport down, within a bound so a peer that does not read
     /// cannot hold the task.
     pub async fn close(&mut self) {
-        let deadline = std::time::Duration::from_secs(5);
+        self.close_within(Duration::from_secs(5)).await;
+    }
+
+    /// Give up on a connection taken for gone or stuck: what was queued is dropped, the
+    /// stream error is offered for at most `grace`, and the transport is shut.
+    pub async fn abort(&mut self, condition: StreamErrorCondition, domain: &str, grace: Duration) {
+        self.write_buf.clear();
+        if !self.header_sent {
+            self.queue_header(domain, &crate::random_id());
+        }
+        self.queue_raw(&condition.to_xml());
+        self.close_within(grace).await;
+    }
+
+    async fn close_within(&mut self, deadline: Duration) {
         let _ = tokio::time::timeout(deadline, async {
             let _ = self.flush().await;
             let _ = self.transport.shutdown().await;

@@ -8,17 +8,19 @@
 //! `user_available` delivers, `user_removed` deletes.
 
 use std::{
+    collections::HashMap,
     str::FromStr,
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use herald_storage::offline::{NewOfflineMessage, Stored, StoredMessage};
+use herald_storage::offline::{NewOfflineMessage, Stored};
 use jid::{BareJid, Jid};
 use minidom::Element;
 use xmpp_parsers::{
     date::DateTime,
     delay::Delay,
+    ns,
     stanza_error::{DefinedCondition, ErrorType},
 };
 
@@ -26,6 +28,7 @@ use crate::{
     Server,
     hooks::{Flow, Handler, OfflineMessage, Priority, UserAvailable, UserRemoved},
     module::{Module, Registrar},
+    sessions::{SessionHandle, SessionId},
 };
 
 /// XEP-0160 section 5: the feature a server storing offline messages may advertise.
@@ -137,7 +140,17 @@ impl Handler<OfflineMessage> for Store {
             tracing::debug!(user = %event.recipient, ?skip, "offline message not stored");
             return Flow::Continue;
         }
-        let stanza = String::from(&event.stanza.element);
+        // A message held by a session and routed again keeps its original time.
+        let (stanza, stored_at) = if has_own_delay(server, &event.stanza.element) {
+            let mut element = event.stanza.element.clone();
+            let held_since = take_own_delay(server, &mut element);
+            (
+                String::from(&element),
+                held_since.unwrap_or_else(SystemTime::now),
+            )
+        } else {
+            (String::from(&event.stanza.element), SystemTime::now())
+        };
         let from = event
             .stanza
             .from
@@ -145,7 +158,7 @@ impl Handler<OfflineMessage> for Store {
             .unwrap_or_else(|| Jid::from(event.recipient.clone()));
         let message = NewOfflineMessage {
             from: &from,
-            stored_at: SystemTime::now(),
+            stored_at,
             stanza: &stanza,
             metadata: &event.metadata,
         };
@@ -195,66 +208,218 @@ impl Handler<UserAvailable> for Deliver {
         if event.priority < 0 || was_deliverable {
             return Flow::Continue;
         }
-        let user = event.session.to_bare();
-        let store = server.storage.offline();
-        let messages = match store.take(&user).await {
-            Ok(messages) => messages,
-            Err(error) => {
-                tracing::error!(%user, %error, "cannot read offline messages");
-                return Flow::Continue;
-            }
-        };
-        let Some(session) = server.sessions.get(&event.session) else {
-            restore(server, &user, &messages).await;
-            return Flow::Continue;
-        };
-        let domain = Jid::from(BareJid::from_parts(None, user.domain()));
-        for (delivered, message) in messages.iter().enumerate() {
-            let Ok(mut element) = message.stanza.parse::<Element>() else {
-                tracing::warn!(%user, id = message.id, "dropping an offline message that does not parse");
-                continue;
-            };
-            if let Some(delay) = delay(&domain, message.stored_at) {
-                element.append_child(delay);
-            }
-            // The metadata travels on with the message (into the stream-management buffer
-            // and back here if it is never acknowledged); it is never written to the client.
-            herald_stream::stanza::set_internal_metadata(&mut element, &message.metadata);
-            if !session.deliver(element) {
-                // The session is gone or stuck: keep what it could not take.
-                restore(server, &user, &messages[delivered..]).await;
-                break;
-            }
+        // The session pulls them itself, at its client's pace (see [`OfflineFeed`]).
+        if let Some(session) = server.sessions.get(&event.session) {
+            session.want_offline();
         }
         Flow::Continue
     }
 }
 
-/// Put back messages that were taken but not delivered, with their original time.
-async fn restore(server: &Server, user: &BareJid, messages: &[StoredMessage]) {
-    let store = server.storage.offline();
-    for message in messages {
-        let again = NewOfflineMessage {
-            from: &message.from,
-            stored_at: message.stored_at,
-            stanza: &message.stanza,
-            metadata: &message.metadata,
+/// Which session delivers each account's stored messages: one at a time, so that two
+/// resources logging in together do not both get (and both remove) the same messages. A
+/// session keeps its claim until it ends; what it leaves unacknowledged stays stored and is
+/// then offered to the account's other available sessions.
+#[derive(Debug, Default)]
+pub(crate) struct OfflineClaims {
+    by_user: Mutex<HashMap<BareJid, SessionId>>,
+}
+
+impl OfflineClaims {
+    /// Claim the user's stored messages for `session`; `false` when another session has them.
+    fn claim(&self, user: &BareJid, session: SessionId) -> bool {
+        let mut claims = self.by_user.lock().unwrap_or_else(|p| p.into_inner());
+        *claims.entry(user.clone()).or_insert(session) == session
+    }
+
+    /// Give up `session`'s claim, if it holds one; returns whether it did.
+    fn release(&self, user: &BareJid, session: SessionId) -> bool {
+        let mut claims = self.by_user.lock().unwrap_or_else(|p| p.into_inner());
+        if claims.get(user) == Some(&session) {
+            claims.remove(user);
+            return true;
+        }
+        false
+    }
+}
+
+/// Stored messages this many at most are read from storage at once.
+const PAGE: usize = 64;
+
+/// One session's delivery of its account's stored messages (XEP-0160), driven by the session
+/// loop: it reads a page when its client has room for more (XEP-0198: the unacknowledged
+/// buffer is never overrun), and each message is removed from storage only once delivered,
+/// so that a connection lost or a server killed during login loses nothing.
+#[derive(Debug)]
+pub(crate) struct OfflineFeed {
+    user: BareJid,
+    /// The id of the last message read from storage.
+    after: i64,
+    /// Everything stored was read (until [`OfflineFeed::look_again`]).
+    exhausted: bool,
+}
+
+impl OfflineFeed {
+    /// Start delivering the user's stored messages to `session`, unless another session of the
+    /// account is delivering them.
+    pub(crate) fn start(server: &Server, session: &SessionHandle) -> Option<OfflineFeed> {
+        let user = session.jid.to_bare();
+        server
+            .offline_claims
+            .claim(&user, session.id)
+            .then_some(OfflineFeed {
+                user,
+                after: 0,
+                exhausted: false,
+            })
+    }
+
+    /// Whether everything stored has been read.
+    pub(crate) fn exhausted(&self) -> bool {
+        self.exhausted
+    }
+
+    /// Read on: messages may have been stored since the last page.
+    pub(crate) fn look_again(&mut self) {
+        self.exhausted = false;
+    }
+
+    /// The next stored messages, at most `room`, ready to write (stamped with their XEP-0203
+    /// `<delay/>`, carrying the metadata modules stored with them), each with its storage id.
+    /// `None` when there is nothing left (or storage cannot be read: the messages stay stored
+    /// for a later login); the feed is then exhausted.
+    pub(crate) async fn next(
+        &mut self,
+        server: &Server,
+        room: usize,
+    ) -> Option<Vec<(i64, Element)>> {
+        if self.exhausted {
+            return None;
+        }
+        let store = server.storage.offline();
+        let messages = match store
+            .page(&self.user, self.after, room.clamp(1, PAGE))
+            .await
+        {
+            Ok(messages) => messages,
+            Err(error) => {
+                tracing::error!(user = %self.user, %error, "cannot read offline messages");
+                Vec::new()
+            }
         };
-        if let Err(error) = store.store(user, again, usize::MAX).await {
-            tracing::error!(%user, %error, "lost an offline message that could not be delivered");
+        let Some(last) = messages.last().map(|m| m.id) else {
+            self.exhausted = true;
+            return None;
+        };
+        self.after = last;
+        let domain = Jid::from(BareJid::from_parts(None, self.user.domain()));
+        let mut ready = Vec::with_capacity(messages.len());
+        for message in messages {
+            let Ok(mut element) = message.stanza.parse::<Element>() else {
+                tracing::warn!(user = %self.user, id = message.id, "dropping an offline message that does not parse");
+                delivered(server, &self.user, &[message.id]).await;
+                continue;
+            };
+            if let Some(delay) = delay(&domain, message.stored_at, Some(OFFLINE_STORAGE)) {
+                element.append_child(delay);
+            }
+            // The metadata travels on with the message (into the stream-management buffer,
+            // to the unacknowledged-message hook); it is never written to the client.
+            herald_stream::stanza::set_internal_metadata(&mut element, &message.metadata);
+            ready.push((message.id, element));
+        }
+        Some(ready)
+    }
+
+    /// Delivery is over: give up the claim. When the session ends with messages written but
+    /// never acknowledged (`offer_rest`), they are still stored: offer them to the account's
+    /// other sessions.
+    pub(crate) fn end(self, server: &Server, session: SessionId, offer_rest: bool) {
+        if server.offline_claims.release(&self.user, session) && offer_rest {
+            for other in server.sessions.message_targets(&self.user) {
+                if other.id != session {
+                    other.want_offline();
+                }
+            }
         }
     }
 }
 
-/// XEP-0203: `<delay from='domain' stamp='...'>Offline Storage</delay>`, as in XEP-0160's
-/// example.
-fn delay(domain: &Jid, stored_at: SystemTime) -> Option<Element> {
-    let stamp = DateTime::from_str(&xep0082(stored_at)).ok()?;
+/// Remove delivered messages from storage: acknowledged under XEP-0198, written and flushed
+/// otherwise. A failure leaves them stored: delivered again at a later login, never lost.
+pub(crate) async fn delivered(server: &Server, user: &BareJid, ids: &[i64]) {
+    if ids.is_empty() {
+        return;
+    }
+    if let Err(error) = server.storage.offline().remove(user, ids).await {
+        tracing::error!(%user, %error, "cannot remove delivered offline messages");
+    }
+}
+
+/// The text of the `<delay/>` of a message from offline storage, as in XEP-0160's example.
+const OFFLINE_STORAGE: &str = "Offline Storage";
+
+/// Whether the message carries a `<delay/>` that this server put on it (`from` one of its
+/// domains).
+fn has_own_delay(server: &Server, message: &Element) -> bool {
+    message.children().any(|child| {
+        child.is("delay", ns::DELAY)
+            && child
+                .attr("from")
+                .is_some_and(|from| server.is_local_domain(from))
+    })
+}
+
+/// Take this server's `<delay/>` off a message and return its time: a message held in a
+/// session and routed again keeps the time the server first handled it (XEP-0203: the
+/// original time), and gets only one `<delay/>`.
+fn take_own_delay(server: &Server, message: &mut Element) -> Option<SystemTime> {
+    let mut foreign = Vec::new();
+    let mut own = None;
+    while let Some(delay) = message.remove_child("delay", ns::DELAY) {
+        if delay
+            .attr("from")
+            .is_some_and(|from| server.is_local_domain(from))
+        {
+            own = Some(delay);
+            break;
+        }
+        foreign.push(delay);
+    }
+    for delay in foreign {
+        message.append_child(delay);
+    }
+    let delay = own?;
+    let stamp = DateTime::from_str(delay.attr("stamp")?).ok()?;
+    let micros = u64::try_from(stamp.0.timestamp_micros()).ok()?;
+    Some(UNIX_EPOCH + std::time::Duration::from_micros(micros))
+}
+
+/// Stamp a message that a session held and is routing again with the time it was first
+/// written to the client (XEP-0203), unless this server already put a `<delay/>` on it.
+pub(crate) fn stamp_held(server: &Server, message: &mut Element, at: SystemTime) {
+    let Some(domain) = message
+        .attr("to")
+        .and_then(|to| Jid::new(to).ok())
+        .map(|to| Jid::from(BareJid::from_parts(None, to.domain())))
+    else {
+        return;
+    };
+    if !has_own_delay(server, message)
+        && let Some(delay) = delay(&domain, at, None)
+    {
+        message.append_child(delay);
+    }
+}
+
+/// XEP-0203: `<delay from='domain' stamp='...'>text</delay>`.
+fn delay(domain: &Jid, at: SystemTime, text: Option<&str>) -> Option<Element> {
+    let stamp = DateTime::from_str(&xep0082(at)).ok()?;
     Some(
         Delay {
             from: Some(domain.clone()),
             stamp,
-            data: Some("Offline Storage".to_owned()),
+            data: text.map(str::to_owned),
         }
         .into(),
     )
@@ -374,7 +539,7 @@ mod tests {
     fn the_delay_names_the_domain_and_the_stamp() {
         let domain = Jid::new("capulet.com").unwrap();
         let stamp = UNIX_EPOCH + Duration::from_secs(1_031_699_305);
-        let delay = delay(&domain, stamp).unwrap();
+        let delay = delay(&domain, stamp, Some(OFFLINE_STORAGE)).unwrap();
         assert!(delay.is("delay", "urn:xmpp:delay"));
         assert_eq!(delay.attr("from"), Some("capulet.com"));
         let parsed = DateTime::from_str(delay.attr("stamp").unwrap()).unwrap();

@@ -1,7 +1,7 @@
 //! XMPP Ping (XEP-0199), `[modules.mod_ping]`: the server answers pings addressed to it
 //! (section 4.2) and, on the account's behalf, pings with no `to`.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use herald_stream::stanza::IqType;
 use xmpp_parsers::ns;
@@ -10,6 +10,21 @@ use crate::{
     Server,
     module::{IqError, IqHandler, IqRequest, IqResponse, IqScope, Module, Registrar},
 };
+
+/// Server-initiated pings (XEP-0199 section 4.1, MongooseIM's `send_pings`): a client
+/// session that has sent nothing for `ping_interval` is pinged (with an XEP-0198 `<r/>` when
+/// it has stream management, an XEP-0199 IQ otherwise), and one that stays silent
+/// `ping_req_timeout` longer is taken for gone when `timeout_action` is `kill`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PingSettings {
+    /// `ping_interval`: silence before a ping.
+    pub interval: Duration,
+    /// `ping_req_timeout`: how long an answer may take.
+    pub timeout: Duration,
+    /// `timeout_action = "kill"`: drop the connection of a client that does not answer
+    /// (`"none"` only logs it).
+    pub kill: bool,
+}
 
 /// The ping module.
 pub struct Ping;

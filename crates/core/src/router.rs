@@ -166,11 +166,9 @@ impl Server {
             && let Some(session) = self.sessions.get(full)
         {
             if !session.deliver(stanza.element.clone()) {
-                self.bounce(
-                    &stanza,
-                    ErrorType::Wait,
-                    DefinedCondition::ResourceConstraint,
-                );
+                // The client is not reading (its connection is being dropped): the message
+                // is kept as for an absent resource, not bounced.
+                self.undeliverable(kind, &to.to_bare(), stanza).await;
             }
             return;
         }
@@ -229,11 +227,21 @@ impl Server {
             delivered |= target.deliver(stanza.element.clone());
         }
         if !delivered {
-            self.bounce(
-                &stanza,
-                ErrorType::Wait,
-                DefinedCondition::ResourceConstraint,
-            );
+            self.undeliverable(kind, to, stanza).await;
+        }
+    }
+
+    /// A message that no session could take because their queues are full (clients that
+    /// stopped reading, whose connections are being dropped): chat and normal go to the
+    /// `offline_message` hook (stored and pushed, as for a user with no resource), groupchat
+    /// through it too (pushed, then bounced), headline and error are dropped.
+    async fn undeliverable(&self, kind: MessageType, to: &BareJid, stanza: Stanza) {
+        match kind {
+            MessageType::Chat | MessageType::Normal | MessageType::Groupchat => {
+                tracing::debug!(user = %to, "recipient not reading; message kept offline");
+                self.offline(to, stanza).await;
+            }
+            MessageType::Headline | MessageType::Error => {}
         }
     }
 

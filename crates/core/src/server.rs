@@ -9,7 +9,9 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     components::ComponentRegistry,
     module::{Extensions, Module, Registrar},
+    offline::OfflineClaims,
     outbound::PendingIqs,
+    ping::PingSettings,
     resume::ResumeTable,
     sessions::SessionRegistry,
     sm::SmSettings,
@@ -20,6 +22,8 @@ use crate::{
 pub struct ServerOptions {
     /// `[modules.mod_stream_management]`: XEP-0198 on client streams.
     pub stream_management: Option<SmSettings>,
+    /// `[modules.mod_ping]` with `send_pings`: server-initiated pings to silent clients.
+    pub pings: Option<PingSettings>,
 }
 
 /// Shared server state. Cheap to reach from every task through an `Arc`.
@@ -37,6 +41,10 @@ pub struct Server {
     pub resumable: ResumeTable,
     /// Stream management settings; `None` when `mod_stream_management` is off.
     pub stream_management: Option<SmSettings>,
+    /// Server-initiated pings to silent clients; `None` when off.
+    pub pings: Option<PingSettings>,
+    /// Which session delivers each account's stored offline messages.
+    pub(crate) offline_claims: OfflineClaims,
     /// What the modules added.
     pub extensions: Extensions,
     /// Cancelled when the server shuts down.
@@ -70,6 +78,8 @@ impl Server {
             outbound: PendingIqs::default(),
             resumable: ResumeTable::default(),
             stream_management: options.stream_management,
+            pings: options.pings,
+            offline_claims: OfflineClaims::default(),
             extensions: Registrar::build(modules),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),

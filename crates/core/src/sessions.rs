@@ -98,6 +98,9 @@ pub struct SessionHandle {
     /// What presence and the roster remember about the session (directed presence, roster
     /// interest).
     pub presence: Arc<crate::presence::SessionPresence>,
+    /// Raised when the account's stored offline messages should be delivered to this session;
+    /// the session pulls them from storage at the pace of its client's acknowledgements.
+    pub(crate) offline: Arc<tokio::sync::Notify>,
 }
 
 impl SessionHandle {
@@ -110,13 +113,23 @@ impl SessionHandle {
             outbound: tx,
             control: Arc::new(SessionControl::default()),
             presence: Arc::default(),
+            offline: Arc::default(),
         };
         (handle, rx)
     }
 
+    /// Ask the session to deliver the account's stored offline messages (XEP-0160). The
+    /// session reads them from storage a page at a time as its client acknowledges what it
+    /// was sent, and removes each one from storage only once delivered.
+    pub fn want_offline(&self) {
+        self.offline.notify_one();
+    }
+
     /// Queue a stanza for the client without waiting. A client that does not read what it
-    /// is sent fills its queue; it is then disconnected (RFC 6120 section 4.9.3.16,
-    /// resource-constraint) and `false` is returned so the sender can be told.
+    /// is sent fills its queue; its connection is then dropped (RFC 6120 section 4.9.3.16,
+    /// resource-constraint; a resumable session waits for its client) and `false` is
+    /// returned, so that the router keeps the stanza another way (a message goes to offline
+    /// storage and push).
     pub fn deliver(&self, stanza: Element) -> bool {
         push_or_close(&self.outbound, &self.control, stanza, &self.jid, true)
     }

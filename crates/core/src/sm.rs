@@ -4,7 +4,10 @@
 //! in [`crate::c2s`] feeds it what it sends and receives. Counters are 32-bit and wrap around
 //! (XEP-0198 section 4: "h" is an unsigned 32-bit integer that wraps to zero).
 
-use std::{collections::VecDeque, time::Duration};
+use std::{
+    collections::VecDeque,
+    time::{Duration, SystemTime},
+};
 
 use minidom::Element;
 
@@ -22,6 +25,10 @@ pub struct SmSettings {
     pub resume_timeout: Duration,
     /// `stale_h`: remember the last `h` of ended sessions for late resumption attempts.
     pub stale_h: Option<StaleH>,
+    /// `ack_timeout` (ejabberd's name): a client that leaves an ack request unanswered this
+    /// long is taken for gone (a phone out of coverage); its session waits for resumption
+    /// or ends, and what it had not acknowledged is pushed and kept. `None` never times out.
+    pub ack_timeout: Option<Duration>,
 }
 
 impl Default for SmSettings {
@@ -31,6 +38,7 @@ impl Default for SmSettings {
             ack_freq: Some(1),
             resume_timeout: Duration::from_secs(600),
             stale_h: None,
+            ack_timeout: Some(Duration::from_secs(30)),
         }
     }
 }
@@ -59,6 +67,19 @@ pub enum SmError {
     },
 }
 
+/// A stanza sent and not yet acknowledged.
+#[derive(Debug, Clone)]
+pub struct Unacked {
+    /// The stanza as written (with any metadata modules put on it since).
+    pub stanza: Element,
+    /// When it was written: the original time of a message that later moves to offline
+    /// storage (its XEP-0203 `<delay/>` stamp).
+    pub sent_at: SystemTime,
+    /// The offline-storage id of a stored message being delivered: it is removed from
+    /// storage once acknowledged, and stays there if it never is.
+    pub offline_id: Option<i64>,
+}
+
 /// One session's stream-management state.
 #[derive(Debug)]
 pub struct Sm {
@@ -67,7 +88,7 @@ pub struct Sm {
     handled: u32,
     sent: u32,
     acked: u32,
-    unacked: VecDeque<Element>,
+    unacked: VecDeque<Unacked>,
     since_request: u32,
     buffer_max: Option<usize>,
     ack_freq: Option<u32>,
@@ -108,8 +129,21 @@ impl Sm {
     /// A stanza is being sent; it stays in the buffer until acknowledged. Returns whether an
     /// ack should be requested now.
     pub fn sent(&mut self, stanza: &Element) -> Result<bool, SmError> {
+        self.sent_stored(stanza, None)
+    }
+
+    /// [`Sm::sent`] for a stanza that came out of offline storage with this id.
+    pub fn sent_stored(
+        &mut self,
+        stanza: &Element,
+        offline_id: Option<i64>,
+    ) -> Result<bool, SmError> {
         self.sent = self.sent.wrapping_add(1);
-        self.unacked.push_back(stanza.clone());
+        self.unacked.push_back(Unacked {
+            stanza: stanza.clone(),
+            sent_at: SystemTime::now(),
+            offline_id,
+        });
         if self.buffer_max.is_some_and(|max| self.unacked.len() > max) {
             return Err(SmError::BufferOverflow);
         }
@@ -123,19 +157,41 @@ impl Sm {
         }
     }
 
-    /// The client acknowledged everything up to `h`.
-    pub fn acked(&mut self, h: u32) -> Result<(), SmError> {
+    /// The client acknowledged everything up to `h`; returns the offline-storage ids of the
+    /// stored messages this acknowledges (they can now be removed from storage).
+    pub fn acked(&mut self, h: u32) -> Result<Vec<i64>, SmError> {
         let newly = h.wrapping_sub(self.acked) as usize;
         if newly > self.unacked.len() {
             return Err(SmError::HandledCountTooHigh { h, sent: self.sent });
         }
-        self.unacked.drain(..newly);
+        let delivered = self
+            .unacked
+            .drain(..newly)
+            .filter_map(|unacked| unacked.offline_id)
+            .collect();
         self.acked = h;
-        Ok(())
+        Ok(delivered)
+    }
+
+    /// How many stanzas wait for an acknowledgement.
+    pub fn unacked_count(&self) -> usize {
+        self.unacked.len()
+    }
+
+    /// How many more stanzas fit under `buffer_max`; `None` without a limit.
+    pub fn room(&self) -> Option<usize> {
+        self.buffer_max
+            .map(|max| max.saturating_sub(self.unacked.len()))
+    }
+
+    /// Whether the buffer holds `buffer_max` stanzas: nothing more should be written until
+    /// the client acknowledges some (XEP-0198 pacing; the limit is never overrun by delivery).
+    pub fn window_full(&self) -> bool {
+        self.buffer_max.is_some_and(|max| self.unacked.len() >= max)
     }
 
     /// The unacknowledged stanzas, oldest first.
-    pub fn unacked(&self) -> impl Iterator<Item = &Element> {
+    pub fn unacked(&self) -> impl Iterator<Item = &Unacked> {
         self.unacked.iter()
     }
 
@@ -143,12 +199,12 @@ impl Sm {
     /// added; out of range does nothing.
     pub fn replace_unacked(&mut self, index: usize, stanza: Element) {
         if let Some(slot) = self.unacked.get_mut(index) {
-            *slot = stanza;
+            slot.stanza = stanza;
         }
     }
 
     /// Take the unacknowledged stanzas out (when the session ends).
-    pub fn take_unacked(&mut self) -> Vec<Element> {
+    pub fn take_unacked(&mut self) -> Vec<Unacked> {
         self.unacked.drain(..).collect()
     }
 }
@@ -215,6 +271,41 @@ mod tests {
         sm.sent(&message()).unwrap();
         sm.sent(&message()).unwrap();
         assert_eq!(sm.sent(&message()), Err(SmError::BufferOverflow));
+    }
+
+    #[test]
+    fn acks_return_the_storage_ids_of_the_offline_messages_they_cover() {
+        let mut sm = Sm::new(&SmSettings::default(), None);
+        sm.sent_stored(&message(), Some(7)).unwrap();
+        sm.sent(&message()).unwrap();
+        sm.sent_stored(&message(), Some(9)).unwrap();
+        assert_eq!(sm.acked(2).unwrap(), vec![7]);
+        assert_eq!(sm.acked(2).unwrap(), Vec::<i64>::new());
+        assert_eq!(sm.acked(3).unwrap(), vec![9]);
+    }
+
+    #[test]
+    fn the_window_is_full_at_buffer_max() {
+        let settings = SmSettings {
+            buffer_max: Some(2),
+            ..SmSettings::default()
+        };
+        let mut sm = Sm::new(&settings, None);
+        sm.sent(&message()).unwrap();
+        assert!(!sm.window_full());
+        sm.sent(&message()).unwrap();
+        assert!(sm.window_full());
+        sm.acked(1).unwrap();
+        assert!(!sm.window_full());
+        let unlimited = SmSettings {
+            buffer_max: None,
+            ..SmSettings::default()
+        };
+        let mut sm = Sm::new(&unlimited, None);
+        for _ in 0..1000 {
+            sm.sent(&message()).unwrap();
+        }
+        assert!(!sm.window_full());
     }
 
     #[test]

@@ -20,7 +20,7 @@ use herald_core::{
     disco::Disco,
     module::Module,
     offline::{Offline, OfflineConfig},
-    ping::Ping,
+    ping::{Ping, PingSettings},
     register::{InBandRegistration, Register},
     roster::{Roster, RosterConfig},
     sm::{SmSettings, StaleH},
@@ -31,7 +31,7 @@ use herald_stream::tls::{self, TlsError};
 use jid::{BareJid, DomainPart, Jid};
 
 use crate::config::{
-    C2sListener as C2sConfig, Config, ConflictBehaviour, DatabaseConfig,
+    C2sListener as C2sConfig, Config, ConflictBehaviour, DatabaseConfig, PingTimeoutAction,
     ServiceListener as ServiceConfig, TlsMode,
 };
 
@@ -171,6 +171,17 @@ fn options(config: &Config) -> ServerOptions {
                     repeat_after: stale.repeat_after,
                     geriatric: stale.geriatric,
                 }),
+                ack_timeout: sm.ack_timeout,
+            }),
+        pings: config
+            .modules
+            .mod_ping
+            .as_ref()
+            .filter(|ping| ping.send_pings)
+            .map(|ping| PingSettings {
+                interval: ping.ping_interval,
+                timeout: ping.ping_req_timeout,
+                kill: ping.timeout_action == PingTimeoutAction::Kill,
             }),
     }
 }
@@ -215,6 +226,7 @@ fn listener_settings(config: &Config, listener: &C2sConfig) -> Result<C2sSetting
         max_stanza_size: listener.max_stanza_size,
         max_connections: listener.max_connections,
         state_timeout: listener.state_timeout,
+        send_timeout: listener.send_timeout,
         backwards_compatible_session: listener.backwards_compatible_session,
         tls,
     })

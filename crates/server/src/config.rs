@@ -33,6 +33,7 @@ const DEFAULT_IP_ADDRESS: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 const DEFAULT_MAX_STANZA_SIZE: usize = 65536;
 const DEFAULT_MAX_CONNECTIONS: usize = 10000;
 const DEFAULT_STATE_TIMEOUT_MS: u64 = 5000;
+const DEFAULT_SEND_TIMEOUT_S: u64 = 30;
 const DEFAULT_BACKWARDS_COMPATIBLE_SESSION: bool = true;
 const DEFAULT_LOGLEVEL: LogLevel = LogLevel::Warning;
 const DEFAULT_DATA_DIR: &str = "./herald-data";
@@ -159,6 +160,9 @@ pub struct C2sListener {
     /// `state_timeout`: how long a stream that has not authenticated may stay idle before it is
     /// closed with a `<connection-timeout/>` stream error.
     pub state_timeout: Duration,
+    /// `send_timeout` (seconds, ejabberd's name): how long a write may wait for the client
+    /// to read; a client that takes nothing for this long is dropped (default 30 s).
+    pub send_timeout: Duration,
     /// `backwards_compatible_session`: whether the RFC 3921 `<session/>` stream feature is
     /// offered (RFC 6121 §1.4 allows it for older clients).
     pub backwards_compatible_session: bool,
@@ -267,6 +271,9 @@ pub struct StreamManagementConfig {
     pub resume_timeout: Duration,
     /// `stale_h.*`, when `stale_h.enabled = true`.
     pub stale_h: Option<StaleHConfig>,
+    /// `ack_timeout` (seconds, ejabberd's name): an ack request unanswered this long means
+    /// the client is gone (default 30 s); `None` for `"infinity"`.
+    pub ack_timeout: Option<Duration>,
 }
 
 impl Default for StreamManagementConfig {
@@ -276,6 +283,7 @@ impl Default for StreamManagementConfig {
             ack_freq: Some(1),
             resume_timeout: Duration::from_secs(600),
             stale_h: None,
+            ack_timeout: Some(Duration::from_secs(30)),
         }
     }
 }
@@ -297,9 +305,53 @@ pub struct DiscoConfig {
     pub extra_domains: Vec<String>,
 }
 
-/// Options of `mod_ping`; it has none yet.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PingConfig {}
+/// Options of `mod_ping` (MongooseIM's names and defaults): the server always answers pings;
+/// with `send_pings` it also pings clients that have been silent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PingConfig {
+    /// `send_pings`: ping a client session silent for `ping_interval` (default false).
+    pub send_pings: bool,
+    /// `ping_interval` (seconds, default 60).
+    pub ping_interval: Duration,
+    /// `ping_req_timeout` (seconds, default 32): how long the answer may take.
+    pub ping_req_timeout: Duration,
+    /// `timeout_action`: what an unanswered ping does (default `none`).
+    pub timeout_action: PingTimeoutAction,
+}
+
+impl Default for PingConfig {
+    fn default() -> Self {
+        PingConfig {
+            send_pings: false,
+            ping_interval: Duration::from_secs(60),
+            ping_req_timeout: Duration::from_secs(32),
+            timeout_action: PingTimeoutAction::None,
+        }
+    }
+}
+
+impl PingConfig {
+    /// What the embedded default and `config/example.toml` use: silent clients are pinged
+    /// after 5 minutes (about what mobile clients' own keepalives cost) and dropped if they
+    /// do not answer, so that a vanished phone's session starts waiting and pushing.
+    pub fn detecting_dead_clients() -> PingConfig {
+        PingConfig {
+            send_pings: true,
+            ping_interval: Duration::from_secs(300),
+            timeout_action: PingTimeoutAction::Kill,
+            ..PingConfig::default()
+        }
+    }
+}
+
+/// `mod_ping`'s `timeout_action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PingTimeoutAction {
+    /// `"none"`: log it.
+    None,
+    /// `"kill"`: drop the connection (a resumable session then waits, and pushes).
+    Kill,
+}
 
 impl Config {
     /// The configuration used when no `--config` is given: hosts `["localhost"]`, data_dir from
@@ -340,6 +392,7 @@ impl Config {
                     max_stanza_size: DEFAULT_MAX_STANZA_SIZE,
                     max_connections: DEFAULT_MAX_CONNECTIONS,
                     state_timeout: Duration::from_millis(DEFAULT_STATE_TIMEOUT_MS),
+                    send_timeout: Duration::from_secs(DEFAULT_SEND_TIMEOUT_S),
                     backwards_compatible_session: DEFAULT_BACKWARDS_COMPATIBLE_SESSION,
                     tls: Some(TlsConfig {
                         mode: TlsMode::StartTls,
@@ -350,7 +403,7 @@ impl Config {
             },
             modules: Modules {
                 mod_disco: Some(DiscoConfig::default()),
-                mod_ping: Some(PingConfig {}),
+                mod_ping: Some(PingConfig::detecting_dead_clients()),
                 mod_event_pusher: None,
                 mod_stream_management: Some(StreamManagementConfig::default()),
                 mod_roster: Some(RosterConfig::default()),
@@ -495,6 +548,7 @@ extra_domains = ["pubsub.example.org"]
                     max_stanza_size: 65536,
                     max_connections: 10000,
                     state_timeout: Duration::from_millis(5000),
+                    send_timeout: Duration::from_secs(30),
                     backwards_compatible_session: true,
                     tls: Some(TlsConfig {
                         mode: TlsMode::StartTls,
@@ -510,7 +564,7 @@ extra_domains = ["pubsub.example.org"]
                 mod_disco: Some(DiscoConfig {
                     extra_domains: vec!["pubsub.example.org".into()],
                 }),
-                mod_ping: Some(PingConfig {}),
+                mod_ping: Some(PingConfig::default()),
                 mod_event_pusher: None,
                 mod_stream_management: None,
                 mod_roster: None,
@@ -684,7 +738,7 @@ tls.mode = \"tls\"
             )),
             "herald.toml:7: listen.c2s[1].prot: unknown field `prot`, expected one of `port`, \
              `ip_address`, `max_stanza_size`, `max_connections`, `state_timeout`, \
-             `backwards_compatible_session`, `tls`"
+             `send_timeout`, `backwards_compatible_session`, `tls`"
         );
     }
 
@@ -1028,8 +1082,8 @@ tls.mode = \"tls\"
     fn an_unknown_module_option_is_rejected() {
         assert_eq!(
             error(&format!("{MINIMAL}[modules.mod_ping]\ninterval = 60\n")),
-            "herald.toml:4: modules.mod_ping.interval: unknown field `interval`, there are no \
-             fields"
+            "herald.toml:4: modules.mod_ping.interval: unknown field `interval`, expected one of \
+             `send_pings`, `ping_interval`, `ping_req_timeout`, `timeout_action`"
         );
     }
 
@@ -1075,7 +1129,10 @@ tls.mode = \"tls\"
         assert_eq!(listener.state_timeout, Duration::from_millis(5000));
         assert!(listener.backwards_compatible_session);
         assert_eq!(config.modules.mod_disco, Some(DiscoConfig::default()));
-        assert_eq!(config.modules.mod_ping, Some(PingConfig {}));
+        assert_eq!(
+            config.modules.mod_ping,
+            Some(PingConfig::detecting_dead_clients())
+        );
         assert_eq!(config.modules.mod_roster, Some(RosterConfig::default()));
         assert_eq!(
             config.modules.mod_offline,

@@ -255,18 +255,35 @@ async fn resuming_while_the_old_connection_is_open_closes_the_old_one() {
 }
 
 #[tokio::test]
-async fn a_full_buffer_closes_the_stream_with_policy_violation() {
+async fn a_full_buffer_pauses_delivery_until_the_client_acknowledges() {
     let mut server = server("buffer_max = 3\nack_freq = \"never\"").await;
     let (mut alice, _id) = sm_online(&server, "alice@localhost", "phone").await;
     let mut bob = Client::online(&server, "bob@localhost", "pw", "pc", 0).await;
-    // The presence echo is unacknowledged already; three more messages overflow.
-    for n in 0..3 {
+    // The presence echo is unacknowledged already: two messages fill the buffer.
+    for n in 0..4 {
         send_chat(&mut bob, "alice@localhost", &format!("m{n}")).await;
     }
-    assert_eq!(
-        alice.closed().await,
-        Closed::StreamError("policy-violation".into())
+    let first = alice.drain(Duration::from_millis(300)).await;
+    let bodies: Vec<String> = first
+        .iter()
+        .filter(|e| e.name() == "message")
+        .map(body)
+        .collect();
+    assert_eq!(bodies, ["m0", "m1"], "{first:?}");
+    assert!(
+        first.iter().any(|e| e.name() == "r" && e.ns() == SM),
+        "a full buffer asks for an ack even with ack_freq = never: {first:?}"
     );
+    // The acknowledgement lets the rest through; nothing was bounced or closed.
+    alice.send("<a xmlns='urn:xmpp:sm:3' h='3'/>").await;
+    let rest = alice.drain(Duration::from_millis(300)).await;
+    let bodies: Vec<String> = rest
+        .iter()
+        .filter(|e| e.name() == "message")
+        .map(body)
+        .collect();
+    assert_eq!(bodies, ["m2", "m3"], "{rest:?}");
+    assert!(bob.nothing_within(Duration::from_millis(100)).await);
     server.shutdown().await;
 }
 

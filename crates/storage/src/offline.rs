@@ -89,6 +89,20 @@ pub trait OfflineStore: Send + Sync + 'static {
     /// The user's messages in the order they were stored, left in place.
     async fn list(&self, user: &BareJid) -> Result<Vec<StoredMessage>, StorageError>;
 
+    /// Up to `limit` of the user's messages whose id is above `after`, in the order they were
+    /// stored, left in place: delivery reads a page, and removes each message with
+    /// [`OfflineStore::remove`] only once the client has it.
+    async fn page(
+        &self,
+        user: &BareJid,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StorageError>;
+
+    /// Delete the user's messages with these ids (ids of other users' messages are ignored);
+    /// returns how many were deleted.
+    async fn remove(&self, user: &BareJid, ids: &[i64]) -> Result<usize, StorageError>;
+
     /// Remove and return the user's messages in the order they were stored. Two concurrent
     /// calls never return the same message.
     async fn take(&self, user: &BareJid) -> Result<Vec<StoredMessage>, StorageError>;

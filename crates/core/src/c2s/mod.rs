@@ -44,8 +44,31 @@ pub struct C2sSettings {
     pub state_timeout: Duration,
     /// Offer the RFC 3921 `<session/>` feature to old clients.
     pub backwards_compatible_session: bool,
+    /// How long a write may wait for the client to read (`send_timeout`); a client that
+    /// takes nothing for this long is dropped (its session waits for resumption or ends,
+    /// and what it held is kept).
+    pub send_timeout: Duration,
     /// `None` is a plaintext listener.
     pub tls: Option<C2sTls>,
+}
+
+/// TCP keepalive on a client socket: a peer that vanished without a FIN (a phone out of
+/// coverage) is found by the kernel after about 90 s of silence (60 s idle, then 3 probes
+/// 10 s apart), and data it never acknowledges aborts the connection after 90 s
+/// (`TCP_USER_TIMEOUT`), even while the server has nothing else to say.
+fn keepalive(tcp: &tokio::net::TcpStream) {
+    let socket = socket2::SockRef::from(tcp);
+    let probes = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(60))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(3);
+    if let Err(error) = socket.set_tcp_keepalive(&probes) {
+        tracing::debug!(%error, "cannot set TCP keepalive");
+    }
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Err(error) = socket.set_tcp_user_timeout(Some(Duration::from_secs(90))) {
+        tracing::debug!(%error, "cannot set TCP_USER_TIMEOUT");
+    }
 }
 
 /// A bound c2s listener.
@@ -92,6 +115,7 @@ impl C2sListener {
                 }
             };
             let _ = tcp.set_nodelay(true);
+            keepalive(&tcp);
             let permit = Arc::clone(&limit).try_acquire_owned();
             let server2 = Arc::clone(&server);
             let settings = Arc::clone(&self.settings);

@@ -91,7 +91,8 @@ pub(crate) async fn serve(
         }
         _ => Transport::Plain(tcp),
     };
-    let conn = Conn::new(transport, settings.max_stanza_size);
+    let conn =
+        Conn::new(transport, settings.max_stanza_size).with_send_timeout(settings.send_timeout);
     let mut state = State {
         domain: None,
         authenticated: None,
@@ -170,7 +171,8 @@ async fn negotiate(
                     tracing::debug!(%peer, "STARTTLS handshake failed");
                     return None;
                 };
-                conn = Conn::new(Transport::Tls(Box::new(stream)), settings.max_stanza_size);
+                conn = Conn::new(Transport::Tls(Box::new(stream)), settings.max_stanza_size)
+                    .with_send_timeout(settings.send_timeout);
                 continue 'stream;
             }
             if state.authenticated.is_none()

@@ -4,7 +4,10 @@
 //! resumable session outlives its connection: it waits for the client to come back on a new
 //! one, and routes what is left again when it finally ends.
 
-use std::sync::Arc;
+use std::{
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
 
 use herald_stream::{
     Frame, StreamErrorCondition, ns,
@@ -22,6 +25,8 @@ use crate::{
     Origin, Server,
     conn::{Conn, ReadError, read_error_condition},
     hooks::UnackedMessage,
+    offline::{self, OfflineFeed},
+    ping::PingSettings,
     presence,
     resume::Resumption,
     sessions::SessionHandle,
@@ -31,6 +36,9 @@ use crate::{
 /// Most stanzas written before one flush, so a busy session still flushes often.
 const WRITE_BATCH: usize = 64;
 
+/// How long a connection taken for gone or stuck gets to take its stream error.
+const DROP_GRACE: Duration = Duration::from_secs(1);
+
 /// How a connected phase ended.
 enum End {
     /// The client closed its stream: close ours; the session is over.
@@ -39,6 +47,10 @@ enum End {
     Error(StreamErrorCondition),
     /// The socket is gone; a resumable session waits for its client.
     Gone,
+    /// The client is taken for gone or stuck (unanswered acks or pings, a full queue): the
+    /// stream error is offered without waiting on the client, then as [`End::Gone`], so a
+    /// resumable session waits (and pushes) and what it held is kept.
+    Dropped(StreamErrorCondition),
     /// A new connection resumed the session; the old one is dropped.
     Resumed(Box<Resumption>),
 }
@@ -50,6 +62,12 @@ struct Session {
     rx: mpsc::Receiver<Element>,
     sm: Option<Sm>,
     resumptions: Option<mpsc::Receiver<Resumption>>,
+    /// Stored offline messages being delivered to this session.
+    offline: Option<OfflineFeed>,
+    /// Queued stanzas were written last: stored messages have their turn, so that neither
+    /// starves the other (and what was queued before delivery began, such as the echo of
+    /// the presence that started it, goes first).
+    offline_turn: bool,
 }
 
 /// Run the session until it ends, then unregister it and route again what the client never
@@ -65,12 +83,26 @@ pub(crate) async fn run(
         rx,
         sm: None,
         resumptions: None,
+        offline: None,
+        offline_turn: false,
     };
     let mut conn = Some(conn);
     loop {
         let end = match conn.as_mut() {
             Some(c) => session.serve(c).await,
             None => End::Gone,
+        };
+        let end = match end {
+            End::Dropped(condition) => {
+                if let Some(mut dropped) = conn.take() {
+                    tracing::debug!(jid = %session.handle.jid, ?condition, "dropping the connection");
+                    dropped
+                        .abort(condition, &session.domain(), DROP_GRACE)
+                        .await;
+                }
+                End::Gone
+            }
+            other => other,
         };
         match end {
             End::Resumed(resumption) => {
@@ -79,14 +111,18 @@ pub(crate) async fn run(
                 }
                 conn = session.resume(*resumption).await;
             }
-            End::Gone if session.resumptions.is_some() => match session.wait().await {
-                Ok(resumption) => conn = session.resume(resumption).await,
-                Err(reason) => {
-                    tracing::debug!(jid = %session.handle.jid, ?reason, "resumable session ended");
-                    break;
+            End::Gone if session.resumptions.is_some() => {
+                // The old socket is of no more use: let it go while the session waits.
+                drop(conn.take());
+                match session.wait().await {
+                    Ok(resumption) => conn = session.resume(resumption).await,
+                    Err(reason) => {
+                        tracing::debug!(jid = %session.handle.jid, ?reason, "resumable session ended");
+                        break;
+                    }
                 }
-            },
-            End::Gone => break,
+            }
+            End::Gone | End::Dropped(_) => break,
             End::Closed => {
                 if let Some(c) = conn.as_mut() {
                     c.queue_raw("</stream:stream>");
@@ -100,12 +136,8 @@ pub(crate) async fn run(
                     // so a shutdown or a replaced session loses nothing it had accepted.
                     session.rx.close();
                     while let Ok(element) = session.rx.try_recv() {
-                        if session.sm.is_none() {
-                            c.queue(&element);
-                        } else {
-                            let _ = session.track_sent(&element);
-                            c.queue(&element);
-                        }
+                        let _ = session.track_sent(&element, None);
+                        c.queue(&element);
                     }
                     c.fail(condition, session.handle.jid.domain().as_str())
                         .await;
@@ -128,15 +160,119 @@ async fn next_resumption(resumptions: &mut Option<mpsc::Receiver<Resumption>>) -
     }
 }
 
+/// Whether the client is still there: unanswered ack requests (XEP-0198, `ack_timeout`) and
+/// server pings to a silent client (XEP-0199, `mod_ping`'s `send_pings`). One per connection.
+struct Liveness {
+    /// `<r/>` sent and not yet answered by an `<a/>` (a client answers each one).
+    requests: u32,
+    /// When the oldest unanswered request times out (reset by every `<a/>`).
+    ack_due: Option<Instant>,
+    ack_timeout: Option<Duration>,
+    pings: Option<PingSettings>,
+    /// When the client last sent anything.
+    heard: Instant,
+    /// When the ping sent to the silent client times out.
+    ping_due: Option<Instant>,
+}
+
+/// What a liveness deadline calls for.
+enum Alarm {
+    /// The client has been silent: ping it.
+    Ping,
+    /// The client did not answer: it is gone.
+    Gone,
+}
+
+impl Liveness {
+    fn new(server: &Server) -> Liveness {
+        Liveness {
+            requests: 0,
+            ack_due: None,
+            ack_timeout: server
+                .stream_management
+                .as_ref()
+                .and_then(|s| s.ack_timeout),
+            pings: server.pings,
+            heard: Instant::now(),
+            ping_due: None,
+        }
+    }
+
+    /// The client sent something.
+    fn heard(&mut self) {
+        self.heard = Instant::now();
+        self.ping_due = None;
+    }
+
+    /// An `<r/>` was sent.
+    fn requested(&mut self) {
+        self.requests += 1;
+        if self.ack_due.is_none() {
+            self.ack_due = self.ack_timeout.map(|timeout| Instant::now() + timeout);
+        }
+    }
+
+    /// An `<a/>` arrived: the client is reading; what remains requested gets a new delay.
+    fn answered(&mut self) {
+        self.requests = self.requests.saturating_sub(1);
+        self.ack_due = match self.requests {
+            0 => None,
+            _ => self.ack_timeout.map(|timeout| Instant::now() + timeout),
+        };
+    }
+
+    /// The next deadline, if any.
+    fn deadline(&self) -> Option<Instant> {
+        let idle = self
+            .pings
+            .map(|p| self.ping_due.unwrap_or(self.heard + p.interval));
+        [self.ack_due, idle].into_iter().flatten().min()
+    }
+
+    /// What the deadline that passed calls for, if anything.
+    fn alarm(&mut self, now: Instant) -> Option<Alarm> {
+        if self.ack_due.is_some_and(|due| due <= now) {
+            return Some(Alarm::Gone);
+        }
+        let pings = self.pings?;
+        match self.ping_due {
+            Some(due) if due <= now => {
+                if pings.kill {
+                    return Some(Alarm::Gone);
+                }
+                tracing::debug!("client did not answer a ping");
+                self.heard = now;
+                self.ping_due = None;
+                None
+            }
+            Some(_) => None,
+            None if self.heard + pings.interval <= now => {
+                self.ping_due = Some(now + pings.timeout);
+                Some(Alarm::Ping)
+            }
+            None => None,
+        }
+    }
+}
+
+/// Sleep until `deadline`, or for ever without one.
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
 impl Session {
     fn domain(&self) -> String {
         self.handle.jid.domain().to_string()
     }
 
-    /// Count a stanza written to the client; `Ok(true)` when an ack should be requested.
-    fn track_sent(&mut self, element: &Element) -> Result<bool, SmError> {
+    /// Count a stanza written to the client (with its storage id when it comes from offline
+    /// storage); `Ok(true)` when an ack should be requested.
+    fn track_sent(&mut self, element: &Element, offline_id: Option<i64>) -> Result<bool, SmError> {
         match &mut self.sm {
-            Some(sm) if sm::is_stanza(element) => sm.sent(element),
+            Some(sm) if sm::is_stanza(element) => sm.sent_stored(element, offline_id),
             _ => Ok(false),
         }
     }
@@ -146,9 +282,10 @@ impl Session {
         &mut self,
         conn: &mut Conn,
         element: &Element,
+        offline_id: Option<i64>,
         request_ack: &mut bool,
     ) -> Result<(), End> {
-        match self.track_sent(element) {
+        match self.track_sent(element, offline_id) {
             Ok(request) => *request_ack |= request,
             Err(error) => return Err(sm_failure(error)),
         }
@@ -156,36 +293,131 @@ impl Session {
         Ok(())
     }
 
+    /// How many more stanzas may be written before the client acknowledges some (XEP-0198:
+    /// delivery is paced by the acks, so the unacknowledged buffer never overflows).
+    fn room(&self) -> usize {
+        match &self.sm {
+            Some(sm) if sm.window_full() => 0,
+            Some(sm) => sm.room().map_or(WRITE_BATCH, |room| room.min(WRITE_BATCH)),
+            None => WRITE_BATCH,
+        }
+    }
+
+    /// End a batch of writes: ask for an ack when stream management wants one (or the window
+    /// is full), and flush.
+    async fn end_batch(
+        &mut self,
+        conn: &mut Conn,
+        liveness: &mut Liveness,
+        request_ack: bool,
+    ) -> Result<(), End> {
+        if let Some(sm) = &self.sm
+            && (request_ack || sm.window_full())
+            && sm.unacked_count() > 0
+        {
+            conn.queue_raw("<r xmlns='urn:xmpp:sm:3'/>");
+            liveness.requested();
+        }
+        conn.flush().await.map_err(|_| End::Gone)
+    }
+
+    /// Write the next page of stored offline messages, if delivery is under way and the
+    /// client has room. Without stream management a message counts as delivered once
+    /// written and flushed; with it, once acknowledged.
+    async fn feed_offline(&mut self, conn: &mut Conn, liveness: &mut Liveness) -> Result<(), End> {
+        let room = self.room();
+        if room == 0 || !(self.offline_turn || self.rx.is_empty()) {
+            return Ok(());
+        }
+        self.offline_turn = false;
+        let Some(feed) = self.offline.as_mut().filter(|feed| !feed.exhausted()) else {
+            return Ok(());
+        };
+        let Some(page) = feed.next(&self.server, room).await else {
+            self.settle_offline();
+            return Ok(());
+        };
+        let mut request_ack = false;
+        let mut written = Vec::with_capacity(page.len());
+        for (id, element) in page {
+            self.write(conn, &element, Some(id), &mut request_ack)?;
+            written.push(id);
+        }
+        self.end_batch(conn, liveness, request_ack).await?;
+        if self.sm.is_none() {
+            offline::delivered(&self.server, &self.handle.jid.to_bare(), &written).await;
+        }
+        Ok(())
+    }
+
+    /// Delivery of stored messages is over once everything was read and everything written
+    /// was acknowledged: the account's stored messages are then free for another session.
+    fn settle_offline(&mut self) {
+        let in_flight = self
+            .sm
+            .as_ref()
+            .is_some_and(|sm| sm.unacked().any(|unacked| unacked.offline_id.is_some()));
+        if !in_flight && let Some(feed) = self.offline.take_if(|feed| feed.exhausted()) {
+            feed.end(&self.server, self.handle.id, false);
+        }
+    }
+
     async fn serve(&mut self, conn: &mut Conn) -> End {
+        let mut liveness = Liveness::new(&self.server);
         loop {
+            if let Err(end) = self.feed_offline(conn, &mut liveness).await {
+                return end;
+            }
+            let writable = self.room() > 0;
+            // Reads and writes take turns (no bias between them): acks are read while a
+            // burst is written, and a client that sends a lot still gets its replies.
             tokio::select! {
-                biased;
                 _ = self.server.shutdown.cancelled() => return End::Error(StreamErrorCondition::SystemShutdown),
-                reason = self.handle.control.closed() => return End::Error(reason),
+                reason = self.handle.control.closed() => {
+                    return match reason {
+                        // The queue filled up: the client is stuck, not misbehaving.
+                        StreamErrorCondition::ResourceConstraint => End::Dropped(reason),
+                        reason => End::Error(reason),
+                    };
+                }
                 resumption = next_resumption(&mut self.resumptions) => return End::Resumed(Box::new(resumption)),
-                outbound = self.rx.recv() => {
+                () = self.handle.offline.notified() => match &mut self.offline {
+                    Some(feed) => feed.look_again(),
+                    None => self.offline = OfflineFeed::start(&self.server, &self.handle),
+                },
+                () = until(liveness.deadline()) => match liveness.alarm(Instant::now()) {
+                    Some(Alarm::Gone) => return End::Dropped(StreamErrorCondition::ConnectionTimeout),
+                    Some(Alarm::Ping) => {
+                        self.ping(conn, &mut liveness);
+                        if conn.flush().await.is_err() {
+                            return End::Gone;
+                        }
+                    }
+                    None => {}
+                },
+                outbound = self.rx.recv(), if writable => {
                     let Some(first) = outbound else { return End::Gone };
+                    let room = self.room();
                     let mut request_ack = false;
-                    if let Err(end) = self.write(conn, &first, &mut request_ack) {
+                    if let Err(end) = self.write(conn, &first, None, &mut request_ack) {
                         return end;
                     }
-                    for _ in 1..WRITE_BATCH {
+                    for _ in 1..room {
                         let Ok(next) = self.rx.try_recv() else { break };
-                        if let Err(end) = self.write(conn, &next, &mut request_ack) {
+                        if let Err(end) = self.write(conn, &next, None, &mut request_ack) {
                             return end;
                         }
                     }
-                    if request_ack {
-                        conn.queue_raw("<r xmlns='urn:xmpp:sm:3'/>");
+                    if let Err(end) = self.end_batch(conn, &mut liveness, request_ack).await {
+                        return end;
                     }
-                    if conn.flush().await.is_err() {
-                        return End::Gone;
-                    }
+                    self.offline_turn = true;
                 }
                 frame = conn.next_frame() => {
+                    liveness.heard();
                     match frame {
                         Ok(Frame::Element(element)) => {
-                            if let Err(end) = self.inbound(conn, element).await {
+                            if let Err(end) = self.inbound(conn, element, &mut liveness).await {
                                 return end;
                             }
                         }
@@ -208,18 +440,47 @@ impl Session {
         }
     }
 
-    /// One element from the client.
-    async fn inbound(&mut self, conn: &mut Conn, mut element: Element) -> Result<(), End> {
+    /// Ping a silent client (XEP-0199 section 4.1): with stream management an ack request
+    /// does it without a stanza; otherwise an IQ ping from the server.
+    fn ping(&mut self, conn: &mut Conn, liveness: &mut Liveness) {
+        if self.sm.is_some() {
+            conn.queue_raw("<r xmlns='urn:xmpp:sm:3'/>");
+            liveness.requested();
+            return;
+        }
+        conn.queue_raw(&format!(
+            "<iq xmlns='{}' type='get' id='ping-{}' from='{}' to='{}'><ping xmlns='urn:xmpp:ping'/></iq>",
+            ns::CLIENT,
+            crate::random_id(),
+            self.handle.jid.domain(),
+            self.handle.jid,
+        ));
+    }
+
+    /// One element from the client. A stanza counts as handled (XEP-0198 `h`) only once it
+    /// was answered or routed, and routing a message to an offline user includes storing
+    /// it: an `<a/>` never covers a stanza a crash could still lose.
+    async fn inbound(
+        &mut self,
+        conn: &mut Conn,
+        mut element: Element,
+        liveness: &mut Liveness,
+    ) -> Result<(), End> {
         if element.ns() == sm::NS {
-            return self.stream_management(conn, element).await;
+            return self.stream_management(conn, element, liveness).await;
         }
-        if let Some(sm) = &mut self.sm
-            && sm::is_stanza(&element)
-        {
-            sm.received();
-        }
+        let counted = sm::is_stanza(&element);
         // A client cannot forge herald's internal metadata.
         strip_internal(&mut element);
+        self.handle_stanza(conn, element).await?;
+        if counted && let Some(sm) = &mut self.sm {
+            sm.received();
+        }
+        Ok(())
+    }
+
+    /// Parse, stamp and route a stanza from the client.
+    async fn handle_stanza(&mut self, conn: &mut Conn, element: Element) -> Result<(), End> {
         let mut stanza = match Stanza::parse(element) {
             Ok(stanza) => stanza,
             Err(rejected) => {
@@ -252,15 +513,33 @@ impl Session {
     /// Write a reply produced by the session itself.
     async fn reply(&mut self, conn: &mut Conn, reply: Element) -> Result<(), End> {
         let mut request_ack = false;
-        self.write(conn, &reply, &mut request_ack)?;
+        self.write(conn, &reply, None, &mut request_ack)?;
         if request_ack {
             conn.queue_raw("<r xmlns='urn:xmpp:sm:3'/>");
         }
         conn.flush().await.map_err(|_| End::Gone)
     }
 
+    /// The client acknowledged up to `h`: stored messages it now has leave storage.
+    async fn acked(&mut self, h: u32) -> Result<(), SmError> {
+        let Some(sm) = &mut self.sm else {
+            return Ok(());
+        };
+        let delivered = sm.acked(h)?;
+        if !delivered.is_empty() {
+            offline::delivered(&self.server, &self.handle.jid.to_bare(), &delivered).await;
+            self.settle_offline();
+        }
+        Ok(())
+    }
+
     /// XEP-0198 elements: enable, r, a.
-    async fn stream_management(&mut self, conn: &mut Conn, element: Element) -> Result<(), End> {
+    async fn stream_management(
+        &mut self,
+        conn: &mut Conn,
+        element: Element,
+        liveness: &mut Liveness,
+    ) -> Result<(), End> {
         match element.name() {
             "enable" => {
                 let Some(settings) = self.server.stream_management.clone() else {
@@ -298,8 +577,11 @@ impl Session {
             }
             "a" => {
                 let h = element.attr("h").and_then(|h| h.parse::<u32>().ok());
-                match (&mut self.sm, h) {
-                    (Some(sm), Some(h)) => sm.acked(h).map_err(sm_failure)?,
+                match (&self.sm, h) {
+                    (Some(_), Some(h)) => {
+                        self.acked(h).await.map_err(sm_failure)?;
+                        liveness.answered();
+                    }
                     (Some(_), None) => return Err(End::Error(StreamErrorCondition::BadFormat)),
                     (None, _) => {}
                 }
@@ -328,7 +610,7 @@ impl Session {
         let pending: Vec<Element> = self
             .sm
             .as_ref()
-            .map(|sm| sm.unacked().cloned().collect())
+            .map(|sm| sm.unacked().map(|u| u.stanza.clone()).collect())
             .unwrap_or_default();
         for (index, element) in pending.into_iter().enumerate() {
             let element = self.raise_unacked(element).await;
@@ -348,7 +630,7 @@ impl Session {
                 outbound = self.rx.recv() => {
                     let Some(element) = outbound else { return Err("closed") };
                     let element = self.raise_unacked(element).await;
-                    if let Err(error) = self.track_sent(&element) {
+                    if let Err(error) = self.track_sent(&element, None) {
                         tracing::debug!(jid = %self.handle.jid, ?error, "buffer full while waiting for resumption");
                         return Err("buffer overflow");
                     }
@@ -376,22 +658,22 @@ impl Session {
     /// and send the rest again (XEP-0198 section 5).
     async fn resume(&mut self, resumption: Resumption) -> Option<Conn> {
         let Resumption { mut conn, h } = resumption;
-        let Some(sm) = &mut self.sm else { return None };
-        if let Err(error) = sm.acked(h) {
+        if let Err(error) = self.acked(h).await {
             let end = sm_failure(error);
             if let End::Error(condition) = end {
                 conn.fail(condition, &self.domain()).await;
             }
             return None;
         }
+        let sm = self.sm.as_ref()?;
         let previd = sm.id.clone().unwrap_or_default();
         conn.queue_raw(&format!(
             "<resumed xmlns='{}' previd='{previd}' h='{}'/>",
             sm::NS,
             sm.handled()
         ));
-        for element in sm.unacked() {
-            conn.queue(element);
+        for unacked in sm.unacked() {
+            conn.queue(&unacked.stanza);
         }
         if sm.unacked().next().is_some() {
             conn.queue_raw("<r xmlns='urn:xmpp:sm:3'/>");
@@ -406,7 +688,9 @@ impl Session {
 
     /// The session is over: unregister, broadcast unavailable, and route again what the
     /// client never acknowledged (XEP-0198 section 5: as if sent to an unavailable
-    /// resource) together with what was still queued.
+    /// resource) together with what was still queued, each message stamped with the time it
+    /// was held since (XEP-0203). Stored offline messages it never acknowledged are still in
+    /// storage: they are not routed again but offered to the account's other sessions.
     async fn finish(mut self) {
         let stale = self
             .server
@@ -424,12 +708,27 @@ impl Session {
             .sessions
             .unbind(&self.handle.jid, self.handle.id);
         presence::session_ended(&self.server, &self.handle, last).await;
-        self.rx.close();
-        let mut leftovers = self.sm.as_mut().map(Sm::take_unacked).unwrap_or_default();
-        while let Ok(element) = self.rx.try_recv() {
-            leftovers.push(element);
+        if let Some(feed) = self.offline.take() {
+            feed.end(&self.server, self.handle.id, true);
         }
-        for element in leftovers {
+        self.rx.close();
+        let now = SystemTime::now();
+        let mut leftovers: Vec<(Element, SystemTime)> = self
+            .sm
+            .as_mut()
+            .map(Sm::take_unacked)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|unacked| unacked.offline_id.is_none())
+            .map(|unacked| (unacked.stanza, unacked.sent_at))
+            .collect();
+        while let Ok(element) = self.rx.try_recv() {
+            leftovers.push((element, now));
+        }
+        for (mut element, held_since) in leftovers {
+            if element.name() == "message" {
+                offline::stamp_held(&self.server, &mut element, held_since);
+            }
             let Ok(stanza) = Stanza::parse(element) else {
                 continue;
             };

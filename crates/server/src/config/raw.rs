@@ -59,6 +59,7 @@ pub(super) struct RawC2s {
     pub(super) max_stanza_size: Option<Integer>,
     pub(super) max_connections: Option<Integer>,
     pub(super) state_timeout: Option<Integer>,
+    pub(super) send_timeout: Option<Integer>,
     pub(super) backwards_compatible_session: Option<bool>,
     pub(super) tls: Option<RawTls>,
 }
@@ -116,6 +117,8 @@ pub(super) struct RawStreamManagement {
     pub(super) ack_freq: Option<toml::Value>,
     pub(super) resume_timeout: Option<Integer>,
     pub(super) stale_h: Option<RawStaleH>,
+    /// An integer, or "infinity".
+    pub(super) ack_timeout: Option<toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -135,7 +138,12 @@ pub(super) struct RawDisco {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a table")]
-pub(super) struct RawPing {}
+pub(super) struct RawPing {
+    pub(super) send_pings: Option<bool>,
+    pub(super) ping_interval: Option<Integer>,
+    pub(super) ping_req_timeout: Option<Integer>,
+    pub(super) timeout_action: Option<String>,
+}
 
 /// A TOML integer. Its own type only so that a value of the wrong type is reported as
 /// "expected an integer" rather than in Rust's words ("expected i64").

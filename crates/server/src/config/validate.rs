@@ -11,16 +11,16 @@ use jid::{BareJid, DomainPart};
 
 use super::error::{Invalid, KeyPath};
 use super::raw::{
-    Integer, RawC2s, RawConfig, RawDisco, RawGeneral, RawModules, RawOffline, RawRegister,
+    Integer, RawC2s, RawConfig, RawDisco, RawGeneral, RawModules, RawOffline, RawPing, RawRegister,
     RawService, RawStreamManagement, RawTls,
 };
 use super::storage::{self, DatabaseConfig};
 use super::{
     C2sListener, CertFiles, Config, ConflictBehaviour, DEFAULT_BACKWARDS_COMPATIBLE_SESSION,
     DEFAULT_IP_ADDRESS, DEFAULT_LOGLEVEL, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_STANZA_SIZE,
-    DEFAULT_STATE_TIMEOUT_MS, DiscoConfig, General, Listen, LogLevel, Modules, OfflineConfig,
-    PingConfig, RegisterConfig, RosterConfig, ServiceListener, StaleHConfig,
-    StreamManagementConfig, TlsConfig, TlsMode,
+    DEFAULT_SEND_TIMEOUT_S, DEFAULT_STATE_TIMEOUT_MS, DiscoConfig, General, Listen, LogLevel,
+    Modules, OfflineConfig, PingConfig, PingTimeoutAction, RegisterConfig, RosterConfig,
+    ServiceListener, StaleHConfig, StreamManagementConfig, TlsConfig, TlsMode,
 };
 
 /// What a file leaves to its surroundings.
@@ -307,6 +307,10 @@ fn c2s_listener(raw: RawC2s, at: &KeyPath, context: &Context<'_>) -> Result<C2sL
         )?,
         None => DEFAULT_STATE_TIMEOUT_MS,
     };
+    let send_timeout = match raw.send_timeout {
+        Some(n) => integer(n, 1u64, "at least 1 (seconds)", &at.key("send_timeout"))?,
+        None => DEFAULT_SEND_TIMEOUT_S,
+    };
     let tls = match raw.tls {
         Some(tls) => Some(tls_config(tls, &at.key("tls"), context.base_dir)?),
         None => None,
@@ -316,6 +320,7 @@ fn c2s_listener(raw: RawC2s, at: &KeyPath, context: &Context<'_>) -> Result<C2sL
         max_stanza_size,
         max_connections,
         state_timeout: Duration::from_millis(state_timeout_ms),
+        send_timeout: Duration::from_secs(send_timeout),
         backwards_compatible_session: raw
             .backwards_compatible_session
             .unwrap_or(DEFAULT_BACKWARDS_COMPATIBLE_SESSION),
@@ -353,7 +358,10 @@ fn modules(raw: RawModules, at: &KeyPath) -> Result<Modules, Invalid> {
             .mod_disco
             .map(|disco| disco_config(disco, &at.key("mod_disco")))
             .transpose()?,
-        mod_ping: raw.mod_ping.map(|_| PingConfig {}),
+        mod_ping: raw
+            .mod_ping
+            .map(|ping| ping_config(ping, &at.key("mod_ping")))
+            .transpose()?,
         mod_event_pusher: raw
             .mod_event_pusher
             .map(|pusher| super::push::event_pusher(pusher, &at.key("mod_event_pusher")))
@@ -463,11 +471,47 @@ fn stream_management(
         }
         _ => None,
     };
+    let ack_timeout = match raw.ack_timeout {
+        Some(value) => integer_or(value, "infinity", 1, &at.key("ack_timeout"))?,
+        None => StreamManagementConfig::default()
+            .ack_timeout
+            .map(|timeout| timeout.as_secs()),
+    };
     Ok(StreamManagementConfig {
         buffer_max,
         ack_freq,
         resume_timeout: Duration::from_secs(resume_timeout),
         stale_h,
+        ack_timeout: ack_timeout.map(Duration::from_secs),
+    })
+}
+
+/// The names of `mod_ping`'s `timeout_action`.
+const TIMEOUT_ACTIONS: &[(&str, PingTimeoutAction)] = &[
+    ("none", PingTimeoutAction::None),
+    ("kill", PingTimeoutAction::Kill),
+];
+
+fn ping_config(raw: RawPing, at: &KeyPath) -> Result<PingConfig, Invalid> {
+    let defaults = PingConfig::default();
+    let seconds = "at least 1 (seconds)";
+    let ping_interval = match raw.ping_interval {
+        Some(n) => Duration::from_secs(integer(n, 1u64, seconds, &at.key("ping_interval"))?),
+        None => defaults.ping_interval,
+    };
+    let ping_req_timeout = match raw.ping_req_timeout {
+        Some(n) => Duration::from_secs(integer(n, 1u64, seconds, &at.key("ping_req_timeout"))?),
+        None => defaults.ping_req_timeout,
+    };
+    let timeout_action = match raw.timeout_action {
+        Some(name) => one_of(&name, TIMEOUT_ACTIONS, &at.key("timeout_action"))?,
+        None => defaults.timeout_action,
+    };
+    Ok(PingConfig {
+        send_pings: raw.send_pings.unwrap_or(defaults.send_pings),
+        ping_interval,
+        ping_req_timeout,
+        timeout_action,
     })
 }
 

@@ -21,6 +21,8 @@ macro_rules! with_cases {
             messages_come_back_in_order_with_everything_kept,
             take_removes_the_messages,
             list_leaves_the_messages_in_place,
+            pages_follow_the_storing_order_and_leave_messages_in_place,
+            remove_deletes_only_the_named_messages_of_that_user,
             ids_increase_in_storing_order,
             a_full_store_stores_nothing_and_the_limit_is_per_user,
             concurrent_stores_never_overshoot_the_limit,
@@ -167,6 +169,66 @@ pub async fn list_leaves_the_messages_in_place(store: &dyn OfflineStore) {
     assert_eq!(store.list(&user).await.unwrap().len(), 1);
     assert_eq!(store.list(&user).await.unwrap().len(), 1);
     assert_eq!(store.take(&user).await.unwrap().len(), 1);
+}
+
+/// `page` returns at most `limit` messages after an id, oldest first, and removes nothing.
+pub async fn pages_follow_the_storing_order_and_leave_messages_in_place(store: &dyn OfflineStore) {
+    let user = jid("juliet@page.offline.test");
+    let other = jid("romeo@page.offline.test");
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        ids.push(store_nth(store, &user, n).await);
+        store_nth(store, &other, 10 + n).await;
+    }
+    let first = store.page(&user, 0, 2).await.unwrap();
+    assert_eq!(bodies(&first), vec![stanza(0), stanza(1)]);
+    let second = store.page(&user, first[1].id, 2).await.unwrap();
+    assert_eq!(bodies(&second), vec![stanza(2), stanza(3)]);
+    let last = store.page(&user, second[1].id, 10).await.unwrap();
+    assert_eq!(bodies(&last), vec![stanza(4)]);
+    assert!(store.page(&user, ids[4], 10).await.unwrap().is_empty());
+    assert_eq!(
+        store.count(&user).await.unwrap(),
+        5,
+        "paging removes nothing"
+    );
+    assert_eq!(
+        store.page(&user, 0, 10).await.unwrap()[0].metadata,
+        "{\"n\":0}"
+    );
+}
+
+/// `remove` deletes exactly the named messages, and never another user's.
+pub async fn remove_deletes_only_the_named_messages_of_that_user(store: &dyn OfflineStore) {
+    let user = jid("juliet@remove-ids.offline.test");
+    let other = jid("romeo@remove-ids.offline.test");
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        ids.push(store_nth(store, &user, n).await);
+    }
+    let foreign = store_nth(store, &other, 9).await;
+    assert_eq!(
+        store
+            .remove(&user, &[ids[0], ids[2], foreign])
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        bodies(&store.list(&user).await.unwrap()),
+        vec![stanza(1), stanza(3)]
+    );
+    assert_eq!(
+        store.count(&other).await.unwrap(),
+        1,
+        "another user's id is ignored"
+    );
+    assert_eq!(
+        store.remove(&user, &[ids[0]]).await.unwrap(),
+        0,
+        "already gone"
+    );
+    assert_eq!(store.remove(&user, &[]).await.unwrap(), 0);
 }
 
 /// Ids grow with every message stored, across users and after messages were taken.
@@ -367,6 +429,8 @@ pub async fn a_domain_only_jid_is_an_invalid_user(store: &dyn OfflineStore) {
     invalid(store.store(&domain, message, LIMIT).await.map(drop));
     invalid(store.list(&domain).await.map(drop));
     invalid(store.take(&domain).await.map(drop));
+    invalid(store.page(&domain, 0, 1).await.map(drop));
+    invalid(store.remove(&domain, &[1]).await.map(drop));
     invalid(store.count(&domain).await.map(drop));
     invalid(store.set_metadata(&domain, 1, "").await.map(drop));
     invalid(store.remove_all(&domain).await.map(drop));

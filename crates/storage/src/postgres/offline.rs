@@ -125,6 +125,44 @@ impl OfflineStore for PgOffline {
         rows.iter().map(|row| message_of(row, key)).collect()
     }
 
+    async fn page(
+        &self,
+        user: &BareJid,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StorageError> {
+        let key = AccountKey::of(user)?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM offline_message WHERE server = $1 AND username = $2 AND id > $3
+             ORDER BY id LIMIT $4"
+        ))
+        .bind(key.domain)
+        .bind(key.localpart)
+        .bind(after)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|row| message_of(row, key)).collect()
+    }
+
+    async fn remove(&self, user: &BareJid, ids: &[i64]) -> Result<usize, StorageError> {
+        let key = AccountKey::of(user)?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let deleted = sqlx::query(
+            "DELETE FROM offline_message WHERE server = $1 AND username = $2 AND id = ANY($3)",
+        )
+        .bind(key.domain)
+        .bind(key.localpart)
+        .bind(ids)
+        .execute(&self.pool)
+        .await?;
+        Ok(usize::try_from(deleted.rows_affected()).unwrap_or(usize::MAX))
+    }
+
     async fn take(&self, user: &BareJid) -> Result<Vec<StoredMessage>, StorageError> {
         let key = AccountKey::of(user)?;
         // Deleting with RETURNING is one statement: what one caller takes, no other sees.

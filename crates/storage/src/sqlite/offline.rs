@@ -150,6 +150,51 @@ impl OfflineStore for SqliteOffline {
         rows.iter().map(|row| message_of(row, key)).collect()
     }
 
+    async fn page(
+        &self,
+        user: &BareJid,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StorageError> {
+        let key = AccountKey::of(user)?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM offline_message WHERE server = ? AND username = ? AND id > ?
+             ORDER BY id LIMIT ?"
+        ))
+        .bind(key.domain)
+        .bind(key.localpart)
+        .bind(after)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|row| message_of(row, key)).collect()
+    }
+
+    async fn remove(&self, user: &BareJid, ids: &[i64]) -> Result<usize, StorageError> {
+        let key = AccountKey::of(user)?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        // The ids travel as one JSON array, so the statement text (and its prepared form in
+        // the connection's cache) is the same whatever their number.
+        let list = format!(
+            "[{}]",
+            ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+        );
+        let deleted = sqlx::query(
+            "DELETE FROM offline_message WHERE server = ? AND username = ?
+               AND id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(key.domain)
+        .bind(key.localpart)
+        .bind(list)
+        .execute(&self.pool)
+        .await?;
+        Ok(usize::try_from(deleted.rows_affected()).unwrap_or(usize::MAX))
+    }
+
     async fn take(&self, user: &BareJid) -> Result<Vec<StoredMessage>, StorageError> {
         let key = AccountKey::of(user)?;
         // Deleting with RETURNING is one statement: what one caller takes, no other sees.
