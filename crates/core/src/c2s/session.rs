@@ -198,10 +198,15 @@ impl Liveness {
         }
     }
 
-    /// The client sent something.
+    /// The client sent something. A client still talking is not gone, even if it is slow
+    /// to answer an ack request while it sends (one that does not read at all is found by
+    /// the send timeout and its full queue): the ack delay counts from the last thing heard.
     fn heard(&mut self) {
         self.heard = Instant::now();
         self.ping_due = None;
+        if self.requests > 0 {
+            self.ack_due = self.ack_timeout.map(|timeout| self.heard + timeout);
+        }
     }
 
     /// An `<r/>` was sent.

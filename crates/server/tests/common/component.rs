@@ -60,6 +60,11 @@ impl Component {
         self.tcp.write_all(xml.as_bytes()).await.unwrap();
     }
 
+    /// Send, and say whether the server took it (a killed server does not).
+    pub async fn try_send(&mut self, xml: &str) -> std::io::Result<()> {
+        self.tcp.write_all(xml.as_bytes()).await
+    }
+
     /// The next frame, or `None` if nothing arrives within `wait` or the stream ends.
     pub async fn frame(&mut self, wait: Duration) -> Option<Frame> {
         let mut buf = vec![0u8; 65536];

@@ -8,6 +8,7 @@
 pub mod client;
 pub mod component;
 pub mod http;
+pub mod phone;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
