@@ -108,7 +108,9 @@ fn database_path(config: &Config) -> PathBuf {
 /// configuration has the `rdbms` pool; either way its schema is brought up to date.
 async fn open_storage(config: &Config) -> Result<Storage, AppError> {
     Ok(match &config.database {
-        DatabaseConfig::Embedded => Storage::open_sqlite(&database_path(config)).await?,
+        DatabaseConfig::Embedded => {
+            Storage::open_sqlite_with(&database_path(config), config.sqlite.synchronous).await?
+        }
         DatabaseConfig::Postgres(options) => Storage::open_postgres(options).await?,
     })
 }

@@ -52,6 +52,17 @@ pub struct Config {
     /// `[outgoing_pools.rdbms.default]`, `[auth] methods` and the modules' `backend`: the one
     /// storage engine of every store.
     pub database: DatabaseConfig,
+    /// `[internal_databases.sqlite]`: how the embedded database keeps what it commits.
+    pub sqlite: SqliteConfig,
+}
+
+/// `[internal_databases.sqlite]` (a section named after MongooseIM's `[internal_databases]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SqliteConfig {
+    /// `synchronous`: `"normal"` (default: a commit survives the process being killed; a
+    /// power loss may lose the last ones) or `"full"` (a commit survives a power loss too,
+    /// one disk sync per transaction).
+    pub synchronous: herald_storage::Durability,
 }
 
 /// The `[general]` section.
@@ -411,6 +422,7 @@ impl Config {
                 mod_register: None,
             },
             database: DatabaseConfig::Embedded,
+            sqlite: SqliteConfig::default(),
         }
     }
 }
@@ -572,6 +584,7 @@ extra_domains = ["pubsub.example.org"]
                 mod_register: None,
             },
             database: DatabaseConfig::Embedded,
+            sqlite: SqliteConfig::default(),
         };
         assert_eq!(config, expected);
     }
@@ -726,7 +739,7 @@ tls.mode = \"tls\"
         assert_eq!(
             error(&format!("# herald\nlisten_c2s = 1\n{MINIMAL}")),
             "herald.toml:2: listen_c2s: unknown field `listen_c2s`, expected one of `general`, \
-             `listen`, `modules`, `outgoing_pools`, `auth`"
+             `listen`, `modules`, `outgoing_pools`, `auth`, `internal_databases`"
         );
     }
 
@@ -1095,6 +1108,69 @@ tls.mode = \"tls\"
             )),
             "herald.toml:4: modules.mod_disco.extra_domains[1]: \"a/b\" is not a domain but a \
              JID; expected a domain name such as \"example.org\""
+        );
+    }
+
+    #[test]
+    fn sqlite_durability_is_normal_unless_full_is_chosen() {
+        let config = parse(MINIMAL).unwrap();
+        assert_eq!(
+            config.sqlite.synchronous,
+            herald_storage::Durability::Normal
+        );
+        let full = parse(&format!(
+            "{MINIMAL}[internal_databases.sqlite]\nsynchronous = \"full\"\n"
+        ))
+        .unwrap();
+        assert_eq!(full.sqlite.synchronous, herald_storage::Durability::Full);
+        assert!(
+            error(&format!(
+                "{MINIMAL}[internal_databases.sqlite]\nsynchronous = \"off\"\n"
+            ))
+            .starts_with("herald.toml:4: internal_databases.sqlite.synchronous: ")
+        );
+    }
+
+    #[test]
+    fn new_liveness_options_parse_with_their_names_and_bad_values_name_their_keys() {
+        let config = parse(&format!(
+            "{MINIMAL}[[listen.c2s]]\nport = 5222\nsend_timeout = 7\n\
+             [modules.mod_ping]\nsend_pings = true\nping_interval = 20\nping_req_timeout = 5\n\
+             timeout_action = \"kill\"\n\
+             [modules.mod_stream_management]\nack_timeout = \"infinity\"\n"
+        ))
+        .unwrap();
+        assert_eq!(config.listen.c2s[0].send_timeout, Duration::from_secs(7));
+        assert_eq!(
+            config.modules.mod_ping,
+            Some(PingConfig {
+                send_pings: true,
+                ping_interval: Duration::from_secs(20),
+                ping_req_timeout: Duration::from_secs(5),
+                timeout_action: PingTimeoutAction::Kill,
+            })
+        );
+        assert_eq!(
+            config.modules.mod_stream_management.unwrap().ack_timeout,
+            None
+        );
+        assert!(
+            error(&format!(
+                "{MINIMAL}[modules.mod_stream_management]\nack_timeout = 0\n"
+            ))
+            .starts_with("herald.toml:4: modules.mod_stream_management.ack_timeout: ")
+        );
+        assert!(
+            error(&format!(
+                "{MINIMAL}[modules.mod_ping]\ntimeout_action = \"reboot\"\n"
+            ))
+            .starts_with("herald.toml:4: modules.mod_ping.timeout_action: ")
+        );
+        assert!(
+            error(&format!(
+                "{MINIMAL}[[listen.c2s]]\nport = 1\nsend_timeout = 0\n"
+            ))
+            .starts_with("herald.toml:5: listen.c2s[0].send_timeout: ")
         );
     }
 

@@ -45,6 +45,7 @@ pub use migrations::AppliedMigration;
 pub use offline::OfflineStore;
 pub use postgres::PostgresOptions;
 pub use roster::RosterStore;
+pub use sqlite::{Durability, create_private_dir};
 
 /// An opened database: the handle the server keeps for its lifetime and clones freely.
 ///
@@ -76,7 +77,19 @@ impl Storage {
     /// file cannot be opened, [`StorageError::Migration`] or [`StorageError::SchemaTooNew`] if
     /// the schema cannot be brought up to date.
     pub async fn open_sqlite(path: &Path) -> Result<Storage, StorageError> {
-        let (pool, applied) = sqlite::open_file(path).await?;
+        Storage::open_sqlite_with(path, Durability::default()).await
+    }
+
+    /// [`Storage::open_sqlite`] with a chosen [`Durability`] (SQLite's `synchronous`).
+    ///
+    /// # Errors
+    ///
+    /// As [`Storage::open_sqlite`].
+    pub async fn open_sqlite_with(
+        path: &Path,
+        durability: Durability,
+    ) -> Result<Storage, StorageError> {
+        let (pool, applied) = sqlite::open_file(path, durability).await?;
         Ok(Storage::sqlite(pool, applied))
     }
 

@@ -1,9 +1,12 @@
 //! The embedded SQLite engine: one database file, opened through a small connection pool.
 //!
-//! The file is opened in WAL journal mode with `synchronous = NORMAL` (readers do not block the
-//! writer; a power loss may lose the last transactions but never corrupts the file), foreign
-//! keys enforced, and a busy timeout so concurrent writers wait for each other instead of
-//! failing.
+//! The file is opened in WAL journal mode (readers do not block the writer) with `synchronous`
+//! at [`Durability::Normal`] by default: a committed transaction survives the server process
+//! being killed, and a power loss or an operating-system crash may lose the last transactions
+//! but never corrupts the file. [`Durability::Full`] syncs the log at every commit, so that
+//! a commit survives a power loss too, at the cost of one disk sync per transaction. Foreign
+//! keys are enforced, and a busy timeout makes concurrent writers wait for each other instead
+//! of failing. The directory and the file are created readable by their owner only.
 
 mod accounts;
 pub(crate) mod migrations;
@@ -35,26 +38,48 @@ const FILE_POOL_SIZE: u32 = 4;
 /// How long an operation waits for a free connection.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// When a committed transaction is on disk (SQLite's `synchronous` in WAL mode).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// `NORMAL`: a commit survives the process being killed; a power loss or an OS crash may
+    /// lose the last commits (never the file's integrity).
+    #[default]
+    Normal,
+    /// `FULL`: a commit survives a power loss too (a disk sync per transaction).
+    Full,
+}
+
 /// Open (creating if missing, with its directory) the database file at `path` and bring its
 /// schema up to date.
 pub(crate) async fn open_file(
     path: &Path,
+    durability: Durability,
 ) -> Result<(SqlitePool, Vec<AppliedMigration>), StorageError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| StorageError::Io { path, source }
+    };
     if let Some(directory) = path
         .parent()
         .filter(|parent| !parent.as_os_str().is_empty())
     {
         // Blocking, but once at start-up and cheap.
-        std::fs::create_dir_all(directory).map_err(|source| StorageError::Io {
-            path: directory.to_owned(),
-            source,
-        })?;
+        create_private_dir(directory).map_err(io(directory))?;
     }
+    if !path.exists() {
+        // Created empty and owner-only before SQLite opens it (its journal files take the
+        // database file's permissions).
+        create_private_file(path).map_err(io(path))?;
+    }
+    let synchronous = match durability {
+        Durability::Normal => SqliteSynchronous::Normal,
+        Durability::Full => SqliteSynchronous::Full,
+    };
     let options = SqliteConnectOptions::new()
         .filename(path)
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Normal)
+        .synchronous(synchronous)
         .foreign_keys(true)
         .busy_timeout(BUSY_TIMEOUT);
     let pool = SqlitePoolOptions::new()
@@ -72,6 +97,25 @@ pub(crate) async fn open_file(
     let applied = migrate_or_close(&pool).await?;
     tracing::info!(path = %path.display(), applied = applied.len(), "opened SQLite database");
     Ok((pool, applied))
+}
+
+/// Create a directory (and its parents) that only its owner can read, write and enter; an
+/// existing directory is left as it is.
+pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(path)
+}
+
+/// Create an empty file that only its owner can read and write, unless it exists.
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path).map(drop)
 }
 
 /// Open a new, empty database that lives in memory until closed.

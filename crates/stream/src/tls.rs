@@ -59,7 +59,12 @@ pub fn ensure_self_signed(dir: &Path, domains: &[String]) -> Result<(PathBuf, Pa
         path: dir.to_owned(),
         reason,
     };
-    std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
+    // The data directory holds the private key and the database: its owner's only.
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(|e| fail(e.to_string()))?;
     let certified =
         rcgen::generate_simple_self_signed(domains.to_vec()).map_err(|e| fail(e.to_string()))?;
     write_private(&key_path, certified.signing_key.serialize_pem().as_bytes())

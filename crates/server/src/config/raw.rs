@@ -18,6 +18,19 @@ pub(super) struct RawConfig {
     pub(super) modules: RawModules,
     pub(super) outgoing_pools: Option<super::storage::RawOutgoingPools>,
     pub(super) auth: Option<super::storage::RawAuth>,
+    pub(super) internal_databases: Option<RawInternalDatabases>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawInternalDatabases {
+    pub(super) sqlite: Option<RawSqlite>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawSqlite {
+    pub(super) synchronous: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

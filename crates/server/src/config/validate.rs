@@ -7,12 +7,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use herald_storage::Durability;
 use jid::{BareJid, DomainPart};
 
 use super::error::{Invalid, KeyPath};
 use super::raw::{
-    Integer, RawC2s, RawConfig, RawDisco, RawGeneral, RawModules, RawOffline, RawPing, RawRegister,
-    RawService, RawStreamManagement, RawTls,
+    Integer, RawC2s, RawConfig, RawDisco, RawGeneral, RawInternalDatabases, RawModules, RawOffline,
+    RawPing, RawRegister, RawService, RawStreamManagement, RawTls,
 };
 use super::storage::{self, DatabaseConfig};
 use super::{
@@ -20,7 +21,7 @@ use super::{
     DEFAULT_IP_ADDRESS, DEFAULT_LOGLEVEL, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_STANZA_SIZE,
     DEFAULT_SEND_TIMEOUT_S, DEFAULT_STATE_TIMEOUT_MS, DiscoConfig, General, Listen, LogLevel,
     Modules, OfflineConfig, PingConfig, PingTimeoutAction, RegisterConfig, RosterConfig,
-    ServiceListener, StaleHConfig, StreamManagementConfig, TlsConfig, TlsMode,
+    ServiceListener, SqliteConfig, StaleHConfig, StreamManagementConfig, TlsConfig, TlsMode,
 };
 
 /// What a file leaves to its surroundings.
@@ -97,7 +98,20 @@ pub(super) fn config(mut raw: RawConfig, context: &Context<'_>) -> Result<Config
         )?,
         modules,
         database,
+        sqlite: sqlite(raw.internal_databases, &root.key("internal_databases"))?,
     })
+}
+
+/// The names of `internal_databases.sqlite.synchronous`.
+const DURABILITIES: &[(&str, Durability)] =
+    &[("normal", Durability::Normal), ("full", Durability::Full)];
+
+fn sqlite(raw: Option<RawInternalDatabases>, at: &KeyPath) -> Result<SqliteConfig, Invalid> {
+    let synchronous = match raw.and_then(|raw| raw.sqlite).and_then(|s| s.synchronous) {
+        Some(name) => one_of(&name, DURABILITIES, &at.key("sqlite").key("synchronous"))?,
+        None => Durability::default(),
+    };
+    Ok(SqliteConfig { synchronous })
 }
 
 /// Every store's explicit choice of backend: `[auth] methods` and the modules' `backend`.

@@ -597,3 +597,33 @@ async fn store_for_account_stores_only_for_existing_accounts_file() {
     )
     .await;
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_data_directory_and_database_file_are_created_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let directory = TempDir::new().unwrap();
+    let data = directory.path().join("data");
+    let path = data.join("herald.db");
+    let storage = Storage::open_sqlite(&path).await.unwrap();
+    storage.close().await;
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&path), 0o600);
+}
+
+#[tokio::test]
+async fn full_durability_opens_and_keeps_what_was_committed() {
+    let directory = TempDir::new().unwrap();
+    let path = directory.path().join("herald.db");
+    let storage = Storage::open_sqlite_with(&path, crate::Durability::Full)
+        .await
+        .unwrap();
+    let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+        .fetch_one(storage.sqlite_pool().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(synchronous, 2, "FULL");
+    storage.close().await;
+}
