@@ -18,6 +18,7 @@ pub mod mongoosepush;
 pub mod pipeline;
 pub mod plugin;
 pub mod publisher;
+pub mod redact;
 pub mod registrations;
 
 use std::sync::{Arc, OnceLock};

@@ -55,8 +55,10 @@ pub enum UserCommand {
     Add {
         /// The account's bare JID, e.g. alice@localhost; its domain must be served.
         jid: String,
-        /// The password; only SCRAM secrets derived from it are stored.
-        password: String,
+        /// The password; only SCRAM secrets derived from it are stored. Omitted or `-`, it is
+        /// read from the first line of standard input (so that it appears in no process list
+        /// or shell history).
+        password: Option<String>,
     },
     /// Delete an account and its data.
     Remove {

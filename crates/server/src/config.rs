@@ -405,8 +405,9 @@ impl Config {
                     state_timeout: Duration::from_millis(DEFAULT_STATE_TIMEOUT_MS),
                     send_timeout: Duration::from_secs(DEFAULT_SEND_TIMEOUT_S),
                     backwards_compatible_session: DEFAULT_BACKWARDS_COMPATIBLE_SESSION,
+                    // No SASL mechanism (not even SCRAM) before STARTTLS.
                     tls: Some(TlsConfig {
-                        mode: TlsMode::StartTls,
+                        mode: TlsMode::StartTlsRequired,
                         cert: None,
                     }),
                 }],
@@ -1196,7 +1197,7 @@ tls.mode = \"tls\"
         assert_eq!(
             listener.tls,
             Some(TlsConfig {
-                mode: TlsMode::StartTls,
+                mode: TlsMode::StartTlsRequired,
                 cert: None
             })
         );

@@ -57,8 +57,30 @@ fn runtime() -> Result<tokio::runtime::Runtime, app::AppError> {
 
 async fn run_user(config: &Config, command: UserCommand) -> Result<ExitCode, app::AppError> {
     match command {
-        UserCommand::Add { jid, password } => app::user_add(config, &jid, &password).await,
+        UserCommand::Add { jid, password } => {
+            let password = match password.filter(|p| p != "-") {
+                Some(password) => password,
+                None => password_from_stdin()?,
+            };
+            app::user_add(config, &jid, &password).await
+        }
         UserCommand::Remove { jid } => app::user_remove(config, &jid).await,
         UserCommand::List { domain } => app::user_list(config, domain.as_deref()).await,
     }
+}
+
+/// The first line of standard input, without its line ending: `user add`'s password when
+/// it is not on the command line.
+fn password_from_stdin() -> Result<String, app::AppError> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).map_err(|error| {
+        app::AppError::Usage(format!("cannot read the password from stdin: {error}"))
+    })?;
+    let password = line.trim_end_matches(['\n', '\r']).to_owned();
+    if password.is_empty() {
+        return Err(app::AppError::Usage(
+            "no password: give it as an argument or on standard input".to_owned(),
+        ));
+    }
+    Ok(password)
 }

@@ -140,6 +140,49 @@ fn user_add_list_remove_round_trip_with_exit_codes() {
     assert_eq!(String::from_utf8_lossy(&run(&["user", "list"]).stdout), "");
 }
 
+#[tokio::test]
+async fn user_add_reads_the_password_from_standard_input() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "port = 0\nip_address = \"127.0.0.1\"");
+    let mut child = herald()
+        .arg("--config")
+        .arg(&config)
+        .args(["user", "add", "carol@localhost"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"from stdin\n")
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    // An empty line is refused as a usage error.
+    let mut empty = herald()
+        .arg("--config")
+        .arg(&config)
+        .args(["user", "add", "dave@localhost", "-"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    empty.stdin.take().unwrap().write_all(b"\n").unwrap();
+    assert_eq!(empty.wait().unwrap().code(), Some(64));
+    // The password read is the one that logs in (over a plaintext loopback listener).
+    let (mut server, addr) = serve(&["--config", config.to_str().unwrap()], dir.path());
+    let mut client = Client::connect(addr).await;
+    client.open("localhost").await;
+    client
+        .scram("SCRAM-SHA-256", "carol", "from stdin")
+        .await
+        .unwrap();
+    sigterm(&server);
+    assert!(wait_with_deadline(&mut server, Duration::from_secs(15)).success());
+}
+
 #[test]
 fn a_bad_key_is_refused_with_its_path_and_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -275,6 +318,11 @@ async fn the_embedded_default_serves_localhost_with_starttls_on_5222() {
     assert_eq!(addr, "127.0.0.1:5222".parse().unwrap());
     let mut client = Client::connect(addr).await;
     client.open("localhost").await;
+    assert!(
+        client.mechanisms().is_empty(),
+        "no SASL mechanism in clear text: {:?}",
+        client.features
+    );
     client
         .starttls(
             "localhost",

@@ -540,7 +540,23 @@ async fn sasl_exchange(
                     None => None,
                 };
                 user = bare;
-                step = exchange.provide_credentials(credentials.as_ref());
+                step = if mechanism == Mechanism::Plain {
+                    // PLAIN derives the salted password from the one sent (thousands of hash
+                    // rounds): off the async threads, as in-band registration does.
+                    let mut moved = exchange;
+                    let Ok((back, next)) = tokio::task::spawn_blocking(move || {
+                        let next = moved.provide_credentials(credentials.as_ref());
+                        (moved, next)
+                    })
+                    .await
+                    else {
+                        return Ok(Err(Failure::TemporaryAuthFailure));
+                    };
+                    exchange = back;
+                    next
+                } else {
+                    exchange.provide_credentials(credentials.as_ref())
+                };
             }
             Step::Challenge(data) => {
                 conn.queue_raw(&format!(

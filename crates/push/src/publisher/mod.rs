@@ -52,6 +52,7 @@ use crate::{
     metrics::{Outcome, Stats},
     mongoosepush::{HttpOutcome, HttpPush, Notification, RequestSkip},
     plugin::{Payload, Skip},
+    redact::Redacted,
     registrations::{Registration, RegistrationKey, RegistrationStore, SessionRegistrations},
 };
 
@@ -253,7 +254,7 @@ impl Publisher {
                 RequestSkip::MissingService => Skip::MissingService,
                 RequestSkip::MissingDeviceId => Skip::MissingDeviceId,
             };
-            tracing::warn!(owner = %registration.key.owner, pubsub = %registration.key.pubsub, node = %registration.key.node, reason = reason.as_str(), "push registration on a virtual pubsub host lacks an option: nothing sent");
+            tracing::warn!(owner = %registration.key.owner, pubsub = %registration.key.pubsub, node = %Redacted(&registration.key.node), reason = reason.as_str(), "push registration on a virtual pubsub host lacks an option: nothing sent");
             reason
         })
     }
@@ -341,7 +342,7 @@ impl Worker {
         match reply {
             IqOutcome::Result(_) => Outcome::Delivered,
             IqOutcome::Timeout => {
-                tracing::info!(pubsub = %key.pubsub, node = %key.node, "push: no reply from the app server");
+                tracing::info!(pubsub = %key.pubsub, node = %Redacted(&key.node), "push: no reply from the app server");
                 Outcome::Timeout
             }
             // Spec section 5: an error whose type is cancel means the app server will never
@@ -351,7 +352,7 @@ impl Worker {
                 condition,
                 ..
             } => {
-                tracing::info!(owner = %key.owner, pubsub = %key.pubsub, node = %key.node, ?condition, "push rejected by the app server: disabling the registration");
+                tracing::info!(owner = %key.owner, pubsub = %key.pubsub, node = %Redacted(&key.node), ?condition, "push rejected by the app server: disabling the registration");
                 self.disable(key).await;
                 Outcome::RejectedAndDisabled
             }
@@ -380,16 +381,16 @@ impl Worker {
             HttpOutcome::Status(200..=299) => Outcome::Delivered,
             // MongoosePush v3: the device is not registered (any more) with APNs or FCM.
             HttpOutcome::Status(410) => {
-                tracing::info!(owner = %key.owner, pubsub = %key.pubsub, node = %key.node, device_id = %notification.device_id, "push service: device not registered (410): disabling the registration");
+                tracing::info!(owner = %key.owner, pubsub = %key.pubsub, node = %Redacted(&key.node), device_id = %Redacted(&notification.device_id), "push service: device not registered (410): disabling the registration");
                 self.disable(key).await;
                 Outcome::RejectedAndDisabled
             }
             HttpOutcome::Status(status) => {
-                tracing::warn!(status, owner = %key.owner, device_id = %notification.device_id, "push service answered an error status: registration kept");
+                tracing::warn!(status, owner = %key.owner, device_id = %Redacted(&notification.device_id), "push service answered an error status: registration kept");
                 Outcome::TransientError
             }
             HttpOutcome::Timeout => {
-                tracing::warn!(owner = %key.owner, device_id = %notification.device_id, "push service: no reply in time");
+                tracing::warn!(owner = %key.owner, device_id = %Redacted(&notification.device_id), "push service: no reply in time");
                 Outcome::Timeout
             }
             HttpOutcome::Failed(reason) => {
