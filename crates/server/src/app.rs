@@ -229,6 +229,8 @@ fn listener_settings(config: &Config, listener: &C2sConfig) -> Result<C2sSetting
         max_connections: listener.max_connections,
         state_timeout: listener.state_timeout,
         send_timeout: listener.send_timeout,
+        handshake_timeout: listener.handshake_timeout,
+        max_connections_per_ip: listener.max_connections_per_ip,
         backwards_compatible_session: listener.backwards_compatible_session,
         tls,
     })

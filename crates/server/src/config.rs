@@ -34,6 +34,8 @@ const DEFAULT_MAX_STANZA_SIZE: usize = 65536;
 const DEFAULT_MAX_CONNECTIONS: usize = 10000;
 const DEFAULT_STATE_TIMEOUT_MS: u64 = 5000;
 const DEFAULT_SEND_TIMEOUT_S: u64 = 30;
+const DEFAULT_HANDSHAKE_TIMEOUT_S: u64 = 30;
+const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1000;
 const DEFAULT_BACKWARDS_COMPATIBLE_SESSION: bool = true;
 const DEFAULT_LOGLEVEL: LogLevel = LogLevel::Warning;
 const DEFAULT_DATA_DIR: &str = "./herald-data";
@@ -174,6 +176,11 @@ pub struct C2sListener {
     /// `send_timeout` (seconds, ejabberd's name): how long a write may wait for the client
     /// to read; a client that takes nothing for this long is dropped (default 30 s).
     pub send_timeout: Duration,
+    /// `handshake_timeout` (seconds): how long the whole negotiation may take (default 30 s).
+    pub handshake_timeout: Duration,
+    /// `max_connections_per_ip`: connections held at once from one address (default 1000,
+    /// room for carrier-grade NAT).
+    pub max_connections_per_ip: usize,
     /// `backwards_compatible_session`: whether the RFC 3921 `<session/>` stream feature is
     /// offered (RFC 6121 §1.4 allows it for older clients).
     pub backwards_compatible_session: bool,
@@ -404,6 +411,8 @@ impl Config {
                     max_connections: DEFAULT_MAX_CONNECTIONS,
                     state_timeout: Duration::from_millis(DEFAULT_STATE_TIMEOUT_MS),
                     send_timeout: Duration::from_secs(DEFAULT_SEND_TIMEOUT_S),
+                    handshake_timeout: Duration::from_secs(DEFAULT_HANDSHAKE_TIMEOUT_S),
+                    max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
                     backwards_compatible_session: DEFAULT_BACKWARDS_COMPATIBLE_SESSION,
                     // No SASL mechanism (not even SCRAM) before STARTTLS.
                     tls: Some(TlsConfig {
@@ -562,6 +571,8 @@ extra_domains = ["pubsub.example.org"]
                     max_connections: 10000,
                     state_timeout: Duration::from_millis(5000),
                     send_timeout: Duration::from_secs(30),
+                    handshake_timeout: Duration::from_secs(30),
+                    max_connections_per_ip: 1000,
                     backwards_compatible_session: true,
                     tls: Some(TlsConfig {
                         mode: TlsMode::StartTls,
@@ -752,7 +763,8 @@ tls.mode = \"tls\"
             )),
             "herald.toml:7: listen.c2s[1].prot: unknown field `prot`, expected one of `port`, \
              `ip_address`, `max_stanza_size`, `max_connections`, `state_timeout`, \
-             `send_timeout`, `backwards_compatible_session`, `tls`"
+             `send_timeout`, `handshake_timeout`, `max_connections_per_ip`, \
+             `backwards_compatible_session`, `tls`"
         );
     }
 

@@ -48,6 +48,12 @@ pub struct C2sSettings {
     /// takes nothing for this long is dropped (its session waits for resumption or ends,
     /// and what it held is kept).
     pub send_timeout: Duration,
+    /// How long the whole negotiation (TLS, SASL, binding) may take, however busy the
+    /// client keeps it (`handshake_timeout`); `state_timeout` bounds each wait within it.
+    pub handshake_timeout: Duration,
+    /// Connections held at once from one IP address (`max_connections_per_ip`); more are
+    /// refused with resource-constraint.
+    pub max_connections_per_ip: usize,
     /// `None` is a plaintext listener.
     pub tls: Option<C2sTls>,
 }
@@ -68,6 +74,52 @@ fn keepalive(tcp: &tokio::net::TcpStream) {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     if let Err(error) = socket.set_tcp_user_timeout(Some(Duration::from_secs(90))) {
         tracing::debug!(%error, "cannot set TCP_USER_TIMEOUT");
+    }
+}
+
+/// Connections per IP address, bounded.
+struct PerIp {
+    max: usize,
+    counts: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One connection counted against its address until dropped.
+struct IpPermit {
+    per_ip: Arc<PerIp>,
+    ip: std::net::IpAddr,
+}
+
+impl PerIp {
+    fn new(max: usize) -> PerIp {
+        PerIp {
+            max,
+            counts: Default::default(),
+        }
+    }
+
+    fn acquire(per_ip: &Arc<PerIp>, ip: std::net::IpAddr) -> Option<IpPermit> {
+        let mut counts = per_ip.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let count = counts.entry(ip).or_insert(0);
+        if *count >= per_ip.max {
+            return None;
+        }
+        *count += 1;
+        Some(IpPermit {
+            per_ip: Arc::clone(per_ip),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpPermit {
+    fn drop(&mut self) {
+        let mut counts = self.per_ip.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -98,6 +150,7 @@ impl C2sListener {
     /// Accept connections until the server shuts down.
     pub async fn run(self, server: Arc<Server>) {
         let limit = Arc::new(Semaphore::new(self.settings.max_connections));
+        let per_ip = Arc::new(PerIp::new(self.settings.max_connections_per_ip));
         let addr = self.local_addr().ok();
         tracing::info!(?addr, "c2s listener accepting");
         loop {
@@ -117,12 +170,15 @@ impl C2sListener {
             let _ = tcp.set_nodelay(true);
             keepalive(&tcp);
             let permit = Arc::clone(&limit).try_acquire_owned();
+            let ip_permit = PerIp::acquire(&per_ip, peer.ip());
             let server2 = Arc::clone(&server);
             let settings = Arc::clone(&self.settings);
             server.tasks.spawn(async move {
-                match permit {
-                    Ok(_permit) => negotiate::serve(server2, settings, tcp, peer).await,
-                    Err(_) => negotiate::refuse(server2, settings, tcp, peer).await,
+                match (permit, ip_permit) {
+                    (Ok(_permit), Some(_ip_permit)) => {
+                        negotiate::serve(server2, settings, tcp, peer).await;
+                    }
+                    _ => negotiate::refuse(server2, settings, tcp, peer).await,
                 }
             });
         }

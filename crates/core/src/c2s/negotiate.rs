@@ -38,7 +38,7 @@ pub(crate) async fn refuse(
     tcp: TcpStream,
     peer: SocketAddr,
 ) {
-    tracing::warn!(%peer, limit = settings.max_connections, "connection limit reached; refusing");
+    tracing::warn!(%peer, limit = settings.max_connections, per_ip = settings.max_connections_per_ip, "connection limit reached; refusing");
     let mut conn = Conn::new(Transport::Plain(tcp), 1024);
     let domain = server
         .hosts()
@@ -99,7 +99,17 @@ pub(crate) async fn serve(
         failures: 0,
         pre_auth_iqs: 0,
     };
-    let Some((conn, jid)) = negotiate(&server, &settings, conn, &mut state, peer).await else {
+    // The whole negotiation has a deadline, not only each wait in it: a client that trickles
+    // bytes cannot hold a connection slot for ever.
+    let negotiated = tokio::time::timeout(
+        settings.handshake_timeout,
+        negotiate(&server, &settings, conn, &mut state, peer),
+    )
+    .await;
+    let Ok(Some((conn, jid))) = negotiated else {
+        if negotiated.is_err() {
+            tracing::debug!(%peer, "negotiation took longer than handshake_timeout");
+        }
         return;
     };
     session::run(server, conn, jid).await;

@@ -73,6 +73,8 @@ pub(super) struct RawC2s {
     pub(super) max_connections: Option<Integer>,
     pub(super) state_timeout: Option<Integer>,
     pub(super) send_timeout: Option<Integer>,
+    pub(super) handshake_timeout: Option<Integer>,
+    pub(super) max_connections_per_ip: Option<Integer>,
     pub(super) backwards_compatible_session: Option<bool>,
     pub(super) tls: Option<RawTls>,
 }

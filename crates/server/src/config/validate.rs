@@ -18,10 +18,11 @@ use super::raw::{
 use super::storage::{self, DatabaseConfig};
 use super::{
     C2sListener, CertFiles, Config, ConflictBehaviour, DEFAULT_BACKWARDS_COMPATIBLE_SESSION,
-    DEFAULT_IP_ADDRESS, DEFAULT_LOGLEVEL, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_STANZA_SIZE,
-    DEFAULT_SEND_TIMEOUT_S, DEFAULT_STATE_TIMEOUT_MS, DiscoConfig, General, Listen, LogLevel,
-    Modules, OfflineConfig, PingConfig, PingTimeoutAction, RegisterConfig, RosterConfig,
-    ServiceListener, SqliteConfig, StaleHConfig, StreamManagementConfig, TlsConfig, TlsMode,
+    DEFAULT_HANDSHAKE_TIMEOUT_S, DEFAULT_IP_ADDRESS, DEFAULT_LOGLEVEL, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_STANZA_SIZE, DEFAULT_SEND_TIMEOUT_S,
+    DEFAULT_STATE_TIMEOUT_MS, DiscoConfig, General, Listen, LogLevel, Modules, OfflineConfig,
+    PingConfig, PingTimeoutAction, RegisterConfig, RosterConfig, ServiceListener, SqliteConfig,
+    StaleHConfig, StreamManagementConfig, TlsConfig, TlsMode,
 };
 
 /// What a file leaves to its surroundings.
@@ -325,11 +326,26 @@ fn c2s_listener(raw: RawC2s, at: &KeyPath, context: &Context<'_>) -> Result<C2sL
         Some(n) => integer(n, 1u64, "at least 1 (seconds)", &at.key("send_timeout"))?,
         None => DEFAULT_SEND_TIMEOUT_S,
     };
+    let handshake_timeout = match raw.handshake_timeout {
+        Some(n) => integer(
+            n,
+            1u64,
+            "at least 1 (seconds)",
+            &at.key("handshake_timeout"),
+        )?,
+        None => DEFAULT_HANDSHAKE_TIMEOUT_S,
+    };
+    let max_connections_per_ip = match raw.max_connections_per_ip {
+        Some(n) => integer(n, 1, "at least 1", &at.key("max_connections_per_ip"))?,
+        None => DEFAULT_MAX_CONNECTIONS_PER_IP,
+    };
     let tls = match raw.tls {
         Some(tls) => Some(tls_config(tls, &at.key("tls"), context.base_dir)?),
         None => None,
     };
     Ok(C2sListener {
+        handshake_timeout: Duration::from_secs(handshake_timeout),
+        max_connections_per_ip,
         addr: SocketAddr::new(ip, port),
         max_stanza_size,
         max_connections,

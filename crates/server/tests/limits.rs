@@ -1,0 +1,89 @@
+//! Black-box tests of the limits that keep hostile or broken clients from costing unbounded
+//! time or memory: the negotiation deadline, connections per IP address, sessions per
+//! account, login throttling, and what one account may make the server keep.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{
+    TestServer,
+    client::{Client, Closed},
+};
+
+fn config(c2s: &str, extra: &str) -> String {
+    format!(
+        r#"
+[general]
+hosts = ["localhost"]
+data_dir = "{{DATA}}"
+
+[[listen.c2s]]
+port = 0
+ip_address = "127.0.0.1"
+tls.mode = "starttls"
+{c2s}
+
+[modules.mod_disco]
+[modules.mod_roster]
+{extra}
+"#
+    )
+}
+
+async fn start(c2s: &str, extra: &str) -> TestServer {
+    let server = TestServer::start(&config(c2s, extra)).await;
+    server.add_user("alice@localhost", "pw").await;
+    server.add_user("bob@localhost", "pw").await;
+    server
+}
+
+#[tokio::test]
+async fn a_client_that_keeps_the_negotiation_busy_is_cut_at_the_handshake_deadline() {
+    let mut server = start("handshake_timeout = 1", "").await;
+    let mut client = Client::connect(server.addr(0)).await;
+    client.open("localhost").await;
+    // Whitespace keeps each wait short (state_timeout is 5 s) but never gets anywhere.
+    let started = Instant::now();
+    loop {
+        if client.try_send(b" ").await.is_err() || started.elapsed() > Duration::from_secs(5) {
+            break;
+        }
+        if !client.nothing_within(Duration::from_millis(200)).await {
+            break;
+        }
+    }
+    assert!(
+        matches!(
+            client.closed().await,
+            Closed::Eof | Closed::StreamClose | Closed::StreamError(_)
+        ),
+        "the connection is closed"
+    );
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_secs(4),
+        "cut at the deadline, not by state_timeout: {elapsed:?}"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn connections_beyond_the_per_ip_limit_are_refused_with_resource_constraint() {
+    let mut server = start("max_connections_per_ip = 2", "").await;
+    let first = Client::login(&server, "alice@localhost", "pw", "one").await;
+    let _second = Client::login(&server, "alice@localhost", "pw", "two").await;
+    let mut third = Client::connect(server.addr(0)).await;
+    third
+        .send("<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>")
+        .await;
+    assert_eq!(
+        third.closed().await,
+        Closed::StreamError("resource-constraint".into())
+    );
+    // A slot freed is a slot again.
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _fourth = Client::login(&server, "alice@localhost", "pw", "three").await;
+    server.shutdown().await;
+}
