@@ -7,6 +7,7 @@ use jid::{BareJid, DomainPart, Jid};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
+    c2s::throttle::{AuthThrottle, ThrottleSettings},
     components::ComponentRegistry,
     module::{Extensions, Module, Registrar},
     offline::OfflineClaims,
@@ -24,6 +25,10 @@ pub struct ServerOptions {
     pub stream_management: Option<SmSettings>,
     /// `[modules.mod_ping]` with `send_pings`: server-initiated pings to silent clients.
     pub pings: Option<PingSettings>,
+    /// `max_user_sessions`: resources bound at once per account; `None` is no limit.
+    pub max_user_sessions: Option<usize>,
+    /// Login throttling (`[modules.mod_fail2ban]`).
+    pub auth_throttle: ThrottleSettings,
 }
 
 /// Shared server state. Cheap to reach from every task through an `Arc`.
@@ -45,6 +50,10 @@ pub struct Server {
     pub pings: Option<PingSettings>,
     /// Which session delivers each account's stored offline messages.
     pub(crate) offline_claims: OfflineClaims,
+    /// Resources bound at once per account; `None` is no limit.
+    pub max_user_sessions: Option<usize>,
+    /// Failed logins per address and account.
+    pub auth_throttle: AuthThrottle,
     /// What the modules added.
     pub extensions: Extensions,
     /// Cancelled when the server shuts down.
@@ -80,6 +89,8 @@ impl Server {
             stream_management: options.stream_management,
             pings: options.pings,
             offline_claims: OfflineClaims::default(),
+            max_user_sessions: options.max_user_sessions,
+            auth_throttle: AuthThrottle::new(options.auth_throttle),
             extensions: Registrar::build(modules),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),

@@ -14,7 +14,7 @@ use std::{
 
 use herald_core::{
     Server, ServerOptions,
-    c2s::{C2sListener, C2sSettings, C2sTls, TlsMode as CoreTlsMode},
+    c2s::{C2sListener, C2sSettings, C2sTls, TlsMode as CoreTlsMode, throttle::ThrottleSettings},
     component::{ServiceListener, ServiceSettings},
     components::ConflictBehaviour as CoreConflictBehaviour,
     disco::Disco,
@@ -175,6 +175,14 @@ fn options(config: &Config) -> ServerOptions {
                 }),
                 ack_timeout: sm.ack_timeout,
             }),
+        max_user_sessions: config.general.max_user_sessions,
+        auth_throttle: {
+            let fail2ban = config.modules.mod_fail2ban.clone().unwrap_or_default();
+            ThrottleSettings {
+                max_failures: fail2ban.c2s_max_auth_failures,
+                lifetime: fail2ban.c2s_auth_ban_lifetime,
+            }
+        },
         pings: config
             .modules
             .mod_ping

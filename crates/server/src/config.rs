@@ -36,6 +36,7 @@ const DEFAULT_STATE_TIMEOUT_MS: u64 = 5000;
 const DEFAULT_SEND_TIMEOUT_S: u64 = 30;
 const DEFAULT_HANDSHAKE_TIMEOUT_S: u64 = 30;
 const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1000;
+const DEFAULT_MAX_USER_SESSIONS: usize = 10;
 const DEFAULT_BACKWARDS_COMPATIBLE_SESSION: bool = true;
 const DEFAULT_LOGLEVEL: LogLevel = LogLevel::Warning;
 const DEFAULT_DATA_DIR: &str = "./herald-data";
@@ -77,6 +78,9 @@ pub struct General {
     pub data_dir: PathBuf,
     /// `loglevel`: how much is logged.
     pub loglevel: LogLevel,
+    /// `max_user_sessions` (MongooseIM's access rule of that name, as a number): resources
+    /// bound at once per account (default 10); `None` for `"infinity"`.
+    pub max_user_sessions: Option<usize>,
 }
 
 /// MongooseIM's log levels, from silent to everything.
@@ -241,6 +245,8 @@ pub struct Modules {
     pub mod_offline: Option<OfflineConfig>,
     /// `[modules.mod_register]`: in-band registration and password changes (XEP-0077).
     pub mod_register: Option<RegisterConfig>,
+    /// `[modules.mod_fail2ban]`: tunes login throttling (on with defaults when absent).
+    pub mod_fail2ban: Option<Fail2banConfig>,
 }
 
 /// Options of `mod_roster` (MongooseIM's names).
@@ -323,6 +329,26 @@ pub struct DiscoConfig {
     pub extra_domains: Vec<String>,
 }
 
+/// `[modules.mod_fail2ban]` (ejabberd's names): login throttling, which is always on; the
+/// section only tunes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fail2banConfig {
+    /// `c2s_auth_ban_lifetime` (seconds, default 3600): how long a failure counts.
+    pub c2s_auth_ban_lifetime: Duration,
+    /// `c2s_max_auth_failures` (default 20): failures per address (then refused) and per
+    /// account (then one attempt a second) before the throttle applies.
+    pub c2s_max_auth_failures: u32,
+}
+
+impl Default for Fail2banConfig {
+    fn default() -> Self {
+        Fail2banConfig {
+            c2s_auth_ban_lifetime: Duration::from_secs(3600),
+            c2s_max_auth_failures: 20,
+        }
+    }
+}
+
 /// Options of `mod_ping` (MongooseIM's names and defaults): the server always answers pings;
 /// with `send_pings` it also pings clients that have been silent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -403,6 +429,7 @@ impl Config {
                 hosts: vec![jid::BareJid::new("localhost").expect("localhost is a domain")],
                 data_dir,
                 loglevel: DEFAULT_LOGLEVEL,
+                max_user_sessions: Some(DEFAULT_MAX_USER_SESSIONS),
             },
             listen: Listen {
                 c2s: vec![C2sListener {
@@ -430,6 +457,7 @@ impl Config {
                 mod_roster: Some(RosterConfig::default()),
                 mod_offline: Some(OfflineConfig::default()),
                 mod_register: None,
+                mod_fail2ban: None,
             },
             database: DatabaseConfig::Embedded,
             sqlite: SqliteConfig::default(),
@@ -563,6 +591,7 @@ extra_domains = ["pubsub.example.org"]
                 ],
                 data_dir: PathBuf::from("/var/lib/herald"),
                 loglevel: LogLevel::Warning,
+                max_user_sessions: Some(10),
             },
             listen: Listen {
                 c2s: vec![C2sListener {
@@ -594,6 +623,7 @@ extra_domains = ["pubsub.example.org"]
                 mod_roster: None,
                 mod_offline: None,
                 mod_register: None,
+                mod_fail2ban: None,
             },
             database: DatabaseConfig::Embedded,
             sqlite: SqliteConfig::default(),
@@ -784,7 +814,7 @@ tls.mode = \"tls\"
         assert_eq!(
             error("[general]\nhosts = [\"localhost\"]\nhost = \"x\"\n"),
             "herald.toml:3: general.host: unknown field `host`, expected one of `hosts`, \
-             `data_dir`, `loglevel`"
+             `data_dir`, `loglevel`, `max_user_sessions`"
         );
     }
 
@@ -1192,7 +1222,7 @@ tls.mode = \"tls\"
         assert_eq!(
             error(&format!("{MINIMAL}\"mod.x\" = 1\n")),
             "herald.toml:3: general.\"mod.x\": unknown field `mod.x`, expected one of `hosts`, \
-             `data_dir`, `loglevel`"
+             `data_dir`, `loglevel`, `max_user_sessions`"
         );
     }
 

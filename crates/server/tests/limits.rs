@@ -87,3 +87,55 @@ async fn connections_beyond_the_per_ip_limit_are_refused_with_resource_constrain
     let _fourth = Client::login(&server, "alice@localhost", "pw", "three").await;
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_account_at_its_session_limit_cannot_bind_another_resource() {
+    let text = config("", "").replace("data_dir", "max_user_sessions = 2\ndata_dir");
+    let mut server = TestServer::start(&text).await;
+    server.add_user("alice@localhost", "pw").await;
+    let _one = Client::login(&server, "alice@localhost", "pw", "one").await;
+    let _two = Client::login(&server, "alice@localhost", "pw", "two").await;
+    let mut three = Client::connect(server.addr(0)).await;
+    three.open("localhost").await;
+    three.starttls("localhost", &server.cert()).await;
+    three.scram("SCRAM-SHA-256", "alice", "pw").await.unwrap();
+    three.open("localhost").await;
+    three
+        .send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>three</resource></bind></iq>")
+        .await;
+    let reply = three.next().await;
+    assert_eq!(reply.attr("type"), Some("error"), "{reply:?}");
+    let error = reply.get_child("error", "jabber:client").unwrap();
+    assert_eq!(error.attr("type"), Some("wait"));
+    assert!(error.has_child("resource-constraint", common::client::STANZAS));
+    // Binding a resource the account already has replaces it: still allowed.
+    let _again = Client::login(&server, "alice@localhost", "pw", "two").await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn repeated_failed_logins_from_one_address_are_refused_until_they_expire() {
+    let mut server = start(
+        "",
+        "[modules.mod_fail2ban]\nc2s_max_auth_failures = 3\nc2s_auth_ban_lifetime = 2\n",
+    )
+    .await;
+    let attempt = |password: &'static str| {
+        let addr = server.addr(0);
+        let cert = server.cert();
+        async move {
+            let mut client = Client::connect(addr).await;
+            client.open("localhost").await;
+            client.starttls("localhost", &cert).await;
+            client.scram("SCRAM-SHA-256", "alice", password).await
+        }
+    };
+    for _ in 0..3 {
+        assert_eq!(attempt("wrong").await, Err("not-authorized".into()));
+    }
+    // Even the right password is refused now, without being checked.
+    assert_eq!(attempt("pw").await, Err("temporary-auth-failure".into()));
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(attempt("pw").await, Ok(()));
+    server.shutdown().await;
+}

@@ -3,6 +3,7 @@
 
 mod negotiate;
 mod session;
+pub mod throttle;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 

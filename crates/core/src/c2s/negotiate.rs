@@ -1,7 +1,7 @@
 //! Stream negotiation for a client (RFC 6120 sections 4 to 7): stream header, features,
 //! STARTTLS, SASL, resource binding. Ends in a bound session or a closed stream.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc, time::Instant};
 
 use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
 use herald_sasl::{Failure, Mechanism, ServerExchange, Step};
@@ -64,6 +64,10 @@ struct State {
     failures: u32,
     /// IQs answered before authentication (in-band registration), bounded per stream.
     pre_auth_iqs: u32,
+    /// The client's address, for login throttling.
+    peer: std::net::IpAddr,
+    /// The account the current SASL exchange is about, once known.
+    attempted: Option<BareJid>,
 }
 
 /// Serve one client connection from accept to close.
@@ -98,6 +102,8 @@ pub(crate) async fn serve(
         authenticated: None,
         failures: 0,
         pre_auth_iqs: 0,
+        peer: peer.ip(),
+        attempted: None,
     };
     // The whole negotiation has a deadline, not only each wait in it: a client that trickles
     // bytes cannot hold a connection slot for ever.
@@ -468,11 +474,22 @@ async fn authenticate(
         fail(conn, state, StreamErrorCondition::NotAuthorized).await;
         return Next::Stop;
     }
-    let outcome = sasl_exchange(server, settings, conn, state, &element).await;
+    state.attempted = None;
+    let outcome = if server.auth_throttle.ip_allowed(state.peer, Instant::now()) {
+        sasl_exchange(server, settings, conn, state, &element).await
+    } else {
+        tracing::debug!(peer = %state.peer, "too many failed logins from this address");
+        Ok(Err(Failure::TemporaryAuthFailure))
+    };
     match outcome {
         Err(Next::Stop) => Next::Stop,
         Err(other) => other,
         Ok(Err(failure)) => {
+            if failure == Failure::NotAuthorized {
+                server
+                    .auth_throttle
+                    .failed(state.peer, state.attempted.as_ref(), Instant::now());
+            }
             sasl_failure(conn, failure);
             state.failures += 1;
             if state.failures >= MAX_AUTH_ATTEMPTS {
@@ -488,6 +505,7 @@ async fn authenticate(
         }
         Ok(Ok(user)) => {
             tracing::info!(user = %user, "authenticated");
+            server.auth_throttle.succeeded(&user);
             state.authenticated = Some(user);
             if conn.flush().await.is_err() {
                 Next::Stop
@@ -532,6 +550,13 @@ async fn sasl_exchange(
                 let bare = NodePart::new(&username)
                     .ok()
                     .map(|node| BareJid::from_parts(Some(&node), &domain));
+                if let Some(bare) = &bare {
+                    if !server.auth_throttle.account_allowed(bare, Instant::now()) {
+                        tracing::debug!(user = %bare, "too many failed logins for this account");
+                        return Ok(Err(Failure::TemporaryAuthFailure));
+                    }
+                    state.attempted = Some(bare.clone());
+                }
                 if let (Some(authzid), Some(bare)) = (&authzid, &bare) {
                     // RFC 6120 section 6.4.6: an authzid other than the account's own
                     // bare JID is not allowed here.
@@ -658,6 +683,15 @@ fn bind(
     };
     let user = state.authenticated.as_ref()?;
     let jid = FullJid::from_parts(user.node(), user.domain(), &resource);
+    if let Some(max) = server.max_user_sessions {
+        let bound = server.sessions.resources(user);
+        let replacing = bound.iter().any(|r| r.handle.jid == jid);
+        if !replacing && bound.len() >= max {
+            // Section 7.6.2.1: the account has reached its limit of connected resources.
+            reply_error(conn, ErrorType::Wait, DefinedCondition::ResourceConstraint);
+            return None;
+        }
+    }
     let (handle, rx) = SessionHandle::new(jid.clone());
     if let Some(old) = server.sessions.bind(handle.clone()) {
         // Section 7.7.2.2: the new session wins; the old one ends with conflict.

@@ -39,6 +39,7 @@ pub(super) struct RawGeneral {
     pub(super) hosts: Option<Vec<String>>,
     pub(super) data_dir: Option<PathBuf>,
     pub(super) loglevel: Option<String>,
+    pub(super) max_user_sessions: Option<toml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -99,6 +100,7 @@ pub(super) struct RawModules {
     pub(super) mod_roster: Option<RawRoster>,
     pub(super) mod_offline: Option<RawOffline>,
     pub(super) mod_register: Option<RawRegister>,
+    pub(super) mod_fail2ban: Option<RawFail2ban>,
     pub(super) mod_push_service_mongoosepush: Option<super::http::RawMongoosePush>,
 }
 
@@ -115,6 +117,13 @@ pub(super) struct RawRoster {
 pub(super) struct RawOffline {
     pub(super) max_user_offline_messages: Option<Integer>,
     pub(super) backend: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawFail2ban {
+    pub(super) c2s_auth_ban_lifetime: Option<Integer>,
+    pub(super) c2s_max_auth_failures: Option<Integer>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -12,17 +12,17 @@ use jid::{BareJid, DomainPart};
 
 use super::error::{Invalid, KeyPath};
 use super::raw::{
-    Integer, RawC2s, RawConfig, RawDisco, RawGeneral, RawInternalDatabases, RawModules, RawOffline,
-    RawPing, RawRegister, RawService, RawStreamManagement, RawTls,
+    Integer, RawC2s, RawConfig, RawDisco, RawFail2ban, RawGeneral, RawInternalDatabases,
+    RawModules, RawOffline, RawPing, RawRegister, RawService, RawStreamManagement, RawTls,
 };
 use super::storage::{self, DatabaseConfig};
 use super::{
     C2sListener, CertFiles, Config, ConflictBehaviour, DEFAULT_BACKWARDS_COMPATIBLE_SESSION,
     DEFAULT_HANDSHAKE_TIMEOUT_S, DEFAULT_IP_ADDRESS, DEFAULT_LOGLEVEL, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_STANZA_SIZE, DEFAULT_SEND_TIMEOUT_S,
-    DEFAULT_STATE_TIMEOUT_MS, DiscoConfig, General, Listen, LogLevel, Modules, OfflineConfig,
-    PingConfig, PingTimeoutAction, RegisterConfig, RosterConfig, ServiceListener, SqliteConfig,
-    StaleHConfig, StreamManagementConfig, TlsConfig, TlsMode,
+    DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_STANZA_SIZE, DEFAULT_MAX_USER_SESSIONS,
+    DEFAULT_SEND_TIMEOUT_S, DEFAULT_STATE_TIMEOUT_MS, DiscoConfig, Fail2banConfig, General, Listen,
+    LogLevel, Modules, OfflineConfig, PingConfig, PingTimeoutAction, RegisterConfig, RosterConfig,
+    ServiceListener, SqliteConfig, StaleHConfig, StreamManagementConfig, TlsConfig, TlsMode,
 };
 
 /// What a file leaves to its surroundings.
@@ -175,7 +175,13 @@ fn general(
         Some(name) => one_of(&name, LOG_LEVELS, &at.key("loglevel"))?,
         None => DEFAULT_LOGLEVEL,
     };
+    let max_user_sessions = match raw.max_user_sessions {
+        Some(value) => integer_or(value, "infinity", 1, &at.key("max_user_sessions"))?
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        None => Some(DEFAULT_MAX_USER_SESSIONS),
+    };
     Ok(General {
+        max_user_sessions,
         hosts,
         data_dir,
         loglevel,
@@ -408,6 +414,10 @@ fn modules(raw: RawModules, at: &KeyPath) -> Result<Modules, Invalid> {
             .mod_offline
             .map(|offline| offline_config(offline, &at.key("mod_offline")))
             .transpose()?,
+        mod_fail2ban: raw
+            .mod_fail2ban
+            .map(|fail2ban| fail2ban_config(fail2ban, &at.key("mod_fail2ban")))
+            .transpose()?,
         mod_register: raw
             .mod_register
             .map(|register| register_config(register, &at.key("mod_register")))
@@ -427,6 +437,27 @@ fn offline_config(raw: RawOffline, at: &KeyPath) -> Result<OfflineConfig, Invali
     };
     Ok(OfflineConfig {
         max_user_offline_messages,
+    })
+}
+
+fn fail2ban_config(raw: RawFail2ban, at: &KeyPath) -> Result<Fail2banConfig, Invalid> {
+    let defaults = Fail2banConfig::default();
+    let c2s_auth_ban_lifetime = match raw.c2s_auth_ban_lifetime {
+        Some(n) => Duration::from_secs(integer(
+            n,
+            1u64,
+            "at least 1 (seconds)",
+            &at.key("c2s_auth_ban_lifetime"),
+        )?),
+        None => defaults.c2s_auth_ban_lifetime,
+    };
+    let c2s_max_auth_failures = match raw.c2s_max_auth_failures {
+        Some(n) => integer(n, 1u32, "at least 1", &at.key("c2s_max_auth_failures"))?,
+        None => defaults.c2s_max_auth_failures,
+    };
+    Ok(Fail2banConfig {
+        c2s_auth_ban_lifetime,
+        c2s_max_auth_failures,
     })
 }
 
