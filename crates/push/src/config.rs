@@ -28,6 +28,15 @@ pub struct PushConfig {
     /// `[modules.mod_push_service_mongoosepush]` with its HTTP pool: where notifications to
     /// virtual pubsub hosts go (spec section 8). `None` when the module is not configured.
     pub mongoosepush: Option<crate::mongoosepush::MongoosePushConfig>,
+    /// `max_registrations` (herald's; MongooseIM has no limit): registrations kept per
+    /// user. Enabling one more replaces the oldest, so that devices reinstalled many times
+    /// cannot make every message fan out without bound, and a user is never locked out.
+    pub max_registrations: NonZeroUsize,
+}
+
+impl PushConfig {
+    /// `max_registrations` when absent.
+    pub const DEFAULT_MAX_REGISTRATIONS: usize = 10;
 }
 
 impl Default for PushConfig {
@@ -39,6 +48,8 @@ impl Default for PushConfig {
             virtual_pubsub_hosts: Vec::new(),
             iqdisc: IqDiscipline::default(),
             mongoosepush: None,
+            max_registrations: NonZeroUsize::new(Self::DEFAULT_MAX_REGISTRATIONS)
+                .unwrap_or(NonZeroUsize::MIN),
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::{
     Push,
     error::{PushError, RequestError},
     publisher::PUBLISH_OPTIONS,
-    registrations::{PublishOptions, Registration, RegistrationKey},
+    registrations::{PublishOptions, Registration, RegistrationKey, RegistrationStore},
 };
 
 /// XEP-0357's namespace.
@@ -77,6 +77,9 @@ impl PushRequest {
         // Rule 4: node.
         let node = match payload.attr("node") {
             Some("") => return Err(RequestError::BadRequest("node is empty")),
+            Some(node) if node.len() > MAX_FORM_TEXT => {
+                return Err(RequestError::BadRequest("node is too long"));
+            }
             node => node.map(str::to_owned),
         };
         if !enable {
@@ -92,10 +95,22 @@ impl PushRequest {
     }
 }
 
-/// The fields of a publish-options form (XEP-0357 section 5, spec section 3 rule 5).
+/// Most fields a publish-options form may carry: app servers need a handful (a token, a
+/// secret, a service, a topic...); the form is stored and copied into every publish.
+pub const MAX_FORM_FIELDS: usize = 32;
+
+/// Longest field name or value in a publish-options form, and longest node, in bytes (device
+/// tokens run to a few hundred bytes).
+pub const MAX_FORM_TEXT: usize = 4096;
+
+/// The fields of a publish-options form (XEP-0357 section 5, spec section 3 rule 5), within
+/// [`MAX_FORM_FIELDS`] and [`MAX_FORM_TEXT`].
 fn publish_options(x: &Element) -> Result<PublishOptions, RequestError> {
     if x.attr("type") != Some("submit") {
         return Err(RequestError::BadRequest("the form is not of type submit"));
+    }
+    if x.children().filter(|c| c.is("field", DATA_FORMS)).count() > MAX_FORM_FIELDS + 1 {
+        return Err(RequestError::BadRequest("the form has too many fields"));
     }
     let mut form_type = None;
     let mut fields = PublishOptions::new();
@@ -113,6 +128,9 @@ fn publish_options(x: &Element) -> Result<PublishOptions, RequestError> {
                 "a form field needs exactly one value",
             ));
         };
+        if var.len() > MAX_FORM_TEXT || value.len() > MAX_FORM_TEXT {
+            return Err(RequestError::BadRequest("a form field is too long"));
+        }
         if var == "FORM_TYPE" {
             if form_type.replace(value).is_some() {
                 return Err(RequestError::BadRequest(
@@ -180,6 +198,7 @@ impl PushIq {
             pubsub: enable.pubsub,
             node: enable.node,
         };
+        self.make_room(store.as_ref(), &key).await?;
         store
             .enable(&Registration::new(key.clone(), enable.form))
             .await
@@ -194,6 +213,28 @@ impl PushIq {
                 .remember(session.id, resource.clone(), key, |jid, id| {
                     server.sessions.get(jid).is_some_and(|live| live.id == id)
                 });
+        }
+        Ok(())
+    }
+
+    /// `max_registrations`: before a new registration is added to a user who has the most
+    /// allowed, the oldest go (re-enabling an existing one only refreshes it).
+    async fn make_room(
+        &self,
+        store: &dyn RegistrationStore,
+        key: &RegistrationKey,
+    ) -> Result<(), IqError> {
+        let max = self.0.config.max_registrations.get();
+        let mut existing = store.list(&key.owner).await.map_err(PushError::from)?;
+        if existing.len() < max || existing.iter().any(|r| r.key == *key) {
+            return Ok(());
+        }
+        existing.sort_by_key(|registration| registration.created_at);
+        let excess = existing.len() + 1 - max;
+        for old in existing.iter().take(excess) {
+            tracing::debug!(owner = %old.key.owner, pubsub = %old.key.pubsub, "push: the oldest registration makes room for a new one");
+            store.disable(&old.key).await.map_err(PushError::from)?;
+            self.0.sessions.forget_key(&old.key);
         }
         Ok(())
     }
@@ -334,6 +375,41 @@ mod tests {
         assert!(bad(
             "<enable xmlns='urn:xmpp:push:0' jid='push.example.com'/>"
         ));
+    }
+
+    fn form_with(fields: &str) -> String {
+        format!(
+            "<enable xmlns='urn:xmpp:push:0' jid='push.example.com' node='n'>\
+             <x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'>\
+             <value>http://jabber.org/protocol/pubsub#publish-options</value></field>{fields}</x></enable>"
+        )
+    }
+
+    #[test]
+    fn a_form_with_more_fields_than_allowed_is_bad_request() {
+        let field = |n: usize| format!("<field var='f{n}'><value>v</value></field>");
+        let most: String = (0..MAX_FORM_FIELDS).map(field).collect();
+        assert!(set(&form_with(&most)).is_ok());
+        let too_many: String = (0..=MAX_FORM_FIELDS).map(field).collect();
+        assert!(bad(&form_with(&too_many)));
+    }
+
+    #[test]
+    fn a_form_value_or_node_longer_than_allowed_is_bad_request() {
+        let long = "x".repeat(MAX_FORM_TEXT + 1);
+        assert!(bad(&form_with(&format!(
+            "<field var='secret'><value>{long}</value></field>"
+        ))));
+        assert!(bad(&format!(
+            "<enable xmlns='urn:xmpp:push:0' jid='push.example.com' node='{long}'/>"
+        )));
+        let longest = "x".repeat(MAX_FORM_TEXT);
+        assert!(
+            set(&form_with(&format!(
+                "<field var='secret'><value>{longest}</value></field>"
+            )))
+            .is_ok()
+        );
     }
 
     #[test]

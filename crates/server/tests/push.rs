@@ -196,7 +196,11 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    let server = TestServer::start(CONFIG).await;
+    setup_with(CONFIG).await
+}
+
+async fn setup_with(config: &str) -> Setup {
+    let server = TestServer::start(config).await;
     server.add_user("alice@localhost", "a-pass").await;
     server.add_user("bob@localhost", "b-pass").await;
     let addr = server.running.as_ref().unwrap().service_addrs[0];
@@ -1154,5 +1158,32 @@ async fn unacknowledged_groupchat_of_an_ended_session_is_pushed_with_the_room_ni
     );
     assert_eq!(publish.field("last-message-body"), Some("hello room"));
     s.app.answer_result(&publish).await;
+    s.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn enabling_past_max_registrations_replaces_the_oldest() {
+    let config = CONFIG.replace(
+        "wpool.workers = 4",
+        "wpool.workers = 4\nmax_registrations = 2",
+    );
+    let mut s = setup_with(&config).await;
+    for node in ["oldest", "middle", "newest"] {
+        enable_for_alice(&s.server, node, "").await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Re-enabling a kept registration does not push another one out.
+    enable_for_alice(&s.server, "middle", "").await;
+    let mut bob = bob_online(&s.server).await;
+    bob_sends(&mut bob, &chat("hello")).await;
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let publish = s.app.publish().await;
+        s.app.answer_result(&publish).await;
+        nodes.push(publish.node.clone());
+    }
+    nodes.sort();
+    assert_eq!(nodes, ["middle", "newest"]);
+    assert!(s.app.nothing().await, "the oldest was replaced");
     s.server.shutdown().await;
 }

@@ -32,6 +32,7 @@ pub(super) struct RawPush {
     plugin_module: Option<String>,
     virtual_pubsub_hosts: Option<Vec<String>>,
     iqdisc: Option<RawIqdisc>,
+    max_registrations: Option<Integer>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -88,6 +89,17 @@ fn push_config(raw: RawPush, at: &KeyPath) -> Result<PushConfig, Invalid> {
     }
     if let Some(name) = raw.plugin_module {
         config.plugin = PluginName::from_name(&name).map_err(invalid(at_key("plugin_module")))?;
+    }
+    if let Some(max) = raw.max_registrations {
+        config.max_registrations = usize::try_from(max.0)
+            .ok()
+            .and_then(std::num::NonZeroUsize::new)
+            .ok_or_else(|| {
+                Invalid::new(
+                    at_key("max_registrations"),
+                    format!("{} is out of range; expected at least 1", max.0),
+                )
+            })?;
     }
     if let Some(hosts) = raw.virtual_pubsub_hosts {
         let at = at_key("virtual_pubsub_hosts");
