@@ -33,16 +33,20 @@ pub enum Outcome {
     TransientError,
     /// The publisher's queue was full; the notification was never sent.
     DroppedQueueFull,
+    /// The recipient already had their share of the publisher queued or in flight; the
+    /// notification was never sent.
+    DroppedUserLimit,
 }
 
 impl Outcome {
     /// Every outcome, in the order of [`Stats::notifications`].
-    pub const ALL: [Outcome; 5] = [
+    pub const ALL: [Outcome; 6] = [
         Outcome::Delivered,
         Outcome::Timeout,
         Outcome::RejectedAndDisabled,
         Outcome::TransientError,
         Outcome::DroppedQueueFull,
+        Outcome::DroppedUserLimit,
     ];
 
     /// The outcome as a metric label.
@@ -53,6 +57,7 @@ impl Outcome {
             Outcome::RejectedAndDisabled => "rejected_and_disabled",
             Outcome::TransientError => "transient_error",
             Outcome::DroppedQueueFull => "dropped_queue_full",
+            Outcome::DroppedUserLimit => "dropped_user_limit",
         }
     }
 
@@ -63,6 +68,7 @@ impl Outcome {
             Outcome::RejectedAndDisabled => 2,
             Outcome::TransientError => 3,
             Outcome::DroppedQueueFull => 4,
+            Outcome::DroppedUserLimit => 5,
         }
     }
 }
@@ -72,7 +78,7 @@ impl Outcome {
 pub struct Stats {
     enables: AtomicU64,
     disables: AtomicU64,
-    notifications: [AtomicU64; 5],
+    notifications: [AtomicU64; 6],
     skips: AtomicU64,
 }
 

@@ -22,6 +22,13 @@
 //! | 410 (device not registered) | disable the registration, clear it from sessions | rejected_and_disabled |
 //! | another status, or no connection | none | transient_error |
 //!
+//! Sharing: one recipient has at most [`PublisherSettings::per_user`] notifications queued or
+//! in flight (more are dropped and counted as `dropped_user_limit`: a flood to one user, or a
+//! user with many registrations, cannot fill the queue for everybody), and one app server
+//! at most [`PublisherSettings::per_target`] publishes in flight (a job for an app server
+//! at its limit waits aside while other app servers' jobs go ahead: one that never answers
+//! cannot hold every worker).
+//!
 //! At shutdown the queue closes and the publishes in flight get [`PublisherSettings::drain_deadline`]
 //! to finish.
 
@@ -29,6 +36,7 @@ mod stanza;
 mod transport;
 
 use std::{
+    collections::{HashMap, VecDeque},
     num::NonZeroUsize,
     sync::{Arc, Mutex},
     time::Duration,
@@ -37,7 +45,7 @@ use std::{
 use jid::BareJid;
 use minidom::Element;
 use tokio::{
-    sync::{Semaphore, mpsc},
+    sync::{Notify, Semaphore, mpsc},
     task::JoinSet,
     time::Instant,
 };
@@ -79,16 +87,26 @@ pub struct PublisherSettings {
     pub reply_timeout: Duration,
     /// How long shutdown waits for publishes in flight.
     pub drain_deadline: Duration,
+    /// Notifications queued or in flight for one recipient, at most.
+    pub per_user: usize,
+    /// Publishes in flight to one app server (a pubsub domain, or the HTTP push service),
+    /// at most.
+    pub per_target: usize,
 }
 
 impl PublisherSettings {
     /// The settings for `workers` workers, with the defaults for the rest.
     pub fn for_workers(workers: NonZeroUsize) -> PublisherSettings {
+        let queue_capacity = workers.get().saturating_mul(QUEUE_PER_WORKER);
         PublisherSettings {
             workers,
-            queue_capacity: workers.get().saturating_mul(QUEUE_PER_WORKER),
+            queue_capacity,
             reply_timeout: REPLY_TIMEOUT,
             drain_deadline: DRAIN_DEADLINE,
+            // A burst to one user fills a sixteenth of the queue at most.
+            per_user: (queue_capacity / 16).max(8),
+            // One worker is always left for the other app servers.
+            per_target: workers.get().saturating_sub(1).max(1),
         }
     }
 }
@@ -100,6 +118,8 @@ pub enum Submitted {
     Queued,
     /// Dropped: the queue was full.
     QueueFull,
+    /// Dropped: the recipient has their share of the publisher already.
+    UserLimit,
     /// Dropped: the publisher has stopped.
     Stopped,
     /// Not sent, for this reason (counted as a skip).
@@ -110,6 +130,93 @@ pub enum Submitted {
 struct Job {
     key: RegistrationKey,
     what: Delivery,
+}
+
+impl Job {
+    /// The app server the job goes to.
+    fn target(&self) -> Target {
+        match self.what {
+            Delivery::Xmpp(_) => Target::Pubsub(self.key.pubsub.domain().to_string()),
+            Delivery::Http(_) => Target::Http,
+        }
+    }
+}
+
+/// An app server, for [`Shares`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+enum Target {
+    /// An XMPP app server, by domain.
+    Pubsub(String),
+    /// The HTTP push service.
+    Http,
+}
+
+/// What each recipient and each app server holds of the publisher.
+struct Shares {
+    per_user: usize,
+    per_target: usize,
+    users: Mutex<HashMap<BareJid, usize>>,
+    targets: Mutex<HashMap<Target, usize>>,
+    /// Raised when a publish ends, so that a job set aside may go.
+    freed: Notify,
+}
+
+impl Shares {
+    fn new(settings: &PublisherSettings) -> Shares {
+        Shares {
+            per_user: settings.per_user.max(1),
+            per_target: settings.per_target.max(1),
+            users: Mutex::default(),
+            targets: Mutex::default(),
+            freed: Notify::new(),
+        }
+    }
+
+    /// Count one more notification for `user`, unless they have their share.
+    fn admit(&self, user: &BareJid) -> bool {
+        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        let held = users.entry(user.clone()).or_insert(0);
+        if *held >= self.per_user {
+            return false;
+        }
+        *held += 1;
+        true
+    }
+
+    /// A notification for `user` is done (sent, or dropped after admission).
+    fn release(&self, user: &BareJid) {
+        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(held) = users.get_mut(user) {
+            *held -= 1;
+            if *held == 0 {
+                users.remove(user);
+            }
+        }
+    }
+
+    fn has_room(&self, target: &Target) -> bool {
+        let targets = self.targets.lock().unwrap_or_else(|p| p.into_inner());
+        targets.get(target).copied().unwrap_or(0) < self.per_target
+    }
+
+    fn start(&self, target: &Target) {
+        let mut targets = self.targets.lock().unwrap_or_else(|p| p.into_inner());
+        *targets.entry(target.clone()).or_insert(0) += 1;
+    }
+
+    fn finish(&self, target: &Target, user: &BareJid) {
+        {
+            let mut targets = self.targets.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(held) = targets.get_mut(target) {
+                *held -= 1;
+                if *held == 0 {
+                    targets.remove(target);
+                }
+            }
+        }
+        self.release(user);
+        self.freed.notify_one();
+    }
 }
 
 /// How a job reaches the app server.
@@ -133,6 +240,7 @@ struct Worker {
 /// The handle that queues notifications.
 pub struct Publisher {
     queue: mpsc::Sender<Job>,
+    shares: Arc<Shares>,
     capacity: usize,
     stats: Arc<Stats>,
     virtual_hosts: Vec<VirtualPubsubHost>,
@@ -177,9 +285,17 @@ impl Publisher {
             stats: Arc::clone(&parts.stats),
             reply_timeout: settings.reply_timeout,
         });
-        tasks.spawn(dispatch(receiver, worker, settings, shutdown));
+        let shares = Arc::new(Shares::new(&settings));
+        tasks.spawn(dispatch(
+            receiver,
+            worker,
+            settings,
+            Arc::clone(&shares),
+            shutdown,
+        ));
         Publisher {
             queue,
+            shares,
             capacity,
             stats: parts.stats,
             virtual_hosts: parts.virtual_hosts,
@@ -217,9 +333,15 @@ impl Publisher {
             key: registration.key.clone(),
             what,
         };
+        if !self.shares.admit(&job.key.owner) {
+            self.stats.notification(Outcome::DroppedUserLimit);
+            tracing::debug!(owner = %job.key.owner, "push: the recipient has their share of the publisher; dropping");
+            return Submitted::UserLimit;
+        }
         let submitted = match self.queue.try_send(job) {
             Ok(()) => Submitted::Queued,
             Err(mpsc::error::TrySendError::Full(job)) => {
+                self.shares.release(&job.key.owner);
                 self.stats.notification(Outcome::DroppedQueueFull);
                 if self.full_warning.allow() {
                     tracing::warn!(
@@ -231,7 +353,10 @@ impl Publisher {
                 }
                 Submitted::QueueFull
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Submitted::Stopped,
+            Err(mpsc::error::TrySendError::Closed(job)) => {
+                self.shares.release(&job.key.owner);
+                Submitted::Stopped
+            }
         };
         self.stats
             .queue_depth(self.capacity - self.queue.capacity().min(self.capacity));
@@ -261,15 +386,20 @@ impl Publisher {
 }
 
 /// Hand queued jobs to at most `workers` concurrent publishes until shutdown, then drain.
+/// A job for an app server at its share waits aside (bounded by the queue's capacity) while
+/// later jobs for other app servers go ahead; it goes first once its app server has room.
 async fn dispatch(
     mut queue: mpsc::Receiver<Job>,
     worker: Arc<Worker>,
     settings: PublisherSettings,
+    shares: Arc<Shares>,
     shutdown: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(settings.workers.get()));
     let mut in_flight = JoinSet::new();
-    loop {
+    let mut aside: VecDeque<Job> = VecDeque::new();
+    let aside_capacity = settings.queue_capacity.max(1);
+    'serve: loop {
         // A slot first, then a job: a job is never taken out of the queue to wait.
         let slot = tokio::select! {
             biased;
@@ -279,19 +409,37 @@ async fn dispatch(
                 Err(_) => break,
             },
         };
-        let job = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            job = queue.recv() => match job {
-                Some(job) => job,
-                None => break,
-            },
+        let job = loop {
+            if let Some(index) = aside.iter().position(|job| shares.has_room(&job.target()))
+                && let Some(job) = aside.remove(index)
+            {
+                break job;
+            }
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break 'serve,
+                () = shares.freed.notified(), if !aside.is_empty() => {}
+                job = queue.recv() => match job {
+                    Some(job) if shares.has_room(&job.target()) => break job,
+                    Some(job) if aside.len() < aside_capacity => aside.push_back(job),
+                    Some(job) => {
+                        shares.release(&job.key.owner);
+                        worker.stats.notification(Outcome::DroppedQueueFull);
+                    }
+                    None => break 'serve,
+                },
+            }
         };
-        worker.stats.queue_depth(queue.len());
+        worker.stats.queue_depth(queue.len() + aside.len());
         while in_flight.try_join_next().is_some() {}
         let worker = Arc::clone(&worker);
+        let shares = Arc::clone(&shares);
+        let target = job.target();
+        shares.start(&target);
         in_flight.spawn(async move {
+            let owner = job.key.owner.clone();
             worker.publish(job).await;
+            shares.finish(&target, &owner);
             drop(slot);
         });
     }

@@ -71,12 +71,15 @@ struct Harness {
     tasks: TaskTracker,
 }
 
+/// Settings without the sharing bounds in the way (tests of them set their own).
 fn settings(workers: usize, queue_capacity: usize) -> PublisherSettings {
     PublisherSettings {
         workers: NonZeroUsize::new(workers).unwrap(),
         queue_capacity,
         reply_timeout: REPLY_TIMEOUT,
         drain_deadline: DRAIN_DEADLINE,
+        per_user: usize::MAX,
+        per_target: workers,
     }
 }
 
@@ -126,6 +129,28 @@ fn harness_with_hosts(
     virtual_hosts: Vec<VirtualPubsubHost>,
     http: Option<Arc<dyn HttpPush>>,
 ) -> Harness {
+    let transport: Arc<dyn IqTransport> = app.clone();
+    build_harness(settings, app, transport, virtual_hosts, http)
+}
+
+/// A harness whose publishes go to `transport` (its `app` receives nothing).
+fn harness_with_transport(settings: PublisherSettings, transport: Arc<dyn IqTransport>) -> Harness {
+    build_harness(
+        settings,
+        FakeAppServer::answering([]),
+        transport,
+        Vec::new(),
+        None,
+    )
+}
+
+fn build_harness(
+    settings: PublisherSettings,
+    app: Arc<FakeAppServer>,
+    transport: Arc<dyn IqTransport>,
+    virtual_hosts: Vec<VirtualPubsubHost>,
+    http: Option<Arc<dyn HttpPush>>,
+) -> Harness {
     let store = Arc::new(MemoryRegistrations::default());
     let sessions = Arc::new(SessionRegistrations::default());
     let stats = Arc::new(Stats::default());
@@ -134,7 +159,7 @@ fn harness_with_hosts(
     let publisher = Publisher::start(
         settings,
         PublisherParts {
-            transport: app.clone(),
+            transport,
             store: store.clone(),
             sessions: sessions.clone(),
             stats: stats.clone(),
@@ -324,6 +349,111 @@ async fn queue_full_drops_and_counts() {
     assert_eq!(h.submit(&r), Submitted::QueueFull);
     assert_eq!(h.submit(&r), Submitted::QueueFull);
     assert_eq!(h.stats.notifications(Outcome::DroppedQueueFull), 2);
+}
+
+fn registration_of(owner: &str, pubsub: &str, node: &str) -> Registration {
+    Registration::new(
+        RegistrationKey {
+            owner: BareJid::new(owner).unwrap(),
+            pubsub: BareJid::new(pubsub).unwrap(),
+            node: node.into(),
+        },
+        Default::default(),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_recipient_cannot_take_more_than_their_share_of_the_queue() {
+    let mut settings = settings(1, 100);
+    settings.per_user = 3;
+    let h = harness(
+        settings,
+        FakeAppServer::answering(std::iter::repeat_n(Answer::Silence, 10)),
+    );
+    let flooded = registration_of("bob@example.com", "push.example.com", "n");
+    let other = registration_of("carol@example.com", "push.example.com", "n");
+    let payload = payload();
+    let submit = |r: &Registration| h.publisher.submit(&r.key.owner, r, &payload);
+    for _ in 0..3 {
+        assert_eq!(submit(&flooded), Submitted::Queued);
+    }
+    assert_eq!(submit(&flooded), Submitted::UserLimit);
+    assert_eq!(h.stats.notifications(Outcome::DroppedUserLimit), 1);
+    // Another recipient still gets in while the flooded one waits.
+    assert_eq!(submit(&other), Submitted::Queued);
+    // Once a publish of the flooded recipient ends, they may queue one more.
+    tokio::time::sleep(REPLY_TIMEOUT + Duration::from_millis(1)).await;
+    h.settle().await;
+    assert_eq!(submit(&flooded), Submitted::Queued);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_app_server_that_never_answers_does_not_hold_the_workers_of_another() {
+    // Three workers, two at most per app server: the silent one gets two, and the jobs for
+    // the other app server go ahead of the third job queued for the silent one.
+    let mut settings = settings(3, 100);
+    settings.per_target = 2;
+    let app = Arc::new(RoutedAppServer::default());
+    let h = harness_with_transport(settings, app.clone());
+    let silent = registration_of("bob@example.com", "silent.example.net", "n");
+    let alive = registration_of("carol@example.com", "push.example.com", "n");
+    let payload = payload();
+    let submit = |r: &Registration| h.publisher.submit(&r.key.owner, r, &payload);
+    for _ in 0..3 {
+        assert_eq!(submit(&silent), Submitted::Queued);
+    }
+    for _ in 0..5 {
+        assert_eq!(submit(&alive), Submitted::Queued);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    h.settle().await;
+    assert_eq!(
+        h.stats.notifications(Outcome::Delivered),
+        5,
+        "the live app server's"
+    );
+    assert_eq!(
+        app.sent_to("silent.example.net"),
+        2,
+        "two in flight, one waiting aside"
+    );
+    tokio::time::sleep(REPLY_TIMEOUT).await;
+    h.settle().await;
+    assert_eq!(
+        app.sent_to("silent.example.net"),
+        3,
+        "the one set aside went later"
+    );
+}
+
+/// An app server per domain: `silent.*` never answers, the others answer at once.
+#[derive(Default)]
+struct RoutedAppServer {
+    received: Mutex<Vec<String>>,
+}
+
+impl RoutedAppServer {
+    fn sent_to(&self, domain: &str) -> usize {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|to| *to == domain)
+            .count()
+    }
+}
+
+#[async_trait::async_trait]
+impl IqTransport for RoutedAppServer {
+    async fn send_iq(&self, iq: Element, timeout: Duration) -> IqOutcome {
+        let to = iq.attr("to").unwrap_or_default().to_owned();
+        self.received.lock().unwrap().push(to.clone());
+        if to.starts_with("silent.") {
+            tokio::time::sleep(timeout).await;
+            return IqOutcome::Timeout;
+        }
+        IqOutcome::Result(iq)
+    }
 }
 
 #[test]
