@@ -5,7 +5,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::{
+    str::FromStr,
+    time::{Duration, Instant},
+};
 
 use common::{
     TestServer,
@@ -427,5 +430,41 @@ async fn a_phone_that_stops_reading_is_dropped_and_its_messages_are_kept_and_pus
     bodies.sort_unstable();
     bodies.dedup();
     assert_eq!(bodies.len(), total, "every message arrived, none lost");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_held_message_moved_to_offline_storage_keeps_the_time_it_was_received() {
+    // FIELD-NOTES defect 2: the delay stamp was the time of the move, not of the message.
+    let mut server = start(&config("resume_timeout = 2", "")).await;
+    let mut phone = Phone::login(&server, "alice@localhost", "phone").await;
+    phone.available().await;
+    let mut bob = bob(&server).await;
+    bob.send(&chat("alice@localhost", "held")).await;
+    let received = std::time::SystemTime::now();
+    assert_eq!(body(&phone.messages(1).await[0]), "held");
+    // Never acknowledged: the connection dies, the session waits 2 s and ends, and the
+    // message goes to offline storage.
+    drop(phone);
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(stored(&server, "alice@localhost").await, 1);
+    let mut phone = Phone::login(&server, "alice@localhost", "phone").await;
+    phone.available().await;
+    let message = phone.messages(1).await.remove(0);
+    let delays: Vec<&Element> = message
+        .children()
+        .filter(|c| c.is("delay", "urn:xmpp:delay"))
+        .collect();
+    assert_eq!(delays.len(), 1, "one delay: {message:?}");
+    let stamp = xmpp_parsers::date::DateTime::from_str(delays[0].attr("stamp").unwrap()).unwrap();
+    let stamped = std::time::UNIX_EPOCH
+        + Duration::from_micros(u64::try_from(stamp.0.timestamp_micros()).unwrap());
+    let off = stamped
+        .duration_since(received)
+        .unwrap_or_else(|early| early.duration());
+    assert!(
+        off < Duration::from_secs(1),
+        "stamped {off:?} away from when it was received (moved 2 s later)"
+    );
     server.shutdown().await;
 }
