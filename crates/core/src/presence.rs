@@ -565,6 +565,17 @@ async fn inbound_subscription(
         None => return,
     }
     if kind == SubscriptionKind::Subscribe {
+        match roster.has_room(server, recipient, from).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::debug!(%recipient, %from, "roster full: subscription request dropped");
+                return;
+            }
+            Err(error) => {
+                tracing::error!(%recipient, %error, "cannot read the roster for a subscription request");
+                return;
+            }
+        }
         match roster.state(server, recipient, from).await {
             Ok(state) if state.has_from() => {
                 // Section 3.1.3: the contact already has a subscription; the server MUST

@@ -22,7 +22,7 @@ use herald_core::{
     offline::{Offline, OfflineConfig},
     ping::{Ping, PingSettings},
     register::{InBandRegistration, Register},
-    roster::{Roster, RosterConfig},
+    roster::Roster,
     sm::{SmSettings, StaleH},
 };
 use herald_sasl::Credentials;
@@ -129,10 +129,7 @@ fn modules(config: &Config) -> Result<Vec<Arc<dyn Module>>, AppError> {
         modules.push(Arc::new(Ping));
     }
     if let Some(roster) = &config.modules.mod_roster {
-        modules.push(Roster::new(RosterConfig {
-            versioning: roster.versioning,
-            store_current_id: roster.store_current_id,
-        }));
+        modules.push(Roster::new(*roster));
     }
     if let Some(offline) = &config.modules.mod_offline {
         modules.push(Offline::new(OfflineConfig {

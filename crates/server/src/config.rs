@@ -249,15 +249,8 @@ pub struct Modules {
     pub mod_fail2ban: Option<Fail2banConfig>,
 }
 
-/// Options of `mod_roster` (MongooseIM's names).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RosterConfig {
-    /// `versioning`: roster versioning (XEP-0237); default false.
-    pub versioning: bool,
-    /// `store_current_id`: keep the roster version in the database rather than compute it on
-    /// each request; default false.
-    pub store_current_id: bool,
-}
+/// Options of `mod_roster`: the module's own type.
+pub use herald_core::roster::RosterConfig;
 
 /// Options of `mod_offline`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1064,7 +1057,8 @@ tls.mode = \"tls\"
             config.modules.mod_roster,
             Some(RosterConfig {
                 versioning: true,
-                store_current_id: true
+                store_current_id: true,
+                ..RosterConfig::default()
             })
         );
         assert_eq!(

@@ -139,3 +139,81 @@ async fn repeated_failed_logins_from_one_address_are_refused_until_they_expire()
     assert_eq!(attempt("pw").await, Ok(()));
     server.shutdown().await;
 }
+
+async fn roster_set(client: &mut Client, contact: &str) -> minidom::Element {
+    client
+        .send(&format!(
+            "<iq type='set' id='set-{contact}'><query xmlns='jabber:iq:roster'><item jid='{contact}'/></query></iq>"
+        ))
+        .await;
+    loop {
+        let element = client.next().await;
+        if element.name() == "iq" && element.attr("id") == Some(&format!("set-{contact}")) {
+            return element;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_full_roster_refuses_new_items_and_drops_new_subscription_requests() {
+    let text = config("", "").replace(
+        "[modules.mod_roster]",
+        "[modules.mod_roster]\nmax_roster_size = 2",
+    );
+    let mut server = TestServer::start(&text).await;
+    for user in ["alice", "bob", "carol"] {
+        server.add_user(&format!("{user}@localhost"), "pw").await;
+    }
+    let mut alice = Client::login(&server, "alice@localhost", "pw", "phone").await;
+    for contact in ["one@example.org", "two@example.org"] {
+        assert_eq!(
+            roster_set(&mut alice, contact).await.attr("type"),
+            Some("result")
+        );
+    }
+    let refused = roster_set(&mut alice, "three@example.org").await;
+    assert_eq!(refused.attr("type"), Some("error"), "{refused:?}");
+    let error = refused.get_child("error", "jabber:client").unwrap();
+    assert!(error.has_child("not-allowed", common::client::STANZAS));
+    // An item already there can still change.
+    assert_eq!(
+        roster_set(&mut alice, "two@example.org").await.attr("type"),
+        Some("result")
+    );
+    alice.send("</stream:stream>").await;
+    alice.closed().await;
+    // A request from a contact not in the full roster is not kept.
+    let mut bob = Client::online(&server, "bob@localhost", "pw", "pc", 0).await;
+    bob.send("<presence to='alice@localhost' type='subscribe'/>")
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut alice = Client::online(&server, "alice@localhost", "pw", "phone", 0).await;
+    let arrived = alice.drain(Duration::from_millis(300)).await;
+    assert!(
+        arrived.iter().all(|e| e.attr("type") != Some("subscribe")),
+        "{arrived:?}"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_long_subscription_request_text_is_cut_when_kept() {
+    let mut server = start("", "").await;
+    let mut bob = Client::online(&server, "bob@localhost", "pw", "pc", 0).await;
+    let long = "y".repeat(5000);
+    bob.send(&format!(
+        "<presence to='alice@localhost' type='subscribe'><status>{long}</status></presence>"
+    ))
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut alice = Client::online(&server, "alice@localhost", "pw", "phone", 0).await;
+    let request = loop {
+        let element = alice.next().await;
+        if element.attr("type") == Some("subscribe") {
+            break element;
+        }
+    };
+    let status = request.get_child("status", "jabber:client").unwrap().text();
+    assert_eq!(status.chars().count(), 1024);
+    server.shutdown().await;
+}

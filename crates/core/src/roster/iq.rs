@@ -107,11 +107,16 @@ impl IqHandler for RosterIq {
                 contact,
                 name,
                 groups,
-            } => self
-                .0
-                .set_item(server, &user, &contact, name, groups)
-                .await
-                .map(|()| None),
+            } => match self.0.has_room(server, &user, &contact).await {
+                // RFC 6121 section 2.3.3: a roster at its size limit refuses new items.
+                Ok(false) => return Err(error(ErrorType::Cancel, DefinedCondition::NotAllowed)),
+                Ok(true) => self
+                    .0
+                    .set_item(server, &user, &contact, name, groups)
+                    .await
+                    .map(|()| None),
+                Err(error) => Err(error),
+            },
             RosterRequest::Remove { contact } => {
                 match self.0.remove_item(server, &user, &contact).await {
                     Ok(Some(_)) => Ok(None),

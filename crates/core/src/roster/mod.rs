@@ -37,15 +37,38 @@ use subscription::{SubscriptionKind, Transition};
 /// XEP-0237 section 2.1: the stream feature that announces roster versioning.
 const ROSTERVER: &str = "urn:xmpp:features:rosterver";
 
-/// Options of `mod_roster` (MongooseIM's names).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Options of `mod_roster` (MongooseIM's names, and herald's `max_roster_size`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RosterConfig {
     /// `versioning`: support roster versioning (XEP-0237).
     pub versioning: bool,
     /// `store_current_id`: keep the roster version in the database, bumped on each change,
     /// instead of computing it from the roster on each request.
     pub store_current_id: bool,
+    /// `max_roster_size`: items a roster may hold (default 2000); `None` for `"infinity"`.
+    /// A roster set that would add one more is refused with `not-allowed` (RFC 6121 section
+    /// 2.3.3); a subscription request from a contact not yet in a full roster is dropped.
+    pub max_roster_size: Option<usize>,
 }
+
+impl RosterConfig {
+    /// `max_roster_size` when absent.
+    pub const DEFAULT_MAX_ROSTER_SIZE: usize = 2000;
+}
+
+impl Default for RosterConfig {
+    fn default() -> Self {
+        RosterConfig {
+            versioning: false,
+            store_current_id: false,
+            max_roster_size: Some(Self::DEFAULT_MAX_ROSTER_SIZE),
+        }
+    }
+}
+
+/// The longest status text kept with a pending subscription request, in characters; longer
+/// texts are cut (a request is stored until answered, so its size is bounded).
+pub const MAX_ASK_MESSAGE: usize = 1024;
 
 /// The roster module, also the roster service that presence processing uses.
 #[derive(Debug)]
@@ -91,6 +114,25 @@ impl Roster {
         user: &BareJid,
     ) -> Result<Vec<RosterItem>, StorageError> {
         server.storage.roster().items(user).await
+    }
+
+    /// Whether the user's roster may take an item for `contact`: it has one already, or has
+    /// fewer than `max_roster_size` (checked before the change, so concurrent additions may
+    /// pass it by a few).
+    pub async fn has_room(
+        &self,
+        server: &Server,
+        user: &BareJid,
+        contact: &BareJid,
+    ) -> Result<bool, StorageError> {
+        let Some(max) = self.config.max_roster_size else {
+            return Ok(true);
+        };
+        let store = server.storage.roster();
+        if store.item(user, contact).await?.is_some() {
+            return Ok(true);
+        }
+        Ok(store.items(user).await?.len() < max)
     }
 
     /// The state between the user and `contact` (none when there is no item).
@@ -143,7 +185,8 @@ impl Roster {
                     if !new.pending_in() {
                         item.ask_message = None;
                     } else if !state.pending_in() {
-                        item.ask_message = ask_message;
+                        item.ask_message =
+                            ask_message.map(|text| text.chars().take(MAX_ASK_MESSAGE).collect());
                     }
                     item.state = new;
                     Some(item)

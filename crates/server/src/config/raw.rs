@@ -110,6 +110,7 @@ pub(super) struct RawRoster {
     pub(super) versioning: Option<bool>,
     pub(super) store_current_id: Option<bool>,
     pub(super) backend: Option<String>,
+    pub(super) max_roster_size: Option<toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]

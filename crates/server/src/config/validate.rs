@@ -13,7 +13,8 @@ use jid::{BareJid, DomainPart};
 use super::error::{Invalid, KeyPath};
 use super::raw::{
     Integer, RawC2s, RawConfig, RawDisco, RawFail2ban, RawGeneral, RawInternalDatabases,
-    RawModules, RawOffline, RawPing, RawRegister, RawService, RawStreamManagement, RawTls,
+    RawModules, RawOffline, RawPing, RawRegister, RawRoster, RawService, RawStreamManagement,
+    RawTls,
 };
 use super::storage::{self, DatabaseConfig};
 use super::{
@@ -406,10 +407,10 @@ fn modules(raw: RawModules, at: &KeyPath) -> Result<Modules, Invalid> {
             .mod_stream_management
             .map(|sm| stream_management(sm, &at.key("mod_stream_management")))
             .transpose()?,
-        mod_roster: raw.mod_roster.map(|roster| RosterConfig {
-            versioning: roster.versioning.unwrap_or(false),
-            store_current_id: roster.store_current_id.unwrap_or(false),
-        }),
+        mod_roster: raw
+            .mod_roster
+            .map(|roster| roster_config(roster, &at.key("mod_roster")))
+            .transpose()?,
         mod_offline: raw
             .mod_offline
             .map(|offline| offline_config(offline, &at.key("mod_offline")))
@@ -437,6 +438,19 @@ fn offline_config(raw: RawOffline, at: &KeyPath) -> Result<OfflineConfig, Invali
     };
     Ok(OfflineConfig {
         max_user_offline_messages,
+    })
+}
+
+fn roster_config(raw: RawRoster, at: &KeyPath) -> Result<RosterConfig, Invalid> {
+    let max_roster_size = match raw.max_roster_size {
+        Some(value) => integer_or(value, "infinity", 1, &at.key("max_roster_size"))?
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        None => Some(RosterConfig::DEFAULT_MAX_ROSTER_SIZE),
+    };
+    Ok(RosterConfig {
+        versioning: raw.versioning.unwrap_or(false),
+        store_current_id: raw.store_current_id.unwrap_or(false),
+        max_roster_size,
     })
 }
 
