@@ -227,6 +227,8 @@ impl Extensions {
 pub struct PreAuthRequest<'a> {
     /// The served domain the stream is for.
     pub domain: &'a jid::DomainPart,
+    /// The client's address.
+    pub peer: std::net::IpAddr,
     /// Get or set.
     pub kind: IqType,
     /// The payload element the handler was chosen by.

@@ -9,7 +9,12 @@
 //! where passwords may cross the stream) and users may change their password (section 3.3).
 //! `password_strength` (MongooseIM's option) refuses passwords with fewer bits of entropy.
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::{Arc, Mutex},
+    time::Instant,
+};
 
 use herald_sasl::Credentials;
 use herald_storage::StorageError;
@@ -38,6 +43,9 @@ const REGISTER_FEATURE: &str = "http://jabber.org/features/iq-register";
 pub struct InBandRegistration {
     /// `password_strength`: the least entropy, in bits, of a new password (0: any password).
     pub password_strength: u32,
+    /// `registration_timeout` (ejabberd's name): one account registered per IP address in
+    /// this long; `None` is no limit.
+    pub registration_timeout: Option<std::time::Duration>,
 }
 
 /// The `jabber:iq:register` module.
@@ -71,7 +79,10 @@ impl Module for Register {
             r.pre_auth_iq(
                 ns::REGISTER,
                 Element::bare("register", REGISTER_FEATURE),
-                Arc::new(NewAccount(in_band)),
+                Arc::new(NewAccount {
+                    in_band,
+                    recent: Mutex::default(),
+                }),
             );
         }
     }
@@ -244,8 +255,36 @@ impl IqHandler for AccountRequest {
     }
 }
 
-/// `jabber:iq:register` before authentication: the fields, and the creation of an account.
-struct NewAccount(InBandRegistration);
+/// `jabber:iq:register` before authentication: the fields, and the creation of an account,
+/// at most one per address per `registration_timeout`.
+struct NewAccount {
+    in_band: InBandRegistration,
+    /// When each address last registered an account.
+    recent: Mutex<HashMap<IpAddr, Instant>>,
+}
+
+impl NewAccount {
+    /// Whether `peer` registered an account less than `registration_timeout` ago.
+    fn too_soon(&self, peer: IpAddr, now: Instant) -> bool {
+        let Some(timeout) = self.in_band.registration_timeout else {
+            return false;
+        };
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent
+            .get(&peer)
+            .is_some_and(|last| now.duration_since(*last) < timeout)
+    }
+
+    /// `peer` registered an account (older records are swept).
+    fn registered(&self, peer: IpAddr, now: Instant) {
+        let Some(timeout) = self.in_band.registration_timeout else {
+            return;
+        };
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.retain(|_, last| now.duration_since(*last) < timeout);
+        recent.insert(peer, now);
+    }
+}
 
 #[async_trait::async_trait]
 impl PreAuthIqHandler for NewAccount {
@@ -270,9 +309,15 @@ impl PreAuthIqHandler for NewAccount {
                     return Err(not_acceptable());
                 };
                 let user = BareJid::from_parts(Some(&node), request.domain);
-                let credentials = self.0.credentials(password).await?;
+                let credentials = self.in_band.credentials(password).await?;
+                if self.too_soon(request.peer, Instant::now()) {
+                    // XEP-0077 section 3.1 lets a server refuse; ejabberd answers the same.
+                    tracing::debug!(peer = %request.peer, "in-band registration too soon after the last from this address");
+                    return Err(error(ErrorType::Wait, DefinedCondition::ResourceConstraint));
+                }
                 match server.storage.accounts().create(&user, &credentials).await {
                     Ok(()) => {
+                        self.registered(request.peer, Instant::now());
                         tracing::info!(%user, "account registered in-band");
                         Ok(None)
                     }

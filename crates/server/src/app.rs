@@ -141,6 +141,7 @@ fn modules(config: &Config) -> Result<Vec<Arc<dyn Module>>, AppError> {
     modules.push(Register::new(config.modules.mod_register.as_ref().map(
         |register| InBandRegistration {
             password_strength: register.password_strength,
+            registration_timeout: register.registration_timeout,
         },
     )));
     if let Some(push) = config

@@ -268,12 +268,24 @@ impl Default for OfflineConfig {
     }
 }
 
-/// Options of `mod_register` (MongooseIM's names).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Options of `mod_register` (MongooseIM's names, and ejabberd's `registration_timeout`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegisterConfig {
     /// `password_strength`: the least entropy, in bits, of a password set in-band (default 0:
     /// any non-empty password).
     pub password_strength: u32,
+    /// `registration_timeout` (seconds, default 600): one account registered per IP address
+    /// in this long; `None` for `"infinity"` (no limit).
+    pub registration_timeout: Option<Duration>,
+}
+
+impl Default for RegisterConfig {
+    fn default() -> Self {
+        RegisterConfig {
+            password_strength: 0,
+            registration_timeout: Some(Duration::from_secs(600)),
+        }
+    }
 }
 
 /// Options of `mod_stream_management` (MongooseIM's names and defaults).
@@ -1070,6 +1082,7 @@ tls.mode = \"tls\"
         assert_eq!(
             config.modules.mod_register,
             Some(RegisterConfig {
+                registration_timeout: Some(Duration::from_secs(600)),
                 password_strength: 32
             })
         );

@@ -429,3 +429,23 @@ async fn a_stream_that_keeps_registering_is_closed() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_second_registration_from_the_same_address_waits_for_registration_timeout() {
+    let config = WITH_REGISTER.replace("password_strength = 40", "registration_timeout = 2");
+    let mut server = server(&config).await;
+    let mut client = unauthenticated(&server).await;
+    let first = register(&mut client, "r1", "dave", "a long enough passphrase").await;
+    assert_eq!(first.attr("type"), Some("result"), "{first:?}");
+    let mut other = unauthenticated(&server).await;
+    let second = register(&mut other, "r2", "erin", "a long enough passphrase").await;
+    assert_eq!(
+        error_condition(&second).as_deref(),
+        Some("resource-constraint")
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let mut later = unauthenticated(&server).await;
+    let third = register(&mut later, "r3", "erin", "a long enough passphrase").await;
+    assert_eq!(third.attr("type"), Some("result"), "{third:?}");
+    server.shutdown().await;
+}

@@ -739,6 +739,7 @@ async fn pre_auth_iq(
     }
     let request = crate::module::PreAuthRequest {
         domain: &domain,
+        peer: state.peer,
         kind,
         payload,
     };

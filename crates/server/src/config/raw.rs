@@ -131,6 +131,7 @@ pub(super) struct RawFail2ban {
 #[serde(deny_unknown_fields, expecting = "a table")]
 pub(super) struct RawRegister {
     pub(super) password_strength: Option<Integer>,
+    pub(super) registration_timeout: Option<toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]

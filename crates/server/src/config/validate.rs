@@ -485,7 +485,15 @@ fn register_config(raw: RawRegister, at: &KeyPath) -> Result<RegisterConfig, Inv
         )?,
         None => 0,
     };
-    Ok(RegisterConfig { password_strength })
+    let registration_timeout = match raw.registration_timeout {
+        Some(value) => integer_or(value, "infinity", 1, &at.key("registration_timeout"))?
+            .map(Duration::from_secs),
+        None => RegisterConfig::default().registration_timeout,
+    };
+    Ok(RegisterConfig {
+        password_strength,
+        registration_timeout,
+    })
 }
 
 /// An integer of at least `min`, or the word that means "no limit".
