@@ -36,6 +36,8 @@ ip_address = "127.0.0.1"
 password = "bench-secret"
 
 [modules.mod_register]
+# The bench registers its users in-band, all from 127.0.0.1.
+registration_timeout = "infinity"
 [modules.mod_offline]
 [modules.mod_event_pusher.push]
 "#;

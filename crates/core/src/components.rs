@@ -8,13 +8,18 @@ use std::{
 use herald_stream::StreamErrorCondition;
 use jid::Jid;
 use minidom::Element;
-use tokio::sync::mpsc;
 
-use crate::sessions::{SessionControl, SessionId};
+use crate::{
+    queue::{Inbox, Outbox},
+    sessions::{SessionControl, SessionId},
+};
 
 /// How many stanzas may wait for a component: components carry the traffic of many users
 /// (a push app server receives a publish per notification), so far more than a client.
 pub const COMPONENT_QUEUE: usize = 32 * 1024;
+
+/// How many bytes (approximately, serialised) may wait for a component.
+pub const COMPONENT_QUEUE_BYTES: usize = 32 * 1024 * 1024;
 
 /// What the router holds of a connected component.
 #[derive(Clone, Debug)]
@@ -24,7 +29,7 @@ pub struct ComponentHandle {
     /// The component's domain.
     pub domain: Jid,
     /// Stanzas to write to it.
-    pub outbound: mpsc::Sender<Element>,
+    pub outbound: Outbox,
     /// Asks the connection to close.
     pub control: Arc<SessionControl>,
     /// Listed in the server's disco#items (`hidden_components = false`).
@@ -33,8 +38,8 @@ pub struct ComponentHandle {
 
 impl ComponentHandle {
     /// Create a handle and the receiving end of its queue.
-    pub fn new(domain: Jid, visible: bool) -> (ComponentHandle, mpsc::Receiver<Element>) {
-        let (tx, rx) = mpsc::channel(COMPONENT_QUEUE);
+    pub fn new(domain: Jid, visible: bool) -> (ComponentHandle, Inbox) {
+        let (tx, rx) = crate::queue::bounded(COMPONENT_QUEUE, COMPONENT_QUEUE_BYTES);
         let handle = ComponentHandle {
             id: crate::sessions::next_session_id(),
             domain,

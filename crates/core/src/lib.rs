@@ -18,6 +18,7 @@ pub mod offline;
 pub mod outbound;
 pub mod ping;
 pub mod presence;
+pub mod queue;
 pub mod register;
 mod resume;
 pub mod roster;

@@ -17,11 +17,16 @@ use std::{
 use herald_stream::StreamErrorCondition;
 use jid::{BareJid, FullJid};
 use minidom::Element;
-use tokio::sync::mpsc;
+
+use crate::queue::{Inbox, Outbox, Refused};
 use tokio_util::sync::CancellationToken;
 
 /// How many stanzas may wait for a slow client before it is disconnected.
 pub const OUTBOUND_QUEUE: usize = 1024;
+
+/// How many bytes (approximately, serialised) may wait for a client: with stanzas of up to
+/// `max_stanza_size`, the count alone would let one session hold tens of megabytes.
+pub const OUTBOUND_QUEUE_BYTES: usize = 1024 * 1024;
 
 const SHARDS: usize = 32;
 
@@ -63,7 +68,7 @@ pub(crate) fn next_session_id() -> SessionId {
 /// returned (the caller bounces the stanza), and with `close_when_full` the connection is
 /// closed with resource-constraint (RFC 6120 section 4.9.3.16).
 pub(crate) fn push_or_close(
-    queue: &mpsc::Sender<Element>,
+    queue: &Outbox,
     control: &SessionControl,
     stanza: Element,
     who: &dyn std::fmt::Display,
@@ -71,7 +76,7 @@ pub(crate) fn push_or_close(
 ) -> bool {
     match queue.try_send(stanza) {
         Ok(()) => true,
-        Err(mpsc::error::TrySendError::Full(_)) => {
+        Err(Refused::Full(_)) => {
             if close_when_full {
                 tracing::warn!(peer = %who, "outbound queue full; disconnecting the slow peer");
                 control.close(StreamErrorCondition::ResourceConstraint);
@@ -80,7 +85,7 @@ pub(crate) fn push_or_close(
             }
             false
         }
-        Err(mpsc::error::TrySendError::Closed(_)) => false,
+        Err(Refused::Closed(_)) => false,
     }
 }
 
@@ -92,7 +97,7 @@ pub struct SessionHandle {
     /// The bound full JID.
     pub jid: FullJid,
     /// Stanzas to write to the client, already addressed.
-    pub outbound: mpsc::Sender<Element>,
+    pub outbound: Outbox,
     /// Asks the session to close.
     pub control: Arc<SessionControl>,
     /// What presence and the roster remember about the session (directed presence, roster
@@ -105,8 +110,8 @@ pub struct SessionHandle {
 
 impl SessionHandle {
     /// Create a handle and the receiving end of its outbound queue.
-    pub fn new(jid: FullJid) -> (SessionHandle, mpsc::Receiver<Element>) {
-        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+    pub fn new(jid: FullJid) -> (SessionHandle, Inbox) {
+        let (tx, rx) = crate::queue::bounded(OUTBOUND_QUEUE, OUTBOUND_QUEUE_BYTES);
         let handle = SessionHandle {
             id: next_session_id(),
             jid,

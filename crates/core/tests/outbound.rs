@@ -11,7 +11,6 @@ use herald_storage::Storage;
 use herald_stream::stanza::{Stanza, set_attr};
 use jid::{DomainPart, Jid};
 use minidom::Element;
-use tokio::sync::mpsc;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
 async fn server() -> Arc<Server> {
@@ -21,7 +20,7 @@ async fn server() -> Arc<Server> {
 }
 
 /// Connect a fake component for `domain`; returns what it receives.
-fn component(server: &Server, domain: &str) -> (ComponentHandle, mpsc::Receiver<Element>) {
+fn component(server: &Server, domain: &str) -> (ComponentHandle, herald_core::queue::Inbox) {
     let (handle, rx) = ComponentHandle::new(Jid::new(domain).unwrap(), true);
     server
         .components
@@ -62,7 +61,7 @@ fn answer(request: &Element, from: &str, error: Option<(&str, &str)>) -> Stanza 
 
 async fn reply_once(
     server: Arc<Server>,
-    mut rx: mpsc::Receiver<Element>,
+    mut rx: herald_core::queue::Inbox,
     from: &'static str,
     error: Option<(&'static str, &'static str)>,
 ) {

@@ -238,7 +238,8 @@ impl Module for Push {
         self.attach(
             store,
             Arc::new(ServerTransport::new(server)),
-            PublisherSettings::for_workers(self.config.wpool.workers),
+            PublisherSettings::for_workers(self.config.wpool.workers)
+                .with_registrations_per_user(self.config.max_registrations.get()),
             server.shutdown.clone(),
             &server.tasks,
         );

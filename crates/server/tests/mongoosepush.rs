@@ -87,6 +87,8 @@ password = "secret"
 
 [modules.mod_event_pusher.push]
 wpool.workers = 4
+# One user holds a registration per case of the option matrix.
+max_registrations = 100
 virtual_pubsub_hosts = ["virtual.@HOST@", "{EXACT}"]
 
 [modules.mod_push_service_mongoosepush]

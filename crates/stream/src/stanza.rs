@@ -268,6 +268,26 @@ pub fn stanza_error(type_: ErrorType, condition: DefinedCondition) -> Element {
 /// peer, and removed from everything a peer sends.
 pub const INTERNAL_NS: &str = "urn:x-herald:internal";
 
+/// About how many bytes an element takes serialised (names, attributes, text, and a little
+/// per element for the markup), computed without serialising: what outbound queues count
+/// against their byte budget.
+pub fn approximate_size(element: &Element) -> usize {
+    const MARKUP: usize = 8;
+    let attributes: usize = element
+        .attrs()
+        .iter()
+        .map(|((_, name), value)| name.len() + value.len() + 4)
+        .sum();
+    let content: usize = element
+        .nodes()
+        .map(|node| match node {
+            minidom::Node::Element(child) => approximate_size(child),
+            minidom::Node::Text(text) => text.len(),
+        })
+        .sum();
+    MARKUP + 2 * element.name().len() + attributes + content
+}
+
 /// Whether the element carries internal metadata.
 pub fn has_internal(element: &Element) -> bool {
     element.children().any(|child| child.ns() == INTERNAL_NS)
@@ -354,6 +374,21 @@ pub fn iq_result(request: &Stanza, payload: Option<Element>) -> Element {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_approximate_size_is_close_to_the_serialised_one() {
+        let xml = "<message xmlns='jabber:client' to='juliet@capulet.example/balcony' \
+                   type='chat' id='m1'><body>Wherefore art thou, Romeo? \
+                   Deny thy father and refuse thy name.</body>\
+                   <active xmlns='http://jabber.org/protocol/chatstates'/></message>";
+        let element: Element = xml.parse().unwrap();
+        let serialised = String::from(&element).len();
+        let estimate = super::approximate_size(&element);
+        assert!(
+            estimate * 2 > serialised && estimate < serialised * 2,
+            "{estimate} vs {serialised}"
+        );
+    }
+
     use super::*;
 
     fn el(xml: &str) -> Element {

@@ -137,7 +137,7 @@ async fn negotiate(
     mut conn: Conn,
     state: &mut State,
     peer: SocketAddr,
-) -> Option<(Conn, (SessionHandle, tokio::sync::mpsc::Receiver<Element>))> {
+) -> Option<(Conn, (SessionHandle, crate::queue::Inbox))> {
     'stream: loop {
         // The peer's stream header.
         let header = match read(server, settings, &mut conn, state).await? {
@@ -646,7 +646,7 @@ fn bind(
     conn: &mut Conn,
     state: &State,
     iq: &Element,
-) -> Option<(SessionHandle, tokio::sync::mpsc::Receiver<Element>)> {
+) -> Option<(SessionHandle, crate::queue::Inbox)> {
     let id = iq.attr("id").unwrap_or_default().to_owned();
     let reply_error = |conn: &mut Conn, type_: ErrorType, condition: DefinedCondition| {
         let mut reply = Element::bare("iq", ns::CLIENT);

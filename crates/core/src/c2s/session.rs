@@ -28,6 +28,7 @@ use crate::{
     offline::{self, OfflineFeed},
     ping::PingSettings,
     presence,
+    queue::Inbox,
     resume::Resumption,
     sessions::SessionHandle,
     sm::{self, Sm, SmError},
@@ -59,7 +60,7 @@ enum End {
 struct Session {
     server: Arc<Server>,
     handle: SessionHandle,
-    rx: mpsc::Receiver<Element>,
+    rx: Inbox,
     sm: Option<Sm>,
     resumptions: Option<mpsc::Receiver<Resumption>>,
     /// Stored offline messages being delivered to this session.
@@ -72,11 +73,7 @@ struct Session {
 
 /// Run the session until it ends, then unregister it and route again what the client never
 /// acknowledged.
-pub(crate) async fn run(
-    server: Arc<Server>,
-    conn: Conn,
-    (handle, rx): (SessionHandle, mpsc::Receiver<Element>),
-) {
+pub(crate) async fn run(server: Arc<Server>, conn: Conn, (handle, rx): (SessionHandle, Inbox)) {
     let mut session = Session {
         server,
         handle,
@@ -135,7 +132,7 @@ pub(crate) async fn run(
                     // What was routed to this session is written before the stream error,
                     // so a shutdown or a replaced session loses nothing it had accepted.
                     session.rx.close();
-                    while let Ok(element) = session.rx.try_recv() {
+                    while let Some(element) = session.rx.try_recv() {
                         let _ = session.track_sent(&element, None);
                         c.queue(&element);
                     }
@@ -408,7 +405,7 @@ impl Session {
                         return end;
                     }
                     for _ in 1..room {
-                        let Ok(next) = self.rx.try_recv() else { break };
+                        let Some(next) = self.rx.try_recv() else { break };
                         if let Err(end) = self.write(conn, &next, None, &mut request_ack) {
                             return end;
                         }
@@ -727,7 +724,7 @@ impl Session {
             .filter(|unacked| unacked.offline_id.is_none())
             .map(|unacked| (unacked.stanza, unacked.sent_at))
             .collect();
-        while let Ok(element) = self.rx.try_recv() {
+        while let Some(element) = self.rx.try_recv() {
             leftovers.push((element, now));
         }
         for (mut element, held_since) in leftovers {

@@ -20,7 +20,7 @@ use sha1::{Digest, Sha1};
 use subtle::ConstantTimeEq;
 use tokio::{
     net::{TcpListener, TcpStream},
-    sync::{Semaphore, mpsc},
+    sync::Semaphore,
 };
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
@@ -168,7 +168,7 @@ async fn handshake(
     server: &Server,
     settings: &ServiceSettings,
     conn: &mut Conn,
-) -> Option<(ComponentHandle, mpsc::Receiver<Element>)> {
+) -> Option<(ComponentHandle, crate::queue::Inbox)> {
     let header = match read(conn, settings.state_timeout, "", server).await? {
         Frame::StreamOpen(header) => header,
         _ => return None,
@@ -244,7 +244,7 @@ async fn run(
     settings: &ServiceSettings,
     conn: &mut Conn,
     handle: &ComponentHandle,
-    mut rx: mpsc::Receiver<Element>,
+    mut rx: crate::queue::Inbox,
 ) -> Option<StreamErrorCondition> {
     loop {
         tokio::select! {
@@ -254,7 +254,7 @@ async fn run(
             outbound = rx.recv() => {
                 let first = outbound?;
                 conn.queue(&with_namespace(first, ns::CLIENT, COMPONENT_NS));
-                while let Ok(next) = rx.try_recv() {
+                while let Some(next) = rx.try_recv() {
                     conn.queue(&with_namespace(next, ns::CLIENT, COMPONENT_NS));
                 }
                 if conn.flush().await.is_err() {

@@ -95,6 +95,13 @@ pub struct PublisherSettings {
 }
 
 impl PublisherSettings {
+    /// A recipient's share never stops one message from reaching every registration they may
+    /// have: at least two messages' worth of publishes.
+    pub fn with_registrations_per_user(mut self, registrations: usize) -> PublisherSettings {
+        self.per_user = self.per_user.max(registrations.saturating_mul(2));
+        self
+    }
+
     /// The settings for `workers` workers, with the defaults for the rest.
     pub fn for_workers(workers: NonZeroUsize) -> PublisherSettings {
         let queue_capacity = workers.get().saturating_mul(QUEUE_PER_WORKER);
