@@ -756,7 +756,9 @@ async fn wait_and_modify_errors_keep_the_registration() {
 
 #[tokio::test]
 async fn an_app_server_that_never_answers_blocks_nothing() {
-    let mut s = setup().await;
+    // Three publishes wait on the silent app server; one app server has at most
+    // `wpool.workers - 1` in flight, so five workers leave it room for the later one.
+    let mut s = setup_with(&CONFIG.replace("wpool.workers = 4", "wpool.workers = 5")).await;
     enable_for_alice(&s.server, "n1", "").await;
     let mut bob = bob_online(&s.server).await;
     for n in 0..3 {
