@@ -1189,3 +1189,60 @@ async fn enabling_past_max_registrations_replaces_the_oldest() {
     assert!(s.app.nothing().await, "the oldest was replaced");
     s.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_flood_to_one_user_at_a_silent_app_server_does_not_delay_another_users_push() {
+    // Three workers: one app server has at most two publishes in flight, and one recipient
+    // at most a share of the queue.
+    let config = CONFIG.replace("wpool.workers = 4", "wpool.workers = 3");
+    let mut s = setup_with(&config).await;
+    s.server.add_user("carol@localhost", "c-pass").await;
+    let addr = s.server.running.as_ref().unwrap().service_addrs[0];
+    // An app server that takes publishes and never answers.
+    let mut silent =
+        common::component::Component::connect(addr, "silent.localhost", "secret").await;
+    // Alice has the most registrations allowed (10), all at the silent app server.
+    let mut alice = Client::login(&s.server, "alice@localhost", "a-pass", "phone").await;
+    for n in 0..10 {
+        let reply = iq(
+            &mut alice,
+            &format!(
+                "<iq type='set' id='e{n}'><enable xmlns='{PUSH}' jid='silent.localhost' node='node-{n}'/></iq>"
+            ),
+        )
+        .await;
+        assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
+    }
+    alice.send("</stream:stream>").await;
+    alice.closed().await;
+    // Carol has one, at the app server that answers.
+    let mut carol = Client::login(&s.server, "carol@localhost", "c-pass", "phone").await;
+    let reply = iq(&mut carol, &enable_iq("carols-phone", "")).await;
+    assert_eq!(reply.attr("type"), Some("result"));
+    carol.send("</stream:stream>").await;
+    carol.closed().await;
+
+    let mut bob = bob_online(&s.server).await;
+    for n in 0..30 {
+        bob_sends(&mut bob, &chat(&format!("flood {n}"))).await;
+    }
+    let started = std::time::Instant::now();
+    bob.send("<message to='carol@localhost' type='chat' id='c'><body>for carol</body></message>")
+        .await;
+    let publish = s.app.publish().await;
+    let waited = started.elapsed();
+    assert_eq!(publish.node, "carols-phone");
+    assert_eq!(publish.field("last-message-body"), Some("for carol"));
+    // `publish` gives up after 10 s, and the silent app server's publishes wait 32 s for
+    // their timeout: carol's went out while they were all still unanswered.
+    println!(
+        "figure: another user's push {waited:?} after 300 notifications queued for a silent app server"
+    );
+    // The silent app server got its share: two publishes, not every worker.
+    let mut held = 0;
+    while let Some(Frame::Element(_)) = silent.frame(QUIET).await {
+        held += 1;
+    }
+    assert_eq!(held, 2, "at most workers - 1 publishes to one app server");
+    s.server.shutdown().await;
+}
