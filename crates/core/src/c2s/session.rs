@@ -257,11 +257,31 @@ impl Liveness {
     }
 }
 
-/// Sleep until `deadline`, or for ever without one.
-async fn until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
-        None => std::future::pending().await,
+/// The connection's one timer, moved only when the next liveness deadline changes rather
+/// than registered anew on every turn of the loop.
+struct Timer {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    armed: Option<Instant>,
+}
+
+impl Timer {
+    fn new() -> Timer {
+        Timer {
+            sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            armed: None,
+        }
+    }
+
+    /// Resolves at `deadline`, or never without one.
+    async fn at(&mut self, deadline: Option<Instant>) {
+        let Some(deadline) = deadline else {
+            return std::future::pending().await;
+        };
+        if self.armed != Some(deadline) {
+            self.sleep.as_mut().reset(deadline.into());
+            self.armed = Some(deadline);
+        }
+        self.sleep.as_mut().await;
     }
 }
 
@@ -366,6 +386,7 @@ impl Session {
 
     async fn serve(&mut self, conn: &mut Conn) -> End {
         let mut liveness = Liveness::new(&self.server);
+        let mut timer = Timer::new();
         loop {
             if let Err(end) = self.feed_offline(conn, &mut liveness).await {
                 return end;
@@ -387,7 +408,7 @@ impl Session {
                     Some(feed) => feed.look_again(),
                     None => self.offline = OfflineFeed::start(&self.server, &self.handle),
                 },
-                () = until(liveness.deadline()) => match liveness.alarm(Instant::now()) {
+                () = timer.at(liveness.deadline()) => match liveness.alarm(Instant::now()) {
                     Some(Alarm::Gone) => return End::Dropped(StreamErrorCondition::ConnectionTimeout),
                     Some(Alarm::Ping) => {
                         self.ping(conn, &mut liveness);
