@@ -1,8 +1,13 @@
 //! A bound client session (RFC 6120 section 7 onwards): stanzas in from the client are
-//! stamped and routed; stanzas queued for it are written out in batches. With stream
-//! management (XEP-0198) the session keeps what the client has not acknowledged, and a
-//! resumable session outlives its connection: it waits for the client to come back on a new
-//! one, and routes what is left again when it finally ends.
+//! stamped and routed; stanzas queued for it are written out in batches, reads and writes
+//! taking turns. With stream management (XEP-0198) the session keeps what the client has not
+//! acknowledged and writes no more than `buffer_max` of them (XEP-0198 section 4: the server
+//! asks for an ack and waits), so delivery is paced by the client; a resumable session
+//! outlives its connection: it waits for the client to come back on a new one, and routes
+//! what is left again when it finally ends. The session also pulls the account's stored
+//! offline messages (XEP-0160) at that pace, and notices a client that is gone (an ack request
+//! or a ping left unanswered, XEP-0199 section 4.1) or not reading (a write not taken in
+//! time): its connection is dropped, never its messages.
 
 use std::{
     sync::Arc,
