@@ -468,7 +468,7 @@ async fn a_held_message_moved_to_offline_storage_keeps_the_time_it_was_received(
         .duration_since(received)
         .unwrap_or_else(|early| early.duration());
     assert!(
-        off < Duration::from_secs(1),
+        off < Duration::from_millis(1500),
         "stamped {off:?} away from when it was received (moved 2 s later)"
     );
     server.shutdown().await;
