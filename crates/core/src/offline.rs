@@ -218,8 +218,9 @@ impl Handler<UserAvailable> for Deliver {
 
 /// Which session delivers each account's stored messages: one at a time, so that two
 /// resources logging in together do not both get (and both remove) the same messages. A
-/// session keeps its claim until it ends; what it leaves unacknowledged stays stored and is
-/// then offered to the account's other available sessions.
+/// session keeps its claim until everything it read was acknowledged, or until it ends; what
+/// it then leaves unacknowledged stays stored and is offered to the account's other
+/// available sessions.
 #[derive(Debug, Default)]
 pub(crate) struct OfflineClaims {
     by_user: Mutex<HashMap<BareJid, SessionId>>,
