@@ -10,7 +10,7 @@ use std::{
     hash::{BuildHasher, RandomState},
     sync::{
         Arc, OnceLock, RwLock,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
 };
 
@@ -34,14 +34,38 @@ const SHARDS: usize = 32;
 /// session that replaced it.
 pub type SessionId = u64;
 
-/// The way to ask a session's task to end its stream.
+/// The way to ask a session's task to end its stream, or to drop a connection that does not
+/// read.
 #[derive(Debug, Default)]
 pub struct SessionControl {
     token: CancellationToken,
     reason: OnceLock<StreamErrorCondition>,
+    stalled: AtomicBool,
+    stall: tokio::sync::Notify,
 }
 
 impl SessionControl {
+    /// The client is not reading (its queue is full): drop its connection. Unlike
+    /// [`SessionControl::close`], the session itself goes on: a resumable one waits for its
+    /// client, and a new connection resuming it clears this.
+    pub fn stall(&self) {
+        if !self.stalled.swap(true, Ordering::SeqCst) {
+            self.stall.notify_one();
+        }
+    }
+
+    /// Resolves when the connection was found stalled.
+    pub(crate) async fn stalled(&self) {
+        while !self.stalled.load(Ordering::SeqCst) {
+            self.stall.notified().await;
+        }
+    }
+
+    /// A new connection took over: it is not stalled.
+    pub(crate) fn unstall(&self) {
+        self.stalled.store(false, Ordering::SeqCst);
+    }
+
     /// End the stream with this stream error (the first reason given wins).
     pub fn close(&self, reason: StreamErrorCondition) {
         let _ = self.reason.set(reason);
@@ -65,21 +89,21 @@ pub(crate) fn next_session_id() -> SessionId {
 }
 
 /// Queue a stanza for a connection without waiting. When the queue is full, `false` is
-/// returned (the caller bounces the stanza), and with `close_when_full` the connection is
-/// closed with resource-constraint (RFC 6120 section 4.9.3.16).
+/// returned (the caller keeps or bounces the stanza), and with `stall_when_full` the
+/// connection is dropped as not reading (RFC 6120 section 4.9.3.16, resource-constraint).
 pub(crate) fn push_or_close(
     queue: &Outbox,
     control: &SessionControl,
     stanza: Element,
     who: &dyn std::fmt::Display,
-    close_when_full: bool,
+    stall_when_full: bool,
 ) -> bool {
     match queue.try_send(stanza) {
         Ok(()) => true,
         Err(Refused::Full(_)) => {
-            if close_when_full {
-                tracing::warn!(peer = %who, "outbound queue full; disconnecting the slow peer");
-                control.close(StreamErrorCondition::ResourceConstraint);
+            if stall_when_full {
+                tracing::warn!(peer = %who, "outbound queue full; dropping the connection of a client that does not read");
+                control.stall();
             } else {
                 tracing::warn!(peer = %who, "outbound queue full; bouncing");
             }

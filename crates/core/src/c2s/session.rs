@@ -401,13 +401,9 @@ impl Session {
             // burst is written, and a client that sends a lot still gets its replies.
             tokio::select! {
                 _ = self.server.shutdown.cancelled() => return End::Error(StreamErrorCondition::SystemShutdown),
-                reason = self.handle.control.closed() => {
-                    return match reason {
-                        // The queue filled up: the client is stuck, not misbehaving.
-                        StreamErrorCondition::ResourceConstraint => End::Dropped(reason),
-                        reason => End::Error(reason),
-                    };
-                }
+                reason = self.handle.control.closed() => return End::Error(reason),
+                // The queue filled up: the client is stuck, not misbehaving.
+                () = self.handle.control.stalled() => return End::Dropped(StreamErrorCondition::ResourceConstraint),
                 resumption = next_resumption(&mut self.resumptions) => return End::Resumed(Box::new(resumption)),
                 () = self.handle.offline.notified() => match &mut self.offline {
                     Some(feed) => feed.look_again(),
@@ -686,6 +682,7 @@ impl Session {
     /// and send the rest again (XEP-0198 section 5).
     async fn resume(&mut self, resumption: Resumption) -> Option<Conn> {
         let Resumption { mut conn, h } = resumption;
+        self.handle.control.unstall();
         if let Err(error) = self.acked(h).await {
             let end = sm_failure(error);
             if let End::Error(condition) = end {
