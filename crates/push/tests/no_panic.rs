@@ -135,3 +135,17 @@ fn ten_thousand_mutated_requests_get_a_request_or_a_precise_error() {
     // Both outcomes are exercised (most mutations break a rule).
     assert!(accepted > 100 && refused > 1000, "{accepted} {refused}");
 }
+
+#[test]
+fn the_fuzzing_seeds_parse_as_the_fuzz_target_expects() {
+    let seeds =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/push_enable");
+    let mut count = 0;
+    for entry in std::fs::read_dir(&seeds).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        let element: Element = text.parse().unwrap();
+        assert!(PushRequest::parse(IqType::Set, &element).is_ok(), "{text}");
+        count += 1;
+    }
+    assert!(count > 0, "seeds in {}", seeds.display());
+}

@@ -124,3 +124,18 @@ fn two_thousand_mutated_files_load_or_fail_naming_the_file() {
     }
     assert!(loaded > 100 && refused > 100, "{loaded} {refused}");
 }
+
+#[test]
+fn the_fuzzing_seeds_load_or_fail_naming_the_file() {
+    let seeds =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/config_loader");
+    let mut count = 0;
+    for entry in std::fs::read_dir(&seeds).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        if let Err(error) = Config::parse(&text, "fuzz.toml", Path::new("/etc/herald")) {
+            assert!(error.to_string().starts_with("fuzz.toml"), "{error}");
+        }
+        count += 1;
+    }
+    assert!(count > 0, "seeds in {}", seeds.display());
+}
