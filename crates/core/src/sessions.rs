@@ -442,12 +442,45 @@ mod tests {
     }
 
     #[test]
-    fn a_full_queue_disconnects_the_slow_session() {
+    fn a_full_queue_drops_the_connection_but_not_the_session() {
         let (a, _rx) = SessionHandle::new(full("u@h/a"));
         for _ in 0..OUTBOUND_QUEUE {
             assert!(a.deliver(Element::bare("message", "jabber:client")));
         }
         assert!(!a.deliver(Element::bare("message", "jabber:client")));
-        assert!(a.control.token.is_cancelled());
+        assert!(
+            a.control.stalled.load(Ordering::SeqCst),
+            "the connection is dropped"
+        );
+        assert!(
+            !a.control.token.is_cancelled(),
+            "the session goes on (a resumable one waits for its client)"
+        );
+        a.control.unstall();
+        assert!(!a.control.stalled.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn the_byte_budget_fills_before_the_count_with_large_stanzas() {
+        let (a, _rx) = SessionHandle::new(full("u@h/a"));
+        let large: Element = format!(
+            "<message xmlns='jabber:client'><body>{}</body></message>",
+            "x".repeat(64 * 1024)
+        )
+        .parse()
+        .unwrap();
+        let fit = OUTBOUND_QUEUE_BYTES / (64 * 1024);
+        for _ in 0..fit - 1 {
+            assert!(a.deliver(large.clone()));
+        }
+        let mut refused = false;
+        for _ in 0..2 {
+            refused |= !a.deliver(large.clone());
+        }
+        assert!(
+            refused,
+            "about {fit} stanzas of 64 KiB fill 1 MiB, far below {OUTBOUND_QUEUE}"
+        );
+        assert!(a.control.stalled.load(Ordering::SeqCst));
     }
 }
