@@ -7,7 +7,6 @@ use std::{
 
 use herald_stream::StreamErrorCondition;
 use jid::Jid;
-use minidom::Element;
 
 use crate::{
     queue::{Inbox, Outbox},
@@ -53,8 +52,14 @@ impl ComponentHandle {
     /// Queue a stanza without waiting; `false` if the component is gone or its queue is
     /// full. A busy component is not disconnected: the stanza is bounced with
     /// wait/resource-constraint, which tells the sender to retry later.
-    pub fn deliver(&self, stanza: Element) -> bool {
-        crate::sessions::push_or_close(&self.outbound, &self.control, stanza, &self.domain, false)
+    pub fn deliver(&self, stanza: impl Into<crate::envelope::Envelope>) -> bool {
+        crate::sessions::push_or_close(
+            &self.outbound,
+            &self.control,
+            stanza.into(),
+            &self.domain,
+            false,
+        )
     }
 }
 

@@ -115,17 +115,8 @@ impl Conn {
         self.write_buf.extend_from_slice(xml.as_bytes());
     }
 
-    /// Queue an element for the peer; herald's internal metadata never leaves the server.
+    /// Queue an element for the peer.
     pub fn queue(&mut self, element: &Element) {
-        let stripped;
-        let element = if herald_stream::stanza::has_internal(element) {
-            let mut copy = element.clone();
-            herald_stream::stanza::strip_internal(&mut copy);
-            stripped = copy;
-            &stripped
-        } else {
-            element
-        };
         if let Err(error) = element.write_to(&mut self.write_buf) {
             tracing::error!(%error, "cannot serialise an element");
         }

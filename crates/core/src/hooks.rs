@@ -89,10 +89,12 @@ pub struct UserRemoved {
 pub struct UnackedMessage {
     /// The waiting session.
     pub session: jid::FullJid,
-    /// The message. Handlers may change it (for example record metadata on it with
-    /// `herald_stream::stanza::set_internal_metadata`); the buffer keeps their version, so
-    /// it travels on if the message is routed again.
+    /// The message as it was written to the client.
     pub stanza: minidom::Element,
+    /// What modules recorded about the message. Handlers may record more (the push module
+    /// records the registrations it notified); the buffer keeps their version, so it travels
+    /// on if the message is routed again.
+    pub meta: crate::envelope::Meta,
 }
 
 /// A message of type chat, normal or groupchat for a local account with no available resource of
@@ -105,10 +107,9 @@ pub struct OfflineMessage {
     pub recipient: BareJid,
     /// The message, with `from` stamped and `to` as the sender wrote it.
     pub stanza: herald_stream::Stanza,
-    /// What modules record about the message, stored and returned with it untouched
-    /// (opaque text, JSON by convention; the push module records the registrations already
-    /// notified). Empty by default.
-    pub metadata: String,
+    /// What modules recorded about the message (the push module records the registrations
+    /// already notified); stored with it and returned with it when it is delivered.
+    pub meta: crate::envelope::Meta,
 }
 
 /// A resource sent available presence, initial or an update (RFC 6121 sections 4.2 and

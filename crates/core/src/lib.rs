@@ -12,6 +12,7 @@ pub mod component;
 pub mod components;
 mod conn;
 pub mod disco;
+pub mod envelope;
 pub mod hooks;
 pub mod module;
 pub mod offline;

@@ -26,6 +26,7 @@ use xmpp_parsers::{
 
 use crate::{
     Server,
+    envelope::{Envelope, Meta},
     hooks::{Flow, Handler, OfflineMessage, Priority, UserAvailable, UserRemoved},
     module::{Module, Registrar},
     sessions::{SessionHandle, SessionId},
@@ -160,7 +161,7 @@ impl Handler<OfflineMessage> for Store {
             from: &from,
             stored_at,
             stanza: &stanza,
-            metadata: &event.metadata,
+            metadata: &event.meta.to_stored(),
         };
         let limit = self.0.config.max_user_offline_messages;
         // RFC 6121 section 8.5.2.2.1 does not store for accounts that do not exist (the router
@@ -293,7 +294,7 @@ impl OfflineFeed {
         &mut self,
         server: &Server,
         room: usize,
-    ) -> Option<Vec<(i64, Element)>> {
+    ) -> Option<Vec<(i64, Envelope)>> {
         if self.exhausted {
             return None;
         }
@@ -325,9 +326,11 @@ impl OfflineFeed {
                 element.append_child(delay);
             }
             // The metadata travels on with the message (into the stream-management buffer,
-            // to the unacknowledged-message hook); it is never written to the client.
-            herald_stream::stanza::set_internal_metadata(&mut element, &message.metadata);
-            ready.push((message.id, element));
+            // to the unacknowledged-message hook).
+            ready.push((
+                message.id,
+                Envelope::with_meta(element, Meta::from_stored(&message.metadata)),
+            ));
         }
         Some(ready)
     }

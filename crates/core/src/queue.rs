@@ -7,13 +7,14 @@ use std::sync::{
     atomic::{AtomicUsize, Ordering},
 };
 
-use minidom::Element;
 use tokio::sync::mpsc;
+
+use crate::envelope::Envelope;
 
 /// A stanza waiting, with the size it was counted at.
 #[derive(Debug)]
 struct Queued {
-    element: Element,
+    envelope: Envelope,
     size: usize,
 }
 
@@ -21,9 +22,9 @@ struct Queued {
 #[derive(Debug)]
 pub enum Refused {
     /// The queue holds its number of stanzas or its bytes.
-    Full(Element),
+    Full(Envelope),
     /// The connection is gone.
-    Closed(Element),
+    Closed(Envelope),
 }
 
 /// The sending side, held by the router (cheap to clone).
@@ -57,21 +58,22 @@ pub fn bounded(count: usize, budget: usize) -> (Outbox, Inbox) {
 
 impl Outbox {
     /// Queue without waiting.
-    pub fn try_send(&self, element: Element) -> Result<(), Refused> {
-        let size = herald_stream::stanza::approximate_size(&element);
+    pub fn try_send(&self, envelope: impl Into<Envelope>) -> Result<(), Refused> {
+        let envelope = envelope.into();
+        let size = herald_stream::stanza::approximate_size(&envelope.stanza);
         let before = self.bytes.fetch_add(size, Ordering::Relaxed);
         // One stanza larger than the whole budget still goes into an empty queue.
         if before > 0 && before + size > self.budget {
             self.bytes.fetch_sub(size, Ordering::Relaxed);
-            return Err(Refused::Full(element));
+            return Err(Refused::Full(envelope));
         }
-        match self.tx.try_send(Queued { element, size }) {
+        match self.tx.try_send(Queued { envelope, size }) {
             Ok(()) => Ok(()),
             Err(error) => {
                 self.bytes.fetch_sub(size, Ordering::Relaxed);
                 Err(match error {
-                    mpsc::error::TrySendError::Full(queued) => Refused::Full(queued.element),
-                    mpsc::error::TrySendError::Closed(queued) => Refused::Closed(queued.element),
+                    mpsc::error::TrySendError::Full(queued) => Refused::Full(queued.envelope),
+                    mpsc::error::TrySendError::Closed(queued) => Refused::Closed(queued.envelope),
                 })
             }
         }
@@ -84,19 +86,19 @@ impl Outbox {
 }
 
 impl Inbox {
-    fn taken(&self, queued: Queued) -> Element {
+    fn taken(&self, queued: Queued) -> Envelope {
         self.bytes.fetch_sub(queued.size, Ordering::Relaxed);
-        queued.element
+        queued.envelope
     }
 
     /// The next stanza; `None` once closed and empty. Cancel-safe.
-    pub async fn recv(&mut self) -> Option<Element> {
+    pub async fn recv(&mut self) -> Option<Envelope> {
         let queued = self.rx.recv().await?;
         Some(self.taken(queued))
     }
 
     /// The next stanza if one waits.
-    pub fn try_recv(&mut self) -> Option<Element> {
+    pub fn try_recv(&mut self) -> Option<Envelope> {
         let queued = self.rx.try_recv().ok()?;
         Some(self.taken(queued))
     }
@@ -114,6 +116,8 @@ impl Inbox {
 
 #[cfg(test)]
 mod tests {
+    use minidom::Element;
+
     use super::*;
 
     fn message(body: &str) -> Element {

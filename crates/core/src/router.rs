@@ -7,15 +7,14 @@
 //! waits on another session: delivery is a non-blocking queue push
 //! (see [`crate::sessions::SessionHandle::deliver`]).
 
-use herald_stream::stanza::{
-    IqType, MessageType, Stanza, StanzaKind, iq_result, take_internal_metadata,
-};
+use herald_stream::stanza::{IqType, MessageType, Stanza, StanzaKind, iq_result};
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
 use crate::{
     Server,
+    envelope::{Envelope, Meta},
     hooks::{Flow, OfflineMessage},
     module::{IqError, IqRequest, IqScope},
     presence,
@@ -33,8 +32,14 @@ pub enum Origin<'a> {
 }
 
 impl Server {
-    /// Route a stanza. Its `from` must already be set by the receiving edge.
-    pub async fn route(&self, origin: Origin<'_>, mut stanza: Stanza) {
+    /// Route a stanza (a [`Stanza`], or an [`Envelope`] carrying what modules recorded about
+    /// it). Its `from` must already be set by the receiving edge.
+    pub async fn route(&self, origin: Origin<'_>, stanza: impl Into<Envelope<Stanza>>) {
+        self.route_envelope(origin, stanza.into()).await;
+    }
+
+    async fn route_envelope(&self, origin: Origin<'_>, envelope: Envelope<Stanza>) {
+        let Envelope { mut stanza, meta } = envelope;
         // RFC 6120 section 8.1.1.1: a stanza without `to` from a client is handled on behalf
         // of its account (a message goes to the account's bare JID).
         if stanza.to.is_none() {
@@ -94,7 +99,7 @@ impl Server {
         }
         match stanza.kind {
             StanzaKind::Iq(kind) => self.route_iq(origin, kind, stanza).await,
-            StanzaKind::Message(kind) => self.route_message(kind, stanza).await,
+            StanzaKind::Message(kind) => self.route_message(kind, stanza, meta).await,
             StanzaKind::Presence(kind) => match origin {
                 Origin::Client(sender) => presence::route(self, sender, kind, stanza).await,
                 // A component's subscription stanzas change the user's roster.
@@ -151,7 +156,7 @@ impl Server {
         }
     }
 
-    async fn route_message(&self, kind: MessageType, stanza: Stanza) {
+    async fn route_message(&self, kind: MessageType, stanza: Stanza, meta: Meta) {
         let Some(to) = stanza.to.clone() else { return };
         if to.node().is_none() {
             // A message to the server itself: nothing handles messages here.
@@ -165,10 +170,10 @@ impl Server {
         if let Ok(full) = to.try_as_full()
             && let Some(session) = self.sessions.get(full)
         {
-            if !session.deliver(stanza.element.clone()) {
+            if !session.deliver(Envelope::with_meta(stanza.element.clone(), meta.clone())) {
                 // The client is not reading (its connection is being dropped): the message
                 // is kept as for an absent resource, not bounced.
-                self.undeliverable(kind, &to.to_bare(), stanza).await;
+                self.undeliverable(kind, &to.to_bare(), stanza, meta).await;
             }
             return;
         }
@@ -177,22 +182,22 @@ impl Server {
         // Groupchat passes the offline-message hook first (as at a bare JID), so a room
         // member whose session ended still gets a push (push spec sections 4 and 7).
         if to.is_full() && matches!(kind, MessageType::Groupchat) {
-            self.offline(&to.to_bare(), stanza).await;
+            self.offline(&to.to_bare(), stanza, meta).await;
             return;
         }
-        self.message_to_bare(kind, &to.to_bare(), stanza).await;
+        self.message_to_bare(kind, &to.to_bare(), stanza, meta)
+            .await;
     }
 
     /// A message for an account with no resource to take it: the `offline_message` hook
     /// (offline storage, push notifications), and a bounce if no handler took charge.
-    async fn offline(&self, to: &BareJid, mut stanza: Stanza) {
-        // Metadata a module attached earlier (the message may come back from a
+    async fn offline(&self, to: &BareJid, stanza: Stanza, meta: Meta) {
+        // Metadata modules recorded earlier (the message may come back from a
         // stream-management buffer or a re-route) is handed over, not lost.
-        let metadata = take_internal_metadata(&mut stanza.element).unwrap_or_default();
         let mut event = OfflineMessage {
             recipient: to.clone(),
             stanza,
-            metadata,
+            meta,
         };
         let hooks = self.extensions.hooks();
         if hooks.offline_message.run(self, &mut event).await == Flow::Stop {
@@ -206,7 +211,7 @@ impl Server {
     }
 
     /// RFC 6121 section 8.5.2: a message to a local bare JID.
-    async fn message_to_bare(&self, kind: MessageType, to: &BareJid, stanza: Stanza) {
+    async fn message_to_bare(&self, kind: MessageType, to: &BareJid, stanza: Stanza, meta: Meta) {
         let targets = self.sessions.message_targets(to);
         if targets.is_empty() {
             match kind {
@@ -215,7 +220,7 @@ impl Server {
                 // Groupchat goes through the hook too (the push module notifies offline room
                 // members, push spec section 4) but is never stored, so it is bounced.
                 MessageType::Chat | MessageType::Normal | MessageType::Groupchat => {
-                    self.offline(to, stanza).await;
+                    self.offline(to, stanza, meta).await;
                 }
                 // Headline and error are dropped.
                 MessageType::Headline | MessageType::Error => {}
@@ -224,10 +229,10 @@ impl Server {
         }
         let mut delivered = false;
         for target in &targets {
-            delivered |= target.deliver(stanza.element.clone());
+            delivered |= target.deliver(Envelope::with_meta(stanza.element.clone(), meta.clone()));
         }
         if !delivered {
-            self.undeliverable(kind, to, stanza).await;
+            self.undeliverable(kind, to, stanza, meta).await;
         }
     }
 
@@ -235,11 +240,11 @@ impl Server {
     /// stopped reading, whose connections are being dropped): chat and normal go to the
     /// `offline_message` hook (stored and pushed, as for a user with no resource), groupchat
     /// through it too (pushed, then bounced), headline and error are dropped.
-    async fn undeliverable(&self, kind: MessageType, to: &BareJid, stanza: Stanza) {
+    async fn undeliverable(&self, kind: MessageType, to: &BareJid, stanza: Stanza, meta: Meta) {
         match kind {
             MessageType::Chat | MessageType::Normal | MessageType::Groupchat => {
                 tracing::debug!(user = %to, "recipient not reading; message kept offline");
-                self.offline(to, stanza).await;
+                self.offline(to, stanza, meta).await;
             }
             MessageType::Headline | MessageType::Error => {}
         }

@@ -94,7 +94,7 @@ pub(crate) fn next_session_id() -> SessionId {
 pub(crate) fn push_or_close(
     queue: &Outbox,
     control: &SessionControl,
-    stanza: Element,
+    stanza: crate::envelope::Envelope,
     who: &dyn std::fmt::Display,
     stall_when_full: bool,
 ) -> bool {
@@ -159,8 +159,14 @@ impl SessionHandle {
     /// resource-constraint; a resumable session waits for its client) and `false` is
     /// returned, so that the router keeps the stanza another way (a message goes to offline
     /// storage and push).
-    pub fn deliver(&self, stanza: Element) -> bool {
-        push_or_close(&self.outbound, &self.control, stanza, &self.jid, true)
+    pub fn deliver(&self, stanza: impl Into<crate::envelope::Envelope>) -> bool {
+        push_or_close(
+            &self.outbound,
+            &self.control,
+            stanza.into(),
+            &self.jid,
+            true,
+        )
     }
 }
 

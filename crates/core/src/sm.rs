@@ -11,6 +11,8 @@ use std::{
 
 use minidom::Element;
 
+use crate::envelope::{Envelope, Meta};
+
 /// The XEP-0198 namespace.
 pub const NS: &str = "urn:xmpp:sm:3";
 
@@ -70,8 +72,11 @@ pub enum SmError {
 /// A stanza sent and not yet acknowledged.
 #[derive(Debug, Clone)]
 pub struct Unacked {
-    /// The stanza as written (with any metadata modules put on it since).
+    /// The stanza as written.
     pub stanza: Element,
+    /// What modules recorded about it, on the way here or since (the push module records
+    /// the registrations it notified while the session waited).
+    pub meta: Meta,
     /// When it was written: the original time of a message that later moves to offline
     /// storage (its XEP-0203 `<delay/>` stamp).
     pub sent_at: SystemTime,
@@ -129,18 +134,21 @@ impl Sm {
     /// A stanza is being sent; it stays in the buffer until acknowledged. Returns whether an
     /// ack should be requested now.
     pub fn sent(&mut self, stanza: &Element) -> Result<bool, SmError> {
-        self.sent_stored(stanza, None)
+        self.sent_stored(Envelope::new(stanza.clone()), None)
     }
 
-    /// [`Sm::sent`] for a stanza that came out of offline storage with this id.
+    /// [`Sm::sent`] for an envelope (with the offline-storage id of a stored message). The
+    /// buffer keeps it even when this overflows the buffer (the session then ends and routes
+    /// it again); [`Sm::last_sent`] is what to write.
     pub fn sent_stored(
         &mut self,
-        stanza: &Element,
+        envelope: Envelope,
         offline_id: Option<i64>,
     ) -> Result<bool, SmError> {
         self.sent = self.sent.wrapping_add(1);
         self.unacked.push_back(Unacked {
-            stanza: stanza.clone(),
+            stanza: envelope.stanza,
+            meta: envelope.meta,
             sent_at: SystemTime::now(),
             offline_id,
         });
@@ -195,12 +203,14 @@ impl Sm {
         self.unacked.iter()
     }
 
-    /// Replace the unacknowledged stanza at `index` (oldest is 0), e.g. with metadata a hook
-    /// added; out of range does nothing.
-    pub fn replace_unacked(&mut self, index: usize, stanza: Element) {
-        if let Some(slot) = self.unacked.get_mut(index) {
-            slot.stanza = stanza;
-        }
+    /// The stanza counted last by [`Sm::sent_stored`].
+    pub fn last_sent(&self) -> Option<&Element> {
+        self.unacked.back().map(|unacked| &unacked.stanza)
+    }
+
+    /// The unacknowledged stanzas, oldest first, for hooks to record metadata on.
+    pub fn unacked_mut(&mut self) -> impl Iterator<Item = &mut Unacked> {
+        self.unacked.iter_mut()
     }
 
     /// Take the unacknowledged stanzas out (when the session ends).
@@ -276,9 +286,9 @@ mod tests {
     #[test]
     fn acks_return_the_storage_ids_of_the_offline_messages_they_cover() {
         let mut sm = Sm::new(&SmSettings::default(), None);
-        sm.sent_stored(&message(), Some(7)).unwrap();
+        sm.sent_stored(Envelope::new(message()), Some(7)).unwrap();
         sm.sent(&message()).unwrap();
-        sm.sent_stored(&message(), Some(9)).unwrap();
+        sm.sent_stored(Envelope::new(message()), Some(9)).unwrap();
         assert_eq!(sm.acked(2).unwrap(), vec![7]);
         assert_eq!(sm.acked(2).unwrap(), Vec::<i64>::new());
         assert_eq!(sm.acked(3).unwrap(), vec![9]);

@@ -65,7 +65,7 @@ async fn reply_once(
     from: &'static str,
     error: Option<(&'static str, &'static str)>,
 ) {
-    let request = rx.recv().await.unwrap();
+    let request = rx.recv().await.unwrap().stanza;
     let domain = Jid::new("push.example.net").unwrap();
     server
         .route(Origin::Component(&domain), answer(&request, from, error))
@@ -97,7 +97,7 @@ async fn the_iq_comes_from_the_server_domain_with_an_unguessable_id() {
         s.send_iq(ping("push.example.net"), Duration::from_secs(1))
             .await
     });
-    let request = rx.recv().await.unwrap();
+    let request = rx.recv().await.unwrap().stanza;
     assert_eq!(request.attr("from"), Some("example.com"));
     assert!(
         request.attr("id").unwrap().len() >= 22,
@@ -188,7 +188,7 @@ async fn a_reply_from_another_jid_is_ignored() {
     let (_handle, mut rx) = component(&server, "push.example.net");
     let s = server.clone();
     let task = tokio::spawn(async move {
-        let request = rx.recv().await.unwrap();
+        let request = rx.recv().await.unwrap().stanza;
         let domain = Jid::new("push.example.net").unwrap();
         // An impostor at another JID of the component's domain answers first...
         s.route(
@@ -294,7 +294,7 @@ async fn ten_thousand_concurrent_iqs_are_each_answered_correctly() {
     let responder = tokio::spawn(async move {
         let domain = Jid::new("push.example.net").unwrap();
         for _ in 0..10_000 {
-            let request = rx.recv().await.unwrap();
+            let request = rx.recv().await.unwrap().stanza;
             let mut reply = answer(&request, "push.example.net", None);
             let tag = request
                 .get_child("ping", "urn:xmpp:ping")

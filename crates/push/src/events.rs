@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 
+use herald_core::envelope::Mark;
 use herald_stream::stanza::MessageType;
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
@@ -108,18 +109,18 @@ impl Event {
 }
 
 /// The registrations already notified for one message (spec section 4: "at most one push per
-/// (message, registration)"). It travels with the message through re-routing, the
-/// stream-management buffer and offline storage, as [`Notified::to_metadata`] text.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// (message, registration)"). It travels with the message as a [`Mark`] in its envelope
+/// (through re-routing, the stream-management buffer and offline storage).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "Vec<StoredKey>", try_from = "Vec<StoredKey>")]
 pub struct Notified(BTreeSet<RegistrationKey>);
 
-/// The stored form of [`Notified`]: versioned JSON, opaque to whoever keeps it.
-#[derive(Serialize, Deserialize)]
-struct StoredNotified {
-    v: u32,
-    push_notified: Vec<StoredKey>,
+impl Mark for Notified {
+    /// Stored as `"push_notified": [{"owner", "pubsub", "node"}, ...]`.
+    const KEY: &'static str = "push_notified";
 }
 
+/// One registration in the stored form of [`Notified`].
 #[derive(Serialize, Deserialize)]
 struct StoredKey {
     owner: String,
@@ -127,10 +128,43 @@ struct StoredKey {
     node: String,
 }
 
-/// Metadata that is not a [`Notified`] written by herald.
+/// A stored [`Notified`] with a JID that does not parse.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid push metadata: {0}")]
 pub struct MetadataError(String);
+
+impl From<Notified> for Vec<StoredKey> {
+    fn from(notified: Notified) -> Self {
+        notified
+            .0
+            .into_iter()
+            .map(|key| StoredKey {
+                owner: key.owner.to_string(),
+                pubsub: key.pubsub.to_string(),
+                node: key.node,
+            })
+            .collect()
+    }
+}
+
+impl TryFrom<Vec<StoredKey>> for Notified {
+    type Error = MetadataError;
+
+    fn try_from(stored: Vec<StoredKey>) -> Result<Self, Self::Error> {
+        let jid = |text: &str| {
+            BareJid::new(text).map_err(|error| MetadataError(format!("{text:?}: {error}")))
+        };
+        let mut notified = Notified::default();
+        for key in stored {
+            notified.insert(RegistrationKey {
+                owner: jid(&key.owner)?,
+                pubsub: jid(&key.pubsub)?,
+                node: key.node,
+            });
+        }
+        Ok(notified)
+    }
+}
 
 impl Notified {
     /// Whether a push already went to `key` for this message.
@@ -152,48 +186,12 @@ impl Notified {
     pub fn iter(&self) -> impl Iterator<Item = &RegistrationKey> {
         self.0.iter()
     }
-
-    /// The text to keep with the message.
-    pub fn to_metadata(&self) -> String {
-        let stored = StoredNotified {
-            v: 1,
-            push_notified: self
-                .0
-                .iter()
-                .map(|key| StoredKey {
-                    owner: key.owner.to_string(),
-                    pubsub: key.pubsub.to_string(),
-                    node: key.node.clone(),
-                })
-                .collect(),
-        };
-        serde_json::to_string(&stored).unwrap_or_default()
-    }
-
-    /// Read back what [`Notified::to_metadata`] wrote.
-    pub fn from_metadata(text: &str) -> Result<Notified, MetadataError> {
-        let stored: StoredNotified =
-            serde_json::from_str(text).map_err(|error| MetadataError(error.to_string()))?;
-        if stored.v != 1 {
-            return Err(MetadataError(format!("unknown version {}", stored.v)));
-        }
-        let jid = |text: &str| {
-            BareJid::new(text).map_err(|error| MetadataError(format!("{text:?}: {error}")))
-        };
-        let mut notified = Notified::default();
-        for key in stored.push_notified {
-            notified.insert(RegistrationKey {
-                owner: jid(&key.owner)?,
-                pubsub: jid(&key.pubsub)?,
-                node: key.node,
-            });
-        }
-        Ok(notified)
-    }
 }
 
 #[cfg(test)]
 mod tests {
+    use herald_core::envelope::Meta;
+
     use super::*;
 
     fn parse(xml: &str) -> Message {
@@ -254,13 +252,38 @@ mod tests {
             pubsub: BareJid::new("push.example.com").unwrap(),
             node: "n\"1".into(),
         });
-        let text = notified.to_metadata();
-        assert_eq!(Notified::from_metadata(&text).unwrap(), notified);
+        let stored = |notified: &Notified| {
+            let mut meta = Meta::new();
+            meta.set(notified.clone());
+            meta.to_stored()
+        };
+        let text = stored(&notified);
         assert_eq!(
-            Notified::from_metadata(&Notified::default().to_metadata()).unwrap(),
+            Meta::from_stored(&text).get::<Notified>().unwrap(),
+            notified
+        );
+        assert_eq!(
+            Meta::from_stored(&stored(&Notified::default()))
+                .get::<Notified>()
+                .unwrap(),
             Notified::default()
         );
-        assert!(Notified::from_metadata("{}").is_err());
-        assert!(Notified::from_metadata("{\"v\":2,\"push_notified\":[]}").is_err());
+        assert!(Meta::from_stored("{}").get::<Notified>().is_none());
+        assert!(
+            Meta::from_stored("{\"v\":2,\"push_notified\":[]}")
+                .get::<Notified>()
+                .is_none()
+        );
+        // What earlier versions stored reads the same.
+        let earlier = r#"{"v":1,"push_notified":[{"owner":"alice@example.com","pubsub":"push.example.com","node":"n\"1"}]}"#;
+        assert_eq!(
+            Meta::from_stored(earlier).get::<Notified>().unwrap(),
+            notified
+        );
+        assert!(
+            Meta::from_stored(r#"{"v":1,"push_notified":[{"owner":"@","pubsub":"p","node":"n"}]}"#)
+                .get::<Notified>()
+                .is_none()
+        );
     }
 }

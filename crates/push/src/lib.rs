@@ -28,10 +28,7 @@ use herald_core::{
     hooks::{Flow, Handler, OfflineMessage, Priority, UnackedMessage, UserRemoved},
     module::{IqError, IqScope, Module, Registrar},
 };
-use herald_stream::{
-    StanzaKind,
-    stanza::{set_attr, set_internal_metadata, take_internal_metadata},
-};
+use herald_stream::{StanzaKind, stanza::set_attr};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
@@ -258,7 +255,7 @@ impl Handler<OfflineMessage> for OnOffline {
         let Some(from) = event.stanza.from.clone() else {
             return Flow::Continue;
         };
-        let notified = notified_from(event.metadata.clone());
+        let notified = event.meta.get::<Notified>().unwrap_or_default();
         let message = Message {
             from,
             to: event.recipient.clone(),
@@ -270,7 +267,7 @@ impl Handler<OfflineMessage> for OnOffline {
             .on_message(server, Event::Chat(message), notified)
             .await;
         if !notified.is_empty() {
-            event.metadata = notified.to_metadata();
+            event.meta.set(notified);
         }
         Flow::Continue
     }
@@ -284,7 +281,7 @@ struct OnUnacked(Arc<Push>);
 impl Handler<UnackedMessage> for OnUnacked {
     async fn call(&self, server: &Server, event: &mut UnackedMessage) -> Flow {
         let mut stanza = event.stanza.clone();
-        let notified = notified_from(take_internal_metadata(&mut stanza).unwrap_or_default());
+        let notified = event.meta.get::<Notified>().unwrap_or_default();
         if stanza.attr("to").is_none() {
             set_attr(&mut stanza, "to", event.session.to_string());
         }
@@ -297,21 +294,10 @@ impl Handler<UnackedMessage> for OnUnacked {
         };
         let notified = self.0.on_message(server, unacked, notified).await;
         if !notified.is_empty() {
-            set_internal_metadata(&mut event.stanza, &notified.to_metadata());
+            event.meta.set(notified);
         }
         Flow::Continue
     }
-}
-
-/// The registrations notified, from the metadata kept with a message (empty when none).
-fn notified_from(metadata: String) -> Notified {
-    if metadata.is_empty() {
-        return Notified::default();
-    }
-    Notified::from_metadata(&metadata).unwrap_or_else(|error| {
-        tracing::warn!(%error, "ignoring unreadable push metadata");
-        Notified::default()
-    })
 }
 
 /// Spec section 3: deleting an account deletes its registrations.

@@ -531,6 +531,30 @@ async fn an_offline_user_gets_exactly_one_push_with_the_summary_fields() {
     s.server.shutdown().await;
 }
 
+/// What modules record about a message travels beside it, never in its XML: a sender
+/// cannot write "already notified" into a message to suppress its push.
+#[tokio::test]
+async fn a_sender_cannot_mark_a_message_as_already_pushed() {
+    let mut s = setup().await;
+    enable_for_alice(&s.server, "n1", "").await;
+    let mut bob = bob_online(&s.server).await;
+    let forged = format!(
+        r#"{{"v":1,"push_notified":[{{"owner":"alice@localhost","pubsub":"{APP_SERVER}","node":"n1"}}]}}"#
+    );
+    bob_sends(
+        &mut bob,
+        &format!(
+            "<message to='alice@localhost' type='chat' id='m'><body>hi</body>\
+             <meta xmlns='urn:x-herald:internal'>{forged}</meta></message>"
+        ),
+    )
+    .await;
+    let publish = s.app.publish().await;
+    assert_eq!(publish.node, "n1");
+    s.app.answer_result(&publish).await;
+    s.server.shutdown().await;
+}
+
 #[tokio::test]
 async fn publish_options_are_carried() {
     let mut s = setup().await;

@@ -262,12 +262,6 @@ pub fn stanza_error(type_: ErrorType, condition: DefinedCondition) -> Element {
     error.into()
 }
 
-/// The namespace of herald's internal metadata child: module data (such as the push
-/// registrations already notified for a message) that travels with a stanza through queues,
-/// the stream-management buffer, re-routing and offline storage. It is never written to a
-/// peer, and removed from everything a peer sends.
-pub const INTERNAL_NS: &str = "urn:x-herald:internal";
-
 /// About how many bytes an element takes serialised (names, attributes, text, and a little
 /// per element for the markup), computed without serialising: what outbound queues count
 /// against their byte budget.
@@ -286,45 +280,6 @@ pub fn approximate_size(element: &Element) -> usize {
         })
         .sum();
     MARKUP + 2 * element.name().len() + attributes + content
-}
-
-/// Whether the element carries internal metadata.
-pub fn has_internal(element: &Element) -> bool {
-    element.children().any(|child| child.ns() == INTERNAL_NS)
-}
-
-/// Remove every internal child (from a stanza a peer sent, so it cannot forge metadata; or
-/// before writing one to a peer).
-pub fn strip_internal(element: &mut Element) {
-    if !has_internal(element) {
-        return;
-    }
-    for node in element.take_nodes() {
-        match node {
-            minidom::Node::Element(child) if child.ns() == INTERNAL_NS => {}
-            minidom::Node::Element(child) => {
-                element.append_child(child);
-            }
-            minidom::Node::Text(text) => element.append_text_node(text),
-        }
-    }
-}
-
-/// The internal metadata text of a stanza, removed from it.
-pub fn take_internal_metadata(element: &mut Element) -> Option<String> {
-    let meta = element.remove_child("meta", INTERNAL_NS)?;
-    strip_internal(element);
-    Some(meta.text())
-}
-
-/// Attach internal metadata text to a stanza, replacing any already there.
-pub fn set_internal_metadata(element: &mut Element, metadata: &str) {
-    strip_internal(element);
-    if !metadata.is_empty() {
-        let mut meta = Element::bare("meta", INTERNAL_NS);
-        meta.append_text(metadata);
-        element.append_child(meta);
-    }
 }
 
 /// Move an element and its descendants from namespace `from` to namespace `to`: the
@@ -450,24 +405,6 @@ mod tests {
                 .unwrap()
                 .has_child("y", "urn:other")
         );
-    }
-
-    #[test]
-    fn internal_metadata_round_trips_and_strips() {
-        let mut m = el("<message xmlns='jabber:client'><body>x</body></message>");
-        assert!(!has_internal(&m));
-        set_internal_metadata(&mut m, "{\"a\":1}");
-        set_internal_metadata(&mut m, "{\"a\":2}");
-        assert!(has_internal(&m));
-        assert_eq!(take_internal_metadata(&mut m).as_deref(), Some("{\"a\":2}"));
-        assert!(!has_internal(&m));
-        assert_eq!(m.get_child("body", ns::CLIENT).unwrap().text(), "x");
-        let mut forged = el(
-            "<message xmlns='jabber:client'><body>x</body><other xmlns='urn:x-herald:internal'/></message>",
-        );
-        strip_internal(&mut forged);
-        assert!(!has_internal(&forged));
-        assert!(forged.has_child("body", ns::CLIENT));
     }
 
     #[test]

@@ -16,12 +16,9 @@ use std::{
 
 use herald_stream::{
     Frame, StreamErrorCondition, ns,
-    stanza::{
-        IqType, Stanza, StanzaKind, StanzaParseError, iq_result, set_attr, stanza_error,
-        strip_internal,
-    },
+    stanza::{IqType, Stanza, StanzaKind, StanzaParseError, iq_result, set_attr, stanza_error},
 };
-use jid::Jid;
+use jid::{FullJid, Jid};
 use minidom::Element;
 use tokio::sync::mpsc;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
@@ -29,6 +26,7 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 use crate::{
     Origin, Server,
     conn::{Conn, ReadError, read_error_condition},
+    envelope::Envelope,
     hooks::UnackedMessage,
     offline::{self, OfflineFeed},
     ping::PingSettings,
@@ -137,9 +135,11 @@ pub(crate) async fn run(server: Arc<Server>, conn: Conn, (handle, rx): (SessionH
                     // What was routed to this session is written before the stream error,
                     // so a shutdown or a replaced session loses nothing it had accepted.
                     session.rx.close();
-                    while let Some(element) = session.rx.try_recv() {
-                        let _ = session.track_sent(&element, None);
-                        c.queue(&element);
+                    let mut request_ack = false;
+                    while let Some(envelope) = session.rx.try_recv() {
+                        if session.write(c, envelope, None, &mut request_ack).is_err() {
+                            break;
+                        }
                     }
                     c.fail(condition, session.handle.jid.domain().as_str())
                         .await;
@@ -295,28 +295,25 @@ impl Session {
         self.handle.jid.domain().to_string()
     }
 
-    /// Count a stanza written to the client (with its storage id when it comes from offline
-    /// storage); `Ok(true)` when an ack should be requested.
-    fn track_sent(&mut self, element: &Element, offline_id: Option<i64>) -> Result<bool, SmError> {
-        match &mut self.sm {
-            Some(sm) if sm::is_stanza(element) => sm.sent_stored(element, offline_id),
-            _ => Ok(false),
-        }
-    }
-
-    /// Queue a stanza for the client, counting it for stream management.
+    /// Queue a stanza for the client, counting it for stream management (with its storage
+    /// id when it comes from offline storage): the stream-management buffer keeps the
+    /// envelope, metadata included, until the client acknowledges it.
     fn write(
         &mut self,
         conn: &mut Conn,
-        element: &Element,
+        envelope: Envelope,
         offline_id: Option<i64>,
         request_ack: &mut bool,
     ) -> Result<(), End> {
-        match self.track_sent(element, offline_id) {
-            Ok(request) => *request_ack |= request,
-            Err(error) => return Err(sm_failure(error)),
+        match &mut self.sm {
+            Some(sm) if sm::is_stanza(&envelope.stanza) => {
+                *request_ack |= sm.sent_stored(envelope, offline_id).map_err(sm_failure)?;
+                if let Some(written) = sm.last_sent() {
+                    conn.queue(written);
+                }
+            }
+            _ => conn.queue(&envelope.stanza),
         }
-        conn.queue(element);
         Ok(())
     }
 
@@ -366,8 +363,8 @@ impl Session {
         };
         let mut request_ack = false;
         let mut written = Vec::with_capacity(page.len());
-        for (id, element) in page {
-            self.write(conn, &element, Some(id), &mut request_ack)?;
+        for (id, envelope) in page {
+            self.write(conn, envelope, Some(id), &mut request_ack)?;
             written.push(id);
         }
         self.end_batch(conn, liveness, request_ack).await?;
@@ -423,12 +420,12 @@ impl Session {
                     let Some(first) = outbound else { return End::Gone };
                     let room = self.room();
                     let mut request_ack = false;
-                    if let Err(end) = self.write(conn, &first, None, &mut request_ack) {
+                    if let Err(end) = self.write(conn, first, None, &mut request_ack) {
                         return end;
                     }
                     for _ in 1..room {
                         let Some(next) = self.rx.try_recv() else { break };
-                        if let Err(end) = self.write(conn, &next, None, &mut request_ack) {
+                        if let Err(end) = self.write(conn, next, None, &mut request_ack) {
                             return end;
                         }
                     }
@@ -487,15 +484,13 @@ impl Session {
     async fn inbound(
         &mut self,
         conn: &mut Conn,
-        mut element: Element,
+        element: Element,
         liveness: &mut Liveness,
     ) -> Result<(), End> {
         if element.ns() == sm::NS {
             return self.stream_management(conn, element, liveness).await;
         }
         let counted = sm::is_stanza(&element);
-        // A client cannot forge herald's internal metadata.
-        strip_internal(&mut element);
         self.handle_stanza(conn, element).await?;
         if counted && let Some(sm) = &mut self.sm {
             sm.received();
@@ -537,7 +532,7 @@ impl Session {
     /// Write a reply produced by the session itself.
     async fn reply(&mut self, conn: &mut Conn, reply: Element) -> Result<(), End> {
         let mut request_ack = false;
-        self.write(conn, &reply, None, &mut request_ack)?;
+        self.write(conn, Envelope::new(reply), None, &mut request_ack)?;
         if request_ack {
             conn.queue_raw("<r xmlns='urn:xmpp:sm:3'/>");
         }
@@ -629,17 +624,20 @@ impl Session {
             .as_ref()
             .map(|s| s.resume_timeout)
             .unwrap_or_default();
-        // Each buffered message is offered to the hook, and kept as the hook left it (the
-        // push module records on it which registrations it notified).
-        let pending: Vec<Element> = self
-            .sm
-            .as_ref()
-            .map(|sm| sm.unacked().map(|u| u.stanza.clone()).collect())
-            .unwrap_or_default();
-        for (index, element) in pending.into_iter().enumerate() {
-            let element = self.raise_unacked(element).await;
-            if let Some(sm) = &mut self.sm {
-                sm.replace_unacked(index, element);
+        // Each buffered message is offered to the hook, and kept with what the hook recorded
+        // (the push module records which registrations it notified).
+        if let Some(sm) = &mut self.sm {
+            for unacked in sm.unacked_mut() {
+                let envelope = Envelope {
+                    stanza: std::mem::replace(
+                        &mut unacked.stanza,
+                        Element::bare("message", ns::CLIENT),
+                    ),
+                    meta: std::mem::take(&mut unacked.meta),
+                };
+                let envelope = raise_unacked(&self.server, &self.handle.jid, envelope).await;
+                unacked.stanza = envelope.stanza;
+                unacked.meta = envelope.meta;
             }
         }
         let deadline = tokio::time::sleep(timeout);
@@ -652,30 +650,18 @@ impl Session {
                 resumption = next_resumption(&mut self.resumptions) => return Ok(resumption),
                 _ = &mut deadline => return Err("resume timeout"),
                 outbound = self.rx.recv() => {
-                    let Some(element) = outbound else { return Err("closed") };
-                    let element = self.raise_unacked(element).await;
-                    if let Err(error) = self.track_sent(&element, None) {
+                    let Some(envelope) = outbound else { return Err("closed") };
+                    let envelope = raise_unacked(&self.server, &self.handle.jid, envelope).await;
+                    let Some(sm) = self.sm.as_mut().filter(|_| sm::is_stanza(&envelope.stanza)) else {
+                        continue;
+                    };
+                    if let Err(error) = sm.sent_stored(envelope, None) {
                         tracing::debug!(jid = %self.handle.jid, ?error, "buffer full while waiting for resumption");
                         return Err("buffer overflow");
                     }
                 }
             }
         }
-    }
-
-    /// Raise the unacknowledged-message hook for a message; returns the message as the
-    /// handlers left it.
-    async fn raise_unacked(&self, element: Element) -> Element {
-        let hooks = self.server.extensions.hooks();
-        if element.name() != "message" || hooks.unacked_message.is_empty() {
-            return element;
-        }
-        let mut event = UnackedMessage {
-            session: self.handle.jid.clone(),
-            stanza: element,
-        };
-        hooks.unacked_message.run(&self.server, &mut event).await;
-        event.stanza
     }
 
     /// Take over a new connection: acknowledge what the client says it handled, confirm,
@@ -738,19 +724,31 @@ impl Session {
         }
         self.rx.close();
         let now = SystemTime::now();
-        let mut leftovers: Vec<(Element, SystemTime)> = self
+        let mut leftovers: Vec<(Envelope, SystemTime)> = self
             .sm
             .as_mut()
             .map(Sm::take_unacked)
             .unwrap_or_default()
             .into_iter()
             .filter(|unacked| unacked.offline_id.is_none())
-            .map(|unacked| (unacked.stanza, unacked.sent_at))
+            .map(|unacked| {
+                (
+                    Envelope::with_meta(unacked.stanza, unacked.meta),
+                    unacked.sent_at,
+                )
+            })
             .collect();
-        while let Some(element) = self.rx.try_recv() {
-            leftovers.push((element, now));
+        while let Some(envelope) = self.rx.try_recv() {
+            leftovers.push((envelope, now));
         }
-        for (mut element, held_since) in leftovers {
+        for (
+            Envelope {
+                stanza: mut element,
+                meta,
+            },
+            held_since,
+        ) in leftovers
+        {
             if element.name() == "message" {
                 offline::stamp_held(&self.server, &mut element, held_since);
             }
@@ -758,7 +756,11 @@ impl Session {
                 continue;
             };
             match stanza.kind {
-                StanzaKind::Message(_) => self.server.route(Origin::Server, stanza).await,
+                StanzaKind::Message(_) => {
+                    self.server
+                        .route(Origin::Server, Envelope::with_meta(stanza, meta))
+                        .await;
+                }
                 StanzaKind::Iq(IqType::Get | IqType::Set) => self.server.bounce(
                     &stanza,
                     ErrorType::Cancel,
@@ -768,6 +770,25 @@ impl Session {
             }
         }
         tracing::debug!(jid = %self.handle.jid, "session ended");
+    }
+}
+
+/// Raise the unacknowledged-message hook for a message of a waiting session; returns the
+/// envelope as the handlers left it.
+async fn raise_unacked(server: &Server, session: &FullJid, envelope: Envelope) -> Envelope {
+    let hooks = server.extensions.hooks();
+    if envelope.stanza.name() != "message" || hooks.unacked_message.is_empty() {
+        return envelope;
+    }
+    let mut event = UnackedMessage {
+        session: session.clone(),
+        stanza: envelope.stanza,
+        meta: envelope.meta,
+    };
+    hooks.unacked_message.run(server, &mut event).await;
+    Envelope {
+        stanza: event.stanza,
+        meta: event.meta,
     }
 }
 

@@ -253,9 +253,10 @@ async fn run(
             reason = handle.control.closed() => return Some(reason),
             outbound = rx.recv() => {
                 let first = outbound?;
-                conn.queue(&with_namespace(first, ns::CLIENT, COMPONENT_NS));
+                // What modules recorded about a stanza stays with herald.
+                conn.queue(&with_namespace(first.stanza, ns::CLIENT, COMPONENT_NS));
                 while let Some(next) = rx.try_recv() {
-                    conn.queue(&with_namespace(next, ns::CLIENT, COMPONENT_NS));
+                    conn.queue(&with_namespace(next.stanza, ns::CLIENT, COMPONENT_NS));
                 }
                 if conn.flush().await.is_err() {
                     return None;
@@ -287,9 +288,7 @@ async fn inbound(
     handle: &ComponentHandle,
     element: Element,
 ) -> Option<StreamErrorCondition> {
-    let mut element = with_namespace(element, COMPONENT_NS, ns::CLIENT);
-    // A component cannot forge herald's internal metadata.
-    herald_stream::stanza::strip_internal(&mut element);
+    let element = with_namespace(element, COMPONENT_NS, ns::CLIENT);
     let stanza = match Stanza::parse(element) {
         Ok(stanza) => stanza,
         Err(rejected) => {

@@ -192,7 +192,11 @@ async fn a_rerouted_message_never_pushes_to_the_same_registration_twice() {
         .unwrap();
     // The message comes back (from offline storage, as metadata text), and a second device
     // registered meanwhile.
-    let mut notified = Notified::from_metadata(&notified.to_metadata()).unwrap();
+    let mut meta = herald_core::envelope::Meta::new();
+    meta.set(notified);
+    let mut notified = herald_core::envelope::Meta::from_stored(&meta.to_stored())
+        .get::<Notified>()
+        .unwrap();
     assert_eq!(
         h.pipeline.notify(&message, false, &mut notified).await,
         Err(Skip::AlreadyNotified)
