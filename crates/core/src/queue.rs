@@ -22,9 +22,9 @@ struct Queued {
 #[derive(Debug)]
 pub enum Refused {
     /// The queue holds its number of stanzas or its bytes.
-    Full(Envelope),
+    Full(Box<Envelope>),
     /// The connection is gone.
-    Closed(Envelope),
+    Closed(Box<Envelope>),
 }
 
 /// The sending side, held by the router (cheap to clone).
@@ -65,15 +65,15 @@ impl Outbox {
         // One stanza larger than the whole budget still goes into an empty queue.
         if before > 0 && before + size > self.budget {
             self.bytes.fetch_sub(size, Ordering::Relaxed);
-            return Err(Refused::Full(envelope));
+            return Err(Refused::Full(Box::new(envelope)));
         }
         match self.tx.try_send(Queued { envelope, size }) {
             Ok(()) => Ok(()),
             Err(error) => {
                 self.bytes.fetch_sub(size, Ordering::Relaxed);
                 Err(match error {
-                    mpsc::error::TrySendError::Full(queued) => Refused::Full(queued.envelope),
-                    mpsc::error::TrySendError::Closed(queued) => Refused::Closed(queued.envelope),
+                    mpsc::error::TrySendError::Full(queued) => Refused::Full(Box::new(queued.envelope)),
+                    mpsc::error::TrySendError::Closed(queued) => Refused::Closed(Box::new(queued.envelope)),
                 })
             }
         }
