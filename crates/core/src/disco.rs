@@ -15,6 +15,40 @@ use crate::{
     module::{IqError, IqHandler, IqRequest, IqResponse, IqScope, Module, Registrar},
 };
 
+/// `[modules.mod_disco]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DiscoConfig {
+    /// `extra_domains`: further domains listed as items of the server's disco#items, in
+    /// normalised (lowercase) form.
+    pub extra_domains: Vec<String>,
+}
+
+/// `[modules.mod_disco]` as written.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub struct RawDisco {
+    /// See [`DiscoConfig::extra_domains`].
+    #[serde(default)]
+    pub extra_domains: Vec<String>,
+}
+
+impl crate::config::Section for DiscoConfig {
+    type Raw = RawDisco;
+
+    fn from_raw(
+        raw: RawDisco,
+        at: &crate::config::KeyPath,
+    ) -> Result<Self, crate::config::Invalid> {
+        let extra_domains = crate::config::domains(&raw.extra_domains, &at.key("extra_domains"))?;
+        Ok(DiscoConfig {
+            extra_domains: extra_domains
+                .into_iter()
+                .map(jid::DomainPart::into_inner)
+                .collect(),
+        })
+    }
+}
+
 /// The disco module.
 pub struct Disco {
     extra_domains: Vec<Jid>,
@@ -24,6 +58,17 @@ impl Disco {
     /// `extra_domains` are listed in the server's disco#items (MongooseIM's option name).
     pub fn new(extra_domains: Vec<Jid>) -> Disco {
         Disco { extra_domains }
+    }
+
+    /// The module with its options.
+    pub fn with_config(config: &DiscoConfig) -> Disco {
+        Disco::new(
+            config
+                .extra_domains
+                .iter()
+                .filter_map(|domain| Jid::new(domain).ok())
+                .collect(),
+        )
     }
 }
 

@@ -10,6 +10,7 @@ mod accounts;
 pub mod c2s;
 pub mod component;
 pub mod components;
+pub mod config;
 mod conn;
 pub mod disco;
 pub mod envelope;

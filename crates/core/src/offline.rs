@@ -17,6 +17,7 @@ use std::{
 use herald_storage::offline::{NewOfflineMessage, Stored};
 use jid::{BareJid, Jid};
 use minidom::Element;
+use serde::Deserialize;
 use xmpp_parsers::{
     date::DateTime,
     delay::Delay,
@@ -26,6 +27,7 @@ use xmpp_parsers::{
 
 use crate::{
     Server,
+    config::{self, Integer, Invalid, KeyPath, Section},
     envelope::{Envelope, Meta},
     hooks::{Flow, Handler, OfflineMessage, Priority, UserAvailable, UserRemoved},
     module::{Module, Registrar},
@@ -48,6 +50,35 @@ impl Default for OfflineConfig {
         OfflineConfig {
             max_user_offline_messages: 100,
         }
+    }
+}
+
+/// `[modules.mod_offline]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub struct RawOffline {
+    /// See [`OfflineConfig::max_user_offline_messages`].
+    pub max_user_offline_messages: Option<Integer>,
+    /// The store (MongooseIM's `backend`); the server checks it against its storage engine.
+    pub backend: Option<String>,
+}
+
+impl Section for OfflineConfig {
+    type Raw = RawOffline;
+
+    fn from_raw(raw: RawOffline, at: &KeyPath) -> Result<Self, Invalid> {
+        let max_user_offline_messages = match raw.max_user_offline_messages {
+            Some(n) => config::integer(
+                n,
+                1,
+                "at least 1 (messages)",
+                &at.key("max_user_offline_messages"),
+            )?,
+            None => OfflineConfig::default().max_user_offline_messages,
+        };
+        Ok(OfflineConfig {
+            max_user_offline_messages,
+        })
     }
 }
 

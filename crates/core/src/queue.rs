@@ -72,8 +72,12 @@ impl Outbox {
             Err(error) => {
                 self.bytes.fetch_sub(size, Ordering::Relaxed);
                 Err(match error {
-                    mpsc::error::TrySendError::Full(queued) => Refused::Full(Box::new(queued.envelope)),
-                    mpsc::error::TrySendError::Closed(queued) => Refused::Closed(Box::new(queued.envelope)),
+                    mpsc::error::TrySendError::Full(queued) => {
+                        Refused::Full(Box::new(queued.envelope))
+                    }
+                    mpsc::error::TrySendError::Closed(queued) => {
+                        Refused::Closed(Box::new(queued.envelope))
+                    }
                 })
             }
         }

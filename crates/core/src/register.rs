@@ -38,26 +38,77 @@ use crate::{
 /// XEP-0077 section 8: the stream feature announcing registration before authentication.
 const REGISTER_FEATURE: &str = "http://jabber.org/features/iq-register";
 
-/// What `[modules.mod_register]` turns on.
+/// `[modules.mod_register]` (MongooseIM's names, and ejabberd's `registration_timeout`):
+/// in-band registration and password changes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct InBandRegistration {
-    /// `password_strength`: the least entropy, in bits, of a new password (0: any password).
+pub struct RegisterConfig {
+    /// `password_strength`: the least entropy, in bits, of a new password (default 0: any
+    /// non-empty password).
     pub password_strength: u32,
-    /// `registration_timeout` (ejabberd's name): one account registered per IP address in
-    /// this long; `None` is no limit.
+    /// `registration_timeout` (seconds, default 600): one account registered per IP address
+    /// in this long; `None` for `"infinity"` (no limit).
     pub registration_timeout: Option<std::time::Duration>,
+}
+
+impl Default for RegisterConfig {
+    fn default() -> Self {
+        RegisterConfig {
+            password_strength: 0,
+            registration_timeout: Some(std::time::Duration::from_secs(600)),
+        }
+    }
+}
+
+/// `[modules.mod_register]` as written.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub struct RawRegister {
+    /// See [`RegisterConfig::password_strength`].
+    pub password_strength: Option<crate::config::Integer>,
+    /// Seconds, or "infinity".
+    pub registration_timeout: Option<toml::Value>,
+}
+
+impl crate::config::Section for RegisterConfig {
+    type Raw = RawRegister;
+
+    fn from_raw(
+        raw: RawRegister,
+        at: &crate::config::KeyPath,
+    ) -> Result<Self, crate::config::Invalid> {
+        let password_strength = match raw.password_strength {
+            Some(n) => crate::config::integer(
+                n,
+                0,
+                "an integer from 0 (bits of entropy)",
+                &at.key("password_strength"),
+            )?,
+            None => 0,
+        };
+        let registration_timeout = match raw.registration_timeout {
+            Some(value) => {
+                crate::config::integer_or(value, "infinity", 1, &at.key("registration_timeout"))?
+                    .map(std::time::Duration::from_secs)
+            }
+            None => RegisterConfig::default().registration_timeout,
+        };
+        Ok(RegisterConfig {
+            password_strength,
+            registration_timeout,
+        })
+    }
 }
 
 /// The `jabber:iq:register` module.
 #[derive(Debug)]
 pub struct Register {
-    in_band: Option<InBandRegistration>,
+    in_band: Option<RegisterConfig>,
 }
 
 impl Register {
     /// Cancellation only (`None`), or with registration and password changes
     /// (`mod_register`).
-    pub fn new(in_band: Option<InBandRegistration>) -> Arc<Register> {
+    pub fn new(in_band: Option<RegisterConfig>) -> Arc<Register> {
         Arc::new(Register { in_band })
     }
 }
@@ -165,7 +216,7 @@ fn entropy(password: &str) -> f64 {
     password.chars().count() as f64 * alphabet.log2()
 }
 
-impl InBandRegistration {
+impl RegisterConfig {
     /// The SCRAM secrets of an acceptable new password.
     async fn credentials(&self, password: String) -> Result<Credentials, IqError> {
         if entropy(&password) < f64::from(self.password_strength) {
@@ -258,7 +309,7 @@ impl IqHandler for AccountRequest {
 /// `jabber:iq:register` before authentication: the fields, and the creation of an account,
 /// at most one per address per `registration_timeout`.
 struct NewAccount {
-    in_band: InBandRegistration,
+    in_band: RegisterConfig,
     /// When each address last registered an account.
     recent: Mutex<HashMap<IpAddr, Instant>>,
 }

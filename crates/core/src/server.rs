@@ -7,7 +7,7 @@ use jid::{BareJid, DomainPart, Jid};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    c2s::throttle::{AuthThrottle, ThrottleSettings},
+    c2s::throttle::{AuthThrottle, Fail2banConfig},
     components::ComponentRegistry,
     module::{Extensions, Module, Registrar},
     offline::OfflineClaims,
@@ -28,7 +28,7 @@ pub struct ServerOptions {
     /// `max_user_sessions`: resources bound at once per account; `None` is no limit.
     pub max_user_sessions: Option<usize>,
     /// Login throttling (`[modules.mod_fail2ban]`).
-    pub auth_throttle: ThrottleSettings,
+    pub auth_throttle: Fail2banConfig,
 }
 
 /// Shared server state. Cheap to reach from every task through an `Arc`.

@@ -11,7 +11,10 @@ use std::{
 
 use minidom::Element;
 
-use crate::envelope::{Envelope, Meta};
+use crate::{
+    config::{self, Integer, Invalid, KeyPath, Section},
+    envelope::{Envelope, Meta},
+};
 
 /// The XEP-0198 namespace.
 pub const NS: &str = "urn:xmpp:sm:3";
@@ -52,6 +55,92 @@ pub struct StaleH {
     pub repeat_after: Duration,
     /// `stale_h.geriatric`: how long an entry lives.
     pub geriatric: Duration,
+}
+
+/// `[modules.mod_stream_management]` as written.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub struct RawStreamManagement {
+    /// An integer, or "infinity".
+    pub buffer_max: Option<toml::Value>,
+    /// An integer, or "never".
+    pub ack_freq: Option<toml::Value>,
+    /// Seconds.
+    pub resume_timeout: Option<Integer>,
+    /// `stale_h.*`.
+    pub stale_h: Option<RawStaleH>,
+    /// Seconds, or "infinity".
+    pub ack_timeout: Option<toml::Value>,
+}
+
+/// `[modules.mod_stream_management.stale_h]` as written.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub struct RawStaleH {
+    /// Whether the `h` of ended sessions is kept (default false).
+    pub enabled: Option<bool>,
+    /// Seconds (default 1800).
+    pub repeat_after: Option<Integer>,
+    /// Seconds (default 3600).
+    pub geriatric: Option<Integer>,
+}
+
+impl Section for SmSettings {
+    type Raw = RawStreamManagement;
+
+    fn from_raw(raw: RawStreamManagement, at: &KeyPath) -> Result<Self, Invalid> {
+        let defaults = SmSettings::default();
+        let buffer_max = match raw.buffer_max {
+            Some(value) => config::integer_or(value, "infinity", 1, &at.key("buffer_max"))?
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            None => defaults.buffer_max,
+        };
+        let ack_freq = match raw.ack_freq {
+            Some(value) => config::integer_or(value, "never", 1, &at.key("ack_freq"))?
+                .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+            None => defaults.ack_freq,
+        };
+        let seconds = "at least 1 (seconds)";
+        let resume_timeout = match raw.resume_timeout {
+            Some(n) => Duration::from_secs(config::integer(
+                n,
+                1u64,
+                seconds,
+                &at.key("resume_timeout"),
+            )?),
+            None => defaults.resume_timeout,
+        };
+        let stale_h = match raw.stale_h {
+            Some(stale) if stale.enabled.unwrap_or(false) => {
+                let stale_at = at.key("stale_h");
+                let repeat_after = match stale.repeat_after {
+                    Some(n) => config::integer(n, 1u64, seconds, &stale_at.key("repeat_after"))?,
+                    None => 1800,
+                };
+                let geriatric = match stale.geriatric {
+                    Some(n) => config::integer(n, 1u64, seconds, &stale_at.key("geriatric"))?,
+                    None => 3600,
+                };
+                Some(StaleH {
+                    repeat_after: Duration::from_secs(repeat_after),
+                    geriatric: Duration::from_secs(geriatric),
+                })
+            }
+            _ => None,
+        };
+        let ack_timeout = match raw.ack_timeout {
+            Some(value) => config::integer_or(value, "infinity", 1, &at.key("ack_timeout"))?
+                .map(Duration::from_secs),
+            None => defaults.ack_timeout,
+        };
+        Ok(SmSettings {
+            buffer_max,
+            ack_freq,
+            resume_timeout,
+            stale_h,
+            ack_timeout,
+        })
+    }
 }
 
 /// Why stream management ends the stream.

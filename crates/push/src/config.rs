@@ -1,13 +1,16 @@
 //! `[modules.mod_event_pusher.push]`: the module's options with MongooseIM's names, read once
 //! into a typed [`PushConfig`] with defaults (spec section 2).
 //!
-//! The server's configuration loader walks the TOML table and calls the `from_name`/`parse`
-//! functions here for each key, so every rule about a value lives beside its type and every
-//! message says what is accepted.
+//! The section's serde shape ([`RawPush`]) and its checks ([`Section`] for [`PushConfig`] and
+//! [`EventPusherConfig`]) live here with the types, so every rule about a value lives beside
+//! its type, an option is added in this file only, and every message names its key and says
+//! what is accepted. The server locates a failure in the file.
 
 use std::{num::NonZeroUsize, time::Duration};
 
+use herald_core::config::{Integer, Invalid, KeyPath, Section};
 use jid::DomainPart;
+use serde::Deserialize;
 
 /// The placeholder that stands for each served domain in `virtual_pubsub_hosts`.
 pub const HOST_PLACEHOLDER: &str = "@HOST@";
@@ -334,6 +337,143 @@ pub(crate) fn one_of<T: Copy>(name: &str, variants: &[(&str, T)]) -> Result<T, S
             ))
         }
     }
+}
+
+/// `[modules.mod_event_pusher]`: MongooseIM's event pusher; `push` is its only backend so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventPusherConfig {
+    /// `[modules.mod_event_pusher.push]`: push notifications (XEP-0357); `None` when absent.
+    pub push: Option<PushConfig>,
+}
+
+/// `[modules.mod_event_pusher]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub struct RawEventPusher {
+    /// `[modules.mod_event_pusher.push]`.
+    pub push: Option<RawPush>,
+}
+
+/// `[modules.mod_event_pusher.push]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub struct RawPush {
+    /// See [`PushConfig::backend`]; the server checks it against its storage engine.
+    pub backend: Option<String>,
+    wpool: Option<RawWpool>,
+    plugin_module: Option<String>,
+    virtual_pubsub_hosts: Option<Vec<String>>,
+    iqdisc: Option<RawIqdisc>,
+    max_registrations: Option<Integer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct RawWpool {
+    workers: Option<Integer>,
+    strategy: Option<String>,
+    call_timeout: Option<Integer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct RawIqdisc {
+    #[serde(rename = "type")]
+    type_: Option<String>,
+    workers: Option<Integer>,
+}
+
+impl Section for EventPusherConfig {
+    type Raw = RawEventPusher;
+
+    fn from_raw(raw: RawEventPusher, at: &KeyPath) -> Result<Self, Invalid> {
+        let push = raw
+            .push
+            .map(|push| PushConfig::from_raw(push, &at.key("push")))
+            .transpose()?;
+        Ok(EventPusherConfig { push })
+    }
+}
+
+impl Section for PushConfig {
+    type Raw = RawPush;
+
+    fn from_raw(raw: RawPush, at: &KeyPath) -> Result<Self, Invalid> {
+        push_config(raw, at)
+    }
+}
+
+fn push_config(raw: RawPush, at: &KeyPath) -> Result<PushConfig, Invalid> {
+    let mut config = PushConfig::default();
+    let at_key = |key: &str| at.key(key);
+    let invalid = |key: KeyPath| move |message: String| Invalid::new(key, message);
+    if let Some(name) = raw.backend {
+        // Whether the server has the PostgreSQL pool "rdbms" needs is checked with the other
+        // stores (`config/storage.rs`).
+        config.backend = Backend::from_name(&name).map_err(invalid(at_key("backend")))?;
+    }
+    if let Some(wpool) = raw.wpool {
+        let at = at_key("wpool");
+        if let Some(workers) = wpool.workers {
+            config.wpool.workers =
+                WorkerPool::parse_workers(workers.0).map_err(invalid(at.key("workers")))?;
+        }
+        if let Some(strategy) = wpool.strategy {
+            config.wpool.strategy =
+                Strategy::from_name(&strategy).map_err(invalid(at.key("strategy")))?;
+        }
+        if let Some(timeout) = wpool.call_timeout {
+            config.wpool.call_timeout = WorkerPool::parse_call_timeout(timeout.0)
+                .map_err(invalid(at.key("call_timeout")))?;
+        }
+    }
+    if let Some(name) = raw.plugin_module {
+        config.plugin = PluginName::from_name(&name).map_err(invalid(at_key("plugin_module")))?;
+    }
+    if let Some(max) = raw.max_registrations {
+        config.max_registrations = usize::try_from(max.0)
+            .ok()
+            .and_then(std::num::NonZeroUsize::new)
+            .ok_or_else(|| {
+                Invalid::new(
+                    at_key("max_registrations"),
+                    format!("{} is out of range; expected at least 1", max.0),
+                )
+            })?;
+    }
+    if let Some(hosts) = raw.virtual_pubsub_hosts {
+        let at = at_key("virtual_pubsub_hosts");
+        for (index, text) in hosts.iter().enumerate() {
+            let host = VirtualPubsubHost::parse(text).map_err(invalid(at.index(index)))?;
+            if config.virtual_pubsub_hosts.contains(&host) {
+                return Err(Invalid::new(
+                    at.index(index),
+                    format!("{text:?} is listed twice; expected distinct hosts"),
+                ));
+            }
+            config.virtual_pubsub_hosts.push(host);
+        }
+    }
+    if let Some(iqdisc) = raw.iqdisc {
+        let at = at_key("iqdisc");
+        let Some(type_) = iqdisc.type_ else {
+            let names: Vec<String> = IqDiscipline::NAMES
+                .iter()
+                .map(|n| format!("{n:?}"))
+                .collect();
+            return Err(Invalid::new(
+                at.key("type"),
+                format!("missing; expected one of {}", names.join(", ")),
+            ));
+        };
+        config.iqdisc = IqDiscipline::parse(&type_, iqdisc.workers.map(|w| w.0)).map_err(
+            |error| match error {
+                IqDisciplineError::Type(message) => Invalid::new(at.key("type"), message),
+                IqDisciplineError::Workers(message) => Invalid::new(at.key("workers"), message),
+            },
+        )?;
+    }
+    Ok(config)
 }
 
 #[cfg(test)]

@@ -14,24 +14,23 @@ use std::{
 
 use herald_core::{
     Server, ServerOptions,
-    c2s::{C2sListener, C2sSettings, C2sTls, TlsMode as CoreTlsMode, throttle::ThrottleSettings},
+    c2s::{C2sListener, C2sSettings, C2sTls, TlsMode as CoreTlsMode},
     component::{ServiceListener, ServiceSettings},
     components::ConflictBehaviour as CoreConflictBehaviour,
     disco::Disco,
     module::Module,
-    offline::{Offline, OfflineConfig},
-    ping::{Ping, PingSettings},
-    register::{InBandRegistration, Register},
+    offline::Offline,
+    ping::Ping,
+    register::Register,
     roster::Roster,
-    sm::{SmSettings, StaleH},
 };
 use herald_sasl::Credentials;
 use herald_storage::{Storage, StorageError};
 use herald_stream::tls::{self, TlsError};
-use jid::{BareJid, DomainPart, Jid};
+use jid::{BareJid, DomainPart};
 
 use crate::config::{
-    C2sListener as C2sConfig, Config, ConflictBehaviour, DatabaseConfig, PingTimeoutAction,
+    C2sListener as C2sConfig, Config, ConflictBehaviour, DatabaseConfig,
     ServiceListener as ServiceConfig, TlsMode,
 };
 
@@ -115,37 +114,26 @@ async fn open_storage(config: &Config) -> Result<Storage, AppError> {
     })
 }
 
+/// The modules the configuration turns on, each built from its own options.
 fn modules(config: &Config) -> Result<Vec<Arc<dyn Module>>, AppError> {
+    let modules_config = &config.modules;
     let mut modules: Vec<Arc<dyn Module>> = Vec::new();
-    if let Some(disco) = &config.modules.mod_disco {
-        let extra = disco
-            .extra_domains
-            .iter()
-            .filter_map(|d| Jid::new(d).ok())
-            .collect();
-        modules.push(Arc::new(Disco::new(extra)));
+    if let Some(disco) = &modules_config.mod_disco {
+        modules.push(Arc::new(Disco::with_config(disco)));
     }
-    if config.modules.mod_ping.is_some() {
+    if modules_config.mod_ping.is_some() {
         modules.push(Arc::new(Ping));
     }
-    if let Some(roster) = &config.modules.mod_roster {
-        modules.push(Roster::new(*roster));
+    if let Some(roster) = modules_config.mod_roster {
+        modules.push(Roster::new(roster));
     }
-    if let Some(offline) = &config.modules.mod_offline {
-        modules.push(Offline::new(OfflineConfig {
-            max_user_offline_messages: offline.max_user_offline_messages,
-        }));
+    if let Some(offline) = modules_config.mod_offline {
+        modules.push(Offline::new(offline));
     }
     // In-band cancellation (XEP-0077 section 3.2) is always served; `mod_register` adds
     // registration and password changes.
-    modules.push(Register::new(config.modules.mod_register.as_ref().map(
-        |register| InBandRegistration {
-            password_strength: register.password_strength,
-            registration_timeout: register.registration_timeout,
-        },
-    )));
-    if let Some(push) = config
-        .modules
+    modules.push(Register::new(modules_config.mod_register));
+    if let Some(push) = modules_config
         .mod_event_pusher
         .as_ref()
         .and_then(|pusher| pusher.push.as_ref())
@@ -157,40 +145,14 @@ fn modules(config: &Config) -> Result<Vec<Arc<dyn Module>>, AppError> {
     Ok(modules)
 }
 
+/// What the server itself takes from modules' options (sessions, logins, pings).
 fn options(config: &Config) -> ServerOptions {
+    let modules = &config.modules;
     ServerOptions {
-        stream_management: config
-            .modules
-            .mod_stream_management
-            .as_ref()
-            .map(|sm| SmSettings {
-                buffer_max: sm.buffer_max,
-                ack_freq: sm.ack_freq,
-                resume_timeout: sm.resume_timeout,
-                stale_h: sm.stale_h.as_ref().map(|stale| StaleH {
-                    repeat_after: stale.repeat_after,
-                    geriatric: stale.geriatric,
-                }),
-                ack_timeout: sm.ack_timeout,
-            }),
+        stream_management: modules.mod_stream_management.clone(),
         max_user_sessions: config.general.max_user_sessions,
-        auth_throttle: {
-            let fail2ban = config.modules.mod_fail2ban.clone().unwrap_or_default();
-            ThrottleSettings {
-                max_failures: fail2ban.c2s_max_auth_failures,
-                lifetime: fail2ban.c2s_auth_ban_lifetime,
-            }
-        },
-        pings: config
-            .modules
-            .mod_ping
-            .as_ref()
-            .filter(|ping| ping.send_pings)
-            .map(|ping| PingSettings {
-                interval: ping.ping_interval,
-                timeout: ping.ping_req_timeout,
-                kill: ping.timeout_action == PingTimeoutAction::Kill,
-            }),
+        auth_throttle: modules.mod_fail2ban.unwrap_or_default(),
+        pings: modules.mod_ping.as_ref().and_then(|ping| ping.settings()),
     }
 }
 

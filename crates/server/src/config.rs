@@ -26,7 +26,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::ConfigError;
-pub use push::EventPusherConfig;
 pub use storage::DatabaseConfig;
 
 const DEFAULT_IP_ADDRESS: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
@@ -41,7 +40,6 @@ const DEFAULT_BACKWARDS_COMPATIBLE_SESSION: bool = true;
 const DEFAULT_LOGLEVEL: LogLevel = LogLevel::Warning;
 const DEFAULT_DATA_DIR: &str = "./herald-data";
 const DATA_DIR_VARIABLE: &str = "HERALD_DATA";
-const DEFAULT_MAX_USER_OFFLINE_MESSAGES: usize = 100;
 
 /// A checked configuration, with every default applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,8 +224,9 @@ pub struct CertFiles {
 /// The `[modules]` section: one field per known module, `Some` when the file has a
 /// `[modules.NAME]` table.
 ///
-/// Adding a module is adding a field here and in the file's shape (`config/raw.rs`), and a line
-/// in `validate::modules`.
+/// Each field is the module's own config type (with its `Section` impl). Adding a module is
+/// adding a field here and in the file's shape (`config/raw.rs`), and a line in
+/// `validate::modules`; adding an option touches the module's file only.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Modules {
     /// `[modules.mod_disco]`: service discovery (XEP-0030).
@@ -249,158 +248,17 @@ pub struct Modules {
     pub mod_fail2ban: Option<Fail2banConfig>,
 }
 
-/// Options of `mod_roster`: the module's own type.
-pub use herald_core::roster::RosterConfig;
-
-/// Options of `mod_offline`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OfflineConfig {
-    /// `max_user_offline_messages`: messages kept per account (default 100); more are refused
-    /// with `resource-constraint`.
-    pub max_user_offline_messages: usize,
-}
-
-impl Default for OfflineConfig {
-    fn default() -> Self {
-        OfflineConfig {
-            max_user_offline_messages: DEFAULT_MAX_USER_OFFLINE_MESSAGES,
-        }
-    }
-}
-
-/// Options of `mod_register` (MongooseIM's names, and ejabberd's `registration_timeout`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RegisterConfig {
-    /// `password_strength`: the least entropy, in bits, of a password set in-band (default 0:
-    /// any non-empty password).
-    pub password_strength: u32,
-    /// `registration_timeout` (seconds, default 600): one account registered per IP address
-    /// in this long; `None` for `"infinity"` (no limit).
-    pub registration_timeout: Option<Duration>,
-}
-
-impl Default for RegisterConfig {
-    fn default() -> Self {
-        RegisterConfig {
-            password_strength: 0,
-            registration_timeout: Some(Duration::from_secs(600)),
-        }
-    }
-}
-
-/// Options of `mod_stream_management` (MongooseIM's names and defaults).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StreamManagementConfig {
-    /// `buffer_max`: most unacknowledged stanzas kept per session (default 100);
-    /// `None` for `"infinity"`.
-    pub buffer_max: Option<usize>,
-    /// `ack_freq`: request an ack after this many stanzas (default 1); `None` for `"never"`.
-    pub ack_freq: Option<u32>,
-    /// `resume_timeout`: how long a dropped resumable session waits (default 600 s).
-    pub resume_timeout: Duration,
-    /// `stale_h.*`, when `stale_h.enabled = true`.
-    pub stale_h: Option<StaleHConfig>,
-    /// `ack_timeout` (seconds, ejabberd's name): an ack request unanswered this long means
-    /// the client is gone (default 30 s); `None` for `"infinity"`.
-    pub ack_timeout: Option<Duration>,
-}
-
-impl Default for StreamManagementConfig {
-    fn default() -> Self {
-        StreamManagementConfig {
-            buffer_max: Some(100),
-            ack_freq: Some(1),
-            resume_timeout: Duration::from_secs(600),
-            stale_h: None,
-            ack_timeout: Some(Duration::from_secs(30)),
-        }
-    }
-}
-
-/// `stale_h.repeat_after` and `stale_h.geriatric`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StaleHConfig {
-    /// How often expired entries are swept (default 1800 s).
-    pub repeat_after: Duration,
-    /// How long the `h` of an ended session is remembered (default 3600 s).
-    pub geriatric: Duration,
-}
-
-/// Options of `mod_disco`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DiscoConfig {
-    /// `extra_domains`: further domains listed as items of the server's disco#items, in
-    /// normalised (lowercase) form.
-    pub extra_domains: Vec<String>,
-}
-
-/// `[modules.mod_fail2ban]` (ejabberd's names): login throttling, which is always on; the
-/// section only tunes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fail2banConfig {
-    /// `c2s_auth_ban_lifetime` (seconds, default 3600): how long a failure counts.
-    pub c2s_auth_ban_lifetime: Duration,
-    /// `c2s_max_auth_failures` (default 20): failures per address (then refused) and per
-    /// account (then one attempt a second) before the throttle applies.
-    pub c2s_max_auth_failures: u32,
-}
-
-impl Default for Fail2banConfig {
-    fn default() -> Self {
-        Fail2banConfig {
-            c2s_auth_ban_lifetime: Duration::from_secs(3600),
-            c2s_max_auth_failures: 20,
-        }
-    }
-}
-
-/// Options of `mod_ping` (MongooseIM's names and defaults): the server always answers pings;
-/// with `send_pings` it also pings clients that have been silent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PingConfig {
-    /// `send_pings`: ping a client session silent for `ping_interval` (default false).
-    pub send_pings: bool,
-    /// `ping_interval` (seconds, default 60).
-    pub ping_interval: Duration,
-    /// `ping_req_timeout` (seconds, default 32): how long the answer may take.
-    pub ping_req_timeout: Duration,
-    /// `timeout_action`: what an unanswered ping does (default `none`).
-    pub timeout_action: PingTimeoutAction,
-}
-
-impl Default for PingConfig {
-    fn default() -> Self {
-        PingConfig {
-            send_pings: false,
-            ping_interval: Duration::from_secs(60),
-            ping_req_timeout: Duration::from_secs(32),
-            timeout_action: PingTimeoutAction::None,
-        }
-    }
-}
-
-impl PingConfig {
-    /// What the embedded default and `config/example.toml` use: silent clients are pinged
-    /// after 5 minutes (about what mobile clients' own keepalives cost) and dropped if they
-    /// do not answer, so that a vanished phone's session starts waiting and pushing.
-    pub fn detecting_dead_clients() -> PingConfig {
-        PingConfig {
-            send_pings: true,
-            ping_interval: Duration::from_secs(300),
-            timeout_action: PingTimeoutAction::Kill,
-            ..PingConfig::default()
-        }
-    }
-}
-
-/// `mod_ping`'s `timeout_action`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PingTimeoutAction {
-    /// `"none"`: log it.
-    None,
-    /// `"kill"`: drop the connection (a resumable session then waits, and pushes).
-    Kill,
-}
+// Each module's options are the module's own type, with its defaults and checks.
+pub use herald_core::{
+    c2s::throttle::Fail2banConfig,
+    disco::DiscoConfig,
+    offline::OfflineConfig,
+    ping::{PingConfig, PingTimeoutAction},
+    register::RegisterConfig,
+    roster::RosterConfig,
+    sm::{SmSettings as StreamManagementConfig, StaleH as StaleHConfig},
+};
+pub use herald_push::config::EventPusherConfig;
 
 impl Config {
     /// The configuration used when no `--config` is given: hosts `["localhost"]`, data_dir from

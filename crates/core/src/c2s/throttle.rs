@@ -13,21 +13,60 @@ use std::{
 
 use jid::BareJid;
 
-/// The throttle's settings.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ThrottleSettings {
-    /// `c2s_max_auth_failures`: failures before the throttle applies.
-    pub max_failures: u32,
-    /// `c2s_auth_ban_lifetime`: how long a failure is remembered.
-    pub lifetime: Duration,
+use crate::config::{self, Integer, Invalid, KeyPath, Section};
+
+/// `[modules.mod_fail2ban]` (ejabberd's names): login throttling, which is always on; the
+/// section only tunes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fail2banConfig {
+    /// `c2s_auth_ban_lifetime` (seconds, default 3600): how long a failure counts.
+    pub c2s_auth_ban_lifetime: Duration,
+    /// `c2s_max_auth_failures` (default 20): failures per address (then refused) and per
+    /// account (then one attempt a second) before the throttle applies.
+    pub c2s_max_auth_failures: u32,
 }
 
-impl Default for ThrottleSettings {
+impl Default for Fail2banConfig {
     fn default() -> Self {
-        ThrottleSettings {
-            max_failures: 20,
-            lifetime: Duration::from_secs(3600),
+        Fail2banConfig {
+            c2s_auth_ban_lifetime: Duration::from_secs(3600),
+            c2s_max_auth_failures: 20,
         }
+    }
+}
+
+/// `[modules.mod_fail2ban]` as written.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub struct RawFail2ban {
+    /// See [`Fail2banConfig::c2s_auth_ban_lifetime`].
+    pub c2s_auth_ban_lifetime: Option<Integer>,
+    /// See [`Fail2banConfig::c2s_max_auth_failures`].
+    pub c2s_max_auth_failures: Option<Integer>,
+}
+
+impl Section for Fail2banConfig {
+    type Raw = RawFail2ban;
+
+    fn from_raw(raw: RawFail2ban, at: &KeyPath) -> Result<Self, Invalid> {
+        let defaults = Fail2banConfig::default();
+        let c2s_auth_ban_lifetime = match raw.c2s_auth_ban_lifetime {
+            Some(n) => Duration::from_secs(config::integer(
+                n,
+                1u64,
+                "at least 1 (seconds)",
+                &at.key("c2s_auth_ban_lifetime"),
+            )?),
+            None => defaults.c2s_auth_ban_lifetime,
+        };
+        let c2s_max_auth_failures = match raw.c2s_max_auth_failures {
+            Some(n) => config::integer(n, 1u32, "at least 1", &at.key("c2s_max_auth_failures"))?,
+            None => defaults.c2s_max_auth_failures,
+        };
+        Ok(Fail2banConfig {
+            c2s_auth_ban_lifetime,
+            c2s_max_auth_failures,
+        })
     }
 }
 
@@ -53,13 +92,13 @@ struct Record {
 /// The failures of every address and account.
 #[derive(Debug, Default)]
 pub struct AuthThrottle {
-    settings: ThrottleSettings,
+    settings: Fail2banConfig,
     records: Mutex<HashMap<Key, Record>>,
 }
 
 impl AuthThrottle {
     /// A throttle with these settings.
-    pub fn new(settings: ThrottleSettings) -> AuthThrottle {
+    pub fn new(settings: Fail2banConfig) -> AuthThrottle {
         AuthThrottle {
             settings,
             records: Mutex::default(),
@@ -67,7 +106,7 @@ impl AuthThrottle {
     }
 
     fn live(&self, record: &Record, now: Instant) -> bool {
-        now.duration_since(record.first) < self.settings.lifetime
+        now.duration_since(record.first) < self.settings.c2s_auth_ban_lifetime
     }
 
     /// Whether an authentication from `ip` may proceed at all.
@@ -76,7 +115,7 @@ impl AuthThrottle {
         records
             .get(&Key::Ip(ip))
             .filter(|record| self.live(record, now))
-            .is_none_or(|record| record.failures < self.settings.max_failures)
+            .is_none_or(|record| record.failures < self.settings.c2s_max_auth_failures)
     }
 
     /// Whether an attempt on `account` may be checked now (and counts it as made).
@@ -85,7 +124,7 @@ impl AuthThrottle {
         let Some(record) = records.get_mut(&Key::Account(account.clone())) else {
             return true;
         };
-        if !self.live(record, now) || record.failures < self.settings.max_failures {
+        if !self.live(record, now) || record.failures < self.settings.c2s_max_auth_failures {
             return true;
         }
         if now.duration_since(record.last_attempt) < ACCOUNT_PACE {
@@ -99,7 +138,7 @@ impl AuthThrottle {
     pub fn failed(&self, ip: IpAddr, account: Option<&BareJid>, now: Instant) {
         let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
         if records.len() >= MAX_RECORDS {
-            let lifetime = self.settings.lifetime;
+            let lifetime = self.settings.c2s_auth_ban_lifetime;
             records.retain(|_, record| now.duration_since(record.first) < lifetime);
             if records.len() >= MAX_RECORDS {
                 records.clear();
@@ -136,9 +175,9 @@ mod tests {
     use super::*;
 
     fn throttle() -> AuthThrottle {
-        AuthThrottle::new(ThrottleSettings {
-            max_failures: 3,
-            lifetime: Duration::from_secs(60),
+        AuthThrottle::new(Fail2banConfig {
+            c2s_max_auth_failures: 3,
+            c2s_auth_ban_lifetime: Duration::from_secs(60),
         })
     }
 

@@ -66,6 +66,42 @@ impl Default for RosterConfig {
     }
 }
 
+/// `[modules.mod_roster]` as written.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub struct RawRoster {
+    /// See [`RosterConfig::versioning`].
+    pub versioning: Option<bool>,
+    /// See [`RosterConfig::store_current_id`].
+    pub store_current_id: Option<bool>,
+    /// The store (MongooseIM's `backend`); the server checks it against its storage engine.
+    pub backend: Option<String>,
+    /// An integer, or "infinity".
+    pub max_roster_size: Option<toml::Value>,
+}
+
+impl crate::config::Section for RosterConfig {
+    type Raw = RawRoster;
+
+    fn from_raw(
+        raw: RawRoster,
+        at: &crate::config::KeyPath,
+    ) -> Result<Self, crate::config::Invalid> {
+        let max_roster_size = match raw.max_roster_size {
+            Some(value) => {
+                crate::config::integer_or(value, "infinity", 1, &at.key("max_roster_size"))?
+                    .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+            }
+            None => Some(RosterConfig::DEFAULT_MAX_ROSTER_SIZE),
+        };
+        Ok(RosterConfig {
+            versioning: raw.versioning.unwrap_or(false),
+            store_current_id: raw.store_current_id.unwrap_or(false),
+            max_roster_size,
+        })
+    }
+}
+
 /// The longest status text kept with a pending subscription request, in characters; longer
 /// texts are cut (a request is stored until answered, so its size is bounded).
 pub const MAX_ASK_MESSAGE: usize = 1024;

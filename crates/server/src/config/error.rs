@@ -1,6 +1,5 @@
 //! The configuration error and the key paths it names.
 
-use std::fmt;
 use std::path::PathBuf;
 
 /// Why a configuration could not be loaded.
@@ -51,93 +50,4 @@ fn render(origin: &str, line: Option<usize>, key: &str, message: &str) -> String
     out
 }
 
-/// A validation failure before it is located in the file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Invalid {
-    pub(super) key: KeyPath,
-    pub(super) message: String,
-}
-
-impl Invalid {
-    pub(super) fn new(key: KeyPath, message: impl Into<String>) -> Self {
-        Invalid {
-            key,
-            message: message.into(),
-        }
-    }
-}
-
-/// The path of a key from the document root: `listen.c2s[1].tls.mode`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(super) struct KeyPath(Vec<Segment>);
-
-/// One step of a [`KeyPath`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Segment {
-    /// A key in a table.
-    Key(String),
-    /// An element of an array.
-    Index(usize),
-}
-
-impl KeyPath {
-    /// The document root.
-    pub(super) fn root() -> Self {
-        KeyPath::default()
-    }
-
-    /// The path of `key` inside the table at this path.
-    pub(super) fn key(&self, key: &str) -> Self {
-        self.with(Segment::Key(key.to_owned()))
-    }
-
-    /// The path of element `index` of the array at this path.
-    pub(super) fn index(&self, index: usize) -> Self {
-        self.with(Segment::Index(index))
-    }
-
-    pub(super) fn segments(&self) -> &[Segment] {
-        &self.0
-    }
-
-    fn with(&self, segment: Segment) -> Self {
-        let mut segments = self.0.clone();
-        segments.push(segment);
-        KeyPath(segments)
-    }
-}
-
-impl FromIterator<Segment> for KeyPath {
-    fn from_iter<I: IntoIterator<Item = Segment>>(iter: I) -> Self {
-        KeyPath(iter.into_iter().collect())
-    }
-}
-
-impl fmt::Display for KeyPath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, segment) in self.0.iter().enumerate() {
-            match segment {
-                Segment::Index(index) => write!(f, "[{index}]")?,
-                Segment::Key(key) => {
-                    if i > 0 {
-                        f.write_str(".")?;
-                    }
-                    if is_bare_key(key) {
-                        f.write_str(key)?;
-                    } else {
-                        write!(f, "{key:?}")?;
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Whether TOML accepts `key` unquoted.
-fn is_bare_key(key: &str) -> bool {
-    !key.is_empty()
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
+pub(super) use herald_core::config::{Invalid, KeyPath, Segment};

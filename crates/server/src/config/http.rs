@@ -19,7 +19,7 @@ use herald_push::{
 use serde::Deserialize;
 
 use super::error::{Invalid, KeyPath};
-use super::raw::Integer;
+use herald_core::config::Integer;
 
 /// `[modules.mod_push_service_mongoosepush]`.
 #[derive(Debug, Deserialize)]

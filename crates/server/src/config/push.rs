@@ -1,147 +1,15 @@
-//! `[modules.mod_event_pusher]` with its `push` backend (spec `push.md` section 2): the file's
-//! shape and its checks. The value types, defaults and per-value rules are herald-push's
-//! (`herald_push::config`); this file walks the table and names the key of each failure.
-
-use herald_push::config::{
-    Backend, IqDiscipline, IqDisciplineError, PluginName, PushConfig, Strategy, VirtualPubsubHost,
-    WorkerPool,
-};
-use serde::Deserialize;
-
-use super::error::{Invalid, KeyPath};
-use super::raw::Integer;
-
-/// `[modules.mod_event_pusher]`: MongooseIM's event pusher; `push` is its only backend so far.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventPusherConfig {
-    /// `[modules.mod_event_pusher.push]`: push notifications (XEP-0357); `None` when absent.
-    pub push: Option<PushConfig>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a table")]
-pub(super) struct RawEventPusher {
-    pub(super) push: Option<RawPush>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a table")]
-pub(super) struct RawPush {
-    pub(super) backend: Option<String>,
-    wpool: Option<RawWpool>,
-    plugin_module: Option<String>,
-    virtual_pubsub_hosts: Option<Vec<String>>,
-    iqdisc: Option<RawIqdisc>,
-    max_registrations: Option<Integer>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a table")]
-struct RawWpool {
-    workers: Option<Integer>,
-    strategy: Option<String>,
-    call_timeout: Option<Integer>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a table")]
-struct RawIqdisc {
-    #[serde(rename = "type")]
-    type_: Option<String>,
-    workers: Option<Integer>,
-}
-
-/// Checks `[modules.mod_event_pusher]` at `at`.
-pub(super) fn event_pusher(
-    raw: RawEventPusher,
-    at: &KeyPath,
-) -> Result<EventPusherConfig, Invalid> {
-    let push = raw
-        .push
-        .map(|push| push_config(push, &at.key("push")))
-        .transpose()?;
-    Ok(EventPusherConfig { push })
-}
-
-fn push_config(raw: RawPush, at: &KeyPath) -> Result<PushConfig, Invalid> {
-    let mut config = PushConfig::default();
-    let at_key = |key: &str| at.key(key);
-    let invalid = |key: KeyPath| move |message: String| Invalid::new(key, message);
-    if let Some(name) = raw.backend {
-        // Whether the server has the PostgreSQL pool "rdbms" needs is checked with the other
-        // stores (`config/storage.rs`).
-        config.backend = Backend::from_name(&name).map_err(invalid(at_key("backend")))?;
-    }
-    if let Some(wpool) = raw.wpool {
-        let at = at_key("wpool");
-        if let Some(workers) = wpool.workers {
-            config.wpool.workers =
-                WorkerPool::parse_workers(workers.0).map_err(invalid(at.key("workers")))?;
-        }
-        if let Some(strategy) = wpool.strategy {
-            config.wpool.strategy =
-                Strategy::from_name(&strategy).map_err(invalid(at.key("strategy")))?;
-        }
-        if let Some(timeout) = wpool.call_timeout {
-            config.wpool.call_timeout = WorkerPool::parse_call_timeout(timeout.0)
-                .map_err(invalid(at.key("call_timeout")))?;
-        }
-    }
-    if let Some(name) = raw.plugin_module {
-        config.plugin = PluginName::from_name(&name).map_err(invalid(at_key("plugin_module")))?;
-    }
-    if let Some(max) = raw.max_registrations {
-        config.max_registrations = usize::try_from(max.0)
-            .ok()
-            .and_then(std::num::NonZeroUsize::new)
-            .ok_or_else(|| {
-                Invalid::new(
-                    at_key("max_registrations"),
-                    format!("{} is out of range; expected at least 1", max.0),
-                )
-            })?;
-    }
-    if let Some(hosts) = raw.virtual_pubsub_hosts {
-        let at = at_key("virtual_pubsub_hosts");
-        for (index, text) in hosts.iter().enumerate() {
-            let host = VirtualPubsubHost::parse(text).map_err(invalid(at.index(index)))?;
-            if config.virtual_pubsub_hosts.contains(&host) {
-                return Err(Invalid::new(
-                    at.index(index),
-                    format!("{text:?} is listed twice; expected distinct hosts"),
-                ));
-            }
-            config.virtual_pubsub_hosts.push(host);
-        }
-    }
-    if let Some(iqdisc) = raw.iqdisc {
-        let at = at_key("iqdisc");
-        let Some(type_) = iqdisc.type_ else {
-            let names: Vec<String> = IqDiscipline::NAMES
-                .iter()
-                .map(|n| format!("{n:?}"))
-                .collect();
-            return Err(Invalid::new(
-                at.key("type"),
-                format!("missing; expected one of {}", names.join(", ")),
-            ));
-        };
-        config.iqdisc = IqDiscipline::parse(&type_, iqdisc.workers.map(|w| w.0)).map_err(
-            |error| match error {
-                IqDisciplineError::Type(message) => Invalid::new(at.key("type"), message),
-                IqDisciplineError::Workers(message) => Invalid::new(at.key("workers"), message),
-            },
-        )?;
-    }
-    Ok(config)
-}
+//! `[modules.mod_event_pusher]` read through the whole file: its shape and checks live with
+//! the module (`herald_push::config`); these tests show them as an operator meets them.
 
 #[cfg(test)]
 mod tests {
     use std::{path::Path, time::Duration};
 
-    use super::*;
     use crate::config::Config;
+    use herald_push::config::{
+        Backend, EventPusherConfig, IqDiscipline, PluginName, PushConfig, Strategy,
+        VirtualPubsubHost,
+    };
 
     const MINIMAL: &str = "[general]\nhosts = [\"example.com\"]\n";
 

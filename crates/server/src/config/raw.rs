@@ -6,6 +6,13 @@
 
 use std::path::PathBuf;
 
+pub(super) use herald_core::config::Integer;
+use herald_core::config::Section;
+
+use super::{
+    DiscoConfig, EventPusherConfig, Fail2banConfig, OfflineConfig, PingConfig, RegisterConfig,
+    RosterConfig, StreamManagementConfig,
+};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -88,116 +95,22 @@ pub(super) struct RawTls {
     pub(super) keyfile: Option<PathBuf>,
 }
 
-/// One optional field per module: the table `[modules.NAME]` enables module `NAME`. A name
-/// without a field here is rejected as an unknown module.
+/// One optional field per module, in the module's own shape (`Section::Raw`): the table
+/// `[modules.NAME]` enables module `NAME`. A name without a field here is rejected as an
+/// unknown module.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a table")]
 pub(super) struct RawModules {
-    pub(super) mod_disco: Option<RawDisco>,
-    pub(super) mod_ping: Option<RawPing>,
-    pub(super) mod_event_pusher: Option<super::push::RawEventPusher>,
-    pub(super) mod_stream_management: Option<RawStreamManagement>,
-    pub(super) mod_roster: Option<RawRoster>,
-    pub(super) mod_offline: Option<RawOffline>,
-    pub(super) mod_register: Option<RawRegister>,
-    pub(super) mod_fail2ban: Option<RawFail2ban>,
+    pub(super) mod_disco: Option<Raw<DiscoConfig>>,
+    pub(super) mod_ping: Option<Raw<PingConfig>>,
+    pub(super) mod_event_pusher: Option<Raw<EventPusherConfig>>,
+    pub(super) mod_stream_management: Option<Raw<StreamManagementConfig>>,
+    pub(super) mod_roster: Option<Raw<RosterConfig>>,
+    pub(super) mod_offline: Option<Raw<OfflineConfig>>,
+    pub(super) mod_register: Option<Raw<RegisterConfig>>,
+    pub(super) mod_fail2ban: Option<Raw<Fail2banConfig>>,
     pub(super) mod_push_service_mongoosepush: Option<super::http::RawMongoosePush>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a table")]
-pub(super) struct RawRoster {
-    pub(super) versioning: Option<bool>,
-    pub(super) store_current_id: Option<bool>,
-    pub(super) backend: Option<String>,
-    pub(super) max_roster_size: Option<toml::Value>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a table")]
-pub(super) struct RawOffline {
-    pub(super) max_user_offline_messages: Option<Integer>,
-    pub(super) backend: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a table")]
-pub(super) struct RawFail2ban {
-    pub(super) c2s_auth_ban_lifetime: Option<Integer>,
-    pub(super) c2s_max_auth_failures: Option<Integer>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a table")]
-pub(super) struct RawRegister {
-    pub(super) password_strength: Option<Integer>,
-    pub(super) registration_timeout: Option<toml::Value>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a table")]
-pub(super) struct RawStreamManagement {
-    /// An integer, or "infinity".
-    pub(super) buffer_max: Option<toml::Value>,
-    /// An integer, or "never".
-    pub(super) ack_freq: Option<toml::Value>,
-    pub(super) resume_timeout: Option<Integer>,
-    pub(super) stale_h: Option<RawStaleH>,
-    /// An integer, or "infinity".
-    pub(super) ack_timeout: Option<toml::Value>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a table")]
-pub(super) struct RawStaleH {
-    pub(super) enabled: Option<bool>,
-    pub(super) repeat_after: Option<Integer>,
-    pub(super) geriatric: Option<Integer>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a table")]
-pub(super) struct RawDisco {
-    #[serde(default)]
-    pub(super) extra_domains: Vec<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a table")]
-pub(super) struct RawPing {
-    pub(super) send_pings: Option<bool>,
-    pub(super) ping_interval: Option<Integer>,
-    pub(super) ping_req_timeout: Option<Integer>,
-    pub(super) timeout_action: Option<String>,
-}
-
-/// A TOML integer. Its own type only so that a value of the wrong type is reported as
-/// "expected an integer" rather than in Rust's words ("expected i64").
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Integer(pub(super) i64);
-
-impl<'de> Deserialize<'de> for Integer {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = Integer;
-
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("an integer")
-            }
-
-            fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<Integer, E> {
-                Ok(Integer(value))
-            }
-
-            fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Integer, E> {
-                i64::try_from(value)
-                    .map(Integer)
-                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(value), &self))
-            }
-        }
-
-        deserializer.deserialize_i64(Visitor)
-    }
-}
+/// A module section as written.
+pub(super) type Raw<S> = <S as Section>::Raw;

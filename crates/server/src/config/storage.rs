@@ -11,7 +11,7 @@ use herald_storage::PostgresOptions;
 use serde::Deserialize;
 
 use super::error::{Invalid, KeyPath};
-use super::raw::Integer;
+use herald_core::config::Integer;
 
 /// The storage engine, for every store of the server.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -1,29 +1,27 @@
 //! From the file's shape to a typed [`Config`]: defaults, ranges, domains, paths, and the
 //! checks that span several keys.
 
-use std::borrow::Cow;
-use std::fmt::Display;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use herald_storage::Durability;
-use jid::{BareJid, DomainPart};
+use jid::BareJid;
+
+pub(super) use herald_core::config::integer;
+use herald_core::config::{Section, domains, integer_or, one_of, required};
 
 use super::error::{Invalid, KeyPath};
 use super::raw::{
-    Integer, RawC2s, RawConfig, RawDisco, RawFail2ban, RawGeneral, RawInternalDatabases,
-    RawModules, RawOffline, RawPing, RawRegister, RawRoster, RawService, RawStreamManagement,
-    RawTls,
+    RawC2s, RawConfig, RawGeneral, RawInternalDatabases, RawModules, RawService, RawTls,
 };
 use super::storage::{self, DatabaseConfig};
 use super::{
     C2sListener, CertFiles, Config, ConflictBehaviour, DEFAULT_BACKWARDS_COMPATIBLE_SESSION,
     DEFAULT_HANDSHAKE_TIMEOUT_S, DEFAULT_IP_ADDRESS, DEFAULT_LOGLEVEL, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_STANZA_SIZE, DEFAULT_MAX_USER_SESSIONS,
-    DEFAULT_SEND_TIMEOUT_S, DEFAULT_STATE_TIMEOUT_MS, DiscoConfig, Fail2banConfig, General, Listen,
-    LogLevel, Modules, OfflineConfig, PingConfig, PingTimeoutAction, RegisterConfig, RosterConfig,
-    ServiceListener, SqliteConfig, StaleHConfig, StreamManagementConfig, TlsConfig, TlsMode,
+    DEFAULT_SEND_TIMEOUT_S, DEFAULT_STATE_TIMEOUT_MS, General, Listen, LogLevel, Modules,
+    ServiceListener, SqliteConfig, TlsConfig, TlsMode,
 };
 
 /// What a file leaves to its surroundings.
@@ -389,258 +387,26 @@ fn tls_config(raw: RawTls, at: &KeyPath, base_dir: &Path) -> Result<TlsConfig, I
     Ok(TlsConfig { mode, cert })
 }
 
+/// Each module checks its own section (`Section::from_raw`).
 fn modules(raw: RawModules, at: &KeyPath) -> Result<Modules, Invalid> {
     Ok(Modules {
-        mod_disco: raw
-            .mod_disco
-            .map(|disco| disco_config(disco, &at.key("mod_disco")))
-            .transpose()?,
-        mod_ping: raw
-            .mod_ping
-            .map(|ping| ping_config(ping, &at.key("mod_ping")))
-            .transpose()?,
-        mod_event_pusher: raw
-            .mod_event_pusher
-            .map(|pusher| super::push::event_pusher(pusher, &at.key("mod_event_pusher")))
-            .transpose()?,
-        mod_stream_management: raw
-            .mod_stream_management
-            .map(|sm| stream_management(sm, &at.key("mod_stream_management")))
-            .transpose()?,
-        mod_roster: raw
-            .mod_roster
-            .map(|roster| roster_config(roster, &at.key("mod_roster")))
-            .transpose()?,
-        mod_offline: raw
-            .mod_offline
-            .map(|offline| offline_config(offline, &at.key("mod_offline")))
-            .transpose()?,
-        mod_fail2ban: raw
-            .mod_fail2ban
-            .map(|fail2ban| fail2ban_config(fail2ban, &at.key("mod_fail2ban")))
-            .transpose()?,
-        mod_register: raw
-            .mod_register
-            .map(|register| register_config(register, &at.key("mod_register")))
-            .transpose()?,
-    })
-}
-
-fn offline_config(raw: RawOffline, at: &KeyPath) -> Result<OfflineConfig, Invalid> {
-    let max_user_offline_messages = match raw.max_user_offline_messages {
-        Some(n) => integer(
-            n,
-            1,
-            "at least 1 (messages)",
-            &at.key("max_user_offline_messages"),
+        mod_disco: section(raw.mod_disco, &at.key("mod_disco"))?,
+        mod_ping: section(raw.mod_ping, &at.key("mod_ping"))?,
+        mod_event_pusher: section(raw.mod_event_pusher, &at.key("mod_event_pusher"))?,
+        mod_stream_management: section(
+            raw.mod_stream_management,
+            &at.key("mod_stream_management"),
         )?,
-        None => OfflineConfig::default().max_user_offline_messages,
-    };
-    Ok(OfflineConfig {
-        max_user_offline_messages,
+        mod_roster: section(raw.mod_roster, &at.key("mod_roster"))?,
+        mod_offline: section(raw.mod_offline, &at.key("mod_offline"))?,
+        mod_fail2ban: section(raw.mod_fail2ban, &at.key("mod_fail2ban"))?,
+        mod_register: section(raw.mod_register, &at.key("mod_register"))?,
     })
 }
 
-fn roster_config(raw: RawRoster, at: &KeyPath) -> Result<RosterConfig, Invalid> {
-    let max_roster_size = match raw.max_roster_size {
-        Some(value) => integer_or(value, "infinity", 1, &at.key("max_roster_size"))?
-            .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
-        None => Some(RosterConfig::DEFAULT_MAX_ROSTER_SIZE),
-    };
-    Ok(RosterConfig {
-        versioning: raw.versioning.unwrap_or(false),
-        store_current_id: raw.store_current_id.unwrap_or(false),
-        max_roster_size,
-    })
-}
-
-fn fail2ban_config(raw: RawFail2ban, at: &KeyPath) -> Result<Fail2banConfig, Invalid> {
-    let defaults = Fail2banConfig::default();
-    let c2s_auth_ban_lifetime = match raw.c2s_auth_ban_lifetime {
-        Some(n) => Duration::from_secs(integer(
-            n,
-            1u64,
-            "at least 1 (seconds)",
-            &at.key("c2s_auth_ban_lifetime"),
-        )?),
-        None => defaults.c2s_auth_ban_lifetime,
-    };
-    let c2s_max_auth_failures = match raw.c2s_max_auth_failures {
-        Some(n) => integer(n, 1u32, "at least 1", &at.key("c2s_max_auth_failures"))?,
-        None => defaults.c2s_max_auth_failures,
-    };
-    Ok(Fail2banConfig {
-        c2s_auth_ban_lifetime,
-        c2s_max_auth_failures,
-    })
-}
-
-fn register_config(raw: RawRegister, at: &KeyPath) -> Result<RegisterConfig, Invalid> {
-    let password_strength = match raw.password_strength {
-        Some(n) => integer(
-            n,
-            0,
-            "an integer from 0 (bits of entropy)",
-            &at.key("password_strength"),
-        )?,
-        None => 0,
-    };
-    let registration_timeout = match raw.registration_timeout {
-        Some(value) => integer_or(value, "infinity", 1, &at.key("registration_timeout"))?
-            .map(Duration::from_secs),
-        None => RegisterConfig::default().registration_timeout,
-    };
-    Ok(RegisterConfig {
-        password_strength,
-        registration_timeout,
-    })
-}
-
-/// An integer of at least `min`, or the word that means "no limit".
-fn integer_or(
-    value: toml::Value,
-    word: &str,
-    min: i64,
-    at: &KeyPath,
-) -> Result<Option<u64>, Invalid> {
-    let expected = format!("an integer of at least {min}, or \"{word}\"");
-    match value {
-        toml::Value::Integer(n) if n >= min => Ok(Some(n as u64)),
-        toml::Value::String(text) if text == word => Ok(None),
-        toml::Value::Integer(n) => Err(Invalid::new(
-            at.clone(),
-            format!("{n} is too small; expected {expected}"),
-        )),
-        other => Err(Invalid::new(
-            at.clone(),
-            format!("{other} is not accepted; expected {expected}"),
-        )),
-    }
-}
-
-fn stream_management(
-    raw: RawStreamManagement,
-    at: &KeyPath,
-) -> Result<StreamManagementConfig, Invalid> {
-    let buffer_max = match raw.buffer_max {
-        Some(value) => integer_or(value, "infinity", 1, &at.key("buffer_max"))?.map(|n| n as usize),
-        None => Some(100),
-    };
-    let ack_freq = match raw.ack_freq {
-        Some(value) => integer_or(value, "never", 1, &at.key("ack_freq"))?
-            .map(|n| n.min(u32::MAX as u64) as u32),
-        None => Some(1),
-    };
-    let seconds = "at least 1 (seconds)";
-    let resume_timeout = match raw.resume_timeout {
-        Some(n) => integer(n, 1u64, seconds, &at.key("resume_timeout"))?,
-        None => 600,
-    };
-    let stale_h = match raw.stale_h {
-        Some(stale) if stale.enabled.unwrap_or(false) => {
-            let stale_at = at.key("stale_h");
-            let repeat_after = match stale.repeat_after {
-                Some(n) => integer(n, 1u64, seconds, &stale_at.key("repeat_after"))?,
-                None => 1800,
-            };
-            let geriatric = match stale.geriatric {
-                Some(n) => integer(n, 1u64, seconds, &stale_at.key("geriatric"))?,
-                None => 3600,
-            };
-            Some(StaleHConfig {
-                repeat_after: Duration::from_secs(repeat_after),
-                geriatric: Duration::from_secs(geriatric),
-            })
-        }
-        _ => None,
-    };
-    let ack_timeout = match raw.ack_timeout {
-        Some(value) => integer_or(value, "infinity", 1, &at.key("ack_timeout"))?,
-        None => StreamManagementConfig::default()
-            .ack_timeout
-            .map(|timeout| timeout.as_secs()),
-    };
-    Ok(StreamManagementConfig {
-        buffer_max,
-        ack_freq,
-        resume_timeout: Duration::from_secs(resume_timeout),
-        stale_h,
-        ack_timeout: ack_timeout.map(Duration::from_secs),
-    })
-}
-
-/// The names of `mod_ping`'s `timeout_action`.
-const TIMEOUT_ACTIONS: &[(&str, PingTimeoutAction)] = &[
-    ("none", PingTimeoutAction::None),
-    ("kill", PingTimeoutAction::Kill),
-];
-
-fn ping_config(raw: RawPing, at: &KeyPath) -> Result<PingConfig, Invalid> {
-    let defaults = PingConfig::default();
-    let seconds = "at least 1 (seconds)";
-    let ping_interval = match raw.ping_interval {
-        Some(n) => Duration::from_secs(integer(n, 1u64, seconds, &at.key("ping_interval"))?),
-        None => defaults.ping_interval,
-    };
-    let ping_req_timeout = match raw.ping_req_timeout {
-        Some(n) => Duration::from_secs(integer(n, 1u64, seconds, &at.key("ping_req_timeout"))?),
-        None => defaults.ping_req_timeout,
-    };
-    let timeout_action = match raw.timeout_action {
-        Some(name) => one_of(&name, TIMEOUT_ACTIONS, &at.key("timeout_action"))?,
-        None => defaults.timeout_action,
-    };
-    Ok(PingConfig {
-        send_pings: raw.send_pings.unwrap_or(defaults.send_pings),
-        ping_interval,
-        ping_req_timeout,
-        timeout_action,
-    })
-}
-
-fn disco_config(raw: RawDisco, at: &KeyPath) -> Result<DiscoConfig, Invalid> {
-    let extra_domains = domains(&raw.extra_domains, &at.key("extra_domains"))?;
-    Ok(DiscoConfig {
-        extra_domains: extra_domains
-            .into_iter()
-            .map(DomainPart::into_inner)
-            .collect(),
-    })
-}
-
-/// Each element of the array at `at` as a normalised domain, with no domain listed twice.
-fn domains(texts: &[String], at: &KeyPath) -> Result<Vec<DomainPart>, Invalid> {
-    let mut parsed: Vec<DomainPart> = Vec::with_capacity(texts.len());
-    for (index, text) in texts.iter().enumerate() {
-        let domain = domain(text, &at.index(index))?;
-        if let Some(first) = parsed.iter().position(|other| *other == domain) {
-            return Err(Invalid::new(
-                at.index(index),
-                format!(
-                    "{:?} is listed twice (first at {}); expected distinct domains",
-                    domain.as_str(),
-                    at.index(first),
-                ),
-            ));
-        }
-        parsed.push(domain);
-    }
-    Ok(parsed)
-}
-
-/// `text` as a domain in its normalised (nameprep, lowercase) form.
-fn domain(text: &str, at: &KeyPath) -> Result<DomainPart, Invalid> {
-    let expected = "expected a domain name such as \"example.org\"";
-    if text.contains(['@', '/']) {
-        let message = format!("{text:?} is not a domain but a JID; {expected}");
-        return Err(Invalid::new(at.clone(), message));
-    }
-    DomainPart::new(text).map(Cow::into_owned).map_err(|error| {
-        Invalid::new(
-            at.clone(),
-            format!("{text:?} is not a valid domain ({error}); {expected}"),
-        )
-    })
+/// A module's section, checked by the module, when the file has it.
+fn section<S: Section>(raw: Option<S::Raw>, at: &KeyPath) -> Result<Option<S>, Invalid> {
+    raw.map(|raw| S::from_raw(raw, at)).transpose()
 }
 
 fn ip_address(text: &str, at: &KeyPath) -> Result<IpAddr, Invalid> {
@@ -659,42 +425,6 @@ fn file_path(path: PathBuf, at: &KeyPath, base_dir: &Path) -> Result<PathBuf, In
         return Err(Invalid::new(at.clone(), "is empty; expected a path"));
     }
     Ok(base_dir.join(path))
-}
-
-/// `value` as a `T` no smaller than `min`; `accepted` says what is accepted.
-pub(super) fn integer<T>(value: Integer, min: T, accepted: &str, at: &KeyPath) -> Result<T, Invalid>
-where
-    T: TryFrom<i64> + PartialOrd,
-{
-    match T::try_from(value.0) {
-        Ok(n) if n >= min => Ok(n),
-        _ => Err(Invalid::new(
-            at.clone(),
-            format!("{} is out of range; expected {accepted}", value.0),
-        )),
-    }
-}
-
-/// The variant named `name`.
-fn one_of<T: Copy>(name: &str, variants: &[(&str, T)], at: &KeyPath) -> Result<T, Invalid> {
-    match variants.iter().find(|(known, _)| *known == name) {
-        Some((_, variant)) => Ok(*variant),
-        None => {
-            let names: Vec<String> = variants
-                .iter()
-                .map(|(known, _)| format!("{known:?}"))
-                .collect();
-            let message = format!(
-                "unknown variant {name:?}, expected one of {}",
-                names.join(", ")
-            );
-            Err(Invalid::new(at.clone(), message))
-        }
-    }
-}
-
-fn required<T>(value: Option<T>, at: &KeyPath, expected: impl Display) -> Result<T, Invalid> {
-    value.ok_or_else(|| Invalid::new(at.clone(), format!("missing; expected {expected}")))
 }
 
 /// Whether two listening addresses cannot both be bound. Port 0 never conflicts (the system
