@@ -59,6 +59,9 @@ pub enum SendIqError {
     /// Too many IQs are waiting for replies.
     #[error("too many outbound iqs in flight")]
     Overloaded,
+    /// The server has stopped.
+    #[error("the server has stopped")]
+    Stopped,
 }
 
 struct Pending {

@@ -192,7 +192,7 @@ impl PushIq {
         owner: BareJid,
         enable: EnableRequest,
     ) -> Result<(), IqError> {
-        let store = self.0.store()?;
+        let store = self.0.store();
         let key = RegistrationKey {
             owner,
             pubsub: enable.pubsub,
@@ -240,7 +240,7 @@ impl PushIq {
     }
 
     async fn disable(&self, owner: BareJid, disable: DisableRequest) -> Result<(), IqError> {
-        let store = self.0.store()?;
+        let store = self.0.store();
         let removed = match &disable.node {
             Some(node) => {
                 let key = RegistrationKey {

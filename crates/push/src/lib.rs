@@ -20,14 +20,17 @@ pub mod plugin;
 pub mod publisher;
 pub mod redact;
 pub mod registrations;
+pub mod route;
+pub mod vocabulary;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use herald_core::{
     Server,
     hooks::{Flow, Handler, OfflineMessage, Priority, UnackedMessage, UserRemoved},
-    module::{IqError, IqScope, Module, Registrar},
+    module::{IqScope, Module, Registrar},
 };
+use herald_storage::{Engine, Storage};
 use herald_stream::{StanzaKind, stanza::set_attr};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -39,69 +42,102 @@ use crate::{
     mongoosepush::{HttpPush, MongoosePush},
     pipeline::Pipeline,
     plugin::Plugin,
-    publisher::{IqTransport, Publisher, PublisherParts, PublisherSettings, ServerTransport},
+    publisher::{
+        Dispatcher, IqTransport, Publisher, PublisherParts, PublisherSettings, ServerTransport,
+    },
     registrations::{
         CachedRegistrations, PostgresRegistrations, RegistrationStore, SessionRegistrations,
         SqliteRegistrations,
     },
+    route::Routes,
 };
 
 /// Runs before offline storage (which stops the hook), so that the registrations notified are
 /// stored with the message.
 pub const BEFORE_STORAGE: Priority = Priority(Priority::NORMAL.0 - 5);
 
-/// The push module, `[modules.mod_event_pusher.push]`.
+/// The push module, `[modules.mod_event_pusher.push]`. Built in one step with its store and
+/// its publisher's queue, so that enabling, disabling and deciding work from the start; the
+/// publisher's workers start with the server ([`Module::start`]), which they publish through.
 pub struct Push {
     config: PushConfig,
-    plugin: Arc<dyn Plugin>,
+    pipeline: Pipeline,
     sessions: Arc<SessionRegistrations>,
     stats: Arc<Stats>,
     /// The HTTP push service for virtual pubsub hosts (spec section 8), when configured.
     http: Option<Arc<dyn HttpPush>>,
-    /// Set once when the server starts: the store and the publisher need the running server.
-    pipeline: OnceLock<Pipeline>,
+    /// The publisher's dispatcher, until the server starts it.
+    dispatcher: Mutex<Option<Dispatcher>>,
 }
 
 impl Push {
-    /// The module with the built-in plugin named in `config`, without an HTTP push service
-    /// (see [`Push::from_config`]).
-    pub fn new(config: PushConfig) -> Push {
-        let plugin = plugin::builtin(config.plugin);
-        Push::with_plugin(config, plugin)
-    }
-
-    /// The module as `config` describes it, with the MongoosePush client of
-    /// `config.mongoosepush` built (its certificate files read) now, so that a bad file stops
-    /// start-up.
-    pub fn from_config(config: PushConfig) -> Result<Push, PushError> {
-        let http = match &config.mongoosepush {
-            Some(service) => {
-                let client = MongoosePush::new(service)
-                    .map_err(|error| PushError::HttpService(service.pool.name.clone(), error))?;
-                Some(Arc::new(client) as Arc<dyn HttpPush>)
+    /// The module as `config` describes it, over the registration store of `storage`'s
+    /// engine (cached on the embedded database, which one process owns), with the
+    /// MongoosePush client of `config.mongoosepush` built (its certificate files read) now,
+    /// so that a bad file stops start-up.
+    pub fn from_config(config: PushConfig, storage: &Storage) -> Result<Push, PushError> {
+        let store: Arc<dyn RegistrationStore> = match (config.backend, storage.engine()) {
+            (Backend::Embedded, Engine::Sqlite(pool)) => Arc::new(CachedRegistrations::new(
+                Arc::new(SqliteRegistrations::new(pool.clone())),
+            )),
+            (Backend::Rdbms, Engine::Postgres(pool)) => {
+                Arc::new(PostgresRegistrations::new(pool.clone()))
             }
-            None => None,
+            // The configuration refuses these: the server has one storage engine, chosen by
+            // whether anything asks for "rdbms".
+            (Backend::Embedded, Engine::Postgres(_)) => {
+                return Err(PushError::BackendUnavailable(
+                    "mnesia",
+                    "the server stores its data in PostgreSQL",
+                ));
+            }
+            (Backend::Rdbms, Engine::Sqlite(_)) => {
+                return Err(PushError::BackendUnavailable(
+                    "rdbms",
+                    "the server stores its data in the embedded database",
+                ));
+            }
         };
-        let mut push = Push::new(config);
-        push.http = http;
-        Ok(push)
+        let http = http_service(&config)?;
+        let plugin = plugin::builtin(config.plugin);
+        Ok(Push::with_parts(config, store, plugin, http))
     }
 
-    /// The module sending notifications to virtual pubsub hosts through `http`.
-    pub fn with_http(mut self, http: Arc<dyn HttpPush>) -> Push {
-        self.http = Some(http);
-        self
+    /// Whether [`Push::from_config`] can build what `config` names beyond its store (the
+    /// MongoosePush client and its certificate files), without opening any database: what
+    /// `herald check-config` runs.
+    pub fn check(config: &PushConfig) -> Result<(), PushError> {
+        http_service(config).map(drop)
     }
 
-    /// The module with a custom plugin.
-    pub fn with_plugin(config: PushConfig, plugin: Arc<dyn Plugin>) -> Push {
+    /// The module over `store`, deciding with `plugin`, sending to virtual pubsub hosts
+    /// through `http` when given.
+    pub fn with_parts(
+        config: PushConfig,
+        store: Arc<dyn RegistrationStore>,
+        plugin: Arc<dyn Plugin>,
+        http: Option<Arc<dyn HttpPush>>,
+    ) -> Push {
+        let stats = Arc::new(Stats::default());
+        let sessions = Arc::new(SessionRegistrations::default());
+        let settings = PublisherSettings::for_workers(config.wpool.workers)
+            .with_registrations_per_user(config.max_registrations.get());
+        let (publisher, dispatcher) = Publisher::new(settings, Arc::clone(&stats));
+        let pipeline = Pipeline {
+            plugin,
+            store,
+            sessions: Arc::clone(&sessions),
+            routes: Routes::new(config.virtual_pubsub_hosts.clone(), http.is_some()),
+            publisher,
+            stats: Arc::clone(&stats),
+        };
         Push {
             config,
-            plugin,
-            sessions: Arc::default(),
-            stats: Arc::default(),
-            http: None,
-            pipeline: OnceLock::new(),
+            pipeline,
+            sessions,
+            stats,
+            http,
+            dispatcher: Mutex::new(Some(dispatcher)),
         }
     }
 
@@ -110,69 +146,54 @@ impl Push {
         &self.stats
     }
 
-    /// Start the pipeline over `store`, publishing through `transport`; the publisher stops
-    /// when `shutdown` is cancelled and is tracked by `tasks`. Done by [`Module::start`] with
-    /// the server's store and outbound IQs; tests call it with their own.
-    pub fn attach(
+    /// Start publishing through `transport`; the workers stop when `shutdown` is cancelled
+    /// and are tracked by `tasks`. Done by [`Module::start`] with the server's outbound IQs;
+    /// tests call it with their own. A second call does nothing.
+    pub fn run_publisher(
         &self,
-        store: Arc<dyn RegistrationStore>,
         transport: Arc<dyn IqTransport>,
-        settings: PublisherSettings,
         shutdown: CancellationToken,
         tasks: &TaskTracker,
     ) {
+        let Some(dispatcher) = self
+            .dispatcher
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        else {
+            tracing::warn!("the push module was started twice; keeping the first start");
+            return;
+        };
         let parts = PublisherParts {
             transport,
-            store: Arc::clone(&store),
+            store: Arc::clone(&self.pipeline.store),
             sessions: Arc::clone(&self.sessions),
             stats: Arc::clone(&self.stats),
-            virtual_hosts: self.config.virtual_pubsub_hosts.clone(),
             http: self.http.clone(),
         };
-        let pipeline = Pipeline {
-            plugin: Arc::clone(&self.plugin),
-            store,
-            sessions: Arc::clone(&self.sessions),
-            publisher: Publisher::start(settings, parts, shutdown, tasks),
-            stats: Arc::clone(&self.stats),
-        };
-        if self.pipeline.set(pipeline).is_err() {
-            tracing::warn!("the push module was started twice; keeping the first start");
-        }
+        dispatcher.run(parts, shutdown, tasks);
     }
 
-    /// The registration store, once started.
-    pub(crate) fn store(&self) -> Result<&Arc<dyn RegistrationStore>, IqError> {
-        self.pipeline
-            .get()
-            .map(|pipeline| &pipeline.store)
-            .ok_or_else(|| {
-                IqError::from(PushError::BackendUnavailable(
-                    "mnesia",
-                    "the push module has not started",
-                ))
-            })
+    /// The registration store.
+    pub(crate) fn store(&self) -> &Arc<dyn RegistrationStore> {
+        &self.pipeline.store
     }
 
     /// Run the pipeline for `event` (spec section 4). `notified` is what travels with the
     /// message: the registrations already notified for it; the returned value adds those
     /// notified now, to travel on with the message.
     pub async fn on_message(&self, server: &Server, event: Event, notified: Notified) -> Notified {
-        let Some(pipeline) = self.pipeline.get() else {
-            return notified;
-        };
         let mut notified = notified;
         let available = !server
             .sessions
             .message_targets(event.recipient())
             .is_empty();
-        match pipeline.notify(&event, available, &mut notified).await {
+        match self.pipeline.notify(&event, available, &mut notified).await {
             Ok(queued) => {
                 tracing::debug!(recipient = %event.recipient(), kind = event.kind(), queued, "push notifications queued");
             }
             Err(skip) => {
                 tracing::debug!(recipient = %event.recipient(), kind = event.kind(), reason = skip.as_str(), "no push");
-                self.stats.skipped(skip);
             }
         }
         notified
@@ -212,34 +233,23 @@ impl Module for Push {
     }
 
     fn start(self: Arc<Self>, server: &Arc<Server>) {
-        let store: Arc<dyn RegistrationStore> = match (
-            self.config.backend,
-            server.storage.sqlite_pool(),
-            server.storage.postgres_pool(),
-        ) {
-            // One process owns the embedded file: its registrations can be cached.
-            (Backend::Embedded, Some(pool), _) => Arc::new(CachedRegistrations::new(Arc::new(
-                SqliteRegistrations::new(pool.clone()),
-            ))),
-            (Backend::Rdbms, _, Some(pool)) => Arc::new(PostgresRegistrations::new(pool.clone())),
-            (backend, _, _) => {
-                // The configuration refuses these: the server has one storage engine,
-                // chosen by whether anything asks for "rdbms".
-                tracing::error!(
-                    ?backend,
-                    "push: no registration store for this backend; push is disabled"
-                );
-                return;
-            }
-        };
-        self.attach(
-            store,
+        self.run_publisher(
             Arc::new(ServerTransport::new(server)),
-            PublisherSettings::for_workers(self.config.wpool.workers)
-                .with_registrations_per_user(self.config.max_registrations.get()),
             server.shutdown.clone(),
             &server.tasks,
         );
+    }
+}
+
+/// The HTTP push service client of `config.mongoosepush`, if any.
+fn http_service(config: &PushConfig) -> Result<Option<Arc<dyn HttpPush>>, PushError> {
+    match &config.mongoosepush {
+        Some(service) => {
+            let client = MongoosePush::new(service)
+                .map_err(|error| PushError::HttpService(service.pool.name.clone(), error))?;
+            Ok(Some(Arc::new(client)))
+        }
+        None => Ok(None),
     }
 }
 
@@ -307,9 +317,7 @@ struct OnUserRemoved(Arc<Push>);
 impl Handler<UserRemoved> for OnUserRemoved {
     async fn call(&self, _server: &Server, event: &mut UserRemoved) -> Flow {
         self.0.sessions.forget_user(&event.user);
-        if let Ok(store) = self.0.store()
-            && let Err(error) = store.remove_user(&event.user).await
-        {
+        if let Err(error) = self.0.store().remove_user(&event.user).await {
             tracing::error!(%error, user = %event.user, "cannot delete the push registrations of a removed account");
         }
         Flow::Continue

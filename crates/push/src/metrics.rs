@@ -18,60 +18,8 @@ use std::{
     time::Duration,
 };
 
-use crate::plugin::Skip;
-
-/// How one notification ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Outcome {
-    /// The app server answered `result`.
-    Delivered,
-    /// No answer within the reply timeout; the registration is kept.
-    Timeout,
-    /// A `cancel` error: the registration was disabled.
-    RejectedAndDisabled,
-    /// Another error, or the IQ could not be sent; the registration is kept.
-    TransientError,
-    /// The publisher's queue was full; the notification was never sent.
-    DroppedQueueFull,
-    /// The recipient already had their share of the publisher queued or in flight; the
-    /// notification was never sent.
-    DroppedUserLimit,
-}
-
-impl Outcome {
-    /// Every outcome, in the order of [`Stats::notifications`].
-    pub const ALL: [Outcome; 6] = [
-        Outcome::Delivered,
-        Outcome::Timeout,
-        Outcome::RejectedAndDisabled,
-        Outcome::TransientError,
-        Outcome::DroppedQueueFull,
-        Outcome::DroppedUserLimit,
-    ];
-
-    /// The outcome as a metric label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Delivered => "delivered",
-            Outcome::Timeout => "timeout",
-            Outcome::RejectedAndDisabled => "rejected_and_disabled",
-            Outcome::TransientError => "transient_error",
-            Outcome::DroppedQueueFull => "dropped_queue_full",
-            Outcome::DroppedUserLimit => "dropped_user_limit",
-        }
-    }
-
-    fn index(self) -> usize {
-        match self {
-            Outcome::Delivered => 0,
-            Outcome::Timeout => 1,
-            Outcome::RejectedAndDisabled => 2,
-            Outcome::TransientError => 3,
-            Outcome::DroppedQueueFull => 4,
-            Outcome::DroppedUserLimit => 5,
-        }
-    }
-}
+pub use crate::vocabulary::Outcome;
+use crate::vocabulary::Skip;
 
 /// The module's counts since start.
 #[derive(Debug, Default)]

@@ -1,14 +1,20 @@
-//! The pipeline (spec section 4): for each event, prepare the notification, load the
-//! recipient's registrations, filter them, publish; at most once per (message, registration).
+//! The pipeline (spec section 4), in named steps: for each event, the plugin prepares the
+//! notification, the recipient's registrations are loaded, the plugin chooses among them,
+//! those already notified for this message are left out (at most once per message and
+//! registration), the plugin says what each one gets ([`Delivery`]), each delivery is routed
+//! (XMPP or HTTP, [`Routes`]) and queued on the publisher. Every skip, of the whole event or
+//! of one delivery, is counted here and only here.
 
 use std::sync::Arc;
 
 use crate::{
     events::{Event, Notified},
     metrics::Stats,
-    plugin::{Context, Plugin, Skip},
-    publisher::Publisher,
+    plugin::{Context, Delivery, Plugin},
+    publisher::{Publisher, Submitted},
     registrations::{Registration, RegistrationStore, SessionRegistrations},
+    route::Routes,
+    vocabulary::Skip,
 };
 
 /// What the pipeline works with, built when the module starts.
@@ -19,6 +25,8 @@ pub struct Pipeline {
     pub store: Arc<dyn RegistrationStore>,
     /// The registration enabled in each session.
     pub sessions: Arc<SessionRegistrations>,
+    /// Which way each notification goes.
+    pub routes: Routes,
     /// Where notifications go.
     pub publisher: Publisher,
     /// The counts.
@@ -36,19 +44,57 @@ impl Pipeline {
         recipient_available: bool,
         notified: &mut Notified,
     ) -> Result<usize, Skip> {
+        let result = self.decide(event, recipient_available, notified).await;
+        if let Err(skip) = result {
+            self.stats.skipped(skip);
+        }
+        result
+    }
+
+    async fn decide(
+        &self,
+        event: &Event,
+        recipient_available: bool,
+        notified: &mut Notified,
+    ) -> Result<usize, Skip> {
         let payload = self.plugin.prepare_notification(event)?;
         let registrations = self.load(event).await?;
         let context = self.context(event, recipient_available);
         let chosen = self.plugin.should_publish(&context, event, registrations)?;
         let fresh = not_yet_notified(chosen, notified)?;
-        let sent = (self.plugin)
-            .publish_notification(&self.publisher, event, &payload, &fresh)
-            .await;
-        let count = sent.len();
-        for key in sent {
-            notified.insert(key);
+        let deliveries = self.plugin.publish_notification(event, &payload, fresh);
+        let mut queued = 0;
+        for delivery in deliveries {
+            if self.send(event, delivery, notified) {
+                queued += 1;
+            }
         }
-        Ok(count)
+        Ok(queued)
+    }
+
+    /// Route one delivery and queue it; whether it was queued (and is now notified).
+    fn send(&self, event: &Event, delivery: Delivery, notified: &mut Notified) -> bool {
+        let Delivery {
+            registration,
+            payload,
+        } = delivery;
+        match self
+            .routes
+            .choose(event.recipient(), &registration, &payload)
+        {
+            Ok(route) => {
+                let key = registration.key;
+                let submitted = self.publisher.submit(key.clone(), route);
+                if submitted == Submitted::Queued {
+                    notified.insert(key);
+                }
+                submitted == Submitted::Queued
+            }
+            Err(skip) => {
+                self.stats.skipped(skip);
+                false
+            }
+        }
     }
 
     /// The recipient's registrations; none, or a store failure, is a skip.

@@ -115,7 +115,7 @@ async fn open_storage(config: &Config) -> Result<Storage, AppError> {
 }
 
 /// The modules the configuration turns on, each built from its own options.
-fn modules(config: &Config) -> Result<Vec<Arc<dyn Module>>, AppError> {
+fn modules(config: &Config, storage: &Storage) -> Result<Vec<Arc<dyn Module>>, AppError> {
     let modules_config = &config.modules;
     let mut modules: Vec<Arc<dyn Module>> = Vec::new();
     if let Some(disco) = &modules_config.mod_disco {
@@ -138,7 +138,7 @@ fn modules(config: &Config) -> Result<Vec<Arc<dyn Module>>, AppError> {
         .as_ref()
         .and_then(|pusher| pusher.push.as_ref())
     {
-        let push = herald_push::Push::from_config(push.clone())
+        let push = herald_push::Push::from_config(push.clone(), storage)
             .map_err(|error| AppError::Module(error.to_string()))?;
         modules.push(Arc::new(push));
     }
@@ -238,7 +238,12 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         settings.push(listener_settings(config, listener)?);
     }
     let storage = open_storage(config).await?;
-    let server = Server::with_options(hosts(config), storage, &modules(config)?, options(config));
+    let server = Server::with_options(
+        hosts(config),
+        storage.clone(),
+        &modules(config, &storage)?,
+        options(config),
+    );
     let mut bound = Vec::new();
     for settings in settings {
         let addr = settings.addr;
@@ -379,7 +384,7 @@ pub async fn user_remove(config: &Config, jid: &str) -> Result<ExitCode, AppErro
     // The server with its modules but no listener: removing an account runs the
     // `user_removed` hook, where each module deletes its data.
     let storage = open_storage(config).await?;
-    let server = Server::new(hosts(config), storage, &modules(config)?);
+    let server = Server::new(hosts(config), storage.clone(), &modules(config, &storage)?);
     let removed = server.remove_account(&user).await;
     server.shutdown.cancel();
     server.tasks.close();
@@ -425,7 +430,15 @@ pub async fn db_migrate(config: &Config) -> Result<ExitCode, AppError> {
 /// `herald check-config`, beyond the file itself: every module can be built from it (the push
 /// service's certificate files are read).
 pub fn check_modules(config: &Config) -> Result<(), AppError> {
-    modules(config).map(drop)
+    if let Some(push) = config
+        .modules
+        .mod_event_pusher
+        .as_ref()
+        .and_then(|pusher| pusher.push.as_ref())
+    {
+        herald_push::Push::check(push).map_err(|error| AppError::Module(error.to_string()))?;
+    }
+    Ok(())
 }
 
 /// `herald check-config`: a summary of what the configuration means.

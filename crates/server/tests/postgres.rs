@@ -313,7 +313,9 @@ async fn a_push_iq_while_the_database_is_unreachable_is_answered_wait_internal_s
 /// PostgreSQL registration store.
 async fn registrations_count(storage: &herald_storage::Storage) -> usize {
     use herald_push::registrations::{PostgresRegistrations, RegistrationStore};
-    let pool = storage.postgres_pool().expect("a PostgreSQL storage");
+    let herald_storage::Engine::Postgres(pool) = storage.engine() else {
+        panic!("a PostgreSQL storage");
+    };
     let store = PostgresRegistrations::new(pool.clone());
     let mut count = 0;
     for account in storage.accounts().list(None).await.unwrap() {

@@ -53,7 +53,7 @@ pub use sqlite::{Durability, create_private_dir};
 /// and [`close`](Self::close) it at shutdown.
 #[derive(Clone)]
 pub struct Storage {
-    engine: Engine,
+    engine: Backend,
     accounts: Arc<dyn AccountStore>,
     roster: Arc<dyn RosterStore>,
     offline: Arc<dyn OfflineStore>,
@@ -62,9 +62,19 @@ pub struct Storage {
 
 /// The engine behind a [`Storage`], kept for what is not a store (closing).
 #[derive(Clone, Debug)]
-enum Engine {
+enum Backend {
     Sqlite(sqlx::SqlitePool),
     Postgres(sqlx::PgPool, Arc<str>),
+}
+
+/// The engine of a [`Storage`] and its pool, for the stores that feature crates own (their
+/// tables are created by the migrations they register, see [`migrations`]).
+#[derive(Clone, Copy, Debug)]
+pub enum Engine<'a> {
+    /// The embedded SQLite database.
+    Sqlite(&'a sqlx::SqlitePool),
+    /// A PostgreSQL database.
+    Postgres(&'a sqlx::PgPool),
 }
 
 impl Storage {
@@ -142,7 +152,7 @@ impl Storage {
             roster: Arc::new(postgres::PgRoster::new(pool.clone())),
             offline: Arc::new(postgres::PgOffline::new(pool.clone())),
             applied: applied.into(),
-            engine: Engine::Postgres(pool, target.into()),
+            engine: Backend::Postgres(pool, target.into()),
         }
     }
 
@@ -152,7 +162,7 @@ impl Storage {
             accounts: Arc::new(sqlite::SqliteAccounts::new(pool.clone())),
             roster: Arc::new(sqlite::SqliteRoster::new(pool.clone())),
             offline: Arc::new(sqlite::SqliteOffline::new(pool.clone())),
-            engine: Engine::Sqlite(pool),
+            engine: Backend::Sqlite(pool),
         }
     }
 
@@ -177,21 +187,11 @@ impl Storage {
         &self.applied
     }
 
-    /// The SQLite pool, for stores owned by feature crates (their tables are created by this
-    /// crate's migrations); `None` on another engine.
-    pub fn sqlite_pool(&self) -> Option<&sqlx::SqlitePool> {
+    /// The engine and its pool.
+    pub fn engine(&self) -> Engine<'_> {
         match &self.engine {
-            Engine::Sqlite(pool) => Some(pool),
-            Engine::Postgres(..) => None,
-        }
-    }
-
-    /// The PostgreSQL pool, for stores owned by feature crates (their tables are created by
-    /// this crate's migrations); `None` on another engine.
-    pub fn postgres_pool(&self) -> Option<&sqlx::PgPool> {
-        match &self.engine {
-            Engine::Postgres(pool, _) => Some(pool),
-            Engine::Sqlite(_) => None,
+            Backend::Sqlite(pool) => Engine::Sqlite(pool),
+            Backend::Postgres(pool, _) => Engine::Postgres(pool),
         }
     }
 
@@ -199,8 +199,8 @@ impl Storage {
     /// for operations in progress, then close the connections. Later operations fail.
     pub async fn close(&self) {
         match &self.engine {
-            Engine::Sqlite(pool) => pool.close().await,
-            Engine::Postgres(pool, _) => pool.close().await,
+            Backend::Sqlite(pool) => pool.close().await,
+            Backend::Postgres(pool, _) => pool.close().await,
         }
     }
 }
@@ -208,12 +208,12 @@ impl Storage {
 impl fmt::Debug for Storage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.engine {
-            Engine::Sqlite(pool) => f
+            Backend::Sqlite(pool) => f
                 .debug_struct("Storage")
                 .field("engine", &"sqlite")
                 .field("path", &pool.connect_options().get_filename())
                 .finish(),
-            Engine::Postgres(_, target) => f
+            Backend::Postgres(_, target) => f
                 .debug_struct("Storage")
                 .field("engine", &"postgres")
                 .field("target", target)

@@ -11,7 +11,7 @@ use super::*;
 use crate::{
     events::Message,
     plugin::{Defaults, Enhanced},
-    publisher::{IqOutcome, IqTransport, PublisherParts, PublisherSettings},
+    publisher::{IqOutcome, IqTransport, PublisherParts, PublisherSettings, SendIqError},
     registrations::{MemoryRegistrations, RegistrationKey},
 };
 
@@ -20,9 +20,9 @@ struct Recorder(Mutex<Vec<Element>>);
 
 #[async_trait::async_trait]
 impl IqTransport for Recorder {
-    async fn send_iq(&self, iq: Element, _timeout: Duration) -> IqOutcome {
+    async fn send_iq(&self, iq: Element, _timeout: Duration) -> Result<IqOutcome, SendIqError> {
         self.0.lock().unwrap().push(iq.clone());
-        IqOutcome::Result(iq)
+        Ok(IqOutcome::Result(iq))
     }
 }
 
@@ -49,7 +49,6 @@ fn harness(plugin: Arc<dyn Plugin>, queue_capacity: usize) -> Harness {
             store: store.clone(),
             sessions: sessions.clone(),
             stats: stats.clone(),
-            virtual_hosts: Vec::new(),
             http: None,
         },
         CancellationToken::new(),
@@ -60,6 +59,7 @@ fn harness(plugin: Arc<dyn Plugin>, queue_capacity: usize) -> Harness {
             plugin,
             store: store.clone(),
             sessions,
+            routes: crate::route::Routes::default(),
             publisher,
             stats,
         },

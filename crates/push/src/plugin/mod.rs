@@ -14,110 +14,12 @@ pub use defaults::Defaults;
 pub use enhanced::Enhanced;
 pub use hints::Hints;
 
+pub use crate::vocabulary::{Payload, Skip};
 use crate::{
     config::PluginName,
     events::Event,
-    publisher::{Publisher, Submitted},
     registrations::{Registration, RegistrationKey},
 };
-
-/// What a notification says: the fields of its summary form, in order (XEP-0357 section 6,
-/// `urn:xmpp:push:summary`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Payload {
-    fields: Vec<(String, String)>,
-}
-
-impl Payload {
-    /// A payload with these fields, in this order.
-    pub fn new(fields: Vec<(String, String)>) -> Payload {
-        Payload { fields }
-    }
-
-    /// The summary of a message (spec section 4): `message-count`, `last-message-sender`,
-    /// `last-message-body`.
-    pub fn summary(message_count: u32, sender: &str, body: &str) -> Payload {
-        Payload::new(vec![
-            ("message-count".into(), message_count.to_string()),
-            ("last-message-sender".into(), sender.to_owned()),
-            ("last-message-body".into(), body.to_owned()),
-        ])
-    }
-
-    /// A Jingle Message Initiation call (spec section 6, hints plugin): `message-sender`,
-    /// `jingle-message`, `jingle-session-id`.
-    pub fn call(sender: &str, jingle_message: &str, session_id: &str) -> Payload {
-        Payload::new(vec![
-            ("message-sender".into(), sender.to_owned()),
-            ("jingle-message".into(), jingle_message.to_owned()),
-            ("jingle-session-id".into(), session_id.to_owned()),
-        ])
-    }
-
-    /// The fields, in order.
-    pub fn fields(&self) -> &[(String, String)] {
-        &self.fields
-    }
-
-    /// The value of field `var`.
-    pub fn get(&self, var: &str) -> Option<&str> {
-        self.fields
-            .iter()
-            .find(|(name, _)| name == var)
-            .map(|(_, value)| value.as_str())
-    }
-}
-
-/// Why no notification goes out for an event (or to a registration).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Skip {
-    /// Not a `chat` or `groupchat` message.
-    NotChat,
-    /// No `<body/>`.
-    NoBody,
-    /// The first body's text is empty.
-    EmptyBody,
-    /// The recipient has an available resource with non-negative priority.
-    RecipientOnline,
-    /// The recipient has no registration.
-    NoRegistrations,
-    /// Every chosen registration was already notified for this message.
-    AlreadyNotified,
-    /// The message carries `<no-store xmlns='urn:xmpp:hints'/>` (hints plugin).
-    NoStoreHint,
-    /// An unacknowledged message, but its session enabled no registration that still exists
-    /// (enhanced and hints plugins).
-    NoSessionRegistration,
-    /// The registration's pubsub host is a virtual pubsub host, but no HTTP push service
-    /// (spec section 8) is configured to send to.
-    VirtualPubsubHost,
-    /// A registration on a virtual pubsub host whose options lack `service` (spec section 8).
-    MissingService,
-    /// A registration on a virtual pubsub host whose options lack `device_id`.
-    MissingDeviceId,
-    /// The registrations could not be loaded (logged as an error).
-    StoreFailed,
-}
-
-impl Skip {
-    /// The reason as a metric label and log field.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Skip::NotChat => "not_chat",
-            Skip::NoBody => "no_body",
-            Skip::EmptyBody => "empty_body",
-            Skip::RecipientOnline => "recipient_online",
-            Skip::NoRegistrations => "no_registrations",
-            Skip::AlreadyNotified => "already_notified",
-            Skip::NoStoreHint => "no_store_hint",
-            Skip::NoSessionRegistration => "no_session_registration",
-            Skip::VirtualPubsubHost => "virtual_pubsub_host",
-            Skip::MissingService => "missing_service",
-            Skip::MissingDeviceId => "missing_device_id",
-            Skip::StoreFailed => "store_failed",
-        }
-    }
-}
 
 /// What the pipeline knows about the recipient when the plugin decides.
 #[derive(Debug, Clone, Default)]
@@ -130,8 +32,7 @@ pub struct Context {
 }
 
 /// The plugin behaviour (MongooseIM's `mod_event_pusher_push_plugin`). Every method has the
-/// `defaults` behaviour; override the ones to change.
-#[async_trait::async_trait]
+/// `defaults` behaviour; override the ones to change. A plugin decides only: it never sends.
 pub trait Plugin: Send + Sync + 'static {
     /// The plugin's name, for logs.
     fn name(&self) -> &'static str;
@@ -151,23 +52,33 @@ pub trait Plugin: Send + Sync + 'static {
         defaults::should_publish(context, event, registrations)
     }
 
-    /// Send the notification to each registration; returns the keys of the registrations a
-    /// notification was sent (queued) to.
-    async fn publish_notification(
+    /// What to send to each chosen registration (never empty, none notified yet for this
+    /// message): by default the payload to every one. The pipeline then routes each
+    /// delivery (XMPP or HTTP) and queues it.
+    fn publish_notification(
         &self,
-        publisher: &Publisher,
         event: &Event,
         payload: &Payload,
-        registrations: &[Registration],
-    ) -> Vec<RegistrationKey> {
-        let mut sent = Vec::with_capacity(registrations.len());
-        for registration in registrations {
-            if publisher.submit(event.recipient(), registration, payload) == Submitted::Queued {
-                sent.push(registration.key.clone());
-            }
-        }
-        sent
+        registrations: Vec<Registration>,
+    ) -> Vec<Delivery> {
+        let _ = event;
+        registrations
+            .into_iter()
+            .map(|registration| Delivery {
+                registration,
+                payload: payload.clone(),
+            })
+            .collect()
     }
+}
+
+/// One notification a plugin asks for: this payload to this registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// Where it goes.
+    pub registration: Registration,
+    /// What it says.
+    pub payload: Payload,
 }
 
 /// The built-in plugin called `name`.

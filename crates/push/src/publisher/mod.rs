@@ -43,7 +43,6 @@ use std::{
 };
 
 use jid::BareJid;
-use minidom::Element;
 use tokio::{
     sync::{Notify, Semaphore, mpsc},
     task::JoinSet,
@@ -53,15 +52,15 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use xmpp_parsers::stanza_error::ErrorType;
 
 pub use stanza::{PUBLISH_OPTIONS, PUBSUB, PUSH, SUMMARY, publish_iq};
-pub use transport::{IqOutcome, IqTransport, ServerTransport};
+pub use transport::{IqOutcome, IqTransport, SendIqError, ServerTransport};
 
 use crate::{
-    config::VirtualPubsubHost,
-    metrics::{Outcome, Stats},
-    mongoosepush::{HttpOutcome, HttpPush, Notification, RequestSkip},
-    plugin::{Payload, Skip},
+    metrics::Stats,
+    mongoosepush::{HttpOutcome, HttpPush, Notification},
     redact::Redacted,
-    registrations::{Registration, RegistrationKey, RegistrationStore, SessionRegistrations},
+    registrations::{RegistrationKey, RegistrationStore, SessionRegistrations},
+    route::Route,
+    vocabulary::Outcome,
 };
 
 /// How long a publish waits for the app server's reply (spec section 5).
@@ -129,22 +128,20 @@ pub enum Submitted {
     UserLimit,
     /// Dropped: the publisher has stopped.
     Stopped,
-    /// Not sent, for this reason (counted as a skip).
-    Skipped(Skip),
 }
 
 /// One publish to do.
 struct Job {
     key: RegistrationKey,
-    what: Delivery,
+    what: Route,
 }
 
 impl Job {
     /// The app server the job goes to.
     fn target(&self) -> Target {
         match self.what {
-            Delivery::Xmpp(_) => Target::Pubsub(self.key.pubsub.domain().to_string()),
-            Delivery::Http(_) => Target::Http,
+            Route::Xmpp(_) => Target::Pubsub(self.key.pubsub.domain().to_string()),
+            Route::Http(_) => Target::Http,
         }
     }
 }
@@ -226,14 +223,6 @@ impl Shares {
     }
 }
 
-/// How a job reaches the app server.
-enum Delivery {
-    /// A PubSub publish over XMPP (spec section 5).
-    Xmpp(Element),
-    /// A POST to the HTTP push service (spec section 8).
-    Http(Notification),
-}
-
 /// What a worker needs to publish and to act on the outcome.
 struct Worker {
     transport: Arc<dyn IqTransport>,
@@ -250,12 +239,40 @@ pub struct Publisher {
     shares: Arc<Shares>,
     capacity: usize,
     stats: Arc<Stats>,
-    virtual_hosts: Vec<VirtualPubsubHost>,
-    http: bool,
     full_warning: RateLimited,
 }
 
-/// Everything a publisher is built from.
+/// The receiving end of a [`Publisher`]'s queue, until it runs.
+pub struct Dispatcher {
+    receiver: mpsc::Receiver<Job>,
+    settings: PublisherSettings,
+    shares: Arc<Shares>,
+}
+
+impl Dispatcher {
+    /// Serve the queue on `tasks` with at most `workers` publishes in flight; it stops
+    /// taking notifications when `shutdown` is cancelled and drains what is in flight within
+    /// the deadline.
+    pub fn run(self, parts: PublisherParts, shutdown: CancellationToken, tasks: &TaskTracker) {
+        let worker = Arc::new(Worker {
+            transport: parts.transport,
+            http: parts.http,
+            store: parts.store,
+            sessions: parts.sessions,
+            stats: parts.stats,
+            reply_timeout: self.settings.reply_timeout,
+        });
+        tasks.spawn(dispatch(
+            self.receiver,
+            worker,
+            self.settings,
+            self.shares,
+            shutdown,
+        ));
+    }
+}
+
+/// What the dispatcher's workers are built from.
 pub struct PublisherParts {
     /// Sends the IQs.
     pub transport: Arc<dyn IqTransport>,
@@ -265,81 +282,49 @@ pub struct PublisherParts {
     pub sessions: Arc<SessionRegistrations>,
     /// Where outcomes are counted.
     pub stats: Arc<Stats>,
-    /// Registrations on these hosts are not published over XMPP but sent to `http`.
-    pub virtual_hosts: Vec<VirtualPubsubHost>,
-    /// The HTTP push service (spec section 8); without it, notifications to virtual hosts
-    /// are skipped.
+    /// The HTTP push service (spec section 8), for [`Route::Http`] jobs.
     pub http: Option<Arc<dyn HttpPush>>,
 }
 
 impl Publisher {
-    /// Start the dispatcher on `tasks`; it stops taking notifications when `shutdown` is
-    /// cancelled and drains what is in flight within the deadline.
+    /// Start the dispatcher on `tasks` at once (see [`Publisher::new`] and
+    /// [`Dispatcher::run`]).
     pub fn start(
         settings: PublisherSettings,
         parts: PublisherParts,
         shutdown: CancellationToken,
         tasks: &TaskTracker,
     ) -> Publisher {
-        let capacity = settings.queue_capacity.max(1);
-        let (queue, receiver) = mpsc::channel(capacity);
-        let http = parts.http.is_some();
-        let worker = Arc::new(Worker {
-            transport: parts.transport,
-            http: parts.http,
-            store: parts.store,
-            sessions: parts.sessions,
-            stats: Arc::clone(&parts.stats),
-            reply_timeout: settings.reply_timeout,
-        });
-        let shares = Arc::new(Shares::new(&settings));
-        tasks.spawn(dispatch(
-            receiver,
-            worker,
-            settings,
-            Arc::clone(&shares),
-            shutdown,
-        ));
-        Publisher {
-            queue,
-            shares,
-            capacity,
-            stats: parts.stats,
-            virtual_hosts: parts.virtual_hosts,
-            http,
-            full_warning: RateLimited::new(FULL_WARNING_EVERY),
-        }
+        let (publisher, dispatcher) = Publisher::new(settings, Arc::clone(&parts.stats));
+        dispatcher.run(parts, shutdown, tasks);
+        publisher
     }
 
-    /// Queue a notification of `payload` to `registration`, for `recipient`; never waits.
-    pub fn submit(
-        &self,
-        recipient: &BareJid,
-        registration: &Registration,
-        payload: &Payload,
-    ) -> Submitted {
-        let recipient_domain = recipient.domain().as_str();
-        let pubsub_domain = registration.key.pubsub.domain().as_str();
-        let what = if self
-            .virtual_hosts
-            .iter()
-            .any(|host| host.matches(pubsub_domain, recipient_domain))
-        {
-            match self.http_notification(registration, payload) {
-                Ok(notification) => Delivery::Http(notification),
-                Err(reason) => {
-                    self.stats.skipped(reason);
-                    return Submitted::Skipped(reason);
-                }
-            }
-        } else {
-            // Spec section 5: from the recipient's server domain.
-            Delivery::Xmpp(publish_iq(recipient_domain, registration, payload))
+    /// The queue and its dispatcher. Notifications may be submitted at once; they wait in the
+    /// queue until the dispatcher runs (when the server starts).
+    pub fn new(settings: PublisherSettings, stats: Arc<Stats>) -> (Publisher, Dispatcher) {
+        let capacity = settings.queue_capacity.max(1);
+        let (queue, receiver) = mpsc::channel(capacity);
+        let shares = Arc::new(Shares::new(&settings));
+        let publisher = Publisher {
+            queue,
+            shares: Arc::clone(&shares),
+            capacity,
+            stats,
+            full_warning: RateLimited::new(FULL_WARNING_EVERY),
         };
-        let job = Job {
-            key: registration.key.clone(),
-            what,
+        let dispatcher = Dispatcher {
+            receiver,
+            settings,
+            shares,
         };
+        (publisher, dispatcher)
+    }
+
+    /// Queue a notification, routed (see [`crate::route`]), to the registration `key`;
+    /// never waits.
+    pub fn submit(&self, key: RegistrationKey, route: Route) -> Submitted {
+        let job = Job { key, what: route };
         if !self.shares.admit(&job.key.owner) {
             self.stats.notification(Outcome::DroppedUserLimit);
             tracing::debug!(owner = %job.key.owner, "push: the recipient has their share of the publisher; dropping");
@@ -368,27 +353,6 @@ impl Publisher {
         self.stats
             .queue_depth(self.capacity - self.queue.capacity().min(self.capacity));
         submitted
-    }
-
-    /// The HTTP request for a registration on a virtual pubsub host (spec section 8), or why
-    /// there is none.
-    fn http_notification(
-        &self,
-        registration: &Registration,
-        payload: &Payload,
-    ) -> Result<Notification, Skip> {
-        if !self.http {
-            tracing::warn!(pubsub = %registration.key.pubsub, owner = %registration.key.owner, "virtual pubsub host without an HTTP push service: nothing sent");
-            return Err(Skip::VirtualPubsubHost);
-        }
-        Notification::build(payload, &registration.form).map_err(|reason| {
-            let reason = match reason {
-                RequestSkip::MissingService => Skip::MissingService,
-                RequestSkip::MissingDeviceId => Skip::MissingDeviceId,
-            };
-            tracing::warn!(owner = %registration.key.owner, pubsub = %registration.key.pubsub, node = %Redacted(&registration.key.node), reason = reason.as_str(), "push registration on a virtual pubsub host lacks an option: nothing sent");
-            reason
-        })
     }
 }
 
@@ -475,12 +439,12 @@ impl Worker {
     async fn publish(&self, job: Job) {
         let started = Instant::now();
         let outcome = match job.what {
-            Delivery::Xmpp(iq) => {
+            Route::Xmpp(iq) => {
                 let reply = self.transport.send_iq(iq, self.reply_timeout).await;
                 self.stats.publish_latency(started.elapsed());
                 self.xmpp_outcome(&job.key, reply).await
             }
-            Delivery::Http(notification) => {
+            Route::Http(notification) => {
                 let Some(http) = &self.http else {
                     return;
                 };
@@ -493,7 +457,18 @@ impl Worker {
     }
 
     /// What a reply to a PubSub publish means (spec section 5).
-    async fn xmpp_outcome(&self, key: &RegistrationKey, reply: IqOutcome) -> Outcome {
+    async fn xmpp_outcome(
+        &self,
+        key: &RegistrationKey,
+        reply: Result<IqOutcome, SendIqError>,
+    ) -> Outcome {
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(reason) => {
+                tracing::warn!(pubsub = %key.pubsub, %reason, "push: publish not sent");
+                return Outcome::TransientError;
+            }
+        };
         match reply {
             IqOutcome::Result(_) => Outcome::Delivered,
             IqOutcome::Timeout => {
@@ -515,10 +490,6 @@ impl Worker {
                 type_, condition, ..
             } => {
                 tracing::info!(pubsub = %key.pubsub, ?type_, ?condition, "push: transient error from the app server");
-                Outcome::TransientError
-            }
-            IqOutcome::NotSent(reason) => {
-                tracing::warn!(pubsub = %key.pubsub, %reason, "push: publish not sent");
                 Outcome::TransientError
             }
         }

@@ -5,8 +5,16 @@ use std::{collections::VecDeque, sync::Mutex};
 use jid::BareJid;
 use xmpp_parsers::stanza_error::DefinedCondition;
 
+use minidom::Element;
+use xmpp_parsers::stanza_error::ErrorType;
+
 use super::*;
-use crate::registrations::MemoryRegistrations;
+use crate::{
+    config::VirtualPubsubHost,
+    registrations::{MemoryRegistrations, Registration},
+    route::Routes,
+    vocabulary::{Payload, Skip},
+};
 
 /// How the fake app server answers each publish, in order.
 #[derive(Debug, Clone)]
@@ -38,7 +46,7 @@ impl FakeAppServer {
 
 #[async_trait::async_trait]
 impl IqTransport for FakeAppServer {
-    async fn send_iq(&self, iq: Element, timeout: Duration) -> IqOutcome {
+    async fn send_iq(&self, iq: Element, timeout: Duration) -> Result<IqOutcome, SendIqError> {
         self.received.lock().unwrap().push(iq.clone());
         let answer = self
             .answers
@@ -46,7 +54,7 @@ impl IqTransport for FakeAppServer {
             .unwrap()
             .pop_front()
             .unwrap_or(Answer::Result);
-        match answer {
+        Ok(match answer {
             Answer::Result => IqOutcome::Result(iq),
             Answer::Error(type_, condition) => IqOutcome::Error {
                 type_,
@@ -57,11 +65,12 @@ impl IqTransport for FakeAppServer {
                 tokio::time::sleep(timeout).await;
                 IqOutcome::Timeout
             }
-        }
+        })
     }
 }
 
 struct Harness {
+    routes: Routes,
     publisher: Publisher,
     app: Arc<FakeAppServer>,
     store: Arc<MemoryRegistrations>,
@@ -163,13 +172,13 @@ fn build_harness(
             store: store.clone(),
             sessions: sessions.clone(),
             stats: stats.clone(),
-            virtual_hosts,
-            http,
+            http: http.clone(),
         },
         shutdown.clone(),
         &tasks,
     );
     Harness {
+        routes: Routes::new(virtual_hosts, http.is_some()),
         publisher,
         app,
         store,
@@ -206,8 +215,24 @@ impl Harness {
         registration
     }
 
-    fn submit(&self, registration: &Registration) -> Submitted {
-        self.publisher.submit(&bob(), registration, &payload())
+    fn submit(&self, registration: &Registration) -> Result<Submitted, Skip> {
+        self.send(&bob(), registration, &payload())
+    }
+
+    /// What the pipeline does with one delivery: route it, count a skip, queue it.
+    fn send(
+        &self,
+        recipient: &BareJid,
+        registration: &Registration,
+        payload: &Payload,
+    ) -> Result<Submitted, Skip> {
+        match self.routes.choose(recipient, registration, payload) {
+            Ok(route) => Ok(self.publisher.submit(registration.key.clone(), route)),
+            Err(skip) => {
+                self.stats.skipped(skip);
+                Err(skip)
+            }
+        }
     }
 
     async fn registered(&self) -> Vec<String> {
@@ -232,7 +257,7 @@ impl Harness {
 async fn a_result_is_delivered_and_sent_from_the_recipients_domain() {
     let h = harness(settings(2, 10), FakeAppServer::answering([Answer::Result]));
     let r = h.enabled("n1").await;
-    assert_eq!(h.submit(&r), Submitted::Queued);
+    assert_eq!(h.submit(&r), Ok(Submitted::Queued));
     h.settle().await;
     assert_eq!(h.stats.notifications(Outcome::Delivered), 1);
     let sent = h.app.received();
@@ -259,7 +284,7 @@ async fn cancel_error_disables_registration() {
         r.key.clone(),
         |_, _| true,
     );
-    h.submit(&r);
+    let _ = h.submit(&r);
     h.settle().await;
     assert_eq!(h.stats.notifications(Outcome::RejectedAndDisabled), 1);
     assert_eq!(h.registered().await, [keep.key.node]);
@@ -282,7 +307,7 @@ async fn wait_modify_and_auth_errors_keep_the_registration() {
     );
     let r = h.enabled("n1").await;
     for _ in 0..3 {
-        h.submit(&r);
+        let _ = h.submit(&r);
     }
     h.settle().await;
     assert_eq!(h.stats.notifications(Outcome::TransientError), 3);
@@ -293,7 +318,7 @@ async fn wait_modify_and_auth_errors_keep_the_registration() {
 async fn timeout_after_32_seconds_keeps_the_registration() {
     let h = harness(settings(1, 10), FakeAppServer::answering([Answer::Silence]));
     let r = h.enabled("n1").await;
-    h.submit(&r);
+    let _ = h.submit(&r);
     tokio::time::sleep(Duration::from_secs(31)).await;
     assert_eq!(h.stats.notifications(Outcome::Timeout), 0);
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -311,7 +336,7 @@ async fn a_silent_app_server_does_not_block_later_notifications() {
     );
     let r = h.enabled("n1").await;
     for _ in 0..3 {
-        assert_eq!(h.submit(&r), Submitted::Queued);
+        assert_eq!(h.submit(&r), Ok(Submitted::Queued));
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(h.stats.notifications(Outcome::Delivered), 2);
@@ -326,7 +351,7 @@ async fn at_most_workers_publishes_are_in_flight() {
     );
     let r = h.enabled("n1").await;
     for _ in 0..5 {
-        h.submit(&r);
+        let _ = h.submit(&r);
     }
     h.settle().await;
     assert_eq!(h.app.received().len(), 2);
@@ -343,11 +368,11 @@ async fn queue_full_drops_and_counts() {
         FakeAppServer::answering(std::iter::repeat_n(Answer::Silence, 3)),
     );
     let r = h.enabled("n1").await;
-    assert_eq!(h.submit(&r), Submitted::Queued);
+    assert_eq!(h.submit(&r), Ok(Submitted::Queued));
     h.settle().await; // the worker takes the first
-    assert_eq!(h.submit(&r), Submitted::Queued);
-    assert_eq!(h.submit(&r), Submitted::QueueFull);
-    assert_eq!(h.submit(&r), Submitted::QueueFull);
+    assert_eq!(h.submit(&r), Ok(Submitted::Queued));
+    assert_eq!(h.submit(&r), Ok(Submitted::QueueFull));
+    assert_eq!(h.submit(&r), Ok(Submitted::QueueFull));
     assert_eq!(h.stats.notifications(Outcome::DroppedQueueFull), 2);
 }
 
@@ -373,18 +398,18 @@ async fn one_recipient_cannot_take_more_than_their_share_of_the_queue() {
     let flooded = registration_of("bob@example.com", "push.example.com", "n");
     let other = registration_of("carol@example.com", "push.example.com", "n");
     let payload = payload();
-    let submit = |r: &Registration| h.publisher.submit(&r.key.owner, r, &payload);
+    let submit = |r: &Registration| h.send(&r.key.owner, r, &payload);
     for _ in 0..3 {
-        assert_eq!(submit(&flooded), Submitted::Queued);
+        assert_eq!(submit(&flooded), Ok(Submitted::Queued));
     }
-    assert_eq!(submit(&flooded), Submitted::UserLimit);
+    assert_eq!(submit(&flooded), Ok(Submitted::UserLimit));
     assert_eq!(h.stats.notifications(Outcome::DroppedUserLimit), 1);
     // Another recipient still gets in while the flooded one waits.
-    assert_eq!(submit(&other), Submitted::Queued);
+    assert_eq!(submit(&other), Ok(Submitted::Queued));
     // Once a publish of the flooded recipient ends, they may queue one more.
     tokio::time::sleep(REPLY_TIMEOUT + Duration::from_millis(1)).await;
     h.settle().await;
-    assert_eq!(submit(&flooded), Submitted::Queued);
+    assert_eq!(submit(&flooded), Ok(Submitted::Queued));
 }
 
 #[tokio::test(start_paused = true)]
@@ -398,12 +423,12 @@ async fn an_app_server_that_never_answers_does_not_hold_the_workers_of_another()
     let silent = registration_of("bob@example.com", "silent.example.net", "n");
     let alive = registration_of("carol@example.com", "push.example.com", "n");
     let payload = payload();
-    let submit = |r: &Registration| h.publisher.submit(&r.key.owner, r, &payload);
+    let submit = |r: &Registration| h.send(&r.key.owner, r, &payload);
     for _ in 0..3 {
-        assert_eq!(submit(&silent), Submitted::Queued);
+        assert_eq!(submit(&silent), Ok(Submitted::Queued));
     }
     for _ in 0..5 {
-        assert_eq!(submit(&alive), Submitted::Queued);
+        assert_eq!(submit(&alive), Ok(Submitted::Queued));
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     h.settle().await;
@@ -445,14 +470,14 @@ impl RoutedAppServer {
 
 #[async_trait::async_trait]
 impl IqTransport for RoutedAppServer {
-    async fn send_iq(&self, iq: Element, timeout: Duration) -> IqOutcome {
+    async fn send_iq(&self, iq: Element, timeout: Duration) -> Result<IqOutcome, SendIqError> {
         let to = iq.attr("to").unwrap_or_default().to_owned();
         self.received.lock().unwrap().push(to.clone());
         if to.starts_with("silent.") {
             tokio::time::sleep(timeout).await;
-            return IqOutcome::Timeout;
+            return Ok(IqOutcome::Timeout);
         }
-        IqOutcome::Result(iq)
+        Ok(IqOutcome::Result(iq))
     }
 }
 
@@ -477,14 +502,14 @@ fn the_queue_full_warning_is_rate_limited() {
 async fn shutdown_waits_for_in_flight_publishes_up_to_the_deadline() {
     let h = harness(settings(1, 10), FakeAppServer::answering([Answer::Silence]));
     let r = h.enabled("n1").await;
-    h.submit(&r);
+    let _ = h.submit(&r);
     h.settle().await;
     let started = Instant::now();
     h.shutdown.cancel();
     h.tasks.close();
     h.tasks.wait().await;
     assert_eq!(started.elapsed(), DRAIN_DEADLINE);
-    assert_eq!(h.submit(&r), Submitted::Stopped);
+    assert_eq!(h.submit(&r), Ok(Submitted::Stopped));
 }
 
 #[tokio::test(start_paused = true)]
@@ -497,7 +522,7 @@ async fn shutdown_lets_a_publish_in_flight_finish() {
         FakeAppServer::answering([Answer::Silence]),
     );
     let r = h.enabled("n1").await;
-    h.submit(&r);
+    let _ = h.submit(&r);
     h.settle().await;
     let started = Instant::now();
     h.shutdown.cancel();
@@ -516,7 +541,7 @@ async fn registrations_on_a_virtual_pubsub_host_are_not_published_over_xmpp() {
         None,
     );
     let r = h.enabled("n1").await;
-    assert_eq!(h.submit(&r), Submitted::Skipped(Skip::VirtualPubsubHost));
+    assert_eq!(h.submit(&r), Err(Skip::VirtualPubsubHost));
     h.settle().await;
     assert!(h.app.received().is_empty());
     assert_eq!(h.stats.skips(), 1);
@@ -550,7 +575,7 @@ async fn registrations_on_a_virtual_pubsub_host_are_posted_to_the_http_service()
     let service = FakePushService::answering([]);
     let h = http_harness(&service);
     let r = h.enabled_with("n1", DEVICE).await;
-    assert_eq!(h.submit(&r), Submitted::Queued);
+    assert_eq!(h.submit(&r), Ok(Submitted::Queued));
     h.settle().await;
     assert!(h.app.received().is_empty(), "nothing over XMPP");
     let posted = service.received();
@@ -571,7 +596,7 @@ async fn a_410_disables_the_registration_and_forgets_it_in_sessions() {
         r.key.clone(),
         |_, _| true,
     );
-    h.submit(&r);
+    let _ = h.submit(&r);
     h.settle().await;
     assert_eq!(h.stats.notifications(Outcome::RejectedAndDisabled), 1);
     assert_eq!(h.registered().await, [keep.key.node]);
@@ -594,7 +619,7 @@ async fn other_statuses_timeouts_and_failures_keep_the_registration() {
     let h = http_harness(&service);
     let r = h.enabled_with("n1", DEVICE).await;
     for _ in 0..5 {
-        h.submit(&r);
+        let _ = h.submit(&r);
         h.settle().await;
     }
     assert_eq!(service.received().len(), 5);
@@ -609,14 +634,8 @@ async fn options_without_service_or_device_id_are_skipped_with_their_reason() {
     let h = http_harness(&service);
     let no_service = h.enabled_with("n1", &[("device_id", "D1")]).await;
     let no_device = h.enabled_with("n2", &[("service", "apns")]).await;
-    assert_eq!(
-        h.submit(&no_service),
-        Submitted::Skipped(Skip::MissingService)
-    );
-    assert_eq!(
-        h.submit(&no_device),
-        Submitted::Skipped(Skip::MissingDeviceId)
-    );
+    assert_eq!(h.submit(&no_service), Err(Skip::MissingService));
+    assert_eq!(h.submit(&no_device), Err(Skip::MissingDeviceId));
     h.settle().await;
     assert!(service.received().is_empty());
     assert_eq!(h.stats.skips(), 2);
@@ -633,7 +652,7 @@ async fn other_pubsub_hosts_still_go_over_xmpp_beside_the_http_service() {
         Some(service.clone()),
     );
     let r = h.enabled_with("n1", DEVICE).await;
-    assert_eq!(h.submit(&r), Submitted::Queued);
+    assert_eq!(h.submit(&r), Ok(Submitted::Queued));
     h.settle().await;
     assert_eq!(h.app.received().len(), 1);
     assert!(service.received().is_empty());

@@ -6,36 +6,17 @@ use std::{
     time::Duration,
 };
 
-use herald_core::{Server, outbound};
+use herald_core::Server;
 use minidom::Element;
-use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
-/// How an IQ sent through an [`IqTransport`] ended.
-#[derive(Debug, Clone, PartialEq)]
-pub enum IqOutcome {
-    /// A `result` arrived.
-    Result(Element),
-    /// An `error` arrived (or the router answered for an unreachable recipient).
-    Error {
-        /// The type of the first `<error/>`.
-        type_: ErrorType,
-        /// Its defined condition.
-        condition: DefinedCondition,
-        /// The whole reply.
-        element: Element,
-    },
-    /// No reply in time.
-    Timeout,
-    /// The IQ could not be sent at all (too many in flight, server stopping); nothing is
-    /// known about the registration.
-    NotSent(String),
-}
+pub use herald_core::outbound::{IqOutcome, SendIqError};
 
 /// Sends an IQ set and waits for its reply. The transport gives the IQ a unique `id`.
 #[async_trait::async_trait]
 pub trait IqTransport: Send + Sync + 'static {
-    /// Send `iq` and wait up to `timeout` for the reply.
-    async fn send_iq(&self, iq: Element, timeout: Duration) -> IqOutcome;
+    /// Send `iq` and wait up to `timeout` for the reply; an error when it could not be sent
+    /// at all (nothing is then known about the registration).
+    async fn send_iq(&self, iq: Element, timeout: Duration) -> Result<IqOutcome, SendIqError>;
 }
 
 /// The transport over the running server's router and outbound IQ table. Holds the server
@@ -55,23 +36,10 @@ impl ServerTransport {
 
 #[async_trait::async_trait]
 impl IqTransport for ServerTransport {
-    async fn send_iq(&self, iq: Element, timeout: Duration) -> IqOutcome {
+    async fn send_iq(&self, iq: Element, timeout: Duration) -> Result<IqOutcome, SendIqError> {
         let Some(server) = self.server.upgrade() else {
-            return IqOutcome::NotSent("the server has stopped".into());
+            return Err(SendIqError::Stopped);
         };
-        match server.send_iq(iq, timeout).await {
-            Ok(outbound::IqOutcome::Result(reply)) => IqOutcome::Result(reply),
-            Ok(outbound::IqOutcome::Error {
-                type_,
-                condition,
-                element,
-            }) => IqOutcome::Error {
-                type_,
-                condition,
-                element,
-            },
-            Ok(outbound::IqOutcome::Timeout) => IqOutcome::Timeout,
-            Err(error) => IqOutcome::NotSent(error.to_string()),
-        }
+        server.send_iq(iq, timeout).await
     }
 }

@@ -163,12 +163,19 @@ mod tests {
     use super::*;
     use crate::registrations::conformance::{self, run_registration_store_conformance, with_cases};
 
+    fn postgres_pool(storage: &Storage) -> &sqlx::PgPool {
+        match storage.engine() {
+            herald_storage::Engine::Postgres(pool) => pool,
+            herald_storage::Engine::Sqlite(_) => panic!("a PostgreSQL storage"),
+        }
+    }
+
     /// A store over a fresh database of its own; `None` when PostgreSQL is not reachable. The
     /// database and `Storage` must outlive the store.
     async fn open() -> Option<(TestDatabase, Storage, Arc<dyn RegistrationStore>)> {
         let database = TestDatabase::create().await?;
         let storage = database.open(2).await.unwrap();
-        let pool = storage.postgres_pool().unwrap().clone();
+        let pool = postgres_pool(&storage).clone();
         Some((
             database,
             storage,
@@ -213,7 +220,7 @@ mod tests {
              ('alice@example.com', 'n1', 'push.example.com',
               '{\"service\": \"apns\", \"device_id\": \"TOKEN\"}', 1700000000123456)",
         )
-        .execute(storage.postgres_pool().unwrap())
+        .execute(postgres_pool(&storage))
         .await
         .unwrap();
         let owner = BareJid::new("alice@example.com").unwrap();
@@ -236,7 +243,7 @@ mod tests {
             "INSERT INTO event_pusher_push_subscription VALUES
              ('alice@example.com', 'n', 'push.example.com', '[1, 2]', 0)",
         )
-        .execute(storage.postgres_pool().unwrap())
+        .execute(postgres_pool(&storage))
         .await
         .unwrap();
         let owner = BareJid::new("alice@example.com").unwrap();

@@ -19,7 +19,7 @@ pub struct SqliteRegistrations {
 }
 
 impl SqliteRegistrations {
-    /// The store over an opened (and migrated) pool, from `Storage::sqlite_pool`.
+    /// The store over an opened (and migrated) pool, from `Storage::engine`.
     pub fn new(pool: SqlitePool) -> SqliteRegistrations {
         SqliteRegistrations { pool }
     }
@@ -162,10 +162,17 @@ pub(crate) mod tests {
     use super::*;
     use crate::registrations::conformance::run_registration_store_conformance;
 
+    pub(super) fn sqlite_pool(storage: &Storage) -> &sqlx::SqlitePool {
+        match storage.engine() {
+            herald_storage::Engine::Sqlite(pool) => pool,
+            herald_storage::Engine::Postgres(_) => panic!("a SQLite storage"),
+        }
+    }
+
     /// A store over a fresh in-memory database; the `Storage` must outlive it.
     pub(crate) async fn in_memory() -> (Storage, Arc<dyn RegistrationStore>) {
         let storage = Storage::open_sqlite_in_memory().await.unwrap();
-        let pool = storage.sqlite_pool().unwrap().clone();
+        let pool = sqlite_pool(&storage).clone();
         (storage, Arc::new(SqliteRegistrations::new(pool)))
     }
 
@@ -193,7 +200,7 @@ pub(crate) mod tests {
             let storage = herald_storage::Storage::open_sqlite(&directory.path().join("h.db"))
                 .await
                 .unwrap();
-            let pool = storage.sqlite_pool().unwrap().clone();
+            let pool = super::sqlite_pool(&storage).clone();
             (
                 directory,
                 std::sync::Arc::new(super::SqliteRegistrations::new(pool)),
@@ -222,12 +229,12 @@ pub(crate) mod tests {
         );
         {
             let storage = Storage::open_sqlite(&path).await.unwrap();
-            let store = SqliteRegistrations::new(storage.sqlite_pool().unwrap().clone());
+            let store = SqliteRegistrations::new(sqlite_pool(&storage).clone());
             store.enable(&registration).await.unwrap();
             storage.close().await;
         }
         let storage = Storage::open_sqlite(&path).await.unwrap();
-        let store = SqliteRegistrations::new(storage.sqlite_pool().unwrap().clone());
+        let store = SqliteRegistrations::new(sqlite_pool(&storage).clone());
         assert_eq!(store.list(&key.owner).await.unwrap(), [registration]);
         storage.close().await;
     }
@@ -239,7 +246,7 @@ pub(crate) mod tests {
             "INSERT INTO event_pusher_push_subscription VALUES
              ('alice@example.com', 'n', 'push.example.com', '[1, 2]', 0)",
         )
-        .execute(storage.sqlite_pool().unwrap())
+        .execute(sqlite_pool(&storage))
         .await
         .unwrap();
         let owner = BareJid::new("alice@example.com").unwrap();

@@ -41,7 +41,10 @@ impl Opened {
     }
 
     fn pool(&self) -> &PgPool {
-        self.storage.postgres_pool().expect("a PostgreSQL storage")
+        match self.storage.engine() {
+            crate::Engine::Postgres(pool) => pool,
+            crate::Engine::Sqlite(_) => panic!("a PostgreSQL storage"),
+        }
     }
 }
 

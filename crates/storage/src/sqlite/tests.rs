@@ -123,7 +123,10 @@ fn credentials() -> Credentials {
 
 /// The pool of an opened SQLite [`Storage`], to look under the store.
 fn pool(storage: &Storage) -> &SqlitePool {
-    storage.sqlite_pool().expect("a SQLite storage")
+    match storage.engine() {
+        crate::Engine::Sqlite(pool) => pool,
+        crate::Engine::Postgres(_) => panic!("a SQLite storage"),
+    }
 }
 
 /// `(version, applied_at)` of every recorded migration.
@@ -621,7 +624,7 @@ async fn full_durability_opens_and_keeps_what_was_committed() {
         .await
         .unwrap();
     let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
-        .fetch_one(storage.sqlite_pool().unwrap())
+        .fetch_one(pool(&storage))
         .await
         .unwrap();
     assert_eq!(synchronous, 2, "FULL");

@@ -1,0 +1,155 @@
+//! The words the push module's parts share, depending on nothing else in the crate: what a
+//! notification says ([`Payload`]), why one is not sent ([`Skip`]) and how one ended
+//! ([`Outcome`]). The plugins, the pipeline, the publisher and the counts all speak them;
+//! none of them needs another to do so.
+
+/// What a notification says: the fields of its summary form, in order (XEP-0357 section 6,
+/// `urn:xmpp:push:summary`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payload {
+    fields: Vec<(String, String)>,
+}
+
+impl Payload {
+    /// A payload with these fields, in this order.
+    pub fn new(fields: Vec<(String, String)>) -> Payload {
+        Payload { fields }
+    }
+
+    /// The summary of a message (spec section 4): `message-count`, `last-message-sender`,
+    /// `last-message-body`.
+    pub fn summary(message_count: u32, sender: &str, body: &str) -> Payload {
+        Payload::new(vec![
+            ("message-count".into(), message_count.to_string()),
+            ("last-message-sender".into(), sender.to_owned()),
+            ("last-message-body".into(), body.to_owned()),
+        ])
+    }
+
+    /// A Jingle Message Initiation call (spec section 6, hints plugin): `message-sender`,
+    /// `jingle-message`, `jingle-session-id`.
+    pub fn call(sender: &str, jingle_message: &str, session_id: &str) -> Payload {
+        Payload::new(vec![
+            ("message-sender".into(), sender.to_owned()),
+            ("jingle-message".into(), jingle_message.to_owned()),
+            ("jingle-session-id".into(), session_id.to_owned()),
+        ])
+    }
+
+    /// The fields, in order.
+    pub fn fields(&self) -> &[(String, String)] {
+        &self.fields
+    }
+
+    /// The value of field `var`.
+    pub fn get(&self, var: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(name, _)| name == var)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// Why no notification goes out for an event (or to a registration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Skip {
+    /// Not a `chat` or `groupchat` message.
+    NotChat,
+    /// No `<body/>`.
+    NoBody,
+    /// The first body's text is empty.
+    EmptyBody,
+    /// The recipient has an available resource with non-negative priority.
+    RecipientOnline,
+    /// The recipient has no registration.
+    NoRegistrations,
+    /// Every chosen registration was already notified for this message.
+    AlreadyNotified,
+    /// The message carries `<no-store xmlns='urn:xmpp:hints'/>` (hints plugin).
+    NoStoreHint,
+    /// An unacknowledged message, but its session enabled no registration that still exists
+    /// (enhanced and hints plugins).
+    NoSessionRegistration,
+    /// The registration's pubsub host is a virtual pubsub host, but no HTTP push service
+    /// (spec section 8) is configured to send to.
+    VirtualPubsubHost,
+    /// A registration on a virtual pubsub host whose options lack `service` (spec section 8).
+    MissingService,
+    /// A registration on a virtual pubsub host whose options lack `device_id`.
+    MissingDeviceId,
+    /// The registrations could not be loaded (logged as an error).
+    StoreFailed,
+}
+
+impl Skip {
+    /// The reason as a metric label and log field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Skip::NotChat => "not_chat",
+            Skip::NoBody => "no_body",
+            Skip::EmptyBody => "empty_body",
+            Skip::RecipientOnline => "recipient_online",
+            Skip::NoRegistrations => "no_registrations",
+            Skip::AlreadyNotified => "already_notified",
+            Skip::NoStoreHint => "no_store_hint",
+            Skip::NoSessionRegistration => "no_session_registration",
+            Skip::VirtualPubsubHost => "virtual_pubsub_host",
+            Skip::MissingService => "missing_service",
+            Skip::MissingDeviceId => "missing_device_id",
+            Skip::StoreFailed => "store_failed",
+        }
+    }
+}
+
+/// How one notification ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// The app server answered `result`.
+    Delivered,
+    /// No answer within the reply timeout; the registration is kept.
+    Timeout,
+    /// A `cancel` error: the registration was disabled.
+    RejectedAndDisabled,
+    /// Another error, or the IQ could not be sent; the registration is kept.
+    TransientError,
+    /// The publisher's queue was full; the notification was never sent.
+    DroppedQueueFull,
+    /// The recipient already had their share of the publisher queued or in flight; the
+    /// notification was never sent.
+    DroppedUserLimit,
+}
+
+impl Outcome {
+    /// Every outcome, in the order of [`Stats::notifications`].
+    pub const ALL: [Outcome; 6] = [
+        Outcome::Delivered,
+        Outcome::Timeout,
+        Outcome::RejectedAndDisabled,
+        Outcome::TransientError,
+        Outcome::DroppedQueueFull,
+        Outcome::DroppedUserLimit,
+    ];
+
+    /// The outcome as a metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Delivered => "delivered",
+            Outcome::Timeout => "timeout",
+            Outcome::RejectedAndDisabled => "rejected_and_disabled",
+            Outcome::TransientError => "transient_error",
+            Outcome::DroppedQueueFull => "dropped_queue_full",
+            Outcome::DroppedUserLimit => "dropped_user_limit",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Outcome::Delivered => 0,
+            Outcome::Timeout => 1,
+            Outcome::RejectedAndDisabled => 2,
+            Outcome::TransientError => 3,
+            Outcome::DroppedQueueFull => 4,
+            Outcome::DroppedUserLimit => 5,
+        }
+    }
+}
