@@ -1,4 +1,4 @@
-//! Arbitrary XML through the push enable/disable parser (XEP-0357 section 5, spec section 3):
+//! Arbitrary XML through the push enable/disable parser (XEP-0357 section 5, push.md section 3):
 //! every element is a request or a precise error, never a panic.
 //!
 //! Input: the element's text (UTF-8); inputs that are not one well-formed element are skipped.

@@ -204,7 +204,7 @@ fn reply_result(iq: &Element, out: &mut String) {
 mod tests {
     use super::*;
 
-    /// The publish of `../shared/spec/push.md` section 5 (XEP-0357 example 9's shape).
+    /// The publish of `docs/modules/push.md` section 5 (XEP-0357 example 9's shape).
     const PUBLISH: &str = "<iq xmlns='jabber:component:accept' type='set' id='p1' from='example.com' to='push.example.com'>\
         <pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='n'><item>\
         <notification xmlns='urn:xmpp:push:0'><x xmlns='jabber:x:data' type='submit'>\

@@ -222,8 +222,8 @@ where
     }
 }
 
-/// The variant named `name`.
-pub fn one_of<T: Copy>(name: &str, variants: &[(&str, T)], at: &KeyPath) -> Result<T, Invalid> {
+/// The variant named `name`, or a message listing the accepted names.
+pub fn variant<T: Copy>(name: &str, variants: &[(&str, T)]) -> Result<T, String> {
     match variants.iter().find(|(known, _)| *known == name) {
         Some((_, variant)) => Ok(*variant),
         None => {
@@ -231,13 +231,17 @@ pub fn one_of<T: Copy>(name: &str, variants: &[(&str, T)], at: &KeyPath) -> Resu
                 .iter()
                 .map(|(known, _)| format!("{known:?}"))
                 .collect();
-            let message = format!(
+            Err(format!(
                 "unknown variant {name:?}, expected one of {}",
                 names.join(", ")
-            );
-            Err(Invalid::new(at.clone(), message))
+            ))
         }
     }
+}
+
+/// The variant named `name`; a failure names the key `at`.
+pub fn one_of<T: Copy>(name: &str, variants: &[(&str, T)], at: &KeyPath) -> Result<T, Invalid> {
+    variant(name, variants).map_err(|message| Invalid::new(at.clone(), message))
 }
 
 /// `value`, or a "missing" failure saying what is expected.

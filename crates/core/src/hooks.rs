@@ -84,7 +84,7 @@ pub struct UserRemoved {
 
 /// A message that a stream-management session has not acknowledged while the session waits
 /// for resumption (XEP-0198): raised for each one buffered when the connection drops, and
-/// for each one arriving while it waits (push spec section 7).
+/// for each one arriving while it waits (push.md section 7).
 #[derive(Debug)]
 pub struct UnackedMessage {
     /// The waiting session.
@@ -124,6 +124,17 @@ pub struct UserAvailable {
     pub previous_priority: Option<i8>,
 }
 
+/// An item left a user's roster (a roster set with `subscription='remove'`, RFC 6121
+/// section 2.5, or the account's removal): presence cancels both subscriptions with the
+/// contact (section 2.5.2).
+#[derive(Debug)]
+pub struct RosterItemRemoved {
+    /// The roster's owner.
+    pub user: BareJid,
+    /// The item as it was.
+    pub item: herald_storage::roster::RosterItem,
+}
+
 /// The catalogue of hooks.
 #[derive(Default)]
 pub struct Hooks {
@@ -135,6 +146,8 @@ pub struct Hooks {
     pub user_available: HookList<UserAvailable>,
     /// See [`UnackedMessage`].
     pub unacked_message: HookList<UnackedMessage>,
+    /// See [`RosterItemRemoved`].
+    pub roster_item_removed: HookList<RosterItemRemoved>,
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ mod resume;
 pub mod roster;
 mod router;
 mod server;
+pub mod session_state;
 pub mod sessions;
 pub mod sm;
 

@@ -181,7 +181,6 @@ pub struct Extensions {
     hooks: Hooks,
     stream_features: Vec<Element>,
     pre_auth_iq: HashMap<&'static str, PreAuthEntry>,
-    roster: Option<Arc<crate::roster::Roster>>,
 }
 
 impl Extensions {
@@ -272,13 +271,6 @@ impl Registrar {
             "two pre-authentication IQ handlers for {namespace}"
         );
     }
-
-    /// Install the roster (`mod_roster`), which presence processing uses for subscriptions
-    /// and broadcasts (RFC 6121 sections 3 and 4).
-    pub fn roster(&mut self, roster: Arc<crate::roster::Roster>) {
-        assert!(self.extensions.roster.is_none(), "two rosters");
-        self.extensions.roster = Some(roster);
-    }
 }
 
 impl Extensions {
@@ -295,10 +287,5 @@ impl Extensions {
     /// The stream features of the handlers of IQs before authentication.
     pub fn pre_auth_features(&self) -> impl Iterator<Item = &Element> + '_ {
         self.pre_auth_iq.values().map(|entry| &entry.feature)
-    }
-
-    /// The roster, when `mod_roster` is enabled.
-    pub fn roster(&self) -> Option<&Arc<crate::roster::Roster>> {
-        self.roster.as_ref()
     }
 }

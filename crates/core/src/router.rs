@@ -180,7 +180,7 @@ impl Server {
         // RFC 6121 section 8.5.3.2.1: to a full JID with no such resource, groupchat is
         // bounced, headline and error are dropped, normal and chat go to the bare JID.
         // Groupchat passes the offline-message hook first (as at a bare JID), so a room
-        // member whose session ended still gets a push (push spec sections 4 and 7).
+        // member whose session ended still gets a push (push.md sections 4 and 7).
         if to.is_full() && matches!(kind, MessageType::Groupchat) {
             self.offline(&to.to_bare(), stanza, meta).await;
             return;
@@ -218,7 +218,7 @@ impl Server {
                 // RFC 6121 section 8.5.2.2.1: chat and normal with no available resource
                 // are stored offline (the `offline_message` hook: XEP-0160) or bounced.
                 // Groupchat goes through the hook too (the push module notifies offline room
-                // members, push spec section 4) but is never stored, so it is bounced.
+                // members, push.md section 4) but is never stored, so it is bounced.
                 MessageType::Chat | MessageType::Normal | MessageType::Groupchat => {
                     self.offline(to, stanza, meta).await;
                 }

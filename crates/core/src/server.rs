@@ -13,7 +13,9 @@ use crate::{
     offline::OfflineClaims,
     outbound::PendingIqs,
     ping::PingSettings,
+    presence::Presence,
     resume::ResumeTable,
+    roster::{Roster, RosterConfig},
     sessions::SessionRegistry,
     sm::SmSettings,
 };
@@ -29,6 +31,9 @@ pub struct ServerOptions {
     pub max_user_sessions: Option<usize>,
     /// Login throttling (`[modules.mod_fail2ban]`).
     pub auth_throttle: Fail2banConfig,
+    /// `[modules.mod_roster]`: rosters and presence subscriptions; `None` leaves presence to
+    /// the user's own resources and directed presence.
+    pub roster: Option<RosterConfig>,
 }
 
 /// Shared server state. Cheap to reach from every task through an `Arc`.
@@ -54,6 +59,9 @@ pub struct Server {
     pub max_user_sessions: Option<usize>,
     /// Failed logins per address and account.
     pub auth_throttle: AuthThrottle,
+    /// The roster service (`mod_roster`), which presence uses for subscriptions and
+    /// broadcasts (RFC 6121 sections 3 and 4).
+    roster: Option<Arc<Roster>>,
     /// What the modules added.
     pub extensions: Extensions,
     /// Cancelled when the server shuts down.
@@ -79,6 +87,15 @@ impl Server {
         modules: &[Arc<dyn Module>],
         options: ServerOptions,
     ) -> Arc<Server> {
+        // The roster and presence are core services; with `mod_roster` they register like
+        // modules (the roster's IQs and hooks, presence's subscription handling).
+        let roster = options.roster.map(Roster::new);
+        let mut all: Vec<Arc<dyn Module>> = Vec::with_capacity(modules.len() + 2);
+        if let Some(roster) = &roster {
+            all.push(Arc::clone(roster) as Arc<dyn Module>);
+            all.push(Arc::new(Presence));
+        }
+        all.extend(modules.iter().cloned());
         let server = Arc::new(Server {
             hosts,
             storage,
@@ -91,14 +108,20 @@ impl Server {
             offline_claims: OfflineClaims::default(),
             max_user_sessions: options.max_user_sessions,
             auth_throttle: AuthThrottle::new(options.auth_throttle),
-            extensions: Registrar::build(modules),
+            roster,
+            extensions: Registrar::build(&all),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });
-        for module in modules {
+        for module in &all {
             Arc::clone(module).start(&server);
         }
         server
+    }
+
+    /// The roster service, when `mod_roster` is enabled.
+    pub fn roster(&self) -> Option<&Arc<Roster>> {
+        self.roster.as_ref()
     }
 
     /// The served domains.

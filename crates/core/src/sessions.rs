@@ -124,9 +124,9 @@ pub struct SessionHandle {
     pub outbound: Outbox,
     /// Asks the session to close.
     pub control: Arc<SessionControl>,
-    /// What presence and the roster remember about the session (directed presence, roster
-    /// interest).
-    pub presence: Arc<crate::presence::SessionPresence>,
+    /// What modules keep on the session (presence, the roster, push; see
+    /// [`crate::session_state`]).
+    pub state: Arc<crate::session_state::SessionState>,
     /// Raised when the account's stored offline messages should be delivered to this session;
     /// the session pulls them from storage at the pace of its client's acknowledgements.
     pub(crate) offline: Arc<tokio::sync::Notify>,
@@ -141,7 +141,7 @@ impl SessionHandle {
             jid,
             outbound: tx,
             control: Arc::new(SessionControl::default()),
-            presence: Arc::default(),
+            state: Arc::default(),
             offline: Arc::default(),
         };
         (handle, rx)

@@ -1,4 +1,4 @@
-//! Micro-benchmarks of the push module's per-message work (`../shared/spec/push.md`
+//! Micro-benchmarks of the push module's per-message work (`docs/modules/push.md`
 //! sections 4-5): the decision (parse the message, prepare the payload, choose the
 //! registrations) and the publish IQ (build it, write it to bytes).
 //! Run with `cargo bench -p herald-push`.

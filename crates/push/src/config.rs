@@ -1,5 +1,5 @@
 //! `[modules.mod_event_pusher.push]`: the module's options with MongooseIM's names, read once
-//! into a typed [`PushConfig`] with defaults (spec section 2).
+//! into a typed [`PushConfig`] with defaults (push.md section 2).
 //!
 //! The section's serde shape ([`RawPush`]) and its checks ([`Section`] for [`PushConfig`] and
 //! [`EventPusherConfig`]) live here with the types, so every rule about a value lives beside
@@ -8,7 +8,7 @@
 
 use std::{num::NonZeroUsize, time::Duration};
 
-use herald_core::config::{Integer, Invalid, KeyPath, Section};
+use herald_core::config::{Integer, Invalid, KeyPath, Section, variant};
 use jid::DomainPart;
 use serde::Deserialize;
 
@@ -24,12 +24,12 @@ pub struct PushConfig {
     pub wpool: WorkerPool,
     /// `plugin_module`: which built-in plugin decides and publishes.
     pub plugin: PluginName,
-    /// `virtual_pubsub_hosts`: pubsub domains served by the HTTP push service (spec section 8).
+    /// `virtual_pubsub_hosts`: pubsub domains served by the HTTP push service (push.md section 8).
     pub virtual_pubsub_hosts: Vec<VirtualPubsubHost>,
     /// `iqdisc.type`: accepted for compatibility; every value behaves as `parallel`.
     pub iqdisc: IqDiscipline,
     /// `[modules.mod_push_service_mongoosepush]` with its HTTP pool: where notifications to
-    /// virtual pubsub hosts go (spec section 8). `None` when the module is not configured.
+    /// virtual pubsub hosts go (push.md section 8). `None` when the module is not configured.
     pub mongoosepush: Option<crate::mongoosepush::MongoosePushConfig>,
     /// `max_registrations` (herald's; MongooseIM has no limit): registrations kept per
     /// user. Enabling one more replaces the oldest, so that devices reinstalled many times
@@ -73,7 +73,7 @@ impl Backend {
 
     /// The backend called `name`.
     pub fn from_name(name: &str) -> Result<Backend, String> {
-        one_of(name, Self::NAMES)
+        variant(name, Self::NAMES)
     }
 }
 
@@ -152,14 +152,14 @@ impl Strategy {
 
     /// The strategy called `name`.
     pub fn from_name(name: &str) -> Result<Strategy, String> {
-        one_of(name, Self::NAMES)
+        variant(name, Self::NAMES)
     }
 }
 
-/// `plugin_module`: the built-in plugins (spec section 6).
+/// `plugin_module`: the built-in plugins (push.md section 6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PluginName {
-    /// `"defaults"`: spec section 4.
+    /// `"defaults"`: push.md section 4.
     Defaults,
     /// `"enhanced"`: also pushes unacknowledged messages to the session's own registration.
     Enhanced,
@@ -186,7 +186,7 @@ impl PluginName {
 
     /// The plugin called `name` (either spelling).
     pub fn from_name(name: &str) -> Result<PluginName, String> {
-        one_of(name, Self::NAMES)
+        variant(name, Self::NAMES)
     }
 
     /// herald's short name.
@@ -320,23 +320,6 @@ pub enum IqDisciplineError {
     Type(String),
     /// `iqdisc.workers`.
     Workers(String),
-}
-
-/// The variant named `name`, or a message listing the accepted names.
-pub(crate) fn one_of<T: Copy>(name: &str, variants: &[(&str, T)]) -> Result<T, String> {
-    match variants.iter().find(|(known, _)| *known == name) {
-        Some((_, variant)) => Ok(*variant),
-        None => {
-            let names: Vec<String> = variants
-                .iter()
-                .map(|(known, _)| format!("{known:?}"))
-                .collect();
-            Err(format!(
-                "unknown variant {name:?}, expected one of {}",
-                names.join(", ")
-            ))
-        }
-    }
 }
 
 /// `[modules.mod_event_pusher]`: MongooseIM's event pusher; `push` is its only backend so far.

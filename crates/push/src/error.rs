@@ -18,13 +18,13 @@ pub enum PushError {
     HttpService(String, crate::mongoosepush::ClientError),
 }
 
-/// Why an enable or disable request is refused (spec section 3), with the rule it broke.
+/// Why an enable or disable request is refused (push.md section 3), with the rule it broke.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
     /// `cancel/not-allowed`: a `get`, or a sender that is not a local account.
     #[error("not allowed: {0}")]
     NotAllowed(&'static str),
-    /// `modify/bad-request`: the request breaks a rule of spec section 3.
+    /// `modify/bad-request`: the request breaks a rule of push.md section 3.
     #[error("bad request: {0}")]
     BadRequest(&'static str),
     /// `cancel/service-unavailable`: addressed to another user's account.

@@ -1,6 +1,6 @@
-//! What the pipeline acts on (spec section 4): a message for a local user, either on its way
+//! What the pipeline acts on (push.md section 4): a message for a local user, either on its way
 //! to delivery or offline storage ([`Event::Chat`]), or buffered by a stream-management session
-//! that waits for resumption ([`Event::Unacknowledged`], spec section 7); and the record of the
+//! that waits for resumption ([`Event::Unacknowledged`], push.md section 7); and the record of the
 //! registrations already notified for a message ([`Notified`]), which travels with it.
 
 use std::collections::BTreeSet;
@@ -60,7 +60,7 @@ impl Message {
 }
 
 /// RFC 6121 section 5.2.2; an unknown type (such as `status`) is `normal`, so it never pushes
-/// (spec section 10: MongooseIM crashed on these on the unacknowledged path).
+/// (push.md section 10: MongooseIM crashed on these on the unacknowledged path).
 fn message_type(attr: Option<&str>) -> MessageType {
     match attr {
         Some("chat") => MessageType::Chat,
@@ -81,6 +81,8 @@ pub enum Event {
     Unacknowledged {
         /// The waiting session's full JID.
         session: FullJid,
+        /// The registration enabled in that session (push.md section 3), if any.
+        registration: Option<RegistrationKey>,
         /// The message.
         message: Message,
     },
@@ -108,7 +110,7 @@ impl Event {
     }
 }
 
-/// The registrations already notified for one message (spec section 4: "at most one push per
+/// The registrations already notified for one message (push.md section 4: "at most one push per
 /// (message, registration)"). It travels with the message as a [`Mark`] in its envelope
 /// (through re-routing, the stream-management buffer and offline storage).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,6 +1,6 @@
-//! Enable and disable (XEP-0357 sections 5 and 7, spec section 3): the IQ payload parsed at
+//! Enable and disable (XEP-0357 sections 5 and 7, push.md section 3): the IQ payload parsed at
 //! the edge into an [`EnableRequest`] or [`DisableRequest`], with the rules checked in the
-//! spec's order, and the handler that applies it.
+//! order of push.md section 3, and the handler that applies it.
 
 use std::sync::Arc;
 
@@ -16,11 +16,13 @@ use crate::{
     Push,
     error::{PushError, RequestError},
     publisher::PUBLISH_OPTIONS,
-    registrations::{PublishOptions, Registration, RegistrationKey, RegistrationStore},
+    registrations::{
+        EnabledInSession, PublishOptions, Registration, RegistrationKey, RegistrationStore,
+    },
 };
 
 /// XEP-0357's namespace.
-pub const NS: &str = "urn:xmpp:push:0";
+pub const NS: &str = crate::stanza::PUSH;
 /// XEP-0004's namespace.
 const DATA_FORMS: &str = "jabber:x:data";
 
@@ -55,7 +57,7 @@ pub enum PushRequest {
 
 impl PushRequest {
     /// Check an IQ of type `kind` whose payload (in [`NS`]) is `payload`, rule by rule in the
-    /// order of spec section 3.
+    /// order of push.md section 3.
     pub fn parse(kind: IqType, payload: &Element) -> Result<PushRequest, RequestError> {
         // Rule 1: a get on this namespace.
         if kind != IqType::Set {
@@ -103,7 +105,7 @@ pub const MAX_FORM_FIELDS: usize = 32;
 /// tokens run to a few hundred bytes).
 pub const MAX_FORM_TEXT: usize = 4096;
 
-/// The fields of a publish-options form (XEP-0357 section 5, spec section 3 rule 5), within
+/// The fields of a publish-options form (XEP-0357 section 5, push.md section 3 rule 5), within
 /// [`MAX_FORM_FIELDS`] and [`MAX_FORM_TEXT`].
 fn publish_options(x: &Element) -> Result<PublishOptions, RequestError> {
     if x.attr("type") != Some("submit") {
@@ -160,7 +162,7 @@ impl IqHandler for PushIq {
         let owner = owner(server, &request)?;
         match PushRequest::parse(request.kind, request.payload)? {
             PushRequest::Enable(enable) => self.enable(server, &request, owner, enable).await?,
-            PushRequest::Disable(disable) => self.disable(owner, disable).await?,
+            PushRequest::Disable(disable) => self.disable(server, owner, disable).await?,
         }
         Ok(None)
     }
@@ -198,7 +200,7 @@ impl PushIq {
             pubsub: enable.pubsub,
             node: enable.node,
         };
-        self.make_room(store.as_ref(), &key).await?;
+        self.make_room(server, store.as_ref(), &key).await?;
         store
             .enable(&Registration::new(key.clone(), enable.form))
             .await
@@ -208,11 +210,7 @@ impl PushIq {
         if let Ok(resource) = request.sender.try_as_full()
             && let Some(session) = server.sessions.get(resource)
         {
-            self.0
-                .sessions
-                .remember(session.id, resource.clone(), key, |jid, id| {
-                    server.sessions.get(jid).is_some_and(|live| live.id == id)
-                });
+            EnabledInSession::remember(&session, key);
         }
         Ok(())
     }
@@ -221,6 +219,7 @@ impl PushIq {
     /// allowed, the oldest go (re-enabling an existing one only refreshes it).
     async fn make_room(
         &self,
+        server: &Server,
         store: &dyn RegistrationStore,
         key: &RegistrationKey,
     ) -> Result<(), IqError> {
@@ -234,12 +233,17 @@ impl PushIq {
         for old in existing.iter().take(excess) {
             tracing::debug!(owner = %old.key.owner, pubsub = %old.key.pubsub, "push: the oldest registration makes room for a new one");
             store.disable(&old.key).await.map_err(PushError::from)?;
-            self.0.sessions.forget_key(&old.key);
+            EnabledInSession::forget_key(&server.sessions, &old.key);
         }
         Ok(())
     }
 
-    async fn disable(&self, owner: BareJid, disable: DisableRequest) -> Result<(), IqError> {
+    async fn disable(
+        &self,
+        server: &Server,
+        owner: BareJid,
+        disable: DisableRequest,
+    ) -> Result<(), IqError> {
         let store = self.0.store();
         let removed = match &disable.node {
             Some(node) => {
@@ -258,9 +262,12 @@ impl PushIq {
         };
         self.0.stats.disabled(removed);
         // "Matching session entries are cleared on every session of the user."
-        self.0
-            .sessions
-            .forget(&owner, &disable.pubsub, disable.node.as_deref());
+        EnabledInSession::forget(
+            &server.sessions,
+            &owner,
+            &disable.pubsub,
+            disable.node.as_deref(),
+        );
         Ok(())
     }
 }

@@ -1,5 +1,5 @@
 //! Push notifications for mobile clients (XEP-0357), with the configuration and behaviour of
-//! MongooseIM's `mod_event_pusher` push backend (`../shared/spec/push.md`).
+//! MongooseIM's `mod_event_pusher` push backend (`docs/modules/push.md`).
 //!
 //! A client enables push with an IQ naming an app server's pubsub node ([`iq`]); the
 //! registration is stored ([`registrations`]). When a message arrives that the user would miss
@@ -8,6 +8,9 @@
 //! the module counts goes through the `metrics` facade ([`metrics`]).
 //!
 //! [`Push`] is the module: [`Module::register`] lists its whole surface.
+//!
+//! The behaviour is specified in `docs/modules/push.md`; comments cite its numbered sections
+//! as "push.md section N".
 
 pub mod config;
 pub mod error;
@@ -21,6 +24,7 @@ pub mod publisher;
 pub mod redact;
 pub mod registrations;
 pub mod route;
+pub mod stanza;
 pub mod vocabulary;
 
 use std::sync::{Arc, Mutex};
@@ -43,10 +47,11 @@ use crate::{
     pipeline::Pipeline,
     plugin::Plugin,
     publisher::{
-        Dispatcher, IqTransport, Publisher, PublisherParts, PublisherSettings, ServerTransport,
+        Dispatcher, IqTransport, OnDisabled, Publisher, PublisherParts, PublisherSettings,
+        ServerTransport,
     },
     registrations::{
-        CachedRegistrations, PostgresRegistrations, RegistrationStore, SessionRegistrations,
+        CachedRegistrations, EnabledInSession, PostgresRegistrations, RegistrationStore,
         SqliteRegistrations,
     },
     route::Routes,
@@ -62,9 +67,8 @@ pub const BEFORE_STORAGE: Priority = Priority(Priority::NORMAL.0 - 5);
 pub struct Push {
     config: PushConfig,
     pipeline: Pipeline,
-    sessions: Arc<SessionRegistrations>,
     stats: Arc<Stats>,
-    /// The HTTP push service for virtual pubsub hosts (spec section 8), when configured.
+    /// The HTTP push service for virtual pubsub hosts (push.md section 8), when configured.
     http: Option<Arc<dyn HttpPush>>,
     /// The publisher's dispatcher, until the server starts it.
     dispatcher: Mutex<Option<Dispatcher>>,
@@ -119,14 +123,12 @@ impl Push {
         http: Option<Arc<dyn HttpPush>>,
     ) -> Push {
         let stats = Arc::new(Stats::default());
-        let sessions = Arc::new(SessionRegistrations::default());
         let settings = PublisherSettings::for_workers(config.wpool.workers)
             .with_registrations_per_user(config.max_registrations.get());
         let (publisher, dispatcher) = Publisher::new(settings, Arc::clone(&stats));
         let pipeline = Pipeline {
             plugin,
             store,
-            sessions: Arc::clone(&sessions),
             routes: Routes::new(config.virtual_pubsub_hosts.clone(), http.is_some()),
             publisher,
             stats: Arc::clone(&stats),
@@ -134,7 +136,6 @@ impl Push {
         Push {
             config,
             pipeline,
-            sessions,
             stats,
             http,
             dispatcher: Mutex::new(Some(dispatcher)),
@@ -146,12 +147,14 @@ impl Push {
         &self.stats
     }
 
-    /// Start publishing through `transport`; the workers stop when `shutdown` is cancelled
-    /// and are tracked by `tasks`. Done by [`Module::start`] with the server's outbound IQs;
-    /// tests call it with their own. A second call does nothing.
+    /// Start publishing through `transport`; a registration disabled after a rejection is
+    /// reported to `on_disabled`; the workers stop when `shutdown` is cancelled and are
+    /// tracked by `tasks`. Done by [`Module::start`] with the server's outbound IQs and
+    /// sessions; tests call it with their own. A second call does nothing.
     pub fn run_publisher(
         &self,
         transport: Arc<dyn IqTransport>,
+        on_disabled: OnDisabled,
         shutdown: CancellationToken,
         tasks: &TaskTracker,
     ) {
@@ -167,7 +170,7 @@ impl Push {
         let parts = PublisherParts {
             transport,
             store: Arc::clone(&self.pipeline.store),
-            sessions: Arc::clone(&self.sessions),
+            on_disabled,
             stats: Arc::clone(&self.stats),
             http: self.http.clone(),
         };
@@ -179,7 +182,7 @@ impl Push {
         &self.pipeline.store
     }
 
-    /// Run the pipeline for `event` (spec section 4). `notified` is what travels with the
+    /// Run the pipeline for `event` (push.md section 4). `notified` is what travels with the
     /// message: the registrations already notified for it; the returned value adds those
     /// notified now, to travel on with the message.
     pub async fn on_message(&self, server: &Server, event: Event, notified: Notified) -> Notified {
@@ -233,8 +236,17 @@ impl Module for Push {
     }
 
     fn start(self: Arc<Self>, server: &Arc<Server>) {
+        // A rejected registration is cleared from the sessions that enabled it; the server
+        // owns the module, so the callback holds it weakly.
+        let weak = Arc::downgrade(server);
+        let on_disabled: OnDisabled = Arc::new(move |key| {
+            if let Some(server) = weak.upgrade() {
+                EnabledInSession::forget_key(&server.sessions, key);
+            }
+        });
         self.run_publisher(
             Arc::new(ServerTransport::new(server)),
+            on_disabled,
             server.shutdown.clone(),
             &server.tasks,
         );
@@ -300,6 +312,7 @@ impl Handler<UnackedMessage> for OnUnacked {
         };
         let unacked = Event::Unacknowledged {
             session: event.session.clone(),
+            registration: EnabledInSession::of_session(&server.sessions, &event.session),
             message,
         };
         let notified = self.0.on_message(server, unacked, notified).await;
@@ -315,8 +328,8 @@ struct OnUserRemoved(Arc<Push>);
 
 #[async_trait::async_trait]
 impl Handler<UserRemoved> for OnUserRemoved {
-    async fn call(&self, _server: &Server, event: &mut UserRemoved) -> Flow {
-        self.0.sessions.forget_user(&event.user);
+    async fn call(&self, server: &Server, event: &mut UserRemoved) -> Flow {
+        EnabledInSession::forget_user(&server.sessions, &event.user);
         if let Err(error) = self.0.store().remove_user(&event.user).await {
             tracing::error!(%error, user = %event.user, "cannot delete the push registrations of a removed account");
         }

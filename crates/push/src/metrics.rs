@@ -1,4 +1,4 @@
-//! What the module counts (spec section 10: "herald counts every outcome"), through the
+//! What the module counts (push.md section 10: "herald counts every outcome"), through the
 //! `metrics` facade; the exporter is chosen by the binary.
 //!
 //! | metric | kind | labels |

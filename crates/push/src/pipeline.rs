@@ -1,4 +1,4 @@
-//! The pipeline (spec section 4), in named steps: for each event, the plugin prepares the
+//! The pipeline (push.md section 4), in named steps: for each event, the plugin prepares the
 //! notification, the recipient's registrations are loaded, the plugin chooses among them,
 //! those already notified for this message are left out (at most once per message and
 //! registration), the plugin says what each one gets ([`Delivery`]), each delivery is routed
@@ -12,7 +12,7 @@ use crate::{
     metrics::Stats,
     plugin::{Context, Delivery, Plugin},
     publisher::{Publisher, Submitted},
-    registrations::{Registration, RegistrationStore, SessionRegistrations},
+    registrations::{Registration, RegistrationStore},
     route::Routes,
     vocabulary::Skip,
 };
@@ -23,8 +23,6 @@ pub struct Pipeline {
     pub plugin: Arc<dyn Plugin>,
     /// The registrations.
     pub store: Arc<dyn RegistrationStore>,
-    /// The registration enabled in each session.
-    pub sessions: Arc<SessionRegistrations>,
     /// Which way each notification goes.
     pub routes: Routes,
     /// Where notifications go.
@@ -111,7 +109,7 @@ impl Pipeline {
 
     fn context(&self, event: &Event, recipient_available: bool) -> Context {
         let session_registration = match event {
-            Event::Unacknowledged { session, .. } => self.sessions.of_session(session),
+            Event::Unacknowledged { registration, .. } => registration.clone(),
             Event::Chat(_) => None,
         };
         Context {

@@ -9,18 +9,18 @@ use minidom::Element;
 use crate::{
     config::VirtualPubsubHost,
     mongoosepush::{Notification, RequestSkip},
-    publisher::publish_iq,
     redact::Redacted,
     registrations::Registration,
+    stanza::publish_iq,
     vocabulary::{Payload, Skip},
 };
 
 /// How a notification reaches its app server.
 #[derive(Debug)]
 pub enum Route {
-    /// A PubSub publish over XMPP, from the recipient's domain (spec section 5).
+    /// A PubSub publish over XMPP, from the recipient's domain (push.md section 5).
     Xmpp(Element),
-    /// A POST to the HTTP push service (spec section 8).
+    /// A POST to the HTTP push service (push.md section 8).
     Http(Notification),
 }
 

@@ -16,7 +16,7 @@ impl Payload {
         Payload { fields }
     }
 
-    /// The summary of a message (spec section 4): `message-count`, `last-message-sender`,
+    /// The summary of a message (push.md section 4): `message-count`, `last-message-sender`,
     /// `last-message-body`.
     pub fn summary(message_count: u32, sender: &str, body: &str) -> Payload {
         Payload::new(vec![
@@ -26,7 +26,7 @@ impl Payload {
         ])
     }
 
-    /// A Jingle Message Initiation call (spec section 6, hints plugin): `message-sender`,
+    /// A Jingle Message Initiation call (push.md section 6, hints plugin): `message-sender`,
     /// `jingle-message`, `jingle-session-id`.
     pub fn call(sender: &str, jingle_message: &str, session_id: &str) -> Payload {
         Payload::new(vec![
@@ -71,9 +71,9 @@ pub enum Skip {
     /// (enhanced and hints plugins).
     NoSessionRegistration,
     /// The registration's pubsub host is a virtual pubsub host, but no HTTP push service
-    /// (spec section 8) is configured to send to.
+    /// (push.md section 8) is configured to send to.
     VirtualPubsubHost,
-    /// A registration on a virtual pubsub host whose options lack `service` (spec section 8).
+    /// A registration on a virtual pubsub host whose options lack `service` (push.md section 8).
     MissingService,
     /// A registration on a virtual pubsub host whose options lack `device_id`.
     MissingDeviceId,

@@ -22,7 +22,6 @@ use herald_core::{
     offline::Offline,
     ping::Ping,
     register::Register,
-    roster::Roster,
 };
 use herald_sasl::Credentials;
 use herald_storage::{Storage, StorageError};
@@ -124,9 +123,6 @@ fn modules(config: &Config, storage: &Storage) -> Result<Vec<Arc<dyn Module>>, A
     if modules_config.mod_ping.is_some() {
         modules.push(Arc::new(Ping));
     }
-    if let Some(roster) = modules_config.mod_roster {
-        modules.push(Roster::new(roster));
-    }
     if let Some(offline) = modules_config.mod_offline {
         modules.push(Offline::new(offline));
     }
@@ -153,6 +149,7 @@ fn options(config: &Config) -> ServerOptions {
         max_user_sessions: config.general.max_user_sessions,
         auth_throttle: modules.mod_fail2ban.unwrap_or_default(),
         pings: modules.mod_ping.as_ref().and_then(|ping| ping.settings()),
+        roster: modules.mod_roster,
     }
 }
 
@@ -384,7 +381,12 @@ pub async fn user_remove(config: &Config, jid: &str) -> Result<ExitCode, AppErro
     // The server with its modules but no listener: removing an account runs the
     // `user_removed` hook, where each module deletes its data.
     let storage = open_storage(config).await?;
-    let server = Server::new(hosts(config), storage.clone(), &modules(config, &storage)?);
+    let server = Server::with_options(
+        hosts(config),
+        storage.clone(),
+        &modules(config, &storage)?,
+        options(config),
+    );
     let removed = server.remove_account(&user).await;
     server.shutdown.cancel();
     server.tasks.close();

@@ -1,5 +1,5 @@
-//! Black-box tests of virtual pubsub hosts and the MongoosePush HTTP push service (spec
-//! `../shared/spec/push.md` section 8): herald started from a real configuration file, clients
+//! Black-box tests of virtual pubsub hosts and the MongoosePush HTTP push service
+//! `docs/modules/push.md` section 8): herald started from a real configuration file, clients
 //! speaking raw XML over real sockets, and the push service played by a real local HTTP/1.1
 //! (or HTTPS) server (`common/http.rs`) that records each request and answers as the test
 //! needs. Covers MongooseIM's `mod_push_service_mongoosepush` cases for APNs and FCM.

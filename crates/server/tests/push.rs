@@ -1,4 +1,4 @@
-//! Black-box tests of push notifications (XEP-0357, `../shared/spec/push.md`) over real
+//! Black-box tests of push notifications (XEP-0357, `docs/modules/push.md`) over real
 //! sockets: clients speaking raw XML, and the app server played by an external component
 //! (XEP-0114) that answers publishes as each test needs. Covers MongooseIM's own push cases.
 
@@ -288,7 +288,7 @@ async fn bob_online(server: &TestServer) -> Client {
 }
 
 // ---------------------------------------------------------------------------------------
-// Enable and disable (spec section 3).
+// Enable and disable (push.md section 3).
 
 #[tokio::test]
 async fn enable_fails_with_missing_attributes() {
@@ -492,7 +492,7 @@ async fn disco_does_not_list_the_push_feature_without_the_module() {
 }
 
 // ---------------------------------------------------------------------------------------
-// When a push is produced (spec section 4) and what it looks like (section 5).
+// When a push is produced (push.md section 4) and what it looks like (section 5).
 
 #[tokio::test]
 async fn no_push_when_not_enabled() {
@@ -739,7 +739,7 @@ async fn two_registrations_get_one_push_each() {
 }
 
 // ---------------------------------------------------------------------------------------
-// The app server's answer (spec section 5).
+// The app server's answer (push.md section 5).
 
 #[tokio::test]
 async fn a_cancel_error_disables_the_registration() {
@@ -846,7 +846,7 @@ async fn registrations_survive_a_restart() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Stream management (spec section 7).
+// Stream management (push.md section 7).
 
 fn sm_config(plugin: &str) -> String {
     format!(
@@ -1112,7 +1112,7 @@ async fn a_pushed_message_delivered_from_offline_storage_and_never_acknowledged_
 
 #[tokio::test]
 async fn two_sessions_in_resumption_can_push_the_same_message_to_the_same_device_twice() {
-    // Push spec section 7: the documented duplicate pattern with the enhanced plugin.
+    // push.md section 7: the documented duplicate pattern with the enhanced plugin.
     let mut s = sm_setup("enhanced").await;
     let mut first = alice_phone_with_sm(&s.server, "device").await;
     let mut bob = bob_online(&s.server).await;

@@ -144,7 +144,7 @@ impl RosterIq {
         // Section 2.1.6: a resource that asked for the roster is "interested" and gets
         // roster pushes from now on.
         if let Some(session) = server.sessions.get(sender) {
-            session.presence.request_roster();
+            super::RosterInterest::mark(&session);
         }
         let visible = Roster::visible(self.0.items(server, user).await?);
         // XEP-0237 section 2.2: a client that supports versioning sends `ver`, possibly

@@ -28,9 +28,8 @@ use xmpp_parsers::{
 
 use crate::{
     Server,
-    hooks::{Flow, Handler, Priority, UserRemoved},
+    hooks::{Flow, Handler, Priority, RosterItemRemoved, UserRemoved},
     module::{IqScope, Module, Registrar},
-    presence,
 };
 use subscription::{SubscriptionKind, Transition};
 
@@ -291,7 +290,7 @@ impl Roster {
             .await?;
         self.push_change(server, user, &update).await;
         if let Some(removed) = &update.before {
-            presence::cancel_subscriptions(server, self, user, removed).await;
+            removed_item(server, user, removed).await;
         }
         Ok(update.before)
     }
@@ -367,7 +366,7 @@ impl Roster {
             None
         };
         for resource in server.sessions.resources(user) {
-            if !resource.handle.presence.roster_requested() {
+            if !RosterInterest::of(&resource.handle) {
                 continue;
             }
             let mut query = Element::bare("query", ns::ROSTER);
@@ -401,8 +400,7 @@ impl Module for Roster {
         }
         r.hooks()
             .user_removed
-            .add(Priority::NORMAL, Arc::new(RemoveRoster(Arc::clone(&self))));
-        r.roster(self);
+            .add(Priority::NORMAL, Arc::new(RemoveRoster));
     }
 }
 
@@ -476,8 +474,46 @@ fn fingerprint(visible: &[RosterItem]) -> String {
     format!("{hash:016x}")
 }
 
+/// Raise `roster_item_removed` (presence cancels the item's subscriptions).
+async fn removed_item(server: &Server, user: &BareJid, item: &RosterItem) {
+    let mut event = RosterItemRemoved {
+        user: user.clone(),
+        item: item.clone(),
+    };
+    server
+        .extensions
+        .hooks()
+        .roster_item_removed
+        .run(server, &mut event)
+        .await;
+}
+
+/// Whether a session asked for the roster: an "interested resource" (RFC 6121 section
+/// 2.1.6) that gets roster pushes. Kept in the session's state.
+#[derive(Debug, Default)]
+pub(crate) struct RosterInterest(std::sync::atomic::AtomicBool);
+
+impl RosterInterest {
+    /// Record that `session` asked for the roster.
+    pub(crate) fn mark(session: &crate::sessions::SessionHandle) {
+        session
+            .state
+            .get_or_default::<RosterInterest>()
+            .0
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether `session` asked for the roster.
+    pub(crate) fn of(session: &crate::sessions::SessionHandle) -> bool {
+        session
+            .state
+            .get::<RosterInterest>()
+            .is_some_and(|interest| interest.0.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
 /// `user_removed`: cancel the deleted account's subscriptions, then delete its roster.
-struct RemoveRoster(Arc<Roster>);
+struct RemoveRoster;
 
 #[async_trait::async_trait]
 impl Handler<UserRemoved> for RemoveRoster {
@@ -488,7 +524,7 @@ impl Handler<UserRemoved> for RemoveRoster {
                 // XEP-0077 section 3.2: the server SHOULD also cancel the existing presence
                 // subscriptions of the removed entity.
                 for item in &items {
-                    presence::cancel_subscriptions(server, &self.0, &event.user, item).await;
+                    removed_item(server, &event.user, item).await;
                 }
             }
             Err(error) => {

@@ -1,4 +1,4 @@
-//! The MongoosePush HTTP push service (spec section 8, MongooseIM's
+//! The MongoosePush HTTP push service (push.md section 8, MongooseIM's
 //! `mod_push_service_mongoosepush`): registrations whose pubsub domain is a virtual pubsub host
 //! are not published over XMPP; their notifications are POSTed as JSON to an HTTP service
 //! (MongoosePush) that talks to APNs and FCM.
@@ -38,7 +38,7 @@ impl ApiVersion {
 
     /// The version called `name`.
     pub fn from_name(name: &str) -> Result<ApiVersion, String> {
-        crate::config::one_of(name, Self::NAMES)
+        herald_core::config::variant(name, Self::NAMES)
     }
 
     /// The version as written in the request path.
@@ -201,7 +201,7 @@ impl VerifyMode {
 
     /// The mode called `name`.
     pub fn from_name(name: &str) -> Result<VerifyMode, String> {
-        crate::config::one_of(name, Self::NAMES)
+        herald_core::config::variant(name, Self::NAMES)
     }
 }
 

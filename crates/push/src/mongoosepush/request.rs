@@ -1,4 +1,4 @@
-//! One notification as MongoosePush wants it (spec section 8): `POST
+//! One notification as MongoosePush wants it (push.md section 8): `POST
 //! <path_prefix><api_version>/notification/<device_id>` with a JSON body built from the
 //! registration's publish-options and the notification's payload.
 //!

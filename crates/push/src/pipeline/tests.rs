@@ -35,7 +35,6 @@ struct Harness {
 
 fn harness(plugin: Arc<dyn Plugin>, queue_capacity: usize) -> Harness {
     let store = Arc::new(MemoryRegistrations::default());
-    let sessions = Arc::new(SessionRegistrations::default());
     let stats = Arc::new(Stats::default());
     let sent = Arc::new(Recorder::default());
     let tasks = TaskTracker::new();
@@ -47,7 +46,7 @@ fn harness(plugin: Arc<dyn Plugin>, queue_capacity: usize) -> Harness {
         PublisherParts {
             transport: sent.clone(),
             store: store.clone(),
-            sessions: sessions.clone(),
+            on_disabled: Arc::new(|_| {}),
             stats: stats.clone(),
             http: None,
         },
@@ -58,7 +57,6 @@ fn harness(plugin: Arc<dyn Plugin>, queue_capacity: usize) -> Harness {
         pipeline: Pipeline {
             plugin,
             store: store.clone(),
-            sessions,
             routes: crate::route::Routes::default(),
             publisher,
             stats,
@@ -230,11 +228,9 @@ async fn enhanced_pushes_an_unacknowledged_message_to_the_sessions_registration_
     h.enable("phone").await;
     h.enable("tablet").await;
     let session = FullJid::new("bob@example.com/phone").unwrap();
-    h.pipeline
-        .sessions
-        .remember(1, session.clone(), key("phone"), |_, _| true);
     let event = Event::Unacknowledged {
         session,
+        registration: Some(key("phone")),
         message: chat("hi"),
     };
     // The user still counts as online: enhanced pushes anyway.
@@ -252,6 +248,7 @@ async fn defaults_ignores_unacknowledged_messages() {
     let h = harness(Arc::new(Defaults), 100);
     h.enable("phone").await;
     let event = Event::Unacknowledged {
+        registration: None,
         session: FullJid::new("bob@example.com/phone").unwrap(),
         message: chat("hi"),
     };

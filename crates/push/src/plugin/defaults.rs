@@ -1,4 +1,4 @@
-//! The `defaults` plugin (spec section 4): push `chat` and `groupchat` messages with a
+//! The `defaults` plugin (push.md section 4): push `chat` and `groupchat` messages with a
 //! non-empty body to every registration of a recipient who is offline.
 
 use herald_stream::stanza::MessageType;
@@ -168,6 +168,7 @@ mod tests {
             unreachable!()
         };
         let e = Event::Unacknowledged {
+            registration: None,
             session: jid::FullJid::new("bob@example.com/phone").unwrap(),
             message: m,
         };

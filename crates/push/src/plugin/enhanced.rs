@@ -1,4 +1,4 @@
-//! The `enhanced` plugin (spec sections 6 and 7): an unacknowledged message is pushed at once
+//! The `enhanced` plugin (push.md sections 6 and 7): an unacknowledged message is pushed at once
 //! to the registration enabled in that very session, whatever the user's presence; everything
 //! else as `defaults`. Clients re-enable on every connection, so the session's registration is
 //! the device that just lost its connection.
@@ -85,6 +85,7 @@ mod tests {
             session_registration: Some(registration("mine").key),
         };
         let event = Event::Unacknowledged {
+            registration: None,
             session: jid::FullJid::new("bob@x/phone").unwrap(),
             message: message(),
         };
@@ -107,6 +108,7 @@ mod tests {
     #[test]
     fn an_unacknowledged_message_of_a_session_without_enable_is_skipped() {
         let event = Event::Unacknowledged {
+            registration: None,
             session: jid::FullJid::new("bob@x/phone").unwrap(),
             message: message(),
         };

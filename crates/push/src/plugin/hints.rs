@@ -1,4 +1,4 @@
-//! The `hints` plugin (spec section 6): `enhanced`, plus Message Processing Hints
+//! The `hints` plugin (push.md section 6): `enhanced`, plus Message Processing Hints
 //! (XEP-0334): `<no-store/>` never pushes, and a bodiless `<store/>` message carrying a Jingle
 //! Message Initiation element (XEP-0353) pushes a call notification.
 

@@ -1,5 +1,5 @@
-//! Plugins (spec section 6): the three decisions of the pipeline as a trait whose default
-//! methods are the `defaults` plugin (spec section 4). A custom plugin overrides one method and
+//! Plugins (push.md section 6): the three decisions of the pipeline as a trait whose default
+//! methods are the `defaults` plugin (push.md section 4). A custom plugin overrides one method and
 //! keeps the defaults for the others.
 //!
 //! Every decision not to push carries a [`Skip`] reason, for logs and metrics.

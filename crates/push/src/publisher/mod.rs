@@ -1,4 +1,4 @@
-//! The publisher (spec section 5): notifications leave through a bounded queue served by at
+//! The publisher (push.md section 5): notifications leave through a bounded queue served by at
 //! most `wpool.workers` concurrent publishes, so message routing never waits on an app server.
 //!
 //! [`Publisher::submit`] never blocks: a full queue drops the notification, counts it and warns
@@ -12,7 +12,7 @@
 //! | error of type `cancel` | disable the registration, clear it from sessions | rejected_and_disabled |
 //! | error of another type, or not sent | none | transient_error |
 //!
-//! Registrations on a virtual pubsub host (spec section 8) go through the same queue and
+//! Registrations on a virtual pubsub host (push.md section 8) go through the same queue and
 //! workers to the HTTP push service ([`crate::mongoosepush`]), whose reply decides alike:
 //!
 //! | HTTP reply | action | [`Outcome`] |
@@ -32,7 +32,6 @@
 //! At shutdown the queue closes and the publishes in flight get [`PublisherSettings::drain_deadline`]
 //! to finish.
 
-mod stanza;
 mod transport;
 
 use std::{
@@ -51,19 +50,19 @@ use tokio::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use xmpp_parsers::stanza_error::ErrorType;
 
-pub use stanza::{PUBLISH_OPTIONS, PUBSUB, PUSH, SUMMARY, publish_iq};
+pub use crate::stanza::{PUBLISH_OPTIONS, PUBSUB, PUSH, SUMMARY, publish_iq};
 pub use transport::{IqOutcome, IqTransport, SendIqError, ServerTransport};
 
 use crate::{
     metrics::Stats,
     mongoosepush::{HttpOutcome, HttpPush, Notification},
     redact::Redacted,
-    registrations::{RegistrationKey, RegistrationStore, SessionRegistrations},
+    registrations::{RegistrationKey, RegistrationStore},
     route::Route,
     vocabulary::Outcome,
 };
 
-/// How long a publish waits for the app server's reply (spec section 5).
+/// How long a publish waits for the app server's reply (push.md section 5).
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(32);
 
 /// Queue slots per worker: enough to absorb a burst while every worker waits on replies.
@@ -228,7 +227,7 @@ struct Worker {
     transport: Arc<dyn IqTransport>,
     http: Option<Arc<dyn HttpPush>>,
     store: Arc<dyn RegistrationStore>,
-    sessions: Arc<SessionRegistrations>,
+    on_disabled: OnDisabled,
     stats: Arc<Stats>,
     reply_timeout: Duration,
 }
@@ -241,6 +240,9 @@ pub struct Publisher {
     stats: Arc<Stats>,
     full_warning: RateLimited,
 }
+
+/// What is told of a registration disabled after its app server or push service rejected it.
+pub type OnDisabled = Arc<dyn Fn(&RegistrationKey) + Send + Sync>;
 
 /// The receiving end of a [`Publisher`]'s queue, until it runs.
 pub struct Dispatcher {
@@ -258,7 +260,7 @@ impl Dispatcher {
             transport: parts.transport,
             http: parts.http,
             store: parts.store,
-            sessions: parts.sessions,
+            on_disabled: parts.on_disabled,
             stats: parts.stats,
             reply_timeout: self.settings.reply_timeout,
         });
@@ -278,11 +280,12 @@ pub struct PublisherParts {
     pub transport: Arc<dyn IqTransport>,
     /// Where a rejected registration is disabled.
     pub store: Arc<dyn RegistrationStore>,
-    /// Where a rejected registration is cleared from sessions.
-    pub sessions: Arc<SessionRegistrations>,
+    /// Told of a registration disabled after a rejection (the module clears it from the
+    /// sessions that enabled it).
+    pub on_disabled: OnDisabled,
     /// Where outcomes are counted.
     pub stats: Arc<Stats>,
-    /// The HTTP push service (spec section 8), for [`Route::Http`] jobs.
+    /// The HTTP push service (push.md section 8), for [`Route::Http`] jobs.
     pub http: Option<Arc<dyn HttpPush>>,
 }
 
@@ -456,7 +459,7 @@ impl Worker {
         self.stats.notification(outcome);
     }
 
-    /// What a reply to a PubSub publish means (spec section 5).
+    /// What a reply to a PubSub publish means (push.md section 5).
     async fn xmpp_outcome(
         &self,
         key: &RegistrationKey,
@@ -495,7 +498,7 @@ impl Worker {
         }
     }
 
-    /// What the HTTP push service's reply means (spec section 8).
+    /// What the HTTP push service's reply means (push.md section 8).
     async fn http_outcome(
         &self,
         key: &RegistrationKey,
@@ -531,7 +534,7 @@ impl Worker {
         if let Err(error) = self.store.disable(key).await {
             tracing::error!(%error, owner = %key.owner, "cannot disable a rejected push registration");
         }
-        self.sessions.forget_key(key);
+        (self.on_disabled)(key);
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::{collections::VecDeque, sync::Mutex};
 
+use herald_core::sessions::SessionRegistry;
 use jid::BareJid;
 use xmpp_parsers::stanza_error::DefinedCondition;
 
@@ -11,7 +12,7 @@ use xmpp_parsers::stanza_error::ErrorType;
 use super::*;
 use crate::{
     config::VirtualPubsubHost,
-    registrations::{MemoryRegistrations, Registration},
+    registrations::{EnabledInSession, MemoryRegistrations, Registration},
     route::Routes,
     vocabulary::{Payload, Skip},
 };
@@ -74,7 +75,8 @@ struct Harness {
     publisher: Publisher,
     app: Arc<FakeAppServer>,
     store: Arc<MemoryRegistrations>,
-    sessions: Arc<SessionRegistrations>,
+    /// Bob's sessions, where the registration each enabled is kept.
+    sessions: Arc<SessionRegistry>,
     stats: Arc<Stats>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -161,7 +163,11 @@ fn build_harness(
     http: Option<Arc<dyn HttpPush>>,
 ) -> Harness {
     let store = Arc::new(MemoryRegistrations::default());
-    let sessions = Arc::new(SessionRegistrations::default());
+    let sessions = Arc::new(SessionRegistry::default());
+    let on_disabled: OnDisabled = {
+        let sessions = Arc::clone(&sessions);
+        Arc::new(move |key| EnabledInSession::forget_key(&sessions, key))
+    };
     let stats = Arc::new(Stats::default());
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -170,7 +176,7 @@ fn build_harness(
         PublisherParts {
             transport,
             store: store.clone(),
-            sessions: sessions.clone(),
+            on_disabled,
             stats: stats.clone(),
             http: http.clone(),
         },
@@ -245,6 +251,19 @@ impl Harness {
             .collect()
     }
 
+    /// Bob's phone session is bound and enabled `registration`.
+    fn enabled_on_phone(&self, registration: &Registration) {
+        let phone = jid::FullJid::new("bob@example.com/phone").unwrap();
+        let (handle, _inbox) = herald_core::sessions::SessionHandle::new(phone.clone());
+        self.sessions.bind(handle);
+        let session = self.sessions.get(&phone).unwrap();
+        EnabledInSession::remember(&session, registration.key.clone());
+        assert_eq!(
+            EnabledInSession::of_session(&self.sessions, &phone),
+            Some(registration.key.clone())
+        );
+    }
+
     /// Let the dispatcher and workers run until they wait on something.
     async fn settle(&self) {
         for _ in 0..20 {
@@ -278,19 +297,16 @@ async fn cancel_error_disables_registration() {
     );
     let r = h.enabled("n1").await;
     let keep = h.enabled("n2").await;
-    h.sessions.remember(
-        1,
-        jid::FullJid::new("bob@example.com/phone").unwrap(),
-        r.key.clone(),
-        |_, _| true,
-    );
+    h.enabled_on_phone(&r);
     let _ = h.submit(&r);
     h.settle().await;
     assert_eq!(h.stats.notifications(Outcome::RejectedAndDisabled), 1);
     assert_eq!(h.registered().await, [keep.key.node]);
     assert_eq!(
-        h.sessions
-            .of_session(&jid::FullJid::new("bob@example.com/phone").unwrap()),
+        EnabledInSession::of_session(
+            &h.sessions,
+            &jid::FullJid::new("bob@example.com/phone").unwrap()
+        ),
         None
     );
 }
@@ -590,19 +606,16 @@ async fn a_410_disables_the_registration_and_forgets_it_in_sessions() {
     let h = http_harness(&service);
     let r = h.enabled_with("n1", DEVICE).await;
     let keep = h.enabled_with("n2", DEVICE).await;
-    h.sessions.remember(
-        1,
-        jid::FullJid::new("bob@example.com/phone").unwrap(),
-        r.key.clone(),
-        |_, _| true,
-    );
+    h.enabled_on_phone(&r);
     let _ = h.submit(&r);
     h.settle().await;
     assert_eq!(h.stats.notifications(Outcome::RejectedAndDisabled), 1);
     assert_eq!(h.registered().await, [keep.key.node]);
     assert_eq!(
-        h.sessions
-            .of_session(&jid::FullJid::new("bob@example.com/phone").unwrap()),
+        EnabledInSession::of_session(
+            &h.sessions,
+            &jid::FullJid::new("bob@example.com/phone").unwrap()
+        ),
         None
     );
 }

@@ -1,11 +1,11 @@
-//! Push registrations (XEP-0357 section 5, spec sections 3 and 9): which app server node
+//! Push registrations (XEP-0357 section 5, push.md sections 3 and 9): which app server node
 //! (`pubsub` JID, `node`) to notify for which user, with the publish-options form to attach.
 //!
 //! Stored behind the narrow [`RegistrationStore`] trait, one engine per file (`sqlite.rs` over
 //! the server's SQLite pool, `postgres.rs` over its PostgreSQL pool; `memory.rs` for tests), all
 //! held to one [`conformance`] suite. [`CachedRegistrations`] keeps each user's registrations
 //! in memory in front of the embedded engine.
-//! [`SessionRegistrations`] is the in-memory "registration enabled in this session" that the
+//! [`EnabledInSession`] is the "registration enabled in this session" (in the session's state) that the
 //! enhanced and hints plugins use.
 
 mod cached;
@@ -26,7 +26,7 @@ use jid::BareJid;
 pub use cached::CachedRegistrations;
 pub use memory::MemoryRegistrations;
 pub use postgres::PostgresRegistrations;
-pub use sessions::SessionRegistrations;
+pub use sessions::EnabledInSession;
 pub use sqlite::SqliteRegistrations;
 
 /// The publish-options fields of a registration, `FORM_TYPE` excluded, by `var`.

@@ -1,5 +1,5 @@
 //! The relational engine (`backend = "rdbms"`): MongooseIM's `event_pusher_push_subscription`
-//! table exactly as spec section 9 gives it (created by herald-storage's PostgreSQL migration
+//! table exactly as push.md section 9 gives it (created by herald-storage's PostgreSQL migration
 //! 4), in the server's PostgreSQL database.
 //!
 //! Rows copied from a MongooseIM database are read as they are: owner and pubsub bare JIDs as

@@ -1,94 +1,82 @@
-//! The registration enabled in each session (spec section 3: "remembered on the current
+//! The registration enabled in each session (push.md section 3: "remembered on the current
 //! session, one per session, the last enable"), for the enhanced and hints plugins, which push
 //! a session's unacknowledged messages to that session's own device.
 //!
-//! Kept in memory by the module, keyed by the session's number. Entries of sessions that have
-//! ended are dropped whenever the same user enables again, so the table holds at most one
-//! stale entry per user.
+//! Kept in the session's own state (`herald_core::session_state`), so it lives and dies with
+//! the session; a disable clears it on every session of the account.
 
-use std::{collections::HashMap, sync::Mutex};
+use std::sync::Mutex;
 
-use herald_core::sessions::SessionId;
+use herald_core::sessions::{SessionHandle, SessionRegistry};
 use jid::{BareJid, FullJid};
 
 use super::RegistrationKey;
 
-#[derive(Debug, Clone)]
-struct Entry {
-    session: SessionId,
-    resource: FullJid,
-    key: RegistrationKey,
-}
-
-/// The last registration enabled in each session, by user.
+/// The last registration enabled in one session.
 #[derive(Debug, Default)]
-pub struct SessionRegistrations {
-    users: Mutex<HashMap<BareJid, Vec<Entry>>>,
-}
+pub struct EnabledInSession(Mutex<Option<RegistrationKey>>);
 
-impl SessionRegistrations {
-    fn users(&self) -> std::sync::MutexGuard<'_, HashMap<BareJid, Vec<Entry>>> {
-        self.users
+impl EnabledInSession {
+    fn key(&self) -> std::sync::MutexGuard<'_, Option<RegistrationKey>> {
+        self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// `key` was enabled in session `session` of `resource`; replaces that session's entry.
-    /// `live` tells whether a session still runs, to drop the entries of ended ones.
-    pub fn remember(
-        &self,
-        session: SessionId,
-        resource: FullJid,
-        key: RegistrationKey,
-        live: impl Fn(&FullJid, SessionId) -> bool,
+    /// `key` was enabled in `session`; replaces what the session had.
+    pub fn remember(session: &SessionHandle, key: RegistrationKey) {
+        *session.state.get_or_default::<EnabledInSession>().key() = Some(key);
+    }
+
+    /// The registration enabled in the session bound to `resource`, if any.
+    pub fn of_session(sessions: &SessionRegistry, resource: &FullJid) -> Option<RegistrationKey> {
+        sessions
+            .get(resource)?
+            .state
+            .get::<EnabledInSession>()?
+            .key()
+            .clone()
+    }
+
+    /// Clear, on every session of `owner`, the registrations at `pubsub` (with `node` when
+    /// given): what a disable does.
+    pub fn forget(
+        sessions: &SessionRegistry,
+        owner: &BareJid,
+        pubsub: &BareJid,
+        node: Option<&str>,
     ) {
-        let mut users = self.users();
-        let entries = users.entry(resource.to_bare()).or_default();
-        entries.retain(|entry| entry.session != session && live(&entry.resource, entry.session));
-        entries.push(Entry {
-            session,
-            resource,
-            key,
-        });
-    }
-
-    /// The registration enabled in the latest session bound to `resource`, if any.
-    pub fn of_session(&self, resource: &FullJid) -> Option<RegistrationKey> {
-        self.users()
-            .get(&resource.to_bare())?
-            .iter()
-            .rev()
-            .find(|entry| &entry.resource == resource)
-            .map(|entry| entry.key.clone())
-    }
-
-    /// Clear, on every session of `owner`, the entries for `pubsub` (and `node` when given):
-    /// what a disable does.
-    pub fn forget(&self, owner: &BareJid, pubsub: &BareJid, node: Option<&str>) {
-        let mut users = self.users();
-        if let Some(entries) = users.get_mut(owner) {
-            entries.retain(|entry| {
-                !(entry.key.pubsub == *pubsub && node.is_none_or(|node| entry.key.node == node))
-            });
-            if entries.is_empty() {
-                users.remove(owner);
+        for resource in sessions.resources(owner) {
+            if let Some(enabled) = resource.handle.state.get::<EnabledInSession>() {
+                let mut key = enabled.key();
+                if key.as_ref().is_some_and(|key| {
+                    key.pubsub == *pubsub && node.is_none_or(|node| key.node == node)
+                }) {
+                    *key = None;
+                }
             }
         }
     }
 
-    /// Clear the entries of one registration (it was disabled by the app server's answer).
-    pub fn forget_key(&self, key: &RegistrationKey) {
-        self.forget(&key.owner, &key.pubsub, Some(&key.node));
+    /// Clear one registration on every session of its owner (it was disabled).
+    pub fn forget_key(sessions: &SessionRegistry, key: &RegistrationKey) {
+        EnabledInSession::forget(sessions, &key.owner, &key.pubsub, Some(&key.node));
     }
 
-    /// Clear every entry of `owner` (the account was deleted).
-    pub fn forget_user(&self, owner: &BareJid) {
-        self.users().remove(owner);
+    /// Clear every registration on the sessions of `owner` (the account was deleted).
+    pub fn forget_user(sessions: &SessionRegistry, owner: &BareJid) {
+        for resource in sessions.resources(owner) {
+            if let Some(enabled) = resource.handle.state.get::<EnabledInSession>() {
+                *enabled.key() = None;
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use herald_core::sessions::SessionHandle;
+
     use super::*;
 
     fn key(node: &str) -> RegistrationKey {
@@ -103,36 +91,76 @@ mod tests {
         FullJid::new(&format!("alice@example.com/{name}")).unwrap()
     }
 
+    /// A registry with alice's sessions bound on `names`.
+    fn bound(names: &[&str]) -> SessionRegistry {
+        let registry = SessionRegistry::default();
+        for name in names {
+            let (handle, _inbox) = SessionHandle::new(resource(name));
+            registry.bind(handle);
+        }
+        registry
+    }
+
+    fn remember(registry: &SessionRegistry, name: &str, node: &str) {
+        EnabledInSession::remember(&registry.get(&resource(name)).unwrap(), key(node));
+    }
+
     #[test]
     fn a_session_keeps_only_its_last_enable() {
-        let table = SessionRegistrations::default();
-        table.remember(1, resource("phone"), key("a"), |_, _| true);
-        table.remember(1, resource("phone"), key("b"), |_, _| true);
-        table.remember(2, resource("tablet"), key("c"), |_, _| true);
-        assert_eq!(table.of_session(&resource("phone")), Some(key("b")));
-        assert_eq!(table.of_session(&resource("tablet")), Some(key("c")));
-        assert_eq!(table.of_session(&resource("watch")), None);
+        let table = bound(&["phone", "tablet"]);
+        remember(&table, "phone", "a");
+        remember(&table, "phone", "b");
+        remember(&table, "tablet", "c");
+        assert_eq!(
+            EnabledInSession::of_session(&table, &resource("phone")),
+            Some(key("b"))
+        );
+        assert_eq!(
+            EnabledInSession::of_session(&table, &resource("tablet")),
+            Some(key("c"))
+        );
+        assert_eq!(
+            EnabledInSession::of_session(&table, &resource("watch")),
+            None
+        );
     }
 
     #[test]
     fn disable_clears_matching_entries_on_every_session() {
-        let table = SessionRegistrations::default();
+        let table = bound(&["phone", "tablet"]);
         let k = key("a");
-        table.remember(1, resource("phone"), key("a"), |_, _| true);
-        table.remember(2, resource("tablet"), key("b"), |_, _| true);
-        table.forget(&k.owner, &k.pubsub, Some("a"));
-        assert_eq!(table.of_session(&resource("phone")), None);
-        assert_eq!(table.of_session(&resource("tablet")), Some(key("b")));
-        table.forget(&k.owner, &k.pubsub, None);
-        assert_eq!(table.of_session(&resource("tablet")), None);
+        remember(&table, "phone", "a");
+        remember(&table, "tablet", "b");
+        EnabledInSession::forget(&table, &k.owner, &k.pubsub, Some("a"));
+        assert_eq!(
+            EnabledInSession::of_session(&table, &resource("phone")),
+            None
+        );
+        assert_eq!(
+            EnabledInSession::of_session(&table, &resource("tablet")),
+            Some(key("b"))
+        );
+        EnabledInSession::forget(&table, &k.owner, &k.pubsub, None);
+        assert_eq!(
+            EnabledInSession::of_session(&table, &resource("tablet")),
+            None
+        );
     }
 
     #[test]
-    fn entries_of_ended_sessions_are_dropped_on_the_next_enable() {
-        let table = SessionRegistrations::default();
-        table.remember(1, resource("phone"), key("a"), |_, _| true);
-        table.remember(2, resource("tablet"), key("b"), |_, session| session != 1);
-        assert_eq!(table.of_session(&resource("phone")), None);
-        assert_eq!(table.of_session(&resource("tablet")), Some(key("b")));
+    fn what_an_ended_session_enabled_ends_with_it() {
+        let table = bound(&["phone", "tablet"]);
+        remember(&table, "phone", "a");
+        remember(&table, "tablet", "b");
+        let phone = table.get(&resource("phone")).unwrap();
+        table.unbind(&resource("phone"), phone.id);
+        assert_eq!(
+            EnabledInSession::of_session(&table, &resource("phone")),
+            None
+        );
+        assert_eq!(
+            EnabledInSession::of_session(&table, &resource("tablet")),
+            Some(key("b"))
+        );
     }
 }

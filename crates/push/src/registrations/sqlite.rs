@@ -1,4 +1,4 @@
-//! The embedded engine: the `event_pusher_push_subscription` table (spec section 9, created
+//! The embedded engine: the `event_pusher_push_subscription` table (push.md section 9, created
 //! by herald-storage's SQLite migration 4) in the server's SQLite database.
 //!
 //! The columns are MongooseIM's, so moving registrations between the two is a copy: owner and

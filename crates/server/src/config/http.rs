@@ -1,5 +1,5 @@
 //! `[modules.mod_push_service_mongoosepush]` and the `[outgoing_pools.http.NAME]` pool it names
-//! (spec `push.md` section 8): the file's shape and its checks. The value types and their rules
+//! (`docs/modules/push.md` section 8): the file's shape and its checks. The value types and their rules
 //! are herald-push's (`herald_push::mongoosepush`).
 //!
 //! The checks that tie the sections together: `pool_name` names a defined HTTP pool;
@@ -248,7 +248,7 @@ fn http_tls(raw: RawHttpTls, at: &KeyPath, base_dir: &Path) -> Result<HttpTls, I
 
 /// A positive integer, checked as every other count of the file is.
 fn positive(value: Integer, at: &KeyPath) -> Result<NonZeroUsize, Invalid> {
-    let n: usize = super::validate::integer(value, 1, "at least 1", at)?;
+    let n: usize = herald_core::config::integer(value, 1, "at least 1", at)?;
     Ok(NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN))
 }
 

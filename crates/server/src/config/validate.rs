@@ -8,7 +8,7 @@ use std::time::Duration;
 use herald_storage::Durability;
 use jid::BareJid;
 
-pub(super) use herald_core::config::integer;
+use herald_core::config::integer;
 use herald_core::config::{Section, domains, integer_or, one_of, required};
 
 use super::error::{Invalid, KeyPath};

@@ -1,13 +1,11 @@
-//! The publish IQ (XEP-0357 section 6, spec section 5): the notification as a PubSub publish
+//! The publish IQ (XEP-0357 section 6, push.md section 5): the notification as a PubSub publish
 //! from the recipient's server domain to the registration's node.
 
-use herald_stream::stanza::set_attr;
+use herald_stream::{ns::CLIENT, stanza::set_attr};
 use minidom::Element;
 
-use crate::{plugin::Payload, registrations::Registration};
+use crate::{registrations::Registration, vocabulary::Payload};
 
-/// `jabber:client`: the namespace stanzas are routed in.
-const CLIENT: &str = "jabber:client";
 /// XEP-0060's namespace.
 pub const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
 /// XEP-0357's namespace.
