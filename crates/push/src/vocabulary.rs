@@ -120,7 +120,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// Every outcome, in the order of [`Stats::notifications`].
+    /// Every outcome, in the order the counts keep them (`metrics::Stats`).
     pub const ALL: [Outcome; 6] = [
         Outcome::Delivered,
         Outcome::Timeout,

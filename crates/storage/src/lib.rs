@@ -68,7 +68,7 @@ enum Backend {
 }
 
 /// The engine of a [`Storage`] and its pool, for the stores that feature crates own (their
-/// tables are created by the migrations they register, see [`migrations`]).
+/// tables are created by this crate's migrations).
 #[derive(Clone, Copy, Debug)]
 pub enum Engine<'a> {
     /// The embedded SQLite database.

@@ -10,9 +10,9 @@
 //! Contacts on served domains are handled here; stanzas for a connected component are routed
 //! to it; contacts on other domains are skipped until federation exists.
 //!
-//! The subsystem is split by concern: [`broadcast`] (a resource's own availability, sent to
-//! the user's resources and subscribed contacts), [`subscription`] (probes and the
-//! subscription stanzas applied to both rosters), [`directed`] (presence to one entity, and
+//! The subsystem is split by concern: `broadcast` (a resource's own availability, sent to
+//! the user's resources and subscribed contacts), `subscription` (probes and the
+//! subscription stanzas applied to both rosters), `directed` (presence to one entity, and
 //! what it owes at logoff). This file holds the entry points and the primitives they share.
 //! What presence remembers about a session ([`SessionPresence`]) lives in the session's own
 //! state (`SessionHandle::state`).
