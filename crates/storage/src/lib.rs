@@ -29,6 +29,7 @@ mod migrations;
 pub mod offline;
 mod postgres;
 pub mod roster;
+pub mod sql;
 mod sqlite;
 #[doc(hidden)]
 pub mod test_database;
@@ -148,7 +149,7 @@ impl Storage {
 
     fn postgres(pool: sqlx::PgPool, applied: Vec<AppliedMigration>, target: String) -> Storage {
         Storage {
-            accounts: Arc::new(postgres::PgAccounts::new(pool.clone())),
+            accounts: Arc::new(sql::SqlAccounts::new(pool.clone())),
             roster: Arc::new(postgres::PgRoster::new(pool.clone())),
             offline: Arc::new(postgres::PgOffline::new(pool.clone())),
             applied: applied.into(),
@@ -159,7 +160,7 @@ impl Storage {
     fn sqlite(pool: sqlx::SqlitePool, applied: Vec<AppliedMigration>) -> Storage {
         Storage {
             applied: applied.into(),
-            accounts: Arc::new(sqlite::SqliteAccounts::new(pool.clone())),
+            accounts: Arc::new(sql::SqlAccounts::new(pool.clone())),
             roster: Arc::new(sqlite::SqliteRoster::new(pool.clone())),
             offline: Arc::new(sqlite::SqliteOffline::new(pool.clone())),
             engine: Backend::Sqlite(pool),
@@ -220,4 +221,14 @@ impl fmt::Debug for Storage {
                 .finish(),
         }
     }
+}
+
+/// Seconds since the Unix epoch, as stored in time columns. A clock before 1970 is recorded as
+/// 1970 rather than failing a write.
+pub(crate) fn unix_time() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX)
+        })
 }

@@ -7,7 +7,6 @@
 //! `wait/internal-server-error`. Every multi-statement change runs in one transaction, so a
 //! lost connection never leaves it half-written.
 
-mod accounts;
 pub(crate) mod migrations;
 mod offline;
 mod roster;
@@ -19,10 +18,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 
-pub(crate) use self::accounts::PgAccounts;
 pub(crate) use self::offline::PgOffline;
 pub(crate) use self::roster::PgRoster;
 use crate::StorageError;
+use crate::sql::{Dialect, DialectSql};
 use crate::migrations::AppliedMigration;
 
 /// How long an operation waits for a free connection (or a new one) before failing.
@@ -130,13 +129,40 @@ pub(crate) async fn open_with(
     }
 }
 
-/// Seconds since the Unix epoch.
-fn unix_time() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX)
-        })
+impl Dialect for sqlx::Postgres {
+    fn begin_write(
+        pool: &sqlx::Pool<Self>,
+    ) -> impl std::future::Future<Output = Result<sqlx::Transaction<'static, Self>, sqlx::Error>> + Send
+    {
+        pool.begin()
+    }
+
+    async fn lock(
+        transaction: &mut sqlx::Transaction<'_, Self>,
+        class: i32,
+        key: &str,
+    ) -> Result<(), sqlx::Error> {
+        // Row locks cannot lock a row that does not exist yet: a transaction-scoped advisory
+        // lock on the key makes the transactions that change it take turns.
+        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+            .bind(class)
+            .bind(key)
+            .execute(&mut **transaction)
+            .await?;
+        Ok(())
+    }
+
+    fn rows_affected(result: &sqlx::postgres::PgQueryResult) -> u64 {
+        result.rows_affected()
+    }
+
+    const SQL: &'static DialectSql = &DialectSql {
+        insert_user: "INSERT INTO users (server, username,
+                 sha1_salt, sha1_iterations, sha1_stored_key, sha1_server_key,
+                 sha256_salt, sha256_iterations, sha256_stored_key, sha256_server_key,
+                 created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, to_timestamp($11))",
+    };
 }
 
 /// Microseconds since the Unix epoch, for versions that must grow over time.

@@ -8,7 +8,6 @@
 //! keys are enforced, and a busy timeout makes concurrent writers wait for each other instead
 //! of failing. The directory and the file are created readable by their owner only.
 
-mod accounts;
 pub(crate) mod migrations;
 mod offline;
 mod roster;
@@ -21,10 +20,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-pub(crate) use self::accounts::SqliteAccounts;
 pub(crate) use self::offline::SqliteOffline;
 pub(crate) use self::roster::SqliteRoster;
 use crate::StorageError;
+use crate::sql::{Dialect, DialectSql};
 use crate::migrations::AppliedMigration;
 
 /// How long a statement waits for another connection's write lock before failing with
@@ -153,14 +152,35 @@ async fn migrate_or_close(pool: &SqlitePool) -> Result<Vec<AppliedMigration>, St
     }
 }
 
-/// Seconds since the Unix epoch, as stored in `INTEGER` time columns.
-fn unix_time() -> i64 {
-    // A clock before 1970 is recorded as 1970 rather than failing a registration.
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX)
-        })
+impl Dialect for sqlx::Sqlite {
+    fn begin_write(
+        pool: &sqlx::Pool<Self>,
+    ) -> impl std::future::Future<Output = Result<sqlx::Transaction<'static, Self>, sqlx::Error>> + Send
+    {
+        // IMMEDIATE takes the write lock before reading.
+        pool.begin_with("BEGIN IMMEDIATE")
+    }
+
+    async fn lock(
+        _transaction: &mut sqlx::Transaction<'_, Self>,
+        _class: i32,
+        _key: &str,
+    ) -> Result<(), sqlx::Error> {
+        // The write lock taken by `begin_write` already serialises writers.
+        Ok(())
+    }
+
+    fn rows_affected(result: &sqlx::sqlite::SqliteQueryResult) -> u64 {
+        result.rows_affected()
+    }
+
+    const SQL: &'static DialectSql = &DialectSql {
+        insert_user: "INSERT INTO users (server, username,
+                 sha1_salt, sha1_iterations, sha1_stored_key, sha1_server_key,
+                 sha256_salt, sha256_iterations, sha256_stored_key, sha256_server_key,
+                 created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    };
 }
 
 /// Microseconds since the Unix epoch, for versions that must grow over time.

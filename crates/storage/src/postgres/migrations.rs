@@ -123,7 +123,7 @@ async fn apply_one(pool: &PgPool, migration: &Migration) -> Result<bool, sqlx::E
     )
     .bind(migration.version)
     .bind(migration.description)
-    .bind(super::unix_time())
+    .bind(crate::unix_time())
     .execute(&mut *transaction)
     .await?;
     transaction.commit().await?;

@@ -107,7 +107,7 @@ async fn apply_one(pool: &SqlitePool, migration: &Migration) -> Result<bool, sql
     sqlx::query("INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)")
         .bind(migration.version)
         .bind(migration.description)
-        .bind(super::unix_time())
+        .bind(crate::unix_time())
         .execute(&mut *transaction)
         .await?;
     transaction.commit().await?;

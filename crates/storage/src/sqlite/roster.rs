@@ -152,7 +152,7 @@ async fn write_item(
     .bind(subscription)
     .bind(ask)
     .bind(item.ask_message.as_deref().unwrap_or_default())
-    .bind(super::unix_time())
+    .bind(crate::unix_time())
     .execute(&mut **transaction)
     .await?;
     sqlx::query("DELETE FROM rostergroups WHERE server = ? AND username = ? AND jid = ?")

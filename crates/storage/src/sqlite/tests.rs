@@ -395,7 +395,7 @@ async fn an_account_gets_its_creation_time() {
         .fetch_one(pool(&opened.storage))
         .await
         .unwrap();
-    assert!((super::unix_time() - created_at).abs() < 60, "{created_at}");
+    assert!((crate::unix_time() - created_at).abs() < 60, "{created_at}");
 }
 
 #[tokio::test]

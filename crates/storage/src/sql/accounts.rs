@@ -1,37 +1,44 @@
-//! [`AccountStore`] on SQLite: the `users` table.
+//! [`AccountStore`] on SQL: the `users` table (MongooseIM's, with herald's SCRAM columns).
 
 use herald_sasl::{Credentials, ScramSecrets};
 use jid::BareJid;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqlitePool};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
 
+use super::Dialect;
 use crate::StorageError;
 use crate::accounts::{AccountKey, AccountStore, normalise_domain};
 
-/// The accounts of a SQLite database.
-#[derive(Debug, Clone)]
-pub(crate) struct SqliteAccounts {
-    pool: SqlitePool,
+/// The accounts of a database.
+#[derive(Debug)]
+pub(crate) struct SqlAccounts<DB: Dialect> {
+    pool: Pool<DB>,
 }
 
-impl SqliteAccounts {
+impl<DB: Dialect> SqlAccounts<DB> {
     /// Accounts stored in the database behind `pool`, whose schema is up to date.
-    pub(crate) fn new(pool: SqlitePool) -> Self {
-        SqliteAccounts { pool }
+    pub(crate) fn new(pool: Pool<DB>) -> Self {
+        SqlAccounts { pool }
     }
 }
 
 #[async_trait::async_trait]
-impl AccountStore for SqliteAccounts {
+impl<DB> AccountStore for SqlAccounts<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q Vec<u8>: Encode<'q, DB> + Type<DB>,
+    i64: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB>,
+    Vec<u8>: for<'r> Decode<'r, DB> + Type<DB>,
+    String: for<'r> Decode<'r, DB> + Type<DB>,
+    bool: for<'r> Decode<'r, DB> + Type<DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+    DB::Arguments: IntoArguments<DB>,
+{
     async fn create(&self, user: &BareJid, credentials: &Credentials) -> Result<(), StorageError> {
         let key = AccountKey::of(user)?;
-        let inserted = sqlx::query(
-            "INSERT INTO users (server, username,
-                 sha1_salt, sha1_iterations, sha1_stored_key, sha1_server_key,
-                 sha256_salt, sha256_iterations, sha256_stored_key, sha256_server_key,
-                 created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
+        let inserted = sqlx::query(DB::SQL.insert_user)
         .bind(key.domain)
         .bind(key.localpart)
         .bind(&credentials.sha1.salt)
@@ -42,7 +49,7 @@ impl AccountStore for SqliteAccounts {
         .bind(i64::from(credentials.sha256.iterations))
         .bind(&credentials.sha256.stored_key)
         .bind(&credentials.sha256.server_key)
-        .bind(super::unix_time())
+        .bind(crate::unix_time())
         .execute(&self.pool)
         .await;
         match inserted {
@@ -62,10 +69,10 @@ impl AccountStore for SqliteAccounts {
         let key = AccountKey::of(user)?;
         let updated = sqlx::query(
             "UPDATE users SET
-                 sha1_salt = ?, sha1_iterations = ?, sha1_stored_key = ?, sha1_server_key = ?,
-                 sha256_salt = ?, sha256_iterations = ?, sha256_stored_key = ?,
-                 sha256_server_key = ?
-             WHERE server = ? AND username = ?",
+                 sha1_salt = $1, sha1_iterations = $2, sha1_stored_key = $3, sha1_server_key = $4,
+                 sha256_salt = $5, sha256_iterations = $6, sha256_stored_key = $7,
+                 sha256_server_key = $8
+             WHERE server = $9 AND username = $10",
         )
         .bind(&credentials.sha1.salt)
         .bind(i64::from(credentials.sha1.iterations))
@@ -79,7 +86,7 @@ impl AccountStore for SqliteAccounts {
         .bind(key.localpart)
         .execute(&self.pool)
         .await?;
-        if updated.rows_affected() == 0 {
+        if DB::rows_affected(&updated) == 0 {
             return Err(StorageError::NotFound);
         }
         Ok(())
@@ -90,7 +97,7 @@ impl AccountStore for SqliteAccounts {
         let row = sqlx::query(
             "SELECT sha1_salt, sha1_iterations, sha1_stored_key, sha1_server_key,
                     sha256_salt, sha256_iterations, sha256_stored_key, sha256_server_key
-             FROM users WHERE server = ? AND username = ?",
+             FROM users WHERE server = $1 AND username = $2",
         )
         .bind(key.domain)
         .bind(key.localpart)
@@ -100,15 +107,15 @@ impl AccountStore for SqliteAccounts {
             return Ok(None);
         };
         Ok(Some(Credentials {
-            sha1: secrets(&row, SHA1_COLUMNS, key)?,
-            sha256: secrets(&row, SHA256_COLUMNS, key)?,
+            sha1: secrets::<DB>(&row, SHA1_COLUMNS, key)?,
+            sha256: secrets::<DB>(&row, SHA256_COLUMNS, key)?,
         }))
     }
 
     async fn exists(&self, user: &BareJid) -> Result<bool, StorageError> {
         let key = AccountKey::of(user)?;
         let exists = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM users WHERE server = ? AND username = ?)",
+            "SELECT EXISTS (SELECT 1 FROM users WHERE server = $1 AND username = $2)",
         )
         .bind(key.domain)
         .bind(key.localpart)
@@ -119,16 +126,17 @@ impl AccountStore for SqliteAccounts {
 
     async fn remove(&self, user: &BareJid) -> Result<bool, StorageError> {
         let key = AccountKey::of(user)?;
-        let deleted = sqlx::query("DELETE FROM users WHERE server = ? AND username = ?")
+        let deleted = sqlx::query("DELETE FROM users WHERE server = $1 AND username = $2")
             .bind(key.domain)
             .bind(key.localpart)
             .execute(&self.pool)
             .await?;
-        Ok(deleted.rows_affected() > 0)
+        Ok(DB::rows_affected(&deleted) > 0)
     }
 
     async fn list(&self, domain: Option<&str>) -> Result<Vec<BareJid>, StorageError> {
-        // SQLite's default BINARY collation compares UTF-8 bytes, which is code point order.
+        // Both engines compare the key columns as UTF-8 bytes, which is code point order
+        // (SQLite's default BINARY collation; the "C" collation on PostgreSQL).
         let rows: Vec<(String, String)> = match domain {
             None => {
                 sqlx::query_as("SELECT server, username FROM users ORDER BY server, username")
@@ -140,9 +148,9 @@ impl AccountStore for SqliteAccounts {
                     return Ok(Vec::new());
                 };
                 sqlx::query_as(
-                    "SELECT server, username FROM users WHERE server = ? ORDER BY username",
+                    "SELECT server, username FROM users WHERE server = $1 ORDER BY username",
                 )
-                .bind(domain)
+                .bind(domain.as_str())
                 .fetch_all(&self.pool)
                 .await?
             }
@@ -170,11 +178,17 @@ const SHA256_COLUMNS: SecretColumns = [
 ];
 
 /// One hash's secrets from a `users` row.
-fn secrets(
-    row: &SqliteRow,
+fn secrets<DB>(
+    row: &DB::Row,
     [salt, iterations, stored_key, server_key]: SecretColumns,
     key: AccountKey<'_>,
-) -> Result<ScramSecrets, StorageError> {
+) -> Result<ScramSecrets, StorageError>
+where
+    DB: Database,
+    i64: for<'r> Decode<'r, DB> + Type<DB>,
+    Vec<u8>: for<'r> Decode<'r, DB> + Type<DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+{
     let count: i64 = row.try_get(iterations)?;
     let count = u32::try_from(count).map_err(|_| {
         StorageError::Corrupt(format!(

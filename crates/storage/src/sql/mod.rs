@@ -1,0 +1,49 @@
+//! The SQL layer shared by both engines: one implementation of each store ([`SqlAccounts`],
+//! [`SqlRoster`], [`SqlOffline`]), generic over the engine, with the engines as dialects
+//! ([`Dialect`]): only the SQL text that differs and the real locking differences live in
+//! `sqlite.rs` and `postgres.rs`.
+//!
+//! Statements are written once with `$1`-style parameters, which both engines read by number
+//! (sqlx binds SQLite's `$N` parameters positionally).
+
+mod accounts;
+
+use std::future::Future;
+
+use sqlx::{Database, Pool, Transaction};
+
+pub(crate) use accounts::SqlAccounts;
+
+/// What differs between the engines, for the stores of this crate and of feature crates.
+pub trait Dialect: Database {
+    /// Begin a transaction that will write. SQLite takes the write lock at once (`BEGIN
+    /// IMMEDIATE`), so two read-modify-write transactions cannot both read the old state;
+    /// PostgreSQL begins normally and locks what it must with [`Dialect::lock`].
+    fn begin_write(
+        pool: &Pool<Self>,
+    ) -> impl Future<Output = Result<Transaction<'static, Self>, sqlx::Error>> + Send;
+
+    /// Make the transactions that change the thing named `key` (in lock class `class`) take
+    /// turns, across processes sharing the database: a transaction-scoped advisory lock on
+    /// PostgreSQL; nothing on SQLite, whose write lock already serialises writers.
+    fn lock(
+        transaction: &mut Transaction<'_, Self>,
+        class: i32,
+        key: &str,
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+
+    /// How many rows a statement changed.
+    fn rows_affected(result: &Self::QueryResult) -> u64;
+
+    /// The SQL text of this crate's stores that differs between the engines.
+    const SQL: &'static DialectSql;
+}
+
+/// The statements whose text differs between the engines.
+#[derive(Debug)]
+pub struct DialectSql {
+    /// `users` insert: `$1..$10` are the domain, localpart and the SHA-1 then SHA-256 salt,
+    /// iterations, StoredKey and ServerKey; `$11` the creation time (unix seconds; a
+    /// `TIMESTAMP` column on PostgreSQL, MongooseIM's type).
+    pub insert_user: &'static str,
+}
