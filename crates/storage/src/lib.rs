@@ -150,7 +150,7 @@ impl Storage {
     fn postgres(pool: sqlx::PgPool, applied: Vec<AppliedMigration>, target: String) -> Storage {
         Storage {
             accounts: Arc::new(sql::SqlAccounts::new(pool.clone())),
-            roster: Arc::new(postgres::PgRoster::new(pool.clone())),
+            roster: Arc::new(sql::SqlRoster::new(pool.clone())),
             offline: Arc::new(postgres::PgOffline::new(pool.clone())),
             applied: applied.into(),
             engine: Backend::Postgres(pool, target.into()),
@@ -161,7 +161,7 @@ impl Storage {
         Storage {
             applied: applied.into(),
             accounts: Arc::new(sql::SqlAccounts::new(pool.clone())),
-            roster: Arc::new(sqlite::SqliteRoster::new(pool.clone())),
+            roster: Arc::new(sql::SqlRoster::new(pool.clone())),
             offline: Arc::new(sqlite::SqliteOffline::new(pool.clone())),
             engine: Backend::Sqlite(pool),
         }
@@ -230,5 +230,14 @@ pub(crate) fn unix_time() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| {
             i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX)
+        })
+}
+
+/// Microseconds since the Unix epoch, for versions that must grow over time.
+pub(crate) fn unix_time_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX)
         })
 }

@@ -9,17 +9,15 @@
 
 pub(crate) mod migrations;
 mod offline;
-mod roster;
 #[cfg(test)]
 mod tests;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 
 pub(crate) use self::offline::PgOffline;
-pub(crate) use self::roster::PgRoster;
 use crate::StorageError;
 use crate::sql::{Dialect, DialectSql};
 use crate::migrations::AppliedMigration;
@@ -162,14 +160,17 @@ impl Dialect for sqlx::Postgres {
                  sha256_salt, sha256_iterations, sha256_stored_key, sha256_server_key,
                  created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, to_timestamp($11))",
+        write_roster_item: "INSERT INTO rosterusers
+             (server, username, jid, nick, subscription, ask, askmessage, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, to_timestamp($8))
+         ON CONFLICT (server, username, jid) DO UPDATE SET
+             nick = excluded.nick, subscription = excluded.subscription,
+             ask = excluded.ask, askmessage = excluded.askmessage",
+        bump_roster_version: "INSERT INTO roster_version (server, username, version)
+             VALUES ($1, $2, $3::text)
+             ON CONFLICT (server, username) DO UPDATE SET
+                 version = GREATEST(roster_version.version::bigint + 1, $3)::text
+             RETURNING version",
     };
 }
 
-/// Microseconds since the Unix epoch, for versions that must grow over time.
-fn unix_time_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX)
-        })
-}

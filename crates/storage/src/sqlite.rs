@@ -10,18 +10,16 @@
 
 pub(crate) mod migrations;
 mod offline;
-mod roster;
 #[cfg(test)]
 mod tests;
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 pub(crate) use self::offline::SqliteOffline;
-pub(crate) use self::roster::SqliteRoster;
 use crate::StorageError;
 use crate::sql::{Dialect, DialectSql};
 use crate::migrations::AppliedMigration;
@@ -180,14 +178,17 @@ impl Dialect for sqlx::Sqlite {
                  sha256_salt, sha256_iterations, sha256_stored_key, sha256_server_key,
                  created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        write_roster_item: "INSERT INTO rosterusers
+             (server, username, jid, nick, subscription, ask, askmessage, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (server, username, jid) DO UPDATE SET
+             nick = excluded.nick, subscription = excluded.subscription,
+             ask = excluded.ask, askmessage = excluded.askmessage",
+        bump_roster_version: "INSERT INTO roster_version (server, username, version)
+             VALUES ($1, $2, CAST($3 AS TEXT))
+             ON CONFLICT (server, username) DO UPDATE SET
+                 version = CAST(max(CAST(version AS INTEGER) + 1, $3) AS TEXT)
+             RETURNING version",
     };
 }
 
-/// Microseconds since the Unix epoch, for versions that must grow over time.
-fn unix_time_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX)
-        })
-}

@@ -7,12 +7,14 @@
 //! (sqlx binds SQLite's `$N` parameters positionally).
 
 mod accounts;
+mod roster;
 
 use std::future::Future;
 
 use sqlx::{Database, Pool, Transaction};
 
 pub(crate) use accounts::SqlAccounts;
+pub(crate) use roster::SqlRoster;
 
 /// What differs between the engines, for the stores of this crate and of feature crates.
 pub trait Dialect: Database {
@@ -46,4 +48,10 @@ pub struct DialectSql {
     /// iterations, StoredKey and ServerKey; `$11` the creation time (unix seconds; a
     /// `TIMESTAMP` column on PostgreSQL, MongooseIM's type).
     pub insert_user: &'static str,
+    /// `rosterusers` upsert: `$1..$7` server, username, jid, nick, subscription, ask,
+    /// askmessage; `$8` the creation time (unix seconds, as for `insert_user`).
+    pub write_roster_item: &'static str,
+    /// Bump the roster version of `($1, $2)`: the version (a number kept as text) plus one,
+    /// or `$3` if larger; returning it.
+    pub bump_roster_version: &'static str,
 }

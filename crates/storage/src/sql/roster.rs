@@ -1,28 +1,34 @@
-//! [`RosterStore`] on PostgreSQL: MongooseIM's `rosterusers`, `rostergroups` and
-//! `roster_version` tables.
+//! [`RosterStore`] on SQL: MongooseIM's `rosterusers`, `rostergroups` and `roster_version`
+//! tables.
 
 use jid::BareJid;
-use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::{
+    ColumnIndex, Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, Row,
+    Transaction, Type,
+};
 
+use super::Dialect;
 use crate::StorageError;
 use crate::accounts::AccountKey;
 use crate::roster::{
     ItemEdit, ItemUpdate, RosterItem, RosterStore, Subscription, SubscriptionState,
 };
 
-/// The rosters of a PostgreSQL database.
-#[derive(Debug, Clone)]
-pub(crate) struct PgRoster {
-    pool: PgPool,
+/// The rosters of a database.
+#[derive(Debug)]
+pub(crate) struct SqlRoster<DB: Dialect> {
+    pool: Pool<DB>,
 }
 
-impl PgRoster {
+impl<DB: Dialect> SqlRoster<DB> {
     /// Rosters stored in the database behind `pool`, whose schema is up to date.
-    pub(crate) fn new(pool: PgPool) -> Self {
-        PgRoster { pool }
+    pub(crate) fn new(pool: Pool<DB>) -> Self {
+        SqlRoster { pool }
     }
 }
+
+/// The advisory lock class of roster items ([`Dialect::lock`]).
+const ITEM_LOCK: i32 = 18501;
 
 /// The `subscription` and `ask` codes of a state (MongooseIM's letters).
 fn codes(state: SubscriptionState) -> (&'static str, &'static str) {
@@ -76,7 +82,12 @@ fn optional(text: String) -> Option<String> {
 }
 
 /// An item from a `rosterusers` row (without its groups).
-fn item_of(row: &PgRow, key: AccountKey<'_>) -> Result<RosterItem, StorageError> {
+fn item_of<DB>(row: &DB::Row, key: AccountKey<'_>) -> Result<RosterItem, StorageError>
+where
+    DB: Database,
+    String: for<'r> Decode<'r, DB> + Type<DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+{
     let contact: String = row.try_get("jid")?;
     let subscription: String = row.try_get("subscription")?;
     let ask: String = row.try_get("ask")?;
@@ -103,11 +114,23 @@ macro_rules! item_columns {
 }
 
 /// The user's item for `contact`, read inside `transaction`.
-async fn read_item(
-    transaction: &mut Transaction<'_, Postgres>,
+async fn read_item<DB>(
+    transaction: &mut Transaction<'_, DB>,
     key: AccountKey<'_>,
     contact: &BareJid,
-) -> Result<Option<RosterItem>, StorageError> {
+) -> Result<Option<RosterItem>, StorageError>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q String: Encode<'q, DB> + Type<DB>,
+    i64: for<'q> Encode<'q, DB> + Type<DB>,
+    String: for<'r> Decode<'r, DB> + Type<DB>,
+    (String, String): for<'r> FromRow<'r, DB::Row>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+{
     let row = sqlx::query(concat!(
         "SELECT ",
         item_columns!(),
@@ -119,7 +142,7 @@ async fn read_item(
     .fetch_optional(&mut **transaction)
     .await?;
     let Some(row) = row else { return Ok(None) };
-    let mut item = item_of(&row, key)?;
+    let mut item = item_of::<DB>(&row, key)?;
     item.groups = sqlx::query_scalar(
         "SELECT grp FROM rostergroups WHERE server = $1 AND username = $2 AND jid = $3 ORDER BY grp",
     )
@@ -132,20 +155,25 @@ async fn read_item(
 }
 
 /// Write `item` (an insert or an update) with exactly its groups.
-async fn write_item(
-    transaction: &mut Transaction<'_, Postgres>,
+async fn write_item<DB>(
+    transaction: &mut Transaction<'_, DB>,
     key: AccountKey<'_>,
     item: &RosterItem,
-) -> Result<(), StorageError> {
+) -> Result<(), StorageError>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q String: Encode<'q, DB> + Type<DB>,
+    i64: for<'q> Encode<'q, DB> + Type<DB>,
+    String: for<'r> Decode<'r, DB> + Type<DB>,
+    (String, String): for<'r> FromRow<'r, DB::Row>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+{
     let (subscription, ask) = codes(item.state);
-    sqlx::query(
-        "INSERT INTO rosterusers
-             (server, username, jid, nick, subscription, ask, askmessage)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
-         ON CONFLICT (server, username, jid) DO UPDATE SET
-             nick = excluded.nick, subscription = excluded.subscription,
-             ask = excluded.ask, askmessage = excluded.askmessage",
-    )
+    sqlx::query(DB::SQL.write_roster_item)
     .bind(key.domain)
     .bind(key.localpart)
     .bind(item.contact.as_str())
@@ -153,6 +181,7 @@ async fn write_item(
     .bind(subscription)
     .bind(ask)
     .bind(item.ask_message.as_deref().unwrap_or_default())
+    .bind(crate::unix_time())
     .execute(&mut **transaction)
     .await?;
     sqlx::query("DELETE FROM rostergroups WHERE server = $1 AND username = $2 AND jid = $3")
@@ -184,7 +213,19 @@ fn normalised(mut item: RosterItem) -> RosterItem {
 }
 
 #[async_trait::async_trait]
-impl RosterStore for PgRoster {
+impl<DB> RosterStore for SqlRoster<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q String: Encode<'q, DB> + Type<DB>,
+    i64: for<'q> Encode<'q, DB> + Type<DB>,
+    String: for<'r> Decode<'r, DB> + Type<DB>,
+    (String, String): for<'r> FromRow<'r, DB::Row>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+{
     async fn items(&self, user: &BareJid) -> Result<Vec<RosterItem>, StorageError> {
         let key = AccountKey::of(user)?;
         // One read transaction, so the items and their groups are from the same moment.
@@ -200,11 +241,10 @@ impl RosterStore for PgRoster {
         .await?;
         let mut items = rows
             .iter()
-            .map(|row| item_of(row, key))
+            .map(|row| item_of::<DB>(row, key))
             .collect::<Result<Vec<_>, _>>()?;
         let groups: Vec<(String, String)> = sqlx::query_as(
-            "SELECT jid, grp FROM rostergroups WHERE server = $1 AND username = $2
-             ORDER BY jid, grp",
+            "SELECT jid, grp FROM rostergroups WHERE server = $1 AND username = $2 ORDER BY jid, grp",
         )
         .bind(key.domain)
         .bind(key.localpart)
@@ -250,15 +290,10 @@ impl RosterStore for PgRoster {
         edit: ItemEdit<'_>,
     ) -> Result<ItemUpdate, StorageError> {
         let key = AccountKey::of(user)?;
-        let mut transaction = self.pool.begin().await?;
-        // Row locks cannot lock an item that does not exist yet: an advisory lock on the item
-        // makes two updates of it take turns, so neither reads the old state.
-        sqlx::query("SELECT pg_advisory_xact_lock(18501, hashtext($1 || '/' || $2 || '/' || $3))")
-            .bind(key.domain)
-            .bind(key.localpart)
-            .bind(contact.as_str())
-            .execute(&mut *transaction)
-            .await?;
+        // Two updates of the same item take turns, so neither reads the old state.
+        let mut transaction = DB::begin_write(&self.pool).await?;
+        let item_key = format!("{}/{}/{}", key.domain, key.localpart, contact.as_str());
+        DB::lock(&mut transaction, ITEM_LOCK, &item_key).await?;
         let before = read_item(&mut transaction, key, contact).await?;
         let after = edit(before.as_ref()).map(|mut item| {
             item.contact = contact.clone();
@@ -287,14 +322,14 @@ impl RosterStore for PgRoster {
 
     async fn remove_all(&self, user: &BareJid) -> Result<usize, StorageError> {
         let key = AccountKey::of(user)?;
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = DB::begin_write(&self.pool).await?;
         // Groups go with their items (ON DELETE CASCADE).
         let removed = sqlx::query("DELETE FROM rosterusers WHERE server = $1 AND username = $2")
             .bind(key.domain)
             .bind(key.localpart)
             .execute(&mut *transaction)
-            .await?
-            .rows_affected();
+            .await
+            .map(|done| DB::rows_affected(&done))?;
         sqlx::query("DELETE FROM roster_version WHERE server = $1 AND username = $2")
             .bind(key.domain)
             .bind(key.localpart)
@@ -321,15 +356,10 @@ impl RosterStore for PgRoster {
         // The version is a number kept as text (MongooseIM's column is text): the previous one
         // plus one, or the current time in microseconds if that is larger, so that an account
         // removed and created again never repeats a version its clients may have cached.
-        let version: String = sqlx::query_scalar(
-            "INSERT INTO roster_version (server, username, version) VALUES ($1, $2, $3::text)
-             ON CONFLICT (server, username) DO UPDATE SET
-                 version = GREATEST(roster_version.version::bigint + 1, $3)::text
-             RETURNING version",
-        )
+        let version: String = sqlx::query_scalar(DB::SQL.bump_roster_version)
         .bind(key.domain)
         .bind(key.localpart)
-        .bind(super::unix_time_micros())
+        .bind(crate::unix_time_micros())
         .fetch_one(&self.pool)
         .await?;
         Ok(version)
