@@ -151,7 +151,7 @@ impl Storage {
         Storage {
             accounts: Arc::new(sql::SqlAccounts::new(pool.clone())),
             roster: Arc::new(sql::SqlRoster::new(pool.clone())),
-            offline: Arc::new(postgres::PgOffline::new(pool.clone())),
+            offline: Arc::new(sql::SqlOffline::new(pool.clone())),
             applied: applied.into(),
             engine: Backend::Postgres(pool, target.into()),
         }
@@ -162,7 +162,7 @@ impl Storage {
             applied: applied.into(),
             accounts: Arc::new(sql::SqlAccounts::new(pool.clone())),
             roster: Arc::new(sql::SqlRoster::new(pool.clone())),
-            offline: Arc::new(sqlite::SqliteOffline::new(pool.clone())),
+            offline: Arc::new(sql::SqlOffline::new(pool.clone())),
             engine: Backend::Sqlite(pool),
         }
     }

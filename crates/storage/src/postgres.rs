@@ -17,10 +17,9 @@ use std::time::Duration;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 
-pub(crate) use self::offline::PgOffline;
 use crate::StorageError;
-use crate::sql::{Dialect, DialectSql};
 use crate::migrations::AppliedMigration;
+use crate::sql::{Dialect, DialectSql};
 
 /// How long an operation waits for a free connection (or a new one) before failing.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -173,4 +172,3 @@ impl Dialect for sqlx::Postgres {
              RETURNING version",
     };
 }
-

@@ -19,10 +19,9 @@ use std::time::Duration;
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-pub(crate) use self::offline::SqliteOffline;
 use crate::StorageError;
-use crate::sql::{Dialect, DialectSql};
 use crate::migrations::AppliedMigration;
+use crate::sql::{Dialect, DialectSql};
 
 /// How long a statement waits for another connection's write lock before failing with
 /// `SQLITE_BUSY`.
@@ -191,4 +190,3 @@ impl Dialect for sqlx::Sqlite {
              RETURNING version",
     };
 }
-

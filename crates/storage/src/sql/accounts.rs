@@ -39,19 +39,19 @@ where
     async fn create(&self, user: &BareJid, credentials: &Credentials) -> Result<(), StorageError> {
         let key = AccountKey::of(user)?;
         let inserted = sqlx::query(DB::SQL.insert_user)
-        .bind(key.domain)
-        .bind(key.localpart)
-        .bind(&credentials.sha1.salt)
-        .bind(i64::from(credentials.sha1.iterations))
-        .bind(&credentials.sha1.stored_key)
-        .bind(&credentials.sha1.server_key)
-        .bind(&credentials.sha256.salt)
-        .bind(i64::from(credentials.sha256.iterations))
-        .bind(&credentials.sha256.stored_key)
-        .bind(&credentials.sha256.server_key)
-        .bind(crate::unix_time())
-        .execute(&self.pool)
-        .await;
+            .bind(key.domain)
+            .bind(key.localpart)
+            .bind(&credentials.sha1.salt)
+            .bind(i64::from(credentials.sha1.iterations))
+            .bind(&credentials.sha1.stored_key)
+            .bind(&credentials.sha1.server_key)
+            .bind(&credentials.sha256.salt)
+            .bind(i64::from(credentials.sha256.iterations))
+            .bind(&credentials.sha256.stored_key)
+            .bind(&credentials.sha256.server_key)
+            .bind(crate::unix_time())
+            .execute(&self.pool)
+            .await;
         match inserted {
             Ok(_) => Ok(()),
             Err(sqlx::Error::Database(error)) if error.is_unique_violation() => {

@@ -7,6 +7,7 @@
 //! (sqlx binds SQLite's `$N` parameters positionally).
 
 mod accounts;
+pub(crate) mod offline;
 mod roster;
 
 use std::future::Future;
@@ -14,6 +15,7 @@ use std::future::Future;
 use sqlx::{Database, Pool, Transaction};
 
 pub(crate) use accounts::SqlAccounts;
+pub(crate) use offline::SqlOffline;
 pub(crate) use roster::SqlRoster;
 
 /// What differs between the engines, for the stores of this crate and of feature crates.

@@ -174,16 +174,16 @@ where
 {
     let (subscription, ask) = codes(item.state);
     sqlx::query(DB::SQL.write_roster_item)
-    .bind(key.domain)
-    .bind(key.localpart)
-    .bind(item.contact.as_str())
-    .bind(item.name.as_deref().unwrap_or_default())
-    .bind(subscription)
-    .bind(ask)
-    .bind(item.ask_message.as_deref().unwrap_or_default())
-    .bind(crate::unix_time())
-    .execute(&mut **transaction)
-    .await?;
+        .bind(key.domain)
+        .bind(key.localpart)
+        .bind(item.contact.as_str())
+        .bind(item.name.as_deref().unwrap_or_default())
+        .bind(subscription)
+        .bind(ask)
+        .bind(item.ask_message.as_deref().unwrap_or_default())
+        .bind(crate::unix_time())
+        .execute(&mut **transaction)
+        .await?;
     sqlx::query("DELETE FROM rostergroups WHERE server = $1 AND username = $2 AND jid = $3")
         .bind(key.domain)
         .bind(key.localpart)
@@ -357,11 +357,11 @@ where
         // plus one, or the current time in microseconds if that is larger, so that an account
         // removed and created again never repeats a version its clients may have cached.
         let version: String = sqlx::query_scalar(DB::SQL.bump_roster_version)
-        .bind(key.domain)
-        .bind(key.localpart)
-        .bind(crate::unix_time_micros())
-        .fetch_one(&self.pool)
-        .await?;
+            .bind(key.domain)
+            .bind(key.localpart)
+            .bind(crate::unix_time_micros())
+            .fetch_one(&self.pool)
+            .await?;
         Ok(version)
     }
 }
