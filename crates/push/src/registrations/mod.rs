@@ -1,18 +1,19 @@
 //! Push registrations (XEP-0357 section 5, push.md sections 3 and 9): which app server node
 //! (`pubsub` JID, `node`) to notify for which user, with the publish-options form to attach.
 //!
-//! Stored behind the narrow [`RegistrationStore`] trait, one engine per file (`sqlite.rs` over
-//! the server's SQLite pool, `postgres.rs` over its PostgreSQL pool; `memory.rs` for tests), all
-//! held to one [`conformance`] suite. [`CachedRegistrations`] keeps each user's registrations
-//! in memory in front of the embedded engine.
-//! [`EnabledInSession`] is the "registration enabled in this session" (in the session's state) that the
-//! enhanced and hints plugins use.
+//! Stored behind the narrow [`RegistrationStore`] trait: one SQL implementation for both
+//! engines ([`SqlRegistrations`], `sql.rs`, with the text that differs in `sqlite.rs` and
+//! `postgres.rs`) over the server's pool, and `memory.rs` for tests, all held to one
+//! [`conformance`] suite. [`CachedRegistrations`] keeps each user's registrations in memory
+//! in front of the embedded engine. [`EnabledInSession`] is the "registration enabled in
+//! this session" (in the session's state) that the enhanced and hints plugins use.
 
 mod cached;
 pub mod conformance;
 mod memory;
 mod postgres;
 mod sessions;
+mod sql;
 mod sqlite;
 
 use std::{
@@ -25,9 +26,8 @@ use jid::BareJid;
 
 pub use cached::CachedRegistrations;
 pub use memory::MemoryRegistrations;
-pub use postgres::PostgresRegistrations;
 pub use sessions::EnabledInSession;
-pub use sqlite::SqliteRegistrations;
+pub use sql::{PostgresRegistrations, PushDialect, PushSql, SqlRegistrations, SqliteRegistrations};
 
 /// The publish-options fields of a registration, `FORM_TYPE` excluded, by `var`.
 pub type PublishOptions = BTreeMap<String, String>;

@@ -1,156 +1,24 @@
-//! The relational engine (`backend = "rdbms"`): MongooseIM's `event_pusher_push_subscription`
-//! table exactly as push.md section 9 gives it (created by herald-storage's PostgreSQL migration
-//! 4), in the server's PostgreSQL database.
-//!
-//! Rows copied from a MongooseIM database are read as they are: owner and pubsub bare JIDs as
-//! text, the form a `JSON` object, `created_at` in microseconds.
+//! PostgreSQL's part of the registration store (`backend = "rdbms"`): the SQL text that
+//! differs from SQLite's. Rows copied from a MongooseIM database are read as they are (the
+//! form is MongooseIM's `JSON` column).
 
-use herald_storage::StorageError;
-use jid::BareJid;
-use sqlx::{PgPool, Row, postgres::PgRow};
+use super::sql::{PushDialect, PushSql};
 
-use super::{
-    PublishOptions, Registration, RegistrationKey, RegistrationStore, from_micros, to_micros,
-};
-
-/// Registrations in PostgreSQL.
-#[derive(Debug, Clone)]
-pub struct PostgresRegistrations {
-    pool: PgPool,
-}
-
-impl PostgresRegistrations {
-    /// The store over an opened (and migrated) pool, from `Storage::postgres_pool`.
-    pub fn new(pool: PgPool) -> PostgresRegistrations {
-        PostgresRegistrations { pool }
-    }
-}
-
-fn corrupt(what: &str, row: &PgRow) -> StorageError {
-    let owner: String = row.try_get("owner_jid").unwrap_or_default();
-    StorageError::Corrupt(format!(
-        "event_pusher_push_subscription row of {owner:?}: {what}"
-    ))
-}
-
-fn jid_column(row: &PgRow, column: &str) -> Result<BareJid, StorageError> {
-    let text: String = row.try_get(column)?;
-    match BareJid::new(&text) {
-        // Only what herald wrote: a JID already in normalised form.
-        Ok(jid) if jid.as_str() == text => Ok(jid),
-        _ => Err(corrupt(column, row)),
-    }
-}
-
-fn registration(row: &PgRow) -> Result<Registration, StorageError> {
-    let form: String = row.try_get("form")?;
-    let form: PublishOptions = serde_json::from_str(&form)
-        .map_err(|_| corrupt("form is not a JSON object of strings", row))?;
-    Ok(Registration {
-        key: RegistrationKey {
-            owner: jid_column(row, "owner_jid")?,
-            pubsub: jid_column(row, "pubsub_jid")?,
-            node: row.try_get("node")?,
-        },
-        form,
-        created_at: from_micros(row.try_get("created_at")?),
-    })
-}
-
-fn key(row: &PgRow) -> Result<RegistrationKey, StorageError> {
-    Ok(RegistrationKey {
-        owner: jid_column(row, "owner_jid")?,
-        pubsub: jid_column(row, "pubsub_jid")?,
-        node: row.try_get("node")?,
-    })
-}
-
-#[async_trait::async_trait]
-impl RegistrationStore for PostgresRegistrations {
-    async fn enable(&self, registration: &Registration) -> Result<(), StorageError> {
-        let form = serde_json::to_string(&registration.form)
-            .map_err(|error| StorageError::Corrupt(format!("unencodable form: {error}")))?;
-        sqlx::query(
-            "INSERT INTO event_pusher_push_subscription
+impl PushDialect for sqlx::Postgres {
+    const PUSH: &'static PushSql = &PushSql {
+        enable: "INSERT INTO event_pusher_push_subscription
                  (owner_jid, node, pubsub_jid, form, created_at)
              VALUES ($1, $2, $3, $4::json, $5)
              ON CONFLICT (owner_jid, node, pubsub_jid)
              DO UPDATE SET form = excluded.form, created_at = excluded.created_at",
-        )
-        .bind(registration.key.owner.as_str())
-        .bind(&registration.key.node)
-        .bind(registration.key.pubsub.as_str())
-        .bind(form)
-        .bind(to_micros(registration.created_at))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn disable(&self, key: &RegistrationKey) -> Result<bool, StorageError> {
-        let done = sqlx::query(
-            "DELETE FROM event_pusher_push_subscription
-             WHERE owner_jid = $1 AND node = $2 AND pubsub_jid = $3",
-        )
-        .bind(key.owner.as_str())
-        .bind(&key.node)
-        .bind(key.pubsub.as_str())
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn disable_all(
-        &self,
-        owner: &BareJid,
-        pubsub: &BareJid,
-    ) -> Result<Vec<RegistrationKey>, StorageError> {
-        let rows = sqlx::query(
-            "DELETE FROM event_pusher_push_subscription
-             WHERE owner_jid = $1 AND pubsub_jid = $2
-             RETURNING owner_jid, node, pubsub_jid",
-        )
-        .bind(owner.as_str())
-        .bind(pubsub.as_str())
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(key).collect()
-    }
-
-    async fn list(&self, owner: &BareJid) -> Result<Vec<Registration>, StorageError> {
-        let rows = sqlx::query(
-            "SELECT owner_jid, node, pubsub_jid, form::text AS form, created_at
+        // The "C" collation compares UTF-8 bytes: code point order, as on SQLite.
+        list: "SELECT owner_jid, node, pubsub_jid, form::text AS form, created_at
              FROM event_pusher_push_subscription
              WHERE owner_jid = $1
              ORDER BY created_at, pubsub_jid COLLATE \"C\", node COLLATE \"C\"",
-        )
-        .bind(owner.as_str())
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(registration).collect()
-    }
-
-    async fn remove_user(&self, owner: &BareJid) -> Result<u64, StorageError> {
-        let done = sqlx::query("DELETE FROM event_pusher_push_subscription WHERE owner_jid = $1")
-            .bind(owner.as_str())
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected())
-    }
-
-    async fn remove_domain(&self, domain: &str) -> Result<u64, StorageError> {
-        // Owners are user@domain: compare the end of the text, not a LIKE pattern, so no
-        // character of the domain is taken as a wildcard.
-        let suffix = format!("@{domain}");
-        let done = sqlx::query(
-            "DELETE FROM event_pusher_push_subscription
+        remove_domain: "DELETE FROM event_pusher_push_subscription
              WHERE length(owner_jid) > length($1) AND right(owner_jid, length($1)) = $1",
-        )
-        .bind(suffix)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
-    }
+    };
 }
 
 #[cfg(test)]
@@ -160,8 +28,11 @@ mod tests {
     use herald_storage::Storage;
     use herald_storage::test_database::TestDatabase;
 
-    use super::*;
+    use herald_storage::StorageError;
+    use jid::BareJid;
+
     use crate::registrations::conformance::{self, run_registration_store_conformance, with_cases};
+    use crate::registrations::{PostgresRegistrations, RegistrationStore, to_micros};
 
     fn postgres_pool(storage: &Storage) -> &sqlx::PgPool {
         match storage.engine() {

@@ -1,156 +1,24 @@
-//! The embedded engine: the `event_pusher_push_subscription` table (push.md section 9, created
-//! by herald-storage's SQLite migration 4) in the server's SQLite database.
-//!
-//! The columns are MongooseIM's, so moving registrations between the two is a copy: owner and
-//! pubsub bare JIDs as text, the form as a JSON object, `created_at` in microseconds.
+//! The embedded engine's part of the registration store: the SQL text that differs from
+//! PostgreSQL's. The table is created by herald-push's own migration (see `migrations`).
 
-use herald_storage::StorageError;
-use jid::BareJid;
-use sqlx::{Row, SqlitePool, sqlite::SqliteRow};
+use super::sql::{PushDialect, PushSql};
 
-use super::{
-    PublishOptions, Registration, RegistrationKey, RegistrationStore, from_micros, to_micros,
-};
-
-/// Registrations in SQLite.
-#[derive(Debug, Clone)]
-pub struct SqliteRegistrations {
-    pool: SqlitePool,
-}
-
-impl SqliteRegistrations {
-    /// The store over an opened (and migrated) pool, from `Storage::engine`.
-    pub fn new(pool: SqlitePool) -> SqliteRegistrations {
-        SqliteRegistrations { pool }
-    }
-}
-
-fn corrupt(what: &str, row: &SqliteRow) -> StorageError {
-    let owner: String = row.try_get("owner_jid").unwrap_or_default();
-    StorageError::Corrupt(format!(
-        "event_pusher_push_subscription row of {owner:?}: {what}"
-    ))
-}
-
-fn jid_column(row: &SqliteRow, column: &str) -> Result<BareJid, StorageError> {
-    let text: String = row.try_get(column)?;
-    match BareJid::new(&text) {
-        // Only what herald wrote: a JID already in normalised form.
-        Ok(jid) if jid.as_str() == text => Ok(jid),
-        _ => Err(corrupt(column, row)),
-    }
-}
-
-fn registration(row: &SqliteRow) -> Result<Registration, StorageError> {
-    let form: String = row.try_get("form")?;
-    let form: PublishOptions = serde_json::from_str(&form)
-        .map_err(|_| corrupt("form is not a JSON object of strings", row))?;
-    Ok(Registration {
-        key: RegistrationKey {
-            owner: jid_column(row, "owner_jid")?,
-            pubsub: jid_column(row, "pubsub_jid")?,
-            node: row.try_get("node")?,
-        },
-        form,
-        created_at: from_micros(row.try_get("created_at")?),
-    })
-}
-
-fn key(row: &SqliteRow) -> Result<RegistrationKey, StorageError> {
-    Ok(RegistrationKey {
-        owner: jid_column(row, "owner_jid")?,
-        pubsub: jid_column(row, "pubsub_jid")?,
-        node: row.try_get("node")?,
-    })
-}
-
-#[async_trait::async_trait]
-impl RegistrationStore for SqliteRegistrations {
-    async fn enable(&self, registration: &Registration) -> Result<(), StorageError> {
-        let form = serde_json::to_string(&registration.form)
-            .map_err(|error| StorageError::Corrupt(format!("unencodable form: {error}")))?;
-        sqlx::query(
-            "INSERT INTO event_pusher_push_subscription
+impl PushDialect for sqlx::Sqlite {
+    const PUSH: &'static PushSql = &PushSql {
+        enable: "INSERT INTO event_pusher_push_subscription
                  (owner_jid, node, pubsub_jid, form, created_at)
-             VALUES (?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (owner_jid, node, pubsub_jid)
              DO UPDATE SET form = excluded.form, created_at = excluded.created_at",
-        )
-        .bind(registration.key.owner.as_str())
-        .bind(&registration.key.node)
-        .bind(registration.key.pubsub.as_str())
-        .bind(form)
-        .bind(to_micros(registration.created_at))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn disable(&self, key: &RegistrationKey) -> Result<bool, StorageError> {
-        let done = sqlx::query(
-            "DELETE FROM event_pusher_push_subscription
-             WHERE owner_jid = ? AND node = ? AND pubsub_jid = ?",
-        )
-        .bind(key.owner.as_str())
-        .bind(&key.node)
-        .bind(key.pubsub.as_str())
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn disable_all(
-        &self,
-        owner: &BareJid,
-        pubsub: &BareJid,
-    ) -> Result<Vec<RegistrationKey>, StorageError> {
-        let rows = sqlx::query(
-            "DELETE FROM event_pusher_push_subscription
-             WHERE owner_jid = ? AND pubsub_jid = ?
-             RETURNING owner_jid, node, pubsub_jid",
-        )
-        .bind(owner.as_str())
-        .bind(pubsub.as_str())
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(key).collect()
-    }
-
-    async fn list(&self, owner: &BareJid) -> Result<Vec<Registration>, StorageError> {
-        let rows = sqlx::query(
-            "SELECT owner_jid, node, pubsub_jid, form, created_at
+        // SQLite's default BINARY collation compares UTF-8 bytes: code point order.
+        list: "SELECT owner_jid, node, pubsub_jid, form, created_at
              FROM event_pusher_push_subscription
-             WHERE owner_jid = ?
+             WHERE owner_jid = $1
              ORDER BY created_at, pubsub_jid, node",
-        )
-        .bind(owner.as_str())
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(registration).collect()
-    }
-
-    async fn remove_user(&self, owner: &BareJid) -> Result<u64, StorageError> {
-        let done = sqlx::query("DELETE FROM event_pusher_push_subscription WHERE owner_jid = ?")
-            .bind(owner.as_str())
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected())
-    }
-
-    async fn remove_domain(&self, domain: &str) -> Result<u64, StorageError> {
-        // Owners are user@domain: compare the end of the text, not a LIKE pattern, so no
-        // character of the domain is taken as a wildcard.
-        let suffix = format!("@{domain}");
-        let done = sqlx::query(
-            "DELETE FROM event_pusher_push_subscription
-             WHERE length(owner_jid) > length(?1)
-               AND substr(owner_jid, length(owner_jid) - length(?1) + 1) = ?1",
-        )
-        .bind(suffix)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
-    }
+        remove_domain: "DELETE FROM event_pusher_push_subscription
+             WHERE length(owner_jid) > length($1)
+               AND substr(owner_jid, length(owner_jid) - length($1) + 1) = $1",
+    };
 }
 
 #[cfg(test)]
@@ -159,8 +27,13 @@ pub(crate) mod tests {
 
     use herald_storage::Storage;
 
-    use super::*;
+    use herald_storage::StorageError;
+    use jid::BareJid;
+
     use crate::registrations::conformance::run_registration_store_conformance;
+    use crate::registrations::{
+        Registration, RegistrationKey, RegistrationStore, SqliteRegistrations,
+    };
 
     pub(super) fn sqlite_pool(storage: &Storage) -> &sqlx::SqlitePool {
         match storage.engine() {

@@ -1,0 +1,205 @@
+//! The registration store on SQL, for both engines: MongooseIM's
+//! `event_pusher_push_subscription` table (push.md section 9), so moving registrations
+//! between the two is a copy of rows: owner and pubsub bare JIDs as text, the form as a JSON
+//! object, `created_at` in microseconds. The statements whose text differs between the
+//! engines are the dialects' part ([`PushDialect`], in `sqlite.rs` and `postgres.rs`).
+
+use herald_storage::{StorageError, sql::Dialect};
+use jid::BareJid;
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
+
+use super::{
+    PublishOptions, Registration, RegistrationKey, RegistrationStore, from_micros, to_micros,
+};
+
+/// The statements of the registration store whose text differs between the engines.
+#[derive(Debug)]
+pub struct PushSql {
+    /// Insert or refresh `($1 owner, $2 node, $3 pubsub, $4 form as JSON text, $5 created_at)`.
+    pub enable: &'static str,
+    /// The registrations of `$1`, oldest first, then by pubsub JID and node in code point
+    /// order; the form as JSON text.
+    pub list: &'static str,
+    /// Delete the registrations of owners that end with the suffix `$1` (`@domain`),
+    /// comparing text, not a LIKE pattern.
+    pub remove_domain: &'static str,
+}
+
+/// An engine the registration store runs on.
+pub trait PushDialect: Dialect {
+    /// Its statements.
+    const PUSH: &'static PushSql;
+}
+
+/// Registrations in the server's database.
+#[derive(Debug)]
+pub struct SqlRegistrations<DB: Dialect> {
+    pool: Pool<DB>,
+}
+
+impl<DB: Dialect> Clone for SqlRegistrations<DB> {
+    fn clone(&self) -> Self {
+        SqlRegistrations {
+            pool: self.pool.clone(),
+        }
+    }
+}
+
+impl<DB: Dialect> SqlRegistrations<DB> {
+    /// The store over an opened (and migrated) pool, from `Storage::engine`.
+    pub fn new(pool: Pool<DB>) -> SqlRegistrations<DB> {
+        SqlRegistrations { pool }
+    }
+}
+
+/// Registrations in the embedded SQLite database.
+pub type SqliteRegistrations = SqlRegistrations<sqlx::Sqlite>;
+/// Registrations in PostgreSQL.
+pub type PostgresRegistrations = SqlRegistrations<sqlx::Postgres>;
+
+fn corrupt<DB>(what: &str, row: &DB::Row) -> StorageError
+where
+    DB: Database,
+    String: for<'r> Decode<'r, DB> + Type<DB>,
+    i64: for<'r> Decode<'r, DB> + Type<DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+{
+    let owner: String = row.try_get("owner_jid").unwrap_or_default();
+    StorageError::Corrupt(format!(
+        "event_pusher_push_subscription row of {owner:?}: {what}"
+    ))
+}
+
+fn jid_column<DB>(row: &DB::Row, column: &str) -> Result<BareJid, StorageError>
+where
+    DB: Database,
+    String: for<'r> Decode<'r, DB> + Type<DB>,
+    i64: for<'r> Decode<'r, DB> + Type<DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+{
+    let text: String = row.try_get(column)?;
+    match BareJid::new(&text) {
+        // Only what herald wrote: a JID already in normalised form.
+        Ok(jid) if jid.as_str() == text => Ok(jid),
+        _ => Err(corrupt::<DB>(column, row)),
+    }
+}
+
+fn registration<DB>(row: &DB::Row) -> Result<Registration, StorageError>
+where
+    DB: Database,
+    String: for<'r> Decode<'r, DB> + Type<DB>,
+    i64: for<'r> Decode<'r, DB> + Type<DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+{
+    let form: String = row.try_get("form")?;
+    let form: PublishOptions = serde_json::from_str(&form)
+        .map_err(|_| corrupt::<DB>("form is not a JSON object of strings", row))?;
+    Ok(Registration {
+        key: RegistrationKey {
+            owner: jid_column::<DB>(row, "owner_jid")?,
+            pubsub: jid_column::<DB>(row, "pubsub_jid")?,
+            node: row.try_get("node")?,
+        },
+        form,
+        created_at: from_micros(row.try_get("created_at")?),
+    })
+}
+
+fn key<DB>(row: &DB::Row) -> Result<RegistrationKey, StorageError>
+where
+    DB: Database,
+    String: for<'r> Decode<'r, DB> + Type<DB>,
+    i64: for<'r> Decode<'r, DB> + Type<DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+{
+    Ok(RegistrationKey {
+        owner: jid_column::<DB>(row, "owner_jid")?,
+        pubsub: jid_column::<DB>(row, "pubsub_jid")?,
+        node: row.try_get("node")?,
+    })
+}
+
+#[async_trait::async_trait]
+impl<DB> RegistrationStore for SqlRegistrations<DB>
+where
+    DB: PushDialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q String: Encode<'q, DB> + Type<DB>,
+    String: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB>,
+    i64: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+{
+    async fn enable(&self, registration: &Registration) -> Result<(), StorageError> {
+        let form = serde_json::to_string(&registration.form)
+            .map_err(|error| StorageError::Corrupt(format!("unencodable form: {error}")))?;
+        sqlx::query(DB::PUSH.enable)
+            .bind(registration.key.owner.as_str())
+            .bind(&registration.key.node)
+            .bind(registration.key.pubsub.as_str())
+            .bind(form)
+            .bind(to_micros(registration.created_at))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn disable(&self, key: &RegistrationKey) -> Result<bool, StorageError> {
+        let done = sqlx::query(
+            "DELETE FROM event_pusher_push_subscription
+             WHERE owner_jid = $1 AND node = $2 AND pubsub_jid = $3",
+        )
+        .bind(key.owner.as_str())
+        .bind(&key.node)
+        .bind(key.pubsub.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(DB::rows_affected(&done) > 0)
+    }
+
+    async fn disable_all(
+        &self,
+        owner: &BareJid,
+        pubsub: &BareJid,
+    ) -> Result<Vec<RegistrationKey>, StorageError> {
+        let rows = sqlx::query(
+            "DELETE FROM event_pusher_push_subscription
+             WHERE owner_jid = $1 AND pubsub_jid = $2
+             RETURNING owner_jid, node, pubsub_jid",
+        )
+        .bind(owner.as_str())
+        .bind(pubsub.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(key::<DB>).collect()
+    }
+
+    async fn list(&self, owner: &BareJid) -> Result<Vec<Registration>, StorageError> {
+        let rows = sqlx::query(DB::PUSH.list)
+            .bind(owner.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(registration::<DB>).collect()
+    }
+
+    async fn remove_user(&self, owner: &BareJid) -> Result<u64, StorageError> {
+        let done = sqlx::query("DELETE FROM event_pusher_push_subscription WHERE owner_jid = $1")
+            .bind(owner.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(DB::rows_affected(&done))
+    }
+
+    async fn remove_domain(&self, domain: &str) -> Result<u64, StorageError> {
+        // Owners are user@domain: compare the end of the text, not a LIKE pattern, so no
+        // character of the domain is taken as a wildcard.
+        let suffix = format!("@{domain}");
+        let done = sqlx::query(DB::PUSH.remove_domain)
+            .bind(suffix)
+            .execute(&self.pool)
+            .await?;
+        Ok(DB::rows_affected(&done))
+    }
+}
