@@ -24,7 +24,7 @@ use herald_core::{
     register::Register,
 };
 use herald_sasl::Credentials;
-use herald_storage::{Storage, StorageError};
+use herald_storage::{MigrationSet, Storage, StorageError};
 use herald_stream::tls::{self, TlsError};
 use jid::{BareJid, DomainPart};
 
@@ -102,14 +102,25 @@ fn database_path(config: &Config) -> PathBuf {
     config.general.data_dir.join("herald.sqlite3")
 }
 
+/// The tables that feature crates own, created with the server's own by the one migrator.
+const FEATURE_TABLES: &[&MigrationSet] = &[&herald_push::registrations::MIGRATIONS];
+
 /// Open the one store of every feature: the embedded SQLite file, or PostgreSQL when the
-/// configuration has the `rdbms` pool; either way its schema is brought up to date.
+/// configuration has the `rdbms` pool; either way its schema (the server's tables and the
+/// features') is brought up to date.
 async fn open_storage(config: &Config) -> Result<Storage, AppError> {
     Ok(match &config.database {
         DatabaseConfig::Embedded => {
-            Storage::open_sqlite_with(&database_path(config), config.sqlite.synchronous).await?
+            Storage::open_sqlite_with(
+                &database_path(config),
+                config.sqlite.synchronous,
+                FEATURE_TABLES,
+            )
+            .await?
         }
-        DatabaseConfig::Postgres(options) => Storage::open_postgres(options).await?,
+        DatabaseConfig::Postgres(options) => {
+            Storage::open_postgres(options, FEATURE_TABLES).await?
+        }
     })
 }
 

@@ -42,7 +42,7 @@ pub use accounts::AccountStore;
 #[doc(hidden)]
 pub use accounts::conformance;
 pub use error::StorageError;
-pub use migrations::AppliedMigration;
+pub use migrations::{AppliedMigration, Migration, MigrationSet};
 pub use offline::OfflineStore;
 pub use postgres::PostgresOptions;
 pub use roster::RosterStore;
@@ -69,7 +69,7 @@ enum Backend {
 }
 
 /// The engine of a [`Storage`] and its pool, for the stores that feature crates own (their
-/// tables are created by this crate's migrations).
+/// tables are created by the [`MigrationSet`]s they register).
 #[derive(Clone, Copy, Debug)]
 pub enum Engine<'a> {
     /// The embedded SQLite database.
@@ -88,10 +88,11 @@ impl Storage {
     /// file cannot be opened, [`StorageError::Migration`] or [`StorageError::SchemaTooNew`] if
     /// the schema cannot be brought up to date.
     pub async fn open_sqlite(path: &Path) -> Result<Storage, StorageError> {
-        Storage::open_sqlite_with(path, Durability::default()).await
+        Storage::open_sqlite_with(path, Durability::default(), &[]).await
     }
 
-    /// [`Storage::open_sqlite`] with a chosen [`Durability`] (SQLite's `synchronous`).
+    /// [`Storage::open_sqlite`] with a chosen [`Durability`] (SQLite's `synchronous`) and the
+    /// tables of `features` (their [`MigrationSet`]s).
     ///
     /// # Errors
     ///
@@ -99,8 +100,9 @@ impl Storage {
     pub async fn open_sqlite_with(
         path: &Path,
         durability: Durability,
+        features: &[&MigrationSet],
     ) -> Result<Storage, StorageError> {
-        let (pool, applied) = sqlite::open_file(path, durability).await?;
+        let (pool, applied) = sqlite::open_file(path, durability, features).await?;
         Ok(Storage::sqlite(pool, applied))
     }
 
@@ -111,7 +113,18 @@ impl Storage {
     ///
     /// As [`Storage::open_sqlite`], which cannot happen short of running out of memory.
     pub async fn open_sqlite_in_memory() -> Result<Storage, StorageError> {
-        let pool = sqlite::open_in_memory().await?;
+        Storage::open_sqlite_in_memory_with(&[]).await
+    }
+
+    /// [`Storage::open_sqlite_in_memory`] with the tables of `features`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Storage::open_sqlite_in_memory`].
+    pub async fn open_sqlite_in_memory_with(
+        features: &[&MigrationSet],
+    ) -> Result<Storage, StorageError> {
+        let pool = sqlite::open_in_memory(features).await?;
         Ok(Storage::sqlite(pool, Vec::new()))
     }
 
@@ -123,14 +136,21 @@ impl Storage {
     /// [`StorageError::Connect`] if the server cannot be reached or refuses the login,
     /// [`StorageError::Migration`] or [`StorageError::SchemaTooNew`] if the schema cannot be
     /// brought up to date.
-    pub async fn open_postgres(options: &PostgresOptions) -> Result<Storage, StorageError> {
-        let (pool, applied) = postgres::open(options).await?;
+    pub async fn open_postgres(
+        options: &PostgresOptions,
+        features: &[&MigrationSet],
+    ) -> Result<Storage, StorageError> {
+        let (pool, applied) = postgres::open(options, features).await?;
         Ok(Storage::postgres(pool, applied, options.target()))
     }
 
     /// As [`Storage::open_postgres`], from a `postgres://` URL: for tests.
     #[doc(hidden)]
-    pub async fn open_postgres_url(url: &str, pool_size: u32) -> Result<Storage, StorageError> {
+    pub async fn open_postgres_url(
+        url: &str,
+        pool_size: u32,
+        features: &[&MigrationSet],
+    ) -> Result<Storage, StorageError> {
         let options: sqlx::postgres::PgConnectOptions =
             url.parse().map_err(|source| StorageError::Connect {
                 target: url.to_owned(),
@@ -143,7 +163,7 @@ impl Storage {
             options.get_port(),
             options.get_database().unwrap_or_default()
         );
-        let (pool, applied) = postgres::open_with(options, pool_size, &target).await?;
+        let (pool, applied) = postgres::open_with(options, pool_size, &target, features).await?;
         Ok(Storage::postgres(pool, applied, target))
     }
 

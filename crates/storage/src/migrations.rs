@@ -5,16 +5,56 @@
 //! the missing ones in order, each in its own transaction together with its `schema_version`
 //! row, so a migration is either wholly applied and recorded or not at all. Migrations are
 //! never edited once released: a schema change is a new migration at the end of the list.
+//!
+//! A feature crate owns its tables: it gives its migrations for both engines as a
+//! [`MigrationSet`] (herald-push: `event_pusher_push_subscription`), and whoever opens the
+//! database passes the sets of the features it runs. The versions form one sequence: this
+//! crate's migrations and the features' interleave by number, and a new migration, whoever
+//! owns it, takes the next number.
 
 /// One step of the schema, written for one engine.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Migration {
+pub struct Migration {
     /// The schema version this step produces; the list is numbered 1, 2, 3, ... in order.
-    pub(crate) version: i64,
+    pub version: i64,
     /// What the step does, recorded in `schema_version` and the log.
-    pub(crate) description: &'static str,
+    pub description: &'static str,
     /// The statements, run as one transaction.
-    pub(crate) sql: &'static str,
+    pub sql: &'static str,
+}
+
+/// The migrations a feature crate owns, for each engine.
+#[derive(Debug, Clone, Copy)]
+pub struct MigrationSet {
+    /// The feature, for messages.
+    pub owner: &'static str,
+    /// Its migrations on SQLite.
+    pub sqlite: &'static [Migration],
+    /// Its migrations on PostgreSQL.
+    pub postgres: &'static [Migration],
+}
+
+/// This crate's migrations and the features', as one list in version order; an error when
+/// two claim the same version or a number is missing (a programming error of a feature).
+pub(crate) fn assemble(
+    own: &[Migration],
+    features: &[&[Migration]],
+) -> Result<Vec<Migration>, crate::StorageError> {
+    let mut list: Vec<Migration> = own.to_vec();
+    for set in features {
+        list.extend_from_slice(set);
+    }
+    list.sort_by_key(|migration| migration.version);
+    for (index, migration) in list.iter().enumerate() {
+        if migration.version != index as i64 + 1 {
+            return Err(crate::StorageError::Corrupt(format!(
+                "the migrations are not numbered 1, 2, 3, ...: version {} at position {}",
+                migration.version,
+                index + 1
+            )));
+        }
+    }
+    Ok(list)
 }
 
 /// A migration applied when a database was opened, as reported to the operator.
@@ -103,5 +143,22 @@ pub(crate) mod tests {
     #[test]
     fn the_test_list_is_well_formed() {
         assert_well_formed(LIST);
+    }
+
+    #[test]
+    fn a_features_migrations_interleave_by_version_and_must_not_collide() {
+        let own = &LIST[..2];
+        let feature = &LIST[2..];
+        let versions: Vec<i64> = assemble(own, &[feature])
+            .unwrap()
+            .iter()
+            .map(|m| m.version)
+            .collect();
+        assert_eq!(versions, [1, 2, 3]);
+        assert!(assemble(LIST, &[feature]).is_err(), "version 3 twice");
+        assert!(
+            assemble(&LIST[..1], &[feature]).is_err(),
+            "version 2 missing"
+        );
     }
 }

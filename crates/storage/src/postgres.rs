@@ -18,7 +18,7 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 
 use crate::StorageError;
-use crate::migrations::AppliedMigration;
+use crate::migrations::{AppliedMigration, MigrationSet};
 use crate::sql::{Dialect, DialectSql};
 
 /// How long an operation waits for a free connection (or a new one) before failing.
@@ -83,11 +83,13 @@ impl PostgresOptions {
 /// Connect to the database and bring its schema up to date.
 pub(crate) async fn open(
     options: &PostgresOptions,
+    features: &[&MigrationSet],
 ) -> Result<(PgPool, Vec<AppliedMigration>), StorageError> {
     open_with(
         options.connect_options(),
         options.pool_size,
         &options.target(),
+        features,
     )
     .await
 }
@@ -97,6 +99,7 @@ pub(crate) async fn open_with(
     options: PgConnectOptions,
     pool_size: u32,
     target: &str,
+    features: &[&MigrationSet],
 ) -> Result<(PgPool, Vec<AppliedMigration>), StorageError> {
     let pool = PgPoolOptions::new()
         .max_connections(pool_size.max(1))
@@ -110,7 +113,7 @@ pub(crate) async fn open_with(
             target: target.to_owned(),
             source,
         })?;
-    match migrations::migrate(&pool).await {
+    match migrations::migrate(&pool, features).await {
         Ok(applied) => {
             tracing::info!(
                 target,

@@ -20,7 +20,7 @@ use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::StorageError;
-use crate::migrations::AppliedMigration;
+use crate::migrations::{AppliedMigration, MigrationSet};
 use crate::sql::{Dialect, DialectSql};
 
 /// How long a statement waits for another connection's write lock before failing with
@@ -50,6 +50,7 @@ pub enum Durability {
 pub(crate) async fn open_file(
     path: &Path,
     durability: Durability,
+    features: &[&MigrationSet],
 ) -> Result<(SqlitePool, Vec<AppliedMigration>), StorageError> {
     let io = |path: &Path| {
         let path = path.to_owned();
@@ -90,7 +91,7 @@ pub(crate) async fn open_file(
             path: path.to_owned(),
             source,
         })?;
-    let applied = migrate_or_close(&pool).await?;
+    let applied = migrate_or_close(&pool, features).await?;
     tracing::info!(path = %path.display(), applied = applied.len(), "opened SQLite database");
     Ok((pool, applied))
 }
@@ -115,7 +116,7 @@ fn create_private_file(path: &Path) -> std::io::Result<()> {
 }
 
 /// Open a new, empty database that lives in memory until closed.
-pub(crate) async fn open_in_memory() -> Result<SqlitePool, StorageError> {
+pub(crate) async fn open_in_memory(features: &[&MigrationSet]) -> Result<SqlitePool, StorageError> {
     let options = SqliteConnectOptions::new()
         .in_memory(true)
         .foreign_keys(true)
@@ -135,12 +136,15 @@ pub(crate) async fn open_in_memory() -> Result<SqlitePool, StorageError> {
             path: ":memory:".into(),
             source,
         })?;
-    migrate_or_close(&pool).await?;
+    migrate_or_close(&pool, features).await?;
     Ok(pool)
 }
 
-async fn migrate_or_close(pool: &SqlitePool) -> Result<Vec<AppliedMigration>, StorageError> {
-    match migrations::migrate(pool).await {
+async fn migrate_or_close(
+    pool: &SqlitePool,
+    features: &[&MigrationSet],
+) -> Result<Vec<AppliedMigration>, StorageError> {
+    match migrations::migrate(pool, features).await {
         Ok(applied) => Ok(applied),
         Err(error) => {
             pool.close().await;

@@ -109,7 +109,16 @@ impl TestDatabase {
 
     /// Open it as a [`Storage`] with a pool of `pool_size` connections.
     pub async fn open(&self, pool_size: u32) -> Result<Storage, StorageError> {
-        Storage::open_postgres_url(&self.url, pool_size).await
+        self.open_with(pool_size, &[]).await
+    }
+
+    /// [`TestDatabase::open`] with the tables of `features`.
+    pub async fn open_with(
+        &self,
+        pool_size: u32,
+        features: &[&crate::migrations::MigrationSet],
+    ) -> Result<Storage, StorageError> {
+        Storage::open_postgres_url(&self.url, pool_size, features).await
     }
 
     /// Terminate every server process connected to this database (as an administrator's

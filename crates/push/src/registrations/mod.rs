@@ -21,13 +21,30 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use herald_storage::StorageError;
+use herald_storage::{Migration, MigrationSet, StorageError};
 use jid::BareJid;
 
 pub use cached::CachedRegistrations;
 pub use memory::MemoryRegistrations;
 pub use sessions::EnabledInSession;
 pub use sql::{PostgresRegistrations, PushDialect, PushSql, SqlRegistrations, SqliteRegistrations};
+
+/// The push module's tables (push.md section 9), registered with the storage crate's
+/// migrator by whoever opens the database: version 4 of herald's one schema sequence, on each
+/// engine.
+pub const MIGRATIONS: MigrationSet = MigrationSet {
+    owner: "herald-push",
+    sqlite: &[Migration {
+        version: 4,
+        description: "push registrations: event_pusher_push_subscription",
+        sql: include_str!("migrations/sqlite/0004_push.sql"),
+    }],
+    postgres: &[Migration {
+        version: 4,
+        description: "push registrations: event_pusher_push_subscription",
+        sql: include_str!("migrations/postgres/0004_push.sql"),
+    }],
+};
 
 /// The publish-options fields of a registration, `FORM_TYPE` excluded, by `var`.
 pub type PublishOptions = BTreeMap<String, String>;

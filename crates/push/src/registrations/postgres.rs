@@ -45,13 +45,56 @@ mod tests {
     /// database and `Storage` must outlive the store.
     async fn open() -> Option<(TestDatabase, Storage, Arc<dyn RegistrationStore>)> {
         let database = TestDatabase::create().await?;
-        let storage = database.open(2).await.unwrap();
+        let storage = database
+            .open_with(2, &[&crate::registrations::MIGRATIONS])
+            .await
+            .unwrap();
         let pool = postgres_pool(&storage).clone();
         Some((
             database,
             storage,
             Arc::new(PostgresRegistrations::new(pool)),
         ))
+    }
+
+    /// The columns of `table`, in order, with their types.
+    async fn columns(pool: &sqlx::PgPool, table: &str) -> Vec<(String, String)> {
+        sqlx::query_as(
+            "SELECT column_name::text, data_type::text FROM information_schema.columns
+             WHERE table_name = $1 ORDER BY ordinal_position",
+        )
+        .bind(table)
+        .fetch_all(pool)
+        .await
+        .unwrap()
+    }
+
+    /// The table is created by herald-push's own migration, exactly as MongooseIM has it.
+    #[tokio::test]
+    async fn the_push_table_is_exactly_mongooseims() {
+        let Some((_database, storage, _store)) = open().await else {
+            return;
+        };
+        let pool = postgres_pool(&storage);
+        let expected = [
+            ("owner_jid", "character varying"),
+            ("node", "character varying"),
+            ("pubsub_jid", "character varying"),
+            ("form", "json"),
+            ("created_at", "bigint"),
+        ]
+        .map(|(name, kind)| (name.to_owned(), kind.to_owned()));
+        assert_eq!(
+            columns(pool, "event_pusher_push_subscription").await,
+            expected
+        );
+        let index: Option<String> = sqlx::query_scalar(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'i_event_pusher_push_subscription'",
+        )
+        .fetch_optional(pool)
+        .await
+        .unwrap();
+        assert!(index.is_some_and(|def| def.contains("(owner_jid)")));
     }
 
     /// One `#[tokio::test]` per behaviour of the suite, skipped without PostgreSQL.

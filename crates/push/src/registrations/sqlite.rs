@@ -42,9 +42,22 @@ pub(crate) mod tests {
         }
     }
 
+    /// The database file at `path` with the push module's tables.
+    pub(super) async fn open_file(path: &std::path::Path) -> Storage {
+        Storage::open_sqlite_with(
+            path,
+            herald_storage::Durability::default(),
+            &[&crate::registrations::MIGRATIONS],
+        )
+        .await
+        .unwrap()
+    }
+
     /// A store over a fresh in-memory database; the `Storage` must outlive it.
     pub(crate) async fn in_memory() -> (Storage, Arc<dyn RegistrationStore>) {
-        let storage = Storage::open_sqlite_in_memory().await.unwrap();
+        let storage = Storage::open_sqlite_in_memory_with(&[&crate::registrations::MIGRATIONS])
+            .await
+            .unwrap();
         let pool = sqlite_pool(&storage).clone();
         (storage, Arc::new(SqliteRegistrations::new(pool)))
     }
@@ -70,9 +83,7 @@ pub(crate) mod tests {
             std::sync::Arc<dyn crate::registrations::RegistrationStore>,
         ) {
             let directory = tempfile::TempDir::new().unwrap();
-            let storage = herald_storage::Storage::open_sqlite(&directory.path().join("h.db"))
-                .await
-                .unwrap();
+            let storage = super::open_file(&directory.path().join("h.db")).await;
             let pool = super::sqlite_pool(&storage).clone();
             (
                 directory,
@@ -101,12 +112,12 @@ pub(crate) mod tests {
             [("device_id".to_owned(), "TOKEN".to_owned())].into(),
         );
         {
-            let storage = Storage::open_sqlite(&path).await.unwrap();
+            let storage = open_file(&path).await;
             let store = SqliteRegistrations::new(sqlite_pool(&storage).clone());
             store.enable(&registration).await.unwrap();
             storage.close().await;
         }
-        let storage = Storage::open_sqlite(&path).await.unwrap();
+        let storage = open_file(&path).await;
         let store = SqliteRegistrations::new(sqlite_pool(&storage).clone());
         assert_eq!(store.list(&key.owner).await.unwrap(), [registration]);
         storage.close().await;

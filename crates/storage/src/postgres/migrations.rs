@@ -7,7 +7,7 @@
 use sqlx::PgPool;
 
 use crate::StorageError;
-use crate::migrations::{self, AppliedMigration, Migration};
+use crate::migrations::{self, AppliedMigration, Migration, MigrationSet};
 
 /// Every PostgreSQL migration, in order. Append only: a released migration never changes.
 pub(crate) const MIGRATIONS: &[Migration] = &[
@@ -26,20 +26,20 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         description: "offline messages: offline_message",
         sql: include_str!("migrations/0003_offline.sql"),
     },
-    Migration {
-        version: 4,
-        description: "push registrations: event_pusher_push_subscription",
-        sql: include_str!("migrations/0004_push.sql"),
-    },
 ];
 
 /// The advisory lock key (two-key form: herald's class 0x4845, "HE"; 1 for migrations) that
 /// serialises schema changes between processes.
 const MIGRATION_LOCK: &str = "SELECT pg_advisory_xact_lock(18501, 1)";
 
-/// Bring the schema of the database behind `pool` up to date; returns the migrations applied.
-pub(crate) async fn migrate(pool: &PgPool) -> Result<Vec<AppliedMigration>, StorageError> {
-    apply(pool, MIGRATIONS).await
+/// Bring the schema of the database behind `pool` up to date, with the migrations of
+/// `features`; returns the migrations applied.
+pub(crate) async fn migrate(
+    pool: &PgPool,
+    features: &[&MigrationSet],
+) -> Result<Vec<AppliedMigration>, StorageError> {
+    let sets: Vec<&[Migration]> = features.iter().map(|set| set.postgres).collect();
+    apply(pool, &migrations::assemble(MIGRATIONS, &sets)?).await
 }
 
 /// Apply the migrations of `list` that the database lacks, each in its own transaction.

@@ -4,7 +4,7 @@
 use sqlx::SqlitePool;
 
 use crate::StorageError;
-use crate::migrations::{self, AppliedMigration, Migration};
+use crate::migrations::{self, AppliedMigration, Migration, MigrationSet};
 
 /// Every SQLite migration, in order. Append only: a released migration never changes.
 pub(crate) const MIGRATIONS: &[Migration] = &[
@@ -23,16 +23,16 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         description: "offline messages: offline_message",
         sql: include_str!("migrations/0003_offline.sql"),
     },
-    Migration {
-        version: 4,
-        description: "push registrations: event_pusher_push_subscription",
-        sql: include_str!("migrations/0004_push.sql"),
-    },
 ];
 
-/// Bring the schema of the database behind `pool` up to date; returns the migrations applied.
-pub(crate) async fn migrate(pool: &SqlitePool) -> Result<Vec<AppliedMigration>, StorageError> {
-    apply(pool, MIGRATIONS).await
+/// Bring the schema of the database behind `pool` up to date, with the migrations of
+/// `features`; returns the migrations applied.
+pub(crate) async fn migrate(
+    pool: &SqlitePool,
+    features: &[&MigrationSet],
+) -> Result<Vec<AppliedMigration>, StorageError> {
+    let sets: Vec<&[Migration]> = features.iter().map(|set| set.sqlite).collect();
+    apply(pool, &migrations::assemble(MIGRATIONS, &sets)?).await
 }
 
 /// Apply the migrations of `list` that the database lacks, each in its own transaction.

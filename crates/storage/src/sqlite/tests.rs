@@ -182,7 +182,7 @@ async fn reopening_applies_no_migration_again() {
     let storage = Storage::open_sqlite(&path).await.unwrap();
     assert_eq!(recorded_migrations(pool(&storage)).await, first);
     assert!(
-        migrations::migrate(pool(&storage))
+        migrations::migrate(pool(&storage), &[])
             .await
             .unwrap()
             .is_empty()
@@ -620,7 +620,7 @@ async fn the_data_directory_and_database_file_are_created_owner_only() {
 async fn full_durability_opens_and_keeps_what_was_committed() {
     let directory = TempDir::new().unwrap();
     let path = directory.path().join("herald.db");
-    let storage = Storage::open_sqlite_with(&path, crate::Durability::Full)
+    let storage = Storage::open_sqlite_with(&path, crate::Durability::Full, &[])
         .await
         .unwrap();
     let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")

@@ -1,5 +1,5 @@
 -- Push registrations (XEP-0357), herald-push's relational store: MongooseIM's
--- event_pusher_push_subscription exactly (spec push.md section 9), so registrations move
+-- event_pusher_push_subscription exactly (docs/modules/push.md section 9), so registrations move
 -- between the two by copying rows. `form` is a JSON object of strings; `created_at` is in
 -- microseconds since the Unix epoch.
 CREATE TABLE event_pusher_push_subscription (
