@@ -205,3 +205,72 @@ pub(crate) fn read_error_condition(error: &ReadError) -> Option<StreamErrorCondi
         }
     }
 }
+
+/// What became of an element a peer sent that does not parse as a stanza.
+pub(crate) enum Rejected {
+    /// Not a stanza at all: the stream ends with this error (RFC 6120 section 4.9.3.24,
+    /// `unsupported-stanza-type`).
+    Stream(StreamErrorCondition),
+    /// A stanza with a bad address or type: answered with this error reply, in
+    /// `jabber:client` (`None` for an error stanza, which is never answered: RFC 6120 section
+    /// 8.3.1).
+    Reply(Option<Element>),
+}
+
+/// Parse a first-level element from a client or a component (in `jabber:client`): the
+/// stanza, or how to reject it. The one place both kinds of stream turn a parse failure into
+/// a protocol error.
+pub(crate) fn parse_stanza(element: Element) -> Result<herald_stream::Stanza, Rejected> {
+    use herald_stream::stanza::{StanzaParseError, set_attr, stanza_error};
+    use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
+    let rejected = match herald_stream::Stanza::parse(element) {
+        Ok(stanza) => return Ok(stanza),
+        Err(rejected) => rejected,
+    };
+    let condition = match rejected.error {
+        StanzaParseError::NotAStanza(_) => {
+            return Err(Rejected::Stream(
+                StreamErrorCondition::UnsupportedStanzaType,
+            ));
+        }
+        StanzaParseError::BadJid(_) => DefinedCondition::JidMalformed,
+        StanzaParseError::BadRequest(_) => DefinedCondition::BadRequest,
+    };
+    let element = rejected.element;
+    if element.attr("type") == Some("error") {
+        return Err(Rejected::Reply(None));
+    }
+    let mut reply = Element::bare(element.name(), herald_stream::ns::CLIENT);
+    if let Some(id) = element.attr("id") {
+        set_attr(&mut reply, "id", id.to_owned());
+    }
+    set_attr(&mut reply, "type", "error");
+    reply.append_child(stanza_error(ErrorType::Modify, condition));
+    Err(Rejected::Reply(Some(reply)))
+}
+
+/// Accept the next connection on `listener` (Nagle off), or `None` once the server shuts
+/// down. A failed accept (EMFILE and friends) is logged and retried after a short pause
+/// instead of spinning: the accept loop of client and component listeners alike.
+pub(crate) async fn accept(
+    listener: &tokio::net::TcpListener,
+    server: &crate::Server,
+    what: &'static str,
+) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    loop {
+        let accepted = tokio::select! {
+            _ = server.shutdown.cancelled() => return None,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                let _ = tcp.set_nodelay(true);
+                return Some((tcp, peer));
+            }
+            Err(error) => {
+                tracing::warn!(%error, listener = what, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

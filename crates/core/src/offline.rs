@@ -123,7 +123,7 @@ enum Skip {
     NoStoreHint,
 }
 
-const HINTS: &str = "urn:xmpp:hints";
+const HINTS: &str = herald_stream::ns::HINTS;
 
 /// Payloads that are a message's content even without a body: end-to-end encrypted
 /// messages (OMEMO, OpenPGP) and invitations.

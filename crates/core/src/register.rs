@@ -36,7 +36,7 @@ use crate::{
 };
 
 /// XEP-0077 section 8: the stream feature announcing registration before authentication.
-const REGISTER_FEATURE: &str = "http://jabber.org/features/iq-register";
+const REGISTER_FEATURE: &str = herald_stream::ns::REGISTER_FEATURE;
 
 /// `[modules.mod_register]` (MongooseIM's names, and ejabberd's `registration_timeout`):
 /// in-band registration and password changes.

@@ -17,7 +17,7 @@ use crate::{
 };
 
 /// The XEP-0198 namespace.
-pub const NS: &str = "urn:xmpp:sm:3";
+pub const NS: &str = herald_stream::ns::SM;
 
 /// `[modules.mod_stream_management]` (MongooseIM's option names).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -140,6 +140,55 @@ impl Section for SmSettings {
             stale_h,
             ack_timeout,
         })
+    }
+}
+
+/// The XEP-0198 elements the server sends, built as typed elements (xmpp-parsers' `sm`).
+pub mod reply {
+    use minidom::Element;
+    use xmpp_parsers::{
+        sm::{A, Enabled, Failed, R, Resumed, StreamId},
+        stanza_error::DefinedCondition,
+    };
+
+    /// `<enabled/>`, with the resumption id and the longest wait (seconds) when resumption
+    /// is granted (XEP-0198 section 3).
+    pub fn enabled(resumption: Option<(&str, u32)>) -> Element {
+        Enabled {
+            id: resumption.map(|(id, _)| StreamId(id.to_owned())),
+            location: None,
+            max: resumption.map(|(_, max)| max),
+            resume: resumption.is_some(),
+        }
+        .into()
+    }
+
+    /// `<a h='…'/>`: the stanzas handled (XEP-0198 section 4).
+    pub fn ack(h: u32) -> Element {
+        A::new(h).into()
+    }
+
+    /// `<r/>`: a request for an ack.
+    pub fn request() -> Element {
+        R.into()
+    }
+
+    /// `<resumed/>` (XEP-0198 section 5).
+    pub fn resumed(previd: &str, h: u32) -> Element {
+        Resumed {
+            h,
+            previd: StreamId(previd.to_owned()),
+        }
+        .into()
+    }
+
+    /// `<failed/>` with a stanza error condition, and `h` when known.
+    pub fn failed(condition: DefinedCondition, h: Option<u32>) -> Element {
+        Failed {
+            h,
+            error: Some(condition),
+        }
+        .into()
     }
 }
 

@@ -47,9 +47,9 @@ impl From<RequestError> for IqError {
 }
 
 impl From<PushError> for IqError {
-    fn from(error: PushError) -> IqError {
-        // Spec section 10: a storage failure is answered, never a crash; it may succeed later.
-        tracing::error!(%error, "push registration store failed");
+    /// A store failure is `wait/internal-server-error` (push.md section 10); the IQ handler
+    /// logs it, once.
+    fn from(_: PushError) -> IqError {
         IqError::internal()
     }
 }

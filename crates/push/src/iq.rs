@@ -24,7 +24,7 @@ use crate::{
 /// XEP-0357's namespace.
 pub const NS: &str = crate::stanza::PUSH;
 /// XEP-0004's namespace.
-const DATA_FORMS: &str = "jabber:x:data";
+const DATA_FORMS: &str = herald_stream::ns::DATA_FORMS;
 
 /// `<enable/>`: notify `node` at `pubsub` with these publish-options.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,10 +160,16 @@ pub(crate) struct PushIq(pub(crate) Arc<Push>);
 impl IqHandler for PushIq {
     async fn handle(&self, server: &Server, request: IqRequest<'_>) -> IqResponse {
         let owner = owner(server, &request)?;
-        match PushRequest::parse(request.kind, request.payload)? {
-            PushRequest::Enable(enable) => self.enable(server, &request, owner, enable).await?,
-            PushRequest::Disable(disable) => self.disable(server, owner, disable).await?,
-        }
+        let done = match PushRequest::parse(request.kind, request.payload)? {
+            PushRequest::Enable(enable) => self.enable(server, &request, owner, enable).await,
+            PushRequest::Disable(disable) => self.disable(server, owner, disable).await,
+        };
+        // The one place a store failure becomes a stanza error, and is logged
+        // (push.md section 10: answered, never a crash; it may succeed later).
+        done.map_err(|error| {
+            tracing::error!(%error, "push registration store failed");
+            IqError::from(error)
+        })?;
         Ok(None)
     }
 
@@ -193,7 +199,7 @@ impl PushIq {
         request: &IqRequest<'_>,
         owner: BareJid,
         enable: EnableRequest,
-    ) -> Result<(), IqError> {
+    ) -> Result<(), PushError> {
         let store = self.0.store();
         let key = RegistrationKey {
             owner,
@@ -203,8 +209,7 @@ impl PushIq {
         self.make_room(server, store.as_ref(), &key).await?;
         store
             .enable(&Registration::new(key.clone(), enable.form))
-            .await
-            .map_err(PushError::from)?;
+            .await?;
         self.0.stats.enabled();
         // "The registration is also remembered on the current session."
         if let Ok(resource) = request.sender.try_as_full()
@@ -222,9 +227,9 @@ impl PushIq {
         server: &Server,
         store: &dyn RegistrationStore,
         key: &RegistrationKey,
-    ) -> Result<(), IqError> {
+    ) -> Result<(), PushError> {
         let max = self.0.config.max_registrations.get();
-        let mut existing = store.list(&key.owner).await.map_err(PushError::from)?;
+        let mut existing = store.list(&key.owner).await?;
         if existing.len() < max || existing.iter().any(|r| r.key == *key) {
             return Ok(());
         }
@@ -232,7 +237,7 @@ impl PushIq {
         let excess = existing.len() + 1 - max;
         for old in existing.iter().take(excess) {
             tracing::debug!(owner = %old.key.owner, pubsub = %old.key.pubsub, "push: the oldest registration makes room for a new one");
-            store.disable(&old.key).await.map_err(PushError::from)?;
+            store.disable(&old.key).await?;
             EnabledInSession::forget_key(&server.sessions, &old.key);
         }
         Ok(())
@@ -243,7 +248,7 @@ impl PushIq {
         server: &Server,
         owner: BareJid,
         disable: DisableRequest,
-    ) -> Result<(), IqError> {
+    ) -> Result<(), PushError> {
         let store = self.0.store();
         let removed = match &disable.node {
             Some(node) => {
@@ -252,13 +257,9 @@ impl PushIq {
                     pubsub: disable.pubsub.clone(),
                     node: node.clone(),
                 };
-                u64::from(store.disable(&key).await.map_err(PushError::from)?)
+                u64::from(store.disable(&key).await?)
             }
-            None => store
-                .disable_all(&owner, &disable.pubsub)
-                .await
-                .map_err(PushError::from)?
-                .len() as u64,
+            None => store.disable_all(&owner, &disable.pubsub).await?.len() as u64,
         };
         self.0.stats.disabled(removed);
         // "Matching session entries are cleared on every session of the user."

@@ -7,15 +7,15 @@ use minidom::Element;
 use crate::{registrations::Registration, vocabulary::Payload};
 
 /// XEP-0060's namespace.
-pub const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
+pub const PUBSUB: &str = herald_stream::ns::PUBSUB;
 /// XEP-0357's namespace.
-pub const PUSH: &str = "urn:xmpp:push:0";
+pub const PUSH: &str = herald_stream::ns::PUSH;
 /// XEP-0004's namespace.
-pub const DATA_FORMS: &str = "jabber:x:data";
+pub const DATA_FORMS: &str = herald_stream::ns::DATA_FORMS;
 /// The `FORM_TYPE` of the notification's summary form (XEP-0357 section 6).
-pub const SUMMARY: &str = "urn:xmpp:push:summary";
+pub const SUMMARY: &str = herald_stream::ns::PUSH_SUMMARY;
 /// The `FORM_TYPE` of publish-options (XEP-0060 section 7.1.5).
-pub const PUBLISH_OPTIONS: &str = "http://jabber.org/protocol/pubsub#publish-options";
+pub const PUBLISH_OPTIONS: &str = herald_stream::ns::PUBSUB_PUBLISH_OPTIONS;
 
 /// The IQ set publishing `payload` to `registration`, from `domain` (the recipient's).
 /// It has no `id`: the transport gives one.

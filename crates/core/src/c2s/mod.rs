@@ -154,21 +154,7 @@ impl C2sListener {
         let per_ip = Arc::new(PerIp::new(self.settings.max_connections_per_ip));
         let addr = self.local_addr().ok();
         tracing::info!(?addr, "c2s listener accepting");
-        loop {
-            let accepted = tokio::select! {
-                _ = server.shutdown.cancelled() => break,
-                accepted = self.listener.accept() => accepted,
-            };
-            let (tcp, peer) = match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
+        while let Some((tcp, peer)) = crate::conn::accept(&self.listener, &server, "c2s").await {
             keepalive(&tcp);
             let permit = Arc::clone(&limit).try_acquire_owned();
             let ip_permit = PerIp::acquire(&per_ip, peer.ip());

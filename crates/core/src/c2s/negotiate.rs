@@ -168,13 +168,12 @@ async fn negotiate(
             if element.is("starttls", ns::TLS) && !tls_active {
                 let Some(tls) = settings.tls.clone() else {
                     // RFC 6120 section 5.4.2.2: STARTTLS not offered means failure.
-                    conn.queue_raw(
-                        "<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/></stream:stream>",
-                    );
+                    conn.queue(&Element::bare("failure", ns::TLS));
+                    conn.queue_raw("</stream:stream>");
                     conn.close().await;
                     return None;
                 };
-                conn.queue_raw("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+                conn.queue(&Element::bare("proceed", ns::TLS));
                 if conn.flush().await.is_err() {
                     return None;
                 }
@@ -238,7 +237,7 @@ async fn negotiate(
                     ) => {
                         conn = resumption.conn;
                         // The client may bind a new session instead.
-                        conn.queue_raw(&super::session::resume_failed(stale_h));
+                        conn.queue(&super::session::resume_failed(stale_h));
                         if conn.flush().await.is_err() {
                             return None;
                         }
@@ -248,9 +247,10 @@ async fn negotiate(
             }
             if element.is("enable", crate::sm::NS) {
                 // XEP-0198 section 3: enabling before binding is not allowed.
-                conn.queue_raw(
-                    "<failed xmlns='urn:xmpp:sm:3'><unexpected-request xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>",
-                );
+                conn.queue(&crate::sm::reply::failed(
+                    xmpp_parsers::stanza_error::DefinedCondition::UnexpectedRequest,
+                    None,
+                ));
                 if conn.flush().await.is_err() {
                     return None;
                 }
@@ -393,58 +393,73 @@ fn offered(settings: &C2sSettings, conn: &Conn) -> impl Iterator<Item = Mechanis
         .filter(move |m| allowed && (plain || *m != Mechanism::Plain))
 }
 
-/// RFC 6120 section 4.3.2: the features for the current stage.
+/// RFC 6120 section 4.3.2: the features for the current stage, each a typed element inside
+/// the `<stream:features>` wrapper (whose prefix is the stream's).
 fn send_features(server: &Server, settings: &C2sSettings, conn: &mut Conn, state: &State) {
-    let stream_management_offered = server.stream_management.is_some();
-    let mut xml = String::from("<stream:features>");
+    let mut features: Vec<Element> = Vec::new();
     if state.authenticated.is_none() {
         if !conn.transport.is_tls() && settings.tls.is_some() {
-            xml.push_str("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'>");
+            let mut starttls = Element::bare("starttls", ns::TLS);
             if tls_required_first(settings, conn) {
-                xml.push_str("<required/>");
+                starttls.append_child(Element::bare("required", ns::TLS));
             }
-            xml.push_str("</starttls>");
+            features.push(starttls);
         }
         let mechanisms: Vec<_> = offered(settings, conn).collect();
         if !mechanisms.is_empty() {
-            xml.push_str("<mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>");
+            let mut list = Element::bare("mechanisms", ns::SASL);
             for mechanism in mechanisms {
-                xml.push_str("<mechanism>");
-                xml.push_str(mechanism.name());
-                xml.push_str("</mechanism>");
+                let mut name = Element::bare("mechanism", ns::SASL);
+                name.append_text_node(mechanism.name());
+                list.append_child(name);
             }
-            xml.push_str("</mechanisms>");
+            features.push(list);
         }
         if plain_allowed(settings, conn) {
-            for feature in server.extensions.pre_auth_features() {
-                xml.push_str(&String::from(feature));
-            }
+            features.extend(server.extensions.pre_auth_features().cloned());
         }
     } else {
-        xml.push_str("<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>");
-        if stream_management_offered {
+        features.push(Element::bare("bind", ns::BIND));
+        if server.stream_management.is_some() {
             // XEP-0198 section 2: offered after authentication.
-            xml.push_str("<sm xmlns='urn:xmpp:sm:3'/>");
+            features.push(Element::bare("sm", ns::SM));
         }
-        for feature in server.extensions.stream_features() {
-            xml.push_str(&String::from(feature));
-        }
+        features.extend(server.extensions.stream_features().iter().cloned());
         if settings.backwards_compatible_session {
             // draft-cridland-xmpp-session: optional, so new clients skip it.
-            xml.push_str(
-                "<session xmlns='urn:ietf:params:xml:ns:xmpp-session'><optional/></session>",
-            );
+            let mut session = Element::bare("session", ns::SESSION);
+            session.append_child(Element::bare("optional", ns::SESSION));
+            features.push(session);
         }
     }
-    xml.push_str("</stream:features>");
-    conn.queue_raw(&xml);
+    conn.queue_raw("<stream:features>");
+    for feature in &features {
+        conn.queue(feature);
+    }
+    conn.queue_raw("</stream:features>");
 }
 
 fn sasl_failure(conn: &mut Conn, failure: Failure) {
-    conn.queue_raw(&format!(
-        "<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><{}/></failure>",
-        failure.condition()
-    ));
+    // RFC 6120 section 6.5: the condition is an empty child in the SASL namespace.
+    let failure = Element::builder("failure", ns::SASL)
+        .append(Element::bare(failure.condition(), ns::SASL))
+        .build();
+    conn.queue(&failure);
+}
+
+/// A SASL `<challenge/>` or `<success/>` (RFC 6120 sections 6.4.3 and 6.4.6) carrying
+/// `data` in base64, with `=` for empty data; `None` is no data at all.
+fn sasl_data(name: &str, data: Option<&[u8]>) -> Element {
+    let text = match data {
+        None => String::new(),
+        Some([]) => "=".to_owned(),
+        Some(data) => BASE64.encode(data),
+    };
+    let mut element = Element::bare(name, ns::SASL);
+    if !text.is_empty() {
+        element.append_text_node(text);
+    }
+    element
 }
 
 /// Decode a SASL payload: empty text is "no data", `=` is empty data (RFC 6120 section 6.4.2).
@@ -594,14 +609,7 @@ async fn sasl_exchange(
                 };
             }
             Step::Challenge(data) => {
-                conn.queue_raw(&format!(
-                    "<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</challenge>",
-                    if data.is_empty() {
-                        "=".to_owned()
-                    } else {
-                        BASE64.encode(&data)
-                    }
-                ));
+                conn.queue(&sasl_data("challenge", Some(&data)));
                 if conn.flush().await.is_err() {
                     return Err(Next::Stop);
                 }
@@ -626,13 +634,7 @@ async fn sasl_exchange(
                 let Some(user) = user else {
                     return Ok(Err(Failure::NotAuthorized));
                 };
-                match additional_data {
-                    Some(data) => conn.queue_raw(&format!(
-                        "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</success>",
-                        BASE64.encode(&data)
-                    )),
-                    None => conn.queue_raw("<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>"),
-                }
+                conn.queue(&sasl_data("success", additional_data.as_deref()));
                 return Ok(Ok(user));
             }
             Step::Failure(failure) => return Ok(Err(failure)),

@@ -16,7 +16,7 @@ use std::{
 
 use herald_stream::{
     Frame, StreamErrorCondition, ns,
-    stanza::{IqType, Stanza, StanzaKind, StanzaParseError, iq_result, set_attr, stanza_error},
+    stanza::{IqType, Stanza, StanzaKind, iq_result},
 };
 use jid::{FullJid, Jid};
 use minidom::Element;
@@ -25,7 +25,7 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
 use crate::{
     Origin, Server,
-    conn::{Conn, ReadError, read_error_condition},
+    conn::{Conn, ReadError, Rejected, parse_stanza, read_error_condition},
     envelope::Envelope,
     hooks::UnackedMessage,
     offline::{self, OfflineFeed},
@@ -339,7 +339,7 @@ impl Session {
             && (request_ack || sm.window_full())
             && sm.unacked_count() > 0
         {
-            conn.queue_raw("<r xmlns='urn:xmpp:sm:3'/>");
+            conn.queue(&sm::reply::request());
             liveness.requested();
         }
         conn.flush().await.map_err(|_| End::Gone)
@@ -465,17 +465,20 @@ impl Session {
     /// does it without a stanza; otherwise an IQ ping from the server.
     fn ping(&mut self, conn: &mut Conn, liveness: &mut Liveness) {
         if self.sm.is_some() {
-            conn.queue_raw("<r xmlns='urn:xmpp:sm:3'/>");
+            conn.queue(&sm::reply::request());
             liveness.requested();
             return;
         }
-        conn.queue_raw(&format!(
-            "<iq xmlns='{}' type='get' id='ping-{}' from='{}' to='{}'><ping xmlns='urn:xmpp:ping'/></iq>",
-            ns::CLIENT,
-            crate::random_id(),
+        let ping = xmpp_parsers::iq::Iq::from_get(
+            format!("ping-{}", crate::random_id()),
+            xmpp_parsers::ping::Ping,
+        )
+        .with_from(Jid::from(jid::BareJid::from_parts(
+            None,
             self.handle.jid.domain(),
-            self.handle.jid,
-        ));
+        )))
+        .with_to(Jid::from(self.handle.jid.clone()));
+        conn.queue(&ping.into());
     }
 
     /// One element from the client. A stanza counts as handled (XEP-0198 `h`) only once it
@@ -500,17 +503,11 @@ impl Session {
 
     /// Parse, stamp and route a stanza from the client.
     async fn handle_stanza(&mut self, conn: &mut Conn, element: Element) -> Result<(), End> {
-        let mut stanza = match Stanza::parse(element) {
+        let mut stanza = match parse_stanza(element) {
             Ok(stanza) => stanza,
-            Err(rejected) => {
-                let condition = match rejected.error {
-                    StanzaParseError::NotAStanza(_) => {
-                        return Err(End::Error(StreamErrorCondition::UnsupportedStanzaType));
-                    }
-                    StanzaParseError::BadJid(_) => DefinedCondition::JidMalformed,
-                    StanzaParseError::BadRequest(_) => DefinedCondition::BadRequest,
-                };
-                if let Some(reply) = reject(rejected.element, ErrorType::Modify, condition) {
+            Err(Rejected::Stream(condition)) => return Err(End::Error(condition)),
+            Err(Rejected::Reply(reply)) => {
+                if let Some(reply) = reply {
                     self.reply(conn, reply).await?;
                 }
                 return Ok(());
@@ -534,7 +531,7 @@ impl Session {
         let mut request_ack = false;
         self.write(conn, Envelope::new(reply), None, &mut request_ack)?;
         if request_ack {
-            conn.queue_raw("<r xmlns='urn:xmpp:sm:3'/>");
+            conn.queue(&sm::reply::request());
         }
         conn.flush().await.map_err(|_| End::Gone)
     }
@@ -563,11 +560,17 @@ impl Session {
             "enable" => {
                 let Some(settings) = self.server.stream_management.clone() else {
                     // Not offered: section 3 says the server answers <failed/>.
-                    conn.queue_raw(&failed("feature-not-implemented", None));
+                    conn.queue(&sm::reply::failed(
+                        DefinedCondition::FeatureNotImplemented,
+                        None,
+                    ));
                     return conn.flush().await.map_err(|_| End::Gone);
                 };
                 if self.sm.is_some() {
-                    conn.queue_raw(&failed("unexpected-request", None));
+                    conn.queue(&sm::reply::failed(
+                        DefinedCondition::UnexpectedRequest,
+                        None,
+                    ));
                     return conn.flush().await.map_err(|_| End::Gone);
                 }
                 let resume = matches!(element.attr("resume"), Some("true" | "1"));
@@ -578,20 +581,17 @@ impl Session {
                             .resumable
                             .register(id.clone(), self.handle.jid.clone()),
                     );
-                    conn.queue_raw(&format!(
-                        "<enabled xmlns='{}' id='{id}' resume='true' max='{}'/>",
-                        sm::NS,
-                        settings.resume_timeout.as_secs()
-                    ));
+                    let max = u32::try_from(settings.resume_timeout.as_secs()).unwrap_or(u32::MAX);
+                    conn.queue(&sm::reply::enabled(Some((&id, max))));
                     self.sm = Some(Sm::new(&settings, Some(id)));
                 } else {
-                    conn.queue_raw("<enabled xmlns='urn:xmpp:sm:3'/>");
+                    conn.queue(&sm::reply::enabled(None));
                     self.sm = Some(Sm::new(&settings, None));
                 }
             }
             "r" => {
                 if let Some(sm) = &self.sm {
-                    conn.queue_raw(&format!("<a xmlns='{}' h='{}'/>", sm::NS, sm.handled()));
+                    conn.queue(&sm::reply::ack(sm.handled()));
                 }
             }
             "a" => {
@@ -608,7 +608,10 @@ impl Session {
             }
             "resume" => {
                 // Resumption happens before binding, on a new stream.
-                conn.queue_raw(&failed("unexpected-request", None));
+                conn.queue(&sm::reply::failed(
+                    DefinedCondition::UnexpectedRequest,
+                    None,
+                ));
             }
             _ => return Err(End::Error(StreamErrorCondition::UnsupportedStanzaType)),
         }
@@ -678,16 +681,12 @@ impl Session {
         }
         let sm = self.sm.as_ref()?;
         let previd = sm.id.clone().unwrap_or_default();
-        conn.queue_raw(&format!(
-            "<resumed xmlns='{}' previd='{previd}' h='{}'/>",
-            sm::NS,
-            sm.handled()
-        ));
+        conn.queue(&sm::reply::resumed(&previd, sm.handled()));
         for unacked in sm.unacked() {
             conn.queue(&unacked.stanza);
         }
         if sm.unacked().next().is_some() {
-            conn.queue_raw("<r xmlns='urn:xmpp:sm:3'/>");
+            conn.queue(&sm::reply::request());
         }
         if conn.flush().await.is_err() {
             // Gone again at once: keep waiting (the caller goes back to `wait`).
@@ -792,17 +791,9 @@ async fn raise_unacked(server: &Server, session: &FullJid, envelope: Envelope) -
     }
 }
 
-fn failed(condition: &str, h: Option<u32>) -> String {
-    let h = h.map(|h| format!(" h='{h}'")).unwrap_or_default();
-    format!(
-        "<failed xmlns='{}'{h}><{condition} xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>",
-        sm::NS
-    )
-}
-
 /// XEP-0198 `<failed/>` for a resumption that cannot happen.
-pub(crate) fn resume_failed(h: Option<u32>) -> String {
-    failed("item-not-found", h)
+pub(crate) fn resume_failed(h: Option<u32>) -> Element {
+    sm::reply::failed(DefinedCondition::ItemNotFound, h)
 }
 
 fn sm_failure(error: SmError) -> End {
@@ -820,19 +811,4 @@ fn is_legacy_session(stanza: &Stanza) -> bool {
     stanza.kind == StanzaKind::Iq(IqType::Set)
         && stanza.element.has_child("session", ns::SESSION)
         && stanza.to.as_ref().is_none_or(|to| to.node().is_none())
-}
-
-/// The error reply to a stanza that could not be parsed (never an error to an error:
-/// RFC 6120 section 8.3.1).
-fn reject(element: Element, type_: ErrorType, condition: DefinedCondition) -> Option<Element> {
-    if element.attr("type") == Some("error") {
-        return None;
-    }
-    let mut reply = Element::bare(element.name(), ns::CLIENT);
-    if let Some(id) = element.attr("id") {
-        set_attr(&mut reply, "id", id.to_owned());
-    }
-    set_attr(&mut reply, "type", "error");
-    reply.append_child(stanza_error(type_, condition));
-    Some(reply)
 }

@@ -10,9 +10,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use herald_stream::{
-    Frame, StreamErrorCondition, StreamHeader, ns,
-    stanza::{Stanza, StanzaParseError, with_namespace},
-    transport::Transport,
+    Frame, StreamErrorCondition, StreamHeader, ns, stanza::with_namespace, transport::Transport,
 };
 use jid::{DomainPart, Jid};
 use minidom::Element;
@@ -22,16 +20,15 @@ use tokio::{
     net::{TcpListener, TcpStream},
     sync::Semaphore,
 };
-use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
 use crate::{
     Origin, Server,
     components::{ComponentHandle, ConflictBehaviour},
-    conn::{Conn, ReadError, read_error_condition},
+    conn::{Conn, ReadError, Rejected, parse_stanza, read_error_condition},
 };
 
 /// XEP-0114 section 3: the content namespace of component streams.
-pub const COMPONENT_NS: &str = "jabber:component:accept";
+pub const COMPONENT_NS: &str = ns::COMPONENT;
 
 /// One `[[listen.service]]` listener, ready to run.
 #[derive(Clone, Debug)]
@@ -79,20 +76,9 @@ impl ServiceListener {
     /// Accept components until shutdown.
     pub async fn run(self, server: Arc<Server>) {
         let limit = Arc::new(Semaphore::new(self.settings.max_connections));
-        loop {
-            let accepted = tokio::select! {
-                _ = server.shutdown.cancelled() => break,
-                accepted = self.listener.accept() => accepted,
-            };
-            let (tcp, peer) = match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    tracing::warn!(%error, "component accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
+        while let Some((tcp, peer)) =
+            crate::conn::accept(&self.listener, &server, "component").await
+        {
             let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
                 tracing::warn!(%peer, "component connection limit reached; refusing");
                 continue;
@@ -229,7 +215,8 @@ async fn handshake(
             .await;
         return None;
     }
-    conn.queue_raw("<handshake/>");
+    // XEP-0114 section 3: an empty handshake in the stream's content namespace.
+    conn.queue(&Element::bare("handshake", COMPONENT_NS));
     if conn.flush().await.is_err() {
         server.components.unregister(&handle.domain, handle.id);
         return None;
@@ -289,36 +276,17 @@ async fn inbound(
     element: Element,
 ) -> Option<StreamErrorCondition> {
     let element = with_namespace(element, COMPONENT_NS, ns::CLIENT);
-    let stanza = match Stanza::parse(element) {
+    let stanza = match parse_stanza(element) {
         Ok(stanza) => stanza,
-        Err(rejected) => {
-            let condition = match rejected.error {
-                StanzaParseError::NotAStanza(_) => {
-                    return Some(StreamErrorCondition::UnsupportedStanzaType);
-                }
-                StanzaParseError::BadJid(_) => DefinedCondition::JidMalformed,
-                StanzaParseError::BadRequest(_) => DefinedCondition::BadRequest,
-            };
-            if rejected.element.attr("type") != Some("error") {
-                let mut reply = Element::bare(rejected.element.name(), ns::CLIENT);
-                for attr in ["id"] {
-                    if let Some(value) = rejected.element.attr(attr) {
-                        herald_stream::stanza::set_attr(&mut reply, attr, value.to_owned());
-                    }
-                }
-                herald_stream::stanza::set_attr(&mut reply, "type", "error");
-                reply.append_child(herald_stream::stanza::stanza_error(
-                    ErrorType::Modify,
-                    condition,
-                ));
-                conn.queue(&with_namespace(reply, ns::CLIENT, COMPONENT_NS));
-                return conn
-                    .flush()
-                    .await
-                    .err()
-                    .map(|_| StreamErrorCondition::InternalServerError);
-            }
-            return None;
+        Err(Rejected::Stream(condition)) => return Some(condition),
+        Err(Rejected::Reply(None)) => return None,
+        Err(Rejected::Reply(Some(reply))) => {
+            conn.queue(&with_namespace(reply, ns::CLIENT, COMPONENT_NS));
+            return conn
+                .flush()
+                .await
+                .err()
+                .map(|_| StreamErrorCondition::InternalServerError);
         }
     };
     // XEP-0114 section 3.1 leaves addressing to the component, but `from` must be at its

@@ -34,7 +34,7 @@ use crate::{
 use subscription::{SubscriptionKind, Transition};
 
 /// XEP-0237 section 2.1: the stream feature that announces roster versioning.
-const ROSTERVER: &str = "urn:xmpp:features:rosterver";
+const ROSTERVER: &str = herald_stream::ns::ROSTER_VERSIONING;
 
 /// Options of `mod_roster` (MongooseIM's names, and herald's `max_roster_size`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

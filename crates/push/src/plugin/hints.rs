@@ -9,9 +9,9 @@ use crate::{
 };
 
 /// XEP-0334's namespace.
-pub const HINTS: &str = "urn:xmpp:hints";
+pub const HINTS: &str = herald_stream::ns::HINTS;
 /// XEP-0353's namespace.
-pub const JINGLE_MESSAGE: &str = "urn:xmpp:jingle-message:0";
+pub const JINGLE_MESSAGE: &str = herald_stream::ns::JINGLE_MESSAGE;
 
 /// MongooseIM's `mod_event_pusher_push_plugin_hints`.
 #[derive(Debug, Clone, Copy, Default)]
