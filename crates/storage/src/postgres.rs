@@ -157,6 +157,11 @@ impl Dialect for sqlx::Postgres {
     }
 
     const SQL: &'static DialectSql = &DialectSql {
+        create_schema_version: "CREATE TABLE IF NOT EXISTS schema_version (
+             version     BIGINT PRIMARY KEY,
+             description TEXT   NOT NULL,
+             applied_at  BIGINT NOT NULL
+         )",
         insert_user: "INSERT INTO users (server, username,
                  sha1_salt, sha1_iterations, sha1_stored_key, sha1_server_key,
                  sha256_salt, sha256_iterations, sha256_stored_key, sha256_server_key,

@@ -176,6 +176,11 @@ impl Dialect for sqlx::Sqlite {
     }
 
     const SQL: &'static DialectSql = &DialectSql {
+        create_schema_version: "CREATE TABLE IF NOT EXISTS schema_version (
+             version     INTEGER PRIMARY KEY,
+             description TEXT    NOT NULL,
+             applied_at  INTEGER NOT NULL
+         ) STRICT",
         insert_user: "INSERT INTO users (server, username,
                  sha1_salt, sha1_iterations, sha1_stored_key, sha1_server_key,
                  sha256_salt, sha256_iterations, sha256_stored_key, sha256_server_key,

@@ -7,6 +7,7 @@
 //! (sqlx binds SQLite's `$N` parameters positionally).
 
 mod accounts;
+pub(crate) mod migrate;
 pub(crate) mod offline;
 mod roster;
 
@@ -46,6 +47,8 @@ pub trait Dialect: Database {
 /// The statements whose text differs between the engines.
 #[derive(Debug)]
 pub struct DialectSql {
+    /// Create the `schema_version` table if missing (version, description, applied_at).
+    pub create_schema_version: &'static str,
     /// `users` insert: `$1..$10` are the domain, localpart and the SHA-1 then SHA-256 salt,
     /// iterations, StoredKey and ServerKey; `$11` the creation time (unix seconds; a
     /// `TIMESTAMP` column on PostgreSQL, MongooseIM's type).

@@ -35,83 +35,18 @@ pub(crate) async fn migrate(
     apply(pool, &migrations::assemble(MIGRATIONS, &sets)?).await
 }
 
-/// Apply the migrations of `list` that the database lacks, each in its own transaction.
+/// Apply the migrations of `list` that the database lacks (the shared migrator).
 pub(crate) async fn apply(
     pool: &SqlitePool,
     list: &[Migration],
 ) -> Result<Vec<AppliedMigration>, StorageError> {
-    sqlx::raw_sql(
-        "CREATE TABLE IF NOT EXISTS schema_version (
-             version     INTEGER PRIMARY KEY,
-             description TEXT    NOT NULL,
-             applied_at  INTEGER NOT NULL
-         ) STRICT",
-    )
-    .execute(pool)
-    .await?;
-
-    let current = current_version(pool).await?;
-    let supported = migrations::latest_version(list);
-    if current > supported {
-        return Err(StorageError::SchemaTooNew {
-            found: current,
-            supported,
-        });
-    }
-
-    let mut applied = Vec::new();
-    for migration in migrations::pending(list, current) {
-        if apply_one(pool, migration)
-            .await
-            .map_err(|source| StorageError::Migration {
-                version: migration.version,
-                source,
-            })?
-        {
-            tracing::info!(
-                version = migration.version,
-                description = migration.description,
-                "applied database migration"
-            );
-            applied.push(AppliedMigration::of(migration));
-        }
-    }
-    Ok(applied)
+    crate::sql::migrate::apply(pool, list).await
 }
 
 /// The highest schema version recorded, 0 for a new database.
+#[cfg(test)]
 pub(crate) async fn current_version(pool: &SqlitePool) -> Result<i64, StorageError> {
-    let version: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_version")
-        .fetch_one(pool)
-        .await?;
-    Ok(version.unwrap_or(0))
-}
-
-/// Apply one migration and record it, unless another process did so first; returns whether it
-/// was applied here.
-async fn apply_one(pool: &SqlitePool, migration: &Migration) -> Result<bool, sqlx::Error> {
-    // IMMEDIATE takes the write lock before the check, so two servers opening the same file
-    // cannot both apply a migration.
-    let mut transaction = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let done: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM schema_version WHERE version = ?)")
-            .bind(migration.version)
-            .fetch_one(&mut *transaction)
-            .await?;
-    if done {
-        return Ok(false);
-    }
-    sqlx::raw_sql(migration.sql)
-        .execute(&mut *transaction)
-        .await?;
-    sqlx::query("INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)")
-        .bind(migration.version)
-        .bind(migration.description)
-        .bind(crate::unix_time())
-        .execute(&mut *transaction)
-        .await?;
-    transaction.commit().await?;
-    Ok(true)
+    crate::sql::migrate::current_version(pool).await
 }
 
 #[cfg(test)]
