@@ -12,37 +12,59 @@
 //! crate's migrations and the features' interleave by number, and a new migration, whoever
 //! owns it, takes the next number.
 
-/// One step of the schema, written for one engine.
+/// One step of the schema, with its statements for each engine.
 #[derive(Debug, Clone, Copy)]
 pub struct Migration {
     /// The schema version this step produces; the list is numbered 1, 2, 3, ... in order.
     pub version: i64,
     /// What the step does, recorded in `schema_version` and the log.
     pub description: &'static str,
-    /// The statements, run as one transaction.
-    pub sql: &'static str,
+    /// The statements on SQLite, run as one transaction.
+    pub sqlite: &'static str,
+    /// The statements on PostgreSQL, run as one transaction.
+    pub postgres: &'static str,
 }
 
-/// The migrations a feature crate owns, for each engine.
+/// The migrations a feature crate owns.
 #[derive(Debug, Clone, Copy)]
 pub struct MigrationSet {
     /// The feature, for messages.
     pub owner: &'static str,
-    /// Its migrations on SQLite.
-    pub sqlite: &'static [Migration],
-    /// Its migrations on PostgreSQL.
-    pub postgres: &'static [Migration],
+    /// Its migrations.
+    pub migrations: &'static [Migration],
 }
+
+/// This crate's own tables. Append only: a released migration never changes.
+pub(crate) const OWN: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "accounts: users with SCRAM-SHA-1 and SCRAM-SHA-256 secrets",
+        sqlite: include_str!("sqlite/migrations/0001_users.sql"),
+        postgres: include_str!("postgres/migrations/0001_users.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "rosters: rosterusers, rostergroups, roster_version",
+        sqlite: include_str!("sqlite/migrations/0002_roster.sql"),
+        postgres: include_str!("postgres/migrations/0002_roster.sql"),
+    },
+    Migration {
+        version: 3,
+        description: "offline messages: offline_message",
+        sqlite: include_str!("sqlite/migrations/0003_offline.sql"),
+        postgres: include_str!("postgres/migrations/0003_offline.sql"),
+    },
+];
 
 /// This crate's migrations and the features', as one list in version order; an error when
 /// two claim the same version or a number is missing (a programming error of a feature).
 pub(crate) fn assemble(
     own: &[Migration],
-    features: &[&[Migration]],
+    features: &[&MigrationSet],
 ) -> Result<Vec<Migration>, crate::StorageError> {
     let mut list: Vec<Migration> = own.to_vec();
     for set in features {
-        list.extend_from_slice(set);
+        list.extend_from_slice(set.migrations);
     }
     list.sort_by_key(|migration| migration.version);
     for (index, migration) in list.iter().enumerate() {
@@ -102,7 +124,10 @@ pub(crate) mod tests {
                 !migration.description.is_empty(),
                 "{migration:?} has no description"
             );
-            assert!(!migration.sql.trim().is_empty(), "{migration:?} has no SQL");
+            assert!(
+                !migration.sqlite.trim().is_empty() && !migration.postgres.trim().is_empty(),
+                "{migration:?} lacks SQL for an engine"
+            );
         }
     }
 
@@ -110,17 +135,20 @@ pub(crate) mod tests {
         Migration {
             version: 1,
             description: "one",
-            sql: "SELECT 1",
+            sqlite: "SELECT 1",
+            postgres: "SELECT 1",
         },
         Migration {
             version: 2,
             description: "two",
-            sql: "SELECT 2",
+            sqlite: "SELECT 2",
+            postgres: "SELECT 2",
         },
         Migration {
             version: 3,
             description: "three",
-            sql: "SELECT 3",
+            sqlite: "SELECT 3",
+            postgres: "SELECT 3",
         },
     ];
 
@@ -146,9 +174,17 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn the_own_list_is_well_formed() {
+        assert_well_formed(OWN);
+    }
+
+    #[test]
     fn a_features_migrations_interleave_by_version_and_must_not_collide() {
         let own = &LIST[..2];
-        let feature = &LIST[2..];
+        let feature = &MigrationSet {
+            owner: "test",
+            migrations: &LIST[2..],
+        };
         let versions: Vec<i64> = assemble(own, &[feature])
             .unwrap()
             .iter()

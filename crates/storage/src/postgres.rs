@@ -7,7 +7,6 @@
 //! `wait/internal-server-error`. Every multi-statement change runs in one transaction, so a
 //! lost connection never leaves it half-written.
 
-pub(crate) mod migrations;
 mod offline;
 #[cfg(test)]
 mod tests;
@@ -113,7 +112,7 @@ pub(crate) async fn open_with(
             target: target.to_owned(),
             source,
         })?;
-    match migrations::migrate(&pool, features).await {
+    match crate::sql::migrate::Migrator::<sqlx::Postgres>::migrate(&pool, features).await {
         Ok(applied) => {
             tracing::info!(
                 target,
@@ -150,6 +149,10 @@ impl Dialect for sqlx::Postgres {
             .execute(&mut **transaction)
             .await?;
         Ok(())
+    }
+
+    fn migration_sql(migration: &crate::Migration) -> &'static str {
+        migration.postgres
     }
 
     fn rows_affected(result: &sqlx::postgres::PgQueryResult) -> u64 {

@@ -8,7 +8,6 @@
 //! keys are enforced, and a busy timeout makes concurrent writers wait for each other instead
 //! of failing. The directory and the file are created readable by their owner only.
 
-pub(crate) mod migrations;
 mod offline;
 #[cfg(test)]
 mod tests;
@@ -144,7 +143,7 @@ async fn migrate_or_close(
     pool: &SqlitePool,
     features: &[&MigrationSet],
 ) -> Result<Vec<AppliedMigration>, StorageError> {
-    match migrations::migrate(pool, features).await {
+    match crate::sql::migrate::Migrator::<sqlx::Sqlite>::migrate(pool, features).await {
         Ok(applied) => Ok(applied),
         Err(error) => {
             pool.close().await;
@@ -169,6 +168,10 @@ impl Dialect for sqlx::Sqlite {
     ) -> Result<(), sqlx::Error> {
         // The write lock taken by `begin_write` already serialises writers.
         Ok(())
+    }
+
+    fn migration_sql(migration: &crate::Migration) -> &'static str {
+        migration.sqlite
     }
 
     fn rows_affected(result: &sqlx::sqlite::SqliteQueryResult) -> u64 {

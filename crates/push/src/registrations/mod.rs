@@ -34,15 +34,11 @@ pub use sql::{PostgresRegistrations, PushDialect, PushSql, SqlRegistrations, Sql
 /// engine.
 pub const MIGRATIONS: MigrationSet = MigrationSet {
     owner: "herald-push",
-    sqlite: &[Migration {
+    migrations: &[Migration {
         version: 4,
         description: "push registrations: event_pusher_push_subscription",
-        sql: include_str!("migrations/sqlite/0004_push.sql"),
-    }],
-    postgres: &[Migration {
-        version: 4,
-        description: "push registrations: event_pusher_push_subscription",
-        sql: include_str!("migrations/postgres/0004_push.sql"),
+        sqlite: include_str!("migrations/sqlite/0004_push.sql"),
+        postgres: include_str!("migrations/postgres/0004_push.sql"),
     }],
 };
 

@@ -10,7 +10,8 @@ use herald_sasl::{Credentials, ScramSecrets};
 use jid::{BareJid, Jid};
 use sqlx::PgPool;
 
-use super::migrations::{self, MIGRATIONS};
+use crate::migrations::OWN as MIGRATIONS;
+type Migrations = crate::sql::migrate::Migrator<sqlx::Postgres>;
 use crate::accounts::conformance::{
     account_store_conformance_tests, run_account_store_conformance,
 };
@@ -99,11 +100,11 @@ fn credentials() -> Credentials {
 /// A feature's table, as a feature crate registers it (herald-push does with its own).
 const FEATURE: crate::MigrationSet = crate::MigrationSet {
     owner: "a feature",
-    sqlite: &[],
-    postgres: &[crate::Migration {
+    migrations: &[crate::Migration {
         version: 4,
         description: "a feature's table",
-        sql: "CREATE TABLE a_feature (id BIGINT PRIMARY KEY)",
+        sqlite: "CREATE TABLE a_feature (id INTEGER PRIMARY KEY)",
+        postgres: "CREATE TABLE a_feature (id BIGINT PRIMARY KEY)",
     }],
 };
 
@@ -124,7 +125,7 @@ async fn every_migration_is_applied_once_and_recorded() {
         .collect();
     assert_eq!(versions, [1, 2, 3, 4]);
     assert!(
-        migrations::migrate(&pool, &[&FEATURE])
+        Migrations::migrate(&pool, &[&FEATURE])
             .await
             .unwrap()
             .is_empty()

@@ -2,6 +2,7 @@
 
 use herald_sasl::{Credentials, ScramSecrets};
 use jid::BareJid;
+use sqlx::query::Query;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
 
 use super::Dialect;
@@ -38,17 +39,7 @@ where
 {
     async fn create(&self, user: &BareJid, credentials: &Credentials) -> Result<(), StorageError> {
         let key = AccountKey::of(user)?;
-        let inserted = sqlx::query(DB::SQL.insert_user)
-            .bind(key.domain)
-            .bind(key.localpart)
-            .bind(&credentials.sha1.salt)
-            .bind(i64::from(credentials.sha1.iterations))
-            .bind(&credentials.sha1.stored_key)
-            .bind(&credentials.sha1.server_key)
-            .bind(&credentials.sha256.salt)
-            .bind(i64::from(credentials.sha256.iterations))
-            .bind(&credentials.sha256.stored_key)
-            .bind(&credentials.sha256.server_key)
+        let inserted = account_row(sqlx::query(DB::SQL.insert_user), key, credentials)
             .bind(crate::unix_time())
             .execute(&self.pool)
             .await;
@@ -67,23 +58,17 @@ where
         credentials: &Credentials,
     ) -> Result<(), StorageError> {
         let key = AccountKey::of(user)?;
-        let updated = sqlx::query(
-            "UPDATE users SET
-                 sha1_salt = $1, sha1_iterations = $2, sha1_stored_key = $3, sha1_server_key = $4,
-                 sha256_salt = $5, sha256_iterations = $6, sha256_stored_key = $7,
-                 sha256_server_key = $8
-             WHERE server = $9 AND username = $10",
+        let updated = account_row(
+            sqlx::query(
+                "UPDATE users SET
+                     sha1_salt = $3, sha1_iterations = $4, sha1_stored_key = $5,
+                     sha1_server_key = $6, sha256_salt = $7, sha256_iterations = $8,
+                     sha256_stored_key = $9, sha256_server_key = $10
+                 WHERE server = $1 AND username = $2",
+            ),
+            key,
+            credentials,
         )
-        .bind(&credentials.sha1.salt)
-        .bind(i64::from(credentials.sha1.iterations))
-        .bind(&credentials.sha1.stored_key)
-        .bind(&credentials.sha1.server_key)
-        .bind(&credentials.sha256.salt)
-        .bind(i64::from(credentials.sha256.iterations))
-        .bind(&credentials.sha256.stored_key)
-        .bind(&credentials.sha256.server_key)
-        .bind(key.domain)
-        .bind(key.localpart)
         .execute(&self.pool)
         .await?;
         if DB::rows_affected(&updated) == 0 {
@@ -159,6 +144,30 @@ where
             .map(|(domain, localpart)| AccountKey { domain, localpart }.to_jid())
             .collect()
     }
+}
+
+/// Bind `$1..$10` of an account row: the key (domain, localpart), then the SHA-1 and SHA-256
+/// salt, iterations, StoredKey and ServerKey.
+fn account_row<'q, DB>(
+    query: Query<'q, DB, DB::Arguments>,
+    key: AccountKey<'q>,
+    credentials: &'q Credentials,
+) -> Query<'q, DB, DB::Arguments>
+where
+    DB: Database,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+    for<'a> &'a Vec<u8>: Encode<'a, DB> + Type<DB>,
+    i64: for<'a> Encode<'a, DB> + Type<DB>,
+{
+    let mut query = query.bind(key.domain).bind(key.localpart);
+    for secrets in [&credentials.sha1, &credentials.sha256] {
+        query = query
+            .bind(&secrets.salt)
+            .bind(i64::from(secrets.iterations))
+            .bind(&secrets.stored_key)
+            .bind(&secrets.server_key);
+    }
+    query
 }
 
 /// The columns of one hash's secrets: salt, iteration count, `StoredKey`, `ServerKey`.

@@ -37,6 +37,9 @@ pub trait Dialect: Database {
         key: &str,
     ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 
+    /// A migration's statements for this engine.
+    fn migration_sql(migration: &crate::Migration) -> &'static str;
+
     /// How many rows a statement changed.
     fn rows_affected(result: &Self::QueryResult) -> u64;
 

@@ -113,103 +113,93 @@ macro_rules! item_columns {
     };
 }
 
-/// The user's item for `contact`, read inside `transaction`.
-async fn read_item<DB>(
-    transaction: &mut Transaction<'_, DB>,
-    key: AccountKey<'_>,
-    contact: &BareJid,
-) -> Result<Option<RosterItem>, StorageError>
-where
-    DB: Dialect,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    for<'q> &'q String: Encode<'q, DB> + Type<DB>,
-    i64: for<'q> Encode<'q, DB> + Type<DB>,
-    String: for<'r> Decode<'r, DB> + Type<DB>,
-    (String, String): for<'r> FromRow<'r, DB::Row>,
-    for<'a> &'a str: ColumnIndex<DB::Row>,
-    usize: ColumnIndex<DB::Row>,
-{
-    let row = sqlx::query(concat!(
-        "SELECT ",
-        item_columns!(),
-        " FROM rosterusers WHERE server = $1 AND username = $2 AND jid = $3"
-    ))
-    .bind(key.domain)
-    .bind(key.localpart)
-    .bind(contact.as_str())
-    .fetch_optional(&mut **transaction)
-    .await?;
-    let Some(row) = row else { return Ok(None) };
-    let mut item = item_of::<DB>(&row, key)?;
-    item.groups = sqlx::query_scalar(
-        "SELECT grp FROM rostergroups WHERE server = $1 AND username = $2 AND jid = $3 ORDER BY grp",
-    )
-    .bind(key.domain)
-    .bind(key.localpart)
-    .bind(contact.as_str())
-    .fetch_all(&mut **transaction)
-    .await?;
-    Ok(Some(item))
-}
-
-/// Write `item` (an insert or an update) with exactly its groups.
-async fn write_item<DB>(
-    transaction: &mut Transaction<'_, DB>,
-    key: AccountKey<'_>,
-    item: &RosterItem,
-) -> Result<(), StorageError>
-where
-    DB: Dialect,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    for<'q> &'q String: Encode<'q, DB> + Type<DB>,
-    i64: for<'q> Encode<'q, DB> + Type<DB>,
-    String: for<'r> Decode<'r, DB> + Type<DB>,
-    (String, String): for<'r> FromRow<'r, DB::Row>,
-    for<'a> &'a str: ColumnIndex<DB::Row>,
-    usize: ColumnIndex<DB::Row>,
-{
-    let (subscription, ask) = codes(item.state);
-    sqlx::query(DB::SQL.write_roster_item)
-        .bind(key.domain)
-        .bind(key.localpart)
-        .bind(item.contact.as_str())
-        .bind(item.name.as_deref().unwrap_or_default())
-        .bind(subscription)
-        .bind(ask)
-        .bind(item.ask_message.as_deref().unwrap_or_default())
-        .bind(crate::unix_time())
-        .execute(&mut **transaction)
-        .await?;
-    sqlx::query("DELETE FROM rostergroups WHERE server = $1 AND username = $2 AND jid = $3")
-        .bind(key.domain)
-        .bind(key.localpart)
-        .bind(item.contact.as_str())
-        .execute(&mut **transaction)
-        .await?;
-    for group in &item.groups {
-        sqlx::query(
-            "INSERT INTO rostergroups (server, username, jid, grp) VALUES ($1, $2, $3, $4)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(key.domain)
-        .bind(key.localpart)
-        .bind(item.contact.as_str())
-        .bind(group)
-        .execute(&mut **transaction)
-        .await?;
-    }
-    Ok(())
-}
-
 /// The same item as the store returns it: groups sorted, each once.
 fn normalised(mut item: RosterItem) -> RosterItem {
     item.groups.sort();
     item.groups.dedup();
     item
+}
+
+impl<DB> SqlRoster<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q String: Encode<'q, DB> + Type<DB>,
+    i64: for<'q> Encode<'q, DB> + Type<DB>,
+    String: for<'r> Decode<'r, DB> + Type<DB>,
+    (String, String): for<'r> FromRow<'r, DB::Row>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+{
+    /// The user's item for `contact`, read inside `transaction`.
+    async fn read_item(
+        transaction: &mut Transaction<'_, DB>,
+        key: AccountKey<'_>,
+        contact: &BareJid,
+    ) -> Result<Option<RosterItem>, StorageError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            item_columns!(),
+            " FROM rosterusers WHERE server = $1 AND username = $2 AND jid = $3"
+        ))
+        .bind(key.domain)
+        .bind(key.localpart)
+        .bind(contact.as_str())
+        .fetch_optional(&mut **transaction)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let mut item = item_of::<DB>(&row, key)?;
+        item.groups = sqlx::query_scalar(
+            "SELECT grp FROM rostergroups WHERE server = $1 AND username = $2 AND jid = $3 ORDER BY grp",
+        )
+        .bind(key.domain)
+        .bind(key.localpart)
+        .bind(contact.as_str())
+        .fetch_all(&mut **transaction)
+        .await?;
+        Ok(Some(item))
+    }
+
+    /// Write `item` (an insert or an update) with exactly its groups.
+    async fn write_item(
+        transaction: &mut Transaction<'_, DB>,
+        key: AccountKey<'_>,
+        item: &RosterItem,
+    ) -> Result<(), StorageError> {
+        let (subscription, ask) = codes(item.state);
+        sqlx::query(DB::SQL.write_roster_item)
+            .bind(key.domain)
+            .bind(key.localpart)
+            .bind(item.contact.as_str())
+            .bind(item.name.as_deref().unwrap_or_default())
+            .bind(subscription)
+            .bind(ask)
+            .bind(item.ask_message.as_deref().unwrap_or_default())
+            .bind(crate::unix_time())
+            .execute(&mut **transaction)
+            .await?;
+        sqlx::query("DELETE FROM rostergroups WHERE server = $1 AND username = $2 AND jid = $3")
+            .bind(key.domain)
+            .bind(key.localpart)
+            .bind(item.contact.as_str())
+            .execute(&mut **transaction)
+            .await?;
+        for group in &item.groups {
+            sqlx::query(
+                "INSERT INTO rostergroups (server, username, jid, grp) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(key.domain)
+            .bind(key.localpart)
+            .bind(item.contact.as_str())
+            .bind(group)
+            .execute(&mut **transaction)
+            .await?;
+        }
+        Ok(())
+    }
 }
 
 #[async_trait::async_trait]
@@ -278,7 +268,7 @@ where
     ) -> Result<Option<RosterItem>, StorageError> {
         let key = AccountKey::of(user)?;
         let mut transaction = self.pool.begin().await?;
-        let item = read_item(&mut transaction, key, contact).await?;
+        let item = Self::read_item(&mut transaction, key, contact).await?;
         transaction.commit().await?;
         Ok(item)
     }
@@ -294,7 +284,7 @@ where
         let mut transaction = DB::begin_write(&self.pool).await?;
         let item_key = format!("{}/{}/{}", key.domain, key.localpart, contact.as_str());
         DB::lock(&mut transaction, ITEM_LOCK, &item_key).await?;
-        let before = read_item(&mut transaction, key, contact).await?;
+        let before = Self::read_item(&mut transaction, key, contact).await?;
         let after = edit(before.as_ref()).map(|mut item| {
             item.contact = contact.clone();
             normalised(item)
@@ -304,7 +294,7 @@ where
             return Ok(ItemUpdate { before, after });
         }
         match &after {
-            Some(item) => write_item(&mut transaction, key, item).await?,
+            Some(item) => Self::write_item(&mut transaction, key, item).await?,
             None => {
                 sqlx::query(
                     "DELETE FROM rosterusers WHERE server = $1 AND username = $2 AND jid = $3",

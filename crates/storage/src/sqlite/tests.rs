@@ -9,7 +9,8 @@ use jid::{BareJid, Jid};
 use sqlx::SqlitePool;
 use tempfile::TempDir;
 
-use super::migrations::{self, MIGRATIONS};
+use crate::migrations::OWN as MIGRATIONS;
+type Migrations = crate::sql::migrate::Migrator<sqlx::Sqlite>;
 use crate::accounts::conformance::{
     account_store_conformance_tests, run_account_store_conformance,
 };
@@ -182,7 +183,7 @@ async fn reopening_applies_no_migration_again() {
     let storage = Storage::open_sqlite(&path).await.unwrap();
     assert_eq!(recorded_migrations(pool(&storage)).await, first);
     assert!(
-        migrations::migrate(pool(&storage), &[])
+        Migrations::migrate(pool(&storage), &[])
             .await
             .unwrap()
             .is_empty()
@@ -204,20 +205,21 @@ async fn a_new_migration_is_applied_to_an_existing_database() {
     let next = Migration {
         version: MIGRATIONS.len() as i64 + 1,
         description: "test: rosters",
-        sql: "CREATE TABLE rosters (server TEXT NOT NULL, username TEXT NOT NULL) STRICT;
+        sqlite: "CREATE TABLE rosters (server TEXT NOT NULL, username TEXT NOT NULL) STRICT;
               CREATE INDEX rosters_by_user ON rosters (server, username);",
+        postgres: "",
     };
     let list = [MIGRATIONS, &[next]].concat();
 
     assert_eq!(
-        migrations::apply(pool(&storage), &list)
+        Migrations::apply(pool(&storage), &list)
             .await
             .unwrap()
             .len(),
         1
     );
     assert_eq!(
-        migrations::current_version(pool(&storage)).await.unwrap(),
+        Migrations::current_version(pool(&storage)).await.unwrap(),
         next.version
     );
     assert!(
@@ -228,7 +230,7 @@ async fn a_new_migration_is_applied_to_an_existing_database() {
             .unwrap()
     );
     assert!(
-        migrations::apply(pool(&storage), &list)
+        Migrations::apply(pool(&storage), &list)
             .await
             .unwrap()
             .is_empty()
@@ -241,11 +243,12 @@ async fn a_failing_migration_is_rolled_back_and_named() {
     let broken = Migration {
         version: MIGRATIONS.len() as i64 + 1,
         description: "test: broken",
-        sql: "CREATE TABLE half_done (x INTEGER); SELECT * FROM no_such_table;",
+        sqlite: "CREATE TABLE half_done (x INTEGER); SELECT * FROM no_such_table;",
+        postgres: "",
     };
     let list = [MIGRATIONS, &[broken]].concat();
 
-    let error = migrations::apply(pool(&storage), &list).await.unwrap_err();
+    let error = Migrations::apply(pool(&storage), &list).await.unwrap_err();
     assert!(
         matches!(error, StorageError::Migration { version, .. } if version == broken.version),
         "{error:?}"
@@ -258,7 +261,7 @@ async fn a_failing_migration_is_rolled_back_and_named() {
     );
     let latest = crate::migrations::latest_version(MIGRATIONS);
     assert_eq!(
-        migrations::current_version(pool(&storage)).await.unwrap(),
+        Migrations::current_version(pool(&storage)).await.unwrap(),
         latest
     );
     let half_done: bool =
