@@ -1,5 +1,5 @@
-//! The SQL layer shared by both engines: one implementation of each store ([`SqlAccounts`],
-//! [`SqlRoster`], [`SqlOffline`]), generic over the engine, with the engines as dialects
+//! The SQL layer shared by both engines: one implementation of each store (`SqlAccounts`,
+//! `SqlRoster`, `SqlOffline`), generic over the engine, with the engines as dialects
 //! ([`Dialect`]): only the SQL text that differs and the real locking differences live in
 //! `sqlite.rs` and `postgres.rs`.
 //!
