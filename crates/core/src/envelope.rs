@@ -189,16 +189,6 @@ impl From<Element> for Envelope {
     }
 }
 
-impl Envelope<herald_stream::Stanza> {
-    /// The element inside, keeping the metadata.
-    pub fn into_element(self) -> Envelope {
-        Envelope {
-            stanza: self.stanza.element,
-            meta: self.meta,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use serde::Deserialize;
