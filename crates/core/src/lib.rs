@@ -25,6 +25,7 @@ pub mod register;
 mod resume;
 pub mod roster;
 mod router;
+pub mod s2s;
 mod server;
 pub mod session_state;
 pub mod sessions;

@@ -3,7 +3,8 @@
 //! Every stanza enters through [`Server::route`] with its [`Origin`] and a `from` already
 //! stamped by the edge that received it. The destination decides the path: a component's
 //! domain goes to that component, a served domain to the local rules (sessions, IQ
-//! handlers, presence), anything else is unreachable until federation exists. Routing never
+//! handlers, presence), any other domain to federation ([`crate::s2s`]) when it is
+//! configured, else it is unreachable. Routing never
 //! waits on another session: delivery is a non-blocking queue push
 //! (see [`crate::sessions::SessionHandle::deliver`]).
 
@@ -27,6 +28,8 @@ pub enum Origin<'a> {
     Client(&'a FullJid),
     /// An authenticated external component (XEP-0114), by its domain.
     Component(&'a Jid),
+    /// A remote server (federation), by the authenticated domain the stanza came from.
+    Remote(&'a Jid),
     /// The server itself (outbound IQs, notifications).
     Server,
 }
@@ -86,8 +89,20 @@ impl Server {
                     ErrorType::Wait,
                     DefinedCondition::ServiceUnavailable,
                 );
+            } else if let Some(s2s) = &self.s2s()
+                && !matches!(origin, Origin::Remote(_))
+            {
+                if let (Origin::Client(sender), StanzaKind::Presence(kind)) = (origin, stanza.kind)
+                {
+                    // As for a component: subscriptions change the roster and directed
+                    // presence is remembered first; presence then sends it on.
+                    presence::route(self, sender, kind, stanza).await;
+                    return;
+                }
+                // Another server's domain: queued on the link to it, never waited for.
+                s2s.send(self, stanza);
             } else {
-                // No federation yet: the remote domain cannot be reached (RFC 6120 section
+                // No federation: the remote domain cannot be reached (RFC 6120 section
                 // 8.3.3.15).
                 self.bounce(
                     &stanza,
@@ -102,8 +117,11 @@ impl Server {
             StanzaKind::Message(kind) => self.route_message(kind, stanza, meta).await,
             StanzaKind::Presence(kind) => match origin {
                 Origin::Client(sender) => presence::route(self, sender, kind, stanza).await,
-                // A component's subscription stanzas change the user's roster.
-                Origin::Component(_) => presence::from_component(self, kind, stanza).await,
+                // A component's or a remote contact's subscription stanzas change the user's
+                // roster; probes are answered.
+                Origin::Component(_) | Origin::Remote(_) => {
+                    presence::from_component(self, kind, stanza).await
+                }
                 // Presence from the server itself: delivered as addressed.
                 Origin::Server => self.deliver_addressed(stanza),
             },
@@ -124,13 +142,23 @@ impl Server {
         let Some(to) = reply.attr("to").and_then(|to| Jid::new(to).ok()) else {
             return;
         };
-        if let Some(component) = self.components.get(to.domain().as_str()) {
+        let domain = to.domain().as_str();
+        if let Some(component) = self.components.get(domain) {
             component.deliver(reply);
+        } else if !self.is_local_domain(domain) {
+            // A reply to a remote entity goes back over federation (not to a local
+            // component's domain while it is away).
+            if let Some(s2s) = self.s2s()
+                && !self.components.was_connected(domain)
+                && let Ok(stanza) = Stanza::parse(reply)
+            {
+                s2s.send(self, stanza);
+            }
         } else if let Ok(full) = to.try_as_full() {
             if let Some(session) = self.sessions.get(full) {
                 session.deliver(reply);
             }
-        } else if to.node().is_none() && self.is_local_domain(to.domain().as_str()) {
+        } else if to.node().is_none() {
             // A reply to the server itself: an answer to an outbound IQ.
             if let Ok(stanza) = Stanza::parse(reply) {
                 self.outbound.resolve(&stanza);

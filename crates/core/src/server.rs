@@ -34,6 +34,9 @@ pub struct ServerOptions {
     /// `[modules.mod_roster]`: rosters and presence subscriptions; `None` leaves presence to
     /// the user's own resources and directed presence.
     pub roster: Option<RosterConfig>,
+    /// `[s2s]` and `[[listen.s2s]]`: federation; `None` keeps every other domain out of
+    /// reach (`remote-server-not-found`).
+    pub s2s: Option<crate::s2s::S2sSettings>,
 }
 
 /// Shared server state. Cheap to reach from every task through an `Arc`.
@@ -62,6 +65,8 @@ pub struct Server {
     /// The roster service (`mod_roster`), which presence uses for subscriptions and
     /// broadcasts (RFC 6121 sections 3 and 4).
     roster: Option<Arc<Roster>>,
+    /// Federation, when configured.
+    s2s: Option<Arc<crate::s2s::S2s>>,
     /// What the modules added.
     pub extensions: Extensions,
     /// Cancelled when the server shuts down.
@@ -109,10 +114,16 @@ impl Server {
             max_user_sessions: options.max_user_sessions,
             auth_throttle: AuthThrottle::new(options.auth_throttle),
             roster,
+            s2s: options
+                .s2s
+                .map(|settings| Arc::new(crate::s2s::S2s::new(settings))),
             extensions: Registrar::build(&all),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });
+        if let Some(s2s) = &server.s2s {
+            s2s.bind(&server);
+        }
         for module in &all {
             Arc::clone(module).start(&server);
         }
@@ -122,6 +133,11 @@ impl Server {
     /// The roster service, when `mod_roster` is enabled.
     pub fn roster(&self) -> Option<&Arc<Roster>> {
         self.roster.as_ref()
+    }
+
+    /// Federation, when configured.
+    pub fn s2s(&self) -> Option<&Arc<crate::s2s::S2s>> {
+        self.s2s.as_ref()
     }
 
     /// The served domains.

@@ -26,7 +26,7 @@ use crate::vocabulary::Skip;
 pub struct Stats {
     enables: AtomicU64,
     disables: AtomicU64,
-    notifications: [AtomicU64; 6],
+    notifications: [AtomicU64; Outcome::ALL.len()],
     skips: AtomicU64,
 }
 

@@ -112,6 +112,10 @@ pub enum Outcome {
     RejectedAndDisabled,
     /// Another error, or the IQ could not be sent; the registration is kept.
     TransientError,
+    /// The app server's own server could not be reached over federation
+    /// (`remote-server-not-found` or `remote-server-timeout`): not an answer from the app
+    /// server, so the registration is kept.
+    Unreachable,
     /// The publisher's queue was full; the notification was never sent.
     DroppedQueueFull,
     /// The recipient already had their share of the publisher queued or in flight; the
@@ -121,13 +125,14 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every outcome, in the order the counts keep them (`metrics::Stats`).
-    pub const ALL: [Outcome; 6] = [
+    pub const ALL: [Outcome; 7] = [
         Outcome::Delivered,
         Outcome::Timeout,
         Outcome::RejectedAndDisabled,
         Outcome::TransientError,
         Outcome::DroppedQueueFull,
         Outcome::DroppedUserLimit,
+        Outcome::Unreachable,
     ];
 
     /// The outcome as a metric label.
@@ -139,6 +144,7 @@ impl Outcome {
             Outcome::TransientError => "transient_error",
             Outcome::DroppedQueueFull => "dropped_queue_full",
             Outcome::DroppedUserLimit => "dropped_user_limit",
+            Outcome::Unreachable => "unreachable",
         }
     }
 
@@ -150,6 +156,7 @@ impl Outcome {
             Outcome::TransientError => 3,
             Outcome::DroppedQueueFull => 4,
             Outcome::DroppedUserLimit => 5,
+            Outcome::Unreachable => 6,
         }
     }
 }

@@ -22,6 +22,7 @@ use herald_core::{
     offline::Offline,
     ping::Ping,
     register::Register,
+    s2s::{S2sListener, S2sListenerSettings, S2sSettings, UseStartTls},
 };
 use herald_sasl::Credentials;
 use herald_storage::{MigrationSet, Storage, StorageError};
@@ -30,7 +31,7 @@ use jid::{BareJid, DomainPart};
 
 use crate::config::{
     C2sListener as C2sConfig, Config, ConflictBehaviour, DatabaseConfig,
-    ServiceListener as ServiceConfig, TlsMode,
+    S2sListener as S2sListenerConfig, ServiceListener as ServiceConfig, TlsMode,
 };
 
 /// How long shutdown waits for sessions to flush before giving up on them.
@@ -161,6 +162,51 @@ fn options(config: &Config) -> ServerOptions {
         auth_throttle: modules.mod_fail2ban.unwrap_or_default(),
         pings: modules.mod_ping.as_ref().and_then(|ping| ping.settings()),
         roster: modules.mod_roster,
+        s2s: None,
+    }
+}
+
+/// Federation's settings: `[s2s]` (or its defaults when only a listener is configured) and
+/// TLS for server links: `[s2s] certfile`, else the first s2s listener's certificate, else
+/// the self-signed certificate of the data directory; the system's roots and `cafile`.
+fn s2s_settings(config: &Config) -> Result<Option<S2sSettings>, AppError> {
+    if !config.federates() {
+        return Ok(None);
+    }
+    let s2s = config.s2s.clone().unwrap_or_default();
+    let direct_tls = config.listen.s2s.iter().any(|l| l.direct_tls);
+    if s2s.use_starttls == UseStartTls::Off && !direct_tls {
+        return Ok(Some(S2sSettings {
+            config: s2s,
+            tls: None,
+        }));
+    }
+    let (certfile, keyfile) = match (&s2s.certfile, &s2s.keyfile) {
+        (Some(cert), key) => (cert.clone(), key.clone().unwrap_or_else(|| cert.clone())),
+        (None, _) => match config.listen.s2s.iter().find_map(|l| l.cert.clone()) {
+            Some(files) => (files.certfile, files.keyfile),
+            None => {
+                let names: Vec<String> = hosts(config).iter().map(|h| h.to_string()).collect();
+                tls::ensure_self_signed(&config.general.data_dir, &names)?
+            }
+        },
+    };
+    let (certs, key) = tls::load_identity(&certfile, &keyfile)?;
+    let roots = tls::s2s::roots(s2s.cafile.as_deref(), true)?;
+    let tls = tls::s2s::S2sTls::new(certs, key, roots, &certfile)?;
+    Ok(Some(S2sSettings {
+        config: s2s,
+        tls: Some(tls),
+    }))
+}
+
+fn s2s_listener_settings(listener: &S2sListenerConfig) -> S2sListenerSettings {
+    S2sListenerSettings {
+        addr: listener.addr,
+        max_stanza_size: listener.max_stanza_size,
+        max_connections: listener.max_connections,
+        state_timeout: listener.state_timeout,
+        direct_tls: listener.direct_tls,
     }
 }
 
@@ -236,6 +282,8 @@ pub struct Running {
     pub c2s_addrs: Vec<SocketAddr>,
     /// The bound component (`listen.service`) addresses, in configuration order.
     pub service_addrs: Vec<SocketAddr>,
+    /// The bound server-to-server (`listen.s2s`) addresses, in configuration order.
+    pub s2s_addrs: Vec<SocketAddr>,
     listeners: tokio::task::JoinSet<()>,
 }
 
@@ -245,12 +293,16 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
     for listener in &config.listen.c2s {
         settings.push(listener_settings(config, listener)?);
     }
+    let s2s = s2s_settings(config)?;
     let storage = open_storage(config).await?;
     let server = Server::with_options(
         hosts(config),
         storage.clone(),
         &modules(config, &storage)?,
-        options(config),
+        ServerOptions {
+            s2s,
+            ..options(config)
+        },
     );
     let mut bound = Vec::new();
     for settings in settings {
@@ -269,6 +321,15 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
             .map_err(|source| AppError::Bind { addr, source })?;
         services.push(service);
     }
+    let mut s2s_listeners = Vec::new();
+    for listener in &config.listen.s2s {
+        let settings = s2s_listener_settings(listener);
+        let addr = settings.addr;
+        let bound = S2sListener::bind(settings)
+            .await
+            .map_err(|source| AppError::Bind { addr, source })?;
+        s2s_listeners.push(bound);
+    }
     let mut c2s_addrs = Vec::new();
     let mut service_addrs = Vec::new();
     let mut listeners = tokio::task::JoinSet::new();
@@ -280,10 +341,16 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         service_addrs.push(listener.local_addr().map_err(AppError::Runtime)?);
         listeners.spawn(listener.run(Arc::clone(&server)));
     }
+    let mut s2s_addrs = Vec::new();
+    for listener in s2s_listeners {
+        s2s_addrs.push(listener.local_addr().map_err(AppError::Runtime)?);
+        listeners.spawn(listener.run(Arc::clone(&server)));
+    }
     Ok(Running {
         server,
         c2s_addrs,
         service_addrs,
+        s2s_addrs,
         listeners,
     })
 }
@@ -391,12 +458,16 @@ pub async fn user_remove(config: &Config, jid: &str) -> Result<ExitCode, AppErro
     let user = account(config, jid)?;
     // The server with its modules but no listener: removing an account runs the
     // `user_removed` hook, where each module deletes its data.
+    let s2s = s2s_settings(config)?;
     let storage = open_storage(config).await?;
     let server = Server::with_options(
         hosts(config),
         storage.clone(),
         &modules(config, &storage)?,
-        options(config),
+        ServerOptions {
+            s2s,
+            ..options(config)
+        },
     );
     let removed = server.remove_account(&user).await;
     server.shutdown.cancel();

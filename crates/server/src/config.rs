@@ -55,6 +55,16 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// `[internal_databases.sqlite]`: how the embedded database keeps what it commits.
     pub sqlite: SqliteConfig,
+    /// `[s2s]`: federation's options (paths resolved against the file's directory);
+    /// `None` when the file has no such table.
+    pub s2s: Option<S2sConfig>,
+}
+
+impl Config {
+    /// Whether the server federates: an `[s2s]` table or an s2s listener.
+    pub fn federates(&self) -> bool {
+        self.s2s.is_some() || !self.listen.s2s.is_empty()
+    }
 }
 
 /// `[internal_databases.sqlite]` (a section named after MongooseIM's `[internal_databases]`).
@@ -131,6 +141,27 @@ pub struct Listen {
     pub c2s: Vec<C2sListener>,
     /// `[[listen.service]]`: external component listeners (XEP-0114), in file order.
     pub service: Vec<ServiceListener>,
+    /// `[[listen.s2s]]`: listeners for other servers (federation), in file order.
+    pub s2s: Vec<S2sListener>,
+}
+
+/// One `[[listen.s2s]]` table: a socket accepting other servers' streams (RFC 6120).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S2sListener {
+    /// `ip_address` and `port` (5269 by convention).
+    pub addr: SocketAddr,
+    /// `max_stanza_size`, as for c2s.
+    pub max_stanza_size: usize,
+    /// `max_connections`, as for c2s.
+    pub max_connections: usize,
+    /// `state_timeout`: how long a stream may take to authenticate its first domain.
+    pub state_timeout: Duration,
+    /// `tls.mode`: `"starttls"` (default; whether it is required is `[s2s] use_starttls`)
+    /// or `"tls"` (XEP-0368 direct TLS).
+    pub direct_tls: bool,
+    /// `tls.certfile` and `tls.keyfile`: the certificate for server links when `[s2s]`
+    /// names none.
+    pub cert: Option<CertFiles>,
 }
 
 /// One `[[listen.service]]` table: a socket accepting external components (XEP-0114).
@@ -256,6 +287,7 @@ pub use herald_core::{
     ping::{PingConfig, PingTimeoutAction},
     register::RegisterConfig,
     roster::RosterConfig,
+    s2s::S2sConfig,
     sm::{SmSettings as StreamManagementConfig, StaleH as StaleHConfig},
 };
 pub use herald_push::config::EventPusherConfig;
@@ -311,6 +343,7 @@ impl Config {
                     }),
                 }],
                 service: Vec::new(),
+                s2s: Vec::new(),
             },
             modules: Modules {
                 mod_disco: Some(DiscoConfig::default()),
@@ -324,6 +357,7 @@ impl Config {
             },
             database: DatabaseConfig::Embedded,
             sqlite: SqliteConfig::default(),
+            s2s: None,
         }
     }
 }
@@ -475,6 +509,7 @@ extra_domains = ["pubsub.example.org"]
                     }),
                 }],
                 service: Vec::new(),
+                s2s: Vec::new(),
             },
             modules: Modules {
                 mod_disco: Some(DiscoConfig {
@@ -490,6 +525,7 @@ extra_domains = ["pubsub.example.org"]
             },
             database: DatabaseConfig::Embedded,
             sqlite: SqliteConfig::default(),
+            s2s: None,
         };
         assert_eq!(config, expected);
     }

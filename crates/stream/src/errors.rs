@@ -13,6 +13,8 @@ pub enum StreamErrorCondition {
     ConnectionTimeout,
     /// 4.9.3.6: the `to` of the stream header is not served here.
     HostUnknown,
+    /// 4.9.3.7: a stanza between servers lacks its `to` or `from`.
+    ImproperAddressing,
     /// 4.9.3.8: the server had a problem it cannot describe better.
     InternalServerError,
     /// 4.9.3.9: a `from` the entity is not allowed to use.
@@ -46,6 +48,7 @@ impl StreamErrorCondition {
             Self::Conflict => "conflict",
             Self::ConnectionTimeout => "connection-timeout",
             Self::HostUnknown => "host-unknown",
+            Self::ImproperAddressing => "improper-addressing",
             Self::InternalServerError => "internal-server-error",
             Self::InvalidFrom => "invalid-from",
             Self::InvalidNamespace => "invalid-namespace",

@@ -45,6 +45,31 @@ impl StreamHeader {
         Self::build(content_ns, domain, id, None, false)
     }
 
+    /// A server-to-server stream header (RFC 6120 section 4.7, XEP-0220 section 2.1): in
+    /// `jabber:server`, declaring the dialback namespace, version 1.0. `id` is `None` for the
+    /// initiating entity's header.
+    pub fn server(from: &str, to: Option<&str>, id: Option<&str>) -> String {
+        let mut out = String::with_capacity(256);
+        out.push_str("<?xml version='1.0'?><stream:stream xmlns='");
+        out.push_str(ns::SERVER);
+        out.push_str("' xmlns:db='");
+        out.push_str(ns::DIALBACK);
+        out.push_str("' xmlns:stream='");
+        out.push_str(ns::STREAM);
+        out.push_str("' from='");
+        escape_attr(from, &mut out);
+        if let Some(to) = to {
+            out.push_str("' to='");
+            escape_attr(to, &mut out);
+        }
+        if let Some(id) = id {
+            out.push_str("' id='");
+            escape_attr(id, &mut out);
+        }
+        out.push_str("' version='1.0' xml:lang='en'>");
+        out
+    }
+
     fn build(content_ns: &str, from: &str, id: &str, to: Option<&str>, version: bool) -> String {
         let mut out = String::with_capacity(256);
         out.push_str("<?xml version='1.0'?><stream:stream xmlns='");
@@ -84,6 +109,14 @@ pub fn escape_attr(value: &str, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_server_header_declares_dialback_and_names_both_domains() {
+        let h = StreamHeader::server("a.example", Some("b.example"), None);
+        assert!(h.contains("xmlns='jabber:server' xmlns:db='jabber:server:dialback'"));
+        assert!(h.contains("from='a.example' to='b.example' version='1.0'"));
+        assert!(!h.contains(" id="));
+    }
 
     #[test]
     fn response_header_escapes_attribute_values() {

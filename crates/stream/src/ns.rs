@@ -46,3 +46,13 @@ pub const JINGLE_MESSAGE: &str = xmpp_parsers::ns::JINGLE_MESSAGE;
 pub const ROSTER_VERSIONING: &str = "urn:xmpp:features:rosterver";
 /// XEP-0077 section 3.1: the in-band registration stream feature.
 pub const REGISTER_FEATURE: &str = xmpp_parsers::ns::REGISTER_FEATURE;
+/// RFC 6120 section 4.8.3: the content namespace of server-to-server streams.
+pub const SERVER: &str = "jabber:server";
+/// XEP-0220: Server Dialback's elements (`db:result`, `db:verify`).
+pub const DIALBACK: &str = "jabber:server:dialback";
+/// XEP-0220 section 2.4: the stream feature that advertises dialback.
+pub const DIALBACK_FEATURE: &str = "urn:xmpp:features:dialback";
+/// XEP-0288: bidirectional server-to-server connections (the request element).
+pub const BIDI: &str = "urn:xmpp:bidi";
+/// XEP-0288: the stream feature that offers bidirectional connections.
+pub const BIDI_FEATURE: &str = "urn:xmpp:features:bidi";

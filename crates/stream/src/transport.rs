@@ -17,14 +17,29 @@ use tokio_rustls::server::TlsStream;
 pub enum Transport {
     /// Plaintext TCP.
     Plain(TcpStream),
-    /// TLS over TCP.
+    /// TLS over TCP, accepted (we are the TLS server).
     Tls(Box<TlsStream<TcpStream>>),
+    /// TLS over TCP, initiated (we are the TLS client: outgoing server-to-server streams).
+    ClientTls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
 impl Transport {
     /// Whether the connection is encrypted.
     pub fn is_tls(&self) -> bool {
-        matches!(self, Transport::Tls(_))
+        matches!(self, Transport::Tls(_) | Transport::ClientTls(_))
+    }
+
+    /// The certificate chain the peer presented during the TLS handshake, leaf first
+    /// (empty for plaintext or when the peer sent none).
+    pub fn peer_certificates(&self) -> Vec<rustls_pki_types::CertificateDer<'static>> {
+        let certs = match self {
+            Transport::Plain(_) => None,
+            Transport::Tls(s) => s.get_ref().1.peer_certificates(),
+            Transport::ClientTls(s) => s.get_ref().1.peer_certificates(),
+        };
+        certs
+            .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+            .unwrap_or_default()
     }
 }
 
@@ -37,6 +52,7 @@ impl AsyncRead for Transport {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Transport::ClientTls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -50,6 +66,7 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Transport::ClientTls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -57,6 +74,7 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_flush(cx),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Transport::ClientTls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -64,6 +82,7 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Transport::ClientTls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 
@@ -75,6 +94,7 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            Transport::ClientTls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -82,6 +102,7 @@ impl AsyncWrite for Transport {
         match self {
             Transport::Plain(s) => s.is_write_vectored(),
             Transport::Tls(s) => s.is_write_vectored(),
+            Transport::ClientTls(s) => s.is_write_vectored(),
         }
     }
 }

@@ -195,8 +195,7 @@ pub(super) fn presence_of_type(kind: &'static str, from: &Jid, to: &Jid) -> Elem
 }
 
 /// Deliver a presence stanza to what its `to` names: a local account's resource or its
-/// available resources, or a connected component. Other domains are out of reach until
-/// federation exists.
+/// available resources, a connected component, or a remote server when federation is on.
 pub(super) async fn send(server: &Server, presence: Element) {
     let Some(to) = presence.attr("to").and_then(|to| Jid::new(to).ok()) else {
         return;
@@ -214,7 +213,7 @@ pub(super) async fn send(server: &Server, presence: Element) {
                 }
             }
         }
-    } else if server.components.get(to.domain().as_str()).is_some()
+    } else if (server.components.get(to.domain().as_str()).is_some() || server.s2s().is_some())
         && let Ok(stanza) = Stanza::parse(presence)
     {
         Box::pin(server.route(Origin::Server, stanza)).await;

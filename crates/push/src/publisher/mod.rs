@@ -48,7 +48,7 @@ use tokio::{
     time::Instant,
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use xmpp_parsers::stanza_error::ErrorType;
+use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
 pub use crate::stanza::{PUBLISH_OPTIONS, PUBSUB, PUSH, SUMMARY, publish_iq};
 pub use transport::{IqOutcome, IqTransport, SendIqError, ServerTransport};
@@ -477,6 +477,16 @@ impl Worker {
             IqOutcome::Timeout => {
                 tracing::info!(pubsub = %key.pubsub, node = %Redacted(&key.node), "push: no reply from the app server");
                 Outcome::Timeout
+            }
+            // The app server's server is out of reach (federation): the app server said
+            // nothing, so the registration stays (push.md section 5).
+            IqOutcome::Error {
+                condition:
+                    DefinedCondition::RemoteServerNotFound | DefinedCondition::RemoteServerTimeout,
+                ..
+            } => {
+                tracing::info!(pubsub = %key.pubsub, "push: the app server's server is unreachable; registration kept");
+                Outcome::Unreachable
             }
             // Spec section 5: an error whose type is cancel means the app server will never
             // accept this registration (unknown node, device not registered...).

@@ -26,6 +26,7 @@ pub(super) struct RawConfig {
     pub(super) outgoing_pools: Option<super::storage::RawOutgoingPools>,
     pub(super) auth: Option<super::storage::RawAuth>,
     pub(super) internal_databases: Option<RawInternalDatabases>,
+    pub(super) s2s: Option<Raw<herald_core::s2s::S2sConfig>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -56,6 +57,19 @@ pub(super) struct RawListen {
     pub(super) c2s: Vec<RawC2s>,
     #[serde(default)]
     pub(super) service: Vec<RawService>,
+    #[serde(default)]
+    pub(super) s2s: Vec<RawS2sListener>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawS2sListener {
+    pub(super) port: Option<Integer>,
+    pub(super) ip_address: Option<String>,
+    pub(super) max_stanza_size: Option<Integer>,
+    pub(super) max_connections: Option<Integer>,
+    pub(super) state_timeout: Option<Integer>,
+    pub(super) tls: Option<RawTls>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -13,7 +13,8 @@ use herald_core::config::{Section, domains, integer_or, one_of, required};
 
 use super::error::{Invalid, KeyPath};
 use super::raw::{
-    RawC2s, RawConfig, RawGeneral, RawInternalDatabases, RawModules, RawService, RawTls,
+    RawC2s, RawConfig, RawGeneral, RawInternalDatabases, RawListen, RawModules, RawS2sListener,
+    RawService, RawTls,
 };
 use super::storage::{self, DatabaseConfig};
 use super::{
@@ -21,7 +22,7 @@ use super::{
     DEFAULT_HANDSHAKE_TIMEOUT_S, DEFAULT_IP_ADDRESS, DEFAULT_LOGLEVEL, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_STANZA_SIZE, DEFAULT_MAX_USER_SESSIONS,
     DEFAULT_SEND_TIMEOUT_S, DEFAULT_STATE_TIMEOUT_MS, General, Listen, LogLevel, Modules,
-    ServiceListener, SqliteConfig, TlsConfig, TlsMode,
+    S2sConfig, S2sListener, ServiceListener, SqliteConfig, TlsConfig, TlsMode,
 };
 
 /// What a file leaves to its surroundings.
@@ -90,15 +91,11 @@ pub(super) fn config(mut raw: RawConfig, context: &Context<'_>) -> Result<Config
     }
     Ok(Config {
         general: general(raw.general, &root.key("general"), context)?,
-        listen: listen(
-            raw.listen.c2s,
-            raw.listen.service,
-            &root.key("listen"),
-            context,
-        )?,
+        listen: listen(raw.listen, &root.key("listen"), context)?,
         modules,
         database,
         sqlite: sqlite(raw.internal_databases, &root.key("internal_databases"))?,
+        s2s: s2s(raw.s2s, &root.key("s2s"), context.base_dir)?,
     })
 }
 
@@ -187,12 +184,40 @@ fn general(
     })
 }
 
-fn listen(
-    raw: Vec<RawC2s>,
-    raw_service: Vec<RawService>,
+/// `[s2s]`, checked by federation's own type; its files are found relative to the
+/// configuration file.
+fn s2s(
+    raw: Option<<S2sConfig as Section>::Raw>,
     at: &KeyPath,
-    context: &Context<'_>,
-) -> Result<Listen, Invalid> {
+    base_dir: &Path,
+) -> Result<Option<S2sConfig>, Invalid> {
+    let Some(mut config) = section::<S2sConfig>(raw, at)? else {
+        return Ok(None);
+    };
+    for (key, path) in [
+        ("certfile", &mut config.certfile),
+        ("keyfile", &mut config.keyfile),
+        ("cafile", &mut config.cafile),
+    ] {
+        if let Some(given) = path.take() {
+            *path = Some(file_path(given, &at.key(key), base_dir)?);
+        }
+    }
+    if config.keyfile.is_some() && config.certfile.is_none() {
+        return Err(Invalid::new(
+            at.key("keyfile"),
+            "keyfile is given without certfile; expected certfile (which may hold the key too)",
+        ));
+    }
+    Ok(Some(config))
+}
+
+fn listen(raw: RawListen, at: &KeyPath, context: &Context<'_>) -> Result<Listen, Invalid> {
+    let RawListen {
+        c2s: raw,
+        service: raw_service,
+        s2s: raw_s2s,
+    } = raw;
     let c2s_at = at.key("c2s");
     let mut c2s: Vec<C2sListener> = Vec::with_capacity(raw.len());
     for (index, raw) in raw.into_iter().enumerate() {
@@ -241,8 +266,101 @@ fn listen(
         }
         service.push(listener);
     }
-    Ok(Listen { c2s, service })
+    let s2s_at = at.key("s2s");
+    let mut s2s: Vec<S2sListener> = Vec::with_capacity(raw_s2s.len());
+    for (index, raw) in raw_s2s.into_iter().enumerate() {
+        let at = s2s_at.index(index);
+        let listener = s2s_listener(raw, &at, context.base_dir)?;
+        let taken = c2s
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.addr, c2s_at.index(i)))
+            .chain(
+                service
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (s.addr, service_at.index(i))),
+            )
+            .chain(
+                s2s.iter()
+                    .enumerate()
+                    .map(|(i, s)| (s.addr, s2s_at.index(i))),
+            )
+            .find(|(addr, _)| overlaps(*addr, listener.addr));
+        if let Some((addr, other)) = taken {
+            return Err(Invalid::new(
+                at,
+                format!(
+                    "address {} overlaps {addr} of {other}; expected each listener on its own port or address",
+                    listener.addr,
+                ),
+            ));
+        }
+        s2s.push(listener);
+    }
+    Ok(Listen { c2s, service, s2s })
 }
+
+/// The `tls.mode` values of an s2s listener (whether TLS is required is `[s2s]
+/// use_starttls`, for both directions).
+const S2S_TLS_MODES: &[(&str, bool)] = &[("starttls", false), ("tls", true)];
+
+fn s2s_listener(
+    raw: RawS2sListener,
+    at: &KeyPath,
+    base_dir: &Path,
+) -> Result<S2sListener, Invalid> {
+    let port_at = at.key("port");
+    let ports = "a port number from 0 to 65535 (0 picks a free port)";
+    let port: u16 = integer(required(raw.port, &port_at, ports)?, 0, ports, &port_at)?;
+    let ip = match raw.ip_address {
+        Some(text) => ip_address(&text, &at.key("ip_address"))?,
+        None => DEFAULT_IP_ADDRESS,
+    };
+    let max_stanza_size = match raw.max_stanza_size {
+        Some(n) => integer(n, 1024, "at least 1024 (bytes)", &at.key("max_stanza_size"))?,
+        None => DEFAULT_S2S_MAX_STANZA_SIZE,
+    };
+    let max_connections = match raw.max_connections {
+        Some(n) => integer(n, 1, "at least 1", &at.key("max_connections"))?,
+        None => DEFAULT_MAX_CONNECTIONS,
+    };
+    let state_timeout_ms = match raw.state_timeout {
+        Some(n) => integer(
+            n,
+            100,
+            "at least 100 (milliseconds)",
+            &at.key("state_timeout"),
+        )?,
+        None => DEFAULT_S2S_STATE_TIMEOUT_MS,
+    };
+    let (direct_tls, cert) = match raw.tls {
+        None => (false, None),
+        Some(tls) => {
+            let tls_at = at.key("tls");
+            let direct_tls = match &tls.mode {
+                Some(name) => one_of(name, S2S_TLS_MODES, &tls_at.key("mode"))?,
+                None => false,
+            };
+            let checked = tls_config(RawTls { mode: None, ..tls }, &tls_at, base_dir)?;
+            (direct_tls, checked.cert)
+        }
+    };
+    Ok(S2sListener {
+        addr: SocketAddr::new(ip, port),
+        max_stanza_size,
+        max_connections,
+        state_timeout: Duration::from_millis(state_timeout_ms),
+        direct_tls,
+        cert,
+    })
+}
+
+/// Servers carry many users' traffic: a larger element limit than a client's.
+const DEFAULT_S2S_MAX_STANZA_SIZE: usize = 1024 * 1024;
+
+/// Dialback needs a round trip to the peer's authoritative server: more time than a login.
+const DEFAULT_S2S_STATE_TIMEOUT_MS: u64 = 30_000;
 
 const CONFLICT_BEHAVIOURS: &[(&str, ConflictBehaviour)] = &[
     ("disconnect", ConflictBehaviour::Disconnect),

@@ -1,6 +1,9 @@
 //! TLS for client streams (RFC 6120 section 5 for STARTTLS; XEP-0368 for direct TLS):
 //! certificate loading, the self-signed certificate of the embedded default, and the
-//! rustls acceptor with its one crypto provider (ring).
+//! rustls acceptor with its one crypto provider (ring). Server-to-server TLS is in
+//! [`s2s`].
+
+pub mod s2s;
 
 use std::{
     path::{Path, PathBuf},
@@ -94,8 +97,13 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::write(path, bytes)
 }
 
-/// Build a TLS acceptor from PEM files: the certificate chain and its private key.
-pub fn acceptor(certfile: &Path, keyfile: &Path) -> Result<TlsAcceptor, TlsError> {
+/// Read a certificate chain (leaf first) and its private key from PEM files. The key may be
+/// in the certificate file (MongooseIM's `certfile` holds both) when `keyfile` is the same
+/// path.
+pub fn load_identity(
+    certfile: &Path,
+    keyfile: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
     let certs = CertificateDer::pem_file_iter(certfile)
         .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
         .map_err(|e| TlsError::Pem {
@@ -115,8 +123,18 @@ pub fn acceptor(certfile: &Path, keyfile: &Path) -> Result<TlsAcceptor, TlsError
         path: keyfile.to_owned(),
         reason: e.to_string(),
     })?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ServerConfig::builder_with_provider(provider)
+    Ok((certs, key))
+}
+
+/// The one crypto provider (ring).
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Build a TLS acceptor from PEM files: the certificate chain and its private key.
+pub fn acceptor(certfile: &Path, keyfile: &Path) -> Result<TlsAcceptor, TlsError> {
+    let (certs, key) = load_identity(certfile, keyfile)?;
+    let config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
         .map_err(|source| TlsError::Rustls {

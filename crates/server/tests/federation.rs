@@ -1,0 +1,624 @@
+//! Black-box tests of federation (RFC 6120 server streams, XEP-0220 dialback, SASL
+//! EXTERNAL): two herald servers in this process, each serving its own domain on its own
+//! loopback port, found through `[s2s] address`; and a raw remote server written from the
+//! RFC for what herald must refuse.
+
+mod common;
+
+use std::{net::SocketAddr, time::Duration};
+
+use common::{TestServer, client::Client, component::Component};
+use herald_stream::{Frame, StreamParser};
+use minidom::Element;
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    net::TcpStream,
+};
+
+const STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+const ROSTER: &str = "jabber:iq:roster";
+const PUSH: &str = "urn:xmpp:push:0";
+const SHARED: &str = "b-dialback-secret";
+
+/// A free port on 127.0.0.1, for a listener whose port the other server must know.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The configuration of a server for `domain` whose s2s listener is on `port`, reaching
+/// each `(domain, port)` of `peers` on loopback. `extra` is appended to `[s2s]`.
+fn config(domain: &str, port: u16, peers: &[(&str, u16)], extra: &str, tail: &str) -> String {
+    let address: Vec<String> = peers
+        .iter()
+        .map(|(host, port)| {
+            format!("{{host = \"{host}\", ip_address = \"127.0.0.1\", port = {port}}}")
+        })
+        .collect();
+    format!(
+        r#"
+[general]
+hosts = ["{domain}"]
+data_dir = "{{DATA}}"
+
+[[listen.c2s]]
+port = 0
+ip_address = "127.0.0.1"
+tls.mode = "starttls"
+
+[[listen.s2s]]
+port = {port}
+ip_address = "127.0.0.1"
+
+[[listen.service]]
+port = 0
+ip_address = "127.0.0.1"
+password = "secret"
+
+[s2s]
+address = [{address}]
+max_retry_delay = 1
+{extra}
+
+[modules.mod_disco]
+[modules.mod_ping]
+[modules.mod_roster]
+[modules.mod_offline]
+{tail}
+"#,
+        address = address.join(", "),
+    )
+}
+
+struct Pair {
+    a: TestServer,
+    b: TestServer,
+    a_port: u16,
+    b_port: u16,
+}
+
+const PUSH_MODULE: &str = r#"
+[modules.mod_event_pusher.push]
+backend = "mnesia"
+plugin_module = "mod_event_pusher_push_plugin_defaults"
+"#;
+
+/// a.test and b.test, reaching each other by dialback (self-signed certificates).
+async fn pair() -> Pair {
+    let (a_port, b_port) = (free_port(), free_port());
+    let a = TestServer::start(&config(
+        "a.test",
+        a_port,
+        &[("b.test", b_port), ("push.b.test", b_port)],
+        "",
+        PUSH_MODULE,
+    ))
+    .await;
+    let b = TestServer::start(&config(
+        "b.test",
+        b_port,
+        &[("a.test", a_port)],
+        &format!("shared = \"{SHARED}\""),
+        "",
+    ))
+    .await;
+    a.add_user("alice@a.test", "a-pass").await;
+    b.add_user("bob@b.test", "b-pass").await;
+    Pair {
+        a,
+        b,
+        a_port,
+        b_port,
+    }
+}
+
+async fn online(server: &TestServer, user: &str, password: &str) -> Client {
+    Client::online(server, user, password, "r", 0).await
+}
+
+/// The next element that is not presence, within 10 s.
+async fn next_message(client: &mut Client) -> Element {
+    client.next_non_presence().await
+}
+
+fn error_condition(stanza: &Element) -> Option<String> {
+    let error = stanza.children().find(|c| c.name() == "error")?;
+    error
+        .children()
+        .find(|c| c.ns() == STANZAS)
+        .map(|c| c.name().to_owned())
+}
+
+#[tokio::test]
+async fn users_of_two_servers_exchange_messages_both_ways_over_dialback() {
+    let p = pair().await;
+    let mut alice = online(&p.a, "alice@a.test", "a-pass").await;
+    let mut bob = online(&p.b, "bob@b.test", "b-pass").await;
+    alice
+        .send("<message to='bob@b.test' type='chat' id='m1'><body>hello b</body></message>")
+        .await;
+    let got = next_message(&mut bob).await;
+    assert_eq!(got.name(), "message", "{got:?}");
+    assert_eq!(got.attr("from"), Some("alice@a.test/r"));
+    assert_eq!(
+        got.get_child("body", "jabber:client").unwrap().text(),
+        "hello b"
+    );
+    bob.send("<message to='alice@a.test/r' type='chat' id='m2'><body>hello a</body></message>")
+        .await;
+    let got = next_message(&mut alice).await;
+    assert_eq!(got.attr("from"), Some("bob@b.test/r"));
+    assert_eq!(
+        got.get_child("body", "jabber:client").unwrap().text(),
+        "hello a"
+    );
+}
+
+#[tokio::test]
+async fn iqs_cross_servers_and_the_remote_server_answers_pings_and_disco() {
+    let p = pair().await;
+    let mut alice = online(&p.a, "alice@a.test", "a-pass").await;
+    alice
+        .send("<iq type='get' id='p1' to='b.test'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    let reply = next_message(&mut alice).await;
+    assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
+    assert_eq!(reply.attr("from"), Some("b.test"));
+    alice
+        .send("<iq type='get' id='d1' to='b.test'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
+        .await;
+    let reply = next_message(&mut alice).await;
+    assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
+    let query = reply.children().next().unwrap();
+    assert!(
+        query
+            .children()
+            .any(|c| c.name() == "identity" && c.attr("category") == Some("server"))
+    );
+    // An IQ to an absent resource of a remote user comes back as service-unavailable.
+    alice
+        .send("<iq type='get' id='v1' to='bob@b.test/none'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    let reply = next_message(&mut alice).await;
+    assert_eq!(
+        error_condition(&reply).as_deref(),
+        Some("service-unavailable")
+    );
+}
+
+#[tokio::test]
+async fn a_full_subscription_handshake_crosses_servers_and_presence_follows() {
+    let p = pair().await;
+    let mut alice = online(&p.a, "alice@a.test", "a-pass").await;
+    let mut bob = online(&p.b, "bob@b.test", "b-pass").await;
+    // Roster pushes go to resources that asked for the roster (RFC 6121 section 2.1.6).
+    alice
+        .send("<iq type='get' id='r0'><query xmlns='jabber:iq:roster'/></iq>")
+        .await;
+    wait_for(&mut alice, |e| {
+        e.name() == "iq" && e.attr("id") == Some("r0")
+    })
+    .await;
+    alice
+        .send("<presence to='bob@b.test' type='subscribe'/>")
+        .await;
+    let request = wait_for(&mut bob, |e| {
+        e.name() == "presence" && e.attr("type") == Some("subscribe")
+    })
+    .await;
+    assert_eq!(request.attr("from"), Some("alice@a.test"));
+    bob.send("<presence to='alice@a.test' type='subscribed'/>")
+        .await;
+    // Alice's roster says "to", and bob's available presence follows the approval.
+    let push = wait_for(&mut alice, |e| {
+        e.name() == "iq" && roster_item(e).is_some_and(|i| i.attr("subscription") == Some("to"))
+    })
+    .await;
+    assert_eq!(roster_item(&push).unwrap().attr("jid"), Some("bob@b.test"));
+    let presence = wait_for(&mut alice, |e| {
+        e.name() == "presence" && e.attr("from") == Some("bob@b.test/r") && e.attr("type").is_none()
+    })
+    .await;
+    assert!(presence.attr("to").is_some());
+    // Bob's presence change reaches alice across.
+    bob.send("<presence><show>away</show></presence>").await;
+    let away = wait_for(&mut alice, |e| {
+        e.name() == "presence" && e.get_child("show", "jabber:client").is_some()
+    })
+    .await;
+    assert_eq!(
+        away.get_child("show", "jabber:client").unwrap().text(),
+        "away"
+    );
+    // Bob's roster has alice as "from".
+    bob.send("<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>")
+        .await;
+    let roster = wait_for(&mut bob, |e| e.name() == "iq" && e.attr("id") == Some("r")).await;
+    let item = roster
+        .get_child("query", ROSTER)
+        .unwrap()
+        .children()
+        .find(|i| i.attr("jid") == Some("alice@a.test"))
+        .expect("alice in bob's roster");
+    assert_eq!(item.attr("subscription"), Some("from"));
+}
+
+fn roster_item(iq: &Element) -> Option<&Element> {
+    iq.get_child("query", ROSTER)?.children().next()
+}
+
+async fn wait_for(client: &mut Client, want: impl Fn(&Element) -> bool) -> Element {
+    tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            let element = client.next().await;
+            if want(&element) {
+                return element;
+            }
+        }
+    })
+    .await
+    .expect("the awaited stanza within 15 s")
+}
+
+#[tokio::test]
+async fn a_message_to_an_unreachable_domain_bounces_with_remote_server_not_found() {
+    let closed = free_port();
+    let server = TestServer::start(&config(
+        "a.test",
+        free_port(),
+        &[("gone.test", closed)],
+        "",
+        "",
+    ))
+    .await;
+    server.add_user("alice@a.test", "a-pass").await;
+    let mut alice = online(&server, "alice@a.test", "a-pass").await;
+    for id in ["first", "while-backing-off"] {
+        alice
+            .send(&format!(
+                "<message to='x@gone.test' type='chat' id='{id}'><body>hi</body></message>"
+            ))
+            .await;
+        let bounce = next_message(&mut alice).await;
+        assert_eq!(bounce.attr("type"), Some("error"), "{bounce:?}");
+        assert_eq!(bounce.attr("id"), Some(id));
+        assert_eq!(bounce.attr("from"), Some("x@gone.test"));
+        assert_eq!(
+            error_condition(&bounce).as_deref(),
+            Some("remote-server-not-found")
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_denied_domain_is_bounced_without_a_connection() {
+    let server = TestServer::start(&config(
+        "a.test",
+        free_port(),
+        &[],
+        "default_policy = \"deny\"",
+        "",
+    ))
+    .await;
+    server.add_user("alice@a.test", "a-pass").await;
+    let mut alice = online(&server, "alice@a.test", "a-pass").await;
+    alice
+        .send("<message to='x@other.test' type='chat' id='d'><body>hi</body></message>")
+        .await;
+    let bounce = next_message(&mut alice).await;
+    assert_eq!(
+        error_condition(&bounce).as_deref(),
+        Some("remote-server-not-found")
+    );
+    let s2s = server
+        .running
+        .as_ref()
+        .unwrap()
+        .server
+        .s2s()
+        .unwrap()
+        .clone();
+    assert_eq!(s2s.outgoing_links(), 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// A raw remote server, written from RFC 6120 and XEP-0220, for what herald must refuse.
+
+struct Peer<S> {
+    io: S,
+    parser: StreamParser,
+    frames: std::collections::VecDeque<Frame>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Peer<S> {
+    fn new(io: S) -> Self {
+        Peer {
+            io,
+            parser: StreamParser::new(1 << 20),
+            frames: Default::default(),
+        }
+    }
+
+    async fn send(&mut self, xml: &str) {
+        self.io.write_all(xml.as_bytes()).await.unwrap();
+        self.io.flush().await.unwrap();
+    }
+
+    async fn frame(&mut self) -> Option<Frame> {
+        tokio::time::timeout(Duration::from_secs(15), async {
+            loop {
+                if let Some(frame) = self.frames.pop_front() {
+                    return Some(frame);
+                }
+                let mut buf = [0u8; 4096];
+                let n = self.io.read(&mut buf).await.ok()?;
+                if n == 0 {
+                    return None;
+                }
+                let mut out = Vec::new();
+                let _ = self.parser.feed(&buf[..n], &mut out);
+                self.frames.extend(out);
+            }
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    async fn element(&mut self) -> Element {
+        match self.frame().await {
+            Some(Frame::Element(e)) => e,
+            other => panic!("expected an element, got {other:?}"),
+        }
+    }
+
+    /// Open a stream from `from` to `to`; the stream id and the features.
+    async fn open(&mut self, from: &str, to: &str) -> (String, Element) {
+        self.parser.reset();
+        self.send(&format!(
+            "<?xml version='1.0'?><stream:stream xmlns='jabber:server' \
+             xmlns:db='jabber:server:dialback' xmlns:stream='http://etherx.jabber.org/streams' \
+             from='{from}' to='{to}' version='1.0'>"
+        ))
+        .await;
+        let id = match self.frame().await {
+            Some(Frame::StreamOpen(header)) => header.id.expect("a stream id"),
+            other => panic!("expected a stream header, got {other:?}"),
+        };
+        (id, self.element().await)
+    }
+
+    /// The stream error that ends the stream.
+    async fn stream_error(&mut self) -> String {
+        loop {
+            match self.frame().await {
+                Some(Frame::Element(e)) if e.name() == "error" => {
+                    return e.children().next().unwrap().name().to_owned();
+                }
+                Some(_) => continue,
+                None => panic!("the stream ended without an error"),
+            }
+        }
+    }
+}
+
+/// The dialback key b.test's authoritative server (configured with [`SHARED`]) gives.
+fn key(receiving: &str, originating: &str, stream_id: &str) -> String {
+    use hmac::{KeyInit, Mac};
+    use sha2::Digest;
+    let secret: String = sha2::Sha256::digest(SHARED.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{receiving} {originating} {stream_id}").as_bytes());
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A raw peer authenticated to a.test as b.test by dialback (the key is b.test's, which
+/// a.test verifies with the real b.test server).
+async fn authenticated_peer(p: &Pair) -> Peer<TcpStream> {
+    let a_addr: SocketAddr = p.a.running.as_ref().unwrap().s2s_addrs[0];
+    let mut peer = Peer::new(TcpStream::connect(a_addr).await.unwrap());
+    let (id, features) = peer.open("b.test", "a.test").await;
+    assert!(
+        features
+            .children()
+            .any(|c| c.name() == "dialback" && c.ns() == "urn:xmpp:features:dialback"),
+        "{features:?}"
+    );
+    peer.send(&format!(
+        "<db:result from='b.test' to='a.test'>{}</db:result>",
+        key("a.test", "b.test", &id)
+    ))
+    .await;
+    let answer = peer.element().await;
+    assert_eq!(answer.name(), "result");
+    assert_eq!(answer.attr("type"), Some("valid"), "{answer:?}");
+    peer
+}
+
+#[tokio::test]
+async fn a_remote_server_authenticated_by_dialback_delivers_and_a_forged_from_ends_its_stream() {
+    let p = pair().await;
+    let mut alice = online(&p.a, "alice@a.test", "a-pass").await;
+    let mut peer = authenticated_peer(&p).await;
+    peer.send("<message from='carol@b.test/x' to='alice@a.test' type='chat'><body>via raw</body></message>")
+        .await;
+    let got = next_message(&mut alice).await;
+    assert_eq!(got.attr("from"), Some("carol@b.test/x"));
+    // RFC 6120 section 4.9.3.9: a from at a domain not authenticated on this stream.
+    peer.send("<message from='mallory@c.test' to='alice@a.test' type='chat'><body>forged</body></message>")
+        .await;
+    assert_eq!(peer.stream_error().await, "invalid-from");
+    assert!(alice.nothing_within(Duration::from_millis(300)).await);
+}
+
+#[tokio::test]
+async fn a_stanza_without_addresses_or_for_a_foreign_domain_ends_the_stream() {
+    let p = pair().await;
+    let mut peer = authenticated_peer(&p).await;
+    peer.send("<message to='alice@a.test' type='chat'><body>no from</body></message>")
+        .await;
+    assert_eq!(peer.stream_error().await, "improper-addressing");
+    let mut peer = authenticated_peer(&p).await;
+    peer.send("<message from='x@b.test' to='alice@elsewhere.test'><body>relay?</body></message>")
+        .await;
+    assert_eq!(peer.stream_error().await, "host-unknown");
+}
+
+#[tokio::test]
+async fn a_wrong_dialback_key_is_refused_and_stanzas_before_authentication_end_the_stream() {
+    let p = pair().await;
+    let a_addr: SocketAddr = p.a.running.as_ref().unwrap().s2s_addrs[0];
+    let mut peer = Peer::new(TcpStream::connect(a_addr).await.unwrap());
+    let (_, _) = peer.open("b.test", "a.test").await;
+    peer.send("<db:result from='b.test' to='a.test'>0123456789abcdef</db:result>")
+        .await;
+    let answer = peer.element().await;
+    assert_eq!(answer.attr("type"), Some("invalid"), "{answer:?}");
+    peer.send("<message from='x@b.test' to='alice@a.test'><body>unauthenticated</body></message>")
+        .await;
+    assert_eq!(peer.stream_error().await, "not-authorized");
+}
+
+#[tokio::test]
+async fn a_stream_to_a_domain_not_served_here_is_refused_with_host_unknown() {
+    let p = pair().await;
+    let a_addr: SocketAddr = p.a.running.as_ref().unwrap().s2s_addrs[0];
+    let mut peer = Peer::new(TcpStream::connect(a_addr).await.unwrap());
+    peer.send(
+        "<?xml version='1.0'?><stream:stream xmlns='jabber:server' \
+         xmlns:stream='http://etherx.jabber.org/streams' from='b.test' to='nowhere.test' version='1.0'>",
+    )
+    .await;
+    assert_eq!(peer.stream_error().await, "host-unknown");
+}
+
+// ---------------------------------------------------------------------------------------
+// Push to an app server on another server.
+
+struct Remote {
+    p: Pair,
+    app: Component,
+}
+
+async fn remote_app_server() -> Remote {
+    let p = pair().await;
+    let service = p.b.running.as_ref().unwrap().service_addrs[0];
+    let app = Component::connect(service, "push.b.test", "secret").await;
+    let mut alice = Client::login(&p.a, "alice@a.test", "a-pass", "phone").await;
+    alice
+        .send(&format!(
+            "<iq type='set' id='en'><enable xmlns='{PUSH}' jid='push.b.test' node='n1'/></iq>"
+        ))
+        .await;
+    let reply = next_message(&mut alice).await;
+    assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
+    alice.send("</stream:stream>").await;
+    alice.closed().await;
+    Remote { p, app }
+}
+
+async fn publish(app: &mut Component) -> Element {
+    match app.frame(Duration::from_secs(15)).await {
+        Some(Frame::Element(iq)) => iq,
+        other => panic!("expected a publish, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_message_to_an_offline_user_is_pushed_once_to_a_remote_app_server() {
+    let mut r = remote_app_server().await;
+    let mut bob = online(&r.p.b, "bob@b.test", "b-pass").await;
+    bob.send("<message to='alice@a.test' type='chat' id='m'><body>wake up</body></message>")
+        .await;
+    let iq = publish(&mut r.app).await;
+    assert_eq!(iq.attr("from"), Some("a.test"));
+    assert_eq!(iq.attr("to"), Some("push.b.test"));
+    let text = String::from(&iq);
+    assert!(
+        text.contains("node='n1'") || text.contains("node=\"n1\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("wake up"),
+        "the summary carries the body: {text}"
+    );
+    assert!(
+        text.contains("bob@b.test"),
+        "the summary names the sender: {text}"
+    );
+    r.app
+        .send(&format!(
+            "<iq type='result' id='{}' from='push.b.test' to='a.test'/>",
+            iq.attr("id").unwrap()
+        ))
+        .await;
+    // Exactly one publish.
+    assert!(r.app.frame(Duration::from_millis(500)).await.is_none());
+}
+
+#[tokio::test]
+async fn a_cancel_error_from_a_remote_app_server_disables_the_registration() {
+    let mut r = remote_app_server().await;
+    let mut bob = online(&r.p.b, "bob@b.test", "b-pass").await;
+    bob.send("<message to='alice@a.test' type='chat' id='m'><body>one</body></message>")
+        .await;
+    let iq = publish(&mut r.app).await;
+    r.app
+        .send(&format!(
+            "<iq type='error' id='{}' from='push.b.test' to='a.test'>\
+             <error type='cancel'><item-not-found xmlns='{STANZAS}'/></error></iq>",
+            iq.attr("id").unwrap()
+        ))
+        .await;
+    // The disabling happens when the error arrives; the next message finds nothing to push.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    bob.send("<message to='alice@a.test' type='chat' id='m2'><body>two</body></message>")
+        .await;
+    assert!(r.app.frame(Duration::from_millis(700)).await.is_none());
+}
+
+#[tokio::test]
+async fn a_remote_server_that_goes_away_does_not_disable_the_registration() {
+    let mut r = remote_app_server().await;
+    r.p.a.add_user("carol@a.test", "c-pass").await;
+    let mut carol = online(&r.p.a, "carol@a.test", "c-pass").await;
+    // b.test goes away: the publish for the next message cannot be delivered.
+    r.p.b.shutdown().await;
+    drop(r.app);
+    carol
+        .send(
+            "<message to='alice@a.test' type='chat' id='c1'><body>while b is down</body></message>",
+        )
+        .await;
+    // The publish bounces with remote-server-not-found (counted as unreachable, not a
+    // cancel from the app server); give it time to happen.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // b.test comes back on the same port; after the retry delay (max_retry_delay = 1 s) the
+    // next message is pushed: the registration was kept.
+    let b = TestServer::start(&config(
+        "b.test",
+        r.p.b_port,
+        &[("a.test", r.p.a_port)],
+        &format!("shared = \"{SHARED}\""),
+        "",
+    ))
+    .await;
+    let service = b.running.as_ref().unwrap().service_addrs[0];
+    let mut app = Component::connect(service, "push.b.test", "secret").await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    carol
+        .send("<message to='alice@a.test' type='chat' id='c2'><body>b is back</body></message>")
+        .await;
+    let iq = publish(&mut app).await;
+    assert!(String::from(&iq).contains("b is back"), "{iq:?}");
+}
