@@ -385,6 +385,9 @@ pub async fn serve(config: Config) -> Result<ExitCode, AppError> {
     for addr in &running.service_addrs {
         println!("herald: service listening on {addr}");
     }
+    for addr in &running.s2s_addrs {
+        println!("herald: s2s listening on {addr}");
+    }
     tracing::info!(hosts = ?config.general.hosts, data_dir = %config.general.data_dir.display(), "herald started");
     wait_for_signal().await?;
     tracing::info!("shutting down");

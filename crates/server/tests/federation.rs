@@ -622,3 +622,289 @@ async fn a_remote_server_that_goes_away_does_not_disable_the_registration() {
     let iq = publish(&mut app).await;
     assert!(String::from(&iq).contains("b is back"), "{iq:?}");
 }
+
+// ---------------------------------------------------------------------------------------
+// SASL EXTERNAL with certificates from a test CA (RFC 6120 section 6.3.4, XEP-0178).
+
+struct Pki {
+    dir: tempfile::TempDir,
+    ca: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), cert.pem()).unwrap();
+        Pki {
+            dir,
+            ca: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    fn ca_file(&self) -> String {
+        self.dir.path().join("ca.pem").display().to_string()
+    }
+
+    /// A certificate for `domain` issued by the CA: (certfile, keyfile).
+    fn issue(&self, domain: &str) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![domain.to_owned()])
+            .unwrap()
+            .signed_by(&key, &self.ca)
+            .unwrap();
+        let certfile = self.dir.path().join(format!("{domain}.pem"));
+        let keyfile = self.dir.path().join(format!("{domain}.key"));
+        std::fs::write(&certfile, cert.pem()).unwrap();
+        std::fs::write(&keyfile, key.serialize_pem()).unwrap();
+        (certfile.display().to_string(), keyfile.display().to_string())
+    }
+
+    /// A self-signed certificate for `domain`, which the CA did not issue.
+    fn self_signed(&self, domain: &str) -> (String, String) {
+        let certified = rcgen::generate_simple_self_signed(vec![domain.to_owned()]).unwrap();
+        let certfile = self.dir.path().join(format!("self-{domain}.pem"));
+        let keyfile = self.dir.path().join(format!("self-{domain}.key"));
+        std::fs::write(&certfile, certified.cert.pem()).unwrap();
+        std::fs::write(&keyfile, certified.signing_key.serialize_pem()).unwrap();
+        (certfile.display().to_string(), keyfile.display().to_string())
+    }
+
+    fn s2s_section(&self, domain: &str) -> String {
+        let (cert, key) = self.issue(domain);
+        format!("certfile = \"{cert}\"\nkeyfile = \"{key}\"\ncafile = \"{}\"", self.ca_file())
+    }
+}
+
+/// A TLS client that trusts anything (the test looks at what herald offers, not at herald's
+/// certificate) and presents `certfile`.
+fn tls_client(certfile: &str, keyfile: &str) -> tokio_rustls::TlsConnector {
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    #[derive(Debug)]
+    struct Any;
+    impl rustls::client::danger::ServerCertVerifier for Any {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &rustls_pki_types::ServerName<'_>,
+            _: &[u8],
+            _: rustls_pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+        fn verify_tls13_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            rustls::crypto::ring::default_provider()
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    }
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(certfile)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(keyfile).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .dangerous()
+    .with_custom_certificate_verifier(std::sync::Arc::new(Any))
+    .with_client_auth_cert(certs, key)
+    .unwrap();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
+
+fn offers_external(features: &Element) -> bool {
+    features.children().any(|c| {
+        c.name() == "mechanisms" && c.children().any(|m| m.text() == "EXTERNAL")
+    })
+}
+
+/// Open a stream to a.test as b.test, upgrade with STARTTLS presenting (certfile, keyfile),
+/// and return the peer with the features after TLS.
+async fn tls_peer(
+    addr: SocketAddr,
+    (certfile, keyfile): (String, String),
+) -> (Peer<tokio_rustls::client::TlsStream<TcpStream>>, Element) {
+    let mut plain = Peer::new(TcpStream::connect(addr).await.unwrap());
+    let (_, features) = plain.open("b.test", "a.test").await;
+    assert!(features.children().any(|c| c.name() == "starttls"), "{features:?}");
+    assert!(!offers_external(&features), "no EXTERNAL before TLS");
+    plain
+        .send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        .await;
+    assert_eq!(plain.element().await.name(), "proceed");
+    let name = rustls_pki_types::ServerName::try_from("a.test").unwrap();
+    let tls = tls_client(&certfile, &keyfile)
+        .connect(name, plain.io)
+        .await
+        .unwrap();
+    let mut peer = Peer::new(tls);
+    let (_, features) = peer.open("b.test", "a.test").await;
+    (peer, features)
+}
+
+#[tokio::test]
+async fn a_remote_server_with_a_certificate_from_a_trusted_ca_authenticates_with_sasl_external() {
+    let pki = Pki::new();
+    let a = TestServer::start(&config("a.test", free_port(), &[], &pki.s2s_section("a.test"), ""))
+        .await;
+    a.add_user("alice@a.test", "a-pass").await;
+    let mut alice = online(&a, "alice@a.test", "a-pass").await;
+    let addr = a.running.as_ref().unwrap().s2s_addrs[0];
+    let (mut peer, features) = tls_peer(addr, pki.issue("b.test")).await;
+    assert!(offers_external(&features), "{features:?}");
+    // XEP-0178: the authorization identity is the peer's domain, base64.
+    peer.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>Yi50ZXN0</auth>")
+        .await;
+    assert_eq!(peer.element().await.name(), "success");
+    peer.open("b.test", "a.test").await;
+    peer.send("<message from='bob@b.test/x' to='alice@a.test' type='chat'><body>certified</body></message>")
+        .await;
+    let got = next_message(&mut alice).await;
+    assert_eq!(got.attr("from"), Some("bob@b.test/x"));
+}
+
+#[tokio::test]
+async fn sasl_external_is_not_offered_for_a_certificate_the_ca_did_not_issue_or_for_another_domain() {
+    let pki = Pki::new();
+    let a = TestServer::start(&config("a.test", free_port(), &[], &pki.s2s_section("a.test"), ""))
+        .await;
+    let addr = a.running.as_ref().unwrap().s2s_addrs[0];
+    let (_, features) = tls_peer(addr, pki.self_signed("b.test")).await;
+    assert!(!offers_external(&features), "{features:?}");
+    assert!(features.children().any(|c| c.name() == "dialback"));
+    let (mut peer, features) = tls_peer(addr, pki.issue("c.test")).await;
+    assert!(!offers_external(&features), "a certificate for c.test, a stream from b.test");
+    // Asking anyway fails.
+    peer.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>=</auth>")
+        .await;
+    assert_eq!(peer.element().await.name(), "failure");
+}
+
+#[tokio::test]
+async fn two_servers_with_certificates_from_a_trusted_ca_federate_without_dialback() {
+    let pki = Pki::new();
+    let (a_port, b_port, nowhere) = (free_port(), free_port(), free_port());
+    // a.test cannot reach b.test at all (its address points at a closed port), so a stream
+    // from b.test can only be authenticated by its certificate: dialback would need a.test
+    // to ask b.test.
+    let a = TestServer::start(&config(
+        "a.test",
+        a_port,
+        &[("b.test", nowhere)],
+        &pki.s2s_section("a.test"),
+        "",
+    ))
+    .await;
+    let b = TestServer::start(&config(
+        "b.test",
+        b_port,
+        &[("a.test", a_port)],
+        &pki.s2s_section("b.test"),
+        "",
+    ))
+    .await;
+    a.add_user("alice@a.test", "a-pass").await;
+    b.add_user("bob@b.test", "b-pass").await;
+    let mut alice = online(&a, "alice@a.test", "a-pass").await;
+    let mut bob = online(&b, "bob@b.test", "b-pass").await;
+    bob.send("<message to='alice@a.test' type='chat' id='x'><body>over TLS, by certificate</body></message>")
+        .await;
+    let got = next_message(&mut alice).await;
+    assert_eq!(got.attr("from"), Some("bob@b.test/r"));
+}
+
+#[tokio::test]
+async fn with_use_starttls_required_a_stream_without_tls_cannot_authenticate() {
+    let p_port = free_port();
+    let a = TestServer::start(&config(
+        "a.test",
+        p_port,
+        &[],
+        "use_starttls = \"required\"",
+        "",
+    ))
+    .await;
+    let addr = a.running.as_ref().unwrap().s2s_addrs[0];
+    let mut peer = Peer::new(TcpStream::connect(addr).await.unwrap());
+    let (_, features) = peer.open("b.test", "a.test").await;
+    let starttls = features
+        .children()
+        .find(|c| c.name() == "starttls")
+        .expect("starttls offered");
+    assert!(starttls.children().any(|c| c.name() == "required"));
+    assert!(!features.children().any(|c| c.name() == "dialback"));
+    peer.send("<db:result from='b.test' to='a.test'>abc</db:result>").await;
+    assert_eq!(peer.stream_error().await, "policy-violation");
+}
+
+#[tokio::test]
+async fn features_and_dialback_answers_carry_the_prefixes_of_the_stream_header() {
+    // ejabberd 23 ignores `<features xmlns='http://etherx.jabber.org/streams'>` and
+    // `<result xmlns='jabber:server:dialback'>`: the same elements must be written as
+    // `<stream:features>` and `<db:result>`.
+    let p = pair().await;
+    let a_addr: SocketAddr = p.a.running.as_ref().unwrap().s2s_addrs[0];
+    let mut tcp = TcpStream::connect(a_addr).await.unwrap();
+    tcp.write_all(
+        b"<?xml version='1.0'?><stream:stream xmlns='jabber:server' \
+          xmlns:db='jabber:server:dialback' xmlns:stream='http://etherx.jabber.org/streams' \
+          from='b.test' to='a.test' version='1.0'>",
+    )
+    .await
+    .unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !seen.contains("</stream:features>") {
+        let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(seen.contains("<stream:features>"), "{seen}");
+    let id = seen.split("id='").nth(1).unwrap().split('\'').next().unwrap().to_owned();
+    tcp.write_all(
+        format!(
+            "<db:result from='b.test' to='a.test'>{}</db:result>",
+            key("a.test", "b.test", &id)
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut answer = String::new();
+    while !answer.contains("/>") {
+        let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0);
+        answer.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(answer.starts_with("<db:result "), "{answer}");
+    assert!(answer.contains("type='valid'"), "{answer}");
+}

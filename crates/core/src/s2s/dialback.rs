@@ -7,9 +7,8 @@
 //! stream-id))` (XEP-0185 section 3), so no state is kept between sending a key and
 //! verifying it.
 
-use herald_stream::{ns, stanza::set_attr};
+use herald_stream::header::escape_attr;
 use hmac::{Hmac, KeyInit, Mac};
-use minidom::Element;
 use sha2::{Digest, Sha256};
 
 /// The dialback secret, hashed once (XEP-0185 section 3: the HMAC key is SHA-256 of it, in
@@ -63,34 +62,52 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// `<db:result from to>key</db:result>` (XEP-0220 section 2.1.1) or, with `type`, the
-/// answer to one (section 2.1.4).
-pub fn result(from: &str, to: &str, key: Option<&str>, type_: Option<&str>) -> Element {
-    let mut element = Element::bare("result", ns::DIALBACK);
-    set_attr(&mut element, "from", from);
-    set_attr(&mut element, "to", to);
-    if let Some(type_) = type_ {
-        set_attr(&mut element, "type", type_);
-    }
-    if let Some(key) = key {
-        element.append_text_node(key);
-    }
-    element
+/// answer to one (section 2.1.4). Written with the `db:` prefix the stream header declares:
+/// some servers (ejabberd 23) ignore the same element written with a default namespace.
+pub fn result(from: &str, to: &str, key: Option<&str>, type_: Option<&str>) -> String {
+    element("result", from, to, None, key, type_)
 }
 
 /// `<db:verify from to id>key</db:verify>` (XEP-0220 section 2.1.2) or, with `type`, the
 /// answer to one (section 2.1.3).
-pub fn verify(from: &str, to: &str, id: &str, key: Option<&str>, type_: Option<&str>) -> Element {
-    let mut element = Element::bare("verify", ns::DIALBACK);
-    set_attr(&mut element, "from", from);
-    set_attr(&mut element, "to", to);
-    set_attr(&mut element, "id", id);
-    if let Some(type_) = type_ {
-        set_attr(&mut element, "type", type_);
+pub fn verify(from: &str, to: &str, id: &str, key: Option<&str>, type_: Option<&str>) -> String {
+    element("verify", from, to, Some(id), key, type_)
+}
+
+fn element(
+    name: &str,
+    from: &str,
+    to: &str,
+    id: Option<&str>,
+    key: Option<&str>,
+    type_: Option<&str>,
+) -> String {
+    let mut out = format!("<db:{name} from='");
+    escape_attr(from, &mut out);
+    out.push_str("' to='");
+    escape_attr(to, &mut out);
+    for (attr, value) in [("id", id), ("type", type_)] {
+        if let Some(value) = value {
+            out.push_str("' ");
+            out.push_str(attr);
+            out.push_str("='");
+            escape_attr(value, &mut out);
+        }
     }
-    if let Some(key) = key {
-        element.append_text_node(key);
+    match key {
+        Some(key) => {
+            out.push_str("'>");
+            // A key is hexadecimal; anything else is escaped all the same.
+            let mut text = String::new();
+            escape_attr(key, &mut text);
+            out.push_str(&text);
+            out.push_str("</db:");
+            out.push_str(name);
+            out.push('>');
+        }
+        None => out.push_str("'/>"),
     }
-    element
+    out
 }
 
 #[cfg(test)]
@@ -116,5 +133,17 @@ mod tests {
         assert!(!secret.verify("b.example", "a.example", "id2", &key));
         assert!(!secret.verify("c.example", "a.example", "id1", &key));
         assert!(!Secret::new(Some("y")).verify("b.example", "a.example", "id1", &key));
+    }
+
+    #[test]
+    fn dialback_elements_are_written_with_the_db_prefix() {
+        assert_eq!(
+            result("a.example", "b.example", Some("k1"), None),
+            "<db:result from='a.example' to='b.example'>k1</db:result>"
+        );
+        assert_eq!(
+            verify("b.example", "a.example", "i'd", None, Some("valid")),
+            "<db:verify from='b.example' to='a.example' id='i&apos;d' type='valid'/>"
+        );
     }
 }

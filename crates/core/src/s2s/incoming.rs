@@ -278,7 +278,13 @@ async fn open(
         dialback.append_child(Element::bare("errors", ns::DIALBACK_FEATURE));
         features.append_child(dialback);
     }
-    conn.queue(&features);
+    // Written with the `stream:` prefix of the header: some servers (ejabberd 23) do not
+    // recognise the features in the same namespace written as a default.
+    conn.queue_raw("<stream:features>");
+    for feature in features.children() {
+        conn.queue(feature);
+    }
+    conn.queue_raw("</stream:features>");
     conn.flush()
         .await
         .map_err(|_| StreamErrorCondition::ConnectionTimeout)
@@ -409,7 +415,7 @@ fn dialback_result(
 fn answer_result(conn: &mut Conn, state: &mut Incoming, verified: Verified) {
     let Verified { pair, valid } = verified;
     let type_ = if valid { "valid" } else { "invalid" };
-    conn.queue(&dialback::result(
+    conn.queue_raw(&dialback::result(
         &pair.local,
         &pair.remote,
         None,
@@ -436,7 +442,7 @@ fn dialback_verify(server: &Server, s2s: &S2s, conn: &mut Conn, element: &Elemen
             .secret
             .verify(receiving, originating, id, &element.text());
     let type_ = if valid { "valid" } else { "invalid" };
-    conn.queue(&dialback::verify(
+    conn.queue_raw(&dialback::verify(
         originating,
         receiving,
         id,

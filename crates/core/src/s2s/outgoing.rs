@@ -152,34 +152,26 @@ async fn serve(
 /// Resolve, connect, open the stream (with TLS as configured) and authenticate.
 async fn connect(server: &Server, s2s: &S2s, pair: &Pair) -> Result<Conn, Failed> {
     let mut opened = open(server, s2s, pair).await?;
-    let conn = &mut opened.conn;
-    if conn.transport.is_tls() && offers_external(&opened.features) {
-        // RFC 6120 section 6.3.4 and XEP-0178: our certificate is good for our domain.
-        let mut auth = Element::bare("auth", ns::SASL);
-        herald_stream::stanza::set_attr(&mut auth, "mechanism", "EXTERNAL");
-        auth.append_text_node(
-            base64::engine::general_purpose::STANDARD.encode(pair.local.as_bytes()),
-        );
-        conn.queue(&auth);
-        flush(conn).await?;
-        match next_element(conn).await? {
-            success if success.is("success", ns::SASL) => {
-                conn.restart();
-                conn.queue_raw(&StreamHeader::server(&pair.local, Some(&pair.remote), None));
-                conn.header_sent = true;
-                flush(conn).await?;
-                stream_open(conn).await?;
-                let _features = next_element(conn).await?;
-                return Ok(opened.conn);
-            }
-            other => {
-                tracing::info!(remote = %pair.remote, answer = %String::from(&other), "SASL EXTERNAL refused; trying dialback");
+    let certified = s2s
+        .tls
+        .as_ref()
+        .is_some_and(|tls| tls.own_certificate_valid_for(&pair.local));
+    if certified && opened.conn.transport.is_tls() && offers_external(&opened.features) {
+        match external(&mut opened.conn, pair).await? {
+            true => return Ok(opened.conn),
+            false => {
+                // Some servers take no dialback on a stream where SASL failed: a new stream
+                // goes straight to dialback.
+                opened.conn.queue_raw("</stream:stream>");
+                opened.conn.close().await;
+                opened = open(server, s2s, pair).await?;
             }
         }
     }
+    let conn = &mut opened.conn;
     // XEP-0220 section 2.1.1: our key for this stream.
     let key = s2s.secret.key(&pair.remote, &pair.local, &opened.stream_id);
-    conn.queue(&dialback::result(
+    conn.queue_raw(&dialback::result(
         &pair.local,
         &pair.remote,
         Some(&key),
@@ -207,6 +199,29 @@ async fn connect(server: &Server, s2s: &S2s, pair: &Pair) -> Result<Conn, Failed
     }
 }
 
+/// SASL EXTERNAL (RFC 6120 section 6.3.4; XEP-0178): `true` once the stream is restarted
+/// authenticated, `false` when the peer refuses our certificate.
+async fn external(conn: &mut Conn, pair: &Pair) -> Result<bool, Failed> {
+    let mut auth = Element::bare("auth", ns::SASL);
+    herald_stream::stanza::set_attr(&mut auth, "mechanism", "EXTERNAL");
+    auth.append_text_node(base64::engine::general_purpose::STANDARD.encode(pair.local.as_bytes()));
+    conn.queue(&auth);
+    flush(conn).await?;
+    let answer = next_element(conn).await?;
+    if !answer.is("success", ns::SASL) {
+        tracing::info!(remote = %pair.remote, answer = %String::from(&answer), "SASL EXTERNAL refused; trying dialback");
+        return Ok(false);
+    }
+    conn.restart();
+    conn.queue_raw(&StreamHeader::server(&pair.local, Some(&pair.remote), None));
+    conn.header_sent = true;
+    flush(conn).await?;
+    stream_open(conn).await?;
+    let _features = next_element(conn).await?;
+    tracing::debug!(remote = %pair.remote, "outgoing stream authenticated with SASL EXTERNAL");
+    Ok(true)
+}
+
 fn offers_external(features: &Element) -> bool {
     features.get_child("mechanisms", ns::SASL).is_some_and(|m| {
         m.children()
@@ -227,7 +242,7 @@ pub(super) async fn verify(
     let check = async {
         let mut opened = open(server, s2s, pair).await.ok()?;
         let conn = &mut opened.conn;
-        conn.queue(&dialback::verify(
+        conn.queue_raw(&dialback::verify(
             &pair.local,
             &pair.remote,
             stream_id,

@@ -312,6 +312,27 @@ async fn cancel_error_disables_registration() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_unreachable_remote_server_keeps_the_registration_and_counts_as_unreachable() {
+    // The bounce federation gives when the app server's server cannot be reached is of type
+    // cancel, but it is not the app server's answer.
+    let h = harness(
+        settings(1, 10),
+        FakeAppServer::answering([
+            Answer::Error(ErrorType::Cancel, DefinedCondition::RemoteServerNotFound),
+            Answer::Error(ErrorType::Wait, DefinedCondition::RemoteServerTimeout),
+        ]),
+    );
+    let r = h.enabled("n1").await;
+    for _ in 0..2 {
+        let _ = h.submit(&r);
+    }
+    h.settle().await;
+    assert_eq!(h.stats.notifications(Outcome::Unreachable), 2);
+    assert_eq!(h.stats.notifications(Outcome::RejectedAndDisabled), 0);
+    assert_eq!(h.registered().await, ["n1"]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn wait_modify_and_auth_errors_keep_the_registration() {
     let h = harness(
         settings(1, 10),

@@ -35,6 +35,9 @@ pub struct S2sTls {
     pub connector: TlsConnector,
     /// Which peer certificates are valid for which domain.
     pub trust: Trust,
+    /// Our own certificate chain, to judge whether a peer can accept it (SASL EXTERNAL is
+    /// only worth trying with a certificate our own roots accept).
+    own: Vec<CertificateDer<'static>>,
 }
 
 impl std::fmt::Debug for S2sTls {
@@ -68,13 +71,20 @@ impl S2sTls {
             .map_err(refused)?
             .dangerous()
             .with_custom_certificate_verifier(any)
-            .with_client_auth_cert(certs, key)
+            .with_client_auth_cert(certs.clone(), key)
             .map_err(refused)?;
         Ok(S2sTls {
             acceptor: TlsAcceptor::from(Arc::new(server)),
             connector: TlsConnector::from(Arc::new(client)),
             trust: Trust::new(roots),
+            own: certs,
         })
+    }
+
+    /// Whether our certificate is valid for `domain` by our own roots (a self-signed one is
+    /// not): the condition for offering it as our identity with SASL EXTERNAL.
+    pub fn own_certificate_valid_for(&self, domain: &str) -> bool {
+        self.trust.valid_for(&self.own, domain)
     }
 }
 
