@@ -660,7 +660,10 @@ impl Pki {
         let keyfile = self.dir.path().join(format!("{domain}.key"));
         std::fs::write(&certfile, cert.pem()).unwrap();
         std::fs::write(&keyfile, key.serialize_pem()).unwrap();
-        (certfile.display().to_string(), keyfile.display().to_string())
+        (
+            certfile.display().to_string(),
+            keyfile.display().to_string(),
+        )
     }
 
     /// A self-signed certificate for `domain`, which the CA did not issue.
@@ -670,12 +673,18 @@ impl Pki {
         let keyfile = self.dir.path().join(format!("self-{domain}.key"));
         std::fs::write(&certfile, certified.cert.pem()).unwrap();
         std::fs::write(&keyfile, certified.signing_key.serialize_pem()).unwrap();
-        (certfile.display().to_string(), keyfile.display().to_string())
+        (
+            certfile.display().to_string(),
+            keyfile.display().to_string(),
+        )
     }
 
     fn s2s_section(&self, domain: &str) -> String {
         let (cert, key) = self.issue(domain);
-        format!("certfile = \"{cert}\"\nkeyfile = \"{key}\"\ncafile = \"{}\"", self.ca_file())
+        format!(
+            "certfile = \"{cert}\"\nkeyfile = \"{key}\"\ncafile = \"{}\"",
+            self.ca_file()
+        )
     }
 }
 
@@ -736,9 +745,9 @@ fn tls_client(certfile: &str, keyfile: &str) -> tokio_rustls::TlsConnector {
 }
 
 fn offers_external(features: &Element) -> bool {
-    features.children().any(|c| {
-        c.name() == "mechanisms" && c.children().any(|m| m.text() == "EXTERNAL")
-    })
+    features
+        .children()
+        .any(|c| c.name() == "mechanisms" && c.children().any(|m| m.text() == "EXTERNAL"))
 }
 
 /// Open a stream to a.test as b.test, upgrade with STARTTLS presenting (certfile, keyfile),
@@ -749,7 +758,10 @@ async fn tls_peer(
 ) -> (Peer<tokio_rustls::client::TlsStream<TcpStream>>, Element) {
     let mut plain = Peer::new(TcpStream::connect(addr).await.unwrap());
     let (_, features) = plain.open("b.test", "a.test").await;
-    assert!(features.children().any(|c| c.name() == "starttls"), "{features:?}");
+    assert!(
+        features.children().any(|c| c.name() == "starttls"),
+        "{features:?}"
+    );
     assert!(!offers_external(&features), "no EXTERNAL before TLS");
     plain
         .send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
@@ -768,16 +780,24 @@ async fn tls_peer(
 #[tokio::test]
 async fn a_remote_server_with_a_certificate_from_a_trusted_ca_authenticates_with_sasl_external() {
     let pki = Pki::new();
-    let a = TestServer::start(&config("a.test", free_port(), &[], &pki.s2s_section("a.test"), ""))
-        .await;
+    let a = TestServer::start(&config(
+        "a.test",
+        free_port(),
+        &[],
+        &pki.s2s_section("a.test"),
+        "",
+    ))
+    .await;
     a.add_user("alice@a.test", "a-pass").await;
     let mut alice = online(&a, "alice@a.test", "a-pass").await;
     let addr = a.running.as_ref().unwrap().s2s_addrs[0];
     let (mut peer, features) = tls_peer(addr, pki.issue("b.test")).await;
     assert!(offers_external(&features), "{features:?}");
     // XEP-0178: the authorization identity is the peer's domain, base64.
-    peer.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>Yi50ZXN0</auth>")
-        .await;
+    peer.send(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>Yi50ZXN0</auth>",
+    )
+    .await;
     assert_eq!(peer.element().await.name(), "success");
     peer.open("b.test", "a.test").await;
     peer.send("<message from='bob@b.test/x' to='alice@a.test' type='chat'><body>certified</body></message>")
@@ -787,16 +807,26 @@ async fn a_remote_server_with_a_certificate_from_a_trusted_ca_authenticates_with
 }
 
 #[tokio::test]
-async fn sasl_external_is_not_offered_for_a_certificate_the_ca_did_not_issue_or_for_another_domain() {
+async fn sasl_external_is_not_offered_for_a_certificate_the_ca_did_not_issue_or_for_another_domain()
+{
     let pki = Pki::new();
-    let a = TestServer::start(&config("a.test", free_port(), &[], &pki.s2s_section("a.test"), ""))
-        .await;
+    let a = TestServer::start(&config(
+        "a.test",
+        free_port(),
+        &[],
+        &pki.s2s_section("a.test"),
+        "",
+    ))
+    .await;
     let addr = a.running.as_ref().unwrap().s2s_addrs[0];
     let (_, features) = tls_peer(addr, pki.self_signed("b.test")).await;
     assert!(!offers_external(&features), "{features:?}");
     assert!(features.children().any(|c| c.name() == "dialback"));
     let (mut peer, features) = tls_peer(addr, pki.issue("c.test")).await;
-    assert!(!offers_external(&features), "a certificate for c.test, a stream from b.test");
+    assert!(
+        !offers_external(&features),
+        "a certificate for c.test, a stream from b.test"
+    );
     // Asking anyway fails.
     peer.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>=</auth>")
         .await;
@@ -856,7 +886,8 @@ async fn with_use_starttls_required_a_stream_without_tls_cannot_authenticate() {
         .expect("starttls offered");
     assert!(starttls.children().any(|c| c.name() == "required"));
     assert!(!features.children().any(|c| c.name() == "dialback"));
-    peer.send("<db:result from='b.test' to='a.test'>abc</db:result>").await;
+    peer.send("<db:result from='b.test' to='a.test'>abc</db:result>")
+        .await;
     assert_eq!(peer.stream_error().await, "policy-violation");
 }
 
@@ -886,7 +917,14 @@ async fn features_and_dialback_answers_carry_the_prefixes_of_the_stream_header()
         seen.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
     assert!(seen.contains("<stream:features>"), "{seen}");
-    let id = seen.split("id='").nth(1).unwrap().split('\'').next().unwrap().to_owned();
+    let id = seen
+        .split("id='")
+        .nth(1)
+        .unwrap()
+        .split('\'')
+        .next()
+        .unwrap()
+        .to_owned();
     tcp.write_all(
         format!(
             "<db:result from='b.test' to='a.test'>{}</db:result>",
@@ -907,4 +945,169 @@ async fn features_and_dialback_answers_carry_the_prefixes_of_the_stream_header()
     }
     assert!(answer.starts_with("<db:result "), "{answer}");
     assert!(answer.contains("type='valid'"), "{answer}");
+}
+
+#[tokio::test]
+async fn stanzas_wait_bounded_while_a_link_connects_and_bounce_with_remote_server_timeout() {
+    // A "server" that accepts TCP and never says a word: the link stays connecting.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            sockets.push(socket);
+        }
+    });
+    let server = TestServer::start(&config(
+        "a.test",
+        free_port(),
+        &[("slow.test", silent_port)],
+        "[s2s.outgoing]\nmax_queue = 2\nconnection_timeout = 1500",
+        "",
+    ))
+    .await;
+    server.add_user("alice@a.test", "a-pass").await;
+    let mut alice = online(&server, "alice@a.test", "a-pass").await;
+    for id in ["q1", "q2", "q3"] {
+        alice
+            .send(&format!(
+                "<message to='x@slow.test' type='chat' id='{id}'><body>hi</body></message>"
+            ))
+            .await;
+    }
+    // The third finds the queue full at once; the routing never waited.
+    let full = next_message(&mut alice).await;
+    assert_eq!(full.attr("id"), Some("q3"));
+    assert_eq!(
+        error_condition(&full).as_deref(),
+        Some("resource-constraint")
+    );
+    // The two queued ones bounce when the connection attempt times out.
+    let mut timed_out = Vec::new();
+    for _ in 0..2 {
+        let bounce = next_message(&mut alice).await;
+        assert_eq!(
+            error_condition(&bounce).as_deref(),
+            Some("remote-server-timeout")
+        );
+        timed_out.push(bounce.attr("id").unwrap().to_owned());
+    }
+    assert_eq!(timed_out, ["q1", "q2"], "bounced in order");
+    held.abort();
+}
+
+#[tokio::test]
+async fn an_idle_outgoing_link_is_closed_and_a_new_one_opens_for_the_next_stanza() {
+    let (a_port, b_port) = (free_port(), free_port());
+    let a = TestServer::start(&config(
+        "a.test",
+        a_port,
+        &[("b.test", b_port)],
+        "[s2s.outgoing]\nidle_timeout = 300",
+        "",
+    ))
+    .await;
+    let b = TestServer::start(&config("b.test", b_port, &[("a.test", a_port)], "", "")).await;
+    a.add_user("alice@a.test", "a-pass").await;
+    b.add_user("bob@b.test", "b-pass").await;
+    let mut alice = online(&a, "alice@a.test", "a-pass").await;
+    let mut bob = online(&b, "bob@b.test", "b-pass").await;
+    let s2s = a.running.as_ref().unwrap().server.s2s().unwrap().clone();
+    for body in ["first", "after idle"] {
+        alice
+            .send(&format!(
+                "<message to='bob@b.test' type='chat'><body>{body}</body></message>"
+            ))
+            .await;
+        let got = next_message(&mut bob).await;
+        assert_eq!(got.get_child("body", "jabber:client").unwrap().text(), body);
+        assert_eq!(s2s.outgoing_links(), 1);
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while s2s.outgoing_links() != 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("the idle link closes");
+    }
+}
+
+#[tokio::test]
+async fn direct_tls_links_work_when_the_address_says_tls() {
+    let (a_port, b_port) = (free_port(), free_port());
+    let a_config = config("a.test", a_port, &[("b.test", b_port)], "", "").replace(
+        &format!("[[listen.s2s]]\nport = {a_port}\nip_address = \"127.0.0.1\"\n"),
+        &format!(
+            "[[listen.s2s]]\nport = {a_port}\nip_address = \"127.0.0.1\"\ntls.mode = \"tls\"\n"
+        ),
+    );
+    let b_config = config("b.test", b_port, &[], "", "").replace(
+        "address = []",
+        &format!("address = [{{host = \"a.test\", ip_address = \"127.0.0.1\", port = {a_port}, tls = true}}]"),
+    );
+    let a = TestServer::start(&a_config).await;
+    let b = TestServer::start(&b_config).await;
+    a.add_user("alice@a.test", "a-pass").await;
+    b.add_user("bob@b.test", "b-pass").await;
+    let mut alice = online(&a, "alice@a.test", "a-pass").await;
+    let mut bob = online(&b, "bob@b.test", "b-pass").await;
+    // b.test -> a.test over direct TLS; a.test verifies b.test's key over STARTTLS.
+    bob.send("<message to='alice@a.test' type='chat'><body>direct</body></message>")
+        .await;
+    let got = next_message(&mut alice).await;
+    assert_eq!(
+        got.get_child("body", "jabber:client").unwrap().text(),
+        "direct"
+    );
+}
+
+#[tokio::test]
+async fn where_the_receiving_server_offers_bidi_herald_asks_for_it_and_takes_its_stanzas_on_the_same_stream()
+ {
+    // The receiving server of b.test is played by this test: it offers XEP-0288.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server =
+        TestServer::start(&config("a.test", free_port(), &[("b.test", port)], "", "")).await;
+    server.add_user("alice@a.test", "a-pass").await;
+    let mut alice = online(&server, "alice@a.test", "a-pass").await;
+    alice
+        .send("<message to='bob@b.test' type='chat' id='out'><body>to b</body></message>")
+        .await;
+    let (tcp, _) = listener.accept().await.unwrap();
+    let mut peer = Peer::new(tcp);
+    match peer.frame().await {
+        Some(Frame::StreamOpen(header)) => assert_eq!(header.to.as_deref(), Some("b.test")),
+        other => panic!("expected a stream header, got {other:?}"),
+    }
+    peer.send(
+        "<?xml version='1.0'?><stream:stream xmlns='jabber:server' \
+         xmlns:db='jabber:server:dialback' xmlns:stream='http://etherx.jabber.org/streams' \
+         from='b.test' to='a.test' id='bidi-stream' version='1.0'><stream:features>\
+         <dialback xmlns='urn:xmpp:features:dialback'/><bidi xmlns='urn:xmpp:features:bidi'/>\
+         </stream:features>",
+    )
+    .await;
+    let request = peer.element().await;
+    assert!(request.is("bidi", "urn:xmpp:bidi"), "{request:?}");
+    let result = peer.element().await;
+    assert_eq!(result.name(), "result");
+    peer.send("<db:result from='b.test' to='a.test' type='valid'/>")
+        .await;
+    let message = peer.element().await;
+    assert_eq!(message.attr("id"), Some("out"));
+    // The same stream carries b.test's stanzas to a.test.
+    peer.send("<message from='bob@b.test/x' to='alice@a.test' type='chat'><body>back over bidi</body></message>")
+        .await;
+    let got = next_message(&mut alice).await;
+    assert_eq!(
+        got.get_child("body", "jabber:client").unwrap().text(),
+        "back over bidi"
+    );
+    // ...but only from the domain herald connected to.
+    peer.send(
+        "<message from='mallory@c.test' to='alice@a.test' type='chat'><body>x</body></message>",
+    )
+    .await;
+    assert_eq!(peer.stream_error().await, "invalid-from");
 }

@@ -188,7 +188,7 @@ async fn serve(
             dialback_verify(&server, &s2s, &mut conn, &element);
             Ok(())
         } else {
-            stanza(&server, &mut conn, &state, element).await
+            stanza(&server, &mut conn, &state.authenticated, element).await
         };
         if let Err(condition) = step {
             break Some(condition);
@@ -451,18 +451,20 @@ fn dialback_verify(server: &Server, s2s: &S2s, conn: &mut Conn, element: &Elemen
     ));
 }
 
-/// A stanza: its `from` at an authenticated domain, its `to` at ours (RFC 6120 sections
+/// A stanza from a remote server (on an incoming stream, or on an outgoing one made
+/// bidirectional): its `from` at a domain authenticated on that stream (a pair whose `local`
+/// is empty stands for every domain of ours), its `to` at ours (RFC 6120 sections
 /// 4.9.3.6, 4.9.3.9, 4.9.3.10), then routed.
-async fn stanza(
+pub(super) async fn stanza(
     server: &Server,
     conn: &mut Conn,
-    state: &Incoming,
+    authenticated: &HashSet<Pair>,
     element: Element,
 ) -> Result<(), StreamErrorCondition> {
     if !matches!(element.name(), "message" | "presence" | "iq") || element.ns() != ns::SERVER {
         return Err(StreamErrorCondition::UnsupportedStanzaType);
     }
-    if state.authenticated.is_empty() {
+    if authenticated.is_empty() {
         return Err(StreamErrorCondition::NotAuthorized);
     }
     let (Some(from), Some(to)) = (
@@ -475,11 +477,10 @@ async fn stanza(
     if !is_ours(server, local) {
         return Err(StreamErrorCondition::HostUnknown);
     }
-    let authenticated = state
-        .authenticated
+    let known = authenticated
         .iter()
         .any(|pair| pair.remote == remote && (pair.local.is_empty() || pair.local == local));
-    if !authenticated {
+    if !known {
         return Err(StreamErrorCondition::InvalidFrom);
     }
     let element = with_namespace(element, ns::SERVER, ns::CLIENT);

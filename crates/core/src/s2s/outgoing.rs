@@ -33,6 +33,15 @@ pub(super) struct Opened {
 /// Why a link could not be made: the condition its stanzas bounce with.
 type Failed = DefinedCondition;
 
+/// An authenticated outgoing stream.
+pub(super) struct Established {
+    conn: Conn,
+    /// XEP-0288: the receiving server may send us stanzas on it too.
+    bidi: bool,
+    /// The receiving server's stream id (dialback keys on this stream are bound to it).
+    stream_id: String,
+}
+
 /// The task of one outgoing link.
 pub(super) async fn run(
     server: Arc<Server>,
@@ -54,8 +63,12 @@ pub(super) async fn run(
         Ok(Err(condition)) => Err(condition),
         Err(_) => Err(DefinedCondition::RemoteServerTimeout),
     };
-    let mut conn = match failed {
-        Ok(conn) => conn,
+    let Established {
+        mut conn,
+        bidi,
+        stream_id,
+    } = match failed {
+        Ok(established) => established,
         Err(condition) => {
             tracing::info!(local = %pair.local, remote = %pair.remote, ?condition, "cannot reach the remote server");
             s2s.link_ended(&pair, id, Some(condition.clone()));
@@ -69,7 +82,12 @@ pub(super) async fn run(
         }
     };
     tracing::info!(local = %pair.local, remote = %pair.remote, "server link up");
-    let end = serve(&server, &s2s, &mut conn, &mut queue).await;
+    let link = Bidi {
+        on: bidi,
+        pair: &pair,
+        stream_id: &stream_id,
+    };
+    let end = serve(&server, &s2s, &mut conn, &mut queue, link).await;
     // No new stanza reaches this link from now on; what is still queued is written if the
     // stream still stands, else handed to a new link.
     s2s.link_ended(&pair, id, None);
@@ -110,21 +128,53 @@ enum End {
     Broken,
 }
 
-/// The authenticated link: queued stanzas out, the peer's stream read for its errors and
-/// its end, until idle, shutdown or a broken stream.
+/// What a link knows to take stanzas from the receiving server (XEP-0288).
+struct Bidi<'a> {
+    on: bool,
+    pair: &'a Pair,
+    stream_id: &'a str,
+}
+
+/// The authenticated link: queued stanzas out; from the peer, its end, and on a
+/// bidirectional link its stanzas and dialback requests; until idle, shutdown or a broken
+/// stream.
 async fn serve(
-    server: &Server,
-    s2s: &S2s,
+    server: &Arc<Server>,
+    s2s: &Arc<S2s>,
     conn: &mut Conn,
     queue: &mut mpsc::Receiver<Element>,
+    bidi: Bidi<'_>,
 ) -> End {
     let idle = s2s.config.idle_timeout;
+    // XEP-0288 section 3: the receiving server's own domain is the one we resolved and
+    // connected to (the assurance dialback gives); other domains of it authenticate with
+    // dialback on this stream.
+    let mut authenticated = std::collections::HashSet::new();
+    if bidi.on {
+        authenticated.insert(Pair {
+            local: String::new(),
+            remote: bidi.pair.remote.clone(),
+        });
+    }
+    let (verified_tx, mut verified_rx) = mpsc::channel::<(Pair, bool)>(16);
+    let mut deadline = tokio::time::Instant::now() + idle;
     loop {
         tokio::select! {
             _ = server.shutdown.cancelled() => return End::Shutdown,
-            _ = tokio::time::sleep(idle) => return End::Idle,
+            _ = tokio::time::sleep_until(deadline) => return End::Idle,
+            Some((pair, valid)) = verified_rx.recv() => {
+                let type_ = if valid { "valid" } else { "invalid" };
+                conn.queue_raw(&dialback::result(&pair.local, &pair.remote, None, Some(type_)));
+                if valid {
+                    authenticated.insert(pair);
+                }
+                if conn.flush().await.is_err() {
+                    return End::Broken;
+                }
+            }
             element = queue.recv() => {
                 let Some(element) = element else { return End::Idle };
+                deadline = tokio::time::Instant::now() + idle;
                 conn.queue(&with_namespace(element, ns::CLIENT, ns::SERVER));
                 while let Ok(next) = queue.try_recv() {
                     conn.queue(&with_namespace(next, ns::CLIENT, ns::SERVER));
@@ -134,11 +184,27 @@ async fn serve(
                 }
             }
             frame = conn.next_frame() => match frame {
-                // Nothing is expected from the receiving side of a one-way link but its
-                // end; a stream error is logged.
                 Ok(Frame::Element(element)) => {
                     if element.is("error", ns::STREAM) {
                         tracing::info!(error = %String::from(&element), "remote server ended the link with an error");
+                        return End::Broken;
+                    }
+                    if !bidi.on {
+                        // A one-way link carries nothing from the receiving side.
+                        continue;
+                    }
+                    deadline = tokio::time::Instant::now() + idle;
+                    if element.is("result", ns::DIALBACK) {
+                        reverse_dialback(server, s2s, &element, bidi.stream_id, &verified_tx);
+                        continue;
+                    }
+                    if let Err(condition) =
+                        super::incoming::stanza(server, conn, &authenticated, element).await
+                    {
+                        conn.fail(condition, &bidi.pair.local).await;
+                        return End::Broken;
+                    }
+                    if conn.flush().await.is_err() {
                         return End::Broken;
                     }
                 }
@@ -149,16 +215,55 @@ async fn serve(
     }
 }
 
+/// A `<db:result>` with a key on a bidirectional link: another domain of the receiving
+/// server asks to send on it; its authoritative server is asked, in the background.
+fn reverse_dialback(
+    server: &Arc<Server>,
+    s2s: &Arc<S2s>,
+    element: &Element,
+    stream_id: &str,
+    verified: &mpsc::Sender<(Pair, bool)>,
+) {
+    let (Some(from), Some(to)) = (element.attr("from"), element.attr("to")) else {
+        return;
+    };
+    if element.attr("type").is_some() || !super::is_ours(server, to) || !s2s.allowed(from) {
+        return;
+    }
+    let pair = Pair {
+        local: to.to_lowercase(),
+        remote: from.to_lowercase(),
+    };
+    let key = element.text();
+    let (server2, s2s2, verified, stream_id) = (
+        Arc::clone(server),
+        Arc::clone(s2s),
+        verified.clone(),
+        stream_id.to_owned(),
+    );
+    server.tasks.spawn(async move {
+        let valid = verify(&server2, &s2s2, &pair, &stream_id, key.trim()).await;
+        let _ = verified.send((pair, valid)).await;
+    });
+}
+
 /// Resolve, connect, open the stream (with TLS as configured) and authenticate.
-async fn connect(server: &Server, s2s: &S2s, pair: &Pair) -> Result<Conn, Failed> {
+async fn connect(server: &Server, s2s: &S2s, pair: &Pair) -> Result<Established, Failed> {
     let mut opened = open(server, s2s, pair).await?;
     let certified = s2s
         .tls
         .as_ref()
         .is_some_and(|tls| tls.own_certificate_valid_for(&pair.local));
     if certified && opened.conn.transport.is_tls() && offers_external(&opened.features) {
+        let bidi = request_bidi(&mut opened);
         match external(&mut opened.conn, pair).await? {
-            true => return Ok(opened.conn),
+            true => {
+                return Ok(Established {
+                    conn: opened.conn,
+                    bidi,
+                    stream_id: opened.stream_id,
+                });
+            }
             false => {
                 // Some servers take no dialback on a stream where SASL failed: a new stream
                 // goes straight to dialback.
@@ -168,6 +273,7 @@ async fn connect(server: &Server, s2s: &S2s, pair: &Pair) -> Result<Conn, Failed
             }
         }
     }
+    let bidi = request_bidi(&mut opened);
     let conn = &mut opened.conn;
     // XEP-0220 section 2.1.1: our key for this stream.
     let key = s2s.secret.key(&pair.remote, &pair.local, &opened.stream_id);
@@ -185,7 +291,11 @@ async fn connect(server: &Server, s2s: &S2s, pair: &Pair) -> Result<Conn, Failed
             && element.attr("to") == Some(pair.local.as_str())
         {
             return match element.attr("type") {
-                Some("valid") => Ok(opened.conn),
+                Some("valid") => Ok(Established {
+                    conn: opened.conn,
+                    bidi,
+                    stream_id: opened.stream_id,
+                }),
                 _ => {
                     tracing::info!(remote = %pair.remote, answer = %String::from(&element), "dialback refused");
                     Err(DefinedCondition::RemoteServerNotFound)
@@ -197,6 +307,19 @@ async fn connect(server: &Server, s2s: &S2s, pair: &Pair) -> Result<Conn, Failed
             return Err(DefinedCondition::RemoteServerNotFound);
         }
     }
+}
+
+/// XEP-0288 section 2: where the receiving server offers bidirectional streams, ask for
+/// one (before authenticating), so that it sends its stanzas for us on this stream.
+fn request_bidi(opened: &mut Opened) -> bool {
+    let offered = opened
+        .features
+        .get_child("bidi", ns::BIDI_FEATURE)
+        .is_some();
+    if offered {
+        opened.conn.queue(&Element::bare("bidi", ns::BIDI));
+    }
+    offered
 }
 
 /// SASL EXTERNAL (RFC 6120 section 6.3.4; XEP-0178): `true` once the stream is restarted
