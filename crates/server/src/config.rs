@@ -414,6 +414,39 @@ mod tests {
     const MINIMAL: &str = "[general]\nhosts = [\"localhost\"]\n";
 
     #[test]
+    fn s2s_listener_and_section_parse_and_paths_resolve_against_the_file() {
+        let config = parse(&format!(
+            "{MINIMAL}[[listen.s2s]]\nport = 5269\ntls.mode = \"tls\"\n\
+             [s2s]\ncertfile = \"certs/s2s.pem\"\nuse_starttls = \"required\"\n"
+        ))
+        .unwrap();
+        assert!(config.federates());
+        let listener = &config.listen.s2s[0];
+        assert_eq!(listener.addr.port(), 5269);
+        assert!(listener.direct_tls);
+        let s2s = config.s2s.unwrap();
+        assert_eq!(s2s.certfile.unwrap(), Path::new("/etc/herald/certs/s2s.pem"));
+        assert_eq!(s2s.use_starttls, herald_core::s2s::UseStartTls::Required);
+        assert!(!parse(MINIMAL).unwrap().federates());
+    }
+
+    #[test]
+    fn bad_s2s_keys_name_their_path_and_line() {
+        assert_eq!(
+            error(&format!("{MINIMAL}[s2s]\ndefault_policy = \"maybe\"\n")),
+            "herald.toml:4: s2s.default_policy: unknown variant \"maybe\", expected one of \"allow\", \"deny\""
+        );
+        assert!(
+            error(&format!("{MINIMAL}[[listen.s2s]]\nport = 5269\ntls.mode = \"starttls_required\"\n"))
+                .contains("listen.s2s[0].tls.mode")
+        );
+        assert!(
+            error(&format!("{MINIMAL}[[listen.c2s]]\nport = 5269\n[[listen.s2s]]\nport = 5269\n"))
+                .contains("overlaps")
+        );
+    }
+
+    #[test]
     fn a_service_listener_parses_with_mongooseim_names_and_defaults() {
         let config = parse(&format!(
             "{MINIMAL}\n[[listen.service]]\nport = 8888\nip_address = \"127.0.0.1\"\npassword = \"secret\"\nconflict_behaviour = \"kick_old\"\n"
@@ -680,7 +713,7 @@ tls.mode = \"tls\"
         assert_eq!(
             error(&format!("# herald\nlisten_c2s = 1\n{MINIMAL}")),
             "herald.toml:2: listen_c2s: unknown field `listen_c2s`, expected one of `general`, \
-             `listen`, `modules`, `outgoing_pools`, `auth`, `internal_databases`"
+             `listen`, `modules`, `outgoing_pools`, `auth`, `internal_databases`, `s2s`"
         );
     }
 
