@@ -425,7 +425,10 @@ mod tests {
         assert_eq!(listener.addr.port(), 5269);
         assert!(listener.direct_tls);
         let s2s = config.s2s.unwrap();
-        assert_eq!(s2s.certfile.unwrap(), Path::new("/etc/herald/certs/s2s.pem"));
+        assert_eq!(
+            s2s.certfile.unwrap(),
+            Path::new("/etc/herald/certs/s2s.pem")
+        );
         assert_eq!(s2s.use_starttls, herald_core::s2s::UseStartTls::Required);
         assert!(!parse(MINIMAL).unwrap().federates());
     }
@@ -437,12 +440,16 @@ mod tests {
             "herald.toml:4: s2s.default_policy: unknown variant \"maybe\", expected one of \"allow\", \"deny\""
         );
         assert!(
-            error(&format!("{MINIMAL}[[listen.s2s]]\nport = 5269\ntls.mode = \"starttls_required\"\n"))
-                .contains("listen.s2s[0].tls.mode")
+            error(&format!(
+                "{MINIMAL}[[listen.s2s]]\nport = 5269\ntls.mode = \"starttls_required\"\n"
+            ))
+            .contains("listen.s2s[0].tls.mode")
         );
         assert!(
-            error(&format!("{MINIMAL}[[listen.c2s]]\nport = 5269\n[[listen.s2s]]\nport = 5269\n"))
-                .contains("overlaps")
+            error(&format!(
+                "{MINIMAL}[[listen.c2s]]\nport = 5269\n[[listen.s2s]]\nport = 5269\n"
+            ))
+            .contains("overlaps")
         );
     }
 

@@ -260,7 +260,7 @@ async fn open(
         }
         features.append_child(starttls);
     }
-    if !(tls_required && !tls) {
+    if !tls_required || tls {
         if tls
             && !state.sasl_done
             && let (Some(from), Some(tls_config)) = (&from, &s2s.tls)
@@ -495,7 +495,7 @@ pub(super) async fn stanza(
             return Ok(());
         }
     };
-    let domain = Jid::from(BareJid::from_parts(None, &from.domain().to_owned()));
+    let domain = Jid::from(BareJid::from_parts(None, from.domain()));
     server.route(Origin::Remote(&domain), stanza).await;
     Ok(())
 }
