@@ -460,17 +460,14 @@ pub async fn user_add(config: &Config, jid: &str, password: &str) -> Result<Exit
 pub async fn user_remove(config: &Config, jid: &str) -> Result<ExitCode, AppError> {
     let user = account(config, jid)?;
     // The server with its modules but no listener: removing an account runs the
-    // `user_removed` hook, where each module deletes its data.
-    let s2s = s2s_settings(config)?;
+    // `user_removed` hook, where each module deletes its data (no federation: nothing
+    // leaves this process).
     let storage = open_storage(config).await?;
     let server = Server::with_options(
         hosts(config),
         storage.clone(),
         &modules(config, &storage)?,
-        ServerOptions {
-            s2s,
-            ..options(config)
-        },
+        options(config),
     );
     let removed = server.remove_account(&user).await;
     server.shutdown.cancel();

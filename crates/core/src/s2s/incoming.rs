@@ -5,22 +5,18 @@
 use std::{collections::HashSet, net::SocketAddr, sync::Arc, time::Duration};
 
 use base64::Engine;
-use herald_stream::{
-    Frame, StreamErrorCondition, StreamHeader, ns,
-    stanza::{set_attr, with_namespace},
-    transport::Transport,
-};
-use jid::{BareJid, DomainPart, Jid};
+use herald_stream::{Frame, StreamErrorCondition, StreamHeader, ns, transport::Transport};
+use jid::DomainPart;
 use minidom::Element;
 use tokio::{
     net::{TcpListener, TcpStream},
     sync::{Semaphore, mpsc},
 };
 
-use super::{Pair, S2s, UseStartTls, dialback, is_ours, outgoing};
+use super::{Pair, S2s, UseStartTls, dialback, inbound, is_ours, outgoing};
 use crate::{
-    Origin, Server,
-    conn::{Conn, ReadError, Rejected, parse_stanza, read_error_condition},
+    Server,
+    conn::{Conn, ReadError, read_error_condition},
 };
 
 /// One `[[listen.s2s]]` listener, ready to run.
@@ -188,7 +184,7 @@ async fn serve(
             dialback_verify(&server, &s2s, &mut conn, &element);
             Ok(())
         } else {
-            stanza(&server, &mut conn, &state.authenticated, element).await
+            inbound::stanza(&server, &mut conn, &state.authenticated, element).await
         };
         if let Err(condition) = step {
             break Some(condition);
@@ -449,53 +445,4 @@ fn dialback_verify(server: &Server, s2s: &S2s, conn: &mut Conn, element: &Elemen
         None,
         Some(type_),
     ));
-}
-
-/// A stanza from a remote server (on an incoming stream, or on an outgoing one made
-/// bidirectional): its `from` at a domain authenticated on that stream (a pair whose `local`
-/// is empty stands for every domain of ours), its `to` at ours (RFC 6120 sections
-/// 4.9.3.6, 4.9.3.9, 4.9.3.10), then routed.
-pub(super) async fn stanza(
-    server: &Server,
-    conn: &mut Conn,
-    authenticated: &HashSet<Pair>,
-    element: Element,
-) -> Result<(), StreamErrorCondition> {
-    if !matches!(element.name(), "message" | "presence" | "iq") || element.ns() != ns::SERVER {
-        return Err(StreamErrorCondition::UnsupportedStanzaType);
-    }
-    if authenticated.is_empty() {
-        return Err(StreamErrorCondition::NotAuthorized);
-    }
-    let (Some(from), Some(to)) = (
-        element.attr("from").and_then(|f| Jid::new(f).ok()),
-        element.attr("to").and_then(|t| Jid::new(t).ok()),
-    ) else {
-        return Err(StreamErrorCondition::ImproperAddressing);
-    };
-    let (remote, local) = (from.domain().as_str(), to.domain().as_str());
-    if !is_ours(server, local) {
-        return Err(StreamErrorCondition::HostUnknown);
-    }
-    let known = authenticated
-        .iter()
-        .any(|pair| pair.remote == remote && (pair.local.is_empty() || pair.local == local));
-    if !known {
-        return Err(StreamErrorCondition::InvalidFrom);
-    }
-    let element = with_namespace(element, ns::SERVER, ns::CLIENT);
-    let stanza = match parse_stanza(element) {
-        Ok(stanza) => stanza,
-        Err(Rejected::Stream(condition)) => return Err(condition),
-        Err(Rejected::Reply(None)) => return Ok(()),
-        Err(Rejected::Reply(Some(mut reply))) => {
-            set_attr(&mut reply, "from", to.to_string());
-            set_attr(&mut reply, "to", from.to_string());
-            conn.queue(&with_namespace(reply, ns::CLIENT, ns::SERVER));
-            return Ok(());
-        }
-    };
-    let domain = Jid::from(BareJid::from_parts(None, from.domain()));
-    server.route(Origin::Remote(&domain), stanza).await;
-    Ok(())
 }

@@ -1,8 +1,8 @@
 //! Federation: server-to-server streams (RFC 6120 sections 4-9 for server streams).
 //!
 //! A remote domain is reached like a component that may be far away: the router hands a
-//! stanza for it to [`S2s::send`], which queues it (bounded) on the outgoing link of that
-//! domain pair and returns at once; the link's task ([`outgoing`]) resolves the domain
+//! stanza for it to `S2s::send`, which queues it (bounded) on the outgoing link of that
+//! domain pair and returns at once; the link's task (`outgoing`) resolves the domain
 //! ([`resolve`]), connects, negotiates TLS, authenticates with SASL EXTERNAL when the peer
 //! accepts our certificate or with Server Dialback ([`dialback`], XEP-0220) otherwise, and
 //! writes. A link that cannot be made bounces what waits with `remote-server-not-found`
@@ -18,6 +18,7 @@
 
 pub mod config;
 pub mod dialback;
+mod inbound;
 pub mod incoming;
 mod outgoing;
 pub mod resolve;

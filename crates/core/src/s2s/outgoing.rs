@@ -199,7 +199,7 @@ async fn serve(
                         continue;
                     }
                     if let Err(condition) =
-                        super::incoming::stanza(server, conn, &authenticated, element).await
+                        super::inbound::stanza(server, conn, &authenticated, element).await
                     {
                         conn.fail(condition, &bidi.pair.local).await;
                         return End::Broken;

@@ -214,29 +214,18 @@ fn s2s(
 
 fn listen(raw: RawListen, at: &KeyPath, context: &Context<'_>) -> Result<Listen, Invalid> {
     let RawListen {
-        c2s: raw,
+        c2s: raw_c2s,
         service: raw_service,
         s2s: raw_s2s,
     } = raw;
+    // Every listener accepted so far, of any kind, with its key path: none may overlap.
+    let mut bound: Vec<(SocketAddr, KeyPath)> = Vec::new();
     let c2s_at = at.key("c2s");
-    let mut c2s: Vec<C2sListener> = Vec::with_capacity(raw.len());
-    for (index, raw) in raw.into_iter().enumerate() {
+    let mut c2s: Vec<C2sListener> = Vec::with_capacity(raw_c2s.len());
+    for (index, raw) in raw_c2s.into_iter().enumerate() {
         let at = c2s_at.index(index);
         let listener = c2s_listener(raw, &at, context)?;
-        if let Some(earlier) = c2s
-            .iter()
-            .position(|other| overlaps(other.addr, listener.addr))
-        {
-            return Err(Invalid::new(
-                at,
-                format!(
-                    "address {} overlaps {} of {}; expected each listener on its own port or address",
-                    listener.addr,
-                    c2s[earlier].addr,
-                    c2s_at.index(earlier),
-                ),
-            ));
-        }
+        claim(&mut bound, listener.addr, at)?;
         c2s.push(listener);
     }
     let service_at = at.key("service");
@@ -244,26 +233,7 @@ fn listen(raw: RawListen, at: &KeyPath, context: &Context<'_>) -> Result<Listen,
     for (index, raw) in raw_service.into_iter().enumerate() {
         let at = service_at.index(index);
         let listener = service_listener(raw, &at)?;
-        let taken = c2s
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.addr, c2s_at.index(i)))
-            .chain(
-                service
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| (s.addr, service_at.index(i))),
-            )
-            .find(|(addr, _)| overlaps(*addr, listener.addr));
-        if let Some((addr, other)) = taken {
-            return Err(Invalid::new(
-                at,
-                format!(
-                    "address {} overlaps {addr} of {other}; expected each listener on its own port or address",
-                    listener.addr,
-                ),
-            ));
-        }
+        claim(&mut bound, listener.addr, at)?;
         service.push(listener);
     }
     let s2s_at = at.key("s2s");
@@ -271,34 +241,28 @@ fn listen(raw: RawListen, at: &KeyPath, context: &Context<'_>) -> Result<Listen,
     for (index, raw) in raw_s2s.into_iter().enumerate() {
         let at = s2s_at.index(index);
         let listener = s2s_listener(raw, &at, context.base_dir)?;
-        let taken = c2s
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.addr, c2s_at.index(i)))
-            .chain(
-                service
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| (s.addr, service_at.index(i))),
-            )
-            .chain(
-                s2s.iter()
-                    .enumerate()
-                    .map(|(i, s)| (s.addr, s2s_at.index(i))),
-            )
-            .find(|(addr, _)| overlaps(*addr, listener.addr));
-        if let Some((addr, other)) = taken {
-            return Err(Invalid::new(
-                at,
-                format!(
-                    "address {} overlaps {addr} of {other}; expected each listener on its own port or address",
-                    listener.addr,
-                ),
-            ));
-        }
+        claim(&mut bound, listener.addr, at)?;
         s2s.push(listener);
     }
     Ok(Listen { c2s, service, s2s })
+}
+
+/// Record the listener at `at` on `addr`, unless it overlaps one already recorded.
+fn claim(
+    bound: &mut Vec<(SocketAddr, KeyPath)>,
+    addr: SocketAddr,
+    at: KeyPath,
+) -> Result<(), Invalid> {
+    if let Some((other_addr, other)) = bound.iter().find(|(other, _)| overlaps(*other, addr)) {
+        return Err(Invalid::new(
+            at,
+            format!(
+                "address {addr} overlaps {other_addr} of {other}; expected each listener on its own port or address",
+            ),
+        ));
+    }
+    bound.push((addr, at));
+    Ok(())
 }
 
 /// The `tls.mode` values of an s2s listener (whether TLS is required is `[s2s]
