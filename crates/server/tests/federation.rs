@@ -1111,3 +1111,61 @@ async fn where_the_receiving_server_offers_bidi_herald_asks_for_it_and_takes_its
     .await;
     assert_eq!(peer.stream_error().await, "invalid-from");
 }
+
+#[tokio::test]
+async fn a_stream_cannot_make_herald_open_dialback_verifications_without_bound() {
+    // slow.test's server accepts TCP and never answers: each verification hangs.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            sockets.push(socket);
+        }
+    });
+    let server = TestServer::start(&config(
+        "a.test",
+        free_port(),
+        &[("slow.test", silent_port)],
+        "",
+        "",
+    ))
+    .await;
+    let a_addr: SocketAddr = server.running.as_ref().unwrap().s2s_addrs[0];
+    let mut peer = Peer::new(TcpStream::connect(a_addr).await.unwrap());
+    peer.open("slow.test", "a.test").await;
+    for _ in 0..9 {
+        peer.send("<db:result from='slow.test' to='a.test'>00</db:result>")
+            .await;
+    }
+    assert_eq!(peer.stream_error().await, "policy-violation");
+    held.abort();
+}
+
+#[tokio::test]
+async fn garbage_on_the_server_port_ends_that_stream_and_nothing_else() {
+    let p = pair().await;
+    let a_addr: SocketAddr = p.a.running.as_ref().unwrap().s2s_addrs[0];
+    for garbage in [
+        &b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"[..],
+        b"<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' to='a.test'><a><<<",
+        b"<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' from='b.test' to='a.test' version='1.0'><db:result from='b.test' to='a.test'>k</db:result>",
+    ] {
+        let mut tcp = TcpStream::connect(a_addr).await.unwrap();
+        tcp.write_all(garbage).await.unwrap();
+        let mut buf = vec![0u8; 8192];
+        // The stream ends (with an error where one can be written), never hangs.
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            while tcp.read(&mut buf).await.map(|n| n > 0).unwrap_or(false) {}
+        })
+        .await;
+    }
+    // Federation still works.
+    let mut alice = online(&p.a, "alice@a.test", "a-pass").await;
+    let mut bob = online(&p.b, "bob@b.test", "b-pass").await;
+    alice
+        .send("<message to='bob@b.test' type='chat'><body>still here</body></message>")
+        .await;
+    let got = next_message(&mut bob).await;
+    assert_eq!(got.get_child("body", "jabber:client").unwrap().text(), "still here");
+}

@@ -83,7 +83,13 @@ struct Incoming {
     authenticated: HashSet<Pair>,
     /// SASL succeeded on this connection.
     sasl_done: bool,
+    /// Dialback verifications in flight (each is a connection to another server).
+    verifying: usize,
 }
+
+/// Dialback verifications one stream may have in flight: each opens a connection to the
+/// claimed domain's server, so a peer cannot make herald open connections without bound.
+const MAX_VERIFYING: usize = 8;
 
 /// A dialback verification's outcome, sent back to the stream's task.
 struct Verified {
@@ -119,6 +125,7 @@ async fn serve(
         peer_domain: None,
         authenticated: HashSet::new(),
         sasl_done: false,
+        verifying: 0,
     };
     let (verified_tx, mut verified_rx) = mpsc::channel::<Verified>(16);
     let deadline = tokio::time::Instant::now() + settings.state_timeout;
@@ -130,6 +137,7 @@ async fn serve(
                 break Some(StreamErrorCondition::ConnectionTimeout)
             }
             Some(verified) = verified_rx.recv() => {
+                state.verifying -= 1;
                 answer_result(&mut conn, &mut state, verified);
                 if conn.flush().await.is_err() {
                     break None;
@@ -179,7 +187,15 @@ async fn serve(
         let step = if element.is("auth", ns::SASL) {
             external(&mut conn, &mut state, &s2s, &element).await
         } else if element.is("result", ns::DIALBACK) {
-            dialback_result(&server, &s2s, &conn, &state, &element, &verified_tx)
+            if element.attr("type").is_some() {
+                // An answer where none was asked: nothing to do.
+                Ok(())
+            } else if state.verifying >= MAX_VERIFYING {
+                Err(StreamErrorCondition::PolicyViolation)
+            } else {
+                state.verifying += 1;
+                dialback_result(&server, &s2s, &conn, &state, &element, &verified_tx)
+            }
         } else if element.is("verify", ns::DIALBACK) {
             dialback_verify(&server, &s2s, &mut conn, &element);
             Ok(())
