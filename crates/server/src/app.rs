@@ -566,6 +566,21 @@ pub fn describe(config: &Config, path: Option<&Path>) -> String {
             listener.addr, listener.conflict_behaviour
         ));
     }
+    for listener in &config.listen.s2s {
+        let tls = if listener.direct_tls { "direct TLS" } else { "STARTTLS" };
+        out.push_str(&format!("s2s {}: {tls}\n", listener.addr));
+    }
+    if config.federates() {
+        let s2s = config.s2s.clone().unwrap_or_default();
+        out.push_str(&format!(
+            "federation: on, use_starttls {:?}, default_policy {:?}, {} static addresses\n",
+            s2s.use_starttls,
+            s2s.default_policy,
+            s2s.address.len()
+        ));
+    } else {
+        out.push_str("federation: off (no [s2s] or [[listen.s2s]])\n");
+    }
     let mut modules = Vec::new();
     if config.modules.mod_disco.is_some() {
         modules.push("mod_disco");
