@@ -1,9 +1,10 @@
-//! Arbitrary bytes on a client stream's negotiation (and a component's handshake) of a real
-//! in-process server over loopback TCP: every connection ends within the deadlines, no task
-//! panics, and the server goes on accepting.
+//! Arbitrary bytes on a client stream's negotiation (and a component's handshake, and a
+//! remote server's stream) of a real in-process server over loopback TCP: every connection
+//! ends within the deadlines, no task panics, and the server goes on accepting.
 //!
-//! Input: `[listener, data @ ..]`: bit 0 of `listener` picks the component listener instead
-//! of the client one; `data` is sent as it is, then the connection is read until it closes.
+//! Input: `[listener, data @ ..]`: `listener % 3` picks the client, component or
+//! server-to-server listener; `data` is sent as it is, then the connection is read until it
+//! closes. Federation denies every domain, so no input makes the server connect elsewhere.
 
 #![no_main]
 
@@ -42,6 +43,14 @@ ip_address = "127.0.0.1"
 password = "secret"
 state_timeout = 500
 
+[[listen.s2s]]
+port = 0
+ip_address = "127.0.0.1"
+state_timeout = 500
+
+[s2s]
+default_policy = "deny"
+
 [modules.mod_disco]
 [modules.mod_ping]
 [modules.mod_roster]
@@ -60,6 +69,7 @@ struct Harness {
     runtime: Runtime,
     c2s: SocketAddr,
     service: SocketAddr,
+    s2s: SocketAddr,
 }
 
 fn harness() -> &'static Harness {
@@ -75,13 +85,18 @@ fn harness() -> &'static Harness {
         let text = CONFIG.replace("DATA", &dir.display().to_string());
         let config = Config::parse(&text, "fuzz.toml", &dir).unwrap();
         let running = runtime.block_on(app::start(&config)).unwrap();
-        let (c2s, service) = (running.c2s_addrs[0], running.service_addrs[0]);
+        let (c2s, service, s2s) = (
+            running.c2s_addrs[0],
+            running.service_addrs[0],
+            running.s2s_addrs[0],
+        );
         // The server runs as long as the fuzzing process.
         std::mem::forget(running);
         Harness {
             runtime,
             c2s,
             service,
+            s2s,
         }
     })
 }
@@ -91,10 +106,10 @@ fuzz_target!(|input: &[u8]| {
         return;
     };
     let harness = harness();
-    let addr = if listener & 1 == 1 {
-        harness.service
-    } else {
-        harness.c2s
+    let addr = match listener % 3 {
+        0 => harness.c2s,
+        1 => harness.service,
+        _ => harness.s2s,
     };
     harness.runtime.block_on(async {
         let mut tcp = TcpStream::connect(addr).await.expect("the server accepts");
