@@ -567,7 +567,11 @@ pub fn describe(config: &Config, path: Option<&Path>) -> String {
         ));
     }
     for listener in &config.listen.s2s {
-        let tls = if listener.direct_tls { "direct TLS" } else { "STARTTLS" };
+        let tls = if listener.direct_tls {
+            "direct TLS"
+        } else {
+            "STARTTLS"
+        };
         out.push_str(&format!("s2s {}: {tls}\n", listener.addr));
     }
     if config.federates() {

@@ -1167,5 +1167,8 @@ async fn garbage_on_the_server_port_ends_that_stream_and_nothing_else() {
         .send("<message to='bob@b.test' type='chat'><body>still here</body></message>")
         .await;
     let got = next_message(&mut bob).await;
-    assert_eq!(got.get_child("body", "jabber:client").unwrap().text(), "still here");
+    assert_eq!(
+        got.get_child("body", "jabber:client").unwrap().text(),
+        "still here"
+    );
 }

@@ -52,8 +52,7 @@ pub(super) async fn run(
     let Some(s2s) = server.s2s().cloned() else {
         return;
     };
-    let connecting =
-        tokio::time::timeout(s2s.config.connection_timeout, connect(&server, &s2s, &pair));
+    let connecting = tokio::time::timeout(s2s.config.connection_timeout, connect(&s2s, &pair));
     let attempt = tokio::select! {
         attempt = connecting => attempt,
         _ = server.shutdown.cancelled() => Ok(Err(DefinedCondition::RemoteServerTimeout)),
@@ -248,8 +247,8 @@ fn reverse_dialback(
 }
 
 /// Resolve, connect, open the stream (with TLS as configured) and authenticate.
-async fn connect(server: &Server, s2s: &S2s, pair: &Pair) -> Result<Established, Failed> {
-    let mut opened = open(server, s2s, pair).await?;
+async fn connect(s2s: &S2s, pair: &Pair) -> Result<Established, Failed> {
+    let mut opened = open(s2s, pair).await?;
     let certified = s2s
         .tls
         .as_ref()
@@ -269,7 +268,7 @@ async fn connect(server: &Server, s2s: &S2s, pair: &Pair) -> Result<Established,
                 // goes straight to dialback.
                 opened.conn.queue_raw("</stream:stream>");
                 opened.conn.close().await;
-                opened = open(server, s2s, pair).await?;
+                opened = open(s2s, pair).await?;
             }
         }
     }
@@ -363,7 +362,7 @@ pub(super) async fn verify(
     key: &str,
 ) -> bool {
     let check = async {
-        let mut opened = open(server, s2s, pair).await.ok()?;
+        let mut opened = open(s2s, pair).await.ok()?;
         let conn = &mut opened.conn;
         conn.queue_raw(&dialback::verify(
             &pair.local,
@@ -388,13 +387,16 @@ pub(super) async fn verify(
         }
     };
     let within = s2s.config.connection_timeout;
-    matches!(tokio::time::timeout(within, check).await, Ok(Some(true)))
+    // Shutdown does not wait for a verification.
+    tokio::select! {
+        answer = tokio::time::timeout(within, check) => matches!(answer, Ok(Some(true))),
+        _ = server.shutdown.cancelled() => false,
+    }
 }
 
 /// Resolve `pair.remote`, connect to the first address that answers, open the stream and
 /// negotiate TLS as `use_starttls` says.
-pub(super) async fn open(server: &Server, s2s: &S2s, pair: &Pair) -> Result<Opened, Failed> {
-    let _ = server;
+pub(super) async fn open(s2s: &S2s, pair: &Pair) -> Result<Opened, Failed> {
     let targets = s2s.resolver.targets(&s2s.config, &pair.remote).await;
     if targets.is_empty() {
         return Err(DefinedCondition::RemoteServerNotFound);
