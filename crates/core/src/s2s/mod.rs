@@ -147,25 +147,26 @@ impl S2s {
             return;
         }
         let mut links = self.lock_links();
-        let element = match links.get(&pair) {
-            Some(link) => match link.queue.try_send(stanza.element) {
-                Ok(()) => return,
-                Err(mpsc::error::TrySendError::Full(element)) => {
-                    drop(links);
-                    if let Ok(stanza) = Stanza::parse(element) {
-                        server.bounce(
-                            &stanza,
-                            ErrorType::Wait,
-                            DefinedCondition::ResourceConstraint,
-                        );
-                    }
-                    return;
-                }
-                // The link's task is ending: a new link takes over.
-                Err(mpsc::error::TrySendError::Closed(element)) => element,
-            },
-            None => stanza.element,
-        };
+        let reserved = links
+            .get(&pair)
+            .map(|link| link.queue.clone().try_reserve_owned());
+        match reserved {
+            Some(Ok(slot)) => {
+                slot.send(stanza.element);
+                return;
+            }
+            Some(Err(mpsc::error::TrySendError::Full(_))) => {
+                drop(links);
+                server.bounce(
+                    &stanza,
+                    ErrorType::Wait,
+                    DefinedCondition::ResourceConstraint,
+                );
+                return;
+            }
+            // No link, or its task is ending: a new link takes over.
+            None | Some(Err(mpsc::error::TrySendError::Closed(_))) => {}
+        }
         let Some(server_arc) = self.server.get().and_then(Weak::upgrade) else {
             return;
         };
@@ -173,7 +174,7 @@ impl S2s {
             return;
         }
         let (queue, rx) = mpsc::channel(self.config.max_queue);
-        let _ = queue.try_send(element);
+        let _ = queue.try_send(stanza.element);
         let id = self.next_link.fetch_add(1, Ordering::Relaxed);
         links.insert(pair.clone(), Link { id, queue });
         drop(links);
@@ -219,14 +220,6 @@ impl S2s {
                 );
             }
         }
-    }
-
-    /// Close every outgoing link (shutdown): their tasks see the server's token.
-    pub fn links(&self) -> Vec<(String, String)> {
-        self.lock_links()
-            .keys()
-            .map(|p| (p.local.clone(), p.remote.clone()))
-            .collect()
     }
 }
 

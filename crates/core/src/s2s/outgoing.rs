@@ -54,19 +54,14 @@ pub(super) async fn run(
     };
     let connecting = tokio::time::timeout(s2s.config.connection_timeout, connect(&s2s, &pair));
     let attempt = tokio::select! {
-        attempt = connecting => attempt,
-        _ = server.shutdown.cancelled() => Ok(Err(DefinedCondition::RemoteServerTimeout)),
-    };
-    let failed = match attempt {
-        Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(condition)) => Err(condition),
-        Err(_) => Err(DefinedCondition::RemoteServerTimeout),
+        attempt = connecting => attempt.unwrap_or(Err(DefinedCondition::RemoteServerTimeout)),
+        _ = server.shutdown.cancelled() => Err(DefinedCondition::RemoteServerTimeout),
     };
     let Established {
         mut conn,
         bidi,
         stream_id,
-    } = match failed {
+    } = match attempt {
         Ok(established) => established,
         Err(condition) => {
             tracing::info!(local = %pair.local, remote = %pair.remote, ?condition, "cannot reach the remote server");
