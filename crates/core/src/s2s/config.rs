@@ -32,6 +32,13 @@ pub enum UseStartTls {
     RequiredTrusted,
 }
 
+impl UseStartTls {
+    /// Whether a link without TLS is refused (`required`, `required_trusted`).
+    pub fn required(self) -> bool {
+        matches!(self, UseStartTls::Required | UseStartTls::RequiredTrusted)
+    }
+}
+
 /// A static address for a remote domain (`[[s2s.address]]`): no DNS lookup for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StaticAddress {

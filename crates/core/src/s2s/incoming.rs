@@ -261,10 +261,7 @@ async fn open(
     let mut features = Element::bare("features", ns::STREAM);
     let tls = conn.transport.is_tls();
     let use_starttls = s2s.config.use_starttls;
-    let tls_required = matches!(
-        use_starttls,
-        UseStartTls::Required | UseStartTls::RequiredTrusted
-    );
+    let tls_required = use_starttls.required();
     if !tls && s2s.tls.is_some() && use_starttls != UseStartTls::Off {
         let mut starttls = Element::bare("starttls", ns::TLS);
         if tls_required {
@@ -402,11 +399,7 @@ fn dialback_result(
     if !is_ours(server, &to) {
         return Err(StreamErrorCondition::HostUnknown);
     }
-    let tls_required = matches!(
-        s2s.config.use_starttls,
-        UseStartTls::Required | UseStartTls::RequiredTrusted
-    );
-    if (tls_required && !conn.transport.is_tls()) || !s2s.allowed(&from) {
+    if (s2s.config.use_starttls.required() && !conn.transport.is_tls()) || !s2s.allowed(&from) {
         return Err(StreamErrorCondition::PolicyViolation);
     }
     let pair = Pair {

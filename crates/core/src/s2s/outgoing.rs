@@ -456,12 +456,7 @@ pub(super) async fn open(s2s: &S2s, pair: &Pair) -> Result<Opened, Failed> {
             conn = Conn::new(transport, MAX_STANZA_SIZE).with_content_namespace(ns::SERVER);
             continue;
         }
-        if !tls
-            && matches!(
-                use_starttls,
-                UseStartTls::Required | UseStartTls::RequiredTrusted
-            )
-        {
+        if !tls && use_starttls.required() {
             tracing::info!(remote = %pair.remote, "the remote server offers no TLS, which use_starttls requires");
             return Err(DefinedCondition::RemoteServerNotFound);
         }
