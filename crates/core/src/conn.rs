@@ -41,6 +41,8 @@ pub(crate) struct Conn {
     content_ns: &'static str,
     /// How long one flush may wait for the peer to take the bytes.
     send_timeout: Duration,
+    /// The element size limit, kept for the stream after a TLS upgrade.
+    max_stanza_size: usize,
 }
 
 /// How long a flush may wait for a peer by default: a client that takes nothing for this
@@ -61,7 +63,33 @@ impl Conn {
             header_sent: false,
             content_ns: ns::CLIENT,
             send_timeout: DEFAULT_SEND_TIMEOUT,
+            max_stanza_size,
         }
+    }
+
+    /// STARTTLS, the receiving side (RFC 6120 section 5.4.3.3): `<proceed/>`, then the TLS
+    /// handshake on the same socket within `within`. The new connection keeps this one's
+    /// limits and namespace and starts a fresh stream; `None` when the handshake fails
+    /// (nothing more can be said on that socket).
+    pub async fn starttls(
+        mut self,
+        acceptor: &tokio_rustls::TlsAcceptor,
+        within: Duration,
+    ) -> Option<Conn> {
+        self.queue(&Element::bare("proceed", ns::TLS));
+        self.flush().await.ok()?;
+        let Transport::Plain(tcp) = self.transport else {
+            return None;
+        };
+        let stream = tokio::time::timeout(within, acceptor.accept(tcp))
+            .await
+            .ok()?
+            .ok()?;
+        Some(
+            Conn::new(Transport::Tls(Box::new(stream)), self.max_stanza_size)
+                .with_content_namespace(self.content_ns)
+                .with_send_timeout(self.send_timeout),
+        )
     }
 
     /// A connection whose flushes give up after `send_timeout` (a peer that stops reading).

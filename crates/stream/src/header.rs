@@ -37,52 +37,47 @@ impl StreamHeader {
     /// The server's response header (RFC 6120 section 4.7): `from` our domain, a fresh
     /// `id`, version 1.0, in the given content namespace.
     pub fn response(content_ns: &str, from: &str, id: &str, to: Option<&str>) -> String {
-        Self::build(content_ns, from, id, to, true)
+        Self::build(content_ns, false, from, Some(id), to, true)
     }
 
     /// The header answering an external component (XEP-0114 section 3): no version.
     pub fn component_response(content_ns: &str, domain: &str, id: &str) -> String {
-        Self::build(content_ns, domain, id, None, false)
+        Self::build(content_ns, false, domain, Some(id), None, false)
     }
 
     /// A server-to-server stream header (RFC 6120 section 4.7, XEP-0220 section 2.1): in
     /// `jabber:server`, declaring the dialback namespace, version 1.0. `id` is `None` for the
     /// initiating entity's header.
     pub fn server(from: &str, to: Option<&str>, id: Option<&str>) -> String {
-        let mut out = String::with_capacity(256);
-        out.push_str("<?xml version='1.0'?><stream:stream xmlns='");
-        out.push_str(ns::SERVER);
-        out.push_str("' xmlns:db='");
-        out.push_str(ns::DIALBACK);
-        out.push_str("' xmlns:stream='");
-        out.push_str(ns::STREAM);
-        out.push_str("' from='");
-        escape_attr(from, &mut out);
-        if let Some(to) = to {
-            out.push_str("' to='");
-            escape_attr(to, &mut out);
-        }
-        if let Some(id) = id {
-            out.push_str("' id='");
-            escape_attr(id, &mut out);
-        }
-        out.push_str("' version='1.0' xml:lang='en'>");
-        out
+        Self::build(ns::SERVER, true, from, id, to, true)
     }
 
-    fn build(content_ns: &str, from: &str, id: &str, to: Option<&str>, version: bool) -> String {
+    fn build(
+        content_ns: &str,
+        dialback: bool,
+        from: &str,
+        id: Option<&str>,
+        to: Option<&str>,
+        version: bool,
+    ) -> String {
         let mut out = String::with_capacity(256);
         out.push_str("<?xml version='1.0'?><stream:stream xmlns='");
         out.push_str(content_ns);
+        if dialback {
+            out.push_str("' xmlns:db='");
+            out.push_str(ns::DIALBACK);
+        }
         out.push_str("' xmlns:stream='");
         out.push_str(ns::STREAM);
         out.push_str("' from='");
         escape_attr(from, &mut out);
-        out.push_str("' id='");
-        escape_attr(id, &mut out);
-        if let Some(to) = to {
-            out.push_str("' to='");
-            escape_attr(to, &mut out);
+        for (name, value) in [("id", id), ("to", to)] {
+            if let Some(value) = value {
+                out.push_str("' ");
+                out.push_str(name);
+                out.push_str("='");
+                escape_attr(value, &mut out);
+            }
         }
         if version {
             out.push_str("' version='1.0");

@@ -173,21 +173,12 @@ async fn negotiate(
                     conn.close().await;
                     return None;
                 };
-                conn.queue(&Element::bare("proceed", ns::TLS));
-                if conn.flush().await.is_err() {
-                    return None;
-                }
-                let Transport::Plain(tcp) = conn.transport else {
-                    return None;
-                };
-                let handshake =
-                    tokio::time::timeout(settings.state_timeout, tls.acceptor.accept(tcp)).await;
-                let Ok(Ok(stream)) = handshake else {
+                let Some(upgraded) = conn.starttls(&tls.acceptor, settings.state_timeout).await
+                else {
                     tracing::debug!(%peer, "STARTTLS handshake failed");
                     return None;
                 };
-                conn = Conn::new(Transport::Tls(Box::new(stream)), settings.max_stanza_size)
-                    .with_send_timeout(settings.send_timeout);
+                conn = upgraded;
                 continue 'stream;
             }
             if state.authenticated.is_none()

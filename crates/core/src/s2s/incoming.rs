@@ -178,9 +178,12 @@ async fn serve(
                 conn.close().await;
                 return;
             };
-            match starttls(conn, tls, peer, &settings).await {
+            match conn.starttls(&tls.acceptor, settings.state_timeout).await {
                 Some(upgraded) => conn = upgraded,
-                None => return,
+                None => {
+                    tracing::debug!(%peer, "s2s STARTTLS handshake failed");
+                    return;
+                }
             }
             continue;
         }
@@ -297,32 +300,6 @@ async fn open(
     conn.flush()
         .await
         .map_err(|_| StreamErrorCondition::ConnectionTimeout)
-}
-
-/// STARTTLS (RFC 6120 section 5.4): `<proceed/>`, then the TLS handshake on the same
-/// socket, asking for (never requiring) the peer's certificate. `None` when the handshake
-/// fails: nothing more can be said on that socket.
-async fn starttls(
-    mut conn: Conn,
-    tls: &herald_stream::tls::s2s::S2sTls,
-    peer: SocketAddr,
-    settings: &S2sListenerSettings,
-) -> Option<Conn> {
-    conn.queue(&Element::bare("proceed", ns::TLS));
-    conn.flush().await.ok()?;
-    let Transport::Plain(tcp) = conn.transport else {
-        return None;
-    };
-    match tokio::time::timeout(settings.state_timeout, tls.acceptor.accept(tcp)).await {
-        Ok(Ok(stream)) => Some(
-            Conn::new(Transport::Tls(Box::new(stream)), settings.max_stanza_size)
-                .with_content_namespace(ns::SERVER),
-        ),
-        _ => {
-            tracing::debug!(%peer, "s2s STARTTLS handshake failed");
-            None
-        }
-    }
 }
 
 /// SASL EXTERNAL (RFC 6120 section 6.3.4; XEP-0178): the peer's certificate is valid for
