@@ -3,7 +3,8 @@
 //!
 //! A [`Storage`] is one opened database, whatever the engine: the embedded SQLite file (the
 //! default) or PostgreSQL with MongooseIM's schema ([`Storage::open_postgres`]). Each feature owns a narrow store trait ([`AccountStore`] for accounts,
-//! [`RosterStore`] for rosters and subscriptions, [`OfflineStore`] for offline messages) and
+//! [`RosterStore`] for rosters and subscriptions, [`OfflineStore`] for offline messages, [`UserDataStore`] for the small per-user documents
+//! of blocking, vCards and PEP) and
 //! gets an implementation from the [`Storage`], so the rest of the server never sees SQL.
 //!
 //! The schema is created and upgraded on open: a `schema_version` table records which of the
@@ -31,6 +32,7 @@ mod postgres;
 pub mod roster;
 pub mod sql;
 mod sqlite;
+pub mod user_data;
 #[doc(hidden)]
 pub mod test_database;
 
@@ -47,6 +49,7 @@ pub use offline::OfflineStore;
 pub use postgres::PostgresOptions;
 pub use roster::RosterStore;
 pub use sqlite::{Durability, create_private_dir};
+pub use user_data::UserDataStore;
 
 /// An opened database: the handle the server keeps for its lifetime and clones freely.
 ///
@@ -58,6 +61,7 @@ pub struct Storage {
     accounts: Arc<dyn AccountStore>,
     roster: Arc<dyn RosterStore>,
     offline: Arc<dyn OfflineStore>,
+    user_data: Arc<dyn UserDataStore>,
     applied: Arc<[AppliedMigration]>,
 }
 
@@ -172,6 +176,7 @@ impl Storage {
             accounts: Arc::new(sql::SqlAccounts::new(pool.clone())),
             roster: Arc::new(sql::SqlRoster::new(pool.clone())),
             offline: Arc::new(sql::SqlOffline::new(pool.clone())),
+            user_data: Arc::new(sql::SqlUserData::new(pool.clone())),
             applied: applied.into(),
             engine: Backend::Postgres(pool, target.into()),
         }
@@ -183,6 +188,7 @@ impl Storage {
             accounts: Arc::new(sql::SqlAccounts::new(pool.clone())),
             roster: Arc::new(sql::SqlRoster::new(pool.clone())),
             offline: Arc::new(sql::SqlOffline::new(pool.clone())),
+            user_data: Arc::new(sql::SqlUserData::new(pool.clone())),
             engine: Backend::Sqlite(pool),
         }
     }
@@ -200,6 +206,11 @@ impl Storage {
     /// The offline messages store.
     pub fn offline(&self) -> Arc<dyn OfflineStore> {
         Arc::clone(&self.offline)
+    }
+
+    /// The per-user data of the core modules (block lists, vCards, PEP).
+    pub fn user_data(&self) -> Arc<dyn UserDataStore> {
+        Arc::clone(&self.user_data)
     }
 
     /// The migrations applied when this database was opened, in order (empty if its schema

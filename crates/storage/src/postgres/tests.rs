@@ -20,7 +20,10 @@ use crate::offline::conformance::{offline_store_conformance_tests, run_offline_s
 use crate::roster::RosterItem;
 use crate::roster::conformance::{roster_store_conformance_tests, run_roster_store_conformance};
 use crate::test_database::TestDatabase;
-use crate::{AccountStore, OfflineStore, RosterStore, Storage, StorageError};
+use crate::user_data::conformance::{
+    run_user_data_store_conformance, user_data_store_conformance_tests,
+};
+use crate::{AccountStore, OfflineStore, RosterStore, Storage, StorageError, UserDataStore};
 
 /// An opened [`Storage`] and the database that must outlive it (dropped after it).
 struct Opened {
@@ -39,6 +42,10 @@ impl Opened {
 
     fn offline(&self) -> Arc<dyn OfflineStore> {
         self.storage.offline()
+    }
+
+    fn user_data(&self) -> Arc<dyn UserDataStore> {
+        self.storage.user_data()
     }
 
     fn pool(&self) -> &PgPool {
@@ -72,12 +79,18 @@ mod offline {
     offline_store_conformance_tests!(optional super::open);
 }
 
+mod user_data {
+    use super::*;
+    user_data_store_conformance_tests!(optional super::open);
+}
+
 #[tokio::test]
 async fn the_whole_suite_passes_on_one_shared_store() {
     let Some(opened) = open().await else { return };
     run_account_store_conformance(opened.accounts()).await;
     run_roster_store_conformance(opened.roster()).await;
     run_offline_store_conformance(opened.offline()).await;
+    run_user_data_store_conformance(opened.user_data()).await;
 }
 
 fn jid(text: &str) -> BareJid {
@@ -123,7 +136,7 @@ async fn every_migration_is_applied_once_and_recorded() {
         .iter()
         .map(|applied| applied.version)
         .collect();
-    assert_eq!(versions, [1, 2, 3, 4]);
+    assert_eq!(versions, [1, 2, 3, 4, 5]);
     assert!(
         Migrations::migrate(&pool, &[&FEATURE])
             .await
@@ -137,7 +150,7 @@ async fn every_migration_is_applied_once_and_recorded() {
             .fetch_all(&pool)
             .await
             .unwrap();
-    assert_eq!(recorded, [1, 2, 3, 4]);
+    assert_eq!(recorded, [1, 2, 3, 4, 5]);
     reopened.close().await;
     storage.close().await;
 }

@@ -10,6 +10,7 @@ mod accounts;
 pub(crate) mod migrate;
 pub(crate) mod offline;
 mod roster;
+mod user_data;
 
 use std::future::Future;
 
@@ -18,6 +19,7 @@ use sqlx::{Database, Pool, Transaction};
 pub(crate) use accounts::SqlAccounts;
 pub(crate) use offline::SqlOffline;
 pub(crate) use roster::SqlRoster;
+pub(crate) use user_data::SqlUserData;
 
 /// What differs between the engines, for the stores of this crate and of feature crates.
 pub trait Dialect: Database {

@@ -19,7 +19,10 @@ use crate::offline::conformance::{offline_store_conformance_tests, run_offline_s
 use crate::offline::{NewOfflineMessage, Stored};
 use crate::roster::conformance::{roster_store_conformance_tests, run_roster_store_conformance};
 use crate::roster::{RosterItem, SubscriptionState};
-use crate::{AccountStore, OfflineStore, RosterStore, Storage, StorageError};
+use crate::user_data::conformance::{
+    run_user_data_store_conformance, user_data_store_conformance_tests,
+};
+use crate::{AccountStore, OfflineStore, RosterStore, Storage, StorageError, UserDataStore};
 
 /// An opened [`Storage`] and the directory that must outlive it.
 struct Opened {
@@ -38,6 +41,10 @@ impl Opened {
 
     fn offline(&self) -> Arc<dyn OfflineStore> {
         self.storage.offline()
+    }
+
+    fn user_data(&self) -> Arc<dyn UserDataStore> {
+        self.storage.user_data()
     }
 }
 
@@ -89,12 +96,23 @@ mod offline_in_a_file {
     offline_store_conformance_tests!(super::open_file);
 }
 
+mod user_data_in_memory {
+    use super::*;
+    user_data_store_conformance_tests!(super::open_in_memory);
+}
+
+mod user_data_in_a_file {
+    use super::*;
+    user_data_store_conformance_tests!(super::open_file);
+}
+
 #[tokio::test]
 async fn the_whole_suite_passes_on_one_shared_in_memory_store() {
     let opened = open_in_memory().await;
     run_account_store_conformance(opened.accounts()).await;
     run_roster_store_conformance(opened.roster()).await;
     run_offline_store_conformance(opened.offline()).await;
+    run_user_data_store_conformance(opened.user_data()).await;
 }
 
 #[tokio::test]
@@ -103,6 +121,7 @@ async fn the_whole_suite_passes_on_one_shared_file_store() {
     run_account_store_conformance(opened.accounts()).await;
     run_roster_store_conformance(opened.roster()).await;
     run_offline_store_conformance(opened.offline()).await;
+    run_user_data_store_conformance(opened.user_data()).await;
 }
 
 fn jid(text: &str) -> BareJid {
@@ -203,7 +222,7 @@ async fn a_new_migration_is_applied_to_an_existing_database() {
         .await
         .unwrap();
     let next = Migration {
-        version: MIGRATIONS.len() as i64 + 1,
+        version: crate::migrations::latest_version(MIGRATIONS) + 1,
         description: "test: rosters",
         sqlite: "CREATE TABLE rosters (server TEXT NOT NULL, username TEXT NOT NULL) STRICT;
               CREATE INDEX rosters_by_user ON rosters (server, username);",
@@ -241,7 +260,7 @@ async fn a_new_migration_is_applied_to_an_existing_database() {
 async fn a_failing_migration_is_rolled_back_and_named() {
     let storage = Storage::open_sqlite_in_memory().await.unwrap();
     let broken = Migration {
-        version: MIGRATIONS.len() as i64 + 1,
+        version: crate::migrations::latest_version(MIGRATIONS) + 1,
         description: "test: broken",
         sqlite: "CREATE TABLE half_done (x INTEGER); SELECT * FROM no_such_table;",
         postgres: "",
