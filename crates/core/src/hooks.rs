@@ -6,9 +6,11 @@
 
 use std::sync::Arc;
 
-use jid::BareJid;
+use herald_stream::Stanza;
+use jid::{BareJid, FullJid, Jid};
+use minidom::Element;
 
-use crate::Server;
+use crate::{Server, sessions::SessionId};
 
 /// Whether later handlers run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,9 +137,77 @@ pub struct RosterItemRemoved {
     pub item: herald_storage::roster::RosterItem,
 }
 
+/// A message a local client sent, before it is routed (XEP-0280 section 6: sent copies).
+#[derive(Debug)]
+pub struct MessageSent {
+    /// The sending session.
+    pub sender: FullJid,
+    /// The message, `from` stamped.
+    pub stanza: Stanza,
+}
+
+/// A message for a local account that was handed to some of its sessions (XEP-0280 section
+/// 6: received copies go to the others).
+#[derive(Debug)]
+pub struct MessageDelivered {
+    /// The addressed account.
+    pub user: BareJid,
+    /// The sessions that got it.
+    pub delivered: Vec<SessionId>,
+    /// The message as delivered.
+    pub stanza: Element,
+}
+
+/// Which way a stanza goes, seen from the local account whose rules apply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// To the account, from `peer`.
+    In,
+    /// From the account, to `peer`.
+    Out,
+}
+
+/// May a stanza pass between a local account and a peer (XEP-0191 section 3.5)? A handler
+/// that refuses sets `blocked`; the caller answers as the stanza's kind asks.
+#[derive(Debug)]
+pub struct PrivacyCheck {
+    /// The local account whose rules apply.
+    pub user: BareJid,
+    /// The other party.
+    pub peer: Jid,
+    /// Which way the stanza goes.
+    pub direction: Direction,
+    /// Set by a handler that refuses it.
+    pub blocked: bool,
+}
+
+/// Available or unavailable presence from an entity reached a local account (from a contact,
+/// local or remote, or the account's own resource): what personal eventing needs to know who
+/// is online and interested (XEP-0163 section 4.3).
+#[derive(Debug)]
+pub struct PresenceIn {
+    /// The account the presence is addressed to.
+    pub user: BareJid,
+    /// The resource it comes from.
+    pub from: FullJid,
+    /// Its Entity Capabilities (XEP-0115): `node#ver` when it is available and carries them;
+    /// `None` for unavailable presence.
+    pub caps: Option<String>,
+    /// Whether it is available presence.
+    pub available: bool,
+}
+
 /// The catalogue of hooks.
 #[derive(Default)]
 pub struct Hooks {
+    /// See [`MessageSent`].
+    pub message_sent: HookList<MessageSent>,
+    /// See [`MessageDelivered`].
+    pub message_delivered: HookList<MessageDelivered>,
+    /// See [`PrivacyCheck`].
+    pub privacy_check: HookList<PrivacyCheck>,
+    /// See [`PresenceIn`].
+    pub presence_in: HookList<PresenceIn>,
     /// See [`UserRemoved`].
     pub user_removed: HookList<UserRemoved>,
     /// See [`OfflineMessage`].

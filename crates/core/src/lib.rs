@@ -7,11 +7,14 @@
 //! namespace ([`module`]).
 
 mod accounts;
+pub mod blocking;
 pub mod c2s;
+pub mod carbons;
 pub mod component;
 pub mod components;
 pub mod config;
 mod conn;
+pub mod csi;
 pub mod disco;
 pub mod envelope;
 pub mod hooks;
@@ -30,6 +33,8 @@ mod server;
 pub mod session_state;
 pub mod sessions;
 pub mod sm;
+pub mod vcard;
+pub mod version;
 
 pub use router::Origin;
 pub use server::{Server, ServerOptions};

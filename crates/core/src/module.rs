@@ -70,6 +70,20 @@ impl IqError {
             condition: DefinedCondition::ServiceUnavailable,
         }
     }
+    /// cancel / not-allowed.
+    pub fn not_allowed() -> IqError {
+        IqError {
+            type_: ErrorType::Cancel,
+            condition: DefinedCondition::NotAllowed,
+        }
+    }
+    /// auth / forbidden: the sender may not do this to this entity.
+    pub fn forbidden() -> IqError {
+        IqError {
+            type_: ErrorType::Auth,
+            condition: DefinedCondition::Forbidden,
+        }
+    }
     /// cancel / item-not-found.
     pub fn item_not_found() -> IqError {
         IqError {
@@ -149,6 +163,17 @@ impl Registrar {
         self.extensions.account_features.insert(var);
     }
 
+    /// Add an identity to the disco#info of every account (XEP-0163 section 4.1: `pubsub`/`pep`).
+    pub fn account_identity(&mut self, category: &'static str, type_: &'static str) {
+        self.extensions.account_identities.push((category, type_));
+    }
+
+    /// Add an extended information form to the server's disco#info (XEP-0128; XEP-0157's
+    /// contact addresses).
+    pub fn server_form(&mut self, form: xmpp_parsers::data_forms::DataForm) {
+        self.extensions.server_forms.push(form);
+    }
+
     /// List an entity in the server's disco#items (XEP-0030 section 4.1).
     pub fn item(&mut self, jid: Jid) {
         self.extensions.items.push(jid);
@@ -159,14 +184,25 @@ impl Registrar {
         &mut self.extensions.hooks
     }
 
-    /// Register every module.
+    /// Register every module. With disco on, the server's Entity Capabilities (XEP-0115
+    /// section 6.3) are computed from its disco#info and offered among the stream features.
     pub fn build(modules: &[Arc<dyn Module>]) -> Extensions {
         let mut registrar = Registrar::default();
         for module in modules {
             tracing::debug!(module = module.name(), "starting module");
             Arc::clone(module).register(&mut registrar);
         }
-        registrar.extensions
+        let mut extensions = registrar.extensions;
+        if extensions.features.contains(xmpp_parsers::ns::DISCO_INFO) {
+            let info = extensions.server_info(None);
+            let data = xmpp_parsers::caps::compute_disco(&info);
+            if let Ok(hash) = xmpp_parsers::caps::hash_caps(&data, xmpp_parsers::hashes::Algo::Sha_1) {
+                extensions.caps_ver = Some(format!("{CAPS_NODE}#{}", hash.to_base64()));
+                let caps = xmpp_parsers::caps::Caps::new(CAPS_NODE, hash);
+                extensions.stream_features.push(caps.into());
+            }
+        }
+        extensions
     }
 }
 
@@ -181,7 +217,13 @@ pub struct Extensions {
     hooks: Hooks,
     stream_features: Vec<Element>,
     pre_auth_iq: HashMap<&'static str, PreAuthEntry>,
+    account_identities: Vec<(&'static str, &'static str)>,
+    server_forms: Vec<xmpp_parsers::data_forms::DataForm>,
+    caps_ver: Option<String>,
 }
+
+/// The node of herald's Entity Capabilities (XEP-0115 section 4: the software's URI).
+pub const CAPS_NODE: &str = "https://example.invalid/herald";
 
 impl Extensions {
     /// The handler for a payload namespace in a scope.
@@ -202,6 +244,27 @@ impl Extensions {
     /// The server's disco features.
     pub fn features(&self) -> impl Iterator<Item = &'static str> + '_ {
         self.features.iter().copied()
+    }
+
+    /// The server's disco#info (XEP-0030 section 3.1), for `node` (`None`, or the server's
+    /// caps `node#ver`).
+    pub fn server_info(&self, node: Option<String>) -> xmpp_parsers::disco::DiscoInfoResult {
+        xmpp_parsers::disco::DiscoInfoResult {
+            node,
+            identities: vec![xmpp_parsers::disco::Identity::new("server", "im", "en", "herald")],
+            features: self.features().map(str::to_owned).collect(),
+            extensions: self.server_forms.clone(),
+        }
+    }
+
+    /// The server's caps `node#ver`, when disco is on.
+    pub fn caps_ver(&self) -> Option<&str> {
+        self.caps_ver.as_deref()
+    }
+
+    /// The identities modules add to an account's disco#info.
+    pub fn account_identities(&self) -> &[(&'static str, &'static str)] {
+        &self.account_identities
     }
 
     /// The disco features of an account.

@@ -16,7 +16,7 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 use crate::{
     Server,
     envelope::{Envelope, Meta},
-    hooks::{Flow, OfflineMessage},
+    hooks::{Direction, Flow, MessageDelivered, MessageSent, OfflineMessage, PrivacyCheck},
     module::{IqError, IqRequest, IqScope},
     presence,
 };
@@ -56,6 +56,27 @@ impl Server {
                     self.bounce(&stanza, ErrorType::Modify, DefinedCondition::BadRequest);
                     return;
                 }
+            }
+        }
+        if let (Origin::Client(sender), Some(to)) = (origin, &stanza.to)
+            && to.to_bare() != sender.to_bare()
+            && self
+                .blocked(Direction::Out, &sender.to_bare(), to)
+                .await
+        {
+            // XEP-0191 section 3.6: not routed; the user learns why.
+            self.refuse_blocked(&stanza);
+            return;
+        }
+        if let (Origin::Client(sender), StanzaKind::Message(_)) = (origin, stanza.kind) {
+            let hooks = self.extensions.hooks();
+            if !hooks.message_sent.is_empty() {
+                let mut event = MessageSent {
+                    sender: sender.clone(),
+                    stanza,
+                };
+                hooks.message_sent.run(self, &mut event).await;
+                stanza = event.stanza;
             }
         }
         if let Some(to) = &stanza.to
@@ -112,6 +133,26 @@ impl Server {
             }
             return;
         }
+        if !matches!(stanza.kind, StanzaKind::Presence(_))
+            && let (Some(to), Some(from)) = (&stanza.to, &stanza.from)
+            && to.node().is_some()
+            && to.to_bare() != from.to_bare()
+            && self.blocked(Direction::In, &to.to_bare(), from).await
+        {
+            // XEP-0191 section 3.5: a blocked entity's message or request is refused as if
+            // the account did not exist; nothing is stored, nothing pushed.
+            if matches!(
+                stanza.kind,
+                StanzaKind::Message(_) | StanzaKind::Iq(IqType::Get | IqType::Set)
+            ) {
+                self.bounce(
+                    &stanza,
+                    ErrorType::Cancel,
+                    DefinedCondition::ServiceUnavailable,
+                );
+            }
+            return;
+        }
         match stanza.kind {
             StanzaKind::Iq(kind) => self.route_iq(origin, kind, stanza).await,
             StanzaKind::Message(kind) => self.route_message(kind, stanza, meta).await,
@@ -125,6 +166,41 @@ impl Server {
                 // Presence from the server itself: delivered as addressed.
                 Origin::Server => self.deliver_addressed(stanza),
             },
+        }
+    }
+
+    /// Whether the privacy rules of the local account `user` (XEP-0191 block lists) stop a
+    /// stanza between it and `peer`.
+    pub async fn blocked(&self, direction: Direction, user: &BareJid, peer: &Jid) -> bool {
+        let hooks = self.extensions.hooks();
+        if hooks.privacy_check.is_empty() {
+            return false;
+        }
+        let mut event = PrivacyCheck {
+            user: user.clone(),
+            peer: peer.clone(),
+            direction,
+            blocked: false,
+        };
+        hooks.privacy_check.run(self, &mut event).await;
+        event.blocked
+    }
+
+    /// XEP-0191 section 3.6: a stanza from a user to an entity the user blocks is answered
+    /// with not-acceptable and `<blocked xmlns='urn:xmpp:blocking:errors'/>`; presence is
+    /// dropped silently.
+    fn refuse_blocked(&self, stanza: &Stanza) {
+        if matches!(stanza.kind, StanzaKind::Presence(_) | StanzaKind::Iq(IqType::Result)) {
+            return;
+        }
+        if let Some(mut reply) = stanza.error_reply(ErrorType::Cancel, DefinedCondition::NotAcceptable) {
+            if let Some(error) = reply
+                .children_mut()
+                .find(|child| child.name() == "error")
+            {
+                error.append_child(Element::bare("blocked", BLOCKING_ERRORS));
+            }
+            self.deliver_reply(reply);
         }
     }
 
@@ -198,7 +274,10 @@ impl Server {
         if let Ok(full) = to.try_as_full()
             && let Some(session) = self.sessions.get(full)
         {
-            if !session.deliver(Envelope::with_meta(stanza.element.clone(), meta.clone())) {
+            if session.deliver(Envelope::with_meta(stanza.element.clone(), meta.clone())) {
+                self.delivered(to.to_bare(), vec![session.id], stanza.element)
+                    .await;
+            } else {
                 // The client is not reading (its connection is being dropped): the message
                 // is kept as for an absent resource, not bounced.
                 self.undeliverable(kind, &to.to_bare(), stanza, meta).await;
@@ -255,13 +334,31 @@ impl Server {
             }
             return;
         }
-        let mut delivered = false;
+        let mut delivered = Vec::with_capacity(targets.len());
         for target in &targets {
-            delivered |= target.deliver(Envelope::with_meta(stanza.element.clone(), meta.clone()));
+            if target.deliver(Envelope::with_meta(stanza.element.clone(), meta.clone())) {
+                delivered.push(target.id);
+            }
         }
-        if !delivered {
+        if delivered.is_empty() {
             self.undeliverable(kind, to, stanza, meta).await;
+        } else {
+            self.delivered(to.clone(), delivered, stanza.element).await;
         }
+    }
+
+    /// A message reached some sessions of `user`: the `message_delivered` hook (carbons).
+    async fn delivered(&self, user: BareJid, delivered: Vec<crate::sessions::SessionId>, stanza: Element) {
+        let hooks = self.extensions.hooks();
+        if hooks.message_delivered.is_empty() {
+            return;
+        }
+        let mut event = MessageDelivered {
+            user,
+            delivered,
+            stanza,
+        };
+        hooks.message_delivered.run(self, &mut event).await;
     }
 
     /// A message that no session could take because their queues are full (clients that
@@ -378,6 +475,9 @@ impl Server {
         reply
     }
 }
+
+/// XEP-0191 section 3.6's application error namespace.
+const BLOCKING_ERRORS: &str = "urn:xmpp:blocking:errors";
 
 fn error_element(stanza: &Stanza, error: IqError) -> Element {
     stanza

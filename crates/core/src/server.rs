@@ -37,6 +37,8 @@ pub struct ServerOptions {
     /// `[s2s]` and `[[listen.s2s]]`: federation; `None` keeps every other domain out of
     /// reach (`remote-server-not-found`).
     pub s2s: Option<crate::s2s::S2sSettings>,
+    /// `[modules.mod_csi]`: client state indication (XEP-0352); `None` ignores it.
+    pub csi: Option<crate::csi::CsiConfig>,
 }
 
 /// Shared server state. Cheap to reach from every task through an `Arc`.
@@ -56,6 +58,8 @@ pub struct Server {
     pub stream_management: Option<SmSettings>,
     /// Server-initiated pings to silent clients; `None` when off.
     pub pings: Option<PingSettings>,
+    /// Client state indication (XEP-0352); `None` when `mod_csi` is off.
+    pub csi: Option<crate::csi::CsiConfig>,
     /// Which session delivers each account's stored offline messages.
     pub(crate) offline_claims: OfflineClaims,
     /// Resources bound at once per account; `None` is no limit.
@@ -95,10 +99,13 @@ impl Server {
         // The roster and presence are core services; with `mod_roster` they register like
         // modules (the roster's IQs and hooks, presence's subscription handling).
         let roster = options.roster.map(Roster::new);
-        let mut all: Vec<Arc<dyn Module>> = Vec::with_capacity(modules.len() + 2);
+        let mut all: Vec<Arc<dyn Module>> = Vec::with_capacity(modules.len() + 3);
         if let Some(roster) = &roster {
             all.push(Arc::clone(roster) as Arc<dyn Module>);
             all.push(Arc::new(Presence));
+        }
+        if options.csi.is_some() {
+            all.push(Arc::new(crate::csi::Csi));
         }
         all.extend(modules.iter().cloned());
         let server = Arc::new(Server {
@@ -110,6 +117,7 @@ impl Server {
             resumable: ResumeTable::default(),
             stream_management: options.stream_management,
             pings: options.pings,
+            csi: options.csi.clone(),
             offline_claims: OfflineClaims::default(),
             max_user_sessions: options.max_user_sessions,
             auth_throttle: AuthThrottle::new(options.auth_throttle),

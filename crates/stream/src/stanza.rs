@@ -24,6 +24,19 @@ pub enum MessageType {
     Normal,
 }
 
+impl MessageType {
+    /// The type named by a `type` attribute (absent or unknown: normal).
+    pub fn of(attr: Option<&str>) -> MessageType {
+        match attr {
+            Some("chat") => MessageType::Chat,
+            Some("error") => MessageType::Error,
+            Some("groupchat") => MessageType::Groupchat,
+            Some("headline") => MessageType::Headline,
+            _ => MessageType::Normal,
+        }
+    }
+}
+
 /// The `type` of a presence (RFC 6121 section 4.7.1); `Available` when absent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PresenceType {
@@ -137,13 +150,7 @@ impl Stanza {
         }
         let ty = element.attr("type");
         let kind = match element.name() {
-            "message" => StanzaKind::Message(match ty {
-                Some("chat") => MessageType::Chat,
-                Some("error") => MessageType::Error,
-                Some("groupchat") => MessageType::Groupchat,
-                Some("headline") => MessageType::Headline,
-                _ => MessageType::Normal,
-            }),
+            "message" => StanzaKind::Message(MessageType::of(ty)),
             "presence" => StanzaKind::Presence(match ty {
                 None => PresenceType::Available,
                 Some("error") => PresenceType::Error,

@@ -25,6 +25,7 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
 use crate::{
     Origin, Server,
+    csi::{self, ClientState},
     conn::{Conn, ReadError, Rejected, parse_stanza, read_error_condition},
     envelope::Envelope,
     hooks::UnackedMessage,
@@ -72,6 +73,11 @@ struct Session {
     /// starves the other (and what was queued before delivery began, such as the echo of
     /// the presence that started it, goes first).
     offline_turn: bool,
+    /// Stanzas held while the client is inactive (XEP-0352, [`crate::csi`]), in order.
+    held: std::collections::VecDeque<Envelope>,
+    /// The held stanzas are being written (the client became active, something urgent
+    /// came, or the buffer filled up); what arrives meanwhile queues behind them.
+    releasing: bool,
 }
 
 /// Run the session until it ends, then unregister it and route again what the client never
@@ -85,6 +91,8 @@ pub(crate) async fn run(server: Arc<Server>, conn: Conn, (handle, rx): (SessionH
         resumptions: None,
         offline: None,
         offline_turn: false,
+        held: std::collections::VecDeque::new(),
+        releasing: false,
     };
     let mut conn = Some(conn);
     loop {
@@ -136,6 +144,12 @@ pub(crate) async fn run(server: Arc<Server>, conn: Conn, (handle, rx): (SessionH
                     // so a shutdown or a replaced session loses nothing it had accepted.
                     session.rx.close();
                     let mut request_ack = false;
+                    let held = std::mem::take(&mut session.held);
+                    for envelope in held {
+                        if session.write(c, envelope, None, &mut request_ack).is_err() {
+                            break;
+                        }
+                    }
                     while let Some(envelope) = session.rx.try_recv() {
                         if session.write(c, envelope, None, &mut request_ack).is_err() {
                             break;
@@ -317,6 +331,69 @@ impl Session {
         Ok(())
     }
 
+    /// A stanza from the queue: written, or held while the client is inactive (XEP-0352).
+    fn take(&mut self, conn: &mut Conn, envelope: Envelope, request_ack: &mut bool) -> Result<(), End> {
+        let Some(csi) = &self.server.csi else {
+            return self.write(conn, envelope, None, request_ack);
+        };
+        let inactive = self
+            .handle
+            .state
+            .get::<ClientState>()
+            .is_some_and(|state| state.is_inactive());
+        if !inactive && self.held.is_empty() {
+            return self.write(conn, envelope, None, request_ack);
+        }
+        let urgent = csi.is_urgent(&envelope.stanza);
+        if !urgent {
+            // A newer presence of the same resource makes the held one obsolete.
+            self.held
+                .retain(|held| !csi::replaces(&envelope.stanza, &held.stanza));
+        }
+        self.held.push_back(envelope);
+        if urgent || !inactive || self.held.len() > csi.buffer_max {
+            self.releasing = true;
+        }
+        Ok(())
+    }
+
+    /// Write held stanzas, in order, as the client has room, once they are released.
+    async fn release_held(&mut self, conn: &mut Conn, liveness: &mut Liveness) -> Result<(), End> {
+        if !self.releasing {
+            return Ok(());
+        }
+        let room = self.room();
+        if room == 0 {
+            return Ok(());
+        }
+        let mut request_ack = false;
+        for _ in 0..room {
+            let Some(envelope) = self.held.pop_front() else { break };
+            self.write(conn, envelope, None, &mut request_ack)?;
+        }
+        if self.held.is_empty() {
+            self.releasing = false;
+        }
+        self.end_batch(conn, liveness, request_ack).await
+    }
+
+    /// `<active/>` or `<inactive/>` (XEP-0352 section 4); no reply.
+    fn client_state(&mut self, element: &Element) -> Result<(), End> {
+        let inactive = match element.name() {
+            "active" => false,
+            "inactive" => true,
+            _ => return Err(End::Error(StreamErrorCondition::UnsupportedStanzaType)),
+        };
+        self.handle
+            .state
+            .get_or_default::<ClientState>()
+            .set_inactive(inactive);
+        if !inactive && !self.held.is_empty() {
+            self.releasing = true;
+        }
+        Ok(())
+    }
+
     /// How many more stanzas may be written before the client acknowledges some (XEP-0198:
     /// delivery is paced by the acks, so the unacknowledged buffer never overflows).
     fn room(&self) -> usize {
@@ -390,6 +467,9 @@ impl Session {
         let mut liveness = Liveness::new(&self.server);
         let mut timer = Timer::new();
         loop {
+            if let Err(end) = self.release_held(conn, &mut liveness).await {
+                return end;
+            }
             if let Err(end) = self.feed_offline(conn, &mut liveness).await {
                 return end;
             }
@@ -420,12 +500,12 @@ impl Session {
                     let Some(first) = outbound else { return End::Gone };
                     let room = self.room();
                     let mut request_ack = false;
-                    if let Err(end) = self.write(conn, first, None, &mut request_ack) {
+                    if let Err(end) = self.take(conn, first, &mut request_ack) {
                         return end;
                     }
                     for _ in 1..room {
                         let Some(next) = self.rx.try_recv() else { break };
-                        if let Err(end) = self.write(conn, next, None, &mut request_ack) {
+                        if let Err(end) = self.take(conn, next, &mut request_ack) {
                             return end;
                         }
                     }
@@ -492,6 +572,9 @@ impl Session {
     ) -> Result<(), End> {
         if element.ns() == sm::NS {
             return self.stream_management(conn, element, liveness).await;
+        }
+        if element.ns() == csi::NS && self.server.csi.is_some() {
+            return self.client_state(&element);
         }
         let counted = sm::is_stanza(&element);
         self.handle_stanza(conn, element).await?;
@@ -627,6 +710,16 @@ impl Session {
             .as_ref()
             .map(|s| s.resume_timeout)
             .unwrap_or_default();
+        // What was held for an inactive client counts as written: it waits in the buffer
+        // with the rest, in order.
+        self.releasing = false;
+        if let Some(sm) = &mut self.sm {
+            for envelope in self.held.drain(..) {
+                if sm::is_stanza(&envelope.stanza) && sm.sent_stored(envelope, None).is_err() {
+                    return Err("buffer overflow");
+                }
+            }
+        }
         // Each buffered message is offered to the hook, and kept with what the hook recorded
         // (the push module records which registrations it notified).
         if let Some(sm) = &mut self.sm {
@@ -672,6 +765,10 @@ impl Session {
     async fn resume(&mut self, resumption: Resumption) -> Option<Conn> {
         let Resumption { mut conn, h } = resumption;
         self.handle.control.unstall();
+        // A resumed stream starts active (XEP-0352 section 4: the state is the stream's).
+        if let Some(state) = self.handle.state.get::<ClientState>() {
+            state.set_inactive(false);
+        }
         if let Err(error) = self.acked(h).await {
             let end = sm_failure(error);
             if let End::Error(condition) = end {
@@ -737,6 +834,7 @@ impl Session {
                 )
             })
             .collect();
+        leftovers.extend(self.held.drain(..).map(|envelope| (envelope, now)));
         while let Some(envelope) = self.rx.try_recv() {
             leftovers.push((envelope, now));
         }

@@ -59,6 +59,9 @@ pub(super) async fn broadcast(
                 // the probe to the user's own bare JID in section 4.2.2).
                 send_presence_of_others(server, &session, &others);
             }
+            // The user's own modules learn of the resource's presence (personal eventing
+            // sends its last items to a resource that asks for them).
+            super::presence_in(server, sender.to_bare(), &stanza.element).await;
             if let Some(roster) = server.roster() {
                 to_contacts(server, roster, &session, &stanza.element, initial).await;
             }

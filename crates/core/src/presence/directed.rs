@@ -45,22 +45,10 @@ pub(super) async fn directed(
         send(server, stanza.element).await;
         return;
     }
-    match to.try_as_full() {
-        Ok(full) => {
-            // RFC 6121 section 8.5.3.2.3: to an absent resource, presence is ignored.
-            if let Some(session) = server.sessions.get(full) {
-                session.deliver(stanza.element);
-            }
-        }
-        Err(bare) => {
-            // RFC 6121 section 8.5.2.1.3: delivered to all available resources.
-            if matches!(kind, PresenceType::Error) {
-                return;
-            }
-            for session in server.sessions.available(bare) {
-                session.deliver(stanza.element.clone());
-            }
-        }
+    // RFC 6121 section 8.5.3.2.3: to an absent resource, presence is ignored; section
+    // 8.5.2.1.3: to a bare JID, delivered to all available resources (errors are not).
+    if to.is_full() || !matches!(kind, PresenceType::Error) {
+        send(server, stanza.element).await;
     }
 }
 

@@ -31,7 +31,7 @@ use subscription::CancelSubscriptions;
 
 use crate::{
     Origin, Server,
-    hooks::Priority,
+    hooks::{Direction, PresenceIn, Priority},
     module::{Module, Registrar},
     roster::{Roster, subscription::SubscriptionKind},
     sessions::{Availability, SessionHandle},
@@ -196,11 +196,32 @@ pub(super) fn presence_of_type(kind: &'static str, from: &Jid, to: &Jid) -> Elem
 
 /// Deliver a presence stanza to what its `to` names: a local account's resource or its
 /// available resources, a connected component, or a remote server when federation is on.
+/// Block lists apply both ways (XEP-0191 sections 3.5 and 3.6: presence between a user and
+/// an entity the user blocks is dropped silently), and a local account's modules learn of
+/// the presence (the `presence_in` hook).
 pub(super) async fn send(server: &Server, presence: Element) {
     let Some(to) = presence.attr("to").and_then(|to| Jid::new(to).ok()) else {
         return;
     };
+    let from = presence.attr("from").and_then(|from| Jid::new(from).ok());
+    if let Some(from) = &from
+        && from.to_bare() != to.to_bare()
+    {
+        if server.is_local_user(from)
+            && server
+                .blocked(Direction::Out, &from.to_bare(), &to)
+                .await
+        {
+            return;
+        }
+        if server.is_local_user(&to) && server.blocked(Direction::In, &to.to_bare(), from).await {
+            return;
+        }
+    }
     if server.is_local_domain(to.domain().as_str()) {
+        if to.node().is_some() {
+            presence_in(server, to.to_bare(), &presence).await;
+        }
         match to.try_as_full() {
             Ok(full) => {
                 if let Some(session) = server.sessions.get(full) {
@@ -219,6 +240,54 @@ pub(super) async fn send(server: &Server, presence: Element) {
         Box::pin(server.route(Origin::Server, stanza)).await;
     }
 }
+
+/// Send a presence stanza a module built (from and to set) as presence itself sends it: block
+/// lists apply, and local recipients' modules learn of it.
+pub async fn deliver(server: &Server, presence: Element) {
+    send(server, presence).await;
+}
+
+/// Raise the `presence_in` hook for available or unavailable presence from a full JID
+/// reaching the local account `user`.
+pub(super) async fn presence_in(server: &Server, user: BareJid, presence: &Element) {
+    let hooks = server.extensions.hooks();
+    if hooks.presence_in.is_empty() {
+        return;
+    }
+    let available = match presence.attr("type") {
+        None => true,
+        Some("unavailable") => false,
+        Some(_) => return,
+    };
+    let Some(from) = presence
+        .attr("from")
+        .and_then(|from| FullJid::new(from).ok())
+    else {
+        return;
+    };
+    let caps = available.then(|| caps_of(presence)).flatten();
+    let mut event = PresenceIn {
+        user,
+        from,
+        caps,
+        available,
+    };
+    hooks.presence_in.run(server, &mut event).await;
+}
+
+/// The Entity Capabilities of a presence (XEP-0115 section 4), as `node#ver`; only hashed
+/// capabilities (section 5), the legacy form names no verifiable set of features.
+pub fn caps_of(presence: &Element) -> Option<String> {
+    let c = presence.get_child("c", CAPS)?;
+    let (Some(node), Some(ver), Some(_hash)) = (c.attr("node"), c.attr("ver"), c.attr("hash"))
+    else {
+        return None;
+    };
+    Some(format!("{node}#{ver}"))
+}
+
+/// XEP-0115's namespace.
+pub const CAPS: &str = "http://jabber.org/protocol/caps";
 
 pub(super) fn send_presence_of_others(
     server: &Server,

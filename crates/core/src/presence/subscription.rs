@@ -86,12 +86,12 @@ pub(super) async fn probe(
         None => return,
     };
     if subscribed {
-        let Some(session) = server.sessions.get(prober) else {
+        if server.sessions.get(prober).is_none() {
             return;
-        };
+        }
         for resource in server.sessions.resources(contact) {
             if let Availability::Available { presence, .. } = &resource.availability {
-                session.deliver(addressed(presence, &Jid::from(prober.clone())));
+                send(server, addressed(presence, &Jid::from(prober.clone()))).await;
             }
         }
     } else if !from_client {
