@@ -183,10 +183,10 @@ fn items(payload: &Element) -> Result<Vec<Jid>, IqError> {
         .map(|item| {
             item.attr("jid")
                 .and_then(|jid| Jid::new(jid).ok())
-                .ok_or_else(|| IqError {
-                    type_: xmpp_parsers::stanza_error::ErrorType::Modify,
-                    condition: xmpp_parsers::stanza_error::DefinedCondition::JidMalformed,
-                })
+                .ok_or_else(|| IqError::new(
+                    xmpp_parsers::stanza_error::ErrorType::Modify,
+                    xmpp_parsers::stanza_error::DefinedCondition::JidMalformed,
+                ))
         })
         .collect()
 }
@@ -238,10 +238,10 @@ impl IqHandler for Commands {
                     .filter(|jid| !before.contains(jid))
                     .collect();
                 if before.len() + new.len() > MAX_ITEMS {
-                    return Err(IqError {
-                        type_: xmpp_parsers::stanza_error::ErrorType::Wait,
-                        condition: xmpp_parsers::stanza_error::DefinedCondition::ResourceConstraint,
-                    });
+                    return Err(IqError::new(
+                        xmpp_parsers::stanza_error::ErrorType::Wait,
+                        xmpp_parsers::stanza_error::DefinedCondition::ResourceConstraint,
+                    ));
                 }
                 // The contact sees the user go before the block stops presence to it.
                 for jid in &new {

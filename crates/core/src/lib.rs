@@ -21,6 +21,7 @@ pub mod hooks;
 pub mod module;
 pub mod offline;
 pub mod outbound;
+pub mod pep;
 pub mod ping;
 pub mod presence;
 pub mod queue;

@@ -46,57 +46,54 @@ pub struct IqError {
     pub type_: ErrorType,
     /// The defined condition.
     pub condition: DefinedCondition,
+    /// An application-specific condition (RFC 6120 section 8.3.3, e.g. XEP-0060's
+    /// `<presence-subscription-required/>`), as (element name, namespace).
+    pub specific: Option<(&'static str, &'static str)>,
 }
 
 impl IqError {
+    /// An error of this type and condition.
+    pub fn new(type_: ErrorType, condition: DefinedCondition) -> IqError {
+        IqError {
+            type_,
+            condition,
+            specific: None,
+        }
+    }
+    /// The same error with an application-specific condition.
+    pub fn with_specific(self, name: &'static str, namespace: &'static str) -> IqError {
+        IqError {
+            specific: Some((name, namespace)),
+            ..self
+        }
+    }
     /// modify / bad-request.
     pub fn bad_request() -> IqError {
-        IqError {
-            type_: ErrorType::Modify,
-            condition: DefinedCondition::BadRequest,
-        }
+        IqError::new(ErrorType::Modify, DefinedCondition::BadRequest)
     }
     /// cancel / feature-not-implemented.
     pub fn not_implemented() -> IqError {
-        IqError {
-            type_: ErrorType::Cancel,
-            condition: DefinedCondition::FeatureNotImplemented,
-        }
+        IqError::new(ErrorType::Cancel, DefinedCondition::FeatureNotImplemented)
     }
     /// cancel / service-unavailable.
     pub fn service_unavailable() -> IqError {
-        IqError {
-            type_: ErrorType::Cancel,
-            condition: DefinedCondition::ServiceUnavailable,
-        }
+        IqError::new(ErrorType::Cancel, DefinedCondition::ServiceUnavailable)
     }
     /// cancel / not-allowed.
     pub fn not_allowed() -> IqError {
-        IqError {
-            type_: ErrorType::Cancel,
-            condition: DefinedCondition::NotAllowed,
-        }
+        IqError::new(ErrorType::Cancel, DefinedCondition::NotAllowed)
     }
     /// auth / forbidden: the sender may not do this to this entity.
     pub fn forbidden() -> IqError {
-        IqError {
-            type_: ErrorType::Auth,
-            condition: DefinedCondition::Forbidden,
-        }
+        IqError::new(ErrorType::Auth, DefinedCondition::Forbidden)
     }
     /// cancel / item-not-found.
     pub fn item_not_found() -> IqError {
-        IqError {
-            type_: ErrorType::Cancel,
-            condition: DefinedCondition::ItemNotFound,
-        }
+        IqError::new(ErrorType::Cancel, DefinedCondition::ItemNotFound)
     }
     /// wait / internal-server-error: a storage or other transient failure.
     pub fn internal() -> IqError {
-        IqError {
-            type_: ErrorType::Wait,
-            condition: DefinedCondition::InternalServerError,
-        }
+        IqError::new(ErrorType::Wait, DefinedCondition::InternalServerError)
     }
 }
 

@@ -151,7 +151,7 @@ enum RegisterRequest {
 }
 
 fn error(type_: ErrorType, condition: DefinedCondition) -> IqError {
-    IqError { type_, condition }
+    IqError::new(type_, condition)
 }
 
 fn not_acceptable() -> IqError {

@@ -193,15 +193,12 @@ impl Server {
         if matches!(stanza.kind, StanzaKind::Presence(_) | StanzaKind::Iq(IqType::Result)) {
             return;
         }
-        if let Some(mut reply) = stanza.error_reply(ErrorType::Cancel, DefinedCondition::NotAcceptable) {
-            if let Some(error) = reply
-                .children_mut()
-                .find(|child| child.name() == "error")
-            {
-                error.append_child(Element::bare("blocked", BLOCKING_ERRORS));
-            }
-            self.deliver_reply(reply);
+        if stanza.is_error() {
+            return;
         }
+        let error = IqError::new(ErrorType::Cancel, DefinedCondition::NotAcceptable)
+            .with_specific("blocked", BLOCKING_ERRORS);
+        self.deliver_reply(error_element(stanza, error));
     }
 
     /// Send an error reply for `stanza` back to its sender, unless it is itself an error
@@ -480,7 +477,13 @@ impl Server {
 const BLOCKING_ERRORS: &str = "urn:xmpp:blocking:errors";
 
 fn error_element(stanza: &Stanza, error: IqError) -> Element {
-    stanza
-        .error_reply(error.type_, error.condition)
-        .unwrap_or_else(|| iq_result(stanza, None))
+    let Some(mut reply) = stanza.error_reply(error.type_, error.condition) else {
+        return iq_result(stanza, None);
+    };
+    if let Some((name, namespace)) = error.specific
+        && let Some(element) = reply.children_mut().find(|child| child.name() == "error")
+    {
+        element.append_child(Element::bare(name, namespace));
+    }
+    reply
 }

@@ -114,10 +114,10 @@ impl IqHandler for Requests {
                 }
                 let text = String::from(request.payload);
                 if text.len() > vcard.config.max_size {
-                    return Err(IqError {
-                        type_: xmpp_parsers::stanza_error::ErrorType::Modify,
-                        condition: xmpp_parsers::stanza_error::DefinedCondition::NotAcceptable,
-                    });
+                    return Err(IqError::new(
+                        xmpp_parsers::stanza_error::ErrorType::Modify,
+                        xmpp_parsers::stanza_error::DefinedCondition::NotAcceptable,
+                    ));
                 }
                 vcard
                     .store

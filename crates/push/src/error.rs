@@ -36,10 +36,7 @@ impl From<RequestError> for IqError {
     fn from(error: RequestError) -> IqError {
         use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
         match error {
-            RequestError::NotAllowed(_) => IqError {
-                type_: ErrorType::Cancel,
-                condition: DefinedCondition::NotAllowed,
-            },
+            RequestError::NotAllowed(_) => IqError::new(ErrorType::Cancel, DefinedCondition::NotAllowed),
             RequestError::BadRequest(_) => IqError::bad_request(),
             RequestError::ServiceUnavailable(_) => IqError::service_unavailable(),
         }

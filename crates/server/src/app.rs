@@ -138,6 +138,25 @@ fn modules(config: &Config, storage: &Storage) -> Result<Vec<Arc<dyn Module>>, A
     if let Some(offline) = modules_config.mod_offline {
         modules.push(Offline::new(offline));
     }
+    // The core modules that keep per-user data share one store; block lists are cached in
+    // front of the embedded engine only (one server owns the file).
+    let user_data = storage.user_data();
+    let embedded = matches!(storage.engine(), herald_storage::Engine::Sqlite(_));
+    if modules_config.mod_carboncopy.is_some() {
+        modules.push(Arc::new(herald_core::carbons::Carbons));
+    }
+    if modules_config.mod_blocking.is_some() {
+        modules.push(herald_core::blocking::Blocking::new(user_data.clone(), embedded));
+    }
+    if let Some(pep) = modules_config.mod_pep {
+        modules.push(herald_core::pep::Pep::new(pep, user_data.clone()));
+    }
+    if let Some(vcard) = modules_config.mod_vcard {
+        modules.push(herald_core::vcard::Vcard::new(vcard, user_data));
+    }
+    if let Some(version) = modules_config.mod_version {
+        modules.push(Arc::new(herald_core::version::Version(version)));
+    }
     // In-band cancellation (XEP-0077 section 3.2) is always served; `mod_register` adds
     // registration and password changes.
     modules.push(Register::new(modules_config.mod_register));
@@ -163,6 +182,7 @@ fn options(config: &Config) -> ServerOptions {
         pings: modules.mod_ping.as_ref().and_then(|ping| ping.settings()),
         roster: modules.mod_roster,
         s2s: None,
+        csi: modules.mod_csi.clone(),
     }
 }
 

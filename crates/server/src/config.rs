@@ -277,11 +277,29 @@ pub struct Modules {
     pub mod_register: Option<RegisterConfig>,
     /// `[modules.mod_fail2ban]`: tunes login throttling (on with defaults when absent).
     pub mod_fail2ban: Option<Fail2banConfig>,
+    /// `[modules.mod_carboncopy]`: message carbons (XEP-0280).
+    pub mod_carboncopy: Option<CarbonsConfig>,
+    /// `[modules.mod_csi]`: client state indication (XEP-0352).
+    pub mod_csi: Option<CsiConfig>,
+    /// `[modules.mod_blocking]`: the blocking command (XEP-0191).
+    pub mod_blocking: Option<BlockingConfig>,
+    /// `[modules.mod_pep]`: personal eventing (XEP-0163).
+    pub mod_pep: Option<PepConfig>,
+    /// `[modules.mod_vcard]`: vCard-temp (XEP-0054).
+    pub mod_vcard: Option<VcardConfig>,
+    /// `[modules.mod_version]`: software version (XEP-0092).
+    pub mod_version: Option<VersionConfig>,
 }
 
 // Each module's options are the module's own type, with its defaults and checks.
 pub use herald_core::{
+    blocking::BlockingConfig,
     c2s::throttle::Fail2banConfig,
+    carbons::CarbonsConfig,
+    csi::CsiConfig,
+    pep::PepConfig,
+    vcard::VcardConfig,
+    version::VersionConfig,
     disco::DiscoConfig,
     offline::OfflineConfig,
     ping::{PingConfig, PingTimeoutAction},
@@ -348,12 +366,22 @@ impl Config {
             modules: Modules {
                 mod_disco: Some(DiscoConfig::default()),
                 mod_ping: Some(PingConfig::detecting_dead_clients()),
-                mod_event_pusher: None,
+                // Push is what herald is for: on, with the embedded store and the default
+                // plugin, so that a newcomer's phones get notifications.
+                mod_event_pusher: Some(EventPusherConfig {
+                    push: Some(herald_push::config::PushConfig::default()),
+                }),
                 mod_stream_management: Some(StreamManagementConfig::default()),
                 mod_roster: Some(RosterConfig::default()),
                 mod_offline: Some(OfflineConfig::default()),
                 mod_register: None,
                 mod_fail2ban: None,
+                mod_carboncopy: Some(CarbonsConfig),
+                mod_csi: Some(CsiConfig::default()),
+                mod_blocking: Some(BlockingConfig),
+                mod_pep: Some(PepConfig::default()),
+                mod_vcard: Some(VcardConfig::default()),
+                mod_version: Some(VersionConfig::default()),
             },
             database: DatabaseConfig::Embedded,
             sqlite: SqliteConfig::default(),
@@ -554,6 +582,7 @@ extra_domains = ["pubsub.example.org"]
             modules: Modules {
                 mod_disco: Some(DiscoConfig {
                     extra_domains: vec!["pubsub.example.org".into()],
+                    server_info: Vec::new(),
                 }),
                 mod_ping: Some(PingConfig::default()),
                 mod_event_pusher: None,
@@ -562,6 +591,7 @@ extra_domains = ["pubsub.example.org"]
                 mod_offline: None,
                 mod_register: None,
                 mod_fail2ban: None,
+                ..Modules::default()
             },
             database: DatabaseConfig::Embedded,
             sqlite: SqliteConfig::default(),

@@ -36,7 +36,7 @@ enum RosterRequest {
 }
 
 fn error(type_: ErrorType, condition: DefinedCondition) -> IqError {
-    IqError { type_, condition }
+    IqError::new(type_, condition)
 }
 
 impl RosterRequest {

@@ -10,8 +10,9 @@ pub(super) use herald_core::config::Integer;
 use herald_core::config::Section;
 
 use super::{
-    DiscoConfig, EventPusherConfig, Fail2banConfig, OfflineConfig, PingConfig, RegisterConfig,
-    RosterConfig, StreamManagementConfig,
+    BlockingConfig, CarbonsConfig, CsiConfig, DiscoConfig, EventPusherConfig, Fail2banConfig,
+    OfflineConfig, PepConfig, PingConfig, RegisterConfig, RosterConfig, StreamManagementConfig,
+    VcardConfig, VersionConfig,
 };
 use serde::Deserialize;
 
@@ -123,6 +124,12 @@ pub(super) struct RawModules {
     pub(super) mod_offline: Option<Raw<OfflineConfig>>,
     pub(super) mod_register: Option<Raw<RegisterConfig>>,
     pub(super) mod_fail2ban: Option<Raw<Fail2banConfig>>,
+    pub(super) mod_carboncopy: Option<Raw<CarbonsConfig>>,
+    pub(super) mod_csi: Option<Raw<CsiConfig>>,
+    pub(super) mod_blocking: Option<Raw<BlockingConfig>>,
+    pub(super) mod_pep: Option<Raw<PepConfig>>,
+    pub(super) mod_vcard: Option<Raw<VcardConfig>>,
+    pub(super) mod_version: Option<Raw<VersionConfig>>,
     pub(super) mod_push_service_mongoosepush: Option<super::http::RawMongoosePush>,
 }
 

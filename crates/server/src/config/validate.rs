@@ -483,6 +483,12 @@ fn modules(raw: RawModules, at: &KeyPath) -> Result<Modules, Invalid> {
         mod_offline: section(raw.mod_offline, &at.key("mod_offline"))?,
         mod_fail2ban: section(raw.mod_fail2ban, &at.key("mod_fail2ban"))?,
         mod_register: section(raw.mod_register, &at.key("mod_register"))?,
+        mod_carboncopy: section(raw.mod_carboncopy, &at.key("mod_carboncopy"))?,
+        mod_csi: section(raw.mod_csi, &at.key("mod_csi"))?,
+        mod_blocking: section(raw.mod_blocking, &at.key("mod_blocking"))?,
+        mod_pep: section(raw.mod_pep, &at.key("mod_pep"))?,
+        mod_vcard: section(raw.mod_vcard, &at.key("mod_vcard"))?,
+        mod_version: section(raw.mod_version, &at.key("mod_version"))?,
     })
 }
 
