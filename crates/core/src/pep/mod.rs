@@ -603,10 +603,9 @@ impl Module for Pep {
 
     fn register(self: Arc<Self>, r: &mut Registrar) {
         r.account_identity("pubsub", "pep");
-        r.feature(NS);
+        // The account is the pubsub service, not the server (XEP-0163 section 4.1).
         r.account_feature(NS);
         for feature in FEATURES {
-            r.feature(feature);
             r.account_feature(feature);
         }
         r.iq(IqScope::Account, NS, Arc::new(Requests(Arc::clone(&self))));
