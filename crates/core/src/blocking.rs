@@ -333,8 +333,7 @@ async fn presence_to(server: &Server, user: &BareJid, jid: &Jid, available: bool
 
 /// Push a change to the user's resources that asked for the list (section 3.3).
 fn push(server: &Server, user: &BareJid, change: Element) {
-    for resource in server.sessions.resources(user) {
-        let session = resource.handle;
+    for session in server.sessions.bound(user) {
         if !session
             .state
             .get::<ListRequested>()

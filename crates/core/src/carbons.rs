@@ -164,8 +164,7 @@ fn send_copies(
     direction: &'static str,
     skip: &dyn Fn(SessionId) -> bool,
 ) {
-    for resource in server.sessions.resources(user) {
-        let session = resource.handle;
+    for session in server.sessions.bound(user) {
         if skip(session.id)
             || !session
                 .state

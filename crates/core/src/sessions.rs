@@ -320,6 +320,15 @@ impl SessionRegistry {
         })
     }
 
+    /// Every bound session of an account, available or not (without copying presence).
+    pub fn bound(&self, bare: &BareJid) -> Vec<SessionHandle> {
+        self.read(bare, |resources| {
+            resources
+                .map(|rs| rs.iter().map(|r| r.handle.clone()).collect())
+                .unwrap_or_default()
+        })
+    }
+
     /// The sessions that get a message sent to the bare JID (RFC 6121 section 8.5.2.1.1):
     /// the available resources with the highest non-negative priority.
     pub fn message_targets(&self, bare: &BareJid) -> Vec<SessionHandle> {

@@ -732,7 +732,7 @@ async fn ask_caps(server: &Server, from: &FullJid, caps: &str) -> Option<Feature
     let data = xmpp_parsers::caps::compute_disco(&info);
     let hash = xmpp_parsers::caps::hash_caps(&data, xmpp_parsers::hashes::Algo::Sha_1).ok()?;
     if hash.to_base64() != ver {
-        tracing::debug!(%from, caps, "caps hash does not match the disco#info answer");
+        tracing::debug!(%from, caps, answer = %String::from(&reply), "caps hash does not match the disco#info answer");
         return None;
     }
     Some(Arc::new(info.features.into_iter().collect()))
