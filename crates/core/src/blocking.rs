@@ -107,7 +107,9 @@ impl Blocking {
 
     fn remember(&self, user: &BareJid, list: List) {
         if let Some(cache) = &self.cache {
-            let mut cache = cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut cache = cache
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             if cache.len() >= CACHE_USERS && !cache.contains_key(user) {
                 cache.clear();
             }
@@ -183,10 +185,12 @@ fn items(payload: &Element) -> Result<Vec<Jid>, IqError> {
         .map(|item| {
             item.attr("jid")
                 .and_then(|jid| Jid::new(jid).ok())
-                .ok_or_else(|| IqError::new(
-                    xmpp_parsers::stanza_error::ErrorType::Modify,
-                    xmpp_parsers::stanza_error::DefinedCondition::JidMalformed,
-                ))
+                .ok_or_else(|| {
+                    IqError::new(
+                        xmpp_parsers::stanza_error::ErrorType::Modify,
+                        xmpp_parsers::stanza_error::DefinedCondition::JidMalformed,
+                    )
+                })
         })
         .collect()
 }
@@ -223,7 +227,10 @@ impl IqHandler for Commands {
                         .0
                         .store(true, Ordering::Relaxed);
                 }
-                let list = blocking.list(&user).await.map_err(|_| IqError::internal())?;
+                let list = blocking
+                    .list(&user)
+                    .await
+                    .map_err(|_| IqError::internal())?;
                 Ok(Some(list_element("blocklist", &list)))
             }
             (IqType::Set, "block") => {
@@ -232,7 +239,10 @@ impl IqHandler for Commands {
                     // Section 3.3: a block request names at least one JID.
                     return Err(IqError::bad_request());
                 }
-                let before = blocking.list(&user).await.map_err(|_| IqError::internal())?;
+                let before = blocking
+                    .list(&user)
+                    .await
+                    .map_err(|_| IqError::internal())?;
                 let new: Vec<Jid> = dedup(jids)
                     .into_iter()
                     .filter(|jid| !before.contains(jid))
@@ -261,7 +271,10 @@ impl IqHandler for Commands {
             }
             (IqType::Set, "unblock") => {
                 let jids = items(request.payload)?;
-                let before = blocking.list(&user).await.map_err(|_| IqError::internal())?;
+                let before = blocking
+                    .list(&user)
+                    .await
+                    .map_err(|_| IqError::internal())?;
                 // Section 3.4: no item unblocks everything.
                 let gone: Vec<Jid> = if jids.is_empty() {
                     before.to_vec()

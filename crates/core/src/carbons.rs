@@ -130,7 +130,10 @@ pub fn eligible(message: &Element) -> bool {
                 ("body", herald_stream::ns::CLIENT)
                     | ("encrypted", _)
                     | ("received", "urn:xmpp:receipts")
-                    | ("displayed" | "received" | "acknowledged", "urn:xmpp:chat-markers:0")
+                    | (
+                        "displayed" | "received" | "acknowledged",
+                        "urn:xmpp:chat-markers:0"
+                    )
             )
         }),
         _ => false,

@@ -74,8 +74,17 @@ impl Section for CsiConfig {
             None => defaults.buffer_max,
         };
         let mut urgent_chat_states = Vec::new();
-        for (index, name) in raw.urgent_chat_states.unwrap_or_default().into_iter().enumerate() {
-            config::one_of(&name, CHAT_STATE_NAMES, &at.key("urgent_chat_states").index(index))?;
+        for (index, name) in raw
+            .urgent_chat_states
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            config::one_of(
+                &name,
+                CHAT_STATE_NAMES,
+                &at.key("urgent_chat_states").index(index),
+            )?;
             urgent_chat_states.push(name);
         }
         Ok(CsiConfig {

@@ -191,13 +191,13 @@ impl Registrar {
         }
         let mut extensions = registrar.extensions;
         if extensions.features.contains(xmpp_parsers::ns::DISCO_INFO) {
-            let info = extensions.server_info(None);
-            let data = xmpp_parsers::caps::compute_disco(&info);
-            if let Ok(hash) = xmpp_parsers::caps::hash_caps(&data, xmpp_parsers::hashes::Algo::Sha_1) {
-                extensions.caps_ver = Some(format!("{CAPS_NODE}#{}", hash.to_base64()));
-                let caps = xmpp_parsers::caps::Caps::new(CAPS_NODE, hash);
-                extensions.stream_features.push(caps.into());
-            }
+            let ver = crate::disco::caps_ver(&extensions.server_info(None));
+            let mut caps = Element::bare("c", xmpp_parsers::ns::CAPS);
+            herald_stream::stanza::set_attr(&mut caps, "hash", "sha-1");
+            herald_stream::stanza::set_attr(&mut caps, "node", CAPS_NODE);
+            herald_stream::stanza::set_attr(&mut caps, "ver", ver.clone());
+            extensions.caps_ver = Some(format!("{CAPS_NODE}#{ver}"));
+            extensions.stream_features.push(caps);
         }
         extensions
     }
@@ -248,7 +248,9 @@ impl Extensions {
     pub fn server_info(&self, node: Option<String>) -> xmpp_parsers::disco::DiscoInfoResult {
         xmpp_parsers::disco::DiscoInfoResult {
             node,
-            identities: vec![xmpp_parsers::disco::Identity::new("server", "im", "en", "herald")],
+            identities: vec![xmpp_parsers::disco::Identity::new(
+                "server", "im", "en", "herald",
+            )],
             features: self.features().map(str::to_owned).collect(),
             extensions: self.server_forms.clone(),
         }

@@ -60,9 +60,7 @@ impl Server {
         }
         if let (Origin::Client(sender), Some(to)) = (origin, &stanza.to)
             && to.to_bare() != sender.to_bare()
-            && self
-                .blocked(Direction::Out, &sender.to_bare(), to)
-                .await
+            && self.blocked(Direction::Out, &sender.to_bare(), to).await
         {
             // XEP-0191 section 3.6: not routed; the user learns why.
             self.refuse_blocked(&stanza);
@@ -190,7 +188,10 @@ impl Server {
     /// with not-acceptable and `<blocked xmlns='urn:xmpp:blocking:errors'/>`; presence is
     /// dropped silently.
     fn refuse_blocked(&self, stanza: &Stanza) {
-        if matches!(stanza.kind, StanzaKind::Presence(_) | StanzaKind::Iq(IqType::Result)) {
+        if matches!(
+            stanza.kind,
+            StanzaKind::Presence(_) | StanzaKind::Iq(IqType::Result)
+        ) {
             return;
         }
         if stanza.is_error() {
@@ -345,7 +346,12 @@ impl Server {
     }
 
     /// A message reached some sessions of `user`: the `message_delivered` hook (carbons).
-    async fn delivered(&self, user: BareJid, delivered: Vec<crate::sessions::SessionId>, stanza: Element) {
+    async fn delivered(
+        &self,
+        user: BareJid,
+        delivered: Vec<crate::sessions::SessionId>,
+        stanza: Element,
+    ) {
         let hooks = self.extensions.hooks();
         if hooks.message_delivered.is_empty() {
             return;

@@ -31,7 +31,9 @@ pub struct VcardConfig {
 
 impl Default for VcardConfig {
     fn default() -> Self {
-        VcardConfig { max_size: 64 * 1024 }
+        VcardConfig {
+            max_size: 64 * 1024,
+        }
     }
 }
 

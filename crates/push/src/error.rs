@@ -36,7 +36,9 @@ impl From<RequestError> for IqError {
     fn from(error: RequestError) -> IqError {
         use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
         match error {
-            RequestError::NotAllowed(_) => IqError::new(ErrorType::Cancel, DefinedCondition::NotAllowed),
+            RequestError::NotAllowed(_) => {
+                IqError::new(ErrorType::Cancel, DefinedCondition::NotAllowed)
+            }
             RequestError::BadRequest(_) => IqError::bad_request(),
             RequestError::ServiceUnavailable(_) => IqError::service_unavailable(),
         }

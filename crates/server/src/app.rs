@@ -146,7 +146,10 @@ fn modules(config: &Config, storage: &Storage) -> Result<Vec<Arc<dyn Module>>, A
         modules.push(Arc::new(herald_core::carbons::Carbons));
     }
     if modules_config.mod_blocking.is_some() {
-        modules.push(herald_core::blocking::Blocking::new(user_data.clone(), embedded));
+        modules.push(herald_core::blocking::Blocking::new(
+            user_data.clone(),
+            embedded,
+        ));
     }
     if let Some(pep) = modules_config.mod_pep {
         modules.push(herald_core::pep::Pep::new(pep, user_data.clone()));

@@ -297,16 +297,16 @@ pub use herald_core::{
     c2s::throttle::Fail2banConfig,
     carbons::CarbonsConfig,
     csi::CsiConfig,
-    pep::PepConfig,
-    vcard::VcardConfig,
-    version::VersionConfig,
     disco::DiscoConfig,
     offline::OfflineConfig,
+    pep::PepConfig,
     ping::{PingConfig, PingTimeoutAction},
     register::RegisterConfig,
     roster::RosterConfig,
     s2s::S2sConfig,
     sm::{SmSettings as StreamManagementConfig, StaleH as StaleHConfig},
+    vcard::VcardConfig,
+    version::VersionConfig,
 };
 pub use herald_push::config::EventPusherConfig;
 
@@ -1194,6 +1194,68 @@ tls.mode = \"tls\"
             error(&format!("{MINIMAL}\"mod.x\" = 1\n")),
             "herald.toml:3: general.\"mod.x\": unknown field `mod.x`, expected one of `hosts`, \
              `data_dir`, `loglevel`, `max_user_sessions`"
+        );
+    }
+
+    #[test]
+    fn the_embedded_default_pushes_and_runs_every_module_mobile_clients_check_for() {
+        // FIELD-NOTES defect 5: a newcomer's server without a file must push.
+        let modules = Config::embedded_default_in(PathBuf::from(DATA)).modules;
+        assert!(
+            modules
+                .mod_event_pusher
+                .and_then(|pusher| pusher.push)
+                .is_some()
+        );
+        assert!(modules.mod_stream_management.is_some());
+        assert!(modules.mod_carboncopy.is_some());
+        assert!(modules.mod_csi.is_some());
+        assert!(modules.mod_blocking.is_some());
+        assert!(modules.mod_pep.is_some());
+        assert!(modules.mod_vcard.is_some());
+        assert!(modules.mod_version.is_some());
+        assert!(modules.mod_roster.is_some() && modules.mod_offline.is_some());
+    }
+
+    #[test]
+    fn the_new_modules_name_their_bad_keys() {
+        assert!(
+            error(&format!(
+                "{MINIMAL}[modules.mod_csi]
+buffer_max = 0
+"
+            ))
+            .starts_with("herald.toml:4: modules.mod_csi.buffer_max: ")
+        );
+        assert!(
+            error(&format!(
+                "{MINIMAL}[modules.mod_csi]
+urgent_chat_states = [\"composing\", \"typing\"]
+"
+            ))
+            .starts_with("herald.toml:4: modules.mod_csi.urgent_chat_states[1]: ")
+        );
+        assert!(
+            error(&format!(
+                "{MINIMAL}[modules.mod_pep]
+max_items_node = -1
+"
+            ))
+            .starts_with("herald.toml:4: modules.mod_pep.max_items_node: ")
+        );
+        assert!(
+            error(&format!(
+                "{MINIMAL}[modules.mod_carboncopy]
+iqdisc = 1
+"
+            ))
+            .starts_with("herald.toml:4: modules.mod_carboncopy.iqdisc: unknown field")
+        );
+        assert!(
+            error(&format!(
+                "{MINIMAL}[modules.mod_disco]\n[[modules.mod_disco.server_info]]\nurls = []\n"
+            ))
+            .contains("modules.mod_disco.server_info[0].name: missing")
         );
     }
 

@@ -136,12 +136,14 @@ async fn befriend(a: &mut Client, a_jid: &str, b: &mut Client, b_jid: &str) {
 
 /// `x` asks for `y`'s presence and `y` approves.
 async fn subscribe(x: &mut Client, x_jid: &str, y: &mut Client, y_jid: &str) {
-    x.send(&format!("<presence type='subscribe' to='{y_jid}'/>")).await;
+    x.send(&format!("<presence type='subscribe' to='{y_jid}'/>"))
+        .await;
     until(y, "the subscription request", |e| {
         e.name() == "presence" && e.attr("type") == Some("subscribe")
     })
     .await;
-    y.send(&format!("<presence type='subscribed' to='{x_jid}'/>")).await;
+    y.send(&format!("<presence type='subscribed' to='{x_jid}'/>"))
+        .await;
     until(x, "the approval", |e| {
         e.name() == "presence" && e.attr("type") == Some("subscribed")
     })
@@ -183,8 +185,10 @@ async fn carbons_copy_sent_and_received_messages_to_the_other_resource_except_pr
     phone.drain(QUIET).await;
 
     // Received: bob writes to the phone; the laptop gets a copy.
-    bob.send("<message to='alice@localhost/phone' type='chat' id='r1'><body>hi phone</body></message>")
-        .await;
+    bob.send(
+        "<message to='alice@localhost/phone' type='chat' id='r1'><body>hi phone</body></message>",
+    )
+    .await;
     let direct = until(&mut phone, "bob's message", |e| e.name() == "message").await;
     assert_eq!(body(&direct), "hi phone");
     let copy = until(&mut laptop, "the received copy", |e| e.name() == "message").await;
@@ -200,7 +204,10 @@ async fn carbons_copy_sent_and_received_messages_to_the_other_resource_except_pr
     let inner = carried(&copy, "sent");
     assert_eq!(body(&inner), "hello bob");
     assert_eq!(inner.attr("to"), Some("bob@localhost"));
-    assert_eq!(body(&until(&mut bob, "alice's message", |e| e.name() == "message").await), "hello bob");
+    assert_eq!(
+        body(&until(&mut bob, "alice's message", |e| e.name() == "message").await),
+        "hello bob"
+    );
 
     // Private: no copy, and bob's copy has no private marker.
     phone
@@ -218,12 +225,18 @@ async fn carbons_copy_sent_and_received_messages_to_the_other_resource_except_pr
         .send("<message to='bob@localhost' type='chat' id='s2'><body>after</body></message>")
         .await;
     let next = until(&mut laptop, "the next copy", |e| e.name() == "message").await;
-    assert_eq!(body(&carried(&next, "sent")), "after", "the private message was copied");
-    assert!(phone.nothing_within(QUIET).await || {
-        // The phone sees headline itself, never a carbon of its own message.
-        let elements = phone.drain(QUIET).await;
-        elements.iter().all(|e| !e.has_child("sent", CARBONS))
-    });
+    assert_eq!(
+        body(&carried(&next, "sent")),
+        "after",
+        "the private message was copied"
+    );
+    assert!(
+        phone.nothing_within(QUIET).await || {
+            // The phone sees headline itself, never a carbon of its own message.
+            let elements = phone.drain(QUIET).await;
+            elements.iter().all(|e| !e.has_child("sent", CARBONS))
+        }
+    );
 
     // Disabled: no more copies.
     let reply = iq(
@@ -252,13 +265,20 @@ async fn csi_holds_presence_while_inactive_and_a_chat_message_brings_it_with_it_
     alice.send("<inactive xmlns='urn:xmpp:csi:0'/>").await;
     bob.send("<presence><show>away</show></presence>").await;
     bob.send("<presence><show>dnd</show></presence>").await;
-    assert!(alice.nothing_within(Duration::from_millis(600)).await, "presence reached an inactive client");
+    assert!(
+        alice.nothing_within(Duration::from_millis(600)).await,
+        "presence reached an inactive client"
+    );
 
-    bob.send("<message to='alice@localhost' type='chat'><body>wake up</body></message>").await;
+    bob.send("<message to='alice@localhost' type='chat'><body>wake up</body></message>")
+        .await;
     let first = alice.next().await;
     assert_eq!(first.name(), "presence", "{first:?}");
     assert_eq!(
-        first.get_child("show", "jabber:client").map(Element::text).as_deref(),
+        first
+            .get_child("show", "jabber:client")
+            .map(Element::text)
+            .as_deref(),
         Some("dnd"),
         "the newer presence replaces the held one: {first:?}"
     );
@@ -271,7 +291,12 @@ async fn csi_holds_presence_while_inactive_and_a_chat_message_brings_it_with_it_
     assert!(alice.nothing_within(Duration::from_millis(600)).await);
     alice.send("<active xmlns='urn:xmpp:csi:0'/>").await;
     let held = until(&mut alice, "the held presence", |e| e.name() == "presence").await;
-    assert_eq!(held.get_child("show", "jabber:client").map(Element::text).as_deref(), Some("xa"));
+    assert_eq!(
+        held.get_child("show", "jabber:client")
+            .map(Element::text)
+            .as_deref(),
+        Some("xa")
+    );
 }
 
 #[tokio::test]
@@ -280,7 +305,10 @@ async fn csi_is_offered_as_a_stream_feature() {
     let mut client = Client::connect(server.addr(common::STARTTLS)).await;
     client.open("localhost").await;
     client.starttls("localhost", &server.cert()).await;
-    client.scram("SCRAM-SHA-256", "alice", "alice-pass").await.unwrap();
+    client
+        .scram("SCRAM-SHA-256", "alice", "alice-pass")
+        .await
+        .unwrap();
     let features = client.open("localhost").await;
     assert!(features.has_child("csi", "urn:xmpp:csi:0"), "{features:?}");
     assert!(features.has_child("c", CAPS), "{features:?}");
@@ -295,8 +323,19 @@ async fn a_blocked_sender_gets_an_error_reaches_no_one_and_causes_no_push() {
     let addr = server.running.as_ref().unwrap().service_addrs[0];
     let mut app = Component::connect(addr, "push.localhost", "secret").await;
     let mut alice = login(&server, "alice", "phone").await;
-    let list = iq(&mut alice, "l", "<iq type='get' id='l'><blocklist xmlns='urn:xmpp:blocking'/></iq>").await;
-    assert_eq!(list.get_child("blocklist", "urn:xmpp:blocking").unwrap().children().count(), 0);
+    let list = iq(
+        &mut alice,
+        "l",
+        "<iq type='get' id='l'><blocklist xmlns='urn:xmpp:blocking'/></iq>",
+    )
+    .await;
+    assert_eq!(
+        list.get_child("blocklist", "urn:xmpp:blocking")
+            .unwrap()
+            .children()
+            .count(),
+        0
+    );
     alice
         .send("<iq type='set' id='b'><block xmlns='urn:xmpp:blocking'><item jid='bob@localhost'/></block></iq>")
         .await;
@@ -312,7 +351,11 @@ async fn a_blocked_sender_gets_an_error_reaches_no_one_and_causes_no_push() {
     }
     let push = push.unwrap();
     assert_eq!(
-        push.get_child("block", "urn:xmpp:blocking").unwrap().get_child("item", "urn:xmpp:blocking").unwrap().attr("jid"),
+        push.get_child("block", "urn:xmpp:blocking")
+            .unwrap()
+            .get_child("item", "urn:xmpp:blocking")
+            .unwrap()
+            .attr("jid"),
         Some("bob@localhost")
     );
     // Alice sending to bob is refused with <blocked/>.
@@ -324,7 +367,11 @@ async fn a_blocked_sender_gets_an_error_reaches_no_one_and_causes_no_push() {
     .await;
     let (kind, conditions) = error_condition(&refused);
     assert_eq!(kind, "cancel");
-    assert!(conditions.contains(&"not-acceptable".to_owned()) && conditions.contains(&"blocked".to_owned()), "{refused:?}");
+    assert!(
+        conditions.contains(&"not-acceptable".to_owned())
+            && conditions.contains(&"blocked".to_owned()),
+        "{refused:?}"
+    );
     let reply = iq(
         &mut alice,
         "push",
@@ -336,7 +383,8 @@ async fn a_blocked_sender_gets_an_error_reaches_no_one_and_causes_no_push() {
     alice.closed().await;
 
     let mut bob = online(&server, "bob", "desk").await;
-    bob.send("<message to='alice@localhost' type='chat' id='m1'><body>let me in</body></message>").await;
+    bob.send("<message to='alice@localhost' type='chat' id='m1'><body>let me in</body></message>")
+        .await;
     let bounce = until(&mut bob, "the bounce", |e| e.name() == "message").await;
     let (_, conditions) = error_condition(&bounce);
     assert_eq!(conditions, ["service-unavailable"]);
@@ -347,7 +395,9 @@ async fn a_blocked_sender_gets_an_error_reaches_no_one_and_causes_no_push() {
 
     // Someone else still gets through, and pushes.
     let mut carol = online(&server, "carol", "desk").await;
-    carol.send("<message to='alice@localhost' type='chat' id='m2'><body>hello</body></message>").await;
+    carol
+        .send("<message to='alice@localhost' type='chat' id='m2'><body>hello</body></message>")
+        .await;
     match app.frame(Duration::from_secs(10)).await {
         Some(Frame::Element(publish)) => assert_eq!(publish.name(), "iq", "{publish:?}"),
         other => panic!("expected a publish, got {other:?}"),
@@ -358,12 +408,24 @@ async fn a_blocked_sender_gets_an_error_reaches_no_one_and_causes_no_push() {
     alice.send("<presence/>").await;
     let stored = until(&mut alice, "the stored message", |e| e.name() == "message").await;
     assert_eq!(body(&stored), "hello");
-    assert!(alice.drain(QUIET).await.iter().all(|e| body(e) != "let me in"));
+    assert!(
+        alice
+            .drain(QUIET)
+            .await
+            .iter()
+            .all(|e| body(e) != "let me in")
+    );
 
     // Unblocking everything lets bob through again.
-    let reply = iq(&mut alice, "u", "<iq type='set' id='u'><unblock xmlns='urn:xmpp:blocking'/></iq>").await;
+    let reply = iq(
+        &mut alice,
+        "u",
+        "<iq type='set' id='u'><unblock xmlns='urn:xmpp:blocking'/></iq>",
+    )
+    .await;
     assert_eq!(reply.attr("type"), Some("result"));
-    bob.send("<message to='alice@localhost' type='chat'><body>now?</body></message>").await;
+    bob.send("<message to='alice@localhost' type='chat'><body>now?</body></message>")
+        .await;
     let now = until(&mut alice, "bob's message", |e| e.name() == "message").await;
     assert_eq!(body(&now), "now?");
 }
@@ -393,7 +455,12 @@ async fn answer_caps_query(client: &mut Client, features: &[&str]) {
         e.name() == "iq" && e.attr("type") == Some("get") && e.has_child("query", DISCO_INFO)
     })
     .await;
-    let node = query.get_child("query", DISCO_INFO).unwrap().attr("node").unwrap().to_owned();
+    let node = query
+        .get_child("query", DISCO_INFO)
+        .unwrap()
+        .attr("node")
+        .unwrap()
+        .to_owned();
     let mut xml = format!(
         "<iq type='result' id='{}' to='{}'><query xmlns='{DISCO_INFO}' node='{node}'>\
          <identity category='client' type='phone' name='test client'/>",
@@ -425,7 +492,9 @@ fn publish_devices(id: &str, device: &str, options: Option<&str>) -> String {
 }
 
 fn items_request(id: &str, owner: &str, node: &str) -> String {
-    format!("<iq type='get' id='{id}' to='{owner}'><pubsub xmlns='{PUBSUB}'><items node='{node}'/></pubsub></iq>")
+    format!(
+        "<iq type='get' id='{id}' to='{owner}'><pubsub xmlns='{PUBSUB}'><items node='{node}'/></pubsub></iq>"
+    )
 }
 
 #[tokio::test]
@@ -434,10 +503,22 @@ async fn an_open_omemo_device_list_is_fetched_by_a_stranger_and_a_presence_node_
     let mut alice = online(&server, "alice", "phone").await;
     let reply = iq(&mut alice, "p1", &publish_devices("p1", "42", Some("open"))).await;
     assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
-    let published = reply.get_child("pubsub", PUBSUB).unwrap().get_child("publish", PUBSUB).unwrap();
-    assert_eq!(published.get_child("item", PUBSUB).unwrap().attr("id"), Some("current"));
+    let published = reply
+        .get_child("pubsub", PUBSUB)
+        .unwrap()
+        .get_child("publish", PUBSUB)
+        .unwrap();
+    assert_eq!(
+        published.get_child("item", PUBSUB).unwrap().attr("id"),
+        Some("current")
+    );
     // A precondition that does not hold is refused.
-    let reply = iq(&mut alice, "p2", &publish_devices("p2", "43", Some("presence"))).await;
+    let reply = iq(
+        &mut alice,
+        "p2",
+        &publish_devices("p2", "43", Some("presence")),
+    )
+    .await;
     let (kind, conditions) = error_condition(&reply);
     assert_eq!(kind, "cancel");
     assert_eq!(conditions, ["conflict", "precondition-not-met"]);
@@ -454,24 +535,57 @@ async fn an_open_omemo_device_list_is_fetched_by_a_stranger_and_a_presence_node_
     assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
 
     let mut carol = online(&server, "carol", "desk").await;
-    let reply = iq(&mut carol, "i1", &items_request("i1", "alice@localhost", DEVICES)).await;
+    let reply = iq(
+        &mut carol,
+        "i1",
+        &items_request("i1", "alice@localhost", DEVICES),
+    )
+    .await;
     assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
-    let items = reply.get_child("pubsub", PUBSUB).unwrap().get_child("items", PUBSUB).unwrap();
+    let items = reply
+        .get_child("pubsub", PUBSUB)
+        .unwrap()
+        .get_child("items", PUBSUB)
+        .unwrap();
     let item = items.get_child("item", PUBSUB).unwrap();
     assert_eq!(item.attr("id"), Some("current"));
-    let device = item.get_child("devices", "urn:xmpp:omemo:2").unwrap().get_child("device", "urn:xmpp:omemo:2").unwrap();
-    assert_eq!(device.attr("id"), Some("42"), "the refused publish changed nothing");
+    let device = item
+        .get_child("devices", "urn:xmpp:omemo:2")
+        .unwrap()
+        .get_child("device", "urn:xmpp:omemo:2")
+        .unwrap();
+    assert_eq!(
+        device.attr("id"),
+        Some("42"),
+        "the refused publish changed nothing"
+    );
 
-    let reply = iq(&mut carol, "i2", &items_request("i2", "alice@localhost", "urn:xmpp:avatar:metadata")).await;
+    let reply = iq(
+        &mut carol,
+        "i2",
+        &items_request("i2", "alice@localhost", "urn:xmpp:avatar:metadata"),
+    )
+    .await;
     let (kind, conditions) = error_condition(&reply);
     assert_eq!(kind, "auth");
-    assert_eq!(conditions, ["not-authorized", "presence-subscription-required"]);
-    assert!(reply.get_child("error", "jabber:client").unwrap().has_child("presence-subscription-required", ERRORS));
+    assert_eq!(
+        conditions,
+        ["not-authorized", "presence-subscription-required"]
+    );
+    assert!(
+        reply
+            .get_child("error", "jabber:client")
+            .unwrap()
+            .has_child("presence-subscription-required", ERRORS)
+    );
     // Nobody but the owner publishes.
     let reply = iq(
         &mut carol,
         "p4",
-        &publish_devices("p4", "1", None).replace("<iq type='set' id='p4'>", "<iq type='set' id='p4' to='alice@localhost'>"),
+        &publish_devices("p4", "1", None).replace(
+            "<iq type='set' id='p4'>",
+            "<iq type='set' id='p4' to='alice@localhost'>",
+        ),
     )
     .await;
     assert_eq!(error_condition(&reply).1, ["forbidden"]);
@@ -498,30 +612,64 @@ async fn a_subscribed_contact_whose_caps_ask_is_notified_and_gets_the_last_item_
     // Alice publishes: bob is notified.
     let reply = iq(&mut alice, "p1", &publish_devices("p1", "7", None)).await;
     assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
-    let event = until(&mut bob, "the notification", |e| e.name() == "message" && e.has_child("event", EVENT)).await;
+    let event = until(&mut bob, "the notification", |e| {
+        e.name() == "message" && e.has_child("event", EVENT)
+    })
+    .await;
     assert_eq!(event.attr("from"), Some("alice@localhost"));
     assert_eq!(event.attr("type"), Some("headline"));
-    let items = event.get_child("event", EVENT).unwrap().get_child("items", EVENT).unwrap();
+    let items = event
+        .get_child("event", EVENT)
+        .unwrap()
+        .get_child("items", EVENT)
+        .unwrap();
     assert_eq!(items.attr("node"), Some(DEVICES));
-    assert_eq!(items.get_child("item", EVENT).unwrap().attr("id"), Some("current"));
+    assert_eq!(
+        items.get_child("item", EVENT).unwrap().attr("id"),
+        Some("current")
+    );
 
     // A contact whose caps do not ask gets nothing.
     let (plain_caps, _) = caps(&[DISCO_INFO]);
     let mut other = login(&server, "bob", "tablet").await;
-    other.send(&format!("<presence>{plain_caps}</presence>")).await;
+    other
+        .send(&format!("<presence>{plain_caps}</presence>"))
+        .await;
     answer_caps_query(&mut other, &[DISCO_INFO]).await;
     other.drain(QUIET).await;
     bob.drain(QUIET).await;
     iq(&mut alice, "p2", &publish_devices("p2", "8", None)).await;
-    until(&mut bob, "the second notification", |e| e.has_child("event", EVENT)).await;
-    assert!(other.drain(QUIET).await.iter().all(|e| !e.has_child("event", EVENT)));
+    until(&mut bob, "the second notification", |e| {
+        e.has_child("event", EVENT)
+    })
+    .await;
+    assert!(
+        other
+            .drain(QUIET)
+            .await
+            .iter()
+            .all(|e| !e.has_child("event", EVENT))
+    );
 
     // At login (caps already known: no query), the last item comes with presence.
     let mut laptop = login(&server, "bob", "laptop").await;
     laptop.send(&format!("<presence>{c}</presence>")).await;
-    let last = until(&mut laptop, "the last item", |e| e.has_child("event", EVENT)).await;
-    let item = last.get_child("event", EVENT).unwrap().get_child("items", EVENT).unwrap().get_child("item", EVENT).unwrap();
-    let device = item.get_child("devices", "urn:xmpp:omemo:2").unwrap().get_child("device", "urn:xmpp:omemo:2").unwrap();
+    let last = until(&mut laptop, "the last item", |e| {
+        e.has_child("event", EVENT)
+    })
+    .await;
+    let item = last
+        .get_child("event", EVENT)
+        .unwrap()
+        .get_child("items", EVENT)
+        .unwrap()
+        .get_child("item", EVENT)
+        .unwrap();
+    let device = item
+        .get_child("devices", "urn:xmpp:omemo:2")
+        .unwrap()
+        .get_child("device", "urn:xmpp:omemo:2")
+        .unwrap();
     assert_eq!(device.attr("id"), Some("8"));
 }
 
@@ -540,9 +688,20 @@ async fn a_vcard_is_set_by_its_owner_and_read_by_anyone() {
     .await;
     assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
     let mut carol = online(&server, "carol", "desk").await;
-    let reply = iq(&mut carol, "v2", "<iq type='get' id='v2' to='alice@localhost'><vCard xmlns='vcard-temp'/></iq>").await;
+    let reply = iq(
+        &mut carol,
+        "v2",
+        "<iq type='get' id='v2' to='alice@localhost'><vCard xmlns='vcard-temp'/></iq>",
+    )
+    .await;
     let vcard = reply.get_child("vCard", "vcard-temp").unwrap();
-    assert_eq!(vcard.get_child("FN", "vcard-temp").map(Element::text).as_deref(), Some("Alice A."));
+    assert_eq!(
+        vcard
+            .get_child("FN", "vcard-temp")
+            .map(Element::text)
+            .as_deref(),
+        Some("Alice A.")
+    );
     let reply = iq(
         &mut carol,
         "v3",
@@ -550,8 +709,20 @@ async fn a_vcard_is_set_by_its_owner_and_read_by_anyone() {
     )
     .await;
     assert_eq!(error_condition(&reply).1, ["forbidden"]);
-    let reply = iq(&mut carol, "v4", "<iq type='get' id='v4' to='bob@localhost'><vCard xmlns='vcard-temp'/></iq>").await;
-    assert_eq!(reply.get_child("vCard", "vcard-temp").unwrap().children().count(), 0);
+    let reply = iq(
+        &mut carol,
+        "v4",
+        "<iq type='get' id='v4' to='bob@localhost'><vCard xmlns='vcard-temp'/></iq>",
+    )
+    .await;
+    assert_eq!(
+        reply
+            .get_child("vCard", "vcard-temp")
+            .unwrap()
+            .children()
+            .count(),
+        0
+    );
 }
 
 /// The features of a disco#info result, and its identities as category/type.
@@ -559,11 +730,21 @@ fn disco(reply: &Element) -> (Vec<String>, Vec<String>) {
     assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
     let query = reply.get_child("query", DISCO_INFO).unwrap();
     (
-        query.children().filter(|c| c.name() == "feature").map(|c| c.attr("var").unwrap().to_owned()).collect(),
+        query
+            .children()
+            .filter(|c| c.name() == "feature")
+            .map(|c| c.attr("var").unwrap().to_owned())
+            .collect(),
         query
             .children()
             .filter(|c| c.name() == "identity")
-            .map(|c| format!("{}/{}", c.attr("category").unwrap(), c.attr("type").unwrap()))
+            .map(|c| {
+                format!(
+                    "{}/{}",
+                    c.attr("category").unwrap(),
+                    c.attr("type").unwrap()
+                )
+            })
             .collect(),
     )
 }
@@ -572,49 +753,138 @@ fn disco(reply: &Element) -> (Vec<String>, Vec<String>) {
 async fn the_server_and_the_account_answer_disco_as_conversations_compliance_tester_checks() {
     let server = server().await;
     let mut alice = online(&server, "alice", "phone").await;
-    let reply = iq(&mut alice, "d1", &format!("<iq type='get' id='d1' to='localhost'><query xmlns='{DISCO_INFO}'/></iq>")).await;
+    let reply = iq(
+        &mut alice,
+        "d1",
+        &format!("<iq type='get' id='d1' to='localhost'><query xmlns='{DISCO_INFO}'/></iq>"),
+    )
+    .await;
     let (features, identities) = disco(&reply);
-    for feature in [CARBONS, "urn:xmpp:blocking", "vcard-temp", "jabber:iq:version", "urn:xmpp:ping"] {
-        assert!(features.iter().any(|f| f == feature), "server lacks {feature}: {features:?}");
+    for feature in [
+        CARBONS,
+        "urn:xmpp:blocking",
+        "vcard-temp",
+        "jabber:iq:version",
+        "urn:xmpp:ping",
+    ] {
+        assert!(
+            features.iter().any(|f| f == feature),
+            "server lacks {feature}: {features:?}"
+        );
     }
     assert!(identities.contains(&"server/im".to_owned()));
     // XEP-0157: the contact addresses form.
     let query = reply.get_child("query", DISCO_INFO).unwrap();
-    let form = query.get_child("x", "jabber:x:data").expect("a serverinfo form");
-    let abuse = form.children().find(|f| f.attr("var") == Some("abuse-addresses")).unwrap();
-    assert_eq!(abuse.children().next().unwrap().text(), "mailto:abuse@localhost");
+    let form = query
+        .get_child("x", "jabber:x:data")
+        .expect("a serverinfo form");
+    let abuse = form
+        .children()
+        .find(|f| f.attr("var") == Some("abuse-addresses"))
+        .unwrap();
+    assert_eq!(
+        abuse.children().next().unwrap().text(),
+        "mailto:abuse@localhost"
+    );
 
     // The account's bare JID: push (XEP-0357 section 5), PEP's identity and publish-options.
-    let reply = iq(&mut alice, "d2", &format!("<iq type='get' id='d2' to='alice@localhost'><query xmlns='{DISCO_INFO}'/></iq>")).await;
+    let reply = iq(
+        &mut alice,
+        "d2",
+        &format!("<iq type='get' id='d2' to='alice@localhost'><query xmlns='{DISCO_INFO}'/></iq>"),
+    )
+    .await;
     let (features, identities) = disco(&reply);
-    assert!(identities.contains(&"pubsub/pep".to_owned()), "{identities:?}");
-    assert!(identities.contains(&"account/registered".to_owned()), "{identities:?}");
-    for feature in ["urn:xmpp:push:0", "http://jabber.org/protocol/pubsub#publish-options", PUBSUB] {
-        assert!(features.iter().any(|f| f == feature), "account lacks {feature}: {features:?}");
+    assert!(
+        identities.contains(&"pubsub/pep".to_owned()),
+        "{identities:?}"
+    );
+    assert!(
+        identities.contains(&"account/registered".to_owned()),
+        "{identities:?}"
+    );
+    for feature in [
+        "urn:xmpp:push:0",
+        "http://jabber.org/protocol/pubsub#publish-options",
+        PUBSUB,
+    ] {
+        assert!(
+            features.iter().any(|f| f == feature),
+            "account lacks {feature}: {features:?}"
+        );
     }
 
     // XEP-0092.
-    let reply = iq(&mut alice, "ver", "<iq type='get' id='ver' to='localhost'><query xmlns='jabber:iq:version'/></iq>").await;
+    let reply = iq(
+        &mut alice,
+        "ver",
+        "<iq type='get' id='ver' to='localhost'><query xmlns='jabber:iq:version'/></iq>",
+    )
+    .await;
     let query = reply.get_child("query", "jabber:iq:version").unwrap();
-    assert_eq!(query.get_child("name", "jabber:iq:version").unwrap().text(), "herald");
+    assert_eq!(
+        query.get_child("name", "jabber:iq:version").unwrap().text(),
+        "herald"
+    );
 
     // XEP-0115: the server's caps, offered in the stream features, name its disco#info.
     let mut client = Client::connect(server.addr(common::STARTTLS)).await;
     client.open("localhost").await;
     client.starttls("localhost", &server.cert()).await;
-    client.scram("SCRAM-SHA-256", "carol", "carol-pass").await.unwrap();
+    client
+        .scram("SCRAM-SHA-256", "carol", "carol-pass")
+        .await
+        .unwrap();
     let stream_features = client.open("localhost").await;
-    let c = stream_features.get_child("c", CAPS).expect("caps in the stream features");
+    let c = stream_features
+        .get_child("c", CAPS)
+        .expect("caps in the stream features");
     let node = format!("{}#{}", c.attr("node").unwrap(), c.attr("ver").unwrap());
     let reply = iq(
         &mut alice,
         "d3",
-        &format!("<iq type='get' id='d3' to='localhost'><query xmlns='{DISCO_INFO}' node='{node}'/></iq>"),
+        &format!(
+            "<iq type='get' id='d3' to='localhost'><query xmlns='{DISCO_INFO}' node='{node}'/></iq>"
+        ),
     )
     .await;
-    let info = xmpp_parsers::disco::DiscoInfoResult::try_from(reply.get_child("query", DISCO_INFO).unwrap().clone()).unwrap();
-    let hash = xmpp_parsers::caps::hash_caps(&xmpp_parsers::caps::compute_disco(&info), xmpp_parsers::hashes::Algo::Sha_1).unwrap();
-    assert_eq!(hash.to_base64(), c.attr("ver").unwrap(), "the caps hash matches the disco#info");
+    // The verification string of XEP-0115 section 5.1, computed here from the answer.
+    let query = reply.get_child("query", DISCO_INFO).unwrap();
+    let parsed = xmpp_parsers::disco::DiscoInfoResult::try_from(query.clone()).unwrap();
+    let mut identities: Vec<String> = parsed
+        .identities
+        .iter()
+        .map(|i| {
+            format!(
+                "{}/{}/{}/{}",
+                i.category,
+                i.type_,
+                i.lang.as_deref().unwrap_or(""),
+                i.name.as_deref().unwrap_or("")
+            )
+        })
+        .collect();
+    identities.sort();
+    let mut features: Vec<String> = disco(&reply).0;
+    features.sort();
+    let mut s = String::new();
+    for item in identities.iter().chain(&features) {
+        s.push_str(item);
+        s.push('<');
+    }
+    let form = query.get_child("x", "jabber:x:data").unwrap();
+    s.push_str("http://jabber.org/network/serverinfo<abuse-addresses<mailto:abuse@localhost<");
+    assert_eq!(
+        form.children().count(),
+        2,
+        "one field besides FORM_TYPE: {form:?}"
+    );
+    let ver = base64::engine::general_purpose::STANDARD.encode(sha1::Sha1::digest(s.as_bytes()));
+    assert_eq!(
+        ver,
+        c.attr("ver").unwrap(),
+        "the caps hash matches the disco#info"
+    );
 }
 
 #[tokio::test]
@@ -622,15 +892,35 @@ async fn removing_an_account_deletes_its_block_list_vcard_and_pep_nodes() {
     let server = server().await;
     let mut alice = online(&server, "alice", "phone").await;
     iq(&mut alice, "b", "<iq type='set' id='b'><block xmlns='urn:xmpp:blocking'><item jid='bob@localhost'/></block></iq>").await;
-    iq(&mut alice, "v", "<iq type='set' id='v'><vCard xmlns='vcard-temp'><FN>A</FN></vCard></iq>").await;
+    iq(
+        &mut alice,
+        "v",
+        "<iq type='set' id='v'><vCard xmlns='vcard-temp'><FN>A</FN></vCard></iq>",
+    )
+    .await;
     iq(&mut alice, "p", &publish_devices("p", "1", Some("open"))).await;
-    let reply = iq(&mut alice, "rm", "<iq type='set' id='rm'><query xmlns='jabber:iq:register'><remove/></query></iq>").await;
+    let reply = iq(
+        &mut alice,
+        "rm",
+        "<iq type='set' id='rm'><query xmlns='jabber:iq:register'><remove/></query></iq>",
+    )
+    .await;
     assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
     let storage = &server.running.as_ref().unwrap().server.storage;
     let alice_jid = jid::BareJid::new("alice@localhost").unwrap();
-    for (kind, scope) in [("block", ""), ("vcard", ""), ("pep_node", ""), ("pep_item", DEVICES)] {
+    for (kind, scope) in [
+        ("block", ""),
+        ("vcard", ""),
+        ("pep_node", ""),
+        ("pep_item", DEVICES),
+    ] {
         assert!(
-            storage.user_data().list(&alice_jid, kind, scope).await.unwrap().is_empty(),
+            storage
+                .user_data()
+                .list(&alice_jid, kind, scope)
+                .await
+                .unwrap()
+                .is_empty(),
             "{kind} rows left"
         );
     }

@@ -32,9 +32,9 @@ mod postgres;
 pub mod roster;
 pub mod sql;
 mod sqlite;
-pub mod user_data;
 #[doc(hidden)]
 pub mod test_database;
+pub mod user_data;
 
 use std::fmt;
 use std::path::Path;

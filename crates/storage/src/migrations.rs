@@ -212,7 +212,10 @@ pub(crate) mod tests {
             migrations: PUSH,
         };
         assert_well_formed(&assemble(OWN, &[feature]).unwrap());
-        assert!(assemble(OWN, &[]).is_ok(), "a feature's version may be absent");
+        assert!(
+            assemble(OWN, &[]).is_ok(),
+            "a feature's version may be absent"
+        );
     }
 
     #[test]

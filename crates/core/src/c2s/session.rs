@@ -25,8 +25,8 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
 use crate::{
     Origin, Server,
-    csi::{self, ClientState},
     conn::{Conn, ReadError, Rejected, parse_stanza, read_error_condition},
+    csi::{self, ClientState},
     envelope::Envelope,
     hooks::UnackedMessage,
     offline::{self, OfflineFeed},
@@ -332,7 +332,12 @@ impl Session {
     }
 
     /// A stanza from the queue: written, or held while the client is inactive (XEP-0352).
-    fn take(&mut self, conn: &mut Conn, envelope: Envelope, request_ack: &mut bool) -> Result<(), End> {
+    fn take(
+        &mut self,
+        conn: &mut Conn,
+        envelope: Envelope,
+        request_ack: &mut bool,
+    ) -> Result<(), End> {
         let Some(csi) = &self.server.csi else {
             return self.write(conn, envelope, None, request_ack);
         };
@@ -368,7 +373,9 @@ impl Session {
         }
         let mut request_ack = false;
         for _ in 0..room {
-            let Some(envelope) = self.held.pop_front() else { break };
+            let Some(envelope) = self.held.pop_front() else {
+                break;
+            };
             self.write(conn, envelope, None, &mut request_ack)?;
         }
         if self.held.is_empty() {

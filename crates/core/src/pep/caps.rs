@@ -32,7 +32,9 @@ pub struct Interest {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// What to do about a caps hash seen in presence.
@@ -184,7 +186,10 @@ mod tests {
         let phone = FullJid::new("c@y/phone").unwrap();
         interest.remote(&phone, Some("n#1".to_owned()));
         let contact = phone.to_bare();
-        assert_eq!(interest.remote_resources(&contact), [(phone.clone(), "n#1".to_owned())]);
+        assert_eq!(
+            interest.remote_resources(&contact),
+            [(phone.clone(), "n#1".to_owned())]
+        );
         interest.remote(&phone, None);
         assert!(interest.remote_resources(&contact).is_empty());
     }

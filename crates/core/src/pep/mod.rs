@@ -36,7 +36,7 @@ use crate::{
     sessions::Availability,
 };
 use caps::{Features, Interest, Seen};
-use node::{AccessModel, ERRORS, NodeConfig, PUBLISH_OPTIONS, NODE_CONFIG};
+use node::{AccessModel, ERRORS, NODE_CONFIG, NodeConfig, PUBLISH_OPTIONS};
 
 /// XEP-0060's namespaces.
 pub const NS: &str = "http://jabber.org/protocol/pubsub";
@@ -95,7 +95,11 @@ impl Section for PepConfig {
             None => Ok(default),
         };
         Ok(PepConfig {
-            max_items_node: number(raw.max_items_node, "max_items_node", defaults.max_items_node)?,
+            max_items_node: number(
+                raw.max_items_node,
+                "max_items_node",
+                defaults.max_items_node,
+            )?,
             max_payload_size: number(
                 raw.max_payload_size,
                 "max_payload_size",
@@ -164,20 +168,42 @@ impl Pep {
     }
 
     async fn node(&self, owner: &BareJid, node: &str) -> Result<Option<NodeConfig>, IqError> {
-        let stored = self.store.get(owner, NODES, "", node).await.map_err(storage)?;
-        Ok(stored.map(|json| serde_json::from_str(&json).unwrap_or_else(|_| NodeConfig::defaults())))
+        let stored = self
+            .store
+            .get(owner, NODES, "", node)
+            .await
+            .map_err(storage)?;
+        Ok(stored
+            .map(|json| serde_json::from_str(&json).unwrap_or_else(|_| NodeConfig::defaults())))
     }
 
-    async fn save_node(&self, owner: &BareJid, node: &str, config: &NodeConfig) -> Result<(), IqError> {
+    async fn save_node(
+        &self,
+        owner: &BareJid,
+        node: &str,
+        config: &NodeConfig,
+    ) -> Result<(), IqError> {
         let json = serde_json::to_string(config).map_err(|_| IqError::internal())?;
-        self.store.put(owner, NODES, "", node, &json).await.map_err(storage)
+        self.store
+            .put(owner, NODES, "", node, &json)
+            .await
+            .map_err(storage)
     }
 
     /// Create a node, within the account's limit.
-    async fn create(&self, owner: &BareJid, node: &str, config: &NodeConfig) -> Result<(), IqError> {
+    async fn create(
+        &self,
+        owner: &BareJid,
+        node: &str,
+        config: &NodeConfig,
+    ) -> Result<(), IqError> {
         let nodes = self.store.list(owner, NODES, "").await.map_err(storage)?;
         if nodes.len() >= MAX_NODES {
-            return Err(pubsub_error(ErrorType::Cancel, DefinedCondition::NotAllowed, "max-nodes-exceeded"));
+            return Err(pubsub_error(
+                ErrorType::Cancel,
+                DefinedCondition::NotAllowed,
+                "max-nodes-exceeded",
+            ));
         }
         self.save_node(owner, node, config).await
     }
@@ -194,7 +220,10 @@ impl Pep {
         if owner == requester {
             return Ok(());
         }
-        if server.blocked(Direction::Out, owner, &Jid::from(requester.clone())).await {
+        if server
+            .blocked(Direction::Out, owner, &Jid::from(requester.clone()))
+            .await
+        {
             return Err(IqError::service_unavailable());
         }
         let item = match server.roster() {
@@ -208,7 +237,9 @@ impl Pep {
         };
         match config.access_model() {
             AccessModel::Open => Ok(()),
-            AccessModel::Presence if item.as_ref().is_some_and(|item| item.state.has_from()) => Ok(()),
+            AccessModel::Presence if item.as_ref().is_some_and(|item| item.state.has_from()) => {
+                Ok(())
+            }
             AccessModel::Presence => Err(pubsub_error(
                 ErrorType::Auth,
                 DefinedCondition::NotAuthorized,
@@ -216,7 +247,9 @@ impl Pep {
             )),
             AccessModel::Roster
                 if item.as_ref().is_some_and(|item| {
-                    item.groups.iter().any(|group| config.roster_groups().contains(group))
+                    item.groups
+                        .iter()
+                        .any(|group| config.roster_groups().contains(group))
                 }) =>
             {
                 Ok(())
@@ -236,7 +269,13 @@ impl Pep {
 
     /// The resources to notify of a change to `node`: the owner's and the allowed contacts'
     /// available resources whose caps ask for `node+notify`.
-    async fn recipients(&self, server: &Server, owner: &BareJid, node: &str, config: &NodeConfig) -> Vec<FullJid> {
+    async fn recipients(
+        &self,
+        server: &Server,
+        owner: &BareJid,
+        node: &str,
+        config: &NodeConfig,
+    ) -> Vec<FullJid> {
         let notify = format!("{node}+notify");
         let mut targets: Vec<(FullJid, String)> = local_resources(server, owner);
         if config.access_model() != AccessModel::Whitelist
@@ -249,13 +288,22 @@ impl Pep {
                     Vec::new()
                 }
             };
-            for item in items.into_iter().filter(|item| item.state.has_from() && &item.contact != owner) {
+            for item in items
+                .into_iter()
+                .filter(|item| item.state.has_from() && &item.contact != owner)
+            {
                 if config.access_model() == AccessModel::Roster
-                    && !item.groups.iter().any(|group| config.roster_groups().contains(group))
+                    && !item
+                        .groups
+                        .iter()
+                        .any(|group| config.roster_groups().contains(group))
                 {
                     continue;
                 }
-                if server.blocked(Direction::Out, owner, &Jid::from(item.contact.clone())).await {
+                if server
+                    .blocked(Direction::Out, owner, &Jid::from(item.contact.clone()))
+                    .await
+                {
                     continue;
                 }
                 if server.is_local_domain(item.contact.domain().as_str()) {
@@ -278,7 +326,13 @@ impl Pep {
 
     /// Send the last item of each of `owner`'s nodes that `to` asks for and may see
     /// (XEP-0163 section 4.3.2).
-    async fn send_last_items(&self, server: &Server, owner: &BareJid, to: &FullJid, features: &Features) {
+    async fn send_last_items(
+        &self,
+        server: &Server,
+        owner: &BareJid,
+        to: &FullJid,
+        features: &Features,
+    ) {
         if !features.iter().any(|feature| feature.ends_with("+notify")) {
             return;
         }
@@ -293,10 +347,14 @@ impl Pep {
             if !features.contains(&format!("{}+notify", entry.item)) {
                 continue;
             }
-            let config: NodeConfig = serde_json::from_str(&entry.value).unwrap_or_else(|_| NodeConfig::defaults());
+            let config: NodeConfig =
+                serde_json::from_str(&entry.value).unwrap_or_else(|_| NodeConfig::defaults());
             if !config.sends_last_item()
                 || !config.delivers_notifications()
-                || self.may_read(server, owner, &to.to_bare(), &config).await.is_err()
+                || self
+                    .may_read(server, owner, &to.to_bare(), &config)
+                    .await
+                    .is_err()
             {
                 continue;
             }
@@ -309,7 +367,7 @@ impl Pep {
             };
             let mut items = element("items", EVENT, "node", entry.item.as_str());
             items.append_child(event_item(&last, config.delivers_payloads()));
-            notify(server, owner, &[to.clone()], items).await;
+            notify(server, owner, std::slice::from_ref(to), items).await;
         }
     }
 
@@ -318,24 +376,54 @@ impl Pep {
         match (payloads.next(), payloads.next()) {
             (Some(payload), None) => {
                 if String::from(payload).len() > self.config.max_payload_size {
-                    return Err(pubsub_error(ErrorType::Modify, DefinedCondition::NotAcceptable, "payload-too-big"));
+                    return Err(pubsub_error(
+                        ErrorType::Modify,
+                        DefinedCondition::NotAcceptable,
+                        "payload-too-big",
+                    ));
                 }
                 Ok(())
             }
-            (None, _) => Err(pubsub_error(ErrorType::Modify, DefinedCondition::BadRequest, "payload-required")),
-            (Some(_), Some(_)) => Err(pubsub_error(ErrorType::Modify, DefinedCondition::BadRequest, "invalid-payload")),
+            (None, _) => Err(pubsub_error(
+                ErrorType::Modify,
+                DefinedCondition::BadRequest,
+                "payload-required",
+            )),
+            (Some(_), Some(_)) => Err(pubsub_error(
+                ErrorType::Modify,
+                DefinedCondition::BadRequest,
+                "invalid-payload",
+            )),
         }
     }
 
     /// Publish (XEP-0060 section 7.1), creating the node on first use with publish-options
     /// as its configuration, or checking them as preconditions.
-    async fn publish(&self, server: &Server, owner: &BareJid, pubsub: &Element, publish: &Element) -> IqResponse {
+    async fn publish(
+        &self,
+        server: &Server,
+        owner: &BareJid,
+        pubsub: &Element,
+        publish: &Element,
+    ) -> IqResponse {
         let node = node_name(publish)?;
         let mut items = publish.children().filter(|child| child.is("item", NS));
         let item = match (items.next(), items.next()) {
             (Some(item), None) => item,
-            (None, _) => return Err(pubsub_error(ErrorType::Modify, DefinedCondition::BadRequest, "item-required")),
-            (Some(_), Some(_)) => return Err(pubsub_error(ErrorType::Modify, DefinedCondition::BadRequest, "invalid-payload")),
+            (None, _) => {
+                return Err(pubsub_error(
+                    ErrorType::Modify,
+                    DefinedCondition::BadRequest,
+                    "item-required",
+                ));
+            }
+            (Some(_), Some(_)) => {
+                return Err(pubsub_error(
+                    ErrorType::Modify,
+                    DefinedCondition::BadRequest,
+                    "invalid-payload",
+                ));
+            }
         };
         self.check_payload(item)?;
         let options = match pubsub
@@ -350,7 +438,11 @@ impl Pep {
                 if let Some(options) = &options
                     && !config.meets(options)?
                 {
-                    return Err(pubsub_error(ErrorType::Cancel, DefinedCondition::Conflict, "precondition-not-met"));
+                    return Err(pubsub_error(
+                        ErrorType::Cancel,
+                        DefinedCondition::Conflict,
+                        "precondition-not-met",
+                    ));
                 }
                 config
             }
@@ -363,7 +455,10 @@ impl Pep {
                 config
             }
         };
-        let id = item.attr("id").filter(|id| !id.is_empty()).map_or_else(crate::random_id, str::to_owned);
+        let id = item
+            .attr("id")
+            .filter(|id| !id.is_empty())
+            .map_or_else(crate::random_id, str::to_owned);
         let mut stored = element("item", NS, "id", id.as_str());
         for payload in item.children() {
             stored.append_child(payload.clone());
@@ -373,7 +468,12 @@ impl Pep {
             .await
             .map_err(storage)?;
         self.store
-            .trim(owner, ITEMS, node, config.max_items(self.config.max_items_node))
+            .trim(
+                owner,
+                ITEMS,
+                node,
+                config.max_items(self.config.max_items_node),
+            )
             .await
             .map_err(storage)?;
         if config.delivers_notifications() {
@@ -403,11 +503,20 @@ impl Pep {
             .filter_map(|item| item.attr("id"))
             .collect();
         if ids.is_empty() {
-            return Err(pubsub_error(ErrorType::Modify, DefinedCondition::BadRequest, "item-required"));
+            return Err(pubsub_error(
+                ErrorType::Modify,
+                DefinedCondition::BadRequest,
+                "item-required",
+            ));
         }
         let mut removed = Vec::new();
         for id in ids {
-            if self.store.delete(owner, ITEMS, node, id).await.map_err(storage)? {
+            if self
+                .store
+                .delete(owner, ITEMS, node, id)
+                .await
+                .map_err(storage)?
+            {
                 removed.push(id);
             }
         }
@@ -426,7 +535,13 @@ impl Pep {
     }
 
     /// Retrieve items (XEP-0060 section 6.5): all, the `max_items` latest, or by id.
-    async fn items(&self, server: &Server, owner: &BareJid, requester: &BareJid, request: &Element) -> IqResponse {
+    async fn items(
+        &self,
+        server: &Server,
+        owner: &BareJid,
+        requester: &BareJid,
+        request: &Element,
+    ) -> IqResponse {
         let node = node_name(request)?;
         let Some(config) = self.node(owner, node).await? else {
             return Err(IqError::item_not_found());
@@ -448,13 +563,21 @@ impl Pep {
         } else {
             let mut found = Vec::new();
             for id in wanted {
-                if let Some(value) = self.store.get(owner, ITEMS, node, id).await.map_err(storage)? {
+                if let Some(value) = self
+                    .store
+                    .get(owner, ITEMS, node, id)
+                    .await
+                    .map_err(storage)?
+                {
                     found.extend(value.parse::<Element>().ok());
                 }
             }
             found
         };
-        if let Some(max) = request.attr("max_items").and_then(|n| n.parse::<usize>().ok()) {
+        if let Some(max) = request
+            .attr("max_items")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
             let skip = stored.len().saturating_sub(max);
             stored.drain(..skip);
         }
@@ -485,7 +608,13 @@ impl Pep {
     }
 
     /// The owner's requests (XEP-0060 section 8): configure, delete, purge.
-    async fn owner_request(&self, server: &Server, owner: &BareJid, kind: IqType, request: &Element) -> IqResponse {
+    async fn owner_request(
+        &self,
+        server: &Server,
+        owner: &BareJid,
+        kind: IqType,
+        request: &Element,
+    ) -> IqResponse {
         let node = node_name(request)?;
         let Some(mut config) = self.node(owner, node).await? else {
             return Err(IqError::item_not_found());
@@ -508,7 +637,12 @@ impl Pep {
                 config.apply(&node::submitted(form, NODE_CONFIG)?)?;
                 self.save_node(owner, node, &config).await?;
                 self.store
-                    .trim(owner, ITEMS, node, config.max_items(self.config.max_items_node))
+                    .trim(
+                        owner,
+                        ITEMS,
+                        node,
+                        config.max_items(self.config.max_items_node),
+                    )
                     .await
                     .map_err(storage)?;
                 Ok(None)
@@ -519,13 +653,28 @@ impl Pep {
                 } else {
                     Vec::new()
                 };
-                self.store.delete_scope(owner, ITEMS, node).await.map_err(storage)?;
-                self.store.delete(owner, NODES, "", node).await.map_err(storage)?;
-                notify(server, owner, &recipients, element("delete", EVENT, "node", node)).await;
+                self.store
+                    .delete_scope(owner, ITEMS, node)
+                    .await
+                    .map_err(storage)?;
+                self.store
+                    .delete(owner, NODES, "", node)
+                    .await
+                    .map_err(storage)?;
+                notify(
+                    server,
+                    owner,
+                    &recipients,
+                    element("delete", EVENT, "node", node),
+                )
+                .await;
                 Ok(None)
             }
             (IqType::Set, "purge") => {
-                self.store.delete_scope(owner, ITEMS, node).await.map_err(storage)?;
+                self.store
+                    .delete_scope(owner, ITEMS, node)
+                    .await
+                    .map_err(storage)?;
                 Ok(None)
             }
             _ => Err(unsupported(request.name())),
@@ -535,14 +684,24 @@ impl Pep {
 
 /// `feature-not-implemented` with `<unsupported feature='...'/>` (XEP-0060 section 7.1.3).
 fn unsupported(_what: &str) -> IqError {
-    pubsub_error(ErrorType::Cancel, DefinedCondition::FeatureNotImplemented, "unsupported")
+    pubsub_error(
+        ErrorType::Cancel,
+        DefinedCondition::FeatureNotImplemented,
+        "unsupported",
+    )
 }
 
 fn node_name(element: &Element) -> Result<&str, IqError> {
     element
         .attr("node")
         .filter(|node| !node.is_empty())
-        .ok_or_else(|| pubsub_error(ErrorType::Modify, DefinedCondition::BadRequest, "nodeid-required"))
+        .ok_or_else(|| {
+            pubsub_error(
+                ErrorType::Modify,
+                DefinedCondition::BadRequest,
+                "nodeid-required",
+            )
+        })
 }
 
 /// An element with one attribute.
@@ -570,9 +729,10 @@ fn local_resources(server: &Server, user: &BareJid) -> Vec<(FullJid, String)> {
         .resources(user)
         .into_iter()
         .filter_map(|resource| match &resource.availability {
-            Availability::Available { presence, .. } => {
-                Some((resource.handle.jid.clone(), crate::presence::caps_of(presence)?))
-            }
+            Availability::Available { presence, .. } => Some((
+                resource.handle.jid.clone(),
+                crate::presence::caps_of(presence)?,
+            )),
             Availability::Unavailable => None,
         })
         .collect()
@@ -609,7 +769,11 @@ impl Module for Pep {
             r.account_feature(feature);
         }
         r.iq(IqScope::Account, NS, Arc::new(Requests(Arc::clone(&self))));
-        r.iq(IqScope::Account, OWNER, Arc::new(OwnerRequests(Arc::clone(&self))));
+        r.iq(
+            IqScope::Account,
+            OWNER,
+            Arc::new(OwnerRequests(Arc::clone(&self))),
+        );
         r.hooks()
             .presence_in
             .add(Priority::NORMAL, Arc::new(Presence(Arc::clone(&self))));
@@ -670,7 +834,9 @@ impl IqHandler for OwnerRequests {
         let Some(action) = request.payload.children().next() else {
             return Err(IqError::bad_request());
         };
-        self.0.owner_request(server, &owner, request.kind, action).await
+        self.0
+            .owner_request(server, &owner, request.kind, action)
+            .await
     }
 }
 
@@ -689,7 +855,10 @@ impl Handler<PresenceIn> for Presence {
             return Flow::Continue;
         };
         match pep.interest.seen(caps, &event.user, &event.from) {
-            Seen::Known(features) => pep.send_last_items(server, &event.user, &event.from, &features).await,
+            Seen::Known(features) => {
+                pep.send_last_items(server, &event.user, &event.from, &features)
+                    .await
+            }
             Seen::Waiting => {}
             Seen::Ask => {
                 // Asked in the background: presence is not held up by the answer.
@@ -701,7 +870,8 @@ impl Handler<PresenceIn> for Presence {
                         let known = features.is_some();
                         for (owner, resource) in pep.interest.learned(&caps, features) {
                             if known && let Some(features) = pep.interest.features(&caps) {
-                                pep.send_last_items(&server, &owner, &resource, &features).await;
+                                pep.send_last_items(&server, &owner, &resource, &features)
+                                    .await;
                             }
                         }
                     });
@@ -727,11 +897,11 @@ async fn ask_caps(server: &Server, from: &FullJid, caps: &str) -> Option<Feature
         Ok(crate::outbound::IqOutcome::Result(reply)) => reply,
         _ => return None,
     };
-    let info = reply.get_child("query", xmpp_parsers::ns::DISCO_INFO)?.clone();
+    let info = reply
+        .get_child("query", xmpp_parsers::ns::DISCO_INFO)?
+        .clone();
     let info = xmpp_parsers::disco::DiscoInfoResult::try_from(info).ok()?;
-    let data = xmpp_parsers::caps::compute_disco(&info);
-    let hash = xmpp_parsers::caps::hash_caps(&data, xmpp_parsers::hashes::Algo::Sha_1).ok()?;
-    if hash.to_base64() != ver {
+    if crate::disco::caps_ver(&info) != ver {
         tracing::debug!(%from, caps, answer = %String::from(&reply), "caps hash does not match the disco#info answer");
         return None;
     }

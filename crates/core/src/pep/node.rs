@@ -162,7 +162,11 @@ impl NodeConfig {
     /// The configuration as a form (XEP-0060 section 8.2.1).
     pub fn form(&self) -> Element {
         let mut form = super::element("x", DATA, "type", "form");
-        form.append_child(field("FORM_TYPE", Some("hidden"), &[NODE_CONFIG.to_owned()]));
+        form.append_child(field(
+            "FORM_TYPE",
+            Some("hidden"),
+            &[NODE_CONFIG.to_owned()],
+        ));
         for (var, values) in &self.0 {
             form.append_child(field(var, None, values));
         }
@@ -262,8 +266,16 @@ mod tests {
         config.apply(&options).unwrap();
         assert_eq!(config.access_model(), AccessModel::Open);
         assert!(config.meets(&options).unwrap());
-        assert!(config.meets(&fields(&[("pubsub#persist_items", "true")])).unwrap());
-        assert!(!config.meets(&fields(&[("pubsub#access_model", "presence")])).unwrap());
+        assert!(
+            config
+                .meets(&fields(&[("pubsub#persist_items", "true")]))
+                .unwrap()
+        );
+        assert!(
+            !config
+                .meets(&fields(&[("pubsub#access_model", "presence")]))
+                .unwrap()
+        );
         assert!(!config.meets(&fields(&[("urn:x:unknown", "x")])).unwrap());
     }
 
@@ -275,18 +287,28 @@ mod tests {
             .unwrap_err();
         assert_eq!(error.specific, Some(("unsupported-access-model", ERRORS)));
         assert!(config.apply(&fields(&[("pubsub#max_items", "0")])).is_err());
-        assert!(config.apply(&fields(&[("pubsub#persist_items", "yes")])).is_err());
+        assert!(
+            config
+                .apply(&fields(&[("pubsub#persist_items", "yes")]))
+                .is_err()
+        );
     }
 
     #[test]
     fn max_items_is_capped_and_max_means_the_cap() {
         let mut config = NodeConfig::defaults();
         assert_eq!(config.max_items(100), 1);
-        config.apply(&fields(&[("pubsub#max_items", "max")])).unwrap();
+        config
+            .apply(&fields(&[("pubsub#max_items", "max")]))
+            .unwrap();
         assert_eq!(config.max_items(100), 100);
-        config.apply(&fields(&[("pubsub#max_items", "1000")])).unwrap();
+        config
+            .apply(&fields(&[("pubsub#max_items", "1000")]))
+            .unwrap();
         assert_eq!(config.max_items(100), 100);
-        config.apply(&fields(&[("pubsub#persist_items", "false")])).unwrap();
+        config
+            .apply(&fields(&[("pubsub#persist_items", "false")]))
+            .unwrap();
         assert_eq!(config.max_items(100), 1);
     }
 }

@@ -207,10 +207,7 @@ pub(super) async fn send(server: &Server, presence: Element) {
     if let Some(from) = &from
         && from.to_bare() != to.to_bare()
     {
-        if server.is_local_user(from)
-            && server
-                .blocked(Direction::Out, &from.to_bare(), &to)
-                .await
+        if server.is_local_user(from) && server.blocked(Direction::Out, &from.to_bare(), &to).await
         {
             return;
         }

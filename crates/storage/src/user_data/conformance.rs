@@ -80,12 +80,18 @@ fn items(entries: &[Entry]) -> Vec<&str> {
 pub async fn put_then_get_round_trips_and_put_replaces(store: &dyn UserDataStore) {
     let owner = user("alice@put.example");
     assert_eq!(store.get(&owner, "vcard", "", "").await.unwrap(), None);
-    store.put(&owner, "vcard", "", "", "<vCard/>").await.unwrap();
+    store
+        .put(&owner, "vcard", "", "", "<vCard/>")
+        .await
+        .unwrap();
     assert_eq!(
         store.get(&owner, "vcard", "", "").await.unwrap().as_deref(),
         Some("<vCard/>")
     );
-    store.put(&owner, "vcard", "", "", "<vCard>2</vCard>").await.unwrap();
+    store
+        .put(&owner, "vcard", "", "", "<vCard>2</vCard>")
+        .await
+        .unwrap();
     assert_eq!(
         store.get(&owner, "vcard", "", "").await.unwrap().as_deref(),
         Some("<vCard>2</vCard>")
@@ -99,16 +105,31 @@ pub async fn put_then_get_round_trips_and_put_replaces(store: &dyn UserDataStore
 pub async fn list_is_per_scope_in_last_write_order(store: &dyn UserDataStore) {
     let owner = user("alice@list.example");
     for item in ["a", "b", "c"] {
-        store.put(&owner, "pep_item", "n1", item, item).await.unwrap();
+        store
+            .put(&owner, "pep_item", "n1", item, item)
+            .await
+            .unwrap();
     }
     store.put(&owner, "pep_item", "n2", "x", "x").await.unwrap();
     store.put(&owner, "block", "", "a", "").await.unwrap();
-    store.put(&owner, "pep_item", "n1", "a", "a2").await.unwrap();
+    store
+        .put(&owner, "pep_item", "n1", "a", "a2")
+        .await
+        .unwrap();
     let listed = store.list(&owner, "pep_item", "n1").await.unwrap();
     assert_eq!(items(&listed), ["b", "c", "a"]);
     assert_eq!(listed[2].value, "a2");
-    assert_eq!(items(&store.list(&owner, "pep_item", "n2").await.unwrap()), ["x"]);
-    assert!(store.list(&owner, "pep_item", "n3").await.unwrap().is_empty());
+    assert_eq!(
+        items(&store.list(&owner, "pep_item", "n2").await.unwrap()),
+        ["x"]
+    );
+    assert!(
+        store
+            .list(&owner, "pep_item", "n3")
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// Delete removes exactly one row and says whether it was there.
@@ -118,7 +139,10 @@ pub async fn delete_removes_one_row(store: &dyn UserDataStore) {
     store.put(&owner, "block", "", "z@y", "").await.unwrap();
     assert!(store.delete(&owner, "block", "", "x@y").await.unwrap());
     assert!(!store.delete(&owner, "block", "", "x@y").await.unwrap());
-    assert_eq!(items(&store.list(&owner, "block", "").await.unwrap()), ["z@y"]);
+    assert_eq!(
+        items(&store.list(&owner, "block", "").await.unwrap()),
+        ["z@y"]
+    );
 }
 
 /// Deleting a scope leaves the other scopes and users alone.
@@ -126,11 +150,26 @@ pub async fn delete_scope_removes_that_scope_only(store: &dyn UserDataStore) {
     let owner = user("alice@scope.example");
     let other = user("bob@scope.example");
     for scope in ["n1", "n2"] {
-        store.put(&owner, "pep_item", scope, "i", "v").await.unwrap();
-        store.put(&other, "pep_item", scope, "i", "v").await.unwrap();
+        store
+            .put(&owner, "pep_item", scope, "i", "v")
+            .await
+            .unwrap();
+        store
+            .put(&other, "pep_item", scope, "i", "v")
+            .await
+            .unwrap();
     }
-    assert_eq!(store.delete_scope(&owner, "pep_item", "n1").await.unwrap(), 1);
-    assert!(store.list(&owner, "pep_item", "n1").await.unwrap().is_empty());
+    assert_eq!(
+        store.delete_scope(&owner, "pep_item", "n1").await.unwrap(),
+        1
+    );
+    assert!(
+        store
+            .list(&owner, "pep_item", "n1")
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(store.list(&owner, "pep_item", "n2").await.unwrap().len(), 1);
     assert_eq!(store.list(&other, "pep_item", "n1").await.unwrap().len(), 1);
 }
@@ -139,15 +178,33 @@ pub async fn delete_scope_removes_that_scope_only(store: &dyn UserDataStore) {
 pub async fn trim_keeps_the_latest_rows(store: &dyn UserDataStore) {
     let owner = user("alice@trim.example");
     for item in ["1", "2", "3", "4", "5"] {
-        store.put(&owner, "pep_item", "n", item, item).await.unwrap();
+        store
+            .put(&owner, "pep_item", "n", item, item)
+            .await
+            .unwrap();
     }
-    store.put(&owner, "pep_item", "other", "o", "o").await.unwrap();
+    store
+        .put(&owner, "pep_item", "other", "o", "o")
+        .await
+        .unwrap();
     assert_eq!(store.trim(&owner, "pep_item", "n", 10).await.unwrap(), 0);
     assert_eq!(store.trim(&owner, "pep_item", "n", 2).await.unwrap(), 3);
-    assert_eq!(items(&store.list(&owner, "pep_item", "n").await.unwrap()), ["4", "5"]);
+    assert_eq!(
+        items(&store.list(&owner, "pep_item", "n").await.unwrap()),
+        ["4", "5"]
+    );
     assert_eq!(store.trim(&owner, "pep_item", "n", 0).await.unwrap(), 2);
-    assert!(store.list(&owner, "pep_item", "n").await.unwrap().is_empty());
-    assert_eq!(store.list(&owner, "pep_item", "other").await.unwrap().len(), 1);
+    assert!(
+        store
+            .list(&owner, "pep_item", "n")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.list(&owner, "pep_item", "other").await.unwrap().len(),
+        1
+    );
 }
 
 /// Removing a user deletes all its rows of every kind and nobody else's.
@@ -170,7 +227,19 @@ pub async fn remove_user_removes_every_row_of_that_user_only(store: &dyn UserDat
 pub async fn unusual_text_round_trips(store: &dyn UserDataStore) {
     let owner = user("élise@unusual.example");
     let value = "<item xmlns='urn:x'>'quoted' \"double\" ünïcode ✓ \\ %_</item>";
-    store.put(&owner, "pep_item", "urn:x:node'1", "id %_'", value).await.unwrap();
-    let listed = store.list(&owner, "pep_item", "urn:x:node'1").await.unwrap();
-    assert_eq!(listed, [Entry { item: "id %_'".to_owned(), value: value.to_owned() }]);
+    store
+        .put(&owner, "pep_item", "urn:x:node'1", "id %_'", value)
+        .await
+        .unwrap();
+    let listed = store
+        .list(&owner, "pep_item", "urn:x:node'1")
+        .await
+        .unwrap();
+    assert_eq!(
+        listed,
+        [Entry {
+            item: "id %_'".to_owned(),
+            value: value.to_owned()
+        }]
+    );
 }
