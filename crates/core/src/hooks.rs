@@ -197,9 +197,21 @@ pub struct PresenceIn {
     pub available: bool,
 }
 
+/// A user approved a contact's subscription to their presence (RFC 6121 section 3.1.5): the
+/// contact now receives it (personal eventing sends the contact the user's last items).
+#[derive(Debug)]
+pub struct SubscriptionApproved {
+    /// The user whose presence the contact may now see.
+    pub user: BareJid,
+    /// The contact.
+    pub contact: BareJid,
+}
+
 /// The catalogue of hooks.
 #[derive(Default)]
 pub struct Hooks {
+    /// See [`SubscriptionApproved`].
+    pub subscription_approved: HookList<SubscriptionApproved>,
     /// See [`MessageSent`].
     pub message_sent: HookList<MessageSent>,
     /// See [`MessageDelivered`].

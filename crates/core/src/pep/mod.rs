@@ -31,7 +31,7 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 use crate::{
     Origin, Server,
     config::{self, Integer, Invalid, KeyPath, Section},
-    hooks::{Direction, Flow, Handler, PresenceIn, Priority, UserRemoved},
+    hooks::{Direction, Flow, Handler, PresenceIn, Priority, SubscriptionApproved, UserRemoved},
     module::{IqError, IqHandler, IqRequest, IqResponse, IqScope, Module, Registrar},
     sessions::Availability,
 };
@@ -778,6 +778,9 @@ impl Module for Pep {
             .presence_in
             .add(Priority::NORMAL, Arc::new(Presence(Arc::clone(&self))));
         r.hooks()
+            .subscription_approved
+            .add(Priority::NORMAL, Arc::new(Approved(Arc::clone(&self))));
+        r.hooks()
             .user_removed
             .add(Priority::NORMAL, Arc::new(Remove(self)));
     }
@@ -876,6 +879,29 @@ impl Handler<PresenceIn> for Presence {
                         }
                     });
                 }
+            }
+        }
+        Flow::Continue
+    }
+}
+
+/// A contact newly subscribed to the owner's presence gets the owner's last items on the
+/// resources whose caps are known to ask for them ("on subscription", XEP-0163 section 4.3.2).
+struct Approved(Arc<Pep>);
+
+#[async_trait::async_trait]
+impl Handler<SubscriptionApproved> for Approved {
+    async fn call(&self, server: &Server, event: &mut SubscriptionApproved) -> Flow {
+        let pep = &self.0;
+        let resources = if server.is_local_domain(event.contact.domain().as_str()) {
+            local_resources(server, &event.contact)
+        } else {
+            pep.interest.remote_resources(&event.contact)
+        };
+        for (resource, caps) in resources {
+            if let Some(features) = pep.interest.features(&caps) {
+                pep.send_last_items(server, &event.user, &resource, &features)
+                    .await;
             }
         }
         Flow::Continue

@@ -159,6 +159,16 @@ pub(super) async fn outbound_subscription(
                     send(server, addressed(&presence, &Jid::from(contact.clone()))).await;
                 }
             }
+            let mut event = crate::hooks::SubscriptionApproved {
+                user: user.clone(),
+                contact: contact.clone(),
+            };
+            server
+                .extensions
+                .hooks()
+                .subscription_approved
+                .run(server, &mut event)
+                .await;
         }
         // Section 3.2.2: a contact whose subscription is cancelled sees the user go offline.
         SubscriptionKind::Unsubscribed
