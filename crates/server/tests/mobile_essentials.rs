@@ -671,6 +671,19 @@ async fn a_subscribed_contact_whose_caps_ask_is_notified_and_gets_the_last_item_
         .get_child("device", "urn:xmpp:omemo:2")
         .unwrap();
     assert_eq!(device.attr("id"), Some("8"));
+
+    // On subscription: carol, whose caps ask too, subscribes; alice's approval brings the
+    // last item.
+    let mut carol = login(&server, "carol", "desk").await;
+    carol.send(&format!("<presence>{c}</presence>")).await;
+    carol.drain(QUIET).await;
+    alice.drain(QUIET).await;
+    subscribe(&mut carol, "carol@localhost", &mut alice, "alice@localhost").await;
+    let last = until(&mut carol, "the last item on subscription", |e| {
+        e.has_child("event", EVENT)
+    })
+    .await;
+    assert_eq!(last.attr("from"), Some("alice@localhost"));
 }
 
 // ---------------------------------------------------------------------------------------
