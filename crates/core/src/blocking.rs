@@ -380,14 +380,11 @@ struct Remove(Arc<Blocking>);
 
 #[async_trait::async_trait]
 impl Handler<UserRemoved> for Remove {
-    async fn call(&self, _server: &Server, event: &mut UserRemoved) -> Flow {
+    async fn call(&self, server: &Server, event: &mut UserRemoved) -> Flow {
         self.0.forget(&event.user);
-        // The store's rows of the account go with the per-user data (the vCard module or
-        // whoever removes them first); removing twice is harmless.
-        if let Err(error) = self.0.store.remove_user(&event.user).await {
-            tracing::error!(user = %event.user, %error, "cannot remove the block list");
-        }
-        Flow::Continue
+        crate::user_data::RemoveUserData(Arc::clone(&self.0.store))
+            .call(server, event)
+            .await
     }
 }
 

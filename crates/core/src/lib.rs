@@ -9,6 +9,7 @@
 mod accounts;
 pub mod blocking;
 pub mod c2s;
+pub mod caps;
 pub mod carbons;
 pub mod component;
 pub mod components;
@@ -34,6 +35,7 @@ mod server;
 pub mod session_state;
 pub mod sessions;
 pub mod sm;
+mod user_data;
 pub mod vcard;
 pub mod version;
 

@@ -191,7 +191,7 @@ impl Registrar {
         }
         let mut extensions = registrar.extensions;
         if extensions.features.contains(xmpp_parsers::ns::DISCO_INFO) {
-            let ver = crate::disco::caps_ver(&extensions.server_info(None));
+            let ver = crate::caps::caps_ver(&extensions.server_info(None));
             let mut caps = Element::bare("c", xmpp_parsers::ns::CAPS);
             herald_stream::stanza::set_attr(&mut caps, "hash", "sha-1");
             herald_stream::stanza::set_attr(&mut caps, "node", CAPS_NODE);

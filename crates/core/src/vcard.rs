@@ -12,7 +12,7 @@ use minidom::Element;
 use crate::{
     Server,
     config::{self, Integer, Invalid, KeyPath, Section},
-    hooks::{Flow, Handler, Priority, UserRemoved},
+    hooks::Priority,
     module::{IqError, IqHandler, IqRequest, IqResponse, IqScope, Module, Registrar},
 };
 
@@ -79,9 +79,10 @@ impl Module for Vcard {
         r.feature(NS);
         r.account_feature(NS);
         r.iq(IqScope::Account, NS, Arc::new(Requests(Arc::clone(&self))));
-        r.hooks()
-            .user_removed
-            .add(Priority::NORMAL, Arc::new(Remove(self)));
+        r.hooks().user_removed.add(
+            Priority::NORMAL,
+            Arc::new(crate::user_data::RemoveUserData(Arc::clone(&self.store))),
+        );
     }
 }
 
@@ -130,17 +131,5 @@ impl IqHandler for Requests {
             }
             _ => Err(IqError::bad_request()),
         }
-    }
-}
-
-struct Remove(Arc<Vcard>);
-
-#[async_trait::async_trait]
-impl Handler<UserRemoved> for Remove {
-    async fn call(&self, _server: &Server, event: &mut UserRemoved) -> Flow {
-        if let Err(error) = self.0.store.remove_user(&event.user).await {
-            tracing::error!(user = %event.user, %error, "cannot remove the vCard");
-        }
-        Flow::Continue
     }
 }

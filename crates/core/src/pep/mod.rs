@@ -31,7 +31,7 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 use crate::{
     Origin, Server,
     config::{self, Integer, Invalid, KeyPath, Section},
-    hooks::{Direction, Flow, Handler, PresenceIn, Priority, SubscriptionApproved, UserRemoved},
+    hooks::{Direction, Flow, Handler, PresenceIn, Priority, SubscriptionApproved},
     module::{IqError, IqHandler, IqRequest, IqResponse, IqScope, Module, Registrar},
     sessions::Availability,
 };
@@ -187,6 +187,16 @@ impl Pep {
         self.store
             .put(owner, NODES, "", node, &json)
             .await
+            .map_err(storage)
+    }
+
+    /// Keep the node's `max_items` latest items.
+    async fn trim(&self, owner: &BareJid, node: &str, config: &NodeConfig) -> Result<(), IqError> {
+        let keep = config.max_items(self.config.max_items_node);
+        self.store
+            .trim(owner, ITEMS, node, keep)
+            .await
+            .map(|_| ())
             .map_err(storage)
     }
 
@@ -467,15 +477,7 @@ impl Pep {
             .put(owner, ITEMS, node, &id, &String::from(&stored))
             .await
             .map_err(storage)?;
-        self.store
-            .trim(
-                owner,
-                ITEMS,
-                node,
-                config.max_items(self.config.max_items_node),
-            )
-            .await
-            .map_err(storage)?;
+        self.trim(owner, node, &config).await?;
         if config.delivers_notifications() {
             let recipients = self.recipients(server, owner, node, &config).await;
             let mut items = element("items", EVENT, "node", node);
@@ -636,15 +638,7 @@ impl Pep {
                 }
                 config.apply(&node::submitted(form, NODE_CONFIG)?)?;
                 self.save_node(owner, node, &config).await?;
-                self.store
-                    .trim(
-                        owner,
-                        ITEMS,
-                        node,
-                        config.max_items(self.config.max_items_node),
-                    )
-                    .await
-                    .map_err(storage)?;
+                self.trim(owner, node, &config).await?;
                 Ok(None)
             }
             (IqType::Set, "delete") => {
@@ -780,9 +774,10 @@ impl Module for Pep {
         r.hooks()
             .subscription_approved
             .add(Priority::NORMAL, Arc::new(Approved(Arc::clone(&self))));
-        r.hooks()
-            .user_removed
-            .add(Priority::NORMAL, Arc::new(Remove(self)));
+        r.hooks().user_removed.add(
+            Priority::NORMAL,
+            Arc::new(crate::user_data::RemoveUserData(Arc::clone(&self.store))),
+        );
     }
 
     fn start(self: Arc<Self>, server: &Arc<Server>) {
@@ -927,21 +922,9 @@ async fn ask_caps(server: &Server, from: &FullJid, caps: &str) -> Option<Feature
         .get_child("query", xmpp_parsers::ns::DISCO_INFO)?
         .clone();
     let info = xmpp_parsers::disco::DiscoInfoResult::try_from(info).ok()?;
-    if crate::disco::caps_ver(&info) != ver {
+    if crate::caps::caps_ver(&info) != ver {
         tracing::debug!(%from, caps, answer = %String::from(&reply), "caps hash does not match the disco#info answer");
         return None;
     }
     Some(Arc::new(info.features.into_iter().collect()))
-}
-
-struct Remove(Arc<Pep>);
-
-#[async_trait::async_trait]
-impl Handler<UserRemoved> for Remove {
-    async fn call(&self, _server: &Server, event: &mut UserRemoved) -> Flow {
-        if let Err(error) = self.0.store.remove_user(&event.user).await {
-            tracing::error!(user = %event.user, %error, "cannot remove PEP nodes");
-        }
-        Flow::Continue
-    }
 }
