@@ -671,6 +671,18 @@ async fn a_subscribed_contact_whose_caps_ask_is_notified_and_gets_the_last_item_
         .get_child("device", "urn:xmpp:omemo:2")
         .unwrap();
     assert_eq!(device.attr("id"), Some("8"));
+    // A presence update is not a login: no second copy.
+    laptop
+        .send(&format!("<presence><show>away</show>{c}</presence>"))
+        .await;
+    assert!(
+        laptop
+            .drain(QUIET)
+            .await
+            .iter()
+            .all(|e| !e.has_child("event", EVENT)),
+        "the last item again on a presence update"
+    );
 
     // On subscription: carol, whose caps ask too, subscribes; alice's approval brings the
     // last item.

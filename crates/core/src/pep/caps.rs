@@ -15,6 +15,9 @@ use jid::{BareJid, FullJid};
 const MAX_REMOTE_RESOURCES: usize = 100_000;
 /// Most accounts waiting for one caps query.
 const MAX_WAITERS: usize = 1000;
+/// Most (account, resource) pairs remembered as served their last items; beyond, the memory
+/// starts over (at worst a resource gets the last items again with its next presence).
+const MAX_SERVED: usize = 100_000;
 
 /// The features of one caps hash.
 pub type Features = Arc<HashSet<String>>;
@@ -29,6 +32,9 @@ pub struct Interest {
     /// Remote resources by bare JID: resource → caps.
     remote: Mutex<HashMap<BareJid, HashMap<String, String>>>,
     remote_count: Mutex<usize>,
+    /// The resources each account sent its last items to since they came online, with the
+    /// caps they had: a presence update is not a login.
+    served: Mutex<HashMap<(BareJid, FullJid), String>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -56,6 +62,7 @@ impl Interest {
             waiting: Mutex::new(HashMap::new()),
             remote: Mutex::new(HashMap::new()),
             remote_count: Mutex::new(0),
+            served: Mutex::new(HashMap::new()),
         }
     }
 
@@ -129,6 +136,26 @@ impl Interest {
         }
     }
 
+    /// Whether `resource`, with `caps`, is new to `owner` (it came online, or its caps
+    /// changed) and so gets the owner's last items; it is remembered as served.
+    pub fn first_presence(&self, owner: &BareJid, resource: &FullJid, caps: &str) -> bool {
+        let mut served = lock(&self.served);
+        let key = (owner.clone(), resource.clone());
+        if served.get(&key).is_some_and(|seen| seen == caps) {
+            return false;
+        }
+        if served.len() >= MAX_SERVED && !served.contains_key(&key) {
+            served.clear();
+        }
+        served.insert(key, caps.to_owned());
+        true
+    }
+
+    /// `resource` went offline for `owner`: its next available presence is a login again.
+    pub fn offline(&self, owner: &BareJid, resource: &FullJid) {
+        lock(&self.served).remove(&(owner.clone(), resource.clone()));
+    }
+
     /// The remote resources of `contact` with their caps.
     pub fn remote_resources(&self, contact: &BareJid) -> Vec<(FullJid, String)> {
         lock(&self.remote)
@@ -178,6 +205,20 @@ mod tests {
             .filter(|caps| interest.features(caps).is_some())
             .count();
         assert_eq!(known, 2);
+    }
+
+    #[test]
+    fn only_the_first_presence_of_a_resource_is_served_until_it_leaves_or_its_caps_change() {
+        let interest = Interest::new(2);
+        let owner = BareJid::new("a@x").unwrap();
+        let phone = FullJid::new("c@y/phone").unwrap();
+        assert!(interest.first_presence(&owner, &phone, "n#1"));
+        assert!(!interest.first_presence(&owner, &phone, "n#1"));
+        assert!(interest.first_presence(&owner, &phone, "n#2"));
+        interest.offline(&owner, &phone);
+        assert!(interest.first_presence(&owner, &phone, "n#2"));
+        let other = BareJid::new("b@x").unwrap();
+        assert!(interest.first_presence(&other, &phone, "n#2"));
     }
 
     #[test]

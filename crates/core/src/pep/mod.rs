@@ -850,8 +850,14 @@ impl Handler<PresenceIn> for Presence {
             pep.interest.remote(&event.from, event.caps.clone());
         }
         let Some(caps) = &event.caps else {
+            pep.interest.offline(&event.user, &event.from);
             return Flow::Continue;
         };
+        // Last items go to a resource when it comes online (or its caps change), not with
+        // every presence update.
+        if !pep.interest.first_presence(&event.user, &event.from, caps) {
+            return Flow::Continue;
+        }
         match pep.interest.seen(caps, &event.user, &event.from) {
             Seen::Known(features) => {
                 pep.send_last_items(server, &event.user, &event.from, &features)
@@ -894,6 +900,8 @@ impl Handler<SubscriptionApproved> for Approved {
             pep.interest.remote_resources(&event.contact)
         };
         for (resource, caps) in resources {
+            // Served now: its next presence update is not a login.
+            pep.interest.first_presence(&event.user, &resource, &caps);
             if let Some(features) = pep.interest.features(&caps) {
                 pep.send_last_items(server, &event.user, &resource, &features)
                     .await;
