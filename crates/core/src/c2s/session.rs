@@ -776,6 +776,7 @@ impl Session {
         if let Some(state) = self.handle.state.get::<ClientState>() {
             state.set_inactive(false);
         }
+        self.releasing = !self.held.is_empty();
         if let Err(error) = self.acked(h).await {
             let end = sm_failure(error);
             if let End::Error(condition) = end {
