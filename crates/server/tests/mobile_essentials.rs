@@ -300,6 +300,60 @@ async fn csi_holds_presence_while_inactive_and_a_chat_message_brings_it_with_it_
 }
 
 #[tokio::test]
+async fn what_was_held_for_an_inactive_phone_comes_with_the_resumed_stream() {
+    let server = server().await;
+    let mut alice = login(&server, "alice", "phone").await;
+    alice
+        .send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+        .await;
+    let enabled = alice.next().await;
+    let id = enabled.attr("id").expect("a resumption id").to_owned();
+    alice.send("<presence/>").await;
+    until(&mut alice, "the presence echo", |e| e.name() == "presence").await;
+    alice.send("<inactive xmlns='urn:xmpp:csi:0'/>").await;
+    let mut bob = online(&server, "bob", "desk").await;
+    bob.send("<presence to='alice@localhost/phone'><show>away</show></presence>")
+        .await;
+    // (Ack requests may come; the presence may not.)
+    assert!(
+        alice
+            .drain(Duration::from_millis(500))
+            .await
+            .iter()
+            .all(|e| e.name() != "presence"),
+        "presence reached an inactive client"
+    );
+    // The phone's connection goes; it comes back and resumes (having handled nothing).
+    drop(alice);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut phone = Client::connect(server.addr(common::STARTTLS)).await;
+    phone.open("localhost").await;
+    phone.starttls("localhost", &server.cert()).await;
+    phone
+        .scram("SCRAM-SHA-256", "alice", "alice-pass")
+        .await
+        .unwrap();
+    phone.open("localhost").await;
+    phone
+        .send(&format!(
+            "<resume xmlns='urn:xmpp:sm:3' previd='{id}' h='0'/>"
+        ))
+        .await;
+    let resumed = phone.next().await;
+    assert_eq!(resumed.name(), "resumed", "{resumed:?}");
+    let held = until(&mut phone, "the held presence", |e| {
+        e.name() == "presence" && e.attr("from") == Some("bob@localhost/desk")
+    })
+    .await;
+    assert_eq!(
+        held.get_child("show", "jabber:client")
+            .map(Element::text)
+            .as_deref(),
+        Some("away")
+    );
+}
+
+#[tokio::test]
 async fn csi_is_offered_as_a_stream_feature() {
     let server = server().await;
     let mut client = Client::connect(server.addr(common::STARTTLS)).await;
