@@ -50,6 +50,12 @@ registration_timeout = "infinity"
 [modules.mod_fail2ban]
 c2s_max_auth_failures = 1000000
 [modules.mod_event_pusher.push]
+[modules.mod_carboncopy]
+[modules.mod_csi]
+[modules.mod_blocking]
+[modules.mod_pep]
+[modules.mod_vcard]
+[modules.mod_version]
 "#;
 
 const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
@@ -68,6 +74,15 @@ fn c2s_transcript() -> Vec<String> {
              <iq type='set' id='p'><enable xmlns='urn:xmpp:push:0' jid='push.localhost' node='n'/></iq>\
              <message to='bob@localhost' type='chat'><body>hi</body></message>\
              <iq type='get' id='q'><query xmlns='jabber:iq:roster'/></iq>\
+             <iq type='set' id='c'><enable xmlns='urn:xmpp:carbons:2'/></iq><inactive xmlns='urn:xmpp:csi:0'/>\
+             <iq type='set' id='k'><block xmlns='urn:xmpp:blocking'><item jid='bob@localhost'/></block></iq>\
+             <iq type='set' id='u'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='n'><item id='i'><x xmlns='urn:x'/></item></publish>\
+             <publish-options><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'><value>http://jabber.org/protocol/pubsub#publish-options</value></field>\
+             <field var='pubsub#access_model'><value>open</value></field></x></publish-options></pubsub></iq>\
+             <iq type='get' id='g' to='bob@localhost'><pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='n' max_items='2'/></pubsub></iq>\
+             <iq type='get' id='o'><pubsub xmlns='http://jabber.org/protocol/pubsub#owner'><configure node='n'/></pubsub></iq>\
+             <iq type='set' id='v'><vCard xmlns='vcard-temp'><FN>A</FN></vCard></iq><active xmlns='urn:xmpp:csi:0'/>\
+             <presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='n' ver='v'/></presence>\
              <r xmlns='urn:xmpp:sm:3'/><a xmlns='urn:xmpp:sm:3' h='2'/>\
              <resume xmlns='urn:xmpp:sm:3' previd='x' h='1'/></stream:stream>"
         ),
