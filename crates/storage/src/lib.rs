@@ -25,6 +25,7 @@
 //! ```
 
 mod accounts;
+pub mod archive;
 mod error;
 mod migrations;
 pub mod offline;
@@ -43,6 +44,7 @@ use std::sync::Arc;
 pub use accounts::AccountStore;
 #[doc(hidden)]
 pub use accounts::conformance;
+pub use archive::ArchiveStore;
 pub use error::StorageError;
 pub use migrations::{AppliedMigration, Migration, MigrationSet};
 pub use offline::OfflineStore;
@@ -62,6 +64,7 @@ pub struct Storage {
     roster: Arc<dyn RosterStore>,
     offline: Arc<dyn OfflineStore>,
     user_data: Arc<dyn UserDataStore>,
+    archive: Arc<dyn ArchiveStore>,
     applied: Arc<[AppliedMigration]>,
 }
 
@@ -177,6 +180,7 @@ impl Storage {
             roster: Arc::new(sql::SqlRoster::new(pool.clone())),
             offline: Arc::new(sql::SqlOffline::new(pool.clone())),
             user_data: Arc::new(sql::SqlUserData::new(pool.clone())),
+            archive: Arc::new(sql::SqlArchive::new(pool.clone())),
             applied: applied.into(),
             engine: Backend::Postgres(pool, target.into()),
         }
@@ -189,6 +193,7 @@ impl Storage {
             roster: Arc::new(sql::SqlRoster::new(pool.clone())),
             offline: Arc::new(sql::SqlOffline::new(pool.clone())),
             user_data: Arc::new(sql::SqlUserData::new(pool.clone())),
+            archive: Arc::new(sql::SqlArchive::new(pool.clone())),
             engine: Backend::Sqlite(pool),
         }
     }
@@ -211,6 +216,11 @@ impl Storage {
     /// The per-user data of the core modules (block lists, vCards, PEP).
     pub fn user_data(&self) -> Arc<dyn UserDataStore> {
         Arc::clone(&self.user_data)
+    }
+
+    /// The message archive (XEP-0313).
+    pub fn archive(&self) -> Arc<dyn ArchiveStore> {
+        Arc::clone(&self.archive)
     }
 
     /// The migrations applied when this database was opened, in order (empty if its schema

@@ -61,6 +61,12 @@ pub(crate) const OWN: &[Migration] = &[
         sqlite: include_str!("sqlite/migrations/0005_user_data.sql"),
         postgres: include_str!("postgres/migrations/0005_user_data.sql"),
     },
+    Migration {
+        version: 6,
+        description: "message archive (XEP-0313): mam_message",
+        sqlite: include_str!("sqlite/migrations/0006_archive.sql"),
+        postgres: include_str!("postgres/migrations/0006_archive.sql"),
+    },
 ];
 
 /// Versions of the one sequence that feature crates own (4: herald-push's registrations). A

@@ -15,6 +15,7 @@ type Migrations = crate::sql::migrate::Migrator<sqlx::Postgres>;
 use crate::accounts::conformance::{
     account_store_conformance_tests, run_account_store_conformance,
 };
+use crate::archive::conformance::{archive_store_conformance_tests, run_archive_store_conformance};
 use crate::offline::NewOfflineMessage;
 use crate::offline::conformance::{offline_store_conformance_tests, run_offline_store_conformance};
 use crate::roster::RosterItem;
@@ -23,7 +24,9 @@ use crate::test_database::TestDatabase;
 use crate::user_data::conformance::{
     run_user_data_store_conformance, user_data_store_conformance_tests,
 };
-use crate::{AccountStore, OfflineStore, RosterStore, Storage, StorageError, UserDataStore};
+use crate::{
+    AccountStore, ArchiveStore, OfflineStore, RosterStore, Storage, StorageError, UserDataStore,
+};
 
 /// An opened [`Storage`] and the database that must outlive it (dropped after it).
 struct Opened {
@@ -46,6 +49,10 @@ impl Opened {
 
     fn user_data(&self) -> Arc<dyn UserDataStore> {
         self.storage.user_data()
+    }
+
+    fn archive(&self) -> Arc<dyn ArchiveStore> {
+        self.storage.archive()
     }
 
     fn pool(&self) -> &PgPool {
@@ -84,6 +91,11 @@ mod user_data {
     user_data_store_conformance_tests!(optional super::open);
 }
 
+mod archive {
+    use super::*;
+    archive_store_conformance_tests!(optional super::open);
+}
+
 #[tokio::test]
 async fn the_whole_suite_passes_on_one_shared_store() {
     let Some(opened) = open().await else { return };
@@ -91,6 +103,7 @@ async fn the_whole_suite_passes_on_one_shared_store() {
     run_roster_store_conformance(opened.roster()).await;
     run_offline_store_conformance(opened.offline()).await;
     run_user_data_store_conformance(opened.user_data()).await;
+    run_archive_store_conformance(opened.archive()).await;
 }
 
 fn jid(text: &str) -> BareJid {
@@ -136,7 +149,7 @@ async fn every_migration_is_applied_once_and_recorded() {
         .iter()
         .map(|applied| applied.version)
         .collect();
-    assert_eq!(versions, [1, 2, 3, 4, 5]);
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
     assert!(
         Migrations::migrate(&pool, &[&FEATURE])
             .await
@@ -150,7 +163,7 @@ async fn every_migration_is_applied_once_and_recorded() {
             .fetch_all(&pool)
             .await
             .unwrap();
-    assert_eq!(recorded, [1, 2, 3, 4, 5]);
+    assert_eq!(recorded, [1, 2, 3, 4, 5, 6]);
     reopened.close().await;
     storage.close().await;
 }

@@ -7,6 +7,7 @@
 //! (sqlx binds SQLite's `$N` parameters positionally).
 
 mod accounts;
+mod archive;
 pub(crate) mod migrate;
 pub(crate) mod offline;
 mod roster;
@@ -17,6 +18,7 @@ use std::future::Future;
 use sqlx::{Database, Pool, Transaction};
 
 pub(crate) use accounts::SqlAccounts;
+pub(crate) use archive::SqlArchive;
 pub(crate) use offline::SqlOffline;
 pub(crate) use roster::SqlRoster;
 pub(crate) use user_data::SqlUserData;

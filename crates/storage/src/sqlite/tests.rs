@@ -14,6 +14,7 @@ type Migrations = crate::sql::migrate::Migrator<sqlx::Sqlite>;
 use crate::accounts::conformance::{
     account_store_conformance_tests, run_account_store_conformance,
 };
+use crate::archive::conformance::{archive_store_conformance_tests, run_archive_store_conformance};
 use crate::migrations::Migration;
 use crate::offline::conformance::{offline_store_conformance_tests, run_offline_store_conformance};
 use crate::offline::{NewOfflineMessage, Stored};
@@ -22,7 +23,9 @@ use crate::roster::{RosterItem, SubscriptionState};
 use crate::user_data::conformance::{
     run_user_data_store_conformance, user_data_store_conformance_tests,
 };
-use crate::{AccountStore, OfflineStore, RosterStore, Storage, StorageError, UserDataStore};
+use crate::{
+    AccountStore, ArchiveStore, OfflineStore, RosterStore, Storage, StorageError, UserDataStore,
+};
 
 /// An opened [`Storage`] and the directory that must outlive it.
 struct Opened {
@@ -45,6 +48,10 @@ impl Opened {
 
     fn user_data(&self) -> Arc<dyn UserDataStore> {
         self.storage.user_data()
+    }
+
+    fn archive(&self) -> Arc<dyn ArchiveStore> {
+        self.storage.archive()
     }
 }
 
@@ -106,6 +113,16 @@ mod user_data_in_a_file {
     user_data_store_conformance_tests!(super::open_file);
 }
 
+mod archive_in_memory {
+    use super::*;
+    archive_store_conformance_tests!(super::open_in_memory);
+}
+
+mod archive_in_a_file {
+    use super::*;
+    archive_store_conformance_tests!(super::open_file);
+}
+
 #[tokio::test]
 async fn the_whole_suite_passes_on_one_shared_in_memory_store() {
     let opened = open_in_memory().await;
@@ -113,6 +130,7 @@ async fn the_whole_suite_passes_on_one_shared_in_memory_store() {
     run_roster_store_conformance(opened.roster()).await;
     run_offline_store_conformance(opened.offline()).await;
     run_user_data_store_conformance(opened.user_data()).await;
+    run_archive_store_conformance(opened.archive()).await;
 }
 
 #[tokio::test]
@@ -122,6 +140,7 @@ async fn the_whole_suite_passes_on_one_shared_file_store() {
     run_roster_store_conformance(opened.roster()).await;
     run_offline_store_conformance(opened.offline()).await;
     run_user_data_store_conformance(opened.user_data()).await;
+    run_archive_store_conformance(opened.archive()).await;
 }
 
 fn jid(text: &str) -> BareJid {

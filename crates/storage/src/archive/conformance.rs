@@ -1,0 +1,207 @@
+//! The behaviour every [`ArchiveStore`] engine must have: one suite, run against each engine.
+//! Each behaviour uses owners of its own domain, so they can share one store.
+
+use std::sync::Arc;
+
+use jid::BareJid;
+
+use crate::archive::{
+    ArchiveId, ArchiveQuery, ArchiveStore, ArchivedMessage, Direction, Paging, next_id,
+};
+
+/// Calls `$then!((args) case, case, ...)` with every behaviour of the suite.
+macro_rules! with_cases {
+    ($then:ident ! ($($args:tt)*)) => {
+        $then! { ($($args)*)
+            pages_forward_and_backward_with_complete_and_count,
+            filters_by_with_time_ids_and_text,
+            exists_and_remove_user_are_per_owner,
+            purge_before_removes_older_messages_only,
+        }
+    };
+}
+
+/// Defines one `#[tokio::test]` per behaviour. `$open` names an async fn returning a value
+/// with `fn archive(&self) -> Arc<dyn ArchiveStore>` (`optional`: an `Option`).
+#[cfg(test)]
+macro_rules! archive_store_conformance_tests {
+    ((optional $open:path) $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                let Some(opened) = $open().await else { return };
+                $crate::archive::conformance::$case(opened.archive().as_ref()).await;
+            }
+        )*
+    };
+    (optional $open:path) => {
+        $crate::archive::conformance::with_cases!(archive_store_conformance_tests!(optional $open));
+    };
+    (($open:path) $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                let opened = $open().await;
+                $crate::archive::conformance::$case(opened.archive().as_ref()).await;
+            }
+        )*
+    };
+    ($open:path) => {
+        $crate::archive::conformance::with_cases!(archive_store_conformance_tests!($open));
+    };
+}
+
+#[cfg(test)]
+pub(crate) use archive_store_conformance_tests;
+#[cfg(test)]
+pub(crate) use with_cases;
+
+/// Run every behaviour of the suite against `store`; panics on the first misbehaviour.
+pub async fn run_archive_store_conformance(store: Arc<dyn ArchiveStore>) {
+    macro_rules! run_each {
+        (($store:expr) $($case:ident),* $(,)?) => {
+            $( $case($store).await; )*
+        };
+    }
+    with_cases!(run_each!(store.as_ref()));
+}
+
+fn user(text: &str) -> BareJid {
+    BareJid::new(text).unwrap()
+}
+
+/// `n` messages for `owner` with `remote`, bodies `"{prefix}{i}"`; their ids.
+async fn fill(
+    store: &dyn ArchiveStore,
+    owner: &BareJid,
+    remote: &str,
+    prefix: &str,
+    n: usize,
+) -> Vec<ArchiveId> {
+    let messages: Vec<ArchivedMessage> = (0..n)
+        .map(|i| ArchivedMessage {
+            id: next_id(),
+            owner: owner.clone(),
+            remote_bare: remote.to_owned(),
+            remote_resource: "r".to_owned(),
+            direction: if i % 2 == 0 {
+                Direction::In
+            } else {
+                Direction::Out
+            },
+            from: format!("{remote}/r"),
+            origin_id: Some(format!("o{i}")),
+            body: format!("{prefix}{i}"),
+            message: format!("<message xmlns='jabber:client'><body>{prefix}{i}</body></message>"),
+        })
+        .collect();
+    store.append(&messages).await.unwrap();
+    messages.iter().map(|m| m.id).collect()
+}
+
+fn ids(page: &crate::archive::ArchivePage) -> Vec<ArchiveId> {
+    page.items.iter().map(|found| found.id).collect()
+}
+
+/// 30 messages: forward pages of 20 then 10 (complete on the last), backward from the end.
+pub async fn pages_forward_and_backward_with_complete_and_count(store: &dyn ArchiveStore) {
+    let owner = user("alice@pages.example");
+    let all = fill(store, &owner, "bob@pages.example", "m", 30).await;
+    let mut query = ArchiveQuery::all(20);
+    let first = store.query(&owner, &query).await.unwrap();
+    assert_eq!(ids(&first), all[..20]);
+    assert!(!first.complete);
+    assert_eq!(first.count, 30);
+    query.paging = Paging::Forward(Some(all[19]));
+    let second = store.query(&owner, &query).await.unwrap();
+    assert_eq!(ids(&second), all[20..]);
+    assert!(second.complete);
+    query.paging = Paging::Backward(None);
+    let last = store.query(&owner, &query).await.unwrap();
+    assert_eq!(ids(&last), all[10..], "the last page, oldest first");
+    assert!(!last.complete);
+    query.paging = Paging::Backward(Some(all[10]));
+    let before = store.query(&owner, &query).await.unwrap();
+    assert_eq!(ids(&before), all[..10]);
+    assert!(before.complete);
+    assert!(first.items[0].message.contains("<body>m0</body>"));
+}
+
+/// `with` (bare and resource), time (id) ranges, after/before ids, id lists, text.
+pub async fn filters_by_with_time_ids_and_text(store: &dyn ArchiveStore) {
+    let owner = user("alice@filters.example");
+    let bob = fill(store, &owner, "bob@filters.example", "hello ", 5).await;
+    let carol = fill(store, &owner, "carol@filters.example", "Other ", 5).await;
+    let mut query = ArchiveQuery::all(50);
+    query.with_bare = Some("carol@filters.example".to_owned());
+    assert_eq!(ids(&store.query(&owner, &query).await.unwrap()), carol);
+    query.with_resource = Some("elsewhere".to_owned());
+    assert!(store.query(&owner, &query).await.unwrap().items.is_empty());
+    let mut query = ArchiveQuery::all(50);
+    query.start = Some(bob[2]);
+    query.end = Some(carol[1]);
+    let page = store.query(&owner, &query).await.unwrap();
+    assert_eq!(ids(&page), [&bob[2..], &carol[..2]].concat());
+    assert_eq!(page.count, 5);
+    let mut query = ArchiveQuery::all(50);
+    query.after_id = Some(bob[3]);
+    query.before_id = Some(carol[1]);
+    assert_eq!(
+        ids(&store.query(&owner, &query).await.unwrap()),
+        [bob[4], carol[0]]
+    );
+    let mut query = ArchiveQuery::all(50);
+    query.ids = vec![carol[4], bob[0]];
+    assert_eq!(
+        ids(&store.query(&owner, &query).await.unwrap()),
+        [bob[0], carol[4]]
+    );
+    let mut query = ArchiveQuery::all(50);
+    query.text = Some("OTHER 3".to_owned());
+    assert_eq!(ids(&store.query(&owner, &query).await.unwrap()), [carol[3]]);
+    query.text = Some("%".to_owned());
+    assert!(
+        store.query(&owner, &query).await.unwrap().items.is_empty(),
+        "% is literal"
+    );
+}
+
+/// Ids are per owner; removing a user leaves the others.
+pub async fn exists_and_remove_user_are_per_owner(store: &dyn ArchiveStore) {
+    let alice = user("alice@owners.example");
+    let bob = user("bob@owners.example");
+    let mine = fill(store, &alice, "x@owners.example", "a", 2).await;
+    let his = fill(store, &bob, "x@owners.example", "b", 2).await;
+    assert!(store.exists(&alice, mine[0]).await.unwrap());
+    assert!(!store.exists(&alice, his[0]).await.unwrap());
+    store.remove_user(&alice).await.unwrap();
+    assert_eq!(
+        store
+            .query(&alice, &ArchiveQuery::all(10))
+            .await
+            .unwrap()
+            .count,
+        0
+    );
+    assert_eq!(
+        store
+            .query(&bob, &ArchiveQuery::all(10))
+            .await
+            .unwrap()
+            .count,
+        2
+    );
+}
+
+/// Retention deletes what is older than an id, for every owner.
+pub async fn purge_before_removes_older_messages_only(store: &dyn ArchiveStore) {
+    let owner = user("alice@purge.example");
+    let old = fill(store, &owner, "x@purge.example", "old", 3).await;
+    let new = fill(store, &owner, "x@purge.example", "new", 2).await;
+    assert!(store.purge_before(new[0]).await.unwrap() >= 3);
+    assert!(!store.exists(&owner, old[2]).await.unwrap());
+    assert_eq!(
+        ids(&store.query(&owner, &ArchiveQuery::all(10)).await.unwrap()),
+        new
+    );
+}

@@ -1,0 +1,246 @@
+//! [`ArchiveStore`] on SQL: the `mam_message` table, the same statements on both engines
+//! (queries are built from the filters present, with numbered parameters).
+
+use jid::BareJid;
+use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
+
+use super::Dialect;
+use crate::StorageError;
+use crate::archive::{
+    ArchiveId, ArchivePage, ArchiveQuery, ArchiveStore, ArchivedMessage, Direction, Found, Paging,
+};
+
+/// The archive of a database.
+#[derive(Debug)]
+pub(crate) struct SqlArchive<DB: Dialect> {
+    pool: Pool<DB>,
+}
+
+impl<DB: Dialect> SqlArchive<DB> {
+    /// The archive in the database behind `pool`, whose schema is up to date.
+    pub(crate) fn new(pool: Pool<DB>) -> Self {
+        SqlArchive { pool }
+    }
+}
+
+/// A bound parameter of a built query.
+#[derive(Debug, Clone)]
+enum Param {
+    Int(i64),
+    Text(String),
+}
+
+/// A WHERE clause with its parameters, numbered from `$1` (the owner).
+struct Filter {
+    sql: String,
+    params: Vec<Param>,
+}
+
+impl Filter {
+    fn new(owner: &BareJid) -> Filter {
+        Filter {
+            sql: "owner = $1".to_owned(),
+            params: vec![Param::Text(owner.to_string())],
+        }
+    }
+
+    fn push(&mut self, condition: &str, param: Param) {
+        self.params.push(param);
+        let n = self.params.len();
+        self.sql.push_str(&format!(
+            " AND {}",
+            condition.replace('?', &format!("${n}"))
+        ));
+    }
+
+    /// The filters of a query (not its page).
+    fn of(owner: &BareJid, query: &ArchiveQuery) -> Filter {
+        let mut filter = Filter::new(owner);
+        if let Some(bare) = &query.with_bare {
+            filter.push("remote_bare_jid = ?", Param::Text(bare.clone()));
+        }
+        if let Some(resource) = &query.with_resource {
+            filter.push("remote_resource = ?", Param::Text(resource.clone()));
+        }
+        if let Some(start) = query.start {
+            filter.push("id >= ?", Param::Int(start));
+        }
+        if let Some(end) = query.end {
+            filter.push("id <= ?", Param::Int(end));
+        }
+        if let Some(after) = query.after_id {
+            filter.push("id > ?", Param::Int(after));
+        }
+        if let Some(before) = query.before_id {
+            filter.push("id < ?", Param::Int(before));
+        }
+        if !query.ids.is_empty() {
+            let first = filter.params.len() + 1;
+            let list: Vec<String> = (0..query.ids.len())
+                .map(|i| format!("${}", first + i))
+                .collect();
+            filter
+                .sql
+                .push_str(&format!(" AND id IN ({})", list.join(", ")));
+            filter
+                .params
+                .extend(query.ids.iter().map(|id| Param::Int(*id)));
+        }
+        if let Some(text) = &query.text {
+            let escaped = text
+                .to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            filter.push(
+                "search_body LIKE ? ESCAPE '\\'",
+                Param::Text(format!("%{escaped}%")),
+            );
+        }
+        filter
+    }
+}
+
+fn direction_code(direction: Direction) -> &'static str {
+    match direction {
+        Direction::In => "I",
+        Direction::Out => "O",
+    }
+}
+
+#[async_trait::async_trait]
+impl<DB> ArchiveStore for SqlArchive<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    String: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB>,
+    Option<String>: for<'q> Encode<'q, DB> + Type<DB>,
+    i64: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    async fn append(&self, messages: &[ArchivedMessage]) -> Result<(), StorageError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let mut transaction = self.pool.begin().await?;
+        for message in messages {
+            sqlx::query(
+                "INSERT INTO mam_message (id, owner, remote_bare_jid, remote_resource, \
+                 direction, from_jid, origin_id, search_body, message) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(message.id)
+            .bind(message.owner.as_str())
+            .bind(message.remote_bare.as_str())
+            .bind(message.remote_resource.as_str())
+            .bind(direction_code(message.direction))
+            .bind(message.from.as_str())
+            .bind(message.origin_id.clone())
+            .bind(message.body.to_lowercase())
+            .bind(message.message.as_str())
+            .execute(&mut *transaction)
+            .await?;
+        }
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    async fn query(
+        &self,
+        owner: &BareJid,
+        query: &ArchiveQuery,
+    ) -> Result<ArchivePage, StorageError> {
+        let filter = Filter::of(owner, query);
+        let count_sql = format!("SELECT COUNT(*) FROM mam_message WHERE {}", filter.sql);
+        let mut count = sqlx::query(sqlx::AssertSqlSafe(count_sql));
+        for param in &filter.params {
+            count = match param {
+                Param::Int(n) => count.bind(*n),
+                Param::Text(text) => count.bind(text.clone()),
+            };
+        }
+        let count: i64 = count.fetch_one(&self.pool).await?.try_get(0usize)?;
+
+        let mut page = Filter {
+            sql: filter.sql,
+            params: filter.params,
+        };
+        let order = match query.paging {
+            Paging::Forward(after) => {
+                if let Some(after) = after {
+                    page.push("id > ?", Param::Int(after));
+                }
+                "ASC"
+            }
+            Paging::Backward(before) => {
+                if let Some(before) = before {
+                    page.push("id < ?", Param::Int(before));
+                }
+                "DESC"
+            }
+        };
+        // One more than asked tells whether the page is the last in its direction.
+        let limit = i64::try_from(query.max.saturating_add(1)).unwrap_or(i64::MAX);
+        page.params.push(Param::Int(limit));
+        let sql = format!(
+            "SELECT id, message FROM mam_message WHERE {} ORDER BY id {order} LIMIT ${}",
+            page.sql,
+            page.params.len()
+        );
+        let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for param in &page.params {
+            rows = match param {
+                Param::Int(n) => rows.bind(*n),
+                Param::Text(text) => rows.bind(text.clone()),
+            };
+        }
+        let rows = rows.fetch_all(&self.pool).await?;
+        let mut items = rows
+            .iter()
+            .map(|row| {
+                Ok(Found {
+                    id: row.try_get("id")?,
+                    message: row.try_get("message")?,
+                })
+            })
+            .collect::<Result<Vec<Found>, StorageError>>()?;
+        let complete = items.len() <= query.max;
+        items.truncate(query.max);
+        if matches!(query.paging, Paging::Backward(_)) {
+            items.reverse();
+        }
+        Ok(ArchivePage {
+            items,
+            complete,
+            count: u64::try_from(count).unwrap_or(0),
+        })
+    }
+
+    async fn exists(&self, owner: &BareJid, id: ArchiveId) -> Result<bool, StorageError> {
+        let row = sqlx::query("SELECT id FROM mam_message WHERE owner = $1 AND id = $2")
+            .bind(owner.as_str())
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    async fn remove_user(&self, owner: &BareJid) -> Result<(), StorageError> {
+        sqlx::query("DELETE FROM mam_message WHERE owner = $1")
+            .bind(owner.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn purge_before(&self, id: ArchiveId) -> Result<u64, StorageError> {
+        let done = sqlx::query("DELETE FROM mam_message WHERE id < $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(DB::rows_affected(&done))
+    }
+}
