@@ -207,9 +207,24 @@ pub struct SubscriptionApproved {
     pub contact: BareJid,
 }
 
+/// A message for a local account, before it is delivered or stored (the archive stamps its
+/// stanza-id here, XEP-0313 and XEP-0359). Handlers may change the stanza.
+#[derive(Debug)]
+pub struct MessageArriving {
+    /// The addressed account.
+    pub user: BareJid,
+    /// The server routes it again (a session's leftovers): it was handled when it first
+    /// arrived.
+    pub rerouted: bool,
+    /// The message.
+    pub stanza: Stanza,
+}
+
 /// The catalogue of hooks.
 #[derive(Default)]
 pub struct Hooks {
+    /// See [`MessageArriving`].
+    pub message_arriving: HookList<MessageArriving>,
     /// See [`SubscriptionApproved`].
     pub subscription_approved: HookList<SubscriptionApproved>,
     /// See [`MessageSent`].

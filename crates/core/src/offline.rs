@@ -462,7 +462,7 @@ fn delay(domain: &Jid, at: SystemTime, text: Option<&str>) -> Option<Element> {
 
 /// A time in the XEP-0082 DateTime profile, UTC, to the millisecond:
 /// `2002-09-10T23:08:25.123Z`.
-fn xep0082(time: SystemTime) -> String {
+pub(crate) fn xep0082(time: SystemTime) -> String {
     let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     let seconds = since.as_secs();
     let (days, of_day) = (seconds / 86_400, seconds % 86_400);

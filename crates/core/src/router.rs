@@ -16,7 +16,10 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 use crate::{
     Server,
     envelope::{Envelope, Meta},
-    hooks::{Direction, Flow, MessageDelivered, MessageSent, OfflineMessage, PrivacyCheck},
+    hooks::{
+        Direction, Flow, MessageArriving, MessageDelivered, MessageSent, OfflineMessage,
+        PrivacyCheck,
+    },
     module::{IqError, IqRequest, IqScope},
     presence,
 };
@@ -150,6 +153,20 @@ impl Server {
                 );
             }
             return;
+        }
+        if let (StanzaKind::Message(_), Some(to)) = (stanza.kind, &stanza.to)
+            && to.node().is_some()
+        {
+            let hooks = self.extensions.hooks();
+            if !hooks.message_arriving.is_empty() {
+                let mut event = MessageArriving {
+                    user: to.to_bare(),
+                    rerouted: matches!(origin, Origin::Server),
+                    stanza,
+                };
+                hooks.message_arriving.run(self, &mut event).await;
+                stanza = event.stanza;
+            }
         }
         match stanza.kind {
             StanzaKind::Iq(kind) => self.route_iq(origin, kind, stanza).await,

@@ -155,7 +155,15 @@ fn modules(config: &Config, storage: &Storage) -> Result<Vec<Arc<dyn Module>>, A
         modules.push(herald_core::pep::Pep::new(pep, user_data.clone()));
     }
     if let Some(vcard) = modules_config.mod_vcard {
-        modules.push(herald_core::vcard::Vcard::new(vcard, user_data));
+        modules.push(herald_core::vcard::Vcard::new(vcard, user_data.clone()));
+    }
+    if let Some(mam) = &modules_config.mod_mam {
+        modules.push(herald_core::mam::Mam::new(
+            mam.clone(),
+            storage.archive(),
+            user_data,
+            embedded,
+        ));
     }
     if let Some(version) = modules_config.mod_version {
         modules.push(Arc::new(herald_core::version::Version(version)));

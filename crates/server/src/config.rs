@@ -289,6 +289,8 @@ pub struct Modules {
     pub mod_vcard: Option<VcardConfig>,
     /// `[modules.mod_version]`: software version (XEP-0092).
     pub mod_version: Option<VersionConfig>,
+    /// `[modules.mod_mam]`: the message archive (XEP-0313).
+    pub mod_mam: Option<MamConfig>,
 }
 
 // Each module's options are the module's own type, with its defaults and checks.
@@ -298,6 +300,7 @@ pub use herald_core::{
     carbons::CarbonsConfig,
     csi::CsiConfig,
     disco::DiscoConfig,
+    mam::MamConfig,
     offline::OfflineConfig,
     pep::PepConfig,
     ping::{PingConfig, PingTimeoutAction},
@@ -382,6 +385,7 @@ impl Config {
                 mod_pep: Some(PepConfig::default()),
                 mod_vcard: Some(VcardConfig::default()),
                 mod_version: Some(VersionConfig::default()),
+                mod_mam: Some(MamConfig::default()),
             },
             database: DatabaseConfig::Embedded,
             sqlite: SqliteConfig::default(),
@@ -1214,6 +1218,7 @@ tls.mode = \"tls\"
         assert!(modules.mod_pep.is_some());
         assert!(modules.mod_vcard.is_some());
         assert!(modules.mod_version.is_some());
+        assert!(modules.mod_mam.is_some());
         assert!(modules.mod_roster.is_some() && modules.mod_offline.is_some());
     }
 

@@ -11,8 +11,8 @@ use herald_core::config::Section;
 
 use super::{
     BlockingConfig, CarbonsConfig, CsiConfig, DiscoConfig, EventPusherConfig, Fail2banConfig,
-    OfflineConfig, PepConfig, PingConfig, RegisterConfig, RosterConfig, StreamManagementConfig,
-    VcardConfig, VersionConfig,
+    MamConfig, OfflineConfig, PepConfig, PingConfig, RegisterConfig, RosterConfig,
+    StreamManagementConfig, VcardConfig, VersionConfig,
 };
 use serde::Deserialize;
 
@@ -130,6 +130,7 @@ pub(super) struct RawModules {
     pub(super) mod_pep: Option<Raw<PepConfig>>,
     pub(super) mod_vcard: Option<Raw<VcardConfig>>,
     pub(super) mod_version: Option<Raw<VersionConfig>>,
+    pub(super) mod_mam: Option<Raw<MamConfig>>,
     pub(super) mod_push_service_mongoosepush: Option<super::http::RawMongoosePush>,
 }
 

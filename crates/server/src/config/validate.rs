@@ -136,6 +136,13 @@ fn backend_choices(raw: &RawConfig, root: &KeyPath) -> Result<Vec<storage::Choic
             &modules.key("mod_offline").key("backend"),
         )?,
         storage::module_backend(
+            raw.modules
+                .mod_mam
+                .as_ref()
+                .and_then(|mam| mam.backend.as_deref()),
+            &modules.key("mod_mam").key("backend"),
+        )?,
+        storage::module_backend(
             push.and_then(|push| push.backend.as_deref()),
             &modules.key("mod_event_pusher").key("push").key("backend"),
         )?,
@@ -489,6 +496,7 @@ fn modules(raw: RawModules, at: &KeyPath) -> Result<Modules, Invalid> {
         mod_pep: section(raw.mod_pep, &at.key("mod_pep"))?,
         mod_vcard: section(raw.mod_vcard, &at.key("mod_vcard"))?,
         mod_version: section(raw.mod_version, &at.key("mod_version"))?,
+        mod_mam: section(raw.mod_mam, &at.key("mod_mam"))?,
     })
 }
 

@@ -1,0 +1,871 @@
+//! Message Archive Management (XEP-0313, `urn:xmpp:mam:2`), `[modules.mod_mam]`: every
+//! one-to-one message an account sends or receives is archived with a unique, stable id
+//! (XEP-0359 `<stanza-id by='account'/>` on what the account receives, the same id in its
+//! carbons and offline copies), and the account queries its archive by contact, time, ids or
+//! text, page by page (XEP-0059), so a phone woken by a push catches up on every device.
+//!
+//! Writes go through one writer task that commits what has queued in one transaction (group
+//! commit): under load, many messages share a commit; the sender waits for its own. Docs:
+//! `docs/modules/mam.md`.
+
+use std::{
+    collections::HashMap,
+    str::FromStr,
+    sync::{Arc, Mutex, OnceLock, Weak},
+    time::{Duration, SystemTime},
+};
+
+use herald_storage::{
+    ArchiveStore, StorageError, UserDataStore,
+    archive::{self, ArchiveId, ArchiveQuery, ArchivedMessage, Direction, Paging},
+};
+use herald_stream::stanza::{IqType, MessageType, StanzaKind, set_attr};
+use jid::{BareJid, Jid};
+use minidom::Element;
+use tokio::sync::{mpsc, oneshot};
+use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
+
+use crate::{
+    Server,
+    config::{self, Integer, Invalid, KeyPath, Section},
+    hooks::{Flow, Handler, MessageArriving, MessageSent, Priority, UserRemoved},
+    module::{IqError, IqHandler, IqRequest, IqResponse, IqScope, Module, Registrar},
+};
+
+/// XEP-0313's namespace.
+pub const NS: &str = "urn:xmpp:mam:2";
+const EXTENDED: &str = "urn:xmpp:mam:2#extended";
+/// XEP-0359's namespace.
+pub const SID: &str = "urn:xmpp:sid:0";
+const RSM: &str = "http://jabber.org/protocol/rsm";
+const DATA: &str = "jabber:x:data";
+const HINTS: &str = "urn:xmpp:hints";
+/// The rows of preferences in the per-user data store.
+const PREFS: &str = "mam_prefs";
+/// Messages committed together at most.
+const BATCH: usize = 256;
+/// Accounts whose preferences are cached (embedded engine).
+const CACHE_USERS: usize = 100_000;
+
+/// Which messages an account archives by default (XEP-0313 section 6.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Every message.
+    Always,
+    /// Messages with contacts in the roster.
+    Roster,
+    /// None (unless the contact is on the always list).
+    Never,
+}
+
+const MODES: &[(&str, Mode)] = &[
+    ("always", Mode::Always),
+    ("roster", Mode::Roster),
+    ("never", Mode::Never),
+];
+
+fn mode_name(mode: Mode) -> &'static str {
+    MODES
+        .iter()
+        .find(|(_, m)| *m == mode)
+        .map_or("always", |(name, _)| name)
+}
+
+/// `[modules.mod_mam]` (MongooseIM's names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MamConfig {
+    /// `backend`: checked with the other stores' (the server's engine).
+    pub backend: Option<String>,
+    /// `default_mode`: an account's mode until it sets preferences (default `always`).
+    pub default_mode: Mode,
+    /// `default_result_limit`: a page's size when the query names none (50).
+    pub default_result_limit: usize,
+    /// `max_result_limit`: the largest page (50).
+    pub max_result_limit: usize,
+    /// `full_text_search`: queries by body text (default true).
+    pub full_text_search: bool,
+    /// `retention_days` (herald's): messages older than this many days are deleted every
+    /// hour; `None` ("infinity", the default) keeps them.
+    pub retention_days: Option<u64>,
+}
+
+impl Default for MamConfig {
+    fn default() -> Self {
+        MamConfig {
+            backend: None,
+            default_mode: Mode::Always,
+            default_result_limit: 50,
+            max_result_limit: 50,
+            full_text_search: true,
+            retention_days: None,
+        }
+    }
+}
+
+/// `[modules.mod_mam]` as written.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub struct RawMam {
+    /// See [`MamConfig::backend`].
+    pub backend: Option<String>,
+    /// See [`MamConfig::default_mode`].
+    pub default_mode: Option<String>,
+    /// See [`MamConfig::default_result_limit`].
+    pub default_result_limit: Option<Integer>,
+    /// See [`MamConfig::max_result_limit`].
+    pub max_result_limit: Option<Integer>,
+    /// See [`MamConfig::full_text_search`].
+    pub full_text_search: Option<bool>,
+    /// See [`MamConfig::retention_days`].
+    pub retention_days: Option<toml::Value>,
+}
+
+impl Section for MamConfig {
+    type Raw = RawMam;
+
+    fn from_raw(raw: RawMam, at: &KeyPath) -> Result<Self, Invalid> {
+        let defaults = MamConfig::default();
+        let default_mode = match raw.default_mode {
+            Some(name) => config::one_of(&name, MODES, &at.key("default_mode"))?,
+            None => defaults.default_mode,
+        };
+        let limit = |value: Option<Integer>, key: &str, default: usize| match value {
+            Some(n) => config::integer(n, 1usize, "at least 1", &at.key(key)),
+            None => Ok(default),
+        };
+        let default_result_limit = limit(
+            raw.default_result_limit,
+            "default_result_limit",
+            defaults.default_result_limit,
+        )?;
+        let max_result_limit = limit(
+            raw.max_result_limit,
+            "max_result_limit",
+            defaults.max_result_limit,
+        )?;
+        if default_result_limit > max_result_limit {
+            return Err(Invalid::new(
+                at.key("default_result_limit"),
+                format!("{default_result_limit} is above max_result_limit ({max_result_limit})"),
+            ));
+        }
+        let retention_days = match raw.retention_days {
+            Some(value) => config::integer_or(value, "infinity", 1, &at.key("retention_days"))?,
+            None => None,
+        };
+        Ok(MamConfig {
+            backend: raw.backend,
+            default_mode,
+            default_result_limit,
+            max_result_limit,
+            full_text_search: raw.full_text_search.unwrap_or(defaults.full_text_search),
+            retention_days,
+        })
+    }
+}
+
+/// An account's preferences (XEP-0313 section 6.1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Prefs {
+    default: Mode,
+    always: Vec<BareJid>,
+    never: Vec<BareJid>,
+}
+
+/// A write waiting for its commit.
+type Pending = (ArchivedMessage, oneshot::Sender<bool>);
+
+/// The archive module.
+pub struct Mam {
+    config: MamConfig,
+    store: Arc<dyn ArchiveStore>,
+    prefs_store: Arc<dyn UserDataStore>,
+    prefs: Option<Mutex<HashMap<BareJid, Arc<Prefs>>>>,
+    writer: mpsc::Sender<Pending>,
+    queued: Mutex<Option<mpsc::Receiver<Pending>>>,
+    server: OnceLock<Weak<Server>>,
+}
+
+impl Mam {
+    /// The module over the server's stores; preferences are cached in memory when `cache`
+    /// (the embedded engine).
+    pub fn new(
+        config: MamConfig,
+        store: Arc<dyn ArchiveStore>,
+        prefs_store: Arc<dyn UserDataStore>,
+        cache: bool,
+    ) -> Arc<Mam> {
+        let (writer, queued) = mpsc::channel(BATCH * 16);
+        Arc::new(Mam {
+            config,
+            store,
+            prefs_store,
+            prefs: cache.then(|| Mutex::new(HashMap::new())),
+            writer,
+            queued: Mutex::new(Some(queued)),
+            server: OnceLock::new(),
+        })
+    }
+
+    async fn prefs(&self, user: &BareJid) -> Result<Arc<Prefs>, StorageError> {
+        if let Some(cache) = &self.prefs
+            && let Some(prefs) = lock(cache).get(user)
+        {
+            return Ok(Arc::clone(prefs));
+        }
+        let rows = self.prefs_store.list(user, PREFS, "").await?;
+        let mut prefs = Prefs {
+            default: self.config.default_mode,
+            always: Vec::new(),
+            never: Vec::new(),
+        };
+        for row in rows {
+            match row.item.split_once(':') {
+                Some(("A", jid)) => prefs.always.extend(BareJid::new(jid).ok()),
+                Some(("N", jid)) => prefs.never.extend(BareJid::new(jid).ok()),
+                _ if row.item == "default" => {
+                    if let Some((_, mode)) = MODES.iter().find(|(name, _)| *name == row.value) {
+                        prefs.default = *mode;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let prefs = Arc::new(prefs);
+        if let Some(cache) = &self.prefs {
+            let mut cache = lock(cache);
+            if cache.len() >= CACHE_USERS {
+                cache.clear();
+            }
+            cache.insert(user.clone(), Arc::clone(&prefs));
+        }
+        Ok(prefs)
+    }
+
+    /// Whether `user` archives messages with `remote` (section 6.1: the lists first, then
+    /// the default mode).
+    async fn archives(&self, server: &Server, user: &BareJid, remote: &BareJid) -> bool {
+        let prefs = match self.prefs(user).await {
+            Ok(prefs) => prefs,
+            Err(error) => {
+                tracing::error!(%user, %error, "cannot read archive preferences");
+                return true;
+            }
+        };
+        if prefs.never.contains(remote) {
+            return false;
+        }
+        if prefs.always.contains(remote) {
+            return true;
+        }
+        match prefs.default {
+            Mode::Always => true,
+            Mode::Never => false,
+            Mode::Roster => server
+                .storage
+                .roster()
+                .item(user, remote)
+                .await
+                .ok()
+                .flatten()
+                .is_some(),
+        }
+    }
+
+    /// Queue a message for the writer and wait for its commit.
+    async fn write(&self, message: ArchivedMessage) {
+        let (done, committed) = oneshot::channel();
+        if self.writer.send((message, done)).await.is_err() {
+            return;
+        }
+        if !matches!(committed.await, Ok(true)) {
+            tracing::error!("a message could not be archived");
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Commit what has queued, one transaction per batch, until the server shuts down and the
+/// queue is drained.
+async fn run_writer(store: Arc<dyn ArchiveStore>, mut queued: mpsc::Receiver<Pending>) {
+    while let Some(first) = queued.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match queued.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let (messages, waiters): (Vec<ArchivedMessage>, Vec<oneshot::Sender<bool>>) =
+            batch.into_iter().unzip();
+        let ok = match store.append(&messages).await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::error!(%error, count = messages.len(), "archive write failed");
+                false
+            }
+        };
+        for waiter in waiters {
+            let _ = waiter.send(ok);
+        }
+    }
+}
+
+/// Whether a message is archived (XEP-0313 section 5.1 with XEP-0334): chat and normal
+/// messages with a body or an encrypted payload, unless `<no-store/>`; `<store/>` forces it.
+pub fn archivable(kind: MessageType, message: &Element) -> bool {
+    if !matches!(kind, MessageType::Chat | MessageType::Normal) {
+        return false;
+    }
+    if message.has_child("no-store", HINTS) || message.has_child("no-permanent-store", HINTS) {
+        return false;
+    }
+    message.has_child("store", HINTS)
+        || message.children().any(|child| {
+            (child.name() == "body" && child.ns() == herald_stream::ns::CLIENT)
+                || child.name() == "encrypted"
+        })
+}
+
+fn entry(
+    owner: &BareJid,
+    remote: &Jid,
+    direction: Direction,
+    id: ArchiveId,
+    message: &Element,
+) -> ArchivedMessage {
+    let body = message
+        .get_child("body", herald_stream::ns::CLIENT)
+        .map(Element::text)
+        .unwrap_or_default();
+    let origin_id = message
+        .get_child("origin-id", SID)
+        .and_then(|origin| origin.attr("id"))
+        .map(str::to_owned);
+    ArchivedMessage {
+        id,
+        owner: owner.clone(),
+        remote_bare: remote.to_bare().to_string(),
+        remote_resource: remote.resource().map(|r| r.to_string()).unwrap_or_default(),
+        direction,
+        from: message.attr("from").unwrap_or_default().to_owned(),
+        origin_id,
+        body,
+        message: String::from(message),
+    }
+}
+
+/// The stanza-id string of an archive id, and back.
+fn id_text(id: ArchiveId) -> String {
+    id.to_string()
+}
+
+fn parse_id(text: &str) -> Option<ArchiveId> {
+    text.trim().parse::<ArchiveId>().ok().filter(|id| *id > 0)
+}
+
+impl Module for Mam {
+    fn name(&self) -> &'static str {
+        "mod_mam"
+    }
+
+    fn register(self: Arc<Self>, r: &mut Registrar) {
+        r.account_feature(NS);
+        r.account_feature(EXTENDED);
+        r.account_feature(SID);
+        r.feature(SID);
+        r.iq(IqScope::Account, NS, Arc::new(Queries(Arc::clone(&self))));
+        r.hooks()
+            .message_arriving
+            .add(Priority::NORMAL, Arc::new(Incoming(Arc::clone(&self))));
+        r.hooks()
+            .message_sent
+            .add(Priority::EARLY, Arc::new(Outgoing(Arc::clone(&self))));
+        r.hooks()
+            .user_removed
+            .add(Priority::NORMAL, Arc::new(Remove(self)));
+    }
+
+    fn start(self: Arc<Self>, server: &Arc<Server>) {
+        let _ = self.server.set(Arc::downgrade(server));
+        if let Some(queued) = lock(&self.queued).take() {
+            server
+                .tasks
+                .spawn(run_writer(Arc::clone(&self.store), queued));
+        }
+        if let Some(days) = self.config.retention_days {
+            let store = Arc::clone(&self.store);
+            let shutdown = server.shutdown.clone();
+            server.tasks.spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(3600));
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = every.tick() => {}
+                    }
+                    let keep = Duration::from_secs(days.saturating_mul(86_400));
+                    let cutoff = SystemTime::now()
+                        .checked_sub(keep)
+                        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+                    match store.purge_before(archive::first_id_at(cutoff)).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(deleted = n, "archive retention"),
+                        Err(error) => tracing::error!(%error, "archive retention failed"),
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// A message for a local account: stamp it with the account's stanza-id and archive it.
+struct Incoming(Arc<Mam>);
+
+#[async_trait::async_trait]
+impl Handler<MessageArriving> for Incoming {
+    async fn call(&self, server: &Server, event: &mut MessageArriving) -> Flow {
+        let mam = &self.0;
+        let user = event.user.to_string();
+        let own_id =
+            |child: &Element| child.is("stanza-id", SID) && child.attr("by") == Some(&user);
+        let message = &mut event.stanza.element;
+        if event.rerouted && message.children().any(own_id) {
+            // Already archived when it first arrived (a session's leftovers routed again).
+            return Flow::Continue;
+        }
+        // XEP-0359 section 5: a stanza-id claiming to be ours that we did not set goes.
+        while message.children().any(own_id) {
+            let _ = message.remove_child("stanza-id", SID);
+        }
+        let StanzaKind::Message(kind) = event.stanza.kind else {
+            return Flow::Continue;
+        };
+        let Some(from) = event.stanza.from.clone() else {
+            return Flow::Continue;
+        };
+        if !archivable(kind, &event.stanza.element)
+            || !mam.archives(server, &event.user, &from.to_bare()).await
+        {
+            return Flow::Continue;
+        }
+        // No archive for an account that does not exist (the message bounces later); an
+        // account with a session exists.
+        if server.sessions.bound(&event.user).is_empty()
+            && !server
+                .storage
+                .accounts()
+                .exists(&event.user)
+                .await
+                .unwrap_or(true)
+        {
+            return Flow::Continue;
+        }
+        let id = archive::next_id();
+        let mut stanza_id = Element::bare("stanza-id", SID);
+        set_attr(&mut stanza_id, "id", id_text(id));
+        set_attr(&mut stanza_id, "by", user.clone());
+        event.stanza.element.append_child(stanza_id);
+        mam.write(entry(
+            &event.user,
+            &from,
+            Direction::In,
+            id,
+            &event.stanza.element,
+        ))
+        .await;
+        Flow::Continue
+    }
+}
+
+/// A message a local client sends: archived for the sender.
+struct Outgoing(Arc<Mam>);
+
+#[async_trait::async_trait]
+impl Handler<MessageSent> for Outgoing {
+    async fn call(&self, server: &Server, event: &mut MessageSent) -> Flow {
+        let mam = &self.0;
+        let StanzaKind::Message(kind) = event.stanza.kind else {
+            return Flow::Continue;
+        };
+        let Some(to) = event.stanza.to.clone() else {
+            return Flow::Continue;
+        };
+        let user = event.sender.to_bare();
+        if to.to_bare() == user
+            || !archivable(kind, &event.stanza.element)
+            || !mam.archives(server, &user, &to.to_bare()).await
+        {
+            return Flow::Continue;
+        }
+        let id = archive::next_id();
+        mam.write(entry(&user, &to, Direction::Out, id, &event.stanza.element))
+            .await;
+        Flow::Continue
+    }
+}
+
+struct Remove(Arc<Mam>);
+
+#[async_trait::async_trait]
+impl Handler<UserRemoved> for Remove {
+    async fn call(&self, _server: &Server, event: &mut UserRemoved) -> Flow {
+        if let Some(cache) = &self.0.prefs {
+            lock(cache).remove(&event.user);
+        }
+        if let Err(error) = self.0.store.remove_user(&event.user).await {
+            tracing::error!(user = %event.user, %error, "cannot remove the archive");
+        }
+        Flow::Continue
+    }
+}
+
+struct Queries(Arc<Mam>);
+
+fn not_found() -> IqError {
+    IqError::item_not_found()
+}
+
+/// The query form's fields (XEP-0313 section 4.1.1, section 5).
+fn query_form() -> Element {
+    let mut form = Element::bare("x", DATA);
+    set_attr(&mut form, "type", "form");
+    for (var, type_) in [
+        ("FORM_TYPE", Some("hidden")),
+        ("with", Some("jid-single")),
+        ("start", Some("text-single")),
+        ("end", Some("text-single")),
+        ("before-id", Some("text-single")),
+        ("after-id", Some("text-single")),
+        ("ids", Some("list-multi")),
+        ("{urn:xmpp:fulltext:0}fulltext", Some("text-single")),
+    ] {
+        let mut field = Element::bare("field", DATA);
+        set_attr(&mut field, "var", var);
+        if let Some(type_) = type_ {
+            set_attr(&mut field, "type", type_);
+        }
+        if var == "FORM_TYPE" {
+            let mut value = Element::bare("value", DATA);
+            value.append_text_node(NS);
+            field.append_child(value);
+        }
+        form.append_child(field);
+    }
+    form
+}
+
+/// A time in an XEP-0082 form, as microseconds since the epoch.
+fn micros_at(text: &str) -> Option<i64> {
+    let time = xmpp_parsers::date::DateTime::from_str(text.trim()).ok()?;
+    Some(time.0.timestamp_micros())
+}
+
+impl Queries {
+    /// Parse a query (XEP-0313 section 4.1) into the store's terms.
+    async fn parse(
+        &self,
+        owner: &BareJid,
+        query: &Element,
+    ) -> Result<(ArchiveQuery, bool), IqError> {
+        let config = &self.0.config;
+        let mut parsed = ArchiveQuery::all(config.default_result_limit);
+        if let Some(form) = query.get_child("x", DATA) {
+            for field in form.children().filter(|c| c.is("field", DATA)) {
+                let values: Vec<String> = field
+                    .children()
+                    .filter(|c| c.is("value", DATA))
+                    .map(Element::text)
+                    .collect();
+                let one = values.first().map(String::as_str).unwrap_or("");
+                match field.attr("var").unwrap_or_default() {
+                    "FORM_TYPE" if one == NS => {}
+                    "FORM_TYPE" => return Err(IqError::bad_request()),
+                    "with" => {
+                        let with = Jid::new(one).map_err(|_| IqError::bad_request())?;
+                        parsed.with_bare = Some(with.to_bare().to_string());
+                        parsed.with_resource = with.resource().map(|r| r.to_string());
+                    }
+                    "start" => {
+                        let micros = micros_at(one).ok_or_else(IqError::bad_request)?;
+                        parsed.start = Some(archive::first_id_at(micros));
+                    }
+                    "end" => {
+                        let micros = micros_at(one).ok_or_else(IqError::bad_request)?;
+                        parsed.end = Some(archive::first_id_at(micros.saturating_add(1)) - 1);
+                    }
+                    "after-id" => parsed.after_id = Some(parse_id(one).ok_or_else(not_found)?),
+                    "before-id" => parsed.before_id = Some(parse_id(one).ok_or_else(not_found)?),
+                    "ids" => {
+                        parsed.ids = values
+                            .iter()
+                            .map(|v| parse_id(v).ok_or_else(not_found))
+                            .collect::<Result<_, _>>()?;
+                    }
+                    "{urn:xmpp:fulltext:0}fulltext" | "full-text-search"
+                        if config.full_text_search =>
+                    {
+                        parsed.text = Some(one.to_owned()).filter(|t| !t.is_empty());
+                    }
+                    // XEP-0313 section 4.1.1: an unknown field is an error.
+                    _ => return Err(IqError::bad_request()),
+                }
+            }
+        }
+        if let Some(set) = query.get_child("set", RSM) {
+            if let Some(max) = set.get_child("max", RSM) {
+                let max = max
+                    .text()
+                    .trim()
+                    .parse::<usize>()
+                    .map_err(|_| IqError::bad_request())?;
+                parsed.max = max.min(config.max_result_limit);
+            }
+            let anchor = |name: &str| -> Result<Option<Option<ArchiveId>>, IqError> {
+                match set.get_child(name, RSM) {
+                    None => Ok(None),
+                    Some(element) if element.text().trim().is_empty() => Ok(Some(None)),
+                    Some(element) => {
+                        Ok(Some(Some(parse_id(&element.text()).ok_or_else(not_found)?)))
+                    }
+                }
+            };
+            if let Some(before) = anchor("before")? {
+                parsed.paging = Paging::Backward(before);
+            } else if let Some(Some(after)) = anchor("after")? {
+                parsed.paging = Paging::Forward(Some(after));
+            }
+            // XEP-0059 section 2.5: an id that is not in the archive.
+            let anchor_id = match parsed.paging {
+                Paging::Forward(id) | Paging::Backward(id) => id,
+            };
+            if let Some(id) = anchor_id
+                && !self
+                    .0
+                    .store
+                    .exists(owner, id)
+                    .await
+                    .map_err(|_| IqError::internal())?
+            {
+                return Err(not_found());
+            }
+        }
+        let flip = query.has_child("flip-page", NS);
+        Ok((parsed, flip))
+    }
+}
+
+#[async_trait::async_trait]
+impl IqHandler for Queries {
+    async fn handle(&self, server: &Server, request: IqRequest<'_>) -> IqResponse {
+        let owner = request.target.to_bare();
+        if request.sender.to_bare() != owner {
+            // An account's archive is its own (section 4).
+            return Err(IqError::forbidden());
+        }
+        match (request.kind, request.payload.name()) {
+            (IqType::Get, "query") => {
+                let mut query = Element::bare("query", NS);
+                query.append_child(query_form());
+                Ok(Some(query))
+            }
+            (IqType::Set, "query") => self.query(server, &owner, &request).await,
+            (IqType::Get, "prefs") => Ok(Some(prefs_element(
+                &*self
+                    .0
+                    .prefs(&owner)
+                    .await
+                    .map_err(|_| IqError::internal())?,
+            ))),
+            (IqType::Set, "prefs") => self.set_prefs(&owner, request.payload).await,
+            _ => Err(IqError::bad_request()),
+        }
+    }
+}
+
+impl Queries {
+    async fn query(&self, server: &Server, owner: &BareJid, request: &IqRequest<'_>) -> IqResponse {
+        let (query, flip) = self.parse(owner, request.payload).await?;
+        let mut page =
+            self.0.store.query(owner, &query).await.map_err(|_| {
+                IqError::new(ErrorType::Wait, DefinedCondition::InternalServerError)
+            })?;
+        let (first, last) = (
+            page.items.first().map(|f| f.id),
+            page.items.last().map(|f| f.id),
+        );
+        if flip {
+            page.items.reverse();
+        }
+        let queryid = request.payload.attr("queryid");
+        let to = request.sender.clone();
+        let session = to
+            .try_as_full()
+            .ok()
+            .and_then(|full| server.sessions.get(full));
+        for found in &page.items {
+            let Ok(original) = found.message.parse::<Element>() else {
+                continue;
+            };
+            let mut result = Element::bare("result", NS);
+            if let Some(queryid) = queryid {
+                set_attr(&mut result, "queryid", queryid);
+            }
+            set_attr(&mut result, "id", id_text(found.id));
+            let mut forwarded = Element::bare("forwarded", "urn:xmpp:forward:0");
+            let mut delay = Element::bare("delay", "urn:xmpp:delay");
+            let at = SystemTime::UNIX_EPOCH
+                + Duration::from_micros(u64::try_from(archive::micros_of(found.id)).unwrap_or(0));
+            set_attr(&mut delay, "stamp", crate::offline::xep0082(at));
+            forwarded.append_child(delay);
+            forwarded.append_child(original);
+            result.append_child(forwarded);
+            let mut message = Element::bare("message", herald_stream::ns::CLIENT);
+            set_attr(&mut message, "from", owner.to_string());
+            set_attr(&mut message, "to", to.to_string());
+            set_attr(&mut message, "id", crate::random_id());
+            message.append_child(result);
+            if let Some(session) = &session {
+                session.deliver(message);
+            }
+        }
+        // Section 4.3: the IQ result ends the query, after the results.
+        let mut fin = Element::bare("fin", NS);
+        if page.complete {
+            set_attr(&mut fin, "complete", "true");
+        }
+        let mut set = Element::bare("set", RSM);
+        if let (Some(first), Some(last)) = (first, last) {
+            let mut first_element = Element::bare("first", RSM);
+            first_element.append_text_node(id_text(first));
+            set.append_child(first_element);
+            let mut last_element = Element::bare("last", RSM);
+            last_element.append_text_node(id_text(last));
+            set.append_child(last_element);
+        }
+        let mut count = Element::bare("count", RSM);
+        count.append_text_node(page.count.to_string());
+        set.append_child(count);
+        fin.append_child(set);
+        Ok(Some(fin))
+    }
+
+    async fn set_prefs(&self, owner: &BareJid, payload: &Element) -> IqResponse {
+        let mam = &self.0;
+        let default = match payload.attr("default") {
+            Some(name) => MODES
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, mode)| *mode)
+                .ok_or_else(IqError::bad_request)?,
+            None => mam.config.default_mode,
+        };
+        let list = |name: &str| -> Result<Vec<BareJid>, IqError> {
+            payload
+                .get_child(name, NS)
+                .map(|list| {
+                    list.children()
+                        .filter(|c| c.is("jid", NS))
+                        .map(|jid| {
+                            BareJid::new(jid.text().trim()).map_err(|_| IqError::bad_request())
+                        })
+                        .collect()
+                })
+                .unwrap_or(Ok(Vec::new()))
+        };
+        let prefs = Prefs {
+            default,
+            always: list("always")?,
+            never: list("never")?,
+        };
+        if prefs.always.len() + prefs.never.len() > 1000 {
+            return Err(IqError::new(
+                ErrorType::Wait,
+                DefinedCondition::ResourceConstraint,
+            ));
+        }
+        let store = &mam.prefs_store;
+        let internal = |_| IqError::internal();
+        store
+            .delete_scope(owner, PREFS, "")
+            .await
+            .map_err(internal)?;
+        store
+            .put(owner, PREFS, "", "default", mode_name(prefs.default))
+            .await
+            .map_err(internal)?;
+        for jid in &prefs.always {
+            store
+                .put(owner, PREFS, "", &format!("A:{jid}"), "")
+                .await
+                .map_err(internal)?;
+        }
+        for jid in &prefs.never {
+            store
+                .put(owner, PREFS, "", &format!("N:{jid}"), "")
+                .await
+                .map_err(internal)?;
+        }
+        if let Some(cache) = &mam.prefs {
+            lock(cache).remove(owner);
+        }
+        Ok(Some(prefs_element(&prefs)))
+    }
+}
+
+fn prefs_element(prefs: &Prefs) -> Element {
+    let mut element = Element::bare("prefs", NS);
+    set_attr(&mut element, "default", mode_name(prefs.default));
+    for (name, jids) in [("always", &prefs.always), ("never", &prefs.never)] {
+        let mut list = Element::bare(name, NS);
+        for jid in jids {
+            let mut item = Element::bare("jid", NS);
+            item.append_text_node(jid.to_string());
+            list.append_child(item);
+        }
+        element.append_child(list);
+    }
+    element
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(xml: &str) -> Element {
+        xml.parse().unwrap()
+    }
+
+    #[test]
+    fn what_is_archived_follows_xep_0313_and_the_hints() {
+        let chat = message("<message xmlns='jabber:client' type='chat'><body>hi</body></message>");
+        assert!(archivable(MessageType::Chat, &chat));
+        let state = message(
+            "<message xmlns='jabber:client' type='chat'><active xmlns='http://jabber.org/protocol/chatstates'/></message>",
+        );
+        assert!(!archivable(MessageType::Chat, &state));
+        let no_store = message(
+            "<message xmlns='jabber:client' type='chat'><body>x</body><no-store xmlns='urn:xmpp:hints'/></message>",
+        );
+        assert!(!archivable(MessageType::Chat, &no_store));
+        let store =
+            message("<message xmlns='jabber:client'><store xmlns='urn:xmpp:hints'/></message>");
+        assert!(archivable(MessageType::Normal, &store));
+        assert!(!archivable(MessageType::Headline, &chat));
+        assert!(!archivable(MessageType::Groupchat, &chat));
+        assert!(!archivable(MessageType::Error, &chat));
+    }
+
+    #[test]
+    fn ids_round_trip_and_junk_is_not_an_id() {
+        let id = archive::next_id();
+        assert_eq!(parse_id(&id_text(id)), Some(id));
+        assert_eq!(parse_id("abc"), None);
+        assert_eq!(parse_id("-5"), None);
+    }
+}

@@ -1,0 +1,372 @@
+//! Black-box tests of the message archive (XEP-0313) with stanza ids (XEP-0359) and result
+//! set management (XEP-0059): paging, filters, offline delivery, hints, preferences.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestServer, client::Client};
+use minidom::Element;
+
+const MAM: &str = "urn:xmpp:mam:2";
+const RSM: &str = "http://jabber.org/protocol/rsm";
+const SID: &str = "urn:xmpp:sid:0";
+const FORWARD: &str = "urn:xmpp:forward:0";
+
+const CONFIG: &str = r#"
+[general]
+hosts = ["localhost"]
+data_dir = "{DATA}"
+
+[[listen.c2s]]
+port = 0
+ip_address = "127.0.0.1"
+tls.mode = "starttls"
+
+[modules.mod_disco]
+[modules.mod_roster]
+[modules.mod_offline]
+[modules.mod_carboncopy]
+[modules.mod_mam]
+"#;
+
+async fn server() -> TestServer {
+    let server = TestServer::start(CONFIG).await;
+    for user in ["alice", "bob", "carol"] {
+        server
+            .add_user(&format!("{user}@localhost"), &format!("{user}-pass"))
+            .await;
+    }
+    server
+}
+
+async fn online(server: &TestServer, user: &str, resource: &str) -> Client {
+    Client::online(
+        server,
+        &format!("{user}@localhost"),
+        &format!("{user}-pass"),
+        resource,
+        0,
+    )
+    .await
+}
+
+async fn until(client: &mut Client, what: &str, matches: impl Fn(&Element) -> bool) -> Element {
+    for _ in 0..500 {
+        let element = client.next().await;
+        if matches(&element) {
+            return element;
+        }
+    }
+    panic!("never got {what}");
+}
+
+fn body(message: &Element) -> String {
+    message
+        .get_child("body", "jabber:client")
+        .map(Element::text)
+        .unwrap_or_default()
+}
+
+/// The stanza-id the archive of `by` gave a message.
+fn stanza_id(message: &Element, by: &str) -> Option<String> {
+    message
+        .children()
+        .find(|c| c.is("stanza-id", SID) && c.attr("by") == Some(by))
+        .and_then(|c| c.attr("id"))
+        .map(str::to_owned)
+}
+
+/// A query's results and its `<fin/>`.
+struct Answer {
+    /// (archive id, the archived message).
+    items: Vec<(String, Element)>,
+    /// Each result's `<delay stamp/>`.
+    stamps: Vec<String>,
+    fin: Element,
+}
+
+impl Answer {
+    fn bodies(&self) -> Vec<String> {
+        self.items.iter().map(|(_, m)| body(m)).collect()
+    }
+    fn complete(&self) -> bool {
+        self.fin.attr("complete") == Some("true")
+    }
+    fn rsm(&self, name: &str) -> Option<String> {
+        self.fin
+            .get_child("set", RSM)
+            .and_then(|set| set.get_child(name, RSM))
+            .map(Element::text)
+    }
+}
+
+/// Send a MAM query (`fields`: form fields; `set`: the RSM element's children) and collect
+/// its results up to the IQ result.
+async fn query(client: &mut Client, id: &str, fields: &[(&str, &[&str])], set: &str) -> Answer {
+    let mut form = String::new();
+    if !fields.is_empty() {
+        form.push_str(&format!(
+            "<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>{MAM}</value></field>"
+        ));
+        for (var, values) in fields {
+            form.push_str(&format!("<field var='{var}'>"));
+            for value in *values {
+                form.push_str(&format!("<value>{value}</value>"));
+            }
+            form.push_str("</field>");
+        }
+        form.push_str("</x>");
+    }
+    let set = if set.is_empty() {
+        String::new()
+    } else {
+        format!("<set xmlns='{RSM}'>{set}</set>")
+    };
+    client
+        .send(&format!(
+            "<iq type='set' id='{id}'><query xmlns='{MAM}' queryid='q-{id}'>{form}{set}</query></iq>"
+        ))
+        .await;
+    let mut items = Vec::new();
+    let mut stamps = Vec::new();
+    loop {
+        let element = client.next().await;
+        if element.name() == "iq" && element.attr("id") == Some(id) {
+            assert_eq!(element.attr("type"), Some("result"), "{element:?}");
+            let fin = element.get_child("fin", MAM).expect("a fin").clone();
+            return Answer { items, stamps, fin };
+        }
+        if let Some(result) = element.get_child("result", MAM) {
+            assert_eq!(
+                result.attr("queryid").map(str::to_owned),
+                Some(format!("q-{id}"))
+            );
+            let forwarded = result.get_child("forwarded", FORWARD).expect("forwarded");
+            stamps.push(
+                forwarded
+                    .get_child("delay", "urn:xmpp:delay")
+                    .and_then(|d| d.attr("stamp"))
+                    .expect("a delay stamp")
+                    .to_owned(),
+            );
+            let message = result
+                .get_child("forwarded", FORWARD)
+                .and_then(|f| f.get_child("message", "jabber:client"))
+                .expect("a forwarded message")
+                .clone();
+            items.push((result.attr("id").unwrap().to_owned(), message));
+        }
+    }
+}
+
+#[tokio::test]
+async fn thirty_messages_page_by_page_with_rsm_and_by_contact_time_and_ids() {
+    let server = server().await;
+    let mut alice = online(&server, "alice", "phone").await;
+    let mut bob = online(&server, "bob", "desk").await;
+    let mut carol = online(&server, "carol", "desk").await;
+    let mut delivered = Vec::new();
+    for n in 0..30 {
+        bob.send(&format!(
+            "<message to='alice@localhost' type='chat'><body>m{n}</body></message>"
+        ))
+        .await;
+        let message = until(&mut alice, "bob's message", |e| e.name() == "message").await;
+        delivered.push(stanza_id(&message, "alice@localhost").expect("a stanza-id"));
+    }
+    carol
+        .send("<message to='alice@localhost' type='chat'><body>from carol</body></message>")
+        .await;
+    until(&mut alice, "carol's message", |e| e.name() == "message").await;
+
+    // Page by page: 20, then 10 more with `complete`.
+    let first = query(
+        &mut alice,
+        "p1",
+        &[("with", &["bob@localhost"])],
+        "<max>20</max>",
+    )
+    .await;
+    assert_eq!(
+        first.bodies(),
+        (0..20).map(|n| format!("m{n}")).collect::<Vec<_>>()
+    );
+    assert!(!first.complete());
+    assert_eq!(first.rsm("count").as_deref(), Some("30"));
+    assert_eq!(first.rsm("first").as_deref(), Some(delivered[0].as_str()));
+    let last = first.rsm("last").unwrap();
+    let second = query(
+        &mut alice,
+        "p2",
+        &[("with", &["bob@localhost"])],
+        &format!("<max>20</max><after>{last}</after>"),
+    )
+    .await;
+    assert_eq!(
+        second.bodies(),
+        (20..30).map(|n| format!("m{n}")).collect::<Vec<_>>()
+    );
+    assert!(second.complete());
+    // The archive's ids are the stanza-ids the messages were delivered with.
+    let ids: Vec<String> = first
+        .items
+        .iter()
+        .chain(&second.items)
+        .map(|(id, _)| id.clone())
+        .collect();
+    assert_eq!(ids, delivered);
+
+    // The last page (before with no id), and by ids.
+    let tail = query(&mut alice, "p3", &[], "<max>5</max><before/>").await;
+    assert_eq!(tail.bodies(), ["m26", "m27", "m28", "m29", "from carol"]);
+    let by_ids = query(
+        &mut alice,
+        "p4",
+        &[("ids", &[delivered[3].as_str(), delivered[7].as_str()])],
+        "",
+    )
+    .await;
+    assert_eq!(by_ids.bodies(), ["m3", "m7"]);
+
+    // By time: from the 26th message's stamp (milliseconds, so the one before may share it).
+    let stamp = second.stamps[5].clone();
+    let since = query(
+        &mut alice,
+        "p9",
+        &[("start", &[stamp.as_str()]), ("with", &["bob@localhost"])],
+        "",
+    )
+    .await;
+    let bodies = since.bodies();
+    assert!(
+        bodies.ends_with(&["m25", "m26", "m27", "m28", "m29"].map(String::from)),
+        "{bodies:?}"
+    );
+    assert!(bodies.len() <= 6, "{bodies:?}");
+    let until_stamp = query(
+        &mut alice,
+        "p10",
+        &[("end", &[stamp.as_str()]), ("with", &["bob@localhost"])],
+        "<max>50</max>",
+    )
+    .await;
+    assert!(until_stamp.items.len() >= 25 && until_stamp.items.len() <= 26);
+    let all = query(&mut alice, "p5", &[("with", &["carol@localhost"])], "").await;
+    assert_eq!(all.bodies(), ["from carol"]);
+    let future = query(
+        &mut alice,
+        "p6",
+        &[("start", &["2100-01-01T00:00:00Z"])],
+        "",
+    )
+    .await;
+    assert!(future.items.is_empty() && future.complete());
+    let past = query(&mut alice, "p7", &[("end", &["2000-01-01T00:00:00Z"])], "").await;
+    assert!(past.items.is_empty());
+    let now = query(
+        &mut alice,
+        "p8",
+        &[("start", &["2000-01-01T00:00:00Z"])],
+        "<max>50</max>",
+    )
+    .await;
+    assert_eq!(now.items.len(), 31);
+
+    // Bob's archive has what he sent.
+    let sent = query(
+        &mut bob,
+        "b1",
+        &[("with", &["alice@localhost"])],
+        "<max>50</max>",
+    )
+    .await;
+    assert_eq!(sent.items.len(), 30);
+
+    // An unknown id is item-not-found; nobody reads another's archive.
+    alice
+        .send(&format!(
+            "<iq type='set' id='bad'><query xmlns='{MAM}'><set xmlns='{RSM}'><after>12345</after></set></query></iq>"
+        ))
+        .await;
+    let bad = until(&mut alice, "the error", |e| e.attr("id") == Some("bad")).await;
+    assert_eq!(bad.attr("type"), Some("error"));
+    carol
+        .send(&format!(
+            "<iq type='set' id='spy' to='alice@localhost'><query xmlns='{MAM}'/></iq>"
+        ))
+        .await;
+    let spy = until(&mut carol, "the refusal", |e| e.attr("id") == Some("spy")).await;
+    assert_eq!(spy.attr("type"), Some("error"));
+}
+
+#[tokio::test]
+async fn an_offline_message_is_delivered_and_archived_with_the_same_stanza_id() {
+    let server = server().await;
+    let mut bob = online(&server, "bob", "desk").await;
+    bob.send("<message to='alice@localhost' type='chat'><body>while away</body></message>")
+        .await;
+    bob.send(
+        "<message to='alice@localhost' type='chat'><body>forget me</body><no-store xmlns='urn:xmpp:hints'/></message>",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut alice = online(&server, "alice", "phone").await;
+    let stored = until(&mut alice, "the stored message", |e| {
+        e.name() == "message" && body(e) == "while away"
+    })
+    .await;
+    let id = stanza_id(&stored, "alice@localhost").expect("a stanza-id on the stored message");
+    let answer = query(&mut alice, "q", &[], "").await;
+    assert_eq!(answer.bodies(), ["while away"], "no-store is not archived");
+    assert_eq!(answer.items[0].0, id);
+}
+
+#[tokio::test]
+async fn a_forged_stanza_id_is_replaced_and_preferences_never_stop_archiving() {
+    let server = server().await;
+    let mut alice = online(&server, "alice", "phone").await;
+    let mut bob = online(&server, "bob", "desk").await;
+    let mut carol = online(&server, "carol", "desk").await;
+    bob.send(&format!(
+        "<message to='alice@localhost' type='chat'><body>x</body><stanza-id xmlns='{SID}' by='alice@localhost' id='forged'/></message>"
+    ))
+    .await;
+    let got = until(&mut alice, "bob's message", |e| e.name() == "message").await;
+    let ids: Vec<_> = got.children().filter(|c| c.is("stanza-id", SID)).collect();
+    assert_eq!(ids.len(), 1);
+    assert_ne!(ids[0].attr("id"), Some("forged"));
+
+    alice
+        .send(&format!(
+            "<iq type='set' id='prefs'><prefs xmlns='{MAM}' default='always'><always/><never><jid>carol@localhost</jid></never></prefs></iq>"
+        ))
+        .await;
+    let reply = until(&mut alice, "the prefs result", |e| {
+        e.attr("id") == Some("prefs")
+    })
+    .await;
+    assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
+    carol
+        .send("<message to='alice@localhost' type='chat'><body>not kept</body></message>")
+        .await;
+    let from_carol = until(&mut alice, "carol's message", |e| e.name() == "message").await;
+    assert_eq!(stanza_id(&from_carol, "alice@localhost"), None);
+    bob.send("<message to='alice@localhost' type='chat'><body>kept</body></message>")
+        .await;
+    until(&mut alice, "bob's message", |e| e.name() == "message").await;
+    let answer = query(&mut alice, "q", &[], "").await;
+    assert_eq!(answer.bodies(), ["x", "kept"]);
+    alice
+        .send(&format!(
+            "<iq type='get' id='pg'><prefs xmlns='{MAM}'/></iq>"
+        ))
+        .await;
+    let prefs = until(&mut alice, "the prefs", |e| e.attr("id") == Some("pg")).await;
+    let never = prefs
+        .get_child("prefs", MAM)
+        .unwrap()
+        .get_child("never", MAM)
+        .unwrap();
+    assert_eq!(never.children().next().unwrap().text(), "carol@localhost");
+}
