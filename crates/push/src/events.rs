@@ -27,6 +27,18 @@ pub struct Message {
 }
 
 impl Message {
+    /// The id the recipient's archive gave the message (XEP-0359 `<stanza-id by='recipient'/>`,
+    /// set by the archive, XEP-0313), if it is archived.
+    pub fn archive_id(&self) -> Option<&str> {
+        let owner = self.to.as_str();
+        self.stanza
+            .children()
+            .find(|child| {
+                child.is("stanza-id", "urn:xmpp:sid:0") && child.attr("by") == Some(owner)
+            })
+            .and_then(|child| child.attr("id"))
+    }
+
     /// Parse a routed `<message/>`: it needs a `from` and a `to` JID, which a routed stanza
     /// always has. `None` for anything else.
     pub fn parse(stanza: Element) -> Option<Message> {

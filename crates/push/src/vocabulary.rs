@@ -26,6 +26,12 @@ impl Payload {
         ])
     }
 
+    /// The same payload with one more field at the end.
+    pub fn with(mut self, name: &str, value: &str) -> Payload {
+        self.fields.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
     /// A Jingle Message Initiation call (push.md section 6, hints plugin): `message-sender`,
     /// `jingle-message`, `jingle-session-id`.
     pub fn call(sender: &str, jingle_message: &str, session_id: &str) -> Payload {

@@ -5,7 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestServer, client::Client};
+use common::{TestServer, client::Client, component::Component};
+use herald_stream::Frame;
 use minidom::Element;
 
 const MAM: &str = "urn:xmpp:mam:2";
@@ -28,6 +29,12 @@ tls.mode = "starttls"
 [modules.mod_offline]
 [modules.mod_carboncopy]
 [modules.mod_mam]
+[modules.mod_event_pusher.push]
+
+[[listen.service]]
+port = 0
+ip_address = "127.0.0.1"
+password = "secret"
 "#;
 
 async fn server() -> TestServer {
@@ -251,7 +258,18 @@ async fn thirty_messages_page_by_page_with_rsm_and_by_contact_time_and_ids() {
         "<max>50</max>",
     )
     .await;
-    assert!(until_stamp.items.len() >= 25 && until_stamp.items.len() <= 26);
+    // A prefix of the conversation; with `start` at the same stamp, nothing is missed.
+    let before = until_stamp.bodies();
+    assert_eq!(
+        before,
+        (0..before.len())
+            .map(|n| format!("m{n}"))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        before.len() <= 26 && before.len() + since.items.len() >= 30,
+        "{before:?}"
+    );
     let all = query(&mut alice, "p5", &[("with", &["carol@localhost"])], "").await;
     assert_eq!(all.bodies(), ["from carol"]);
     let future = query(
@@ -369,4 +387,48 @@ async fn a_forged_stanza_id_is_replaced_and_preferences_never_stop_archiving() {
         .get_child("never", MAM)
         .unwrap();
     assert_eq!(never.children().next().unwrap().text(), "carol@localhost");
+}
+
+#[tokio::test]
+async fn the_push_names_the_archived_message_a_woken_phone_finds() {
+    let server = server().await;
+    let addr = server.running.as_ref().unwrap().service_addrs[0];
+    let mut app = Component::connect(addr, "push.localhost", "secret").await;
+    let mut alice = Client::login(&server, "alice@localhost", "alice-pass", "phone").await;
+    alice
+        .send("<iq type='set' id='push'><enable xmlns='urn:xmpp:push:0' jid='push.localhost' node='n1'/></iq>")
+        .await;
+    let reply = until(&mut alice, "the enable result", |e| {
+        e.attr("id") == Some("push")
+    })
+    .await;
+    assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
+    alice.send("</stream:stream>").await;
+    alice.closed().await;
+
+    let mut bob = online(&server, "bob", "desk").await;
+    bob.send("<message to='alice@localhost' type='chat'><body>wake up</body></message>")
+        .await;
+    let publish = match app.frame(Duration::from_secs(10)).await {
+        Some(Frame::Element(publish)) => publish,
+        other => panic!("expected a publish, got {other:?}"),
+    };
+    fn find(element: &Element, var: &str) -> Option<String> {
+        if element.name() == "field" && element.attr("var") == Some(var) {
+            return element.children().next().map(Element::text);
+        }
+        element.children().find_map(|child| find(child, var))
+    }
+    let pushed_id = find(&publish, "x-stanza-id");
+    let pushed_id = pushed_id.unwrap_or_else(|| panic!("no x-stanza-id in {publish:?}"));
+    app.send(&format!(
+        "<iq type='result' id='{}' from='push.localhost' to='{}'/>",
+        publish.attr("id").unwrap(),
+        publish.attr("from").unwrap()
+    ))
+    .await;
+
+    let mut alice = online(&server, "alice", "phone").await;
+    let answer = query(&mut alice, "q", &[("ids", &[pushed_id.as_str()])], "").await;
+    assert_eq!(answer.bodies(), ["wake up"]);
 }

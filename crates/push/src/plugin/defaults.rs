@@ -16,6 +16,10 @@ impl Plugin for Defaults {
     }
 }
 
+/// The summary field with the recipient archive's stanza-id (herald's, `x-` as XEP-0068
+/// section 6 asks of fields a registered FORM_TYPE does not define).
+pub const ARCHIVE_ID_FIELD: &str = "x-stanza-id";
+
 /// The summary of a chat or groupchat message with a body.
 pub(super) fn prepare_notification(event: &Event) -> Result<Payload, Skip> {
     let message = event.message();
@@ -35,11 +39,13 @@ pub(super) fn prepare_notification(event: &Event) -> Result<Payload, Skip> {
         return Err(Skip::EmptyBody);
     }
     let message_count = 1; // Without an inbox there is no unread count per conversation.
-    Ok(Payload::summary(
-        message_count,
-        &sender.to_lowercase(),
-        &body,
-    ))
+    let payload = Payload::summary(message_count, &sender.to_lowercase(), &body);
+    // With the archive on, the id under which the message is found there (push.md
+    // section 4): the woken phone can fetch from it.
+    Ok(match message.archive_id() {
+        Some(id) => payload.with(ARCHIVE_ID_FIELD, id),
+        None => payload,
+    })
 }
 
 /// Every registration, when the recipient is offline; nothing for unacknowledged messages,
