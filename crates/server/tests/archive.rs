@@ -29,6 +29,7 @@ tls.mode = "starttls"
 [modules.mod_offline]
 [modules.mod_carboncopy]
 [modules.mod_mam]
+[modules.mod_stream_management]
 [modules.mod_event_pusher.push]
 
 [[listen.service]]
@@ -431,4 +432,51 @@ async fn the_push_names_the_archived_message_a_woken_phone_finds() {
     let mut alice = online(&server, "alice", "phone").await;
     let answer = query(&mut alice, "q", &[("ids", &[pushed_id.as_str()])], "").await;
     assert_eq!(answer.bodies(), ["wake up"]);
+}
+
+#[tokio::test]
+async fn a_resumed_stream_resends_a_message_under_the_id_the_archive_has() {
+    let server = server().await;
+    let mut alice = Client::login(&server, "alice@localhost", "alice-pass", "phone").await;
+    alice
+        .send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+        .await;
+    let id = alice
+        .next()
+        .await
+        .attr("id")
+        .expect("a resumption id")
+        .to_owned();
+    alice.send("<presence/>").await;
+    until(&mut alice, "the presence echo", |e| e.name() == "presence").await;
+    let mut bob = online(&server, "bob", "desk").await;
+    bob.send("<message to='alice@localhost' type='chat'><body>once</body></message>")
+        .await;
+    let first = until(&mut alice, "bob's message", |e| e.name() == "message").await;
+    let archived_id = stanza_id(&first, "alice@localhost").expect("a stanza-id");
+    // The connection dies before the phone acknowledges anything; it resumes.
+    drop(alice);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut phone = Client::connect(server.addr(common::STARTTLS)).await;
+    phone.open("localhost").await;
+    phone.starttls("localhost", &server.cert()).await;
+    phone
+        .scram("SCRAM-SHA-256", "alice", "alice-pass")
+        .await
+        .unwrap();
+    phone.open("localhost").await;
+    phone
+        .send(&format!(
+            "<resume xmlns='urn:xmpp:sm:3' previd='{id}' h='0'/>"
+        ))
+        .await;
+    assert_eq!(phone.next().await.name(), "resumed");
+    let again = until(&mut phone, "the resent message", |e| e.name() == "message").await;
+    assert_eq!(
+        stanza_id(&again, "alice@localhost"),
+        Some(archived_id.clone())
+    );
+    let answer = query(&mut phone, "q", &[], "").await;
+    assert_eq!(answer.items.len(), 1, "archived once");
+    assert_eq!(answer.items[0].0, archived_id);
 }
