@@ -12,6 +12,7 @@ import logging
 import ssl
 import sys
 import time
+from datetime import datetime, timezone
 
 import slixmpp
 from slixmpp.xmlstream import ET
@@ -28,7 +29,7 @@ class Client(slixmpp.ClientXMPP):
         self.ssl_context.verify_mode = ssl.CERT_NONE
         for plugin in [
             "xep_0030", "xep_0004", "xep_0060", "xep_0115", "xep_0163", "xep_0280",
-            "xep_0352", "xep_0191", "xep_0054", "xep_0092",
+            "xep_0352", "xep_0191", "xep_0054", "xep_0092", "xep_0313", "xep_0359",
         ]:
             self.register_plugin(plugin)
         self.messages = []
@@ -95,6 +96,10 @@ async def main(port):
         nonlocal failures
         print(("ok   " if ok else "FAIL ") + line)
         failures += 0 if ok else 1
+
+    # What this script sends (the server may have archived earlier scripts' messages).
+    began = datetime.now(timezone.utc)
+    await asyncio.sleep(0.01)
 
     # Carbons.
     phone = await session(port, "alice@localhost/phone")
@@ -164,6 +169,20 @@ async def main(port):
     check(version["software_version"]["name"] == "herald",
           f"version: {version['software_version']['name']} {version['software_version']['version']}")
 
+    # The archive: bob's chat messages to alice so far, paged 2 at a time by slixmpp's
+    # iterator (RSM after), each with the stanza-id alice's copy carried.
+    got = [m for m in phone.messages if m["type"] == "chat" and str(m["from"].bare) == "bob@localhost"]
+    delivered = [m["stanza_id"]["id"] for m in got]
+    archived = []
+    async for result in phone.plugin["xep_0313"].iterate(
+            with_jid=slixmpp.JID("bob@localhost"), start=began, rsm={"max": 2}):
+        archived.append(result["mam_result"]["id"])
+    # Alice's archive also has the one she sent bob ("from the phone").
+    check([a for a in archived if a in delivered] == delivered and len(delivered) == 2
+          and len(archived) == 3,
+          f"mam: {len(archived)} archived messages with bob, paged 2 at a time, with the "
+          f"stanza-ids they were delivered with ({archived} vs {delivered})")
+
     # Disco as Conversations' compliance tester checks it.
     server = await bob.plugin["xep_0030"].get_info("localhost")
     features = server["disco_info"]["features"]
@@ -172,7 +191,8 @@ async def main(port):
     account = await phone.plugin["xep_0030"].get_info("alice@localhost")
     identities = [(c, t) for c, t, _, _ in account["disco_info"]["identities"]]
     features = account["disco_info"]["features"]
-    wanted = ["urn:xmpp:push:0", "http://jabber.org/protocol/pubsub#publish-options"]
+    wanted = ["urn:xmpp:push:0", "http://jabber.org/protocol/pubsub#publish-options",
+              "urn:xmpp:mam:2"]
     check(("pubsub", "pep") in identities and all(f in features for f in wanted),
           f"disco: the account has pubsub/pep and {wanted}")
     check("csi" in str(phone.features) or phone.plugin["xep_0352"].enabled,
