@@ -4,9 +4,10 @@
 //! carbons and offline copies), and the account queries its archive by contact, time, ids or
 //! text, page by page (XEP-0059), so a phone woken by a push catches up on every device.
 //!
-//! Writes go through one writer task that commits what has queued in one transaction (group
-//! commit): under load, many messages share a commit; the sender waits for its own. Docs:
-//! `docs/modules/mam.md`.
+//! Writes go through one writer task that commits what has queued in one transaction: the
+//! router hands a message over and goes on (as MongooseIM's asynchronous writer does, without
+//! its 2 s wait), so archiving costs the hot path no round trip; under load, many messages
+//! share a commit. Shutdown commits what is queued. Docs: `docs/modules/mam.md`.
 
 use std::{
     collections::HashMap,
@@ -172,8 +173,12 @@ struct Prefs {
     never: Vec<BareJid>,
 }
 
-/// A write waiting for its commit.
-type Pending = (ArchivedMessage, oneshot::Sender<bool>);
+/// What the writer is asked: a message to archive, or to say when everything asked before is
+/// committed (a query reads what its account's messages wrote).
+enum Pending {
+    Write(ArchivedMessage),
+    Flush(oneshot::Sender<()>),
+}
 
 /// The archive module.
 pub struct Mam {
@@ -272,14 +277,18 @@ impl Mam {
         }
     }
 
-    /// Queue a message for the writer and wait for its commit.
+    /// Queue a message for the writer (waiting only while the queue is full).
     async fn write(&self, message: ArchivedMessage) {
-        let (done, committed) = oneshot::channel();
-        if self.writer.send((message, done)).await.is_err() {
-            return;
+        if self.writer.send(Pending::Write(message)).await.is_err() {
+            tracing::error!("the archive writer is gone; a message was not archived");
         }
-        if !matches!(committed.await, Ok(true)) {
-            tracing::error!("a message could not be archived");
+    }
+
+    /// Wait until everything queued so far is committed.
+    async fn flush(&self) {
+        let (done, flushed) = oneshot::channel();
+        if self.writer.send(Pending::Flush(done)).await.is_ok() {
+            let _ = flushed.await;
         }
     }
 }
@@ -290,28 +299,38 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Commit what has queued, one transaction per batch, until the server shuts down and the
-/// queue is drained.
-async fn run_writer(store: Arc<dyn ArchiveStore>, mut queued: mpsc::Receiver<Pending>) {
-    while let Some(first) = queued.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < BATCH {
-            match queued.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
-        let (messages, waiters): (Vec<ArchivedMessage>, Vec<oneshot::Sender<bool>>) =
-            batch.into_iter().unzip();
-        let ok = match store.append(&messages).await {
-            Ok(()) => true,
-            Err(error) => {
-                tracing::error!(%error, count = messages.len(), "archive write failed");
-                false
+/// Commit what has queued, one transaction per batch, until the server shuts down; then
+/// commit what is still queued and stop.
+async fn run_writer(
+    store: Arc<dyn ArchiveStore>,
+    mut queued: mpsc::Receiver<Pending>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            first = queued.recv() => first,
+            _ = shutdown.cancelled() => {
+                queued.close();
+                queued.recv().await
             }
         };
-        for waiter in waiters {
-            let _ = waiter.send(ok);
+        let Some(first) = first else { return };
+        let (mut batch, mut flushes) = (Vec::new(), Vec::new());
+        let mut next = Some(first);
+        while let Some(pending) = next.take() {
+            match pending {
+                Pending::Write(message) => batch.push(message),
+                Pending::Flush(done) => flushes.push(done),
+            }
+            if batch.len() < BATCH {
+                next = queued.try_recv().ok();
+            }
+        }
+        if let Err(error) = store.append(&batch, true).await {
+            tracing::error!(%error, count = batch.len(), "archive write failed");
+        }
+        for done in flushes {
+            let _ = done.send(());
         }
     }
 }
@@ -394,9 +413,11 @@ impl Module for Mam {
     fn start(self: Arc<Self>, server: &Arc<Server>) {
         let _ = self.server.set(Arc::downgrade(server));
         if let Some(queued) = lock(&self.queued).take() {
-            server
-                .tasks
-                .spawn(run_writer(Arc::clone(&self.store), queued));
+            server.tasks.spawn(run_writer(
+                Arc::clone(&self.store),
+                queued,
+                server.shutdown.clone(),
+            ));
         }
         if let Some(days) = self.config.retention_days {
             let store = Arc::clone(&self.store);
@@ -454,18 +475,6 @@ impl Handler<MessageArriving> for Incoming {
         {
             return Flow::Continue;
         }
-        // No archive for an account that does not exist (the message bounces later); an
-        // account with a session exists.
-        if server.sessions.bound(&event.user).is_empty()
-            && !server
-                .storage
-                .accounts()
-                .exists(&event.user)
-                .await
-                .unwrap_or(true)
-        {
-            return Flow::Continue;
-        }
         let id = archive::next_id();
         let mut stanza_id = Element::bare("stanza-id", SID);
         set_attr(&mut stanza_id, "id", id_text(id));
@@ -514,14 +523,16 @@ struct Remove(Arc<Mam>);
 
 #[async_trait::async_trait]
 impl Handler<UserRemoved> for Remove {
-    async fn call(&self, _server: &Server, event: &mut UserRemoved) -> Flow {
+    async fn call(&self, server: &Server, event: &mut UserRemoved) -> Flow {
         if let Some(cache) = &self.0.prefs {
             lock(cache).remove(&event.user);
         }
         if let Err(error) = self.0.store.remove_user(&event.user).await {
             tracing::error!(user = %event.user, %error, "cannot remove the archive");
         }
-        Flow::Continue
+        crate::user_data::RemoveUserData(Arc::clone(&self.0.prefs_store))
+            .call(server, event)
+            .await
     }
 }
 
@@ -691,6 +702,8 @@ impl IqHandler for Queries {
 impl Queries {
     async fn query(&self, server: &Server, owner: &BareJid, request: &IqRequest<'_>) -> IqResponse {
         let (query, flip) = self.parse(owner, request.payload).await?;
+        // What was sent before the query is in the archive before it is read.
+        self.0.flush().await;
         let mut page =
             self.0.store.query(owner, &query).await.map_err(|_| {
                 IqError::new(ErrorType::Wait, DefinedCondition::InternalServerError)

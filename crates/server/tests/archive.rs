@@ -109,6 +109,16 @@ impl Answer {
     }
 }
 
+/// A query with only a page (`set`) and extra children of `<query/>` (`extra`).
+async fn query_with(client: &mut Client, id: &str, set: &str, extra: &str) -> Answer {
+    client
+        .send(&format!(
+            "<iq type='set' id='{id}'><query xmlns='{MAM}' queryid='q-{id}'><set xmlns='{RSM}'>{set}</set>{extra}</query></iq>"
+        ))
+        .await;
+    collect(client, id).await
+}
+
 /// Send a MAM query (`fields`: form fields; `set`: the RSM element's children) and collect
 /// its results up to the IQ result.
 async fn query(client: &mut Client, id: &str, fields: &[(&str, &[&str])], set: &str) -> Answer {
@@ -136,6 +146,11 @@ async fn query(client: &mut Client, id: &str, fields: &[(&str, &[&str])], set: &
             "<iq type='set' id='{id}'><query xmlns='{MAM}' queryid='q-{id}'>{form}{set}</query></iq>"
         ))
         .await;
+    collect(client, id).await
+}
+
+/// The results of query `id`, up to its IQ result.
+async fn collect(client: &mut Client, id: &str) -> Answer {
     let mut items = Vec::new();
     let mut stamps = Vec::new();
     loop {
@@ -228,6 +243,9 @@ async fn thirty_messages_page_by_page_with_rsm_and_by_contact_time_and_ids() {
     // The last page (before with no id), and by ids.
     let tail = query(&mut alice, "p3", &[], "<max>5</max><before/>").await;
     assert_eq!(tail.bodies(), ["m26", "m27", "m28", "m29", "from carol"]);
+    // flip-page: the same page, newest first.
+    let flipped = query_with(&mut alice, "pf", "<max>3</max><before/>", "<flip-page/>").await;
+    assert_eq!(flipped.bodies(), ["from carol", "m29", "m28"]);
     let by_ids = query(
         &mut alice,
         "p4",
@@ -479,4 +497,51 @@ async fn a_resumed_stream_resends_a_message_under_the_id_the_archive_has() {
     let answer = query(&mut phone, "q", &[], "").await;
     assert_eq!(answer.items.len(), 1, "archived once");
     assert_eq!(answer.items[0].0, archived_id);
+}
+
+#[tokio::test]
+async fn removing_an_account_deletes_its_archive_and_preferences() {
+    let server = server().await;
+    let mut alice = online(&server, "alice", "phone").await;
+    let mut bob = online(&server, "bob", "desk").await;
+    bob.send("<message to='alice@localhost' type='chat'><body>gone soon</body></message>")
+        .await;
+    until(&mut alice, "bob's message", |e| e.name() == "message").await;
+    alice
+        .send(&format!(
+            "<iq type='set' id='prefs'><prefs xmlns='{MAM}' default='roster'/></iq>"
+        ))
+        .await;
+    until(&mut alice, "the prefs result", |e| {
+        e.attr("id") == Some("prefs")
+    })
+    .await;
+    alice
+        .send("<iq type='set' id='rm'><query xmlns='jabber:iq:register'><remove/></query></iq>")
+        .await;
+    until(&mut alice, "the removal", |e| e.attr("id") == Some("rm")).await;
+    let storage = &server.running.as_ref().unwrap().server.storage;
+    let owner = jid::BareJid::new("alice@localhost").unwrap();
+    let page = storage
+        .archive()
+        .query(&owner, &herald_storage::archive::ArchiveQuery::all(10))
+        .await
+        .unwrap();
+    assert_eq!(page.count, 0);
+    assert!(
+        storage
+            .user_data()
+            .list(&owner, "mam_prefs", "")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Bob's own archive keeps what he sent.
+    let bob_jid = jid::BareJid::new("bob@localhost").unwrap();
+    let his = storage
+        .archive()
+        .query(&bob_jid, &herald_storage::archive::ArchiveQuery::all(10))
+        .await
+        .unwrap();
+    assert_eq!(his.count, 1);
 }

@@ -149,8 +149,13 @@ pub struct ArchivePage {
 /// The archive.
 #[async_trait::async_trait]
 pub trait ArchiveStore: Send + Sync + 'static {
-    /// Add messages, in one transaction.
-    async fn append(&self, messages: &[ArchivedMessage]) -> Result<(), StorageError>;
+    /// Add messages, in one transaction. With `only_accounts`, a message whose owner has no
+    /// account is left out (checked in the same statement: no extra round trip).
+    async fn append(
+        &self,
+        messages: &[ArchivedMessage],
+        only_accounts: bool,
+    ) -> Result<(), StorageError>;
 
     /// One page of the owner's messages matching the query.
     async fn query(

@@ -17,6 +17,7 @@ macro_rules! with_cases {
             filters_by_with_time_ids_and_text,
             exists_and_remove_user_are_per_owner,
             purge_before_removes_older_messages_only,
+            only_accounts_leaves_out_owners_without_an_account,
         }
     };
 }
@@ -95,7 +96,7 @@ async fn fill(
             message: format!("<message xmlns='jabber:client'><body>{prefix}{i}</body></message>"),
         })
         .collect();
-    store.append(&messages).await.unwrap();
+    store.append(&messages, false).await.unwrap();
     messages.iter().map(|m| m.id).collect()
 }
 
@@ -203,5 +204,42 @@ pub async fn purge_before_removes_older_messages_only(store: &dyn ArchiveStore) 
     assert_eq!(
         ids(&store.query(&owner, &ArchiveQuery::all(10)).await.unwrap()),
         new
+    );
+}
+
+/// With `only_accounts`, a message for an owner without an account is left out.
+pub async fn only_accounts_leaves_out_owners_without_an_account(store: &dyn ArchiveStore) {
+    let ghost = user("nobody@ghosts.example");
+    let message = ArchivedMessage {
+        id: next_id(),
+        owner: ghost.clone(),
+        remote_bare: "x@ghosts.example".to_owned(),
+        remote_resource: String::new(),
+        direction: Direction::In,
+        from: "x@ghosts.example".to_owned(),
+        origin_id: None,
+        body: "boo".to_owned(),
+        message: "<message xmlns='jabber:client'/>".to_owned(),
+    };
+    store
+        .append(std::slice::from_ref(&message), true)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .query(&ghost, &ArchiveQuery::all(10))
+            .await
+            .unwrap()
+            .count,
+        0
+    );
+    store.append(&[message], false).await.unwrap();
+    assert_eq!(
+        store
+            .query(&ghost, &ArchiveQuery::all(10))
+            .await
+            .unwrap()
+            .count,
+        1
     );
 }

@@ -121,28 +121,41 @@ where
     usize: ColumnIndex<DB::Row>,
     DB::Arguments: IntoArguments<DB>,
 {
-    async fn append(&self, messages: &[ArchivedMessage]) -> Result<(), StorageError> {
+    async fn append(
+        &self,
+        messages: &[ArchivedMessage],
+        only_accounts: bool,
+    ) -> Result<(), StorageError> {
         if messages.is_empty() {
             return Ok(());
         }
         let mut transaction = self.pool.begin().await?;
         for message in messages {
-            sqlx::query(
+            let key = crate::accounts::AccountKey::of(&message.owner)?;
+            let statement = if only_accounts {
                 "INSERT INTO mam_message (id, owner, remote_bare_jid, remote_resource, \
                  direction, from_jid, origin_id, search_body, message) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(message.id)
-            .bind(message.owner.as_str())
-            .bind(message.remote_bare.as_str())
-            .bind(message.remote_resource.as_str())
-            .bind(direction_code(message.direction))
-            .bind(message.from.as_str())
-            .bind(message.origin_id.clone())
-            .bind(message.body.to_lowercase())
-            .bind(message.message.as_str())
-            .execute(&mut *transaction)
-            .await?;
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 \
+                 WHERE EXISTS (SELECT 1 FROM users WHERE server = $10 AND username = $11)"
+            } else {
+                "INSERT INTO mam_message (id, owner, remote_bare_jid, remote_resource, \
+                 direction, from_jid, origin_id, search_body, message) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            };
+            let mut insert = sqlx::query(statement)
+                .bind(message.id)
+                .bind(message.owner.as_str())
+                .bind(message.remote_bare.as_str())
+                .bind(message.remote_resource.as_str())
+                .bind(direction_code(message.direction))
+                .bind(message.from.as_str())
+                .bind(message.origin_id.clone())
+                .bind(message.body.to_lowercase())
+                .bind(message.message.as_str());
+            if only_accounts {
+                insert = insert.bind(key.domain).bind(key.localpart);
+            }
+            insert.execute(&mut *transaction).await?;
         }
         transaction.commit().await?;
         Ok(())
