@@ -126,34 +126,75 @@ where
         messages: &[ArchivedMessage],
         only_accounts: bool,
     ) -> Result<(), StorageError> {
-        if messages.is_empty() {
-            return Ok(());
-        }
+        // One statement per chunk of rows (each statement is a round trip to the engine), and
+        // one for the accounts of the whole batch.
+        const ROWS: usize = 64;
         let mut transaction = self.pool.begin().await?;
-        for message in messages {
-            let key = crate::accounts::AccountKey::of(&message.owner)?;
-            let statement = if only_accounts {
+        let existing = if only_accounts {
+            let mut owners: Vec<&BareJid> = messages.iter().map(|m| &m.owner).collect();
+            owners.sort();
+            owners.dedup();
+            let mut found = std::collections::HashSet::new();
+            for chunk in owners.chunks(ROWS) {
+                let keys = chunk
+                    .iter()
+                    .map(|owner| crate::accounts::AccountKey::of(owner))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let pairs: Vec<String> = (0..keys.len())
+                    .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
+                    .collect();
+                let sql = format!(
+                    "SELECT server, username FROM users WHERE (server, username) IN ({})",
+                    pairs.join(", ")
+                );
+                let mut select = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for key in &keys {
+                    select = select.bind(key.domain).bind(key.localpart);
+                }
+                for row in select.fetch_all(&mut *transaction).await? {
+                    let server: String = row.try_get("server")?;
+                    let username: String = row.try_get("username")?;
+                    found.insert(format!("{username}@{server}"));
+                }
+            }
+            Some(found)
+        } else {
+            None
+        };
+        let kept: Vec<&ArchivedMessage> = messages
+            .iter()
+            .filter(|m| {
+                existing
+                    .as_ref()
+                    .is_none_or(|found| found.contains(m.owner.as_str()))
+            })
+            .collect();
+        for chunk in kept.chunks(ROWS) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|row| {
+                    let first = row * 9 + 1;
+                    let params: Vec<String> =
+                        (first..first + 9).map(|n| format!("${n}")).collect();
+                    format!("({})", params.join(", "))
+                })
+                .collect();
+            let sql = format!(
                 "INSERT INTO mam_message (id, owner, remote_bare_jid, remote_resource, \
-                 direction, from_jid, origin_id, search_body, message) \
-                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 \
-                 WHERE EXISTS (SELECT 1 FROM users WHERE server = $10 AND username = $11)"
-            } else {
-                "INSERT INTO mam_message (id, owner, remote_bare_jid, remote_resource, \
-                 direction, from_jid, origin_id, search_body, message) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-            };
-            let mut insert = sqlx::query(statement)
-                .bind(message.id)
-                .bind(message.owner.as_str())
-                .bind(message.remote_bare.as_str())
-                .bind(message.remote_resource.as_str())
-                .bind(direction_code(message.direction))
-                .bind(message.from.as_str())
-                .bind(message.origin_id.clone())
-                .bind(message.body.to_lowercase())
-                .bind(message.message.as_str());
-            if only_accounts {
-                insert = insert.bind(key.domain).bind(key.localpart);
+                 direction, from_jid, origin_id, search_body, message) VALUES {}",
+                rows.join(", ")
+            );
+            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for message in chunk {
+                insert = insert
+                    .bind(message.id)
+                    .bind(message.owner.as_str())
+                    .bind(message.remote_bare.as_str())
+                    .bind(message.remote_resource.as_str())
+                    .bind(direction_code(message.direction))
+                    .bind(message.from.as_str())
+                    .bind(message.origin_id.clone())
+                    .bind(message.body.to_lowercase())
+                    .bind(message.message.as_str());
             }
             insert.execute(&mut *transaction).await?;
         }

@@ -19,4 +19,3 @@ CREATE TABLE mam_message (
 );
 
 CREATE INDEX i_mam_message_remote ON mam_message (owner, remote_bare_jid, id);
-CREATE INDEX i_mam_message_id ON mam_message (id);
