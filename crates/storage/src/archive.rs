@@ -150,7 +150,7 @@ pub struct ArchivePage {
 #[async_trait::async_trait]
 pub trait ArchiveStore: Send + Sync + 'static {
     /// Add messages, in one transaction. With `only_accounts`, a message whose owner has no
-    /// account is left out (checked in the same statement: no extra round trip).
+    /// account is left out (one lookup for the whole batch, in the same transaction).
     async fn append(
         &self,
         messages: &[ArchivedMessage],
