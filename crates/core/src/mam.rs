@@ -326,8 +326,9 @@ async fn run_writer(
                 next = queued.try_recv().ok();
             }
         }
-        if let Err(error) = store.append(&batch, true).await {
-            tracing::error!(%error, count = batch.len(), "archive write failed");
+        let count = batch.len();
+        if let Err(error) = store.append(batch, true).await {
+            tracing::error!(%error, count, "archive write failed");
         }
         for done in flushes {
             let _ = done.send(());

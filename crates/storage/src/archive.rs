@@ -153,7 +153,7 @@ pub trait ArchiveStore: Send + Sync + 'static {
     /// account is left out (one lookup for the whole batch, in the same transaction).
     async fn append(
         &self,
-        messages: &[ArchivedMessage],
+        messages: Vec<ArchivedMessage>,
         only_accounts: bool,
     ) -> Result<(), StorageError>;
 

@@ -82,6 +82,26 @@ pub enum StorageError {
     /// not a normalised localpart): the database was edited by hand or is damaged.
     #[error("the database holds invalid data ({0}); was it edited outside herald?")]
     Corrupt(String),
+
+    /// The write was part of a batch (group commit) whose transaction could not begin or
+    /// commit: nothing of the batch was kept.
+    #[error("the write's batch failed: {message}")]
+    Batch {
+        /// What the database said.
+        message: String,
+        /// Whether the database's error was transient.
+        transient: bool,
+    },
+}
+
+impl StorageError {
+    /// The error told to every write of a batch that failed with `source`.
+    pub(crate) fn batch(source: &sqlx::Error) -> StorageError {
+        StorageError::Batch {
+            message: source.to_string(),
+            transient: sqlx_error_is_transient(source),
+        }
+    }
 }
 
 impl StorageError {
@@ -94,6 +114,7 @@ impl StorageError {
             StorageError::Database(source)
             | StorageError::Open { source, .. }
             | StorageError::Connect { source, .. } => sqlx_error_is_transient(source),
+            StorageError::Batch { transient, .. } => *transient,
             _ => false,
         }
     }

@@ -178,22 +178,25 @@ impl Storage {
         Storage {
             accounts: Arc::new(sql::SqlAccounts::new(pool.clone())),
             roster: Arc::new(sql::SqlRoster::new(pool.clone())),
-            offline: Arc::new(sql::SqlOffline::new(pool.clone())),
+            offline: Arc::new(sql::SqlOffline::new(pool.clone(), None)),
             user_data: Arc::new(sql::SqlUserData::new(pool.clone())),
-            archive: Arc::new(sql::SqlArchive::new(pool.clone())),
+            archive: Arc::new(sql::SqlArchive::new(pool.clone(), None)),
             applied: applied.into(),
             engine: Backend::Postgres(pool, target.into()),
         }
     }
 
     fn sqlite(pool: sqlx::SqlitePool, applied: Vec<AppliedMigration>) -> Storage {
+        // SQLite has one writer at a time: the hot writes share one writer task and its
+        // transactions (group commit) instead of queueing on the lock.
+        let commits = Some(Arc::new(sql::group_commit::GroupCommit::start(pool.clone())));
         Storage {
             applied: applied.into(),
             accounts: Arc::new(sql::SqlAccounts::new(pool.clone())),
             roster: Arc::new(sql::SqlRoster::new(pool.clone())),
-            offline: Arc::new(sql::SqlOffline::new(pool.clone())),
+            offline: Arc::new(sql::SqlOffline::new(pool.clone(), commits.clone())),
             user_data: Arc::new(sql::SqlUserData::new(pool.clone())),
-            archive: Arc::new(sql::SqlArchive::new(pool.clone())),
+            archive: Arc::new(sql::SqlArchive::new(pool.clone(), commits)),
             engine: Backend::Sqlite(pool),
         }
     }

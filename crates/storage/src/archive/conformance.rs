@@ -96,7 +96,7 @@ async fn fill(
             message: format!("<message xmlns='jabber:client'><body>{prefix}{i}</body></message>"),
         })
         .collect();
-    store.append(&messages, false).await.unwrap();
+    store.append(messages.clone(), false).await.unwrap();
     messages.iter().map(|m| m.id).collect()
 }
 
@@ -222,7 +222,7 @@ pub async fn only_accounts_leaves_out_owners_without_an_account(store: &dyn Arch
         message: "<message xmlns='jabber:client'/>".to_owned(),
     };
     store
-        .append(std::slice::from_ref(&message), true)
+        .append(vec![message.clone()], true)
         .await
         .unwrap();
     assert_eq!(
@@ -233,7 +233,7 @@ pub async fn only_accounts_leaves_out_owners_without_an_account(store: &dyn Arch
             .count,
         0
     );
-    store.append(&[message], false).await.unwrap();
+    store.append(vec![message], false).await.unwrap();
     assert_eq!(
         store
             .query(&ghost, &ArchiveQuery::all(10))

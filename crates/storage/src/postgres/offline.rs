@@ -1,29 +1,37 @@
 //! The PostgreSQL part of the offline store: storing under the limit with the user's
 //! advisory lock, and removing a list of ids as one array parameter.
 
-use sqlx::{Pool, Postgres};
+use sqlx::{Connection, PgConnection, Pool, Postgres};
 
 use crate::StorageError;
-use crate::accounts::{AccountKey, AccountStore};
+use crate::accounts::AccountKey;
 use crate::offline::{NewOfflineMessage, Stored};
 use crate::sql::offline::{OfflineDialect, micros};
 
 impl OfflineDialect for Postgres {
     /// The user's advisory lock makes concurrent senders count in turn, so they cannot
-    /// overshoot the limit together; the account is checked first when asked.
-    async fn store_below_limit(
-        pool: &Pool<Self>,
-        accounts: Option<&dyn AccountStore>,
-        key: AccountKey<'_>,
-        message: NewOfflineMessage<'_>,
+    /// overshoot the limit together; the account is checked first when asked. Its own
+    /// transaction (a savepoint inside a batch).
+    async fn store_below_limit<'c>(
+        connection: &'c mut PgConnection,
+        check_account: bool,
+        key: AccountKey<'c>,
+        message: NewOfflineMessage<'c>,
         limit: usize,
     ) -> Result<Option<Stored>, StorageError> {
-        if let Some(accounts) = accounts
-            && !accounts.exists(&key.to_jid()?).await?
-        {
-            return Ok(None);
+        let mut transaction = connection.begin().await?;
+        if check_account {
+            let exists: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM users WHERE server = $1 AND username = $2)",
+            )
+            .bind(key.domain)
+            .bind(key.localpart)
+            .fetch_one(&mut *transaction)
+            .await?;
+            if !exists {
+                return Ok(None);
+            }
         }
-        let mut transaction = pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock(18502, hashtext($1 || '/' || $2))")
             .bind(key.domain)
             .bind(key.localpart)

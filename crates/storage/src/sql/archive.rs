@@ -1,10 +1,13 @@
 //! [`ArchiveStore`] on SQL: the `mam_message` table, the same statements on both engines
 //! (queries are built from the filters present, with numbered parameters).
 
+use std::sync::Arc;
+
 use jid::BareJid;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
 
 use super::Dialect;
+use super::group_commit::{GroupCommit, write_via};
 use crate::StorageError;
 use crate::archive::{
     ArchiveId, ArchivePage, ArchiveQuery, ArchiveStore, ArchivedMessage, Direction, Found, Paging,
@@ -14,12 +17,15 @@ use crate::archive::{
 #[derive(Debug)]
 pub(crate) struct SqlArchive<DB: Dialect> {
     pool: Pool<DB>,
+    /// The database's writer, if its writes are group-committed (SQLite).
+    commits: Option<Arc<GroupCommit<DB>>>,
 }
 
 impl<DB: Dialect> SqlArchive<DB> {
-    /// The archive in the database behind `pool`, whose schema is up to date.
-    pub(crate) fn new(pool: Pool<DB>) -> Self {
-        SqlArchive { pool }
+    /// The archive in the database behind `pool`, whose schema is up to date; with
+    /// `commits`, appends go through that writer, in the transactions of other writes.
+    pub(crate) fn new(pool: Pool<DB>, commits: Option<Arc<GroupCommit<DB>>>) -> Self {
+        SqlArchive { pool, commits }
     }
 }
 
@@ -108,6 +114,97 @@ fn direction_code(direction: Direction) -> &'static str {
     }
 }
 
+/// Insert the rows of `messages` (of owners with an account, with `only_accounts`).
+async fn insert_rows<DB>(
+    connection: &mut DB::Connection,
+    messages: &[ArchivedMessage],
+    only_accounts: bool,
+) -> Result<(), StorageError>
+
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    String: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB>,
+    Option<String>: for<'q> Encode<'q, DB> + Type<DB>,
+    i64: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    // One statement per chunk of rows (each statement is a round trip to the engine), and
+    // one for the accounts of the whole batch.
+    const ROWS: usize = 64;
+    let existing = if only_accounts {
+        let mut owners: Vec<&BareJid> = messages.iter().map(|m| &m.owner).collect();
+        owners.sort();
+        owners.dedup();
+        let mut found = std::collections::HashSet::new();
+        for chunk in owners.chunks(ROWS) {
+            let keys = chunk
+                .iter()
+                .map(|owner| crate::accounts::AccountKey::of(owner))
+                .collect::<Result<Vec<_>, _>>()?;
+            let pairs: Vec<String> = (0..keys.len())
+                .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
+                .collect();
+            let sql = format!(
+                "SELECT server, username FROM users WHERE (server, username) IN ({})",
+                pairs.join(", ")
+            );
+            let mut select = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for key in &keys {
+                select = select.bind(key.domain).bind(key.localpart);
+            }
+            for row in select.fetch_all(&mut *connection).await? {
+                let server: String = row.try_get("server")?;
+                let username: String = row.try_get("username")?;
+                found.insert(format!("{username}@{server}"));
+            }
+        }
+        Some(found)
+    } else {
+        None
+    };
+    let kept: Vec<&ArchivedMessage> = messages
+        .iter()
+        .filter(|m| {
+            existing
+                .as_ref()
+                .is_none_or(|found| found.contains(m.owner.as_str()))
+        })
+        .collect();
+    for chunk in kept.chunks(ROWS) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|row| {
+                let first = row * 9 + 1;
+                let params: Vec<String> = (first..first + 9).map(|n| format!("${n}")).collect();
+                format!("({})", params.join(", "))
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO mam_message (id, owner, remote_bare_jid, remote_resource, \
+             direction, from_jid, origin_id, search_body, message) VALUES {}",
+            rows.join(", ")
+        );
+        let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for message in chunk {
+            insert = insert
+                .bind(message.id)
+                .bind(message.owner.as_str())
+                .bind(message.remote_bare.as_str())
+                .bind(message.remote_resource.as_str())
+                .bind(direction_code(message.direction))
+                .bind(message.from.as_str())
+                .bind(message.origin_id.clone())
+                .bind(message.body.to_lowercase())
+                .bind(message.message.as_str());
+        }
+        insert.execute(&mut *connection).await?;
+    }
+Ok(())
+}
+
 #[async_trait::async_trait]
 impl<DB> ArchiveStore for SqlArchive<DB>
 where
@@ -123,84 +220,19 @@ where
 {
     async fn append(
         &self,
-        messages: &[ArchivedMessage],
+        messages: Vec<ArchivedMessage>,
         only_accounts: bool,
     ) -> Result<(), StorageError> {
-        // One statement per chunk of rows (each statement is a round trip to the engine), and
-        // one for the accounts of the whole batch.
-        const ROWS: usize = 64;
-        // The write lock first (SQLite): a read then a write in one transaction could meet
-        // another writer and fail instead of waiting.
-        let mut transaction = DB::begin_write(&self.pool).await?;
-        let existing = if only_accounts {
-            let mut owners: Vec<&BareJid> = messages.iter().map(|m| &m.owner).collect();
-            owners.sort();
-            owners.dedup();
-            let mut found = std::collections::HashSet::new();
-            for chunk in owners.chunks(ROWS) {
-                let keys = chunk
-                    .iter()
-                    .map(|owner| crate::accounts::AccountKey::of(owner))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let pairs: Vec<String> = (0..keys.len())
-                    .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
-                    .collect();
-                let sql = format!(
-                    "SELECT server, username FROM users WHERE (server, username) IN ({})",
-                    pairs.join(", ")
-                );
-                let mut select = sqlx::query(sqlx::AssertSqlSafe(sql));
-                for key in &keys {
-                    select = select.bind(key.domain).bind(key.localpart);
-                }
-                for row in select.fetch_all(&mut *transaction).await? {
-                    let server: String = row.try_get("server")?;
-                    let username: String = row.try_get("username")?;
-                    found.insert(format!("{username}@{server}"));
-                }
-            }
-            Some(found)
-        } else {
-            None
-        };
-        let kept: Vec<&ArchivedMessage> = messages
-            .iter()
-            .filter(|m| {
-                existing
-                    .as_ref()
-                    .is_none_or(|found| found.contains(m.owner.as_str()))
+        write_via(self.commits.as_deref(), &self.pool, move |connection| {
+            Box::pin(async move {
+                // Its own transaction (a savepoint inside a batch): all the rows or none.
+                let mut transaction = sqlx::Connection::begin(connection).await?;
+                insert_rows(&mut *transaction, &messages, only_accounts).await?;
+                transaction.commit().await?;
+                Ok(())
             })
-            .collect();
-        for chunk in kept.chunks(ROWS) {
-            let rows: Vec<String> = (0..chunk.len())
-                .map(|row| {
-                    let first = row * 9 + 1;
-                    let params: Vec<String> = (first..first + 9).map(|n| format!("${n}")).collect();
-                    format!("({})", params.join(", "))
-                })
-                .collect();
-            let sql = format!(
-                "INSERT INTO mam_message (id, owner, remote_bare_jid, remote_resource, \
-                 direction, from_jid, origin_id, search_body, message) VALUES {}",
-                rows.join(", ")
-            );
-            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for message in chunk {
-                insert = insert
-                    .bind(message.id)
-                    .bind(message.owner.as_str())
-                    .bind(message.remote_bare.as_str())
-                    .bind(message.remote_resource.as_str())
-                    .bind(direction_code(message.direction))
-                    .bind(message.from.as_str())
-                    .bind(message.origin_id.clone())
-                    .bind(message.body.to_lowercase())
-                    .bind(message.message.as_str());
-            }
-            insert.execute(&mut *transaction).await?;
-        }
-        transaction.commit().await?;
-        Ok(())
+        })
+        .await
     }
 
     async fn query(

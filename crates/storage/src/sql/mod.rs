@@ -8,6 +8,7 @@
 
 mod accounts;
 mod archive;
+pub(crate) mod group_commit;
 pub(crate) mod migrate;
 pub(crate) mod offline;
 mod roster;

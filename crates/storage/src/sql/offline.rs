@@ -4,27 +4,30 @@
 //! advisory lock.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jid::{BareJid, Jid};
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
 
 use super::Dialect;
+use super::group_commit::{GroupCommit, write_via};
 use crate::StorageError;
 use crate::accounts::{AccountKey, AccountStore};
 use crate::offline::{NewOfflineMessage, OfflineStore, Stored, StoredMessage};
 
 /// What differs between the engines in the offline store.
 pub(crate) trait OfflineDialect: Dialect {
-    /// Store `message` for `key` unless the user has `limit` messages already (and, with
-    /// `accounts`, unless the account does not exist): `Ok(None)` for no account.
-    fn store_below_limit(
-        pool: &Pool<Self>,
-        accounts: Option<&dyn AccountStore>,
-        key: AccountKey<'_>,
-        message: NewOfflineMessage<'_>,
+    /// On `connection`, store `message` for `key` unless the user has `limit` messages
+    /// already (and, with `check_account`, unless the account does not exist): `Ok(None)`
+    /// for no account. Checking and storing are atomic against concurrent writers.
+    fn store_below_limit<'c>(
+        connection: &'c mut Self::Connection,
+        check_account: bool,
+        key: AccountKey<'c>,
+        message: NewOfflineMessage<'c>,
         limit: usize,
-    ) -> impl Future<Output = Result<Option<Stored>, StorageError>> + Send;
+    ) -> impl Future<Output = Result<Option<Stored>, StorageError>> + Send + 'c;
 
     /// Delete the user's messages with these ids; how many were.
     fn remove_ids(
@@ -38,12 +41,15 @@ pub(crate) trait OfflineDialect: Dialect {
 #[derive(Debug)]
 pub(crate) struct SqlOffline<DB: Dialect> {
     pool: Pool<DB>,
+    /// The database's writer, if its writes are group-committed (SQLite).
+    commits: Option<Arc<GroupCommit<DB>>>,
 }
 
 impl<DB: Dialect> SqlOffline<DB> {
-    /// Offline messages stored in the database behind `pool`, whose schema is up to date.
-    pub(crate) fn new(pool: Pool<DB>) -> Self {
-        SqlOffline { pool }
+    /// Offline messages stored in the database behind `pool`, whose schema is up to date;
+    /// with `commits`, stores and metadata updates go through that writer.
+    pub(crate) fn new(pool: Pool<DB>, commits: Option<Arc<GroupCommit<DB>>>) -> Self {
+        SqlOffline { pool, commits }
     }
 }
 
@@ -95,6 +101,48 @@ where
     })
 }
 
+impl<DB> SqlOffline<DB>
+where
+    DB: OfflineDialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    i64: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB>,
+    String: for<'r> Decode<'r, DB> + Type<DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+{
+    /// Store through the writer (or a pooled connection), with the account checked or not.
+    async fn store_with(
+        &self,
+        check_account: bool,
+        user: &BareJid,
+        message: NewOfflineMessage<'_>,
+        limit: usize,
+    ) -> Result<Option<Stored>, StorageError> {
+        AccountKey::of(user)?;
+        // The write runs on the writer's task, after this call's borrows: it owns its data.
+        let user = user.clone();
+        let from = message.from.clone();
+        let stored_at = message.stored_at;
+        let stanza = message.stanza.to_owned();
+        let metadata = message.metadata.to_owned();
+        write_via(self.commits.as_deref(), &self.pool, move |connection| {
+            Box::pin(async move {
+                let key = AccountKey::of(&user)?;
+                let message = NewOfflineMessage {
+                    from: &from,
+                    stored_at,
+                    stanza: &stanza,
+                    metadata: &metadata,
+                };
+                DB::store_below_limit(connection, check_account, key, message, limit).await
+            })
+        })
+        .await
+    }
+}
+
 #[async_trait::async_trait]
 impl<DB> OfflineStore for SqlOffline<DB>
 where
@@ -113,20 +161,19 @@ where
         message: NewOfflineMessage<'_>,
         limit: usize,
     ) -> Result<Stored, StorageError> {
-        let key = AccountKey::of(user)?;
-        let stored = DB::store_below_limit(&self.pool, None, key, message, limit).await?;
+        let stored = self.store_with(false, user, message, limit).await?;
         Ok(stored.unwrap_or(Stored::Full))
     }
 
     async fn store_for_account(
         &self,
-        accounts: &dyn AccountStore,
+        _accounts: &dyn AccountStore,
         user: &BareJid,
         message: NewOfflineMessage<'_>,
         limit: usize,
     ) -> Result<Option<Stored>, StorageError> {
-        let key = AccountKey::of(user)?;
-        DB::store_below_limit(&self.pool, Some(accounts), key, message, limit).await
+        // The accounts are in the same database: the check is part of the write.
+        self.store_with(true, user, message, limit).await
     }
 
     async fn list(&self, user: &BareJid) -> Result<Vec<StoredMessage>, StorageError> {
@@ -212,17 +259,26 @@ where
         id: i64,
         metadata: &str,
     ) -> Result<bool, StorageError> {
-        let key = AccountKey::of(user)?;
-        let updated = sqlx::query(
-            "UPDATE offline_message SET metadata = $1 WHERE id = $2 AND server = $3 AND username = $4",
-        )
-        .bind(metadata)
-        .bind(id)
-        .bind(key.domain)
-        .bind(key.localpart)
-        .execute(&self.pool)
-        .await?;
-        Ok(DB::rows_affected(&updated) > 0)
+        AccountKey::of(user)?;
+        let user = user.clone();
+        let metadata = metadata.to_owned();
+        write_via(self.commits.as_deref(), &self.pool, move |connection| {
+            Box::pin(async move {
+                let key = AccountKey::of(&user)?;
+                let updated = sqlx::query(
+                    "UPDATE offline_message SET metadata = $1
+                     WHERE id = $2 AND server = $3 AND username = $4",
+                )
+                .bind(metadata.as_str())
+                .bind(id)
+                .bind(key.domain)
+                .bind(key.localpart)
+                .execute(connection)
+                .await?;
+                Ok(DB::rows_affected(&updated) > 0)
+            })
+        })
+        .await
     }
 
     async fn remove_all(&self, user: &BareJid) -> Result<usize, StorageError> {

@@ -1,11 +1,10 @@
 //! The SQLite part of the offline store: storing under the limit in one statement, and
 //! removing a list of ids passed as one JSON array.
 
-use sqlx::Pool;
-use sqlx::Sqlite;
+use sqlx::{Pool, Sqlite, SqliteConnection};
 
 use crate::StorageError;
-use crate::accounts::{AccountKey, AccountStore};
+use crate::accounts::AccountKey;
 use crate::offline::{NewOfflineMessage, Stored};
 use crate::sql::offline::{OfflineDialect, micros};
 
@@ -25,18 +24,19 @@ const INSERT_FOR_ACCOUNT_BELOW_LIMIT: &str = "INSERT INTO offline_message
 impl OfflineDialect for Sqlite {
     /// One statement, one round trip to the connection's thread: a writing statement takes
     /// SQLite's write lock before it runs, so the count and the insert are atomic and
-    /// concurrent senders cannot overshoot the limit together. With `accounts`, the account
-    /// is in the same file: the check is part of the statement.
-    async fn store_below_limit(
-        pool: &Pool<Self>,
-        accounts: Option<&dyn AccountStore>,
-        key: AccountKey<'_>,
-        message: NewOfflineMessage<'_>,
+    /// concurrent senders cannot overshoot the limit together. The account is in the same
+    /// file: its check is part of the statement.
+    async fn store_below_limit<'c>(
+        connection: &'c mut SqliteConnection,
+        check_account: bool,
+        key: AccountKey<'c>,
+        message: NewOfflineMessage<'c>,
         limit: usize,
     ) -> Result<Option<Stored>, StorageError> {
-        let sql = match accounts {
-            Some(_) => INSERT_FOR_ACCOUNT_BELOW_LIMIT,
-            None => INSERT_BELOW_LIMIT,
+        let sql = if check_account {
+            INSERT_FOR_ACCOUNT_BELOW_LIMIT
+        } else {
+            INSERT_BELOW_LIMIT
         };
         let done = sqlx::query(sql)
             .bind(micros(message.stored_at))
@@ -46,19 +46,22 @@ impl OfflineDialect for Sqlite {
             .bind(message.stanza)
             .bind(message.metadata)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .execute(pool)
+            .execute(&mut *connection)
             .await?;
         if done.rows_affected() == 1 {
             return Ok(Some(Stored::Stored(done.last_insert_rowid())));
         }
-        match accounts {
-            // Nothing stored: no account, or a full store (rare; one more query tells which).
-            Some(accounts) => {
-                let user = key.to_jid()?;
-                Ok(accounts.exists(&user).await?.then_some(Stored::Full))
-            }
-            None => Ok(Some(Stored::Full)),
+        if !check_account {
+            return Ok(Some(Stored::Full));
         }
+        // Nothing stored: no account, or a full store (rare; one more query tells which).
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE server = $1 AND username = $2)")
+                .bind(key.domain)
+                .bind(key.localpart)
+                .fetch_one(&mut *connection)
+                .await?;
+        Ok(exists.then_some(Stored::Full))
     }
 
     async fn remove_ids(

@@ -1,0 +1,234 @@
+//! Group commit: the writes of many callers committed together, one transaction per batch.
+//!
+//! SQLite runs one writer at a time. When every sender's offline store, the push module's
+//! bookkeeping and the archive each took the write lock in a transaction of their own, they
+//! queued on the lock (SQLite's busy handler sleeps in steps of milliseconds) and paid a commit
+//! each. Here they go to one task instead: it takes whatever is queued (up to [`MAX_BATCH`]
+//! writes), runs each on its one connection inside one `BEGIN IMMEDIATE` transaction, commits,
+//! and only then tells each caller its outcome. Nothing waits on purpose to fill a batch: while
+//! a batch commits, the next one gathers, so a quiet server commits each write at once and a
+//! busy one commits many per transaction.
+//!
+//! Writes run in the order they were queued, so a user's messages keep their order and a
+//! per-user limit counted inside a write sees every earlier write of the batch. A write that
+//! fails (a statement error) is told so and the others go on, since a failed SQLite statement
+//! undoes only itself; a write of several statements guards itself with a savepoint. A batch
+//! whose commit fails tells every caller in it.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use sqlx::{Database, Pool};
+use tokio::sync::{mpsc, oneshot};
+
+use super::Dialect;
+use crate::StorageError;
+
+/// Most writes in one transaction.
+pub(crate) const MAX_BATCH: usize = 256;
+
+/// Writes waiting for the writer before callers wait to queue theirs (bounded memory).
+const QUEUE: usize = 4 * MAX_BATCH;
+
+/// A boxed future borrowing the connection.
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Tells a caller its outcome once the batch's commit is known (`Some` if it failed).
+type Finish = Box<dyn FnOnce(Option<&sqlx::Error>) + Send>;
+
+/// One queued write: run on the batch's connection (`None` if the batch could not begin).
+type Work<DB> = Box<
+    dyn for<'c> FnOnce(Option<&'c mut <DB as Database>::Connection>) -> BoxFuture<'c, Finish>
+        + Send,
+>;
+
+/// The handle to a database's writer task; cheap to share behind an `Arc`.
+pub(crate) struct GroupCommit<DB: Database> {
+    queue: mpsc::Sender<Work<DB>>,
+}
+
+impl<DB: Database> std::fmt::Debug for GroupCommit<DB> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupCommit").finish_non_exhaustive()
+    }
+}
+
+impl<DB: Dialect> GroupCommit<DB> {
+    /// Start the writer task of `pool` (on the current Tokio runtime). It ends when the last
+    /// handle is dropped, after committing what was queued.
+    pub(crate) fn start(pool: Pool<DB>) -> GroupCommit<DB> {
+        let (queue, queued) = mpsc::channel(QUEUE);
+        tokio::spawn(run(pool, queued));
+        GroupCommit { queue }
+    }
+
+    /// Run `write` in the next batch and return its outcome once the batch is committed.
+    pub(crate) async fn write<T, F>(&self, write: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, Result<T, StorageError>>
+            + Send
+            + 'static,
+    {
+        let (told, outcome) = oneshot::channel();
+        let work: Work<DB> = Box::new(move |connection| {
+            Box::pin(async move {
+                let done = match connection {
+                    Some(connection) => Some(write(connection).await),
+                    None => None,
+                };
+                Box::new(move |failed: Option<&sqlx::Error>| {
+                    let outcome = match (failed, done) {
+                        (None, Some(done)) => done,
+                        (Some(error), _) => Err(StorageError::batch(error)),
+                        // Not run yet a batch that committed: cannot happen.
+                        (None, None) => Err(StorageError::batch(&sqlx::Error::WorkerCrashed)),
+                    };
+                    // The caller may have given up waiting: nothing to tell then.
+                    let _ = told.send(outcome);
+                }) as Finish
+            })
+        });
+        self.queue
+            .send(work)
+            .await
+            .map_err(|_| StorageError::Database(sqlx::Error::PoolClosed))?;
+        outcome
+            .await
+            .map_err(|_| StorageError::Database(sqlx::Error::PoolClosed))?
+    }
+}
+
+/// Run `write` through `commits` when the database has a writer, else on a pooled
+/// connection of its own (where each statement commits by itself unless `write` begins a
+/// transaction).
+pub(crate) async fn write_via<DB, T, F>(
+    commits: Option<&GroupCommit<DB>>,
+    pool: &Pool<DB>,
+    write: F,
+) -> Result<T, StorageError>
+where
+    DB: Dialect,
+    T: Send + 'static,
+    F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, Result<T, StorageError>>
+        + Send
+        + 'static,
+{
+    match commits {
+        Some(commits) => commits.write(write).await,
+        None => {
+            let mut connection = pool.acquire().await?;
+            write(&mut *connection).await
+        }
+    }
+}
+
+async fn run<DB: Dialect>(pool: Pool<DB>, mut queued: mpsc::Receiver<Work<DB>>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while queued.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        commit(&pool, &mut batch).await;
+    }
+}
+
+/// Run and commit one batch, and tell every caller in it.
+async fn commit<DB: Dialect>(pool: &Pool<DB>, batch: &mut Vec<Work<DB>>) {
+    let mut finishes = Vec::with_capacity(batch.len());
+    let mut transaction = match DB::begin_write(pool).await {
+        Ok(transaction) => transaction,
+        Err(error) => {
+            tracing::warn!(%error, writes = batch.len(), "a write batch could not begin");
+            for work in batch.drain(..) {
+                work(None).await(Some(&error));
+            }
+            return;
+        }
+    };
+    for work in batch.drain(..) {
+        finishes.push(work(Some(&mut *transaction)).await);
+    }
+    let committed = transaction.commit().await;
+    if let Err(error) = &committed {
+        tracing::warn!(%error, writes = finishes.len(), "a write batch failed to commit");
+    }
+    for finish in finishes {
+        finish(committed.as_ref().err());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    async fn pool() -> sqlx::SqlitePool {
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect("sqlite::memory:")
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (n INTEGER NOT NULL UNIQUE)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool
+    }
+
+    async fn insert(commits: &GroupCommit<sqlx::Sqlite>, n: i64) -> Result<u64, StorageError> {
+        commits
+            .write(move |connection| {
+                Box::pin(async move {
+                    let done = sqlx::query("INSERT INTO t (n) VALUES ($1)")
+                        .bind(n)
+                        .execute(connection)
+                        .await?;
+                    Ok(done.rows_affected())
+                })
+            })
+            .await
+    }
+
+    #[tokio::test]
+    async fn concurrent_writes_are_all_committed_in_queue_order() {
+        let pool = pool().await;
+        let commits = Arc::new(GroupCommit::start(pool.clone()));
+        let writers: Vec<_> = (0..500)
+            .map(|n| {
+                let commits = Arc::clone(&commits);
+                tokio::spawn(async move { insert(&commits, n).await })
+            })
+            .collect();
+        for writer in writers {
+            assert_eq!(writer.await.unwrap().unwrap(), 1);
+        }
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(count, 500);
+    }
+
+    #[tokio::test]
+    async fn a_failing_write_is_told_and_its_batch_neighbours_still_commit() {
+        let pool = pool().await;
+        let commits = GroupCommit::start(pool.clone());
+        let (first, duplicate, last) =
+            tokio::join!(insert(&commits, 1), insert(&commits, 1), insert(&commits, 2));
+        assert_eq!(first.unwrap(), 1);
+        assert!(duplicate.is_err(), "a UNIQUE violation is the caller's error");
+        assert_eq!(last.unwrap(), 1);
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(count, 2);
+    }
+
+    #[tokio::test]
+    async fn a_closed_database_fails_the_write_instead_of_hanging() {
+        let pool = pool().await;
+        let commits = GroupCommit::start(pool.clone());
+        pool.close().await;
+        assert!(insert(&commits, 1).await.is_err());
+    }
+}
