@@ -198,13 +198,15 @@ impl Handler<OfflineMessage> for Store {
         // RFC 6121 section 8.5.2.2.1 does not store for accounts that do not exist (the router
         // bounces those); the engine checks in the same step as it stores.
         let accounts = server.storage.accounts();
-        match server
+        let started = std::time::Instant::now();
+        let stored = server
             .storage
             .offline()
             .store_for_account(accounts.as_ref(), &event.recipient, message, limit)
-            .await
-        {
-            Ok(Some(Stored::Stored(_))) => {}
+            .await;
+        crate::metrics::store_latency("offline_store", started);
+        match stored {
+            Ok(Some(Stored::Stored(_))) => crate::metrics::offline_stored(),
             Ok(None) => return Flow::Continue,
             Ok(Some(Stored::Full)) => {
                 tracing::info!(user = %event.recipient, limit, "offline storage full; message refused");
@@ -386,7 +388,11 @@ pub(crate) async fn delivered(server: &Server, user: &BareJid, ids: &[i64]) {
     if ids.is_empty() {
         return;
     }
-    if let Err(error) = server.storage.offline().remove(user, ids).await {
+    crate::metrics::offline_delivered(ids.len());
+    let started = std::time::Instant::now();
+    let removed = server.storage.offline().remove(user, ids).await;
+    crate::metrics::store_latency("offline_remove", started);
+    if let Err(error) = removed {
         tracing::error!(%user, %error, "cannot remove delivered offline messages");
     }
 }

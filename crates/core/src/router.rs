@@ -46,6 +46,11 @@ impl Server {
 
     async fn route_envelope(&self, origin: Origin<'_>, envelope: Envelope<Stanza>) {
         let Envelope { mut stanza, meta } = envelope;
+        crate::metrics::routed(match stanza.kind {
+            StanzaKind::Message(_) => "message",
+            StanzaKind::Presence(_) => "presence",
+            StanzaKind::Iq(_) => "iq",
+        });
         // RFC 6120 section 8.1.1.1: a stanza without `to` from a client is handled on behalf
         // of its account (a message goes to the account's bare JID).
         if stanza.to.is_none() {

@@ -258,6 +258,7 @@ impl SessionRegistry {
                 Some(old) => Some(std::mem::replace(old, new).handle),
                 None => {
                     resources.push(new);
+                    crate::metrics::sessions(1.0);
                     None
                 }
             }
@@ -272,6 +273,7 @@ impl SessionRegistry {
             let resources = map.get_mut(&bare)?;
             let index = resources.iter().position(|r| r.handle.id == id)?;
             let removed = resources.swap_remove(index);
+            crate::metrics::sessions(-1.0);
             if resources.is_empty() {
                 map.remove(&bare);
             }

@@ -12,6 +12,7 @@
 //! The behaviour is specified in `docs/modules/push.md`; comments cite its numbered sections
 //! as "push.md section N".
 
+pub mod admin;
 pub mod config;
 pub mod error;
 pub mod events;
@@ -191,14 +192,8 @@ impl Push {
             .sessions
             .message_targets(event.recipient())
             .is_empty();
-        match self.pipeline.notify(&event, available, &mut notified).await {
-            Ok(queued) => {
-                tracing::debug!(recipient = %event.recipient(), kind = event.kind(), queued, "push notifications queued");
-            }
-            Err(skip) => {
-                tracing::debug!(recipient = %event.recipient(), kind = event.kind(), reason = skip.as_str(), "no push");
-            }
-        }
+        // The pipeline logs what it decided, with the request id.
+        let _ = self.pipeline.notify(&event, available, &mut notified).await;
         notified
     }
 }

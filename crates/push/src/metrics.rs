@@ -14,12 +14,55 @@
 //! The same counts are kept in [`Stats`], which the module and the tests read.
 
 use std::{
-    sync::atomic::{AtomicU64, Ordering},
-    time::Duration,
+    collections::HashMap,
+    fmt,
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, SystemTime},
 };
+
+use crate::registrations::RegistrationKey;
 
 pub use crate::vocabulary::Outcome;
 use crate::vocabulary::Skip;
+
+/// The id that follows one message's notifications through the logs, from the decision to
+/// each publish and its outcome (`request_id` in every line): unique in the process, and
+/// across restarts (it starts from the clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RequestId(pub u64);
+
+impl RequestId {
+    /// A fresh id.
+    pub fn next() -> RequestId {
+        static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        static COUNT: AtomicU64 = AtomicU64::new(0);
+        // Microseconds at first use, so that a restart does not reuse ids.
+        let start = *START.get_or_init(|| {
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |now| u64::try_from(now.as_micros()).unwrap_or(0))
+        });
+        RequestId(start.wrapping_add(COUNT.fetch_add(1, Ordering::Relaxed)))
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// The last outcomes of one registration's publishes since start (the admin API shows them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LastOutcomes {
+    /// When a publish last succeeded.
+    pub success: Option<SystemTime>,
+    /// When a publish last failed, and what the app server answered.
+    pub error: Option<(SystemTime, String)>,
+}
 
 /// The module's counts since start.
 #[derive(Debug, Default)]
@@ -28,6 +71,8 @@ pub struct Stats {
     disables: AtomicU64,
     notifications: [AtomicU64; Outcome::ALL.len()],
     skips: AtomicU64,
+    /// Per registration notified since start; entries go with their registration.
+    last: Mutex<HashMap<RegistrationKey, LastOutcomes>>,
 }
 
 impl Stats {
@@ -49,6 +94,41 @@ impl Stats {
     /// Events (or registrations) skipped, all reasons together.
     pub fn skips(&self) -> u64 {
         self.skips.load(Ordering::Relaxed)
+    }
+
+    /// The last outcomes of `key`'s publishes since start.
+    pub fn last(&self, key: &RegistrationKey) -> LastOutcomes {
+        self.lock_last().get(key).cloned().unwrap_or_default()
+    }
+
+    /// Remember the outcome of a publish to `key`.
+    pub(crate) fn record_last(&self, key: &RegistrationKey, outcome: Outcome, answer: &str) {
+        let now = SystemTime::now();
+        let mut last = self.lock_last();
+        if outcome == Outcome::RejectedAndDisabled {
+            last.remove(key);
+            return;
+        }
+        let entry = match last.get_mut(key) {
+            Some(entry) => entry,
+            None => last.entry(key.clone()).or_default(),
+        };
+        if outcome == Outcome::Delivered {
+            entry.success = Some(now);
+        } else {
+            entry.error = Some((now, answer.to_owned()));
+        }
+    }
+
+    /// Forget a registration that was disabled.
+    pub(crate) fn forget(&self, key: &RegistrationKey) {
+        self.lock_last().remove(key);
+    }
+
+    fn lock_last(&self) -> std::sync::MutexGuard<'_, HashMap<RegistrationKey, LastOutcomes>> {
+        self.last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub(crate) fn enabled(&self) {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::{
     events::{Event, Notified},
-    metrics::Stats,
+    metrics::{RequestId, Stats},
     plugin::{Context, Delivery, Plugin},
     publisher::{Publisher, Submitted},
     registrations::{Registration, RegistrationStore},
@@ -42,9 +42,18 @@ impl Pipeline {
         recipient_available: bool,
         notified: &mut Notified,
     ) -> Result<usize, Skip> {
-        let result = self.decide(event, recipient_available, notified).await;
-        if let Err(skip) = result {
-            self.stats.skipped(skip);
+        let request = RequestId::next();
+        let result = self
+            .decide(event, recipient_available, notified, request)
+            .await;
+        match result {
+            Ok(queued) => {
+                tracing::debug!(request_id = %request, recipient = %event.recipient(), kind = event.kind(), queued, "push notifications queued");
+            }
+            Err(skip) => {
+                self.stats.skipped(skip);
+                tracing::debug!(request_id = %request, recipient = %event.recipient(), kind = event.kind(), reason = skip.as_str(), "no push");
+            }
         }
         result
     }
@@ -54,6 +63,7 @@ impl Pipeline {
         event: &Event,
         recipient_available: bool,
         notified: &mut Notified,
+        request: RequestId,
     ) -> Result<usize, Skip> {
         let payload = self.plugin.prepare_notification(event)?;
         let registrations = self.load(event).await?;
@@ -63,7 +73,7 @@ impl Pipeline {
         let deliveries = self.plugin.publish_notification(event, &payload, fresh);
         let mut queued = 0;
         for delivery in deliveries {
-            if self.send(event, delivery, notified) {
+            if self.send(event, delivery, notified, request) {
                 queued += 1;
             }
         }
@@ -71,7 +81,13 @@ impl Pipeline {
     }
 
     /// Route one delivery and queue it; whether it was queued (and is now notified).
-    fn send(&self, event: &Event, delivery: Delivery, notified: &mut Notified) -> bool {
+    fn send(
+        &self,
+        event: &Event,
+        delivery: Delivery,
+        notified: &mut Notified,
+        request: RequestId,
+    ) -> bool {
         let Delivery {
             registration,
             payload,
@@ -82,7 +98,9 @@ impl Pipeline {
         {
             Ok(route) => {
                 let key = registration.key;
-                let submitted = self.publisher.submit(key.clone(), route);
+                let submitted = self
+                    .publisher
+                    .submit_with(key.clone(), route, request, None);
                 if submitted == Submitted::Queued {
                     notified.insert(key);
                 }

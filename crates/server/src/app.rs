@@ -27,8 +27,10 @@ use herald_core::{
 use herald_sasl::Credentials;
 use herald_storage::{MigrationSet, Storage, StorageError};
 use herald_stream::tls::{self, TlsError};
+use hyper::{Method, StatusCode};
 use jid::{BareJid, DomainPart};
 
+use crate::admin_client::{AdminClient, Answer, segment};
 use crate::config::{
     C2sListener as C2sConfig, Config, ConflictBehaviour, DatabaseConfig,
     S2sListener as S2sListenerConfig, ServiceListener as ServiceConfig, TlsMode,
@@ -72,6 +74,20 @@ pub enum AppError {
     /// `user remove` for a missing account.
     #[error("{0} does not exist")]
     NoSuchUser(BareJid),
+    /// The running server's admin API could not be reached.
+    #[error("{0} (is the server running?)")]
+    Unreachable(String),
+    /// The admin API refused or failed the request.
+    #[error("{message} (HTTP {status})")]
+    Api {
+        /// The HTTP status.
+        status: u16,
+        /// What the API said.
+        message: String,
+    },
+    /// The command ran, and what it found is a failure (a test push not delivered).
+    #[error("{0}")]
+    Failed(String),
 }
 
 impl AppError {
@@ -81,6 +97,9 @@ impl AppError {
         match self {
             AppError::Usage(_) => 64,
             AppError::Tls(_) | AppError::Logging(_) | AppError::Module(_) => 78,
+            // sysexits' EX_UNAVAILABLE and EX_NOPERM.
+            AppError::Unreachable(_) => 69,
+            AppError::Api { status: 401, .. } => 77,
             _ => 1,
         }
     }
@@ -92,11 +111,20 @@ pub fn init_logging(config: &Config) -> Result<(), AppError> {
         Ok(value) if !value.is_empty() => tracing_subscriber::EnvFilter::new(value),
         _ => tracing_subscriber::EnvFilter::new(config.general.loglevel.as_filter()),
     };
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init()
-        .map_err(|e| AppError::Logging(e.to_string()))
+        .with_writer(std::io::stderr);
+    match config.general.log_format {
+        crate::config::LogFormat::Text => builder.try_init(),
+        // One object per line: timestamp, level, target, fields (message and the event's
+        // fields, `request_id` among them), and the spans.
+        crate::config::LogFormat::Json => builder
+            .json()
+            .with_current_span(false)
+            .flatten_event(false)
+            .try_init(),
+    }
+    .map_err(|e| AppError::Logging(e.to_string()))
 }
 
 fn database_path(config: &Config) -> PathBuf {
@@ -127,6 +155,15 @@ async fn open_storage(config: &Config) -> Result<Storage, AppError> {
 
 /// The modules the configuration turns on, each built from its own options.
 fn modules(config: &Config, storage: &Storage) -> Result<Vec<Arc<dyn Module>>, AppError> {
+    modules_and_push(config, storage).map(|(modules, _)| modules)
+}
+
+/// [`modules`], and the push module when on (the admin API's).
+fn modules_and_push(
+    config: &Config,
+    storage: &Storage,
+) -> Result<(Vec<Arc<dyn Module>>, Option<Arc<herald_push::Push>>), AppError> {
+    let mut push_module = None;
     let modules_config = &config.modules;
     let mut modules: Vec<Arc<dyn Module>> = Vec::new();
     if let Some(disco) = &modules_config.mod_disco {
@@ -176,11 +213,14 @@ fn modules(config: &Config, storage: &Storage) -> Result<Vec<Arc<dyn Module>>, A
         .as_ref()
         .and_then(|pusher| pusher.push.as_ref())
     {
-        let push = herald_push::Push::from_config(push.clone(), storage)
-            .map_err(|error| AppError::Module(error.to_string()))?;
-        modules.push(Arc::new(push));
+        let push = Arc::new(
+            herald_push::Push::from_config(push.clone(), storage)
+                .map_err(|error| AppError::Module(error.to_string()))?,
+        );
+        push_module = Some(Arc::clone(&push));
+        modules.push(push);
     }
-    Ok(modules)
+    Ok((modules, push_module))
 }
 
 /// What the server itself takes from modules' options (sessions, logins, pings).
@@ -315,6 +355,8 @@ pub struct Running {
     pub service_addrs: Vec<SocketAddr>,
     /// The bound server-to-server (`listen.s2s`) addresses, in configuration order.
     pub s2s_addrs: Vec<SocketAddr>,
+    /// The bound HTTP (`listen.http`) addresses, in configuration order.
+    pub http_addrs: Vec<SocketAddr>,
     listeners: tokio::task::JoinSet<()>,
 }
 
@@ -325,11 +367,26 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         settings.push(listener_settings(config, listener)?);
     }
     let s2s = s2s_settings(config)?;
+    let mut http_tls = Vec::new();
+    for listener in &config.listen.http {
+        http_tls.push(match &listener.tls {
+            Some(files) => Some(tls::acceptor(&files.certfile, &files.keyfile)?),
+            None => None,
+        });
+    }
+    let metrics = if config.instrumentation.prometheus
+        || config.listen.http.iter().any(|l| l.prometheus.is_some())
+    {
+        Some(crate::metrics::install().map_err(AppError::Module)?)
+    } else {
+        None
+    };
     let storage = open_storage(config).await?;
+    let (modules, push) = modules_and_push(config, &storage)?;
     let server = Server::with_options(
         hosts(config),
         storage.clone(),
-        &modules(config, &storage)?,
+        &modules,
         ServerOptions {
             s2s,
             ..options(config)
@@ -361,6 +418,19 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
             .map_err(|source| AppError::Bind { addr, source })?;
         s2s_listeners.push(bound);
     }
+    let http_state = Arc::new(crate::http::HttpState {
+        server: Arc::clone(&server),
+        push,
+        metrics,
+    });
+    let mut http_listeners = Vec::new();
+    for (listener, tls) in config.listen.http.iter().zip(http_tls) {
+        let addr = listener.addr;
+        let bound = crate::http::BoundHttp::bind(listener, tls, Arc::clone(&http_state))
+            .await
+            .map_err(|source| AppError::Bind { addr, source })?;
+        http_listeners.push(bound);
+    }
     let mut c2s_addrs = Vec::new();
     let mut service_addrs = Vec::new();
     let mut listeners = tokio::task::JoinSet::new();
@@ -377,11 +447,17 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         s2s_addrs.push(listener.local_addr().map_err(AppError::Runtime)?);
         listeners.spawn(listener.run(Arc::clone(&server)));
     }
+    let mut http_addrs = Vec::new();
+    for listener in http_listeners {
+        http_addrs.push(listener.local_addr().map_err(AppError::Runtime)?);
+        listeners.spawn(listener.run());
+    }
     Ok(Running {
         server,
         c2s_addrs,
         service_addrs,
         s2s_addrs,
+        http_addrs,
         listeners,
     })
 }
@@ -418,6 +494,9 @@ pub async fn serve(config: Config) -> Result<ExitCode, AppError> {
     }
     for addr in &running.s2s_addrs {
         println!("herald: s2s listening on {addr}");
+    }
+    for addr in &running.http_addrs {
+        println!("herald: http listening on {addr}");
     }
     tracing::info!(hosts = ?config.general.hosts, data_dir = %config.general.data_dir.display(), "herald started");
     wait_for_signal().await?;
@@ -487,9 +566,28 @@ pub async fn user_add(config: &Config, jid: &str, password: &str) -> Result<Exit
     }
 }
 
-/// `herald user remove JID`.
+/// `herald user remove JID`: through the running server's admin API when it has one (the
+/// server closes the account's live sessions), else on the store directly.
 pub async fn user_remove(config: &Config, jid: &str) -> Result<ExitCode, AppError> {
     let user = account(config, jid)?;
+    if let Some(client) = AdminClient::of(config) {
+        match client
+            .request(Method::DELETE, &format!("/users/{}", segment(user.as_str())))
+            .await
+        {
+            Ok(answer) if answer.status.is_success() => {
+                println!("removed {user} (its live sessions closed)");
+                return Ok(ExitCode::SUCCESS);
+            }
+            Ok(answer) if answer.status == StatusCode::NOT_FOUND => {
+                return Err(AppError::NoSuchUser(user));
+            }
+            Ok(answer) => return Err(api_error(&answer)),
+            // No server answers: nobody is logged in; remove it from the store.
+            Err(AppError::Unreachable(_)) => {}
+            Err(other) => return Err(other),
+        }
+    }
     // The server with its modules but no listener: removing an account runs the
     // `user_removed` hook, where each module deletes its data (no federation: nothing
     // leaves this process).
@@ -662,4 +760,118 @@ pub fn describe(config: &Config, path: Option<&Path>) -> String {
         ));
     }
     out
+}
+
+/// The error of a refused or failed admin API request.
+fn api_error(answer: &Answer) -> AppError {
+    AppError::Api {
+        status: answer.status.as_u16(),
+        message: answer.problem(),
+    }
+}
+
+/// Run `method` on `/users/JID{tail}` of the running server's admin API; the JSON answer
+/// when it succeeded.
+async fn user_request(
+    config: &Config,
+    jid: &str,
+    method: Method,
+    tail: &str,
+) -> Result<(BareJid, serde_json::Value), AppError> {
+    let user = account(config, jid)?;
+    let client = AdminClient::required(config)?;
+    let answer = client
+        .request(method, &format!("/users/{}{tail}", segment(user.as_str())))
+        .await?;
+    if answer.status.is_success() {
+        Ok((user, answer.body))
+    } else {
+        Err(api_error(&answer))
+    }
+}
+
+/// `?name=value` for an optional parameter.
+fn optional_query(name: &str, value: Option<&str>) -> String {
+    value.map_or_else(String::new, |value| format!("?{name}={}", segment(value)))
+}
+
+/// `herald push list JID`.
+pub async fn push_list(config: &Config, jid: &str) -> Result<ExitCode, AppError> {
+    let (user, body) = user_request(config, jid, Method::GET, "/push").await?;
+    let registrations = body["registrations"].as_array().cloned().unwrap_or_default();
+    if registrations.is_empty() {
+        println!("{user} has no push registrations");
+    }
+    for registration in registrations {
+        println!("{}", serde_json::to_string(&registration).unwrap_or_default());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `herald push disable JID [--node N]`.
+pub async fn push_disable(
+    config: &Config,
+    jid: &str,
+    node: Option<&str>,
+) -> Result<ExitCode, AppError> {
+    let tail = format!("/push{}", optional_query("node", node));
+    let (user, body) = user_request(config, jid, Method::DELETE, &tail).await?;
+    println!("disabled {} push registration(s) of {user}", body["disabled"]);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `herald push test JID [--node N]`: exits 0 only when the app server accepted it.
+pub async fn push_test(
+    config: &Config,
+    jid: &str,
+    node: Option<&str>,
+) -> Result<ExitCode, AppError> {
+    let tail = format!("/push/test{}", optional_query("node", node));
+    let (user, body) = user_request(config, jid, Method::POST, &tail).await?;
+    let outcome = body["outcome"].as_str().unwrap_or("unknown");
+    let line = format!(
+        "test push to {user}: {outcome} (app server answered: {}; request id {})",
+        body["answer"].as_str().unwrap_or("?"),
+        body["request_id"].as_str().unwrap_or("?"),
+    );
+    if outcome == "delivered" {
+        println!("{line}");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(AppError::Failed(line))
+    }
+}
+
+/// `herald session list JID`.
+pub async fn session_list(config: &Config, jid: &str) -> Result<ExitCode, AppError> {
+    let (user, body) = user_request(config, jid, Method::GET, "/sessions").await?;
+    let sessions = body["sessions"].as_array().cloned().unwrap_or_default();
+    if sessions.is_empty() {
+        println!("{user} has no sessions");
+    }
+    for session in sessions {
+        println!(
+            "{}\t{}",
+            session["jid"].as_str().unwrap_or("?"),
+            match session["priority"].as_i64() {
+                Some(priority) => format!("available, priority {priority}"),
+                None => "unavailable".to_owned(),
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `herald session kick JID [--resource R]`.
+pub async fn session_kick(
+    config: &Config,
+    jid: &str,
+    resource: Option<&str>,
+) -> Result<ExitCode, AppError> {
+    let tail = format!("/sessions{}", optional_query("resource", resource));
+    let (_, body) = user_request(config, jid, Method::DELETE, &tail).await?;
+    for kicked in body["kicked"].as_array().cloned().unwrap_or_default() {
+        println!("closed {}", kicked.as_str().unwrap_or("?"));
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -32,11 +32,68 @@ pub enum Command {
     },
     /// Check the configuration and print what it means, without starting anything.
     CheckConfig,
+    /// Push registrations, through the running server's admin API.
+    Push {
+        /// The push operation.
+        #[command(subcommand)]
+        command: PushCommand,
+    },
+    /// Live sessions, through the running server's admin API.
+    Session {
+        /// The session operation.
+        #[command(subcommand)]
+        command: SessionCommand,
+    },
     /// Manage the configured database.
     Db {
         /// The database operation.
         #[command(subcommand)]
         command: DbCommand,
+    },
+}
+
+/// Push registration operations (the admin API must be configured: docs/operations.md).
+#[derive(Debug, Subcommand)]
+pub enum PushCommand {
+    /// List a user's registrations with their last success and error, secrets masked.
+    List {
+        /// The account's bare JID.
+        jid: String,
+    },
+    /// Disable a user's registration with NODE, or all of them.
+    Disable {
+        /// The account's bare JID.
+        jid: String,
+        /// Only the registration with this node.
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// Send a test push to one registration (the oldest, or NODE's) and print the app
+    /// server's answer; exits 0 only if it was delivered.
+    Test {
+        /// The account's bare JID.
+        jid: String,
+        /// The registration with this node.
+        #[arg(long)]
+        node: Option<String>,
+    },
+}
+
+/// Live session operations (the admin API must be configured).
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// List a user's sessions.
+    List {
+        /// The account's bare JID.
+        jid: String,
+    },
+    /// Close a user's session with RESOURCE, or all of them.
+    Kick {
+        /// The account's bare JID.
+        jid: String,
+        /// Only the session of this resource.
+        #[arg(long)]
+        resource: Option<String>,
     },
 }
 
@@ -60,7 +117,8 @@ pub enum UserCommand {
         /// or shell history).
         password: Option<String>,
     },
-    /// Delete an account and its data.
+    /// Delete an account and its data; while the server runs (its admin API configured),
+    /// through the server, which closes the account's live sessions.
     Remove {
         /// The account's bare JID.
         jid: String,

@@ -16,6 +16,7 @@
 mod document;
 mod error;
 mod http;
+mod operations;
 mod push;
 mod raw;
 mod storage;
@@ -26,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::ConfigError;
+pub use operations::{AdminApi, HttpListener, Instrumentation};
 pub use storage::DatabaseConfig;
 
 const DEFAULT_IP_ADDRESS: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
@@ -58,6 +60,8 @@ pub struct Config {
     /// `[s2s]`: federation's options (paths resolved against the file's directory);
     /// `None` when the file has no such table.
     pub s2s: Option<S2sConfig>,
+    /// `[instrumentation]`: what metrics are recorded for.
+    pub instrumentation: Instrumentation,
 }
 
 impl Config {
@@ -86,9 +90,22 @@ pub struct General {
     pub data_dir: PathBuf,
     /// `loglevel`: how much is logged.
     pub loglevel: LogLevel,
+    /// `log_format`: `"text"` (the default, for people) or `"json"` (one object per line).
+    pub log_format: LogFormat,
     /// `max_user_sessions` (MongooseIM's access rule of that name, as a number): resources
     /// bound at once per account (default 10); `None` for `"infinity"`.
     pub max_user_sessions: Option<usize>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `fields` (with `message`),
+    /// and `span`/`spans` when inside spans.
+    Json,
 }
 
 /// MongooseIM's log levels, from silent to everything.
@@ -143,6 +160,8 @@ pub struct Listen {
     pub service: Vec<ServiceListener>,
     /// `[[listen.s2s]]`: listeners for other servers (federation), in file order.
     pub s2s: Vec<S2sListener>,
+    /// `[[listen.http]]`: metrics, health and the admin API, in file order.
+    pub http: Vec<HttpListener>,
 }
 
 /// One `[[listen.s2s]]` table: a socket accepting other servers' streams (RFC 6120).
@@ -345,6 +364,7 @@ impl Config {
                 hosts: vec![jid::BareJid::new("localhost").expect("localhost is a domain")],
                 data_dir,
                 loglevel: DEFAULT_LOGLEVEL,
+                log_format: LogFormat::Text,
                 max_user_sessions: Some(DEFAULT_MAX_USER_SESSIONS),
             },
             listen: Listen {
@@ -365,6 +385,7 @@ impl Config {
                 }],
                 service: Vec::new(),
                 s2s: Vec::new(),
+                http: Vec::new(),
             },
             modules: Modules {
                 mod_disco: Some(DiscoConfig::default()),
@@ -390,6 +411,7 @@ impl Config {
             database: DatabaseConfig::Embedded,
             sqlite: SqliteConfig::default(),
             s2s: None,
+            instrumentation: Instrumentation::default(),
         }
     }
 }
@@ -560,6 +582,7 @@ extra_domains = ["pubsub.example.org"]
                 ],
                 data_dir: PathBuf::from("/var/lib/herald"),
                 loglevel: LogLevel::Warning,
+                log_format: LogFormat::Text,
                 max_user_sessions: Some(10),
             },
             listen: Listen {
@@ -582,6 +605,7 @@ extra_domains = ["pubsub.example.org"]
                 }],
                 service: Vec::new(),
                 s2s: Vec::new(),
+                http: Vec::new(),
             },
             modules: Modules {
                 mod_disco: Some(DiscoConfig {
@@ -600,6 +624,7 @@ extra_domains = ["pubsub.example.org"]
             database: DatabaseConfig::Embedded,
             sqlite: SqliteConfig::default(),
             s2s: None,
+            instrumentation: Instrumentation::default(),
         };
         assert_eq!(config, expected);
     }

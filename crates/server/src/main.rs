@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use herald_server::{
     app,
-    cli::{Cli, Command, DbCommand, UserCommand},
+    cli::{Cli, Command, DbCommand, PushCommand, SessionCommand, UserCommand},
     config::Config,
 };
 
@@ -38,6 +38,29 @@ fn main() -> ExitCode {
         Command::User { command } => {
             runtime().and_then(|rt| rt.block_on(run_user(&config, command)))
         }
+        Command::Push { command } => runtime().and_then(|rt| {
+            rt.block_on(async {
+                match command {
+                    PushCommand::List { jid } => app::push_list(&config, &jid).await,
+                    PushCommand::Disable { jid, node } => {
+                        app::push_disable(&config, &jid, node.as_deref()).await
+                    }
+                    PushCommand::Test { jid, node } => {
+                        app::push_test(&config, &jid, node.as_deref()).await
+                    }
+                }
+            })
+        }),
+        Command::Session { command } => runtime().and_then(|rt| {
+            rt.block_on(async {
+                match command {
+                    SessionCommand::List { jid } => app::session_list(&config, &jid).await,
+                    SessionCommand::Kick { jid, resource } => {
+                        app::session_kick(&config, &jid, resource.as_deref()).await
+                    }
+                }
+            })
+        }),
         Command::Db {
             command: DbCommand::Migrate,
         } => runtime().and_then(|rt| rt.block_on(app::db_migrate(&config))),

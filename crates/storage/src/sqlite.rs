@@ -30,6 +30,12 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// add concurrent readers.
 const FILE_POOL_SIZE: u32 = 4;
 
+/// Bytes of the file read through a memory map (SQLite's `mmap_size`).
+const MMAP_SIZE: u64 = 256 * 1024 * 1024;
+
+/// The page cache per connection, as SQLite's `cache_size` (negative: in KiB).
+const CACHE_SIZE_KIB: i64 = -16 * 1024;
+
 /// How long an operation waits for a free connection.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -77,7 +83,11 @@ pub(crate) async fn open_file(
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(synchronous)
         .foreign_keys(true)
-        .busy_timeout(BUSY_TIMEOUT);
+        .busy_timeout(BUSY_TIMEOUT)
+        // Pages read through a memory map instead of a read() call each, and a larger page
+        // cache per connection: the archive's and the offline store's indexes stay in memory.
+        .pragma("mmap_size", MMAP_SIZE.to_string())
+        .pragma("cache_size", CACHE_SIZE_KIB.to_string());
     let pool = SqlitePoolOptions::new()
         .max_connections(FILE_POOL_SIZE)
         .acquire_timeout(ACQUIRE_TIMEOUT)

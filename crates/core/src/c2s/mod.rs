@@ -161,6 +161,7 @@ impl C2sListener {
             let server2 = Arc::clone(&server);
             let settings = Arc::clone(&self.settings);
             server.tasks.spawn(async move {
+                let _open = crate::metrics::Connection::open("c2s");
                 match (permit, ip_permit) {
                     (Ok(_permit), Some(_ip_permit)) => {
                         negotiate::serve(server2, settings, tcp, peer).await;

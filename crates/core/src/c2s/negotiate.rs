@@ -220,12 +220,14 @@ async fn negotiate(
                     .resume(&previd, &user, Resumption { conn, h })
                 {
                     Ok(jid) => {
+                        crate::metrics::resumption(true);
                         tracing::debug!(%jid, %peer, "handing the connection to the resumed session");
                         return None;
                     }
                     Err(
                         Refused::NotFound(stale_h, resumption) | Refused::Gone(stale_h, resumption),
                     ) => {
+                        crate::metrics::resumption(false);
                         conn = resumption.conn;
                         // The client may bind a new session instead.
                         conn.queue(&super::session::resume_failed(stale_h));

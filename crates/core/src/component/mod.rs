@@ -87,6 +87,7 @@ impl ServiceListener {
             let settings = Arc::clone(&self.settings);
             server.tasks.spawn(async move {
                 let _permit = permit;
+                let _open = crate::metrics::Connection::open("component");
                 serve(server2, settings, tcp, peer).await;
             });
         }

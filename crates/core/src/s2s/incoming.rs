@@ -67,6 +67,7 @@ impl S2sListener {
             let settings = Arc::clone(&self.settings);
             server.tasks.spawn(async move {
                 let _permit = permit;
+                let _open = crate::metrics::Connection::open("s2s_in");
                 serve(server2, settings, tcp, peer).await;
             });
         }

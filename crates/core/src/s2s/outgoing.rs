@@ -52,6 +52,7 @@ pub(super) async fn run(
     let Some(s2s) = server.s2s().cloned() else {
         return;
     };
+    let _open = crate::metrics::Connection::open("s2s_out");
     let connecting = tokio::time::timeout(s2s.config.connection_timeout, connect(&s2s, &pair));
     let attempt = tokio::select! {
         attempt = connecting => attempt.unwrap_or(Err(DefinedCondition::RemoteServerTimeout)),

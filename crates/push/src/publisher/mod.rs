@@ -43,7 +43,7 @@ use std::{
 
 use jid::BareJid;
 use tokio::{
-    sync::{Notify, Semaphore, mpsc},
+    sync::{Notify, Semaphore, mpsc, oneshot},
     task::JoinSet,
     time::Instant,
 };
@@ -54,7 +54,7 @@ pub use crate::stanza::{PUBLISH_OPTIONS, PUBSUB, PUSH, SUMMARY, publish_iq};
 pub use transport::{IqOutcome, IqTransport, SendIqError, ServerTransport};
 
 use crate::{
-    metrics::Stats,
+    metrics::{RequestId, Stats},
     mongoosepush::{HttpOutcome, HttpPush, Notification},
     redact::Redacted,
     registrations::{RegistrationKey, RegistrationStore},
@@ -133,6 +133,22 @@ pub enum Submitted {
 struct Job {
     key: RegistrationKey,
     what: Route,
+    /// The request id that follows the notification through the logs.
+    request: RequestId,
+    /// Told the outcome (a test push waits for it).
+    reply: Option<oneshot::Sender<Report>>,
+}
+
+/// What became of one publish: its outcome and what the app server or push service said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// The request id of the notification.
+    pub request: RequestId,
+    /// The outcome, as counted.
+    pub outcome: Outcome,
+    /// The app server's or push service's answer, in words (`result`, `error cancel
+    /// item-not-found`, `HTTP 410`, `timeout`...).
+    pub answer: String,
 }
 
 impl Job {
@@ -327,7 +343,39 @@ impl Publisher {
     /// Queue a notification, routed (see [`crate::route`]), to the registration `key`;
     /// never waits.
     pub fn submit(&self, key: RegistrationKey, route: Route) -> Submitted {
-        let job = Job { key, what: route };
+        self.submit_with(key, route, RequestId::next(), None)
+    }
+
+    /// Queue a notification that publishes at once and tells `reply` what the app server
+    /// answered (a test push); the same queue and shares as any other.
+    pub async fn publish_and_wait(
+        &self,
+        key: RegistrationKey,
+        route: Route,
+        request: RequestId,
+    ) -> Result<Report, Submitted> {
+        let (told, report) = oneshot::channel();
+        match self.submit_with(key, route, request, Some(told)) {
+            Submitted::Queued => report.await.map_err(|_| Submitted::Stopped),
+            other => Err(other),
+        }
+    }
+
+    /// [`Publisher::submit`] with the notification's request id, and a channel for its
+    /// outcome.
+    pub(crate) fn submit_with(
+        &self,
+        key: RegistrationKey,
+        route: Route,
+        request: RequestId,
+        reply: Option<oneshot::Sender<Report>>,
+    ) -> Submitted {
+        let job = Job {
+            key,
+            what: route,
+            request,
+            reply,
+        };
         if !self.shares.admit(&job.key.owner) {
             self.stats.notification(Outcome::DroppedUserLimit);
             tracing::debug!(owner = %job.key.owner, "push: the recipient has their share of the publisher; dropping");
@@ -441,22 +489,37 @@ impl Worker {
     /// Send one publish and act on the reply.
     async fn publish(&self, job: Job) {
         let started = Instant::now();
-        let outcome = match job.what {
+        let Job {
+            key,
+            what,
+            request,
+            reply,
+        } = job;
+        let (outcome, answer) = match what {
             Route::Xmpp(iq) => {
-                let reply = self.transport.send_iq(iq, self.reply_timeout).await;
+                let answer = self.transport.send_iq(iq, self.reply_timeout).await;
                 self.stats.publish_latency(started.elapsed());
-                self.xmpp_outcome(&job.key, reply).await
+                self.xmpp_outcome(&key, answer).await
             }
             Route::Http(notification) => {
                 let Some(http) = &self.http else {
                     return;
                 };
-                let reply = http.post(&notification).await;
+                let answer = http.post(&notification).await;
                 self.stats.publish_latency(started.elapsed());
-                self.http_outcome(&job.key, &notification, reply).await
+                self.http_outcome(&key, &notification, answer).await
             }
         };
         self.stats.notification(outcome);
+        self.stats.record_last(&key, outcome, &answer);
+        tracing::debug!(request_id = %request, owner = %key.owner, pubsub = %key.pubsub, outcome = outcome.as_str(), %answer, elapsed_us = started.elapsed().as_micros() as u64, "push published");
+        if let Some(reply) = reply {
+            let _ = reply.send(Report {
+                request,
+                outcome,
+                answer,
+            });
+        }
     }
 
     /// What a reply to a PubSub publish means (push.md section 5).
@@ -464,15 +527,16 @@ impl Worker {
         &self,
         key: &RegistrationKey,
         reply: Result<IqOutcome, SendIqError>,
-    ) -> Outcome {
+    ) -> (Outcome, String) {
         let reply = match reply {
             Ok(reply) => reply,
             Err(reason) => {
                 tracing::warn!(pubsub = %key.pubsub, %reason, "push: publish not sent");
-                return Outcome::TransientError;
+                return (Outcome::TransientError, format!("not sent: {reason}"));
             }
         };
-        match reply {
+        let answer = describe(&reply);
+        let outcome = match reply {
             IqOutcome::Result(_) => Outcome::Delivered,
             IqOutcome::Timeout => {
                 tracing::info!(pubsub = %key.pubsub, node = %Redacted(&key.node), "push: no reply from the app server");
@@ -505,7 +569,8 @@ impl Worker {
                 tracing::info!(pubsub = %key.pubsub, ?type_, ?condition, "push: transient error from the app server");
                 Outcome::TransientError
             }
-        }
+        };
+        (outcome, answer)
     }
 
     /// What the HTTP push service's reply means (push.md section 8).
@@ -514,9 +579,14 @@ impl Worker {
         key: &RegistrationKey,
         notification: &Notification,
         reply: HttpOutcome,
-    ) -> Outcome {
+    ) -> (Outcome, String) {
         self.stats.http_reply(&reply);
-        match reply {
+        let answer = match &reply {
+            HttpOutcome::Status(status) => format!("HTTP {status}"),
+            HttpOutcome::Timeout => "timeout".to_owned(),
+            HttpOutcome::Failed(reason) => format!("failed: {reason}"),
+        };
+        let outcome = match reply {
             HttpOutcome::Status(200..=299) => Outcome::Delivered,
             // MongoosePush v3: the device is not registered (any more) with APNs or FCM.
             HttpOutcome::Status(410) => {
@@ -536,7 +606,8 @@ impl Worker {
                 tracing::warn!(owner = %key.owner, %reason, "push service unreachable: notification not sent");
                 Outcome::TransientError
             }
-        }
+        };
+        (outcome, answer)
     }
 
     /// Disable a registration the app server or push service rejected for good.
@@ -545,6 +616,29 @@ impl Worker {
             tracing::error!(%error, owner = %key.owner, "cannot disable a rejected push registration");
         }
         (self.on_disabled)(key);
+    }
+}
+
+/// An IQ reply in words, for the admin API and the logs.
+fn describe(reply: &IqOutcome) -> String {
+    match reply {
+        IqOutcome::Result(_) => "result".to_owned(),
+        IqOutcome::Timeout => "timeout".to_owned(),
+        IqOutcome::Error {
+            type_, condition, ..
+        } => {
+            let type_ = format!("{type_:?}").to_lowercase();
+            let condition = format!("{condition:?}");
+            // DefinedCondition's debug name in XMPP's kebab case: ItemNotFound -> item-not-found.
+            let mut kebab = String::new();
+            for (i, c) in condition.chars().enumerate() {
+                if c.is_uppercase() && i > 0 {
+                    kebab.push('-');
+                }
+                kebab.extend(c.to_lowercase());
+            }
+            format!("error {type_} {kebab}")
+        }
     }
 }
 

@@ -28,6 +28,7 @@ pub(super) struct RawConfig {
     pub(super) auth: Option<super::storage::RawAuth>,
     pub(super) internal_databases: Option<RawInternalDatabases>,
     pub(super) s2s: Option<Raw<herald_core::s2s::S2sConfig>>,
+    pub(super) instrumentation: Option<super::operations::RawInstrumentation>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -48,6 +49,7 @@ pub(super) struct RawGeneral {
     pub(super) hosts: Option<Vec<String>>,
     pub(super) data_dir: Option<PathBuf>,
     pub(super) loglevel: Option<String>,
+    pub(super) log_format: Option<String>,
     pub(super) max_user_sessions: Option<toml::Value>,
 }
 
@@ -60,6 +62,8 @@ pub(super) struct RawListen {
     pub(super) service: Vec<RawService>,
     #[serde(default)]
     pub(super) s2s: Vec<RawS2sListener>,
+    #[serde(default)]
+    pub(super) http: Vec<super::operations::RawHttpListener>,
 }
 
 #[derive(Debug, Deserialize)]

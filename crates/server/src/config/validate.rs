@@ -21,7 +21,7 @@ use super::{
     C2sListener, CertFiles, Config, ConflictBehaviour, DEFAULT_BACKWARDS_COMPATIBLE_SESSION,
     DEFAULT_HANDSHAKE_TIMEOUT_S, DEFAULT_IP_ADDRESS, DEFAULT_LOGLEVEL, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_STANZA_SIZE, DEFAULT_MAX_USER_SESSIONS,
-    DEFAULT_SEND_TIMEOUT_S, DEFAULT_STATE_TIMEOUT_MS, General, Listen, LogLevel, Modules,
+    DEFAULT_SEND_TIMEOUT_S, DEFAULT_STATE_TIMEOUT_MS, General, Listen, LogFormat, LogLevel, Modules,
     S2sConfig, S2sListener, ServiceListener, SqliteConfig, TlsConfig, TlsMode,
 };
 
@@ -45,6 +45,8 @@ const LOG_LEVELS: &[(&str, LogLevel)] = &[
     ("debug", LogLevel::Debug),
     ("all", LogLevel::All),
 ];
+
+const LOG_FORMATS: &[(&str, LogFormat)] = &[("text", LogFormat::Text), ("json", LogFormat::Json)];
 
 const TLS_MODES: &[(&str, TlsMode)] = &[
     ("starttls", TlsMode::StartTls),
@@ -96,6 +98,7 @@ pub(super) fn config(mut raw: RawConfig, context: &Context<'_>) -> Result<Config
         database,
         sqlite: sqlite(raw.internal_databases, &root.key("internal_databases"))?,
         s2s: s2s(raw.s2s, &root.key("s2s"), context.base_dir)?,
+        instrumentation: super::operations::instrumentation(raw.instrumentation),
     })
 }
 
@@ -183,11 +186,16 @@ fn general(
             .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
         None => Some(DEFAULT_MAX_USER_SESSIONS),
     };
+    let log_format = match raw.log_format {
+        Some(name) => one_of(&name, LOG_FORMATS, &at.key("log_format"))?,
+        None => LogFormat::Text,
+    };
     Ok(General {
         max_user_sessions,
         hosts,
         data_dir,
         loglevel,
+        log_format,
     })
 }
 
@@ -224,6 +232,7 @@ fn listen(raw: RawListen, at: &KeyPath, context: &Context<'_>) -> Result<Listen,
         c2s: raw_c2s,
         service: raw_service,
         s2s: raw_s2s,
+        http: raw_http,
     } = raw;
     // Every listener accepted so far, of any kind, with its key path: none may overlap.
     let mut bound: Vec<(SocketAddr, KeyPath)> = Vec::new();
@@ -251,7 +260,26 @@ fn listen(raw: RawListen, at: &KeyPath, context: &Context<'_>) -> Result<Listen,
         claim(&mut bound, listener.addr, at)?;
         s2s.push(listener);
     }
-    Ok(Listen { c2s, service, s2s })
+    let http_at = at.key("http");
+    let mut http = Vec::with_capacity(raw_http.len());
+    for (index, raw) in raw_http.into_iter().enumerate() {
+        let at = http_at.index(index);
+        let listener = super::operations::http_listener(
+            raw,
+            &at,
+            context.base_dir,
+            ip_address,
+            |tls, at| Ok(tls_config(tls, at, context.base_dir)?.cert),
+        )?;
+        claim(&mut bound, listener.addr, at)?;
+        http.push(listener);
+    }
+    Ok(Listen {
+        c2s,
+        service,
+        s2s,
+        http,
+    })
 }
 
 /// Record the listener at `at` on `addr`, unless it overlaps one already recorded.
