@@ -418,6 +418,20 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
             .map_err(|source| AppError::Bind { addr, source })?;
         s2s_listeners.push(bound);
     }
+    if let Some(handle) = metrics.clone() {
+        // Histograms are folded into what is rendered periodically (without it they only
+        // grow until the next scrape).
+        let shutdown = server.shutdown.clone();
+        server.tasks.spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = every.tick() => handle.run_upkeep(),
+                }
+            }
+        });
+    }
     let http_state = Arc::new(crate::http::HttpState {
         server: Arc::clone(&server),
         push,

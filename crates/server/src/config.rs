@@ -508,6 +508,47 @@ mod tests {
     }
 
     #[test]
+    fn an_http_listener_parses_with_mongooseim_handler_names() {
+        let config = parse(&format!(
+            "{MINIMAL}\n[[listen.http]]\nport = 9090\nip_address = \"127.0.0.1\"\n\
+             [[listen.http.handlers.mongoose_prometheus_handler]]\nhost = \"_\"\npath = \"/metrics\"\n\
+             [[listen.http.handlers.mongoose_admin_api]]\ntoken = \"0123456789abcdef\"\n\
+             [instrumentation.prometheus]\n"
+        ))
+        .unwrap();
+        let http = &config.listen.http[0];
+        assert_eq!(http.addr, "127.0.0.1:9090".parse().unwrap());
+        assert_eq!(http.prometheus.as_deref(), Some("/metrics"));
+        let admin = http.admin.as_ref().unwrap();
+        assert_eq!((admin.path.as_str(), admin.token.as_str()), ("/api", "0123456789abcdef"));
+        assert!(!format!("{admin:?}").contains("0123456789abcdef"), "the token is not printed");
+        assert!(config.instrumentation.prometheus);
+    }
+
+    #[test]
+    fn bad_http_keys_name_their_path() {
+        let admin = |listener: &str, api: &str| {
+            error(&format!(
+                "{MINIMAL}\n[[listen.http]]\nport = 9090\n{listener}\n[[listen.http.handlers.mongoose_admin_api]]\n{api}\n"
+            ))
+        };
+        let clear = admin("ip_address = \"0.0.0.0\"", "token = \"0123456789abcdef\"");
+        assert!(clear.contains("listen.http[0].handlers.mongoose_admin_api[0]: is on 0.0.0.0 without TLS"), "{clear}");
+        let short = admin("ip_address = \"127.0.0.1\"", "token = \"short\"");
+        assert!(short.contains("mongoose_admin_api[0].token: is shorter than 16 characters"), "{short}");
+        let missing = admin("ip_address = \"127.0.0.1\"", "path = \"/api\"");
+        assert!(missing.contains("mongoose_admin_api[0].token: is missing"), "{missing}");
+        let both = admin("ip_address = \"127.0.0.1\"", "token = \"0123456789abcdef\"\ntoken_file = \"t\"");
+        assert!(both.contains("token_file: is given with token"), "{both}");
+        let host = admin("ip_address = \"127.0.0.1\"", "host = \"localhost\"\ntoken = \"0123456789abcdef\"");
+        assert!(host.contains("mongoose_admin_api[0].host"), "{host}");
+        let format = error(&format!("{MINIMAL}log_format = \"xml\"\n"));
+        assert!(format.contains("general.log_format"), "{format}");
+        let mode = error(&format!("{MINIMAL}\n[[listen.http]]\nport = 1\ntls.mode = \"tls\"\n"));
+        assert!(mode.contains("listen.http[0].tls.mode"), "{mode}");
+    }
+
+    #[test]
     fn a_service_listener_parses_with_mongooseim_names_and_defaults() {
         let config = parse(&format!(
             "{MINIMAL}\n[[listen.service]]\nport = 8888\nip_address = \"127.0.0.1\"\npassword = \"secret\"\nconflict_behaviour = \"kick_old\"\n"
@@ -779,7 +820,7 @@ tls.mode = \"tls\"
         assert_eq!(
             error(&format!("# herald\nlisten_c2s = 1\n{MINIMAL}")),
             "herald.toml:2: listen_c2s: unknown field `listen_c2s`, expected one of `general`, \
-             `listen`, `modules`, `outgoing_pools`, `auth`, `internal_databases`, `s2s`"
+             `listen`, `modules`, `outgoing_pools`, `auth`, `internal_databases`, `s2s`, `instrumentation`"
         );
     }
 
@@ -812,7 +853,7 @@ tls.mode = \"tls\"
         assert_eq!(
             error("[general]\nhosts = [\"localhost\"]\nhost = \"x\"\n"),
             "herald.toml:3: general.host: unknown field `host`, expected one of `hosts`, \
-             `data_dir`, `loglevel`, `max_user_sessions`"
+             `data_dir`, `loglevel`, `log_format`, `max_user_sessions`"
         );
     }
 
@@ -1222,7 +1263,7 @@ tls.mode = \"tls\"
         assert_eq!(
             error(&format!("{MINIMAL}\"mod.x\" = 1\n")),
             "herald.toml:3: general.\"mod.x\": unknown field `mod.x`, expected one of `hosts`, \
-             `data_dir`, `loglevel`, `max_user_sessions`"
+             `data_dir`, `loglevel`, `log_format`, `max_user_sessions`"
         );
     }
 

@@ -346,7 +346,8 @@ impl Routes {
                             r.form.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
                         json!({
                             "pubsub": r.pubsub.to_string(),
-                            "node": herald_push::admin::mask("node", &r.node),
+                            // The node is shown whole: the operator names it to disable or test it.
+                            "node": r.node,
                             "form": form,
                             "created": unix(r.created),
                             "last_success": r.last.success.map(unix),

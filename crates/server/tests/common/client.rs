@@ -326,11 +326,23 @@ impl Client {
         password: &str,
         resource: &str,
     ) -> Client {
+        Client::login_at(server.addr(super::STARTTLS), &server.cert(), user, password, resource)
+            .await
+    }
+
+    /// [`Client::login`] to the STARTTLS listener at `addr`, trusting `cert`.
+    pub async fn login_at(
+        addr: SocketAddr,
+        cert: &Path,
+        user: &str,
+        password: &str,
+        resource: &str,
+    ) -> Client {
         let domain = user.split('@').nth(1).unwrap();
         let local = user.split('@').next().unwrap();
-        let mut client = Client::connect(server.addr(super::STARTTLS)).await;
+        let mut client = Client::connect(addr).await;
         client.open(domain).await;
-        client.starttls(domain, &server.cert()).await;
+        client.starttls(domain, cert).await;
         client
             .scram("SCRAM-SHA-256", local, password)
             .await
