@@ -190,6 +190,9 @@ mod tests {
     fn secret_fields_are_masked_and_others_shown() {
         assert_eq!(mask("secret", "s3cr3t-value"), "s3cr…(12)");
         assert_eq!(mask("device_id", "abcdef"), "abcd…(6)");
-        assert_eq!(mask("endpoint", "https://push.example"), "https://push.example");
+        assert_eq!(
+            mask("endpoint", "https://push.example"),
+            "https://push.example"
+        );
     }
 }

@@ -83,19 +83,27 @@ impl AdminClient {
         let unreachable = |e: &dyn std::fmt::Display| {
             AppError::Unreachable(format!("cannot reach the admin API at {}: {e}", self.addr))
         };
-        let stream = TcpStream::connect(self.addr).await.map_err(|e| unreachable(&e))?;
+        let stream = TcpStream::connect(self.addr)
+            .await
+            .map_err(|e| unreachable(&e))?;
         let request = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.admin.path))
             .header(hyper::header::HOST, self.addr.to_string())
-            .header(hyper::header::AUTHORIZATION, format!("Bearer {}", self.admin.token))
+            .header(
+                hyper::header::AUTHORIZATION,
+                format!("Bearer {}", self.admin.token),
+            )
             .body(Empty::<Bytes>::new())
             .map_err(|e| AppError::Usage(format!("cannot build the request: {e}")))?;
         let response = match &self.listener.tls {
             Some(files) => {
                 let connector = connector(files)?;
                 let name = rustls_pki_types::ServerName::IpAddress(self.addr.ip().into());
-                let stream = connector.connect(name, stream).await.map_err(|e| unreachable(&e))?;
+                let stream = connector
+                    .connect(name, stream)
+                    .await
+                    .map_err(|e| unreachable(&e))?;
                 send(stream, request).await
             }
             None => send(stream, request).await,

@@ -158,11 +158,14 @@ fn modules(config: &Config, storage: &Storage) -> Result<Vec<Arc<dyn Module>>, A
     modules_and_push(config, storage).map(|(modules, _)| modules)
 }
 
+/// The modules of a server, in registration order.
+type Modules = Vec<Arc<dyn Module>>;
+
 /// [`modules`], and the push module when on (the admin API's).
 fn modules_and_push(
     config: &Config,
     storage: &Storage,
-) -> Result<(Vec<Arc<dyn Module>>, Option<Arc<herald_push::Push>>), AppError> {
+) -> Result<(Modules, Option<Arc<herald_push::Push>>), AppError> {
     let mut push_module = None;
     let modules_config = &config.modules;
     let mut modules: Vec<Arc<dyn Module>> = Vec::new();
@@ -586,7 +589,10 @@ pub async fn user_remove(config: &Config, jid: &str) -> Result<ExitCode, AppErro
     let user = account(config, jid)?;
     if let Some(client) = AdminClient::of(config) {
         match client
-            .request(Method::DELETE, &format!("/users/{}", segment(user.as_str())))
+            .request(
+                Method::DELETE,
+                &format!("/users/{}", segment(user.as_str())),
+            )
             .await
         {
             Ok(answer) if answer.status.is_success() => {
@@ -812,12 +818,18 @@ fn optional_query(name: &str, value: Option<&str>) -> String {
 /// `herald push list JID`.
 pub async fn push_list(config: &Config, jid: &str) -> Result<ExitCode, AppError> {
     let (user, body) = user_request(config, jid, Method::GET, "/push").await?;
-    let registrations = body["registrations"].as_array().cloned().unwrap_or_default();
+    let registrations = body["registrations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     if registrations.is_empty() {
         println!("{user} has no push registrations");
     }
     for registration in registrations {
-        println!("{}", serde_json::to_string(&registration).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string(&registration).unwrap_or_default()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -830,7 +842,10 @@ pub async fn push_disable(
 ) -> Result<ExitCode, AppError> {
     let tail = format!("/push{}", optional_query("node", node));
     let (user, body) = user_request(config, jid, Method::DELETE, &tail).await?;
-    println!("disabled {} push registration(s) of {user}", body["disabled"]);
+    println!(
+        "disabled {} push registration(s) of {user}",
+        body["disabled"]
+    );
     Ok(ExitCode::SUCCESS)
 }
 

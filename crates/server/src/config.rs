@@ -520,8 +520,14 @@ mod tests {
         assert_eq!(http.addr, "127.0.0.1:9090".parse().unwrap());
         assert_eq!(http.prometheus.as_deref(), Some("/metrics"));
         let admin = http.admin.as_ref().unwrap();
-        assert_eq!((admin.path.as_str(), admin.token.as_str()), ("/api", "0123456789abcdef"));
-        assert!(!format!("{admin:?}").contains("0123456789abcdef"), "the token is not printed");
+        assert_eq!(
+            (admin.path.as_str(), admin.token.as_str()),
+            ("/api", "0123456789abcdef")
+        );
+        assert!(
+            !format!("{admin:?}").contains("0123456789abcdef"),
+            "the token is not printed"
+        );
         assert!(config.instrumentation.prometheus);
     }
 
@@ -533,18 +539,37 @@ mod tests {
             ))
         };
         let clear = admin("ip_address = \"0.0.0.0\"", "token = \"0123456789abcdef\"");
-        assert!(clear.contains("listen.http[0].handlers.mongoose_admin_api[0]: is on 0.0.0.0 without TLS"), "{clear}");
+        assert!(
+            clear.contains(
+                "listen.http[0].handlers.mongoose_admin_api[0]: is on 0.0.0.0 without TLS"
+            ),
+            "{clear}"
+        );
         let short = admin("ip_address = \"127.0.0.1\"", "token = \"short\"");
-        assert!(short.contains("mongoose_admin_api[0].token: is shorter than 16 characters"), "{short}");
+        assert!(
+            short.contains("mongoose_admin_api[0].token: is shorter than 16 characters"),
+            "{short}"
+        );
         let missing = admin("ip_address = \"127.0.0.1\"", "path = \"/api\"");
-        assert!(missing.contains("mongoose_admin_api[0].token: is missing"), "{missing}");
-        let both = admin("ip_address = \"127.0.0.1\"", "token = \"0123456789abcdef\"\ntoken_file = \"t\"");
+        assert!(
+            missing.contains("mongoose_admin_api[0].token: is missing"),
+            "{missing}"
+        );
+        let both = admin(
+            "ip_address = \"127.0.0.1\"",
+            "token = \"0123456789abcdef\"\ntoken_file = \"t\"",
+        );
         assert!(both.contains("token_file: is given with token"), "{both}");
-        let host = admin("ip_address = \"127.0.0.1\"", "host = \"localhost\"\ntoken = \"0123456789abcdef\"");
+        let host = admin(
+            "ip_address = \"127.0.0.1\"",
+            "host = \"localhost\"\ntoken = \"0123456789abcdef\"",
+        );
         assert!(host.contains("mongoose_admin_api[0].host"), "{host}");
         let format = error(&format!("{MINIMAL}log_format = \"xml\"\n"));
         assert!(format.contains("general.log_format"), "{format}");
-        let mode = error(&format!("{MINIMAL}\n[[listen.http]]\nport = 1\ntls.mode = \"tls\"\n"));
+        let mode = error(&format!(
+            "{MINIMAL}\n[[listen.http]]\nport = 1\ntls.mode = \"tls\"\n"
+        ));
         assert!(mode.contains("listen.http[0].tls.mode"), "{mode}");
     }
 
@@ -1390,6 +1415,19 @@ iqdisc = 1
             .join("\n");
 
         parse(&uncommented).unwrap_or_else(|error| panic!("{error}\n{uncommented}"));
+    }
+
+    #[test]
+    fn the_packaged_file_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("admin.token");
+        std::fs::write(&token, "a-token-of-sixteen-or-more\n").unwrap();
+        let text = include_str!("../../../packaging/herald.toml")
+            .replace("/etc/herald/admin.token", &token.display().to_string());
+        let config = parse(&text).unwrap_or_else(|error| panic!("{error}"));
+        let admin = config.listen.http[0].admin.as_ref().unwrap();
+        assert_eq!(admin.token, "a-token-of-sixteen-or-more");
+        assert_eq!(config.general.log_format, LogFormat::Json);
     }
 
     fn is_toml_line(line: &str) -> bool {

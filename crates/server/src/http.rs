@@ -108,7 +108,9 @@ impl BoundHttp {
                     match tls {
                         Some(tls) => match tls.accept(stream).await {
                             Ok(stream) => serve(stream, routes).await,
-                            Err(error) => tracing::debug!(%peer, %error, "http: TLS handshake failed"),
+                            Err(error) => {
+                                tracing::debug!(%peer, %error, "http: TLS handshake failed")
+                            }
                         },
                         None => serve(stream, routes).await,
                     }
@@ -168,7 +170,9 @@ fn unix(time: SystemTime) -> u64 {
 fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     query?.split('&').find_map(|pair| {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (percent_decode(key)? == name).then(|| percent_decode(value)).flatten()
+        (percent_decode(key)? == name)
+            .then(|| percent_decode(value))
+            .flatten()
     })
 }
 
@@ -208,11 +212,7 @@ impl Routes {
         }
         if self.prometheus.as_deref() == Some(path.as_str()) {
             return match &self.state.metrics {
-                Some(handle) => text(
-                    StatusCode::OK,
-                    "text/plain; version=0.0.4",
-                    handle.render(),
-                ),
+                Some(handle) => text(StatusCode::OK, "text/plain; version=0.0.4", handle.render()),
                 None => error(StatusCode::NOT_FOUND, "metrics are not recorded"),
             };
         }
@@ -252,26 +252,42 @@ impl Routes {
             return error(StatusCode::NOT_FOUND, "expected /users/JID/...");
         };
         let Some(user) = percent_decode(user) else {
-            return error(StatusCode::BAD_REQUEST, "the JID is not valid percent-encoded UTF-8");
+            return error(
+                StatusCode::BAD_REQUEST,
+                "the JID is not valid percent-encoded UTF-8",
+            );
         };
         let user = match BareJid::new(&user) {
             Ok(user) if user.node().is_some() => user,
-            _ => return error(StatusCode::BAD_REQUEST, format!("{user:?} is not an account JID (user@domain)")),
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("{user:?} is not an account JID (user@domain)"),
+                );
+            }
         };
         let server = &self.state.server;
         if !server.is_local_domain(user.domain().as_str()) {
-            return error(StatusCode::NOT_FOUND, format!("{} is not served here", user.domain()));
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("{} is not served here", user.domain()),
+            );
         }
         match (method, tail) {
             (&Method::DELETE, []) => self.remove_user(&user).await,
             (&Method::GET, ["sessions"]) => self.sessions(&user),
             (&Method::DELETE, ["sessions"]) => self.kick(&user, query_param(query, "resource")),
             (&Method::GET, ["push"]) => self.push_list(&user).await,
-            (&Method::DELETE, ["push"]) => self.push_disable(&user, query_param(query, "node")).await,
-            (&Method::POST, ["push", "test"]) => self.push_test(&user, query_param(query, "node")).await,
-            (_, [] | ["sessions"] | ["push"] | ["push", "test"]) => {
-                error(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not served here"))
+            (&Method::DELETE, ["push"]) => {
+                self.push_disable(&user, query_param(query, "node")).await
             }
+            (&Method::POST, ["push", "test"]) => {
+                self.push_test(&user, query_param(query, "node")).await
+            }
+            (_, [] | ["sessions"] | ["push"] | ["push", "test"]) => error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{method} is not served here"),
+            ),
             _ => error(StatusCode::NOT_FOUND, "no such admin resource"),
         }
     }
@@ -311,11 +327,17 @@ impl Routes {
         let mut kicked = Vec::new();
         for session in self.state.server.sessions.resources(user) {
             let jid = &session.handle.jid;
-            if resource.as_deref().is_some_and(|r| r != jid.resource().as_str()) {
+            if resource
+                .as_deref()
+                .is_some_and(|r| r != jid.resource().as_str())
+            {
                 continue;
             }
             // RFC 6120 section 4.9.3.14: the administrator ended the session.
-            session.handle.control.close(StreamErrorCondition::PolicyViolation);
+            session
+                .handle
+                .control
+                .close(StreamErrorCondition::PolicyViolation);
             kicked.push(jid.to_string());
         }
         if kicked.is_empty() {
@@ -325,17 +347,17 @@ impl Routes {
         json_reply(StatusCode::OK, &json!({ "kicked": kicked }))
     }
 
-    fn push(&self) -> Result<&Arc<Push>, Reply> {
+    fn push(&self) -> Result<&Arc<Push>, Box<Reply>> {
         self.state
             .push
             .as_ref()
-            .ok_or_else(|| error(StatusCode::NOT_FOUND, "the push module is not on"))
+            .ok_or_else(|| Box::new(error(StatusCode::NOT_FOUND, "the push module is not on")))
     }
 
     async fn push_list(&self, user: &BareJid) -> Reply {
         let push = match self.push() {
             Ok(push) => push,
-            Err(reply) => return reply,
+            Err(reply) => return *reply,
         };
         match push.registrations_of(user).await {
             Ok(registrations) => {
@@ -364,12 +386,16 @@ impl Routes {
     async fn push_disable(&self, user: &BareJid, node: Option<String>) -> Reply {
         let push = match self.push() {
             Ok(push) => push,
-            Err(reply) => return reply,
+            Err(reply) => return *reply,
         };
-        match push.disable_for(&self.state.server, user, node.as_deref()).await {
-            Ok(disabled) if disabled.is_empty() => {
-                error(StatusCode::NOT_FOUND, format!("{user} has no such push registration"))
-            }
+        match push
+            .disable_for(&self.state.server, user, node.as_deref())
+            .await
+        {
+            Ok(disabled) if disabled.is_empty() => error(
+                StatusCode::NOT_FOUND,
+                format!("{user} has no such push registration"),
+            ),
             Ok(disabled) => {
                 tracing::info!(%user, count = disabled.len(), "push registrations disabled by the admin API");
                 json_reply(StatusCode::OK, &json!({ "disabled": disabled.len() }))
@@ -382,7 +408,7 @@ impl Routes {
         use herald_push::admin::TestPushError;
         let push = match self.push() {
             Ok(push) => push,
-            Err(reply) => return reply,
+            Err(reply) => return *reply,
         };
         match push.test_push(user, node.as_deref()).await {
             Ok(report) => json_reply(
@@ -393,9 +419,10 @@ impl Routes {
                     "answer": report.answer,
                 }),
             ),
-            Err(TestPushError::NoRegistration) => {
-                error(StatusCode::NOT_FOUND, format!("{user} has no such push registration"))
-            }
+            Err(TestPushError::NoRegistration) => error(
+                StatusCode::NOT_FOUND,
+                format!("{user} has no such push registration"),
+            ),
             Err(TestPushError::Store(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
             Err(e) => error(StatusCode::CONFLICT, e.to_string()),
         }
@@ -422,7 +449,10 @@ mod tests {
 
     #[test]
     fn query_parameters_are_found_and_decoded() {
-        assert_eq!(query_param(Some("node=a%2Fb&x=1"), "node").as_deref(), Some("a/b"));
+        assert_eq!(
+            query_param(Some("node=a%2Fb&x=1"), "node").as_deref(),
+            Some("a/b")
+        );
         assert_eq!(query_param(Some("x=1"), "node"), None);
         assert_eq!(query_param(None, "node"), None);
         assert_eq!(query_param(Some("node=%zz"), "node"), None);

@@ -45,7 +45,11 @@ impl Scrape {
     async fn of(http: std::net::SocketAddr) -> Scrape {
         let response = request(http, "GET", "/metrics", None).await;
         assert_eq!(response.status, 200);
-        assert!(response.headers.contains("text/plain"), "{}", response.headers);
+        assert!(
+            response.headers.contains("text/plain"),
+            "{}",
+            response.headers
+        );
         let lines = response.body.lines().map(|l| Ok(l.to_owned()));
         Scrape(prometheus_parse::Scrape::parse(lines).expect("the Prometheus text format"))
     }
@@ -96,14 +100,19 @@ async fn metrics_after_a_push_round_count_what_happened() {
     let before = Scrape::of(http).await;
     assert_eq!(before.value("herald_sessions", &[]), 1.0, "bob is bound");
     assert_eq!(before.value("herald_connections", &[("kind", "c2s")]), 1.0);
-    assert_eq!(before.value("herald_connections", &[("kind", "component")]), 1.0);
+    assert_eq!(
+        before.value("herald_connections", &[("kind", "component")]),
+        1.0
+    );
     assert_eq!(before.value("herald_push_enables_total", &[]), 1.0);
 
     // Three messages to alice, offline: stored, and each pushed; the app server accepts two
     // and answers the third with a wait error.
     for n in 0..3 {
-        bob.send(&format!("<message to='alice@localhost' type='chat' id='m{n}'><body>hi {n}</body></message>"))
-            .await;
+        bob.send(&format!(
+            "<message to='alice@localhost' type='chat' id='m{n}'><body>hi {n}</body></message>"
+        ))
+        .await;
     }
     for n in 0..3 {
         let Some(Frame::Element(publish)) = app.frame(Duration::from_secs(10)).await else {
@@ -134,15 +143,24 @@ async fn metrics_after_a_push_round_count_what_happened() {
     }
     let delivered = [("outcome", "delivered")];
     let transient = [("outcome", "transient_error")];
-    assert_eq!(after.value("herald_push_notifications_total", &delivered), 2.0);
-    assert_eq!(after.value("herald_push_notifications_total", &transient), 1.0);
+    assert_eq!(
+        after.value("herald_push_notifications_total", &delivered),
+        2.0
+    );
+    assert_eq!(
+        after.value("herald_push_notifications_total", &transient),
+        1.0
+    );
     assert_eq!(after.value("herald_offline_stored_total", &[]), 3.0);
     assert!(
         after.value("herald_stanzas_routed_total", &[("kind", "message")])
             - before.value("herald_stanzas_routed_total", &[("kind", "message")])
             >= 3.0
     );
-    assert_eq!(after.histogram_count("herald_push_publish_duration_seconds"), 3.0);
+    assert_eq!(
+        after.histogram_count("herald_push_publish_duration_seconds"),
+        3.0
+    );
     assert!(after.histogram_count("herald_store_duration_seconds") >= 3.0);
 
     // Alice comes back: her three messages are delivered from offline storage.

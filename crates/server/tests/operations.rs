@@ -128,7 +128,12 @@ async fn the_admin_api_refuses_a_missing_or_wrong_token() {
     let path = "/api/users/alice@localhost/push";
     let missing = request(s.http, "GET", path, None).await;
     assert_eq!(missing.status, 401);
-    assert!(missing.headers.to_lowercase().contains("www-authenticate: bearer"));
+    assert!(
+        missing
+            .headers
+            .to_lowercase()
+            .contains("www-authenticate: bearer")
+    );
     let wrong = request(s.http, "GET", path, Some("test-admin-token-0123456780")).await;
     assert_eq!(wrong.status, 401);
     assert_eq!(wrong.json()["error"], "a valid bearer token is required");
@@ -167,15 +172,27 @@ async fn list_test_push_and_disable_work_end_to_end() {
     assert_eq!(first["pubsub"], APP_SERVER);
     assert_eq!(first["form"]["endpoint"], "https://push.example");
     let secret = first["form"]["secret"].as_str().unwrap();
-    assert!(!secret.contains("very-secret-value"), "secrets are masked: {secret}");
-    assert_eq!(first["node"], "node-one-1234567", "the node is what an operator names");
+    assert!(
+        !secret.contains("very-secret-value"),
+        "secrets are masked: {secret}"
+    );
+    assert_eq!(
+        first["node"], "node-one-1234567",
+        "the node is what an operator names"
+    );
     assert!(first["created"].as_u64().unwrap() > 1_700_000_000);
     assert!(first["last_success"].is_null() && first["last_error"].is_null());
 
     // A test push to the first: the app server gets a publish and accepts it.
     let http = s.http;
     let test = tokio::spawn(async move {
-        request(http, "POST", "/api/users/alice@localhost/push/test?node=node-one-1234567", Some(TOKEN)).await
+        request(
+            http,
+            "POST",
+            "/api/users/alice@localhost/push/test?node=node-one-1234567",
+            Some(TOKEN),
+        )
+        .await
     });
     let published = publish(&mut s.app).await;
     let node = published
@@ -193,7 +210,13 @@ async fn list_test_push_and_disable_work_end_to_end() {
 
     // A test push to the second, which the app server refuses for good: disabled.
     let test = tokio::spawn(async move {
-        request(http, "POST", "/api/users/alice@localhost/push/test?node=node-two-7654321", Some(TOKEN)).await
+        request(
+            http,
+            "POST",
+            "/api/users/alice@localhost/push/test?node=node-two-7654321",
+            Some(TOKEN),
+        )
+        .await
     });
     let published = publish(&mut s.app).await;
     answer(&mut s.app, &published, Some(("cancel", "item-not-found"))).await;
@@ -204,16 +227,25 @@ async fn list_test_push_and_disable_work_end_to_end() {
     let list = request(s.http, "GET", base, Some(TOKEN)).await.json();
     let registrations = list["registrations"].as_array().unwrap();
     assert_eq!(registrations.len(), 1, "{list}");
-    assert!(registrations[0]["last_success"].as_u64().is_some(), "{list}");
+    assert!(
+        registrations[0]["last_success"].as_u64().is_some(),
+        "{list}"
+    );
 
     // Disable what is left; a second time there is nothing to disable.
     let disabled = request(s.http, "DELETE", base, Some(TOKEN)).await;
-    assert_eq!((disabled.status, disabled.json()["disabled"].as_u64()), (200, Some(1)));
+    assert_eq!(
+        (disabled.status, disabled.json()["disabled"].as_u64()),
+        (200, Some(1))
+    );
     let again = request(s.http, "DELETE", base, Some(TOKEN)).await;
     assert_eq!(again.status, 404);
     let none = request(s.http, "POST", &format!("{base}/test"), Some(TOKEN)).await;
     assert_eq!(none.status, 404, "{}", none.body);
-    assert!(s.app.frame(Duration::from_millis(300)).await.is_none(), "no publish without a registration");
+    assert!(
+        s.app.frame(Duration::from_millis(300)).await.is_none(),
+        "no publish without a registration"
+    );
 }
 
 #[tokio::test]
@@ -221,27 +253,58 @@ async fn sessions_are_listed_and_kicked_and_a_removed_account_loses_its_sessions
     let s = setup().await;
     let mut phone = Client::online(&s.server, "alice@localhost", "a-pass", "phone", 1).await;
     let mut laptop = Client::login(&s.server, "alice@localhost", "a-pass", "laptop").await;
-    let sessions = request(s.http, "GET", "/api/users/alice@localhost/sessions", Some(TOKEN))
-        .await
-        .json();
+    let sessions = request(
+        s.http,
+        "GET",
+        "/api/users/alice@localhost/sessions",
+        Some(TOKEN),
+    )
+    .await
+    .json();
     let mut listed: Vec<(String, bool)> = sessions["sessions"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| (s["resource"].as_str().unwrap().to_owned(), s["available"].as_bool().unwrap()))
+        .map(|s| {
+            (
+                s["resource"].as_str().unwrap().to_owned(),
+                s["available"].as_bool().unwrap(),
+            )
+        })
         .collect();
     listed.sort();
-    assert_eq!(listed, [("laptop".to_owned(), false), ("phone".to_owned(), true)]);
+    assert_eq!(
+        listed,
+        [("laptop".to_owned(), false), ("phone".to_owned(), true)]
+    );
 
-    let kicked = request(s.http, "DELETE", "/api/users/alice@localhost/sessions?resource=laptop", Some(TOKEN)).await;
+    let kicked = request(
+        s.http,
+        "DELETE",
+        "/api/users/alice@localhost/sessions?resource=laptop",
+        Some(TOKEN),
+    )
+    .await;
     assert_eq!(kicked.json()["kicked"][0], "alice@localhost/laptop");
-    assert_eq!(laptop.closed().await, Closed::StreamError("policy-violation".into()));
-    let missing = request(s.http, "DELETE", "/api/users/alice@localhost/sessions?resource=laptop", Some(TOKEN)).await;
+    assert_eq!(
+        laptop.closed().await,
+        Closed::StreamError("policy-violation".into())
+    );
+    let missing = request(
+        s.http,
+        "DELETE",
+        "/api/users/alice@localhost/sessions?resource=laptop",
+        Some(TOKEN),
+    )
+    .await;
     assert_eq!(missing.status, 404);
 
     let removed = request(s.http, "DELETE", "/api/users/alice@localhost", Some(TOKEN)).await;
     assert_eq!(removed.status, 200, "{}", removed.body);
-    assert_eq!(phone.closed().await, Closed::StreamError("not-authorized".into()));
+    assert_eq!(
+        phone.closed().await,
+        Closed::StreamError("not-authorized".into())
+    );
     let alice = jid::BareJid::new("alice@localhost").unwrap();
     let server = &s.server.running.as_ref().unwrap().server;
     assert!(!server.storage.accounts().exists(&alice).await.unwrap());
@@ -278,14 +341,19 @@ impl Drop for Served {
 
 fn serve(dir: &Path) -> Served {
     let data = dir.join("data");
-    let config = CONFIG.replace("{DATA}", &data.display().to_string()).replace(
-        "[general]\n",
-        "[general]\nloglevel = \"debug\"\nlog_format = \"json\"\n",
-    );
+    let config = CONFIG
+        .replace("{DATA}", &data.display().to_string())
+        .replace(
+            "[general]\n",
+            "[general]\nloglevel = \"debug\"\nlog_format = \"json\"\n",
+        );
     let path = dir.join("herald.toml");
     std::fs::write(&path, &config).unwrap();
     for user in ["alice@localhost", "bob@localhost"] {
-        let status = herald().args(["-c", path.to_str().unwrap(), "user", "add", user, "pass"]).status().unwrap();
+        let status = herald()
+            .args(["-c", path.to_str().unwrap(), "user", "add", user, "pass"])
+            .status()
+            .unwrap();
         assert!(status.success());
     }
     let log = dir.join("herald.log");
@@ -307,7 +375,18 @@ fn serve(dir: &Path) -> Served {
     std::thread::spawn(move || for _ in lines {});
     // The commands read a file naming the bound port.
     let cli = dir.join("cli.toml");
-    std::fs::write(&cli, config.replacen("port = 0\nip_address = \"127.0.0.1\"\n[[listen.http", &format!("port = {}\nip_address = \"127.0.0.1\"\n[[listen.http", http.port()), 1)).unwrap();
+    std::fs::write(
+        &cli,
+        config.replacen(
+            "port = 0\nip_address = \"127.0.0.1\"\n[[listen.http",
+            &format!(
+                "port = {}\nip_address = \"127.0.0.1\"\n[[listen.http",
+                http.port()
+            ),
+            1,
+        ),
+    )
+    .unwrap();
     Served {
         child,
         c2s,
@@ -341,7 +420,8 @@ async fn the_cli_commands_print_what_they_did_or_name_the_problem() {
     let dir = tempfile::tempdir().unwrap();
     let served = serve(dir.path());
     let mut app = Component::connect(served.service, APP_SERVER, "secret").await;
-    let mut alice = Client::login_at(served.c2s, &served.cert, "alice@localhost", "pass", "phone").await;
+    let mut alice =
+        Client::login_at(served.c2s, &served.cert, "alice@localhost", "pass", "phone").await;
     alice
         .send(&format!("<iq type='set' id='en'><enable xmlns='{PUSH}' jid='{APP_SERVER}' node='cli-node-123456'/></iq>"))
         .await;
@@ -352,7 +432,10 @@ async fn the_cli_commands_print_what_they_did_or_name_the_problem() {
     assert!(out.contains("push.localhost"), "{out}");
 
     let (code, out, _) = run(&served, &["session", "list", "alice@localhost"]).await;
-    assert_eq!((code, out.trim()), (0, "alice@localhost/phone\tunavailable"));
+    assert_eq!(
+        (code, out.trim()),
+        (0, "alice@localhost/phone\tunavailable")
+    );
 
     // A test push: the command waits for the app server's answer.
     let test = tokio::spawn({
@@ -372,7 +455,10 @@ async fn the_cli_commands_print_what_they_did_or_name_the_problem() {
     let output = test.await.unwrap();
     let out = String::from_utf8_lossy(&output.stdout).into_owned();
     assert_eq!(output.status.code(), Some(0), "{out}");
-    assert!(out.starts_with("test push to alice@localhost: delivered"), "{out}");
+    assert!(
+        out.starts_with("test push to alice@localhost: delivered"),
+        "{out}"
+    );
     let request_id = out
         .trim()
         .rsplit("request id ")
@@ -383,33 +469,80 @@ async fn the_cli_commands_print_what_they_did_or_name_the_problem() {
 
     // The push's story in the JSON logs, found by its request id.
     let story = story(&served.log, &request_id).await;
-    for message in ["push: test push requested", "push published", "push: test push answered"] {
-        assert!(story.iter().any(|m| m == message), "{message} missing from {story:?}");
+    for message in [
+        "push: test push requested",
+        "push published",
+        "push: test push answered",
+    ] {
+        assert!(
+            story.iter().any(|m| m == message),
+            "{message} missing from {story:?}"
+        );
     }
 
-    let (code, out, _) = run(&served, &["push", "disable", "alice@localhost", "--node", "cli-node-123456"]).await;
-    assert_eq!((code, out.trim()), (0, "disabled 1 push registration(s) of alice@localhost"));
+    let (code, out, _) = run(
+        &served,
+        &[
+            "push",
+            "disable",
+            "alice@localhost",
+            "--node",
+            "cli-node-123456",
+        ],
+    )
+    .await;
+    assert_eq!(
+        (code, out.trim()),
+        (0, "disabled 1 push registration(s) of alice@localhost")
+    );
     let (code, _, err) = run(&served, &["push", "test", "alice@localhost"]).await;
     assert_eq!(code, 1);
-    assert!(err.contains("no such push registration (HTTP 404)"), "{err}");
+    assert!(
+        err.contains("no such push registration (HTTP 404)"),
+        "{err}"
+    );
 
     let (code, out, _) = run(&served, &["session", "kick", "alice@localhost"]).await;
     assert_eq!((code, out.trim()), (0, "closed alice@localhost/phone"));
-    assert_eq!(alice.closed().await, Closed::StreamError("policy-violation".into()));
+    assert_eq!(
+        alice.closed().await,
+        Closed::StreamError("policy-violation".into())
+    );
 
     // `user remove` goes through the server, which closes the live session.
     let mut bob = Client::login_at(served.c2s, &served.cert, "bob@localhost", "pass", "desk").await;
     let (code, out, _) = run(&served, &["user", "remove", "bob@localhost"]).await;
-    assert_eq!((code, out.trim()), (0, "removed bob@localhost (its live sessions closed)"));
-    assert_eq!(bob.closed().await, Closed::StreamError("not-authorized".into()));
+    assert_eq!(
+        (code, out.trim()),
+        (0, "removed bob@localhost (its live sessions closed)")
+    );
+    assert_eq!(
+        bob.closed().await,
+        Closed::StreamError("not-authorized".into())
+    );
     let (code, _, err) = run(&served, &["user", "remove", "bob@localhost"]).await;
     assert_eq!(code, 1);
     assert!(err.contains("bob@localhost does not exist"), "{err}");
 
     // A wrong token: refused, and said so.
     let wrong = dir.path().join("wrong.toml");
-    std::fs::write(&wrong, std::fs::read_to_string(&served.config).unwrap().replace(TOKEN, "another-token-of-enough-length")).unwrap();
-    let output = herald().args(["-c", wrong.to_str().unwrap(), "session", "list", "alice@localhost"]).output().unwrap();
+    std::fs::write(
+        &wrong,
+        std::fs::read_to_string(&served.config)
+            .unwrap()
+            .replace(TOKEN, "another-token-of-enough-length"),
+    )
+    .unwrap();
+    let output = herald()
+        .args([
+            "-c",
+            wrong.to_str().unwrap(),
+            "session",
+            "list",
+            "alice@localhost",
+        ])
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(77));
     assert!(String::from_utf8_lossy(&output.stderr).contains("a valid bearer token is required"));
     let _ = served.http;
@@ -422,11 +555,19 @@ async fn story(log: &Path, request_id: &str) -> Vec<String> {
     let text = std::fs::read_to_string(log).unwrap();
     let mut story = Vec::new();
     for line in text.lines() {
-        let value: serde_json::Value =
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("a log line is not JSON ({e}): {line}"));
-        assert!(value["timestamp"].is_string() && value["level"].is_string(), "{line}");
+        let value: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("a log line is not JSON ({e}): {line}"));
+        assert!(
+            value["timestamp"].is_string() && value["level"].is_string(),
+            "{line}"
+        );
         if value["fields"]["request_id"] == request_id {
-            story.push(value["fields"]["message"].as_str().unwrap_or_default().to_owned());
+            story.push(
+                value["fields"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            );
         }
     }
     story
@@ -441,20 +582,76 @@ async fn commands_say_when_no_server_answers_or_no_admin_api_is_configured() {
     drop(listener);
     let config = CONFIG
         .replace("{DATA}", &dir.path().join("data").display().to_string())
-        .replacen("port = 0\nip_address = \"127.0.0.1\"\n[[listen.http", &format!("port = {port}\nip_address = \"127.0.0.1\"\n[[listen.http"), 1);
+        .replacen(
+            "port = 0\nip_address = \"127.0.0.1\"\n[[listen.http",
+            &format!("port = {port}\nip_address = \"127.0.0.1\"\n[[listen.http"),
+            1,
+        );
     let path = dir.path().join("herald.toml");
     std::fs::write(&path, config).unwrap();
-    let output = herald().args(["-c", path.to_str().unwrap(), "push", "list", "alice@localhost"]).output().unwrap();
+    let output = herald()
+        .args([
+            "-c",
+            path.to_str().unwrap(),
+            "push",
+            "list",
+            "alice@localhost",
+        ])
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(69));
     assert!(String::from_utf8_lossy(&output.stderr).contains("is the server running?"));
     // Without a running server, `user remove` works on the store as before.
-    assert!(herald().args(["-c", path.to_str().unwrap(), "user", "add", "carol@localhost", "pw"]).status().unwrap().success());
-    let output = herald().args(["-c", path.to_str().unwrap(), "user", "remove", "carol@localhost"]).output().unwrap();
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        herald()
+            .args([
+                "-c",
+                path.to_str().unwrap(),
+                "user",
+                "add",
+                "carol@localhost",
+                "pw"
+            ])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let output = herald()
+        .args([
+            "-c",
+            path.to_str().unwrap(),
+            "user",
+            "remove",
+            "carol@localhost",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 
     let plain = dir.path().join("plain.toml");
-    std::fs::write(&plain, format!("[general]\nhosts = [\"localhost\"]\ndata_dir = \"{}\"\n", dir.path().join("d2").display())).unwrap();
-    let output = herald().args(["-c", plain.to_str().unwrap(), "session", "list", "alice@localhost"]).output().unwrap();
+    std::fs::write(
+        &plain,
+        format!(
+            "[general]\nhosts = [\"localhost\"]\ndata_dir = \"{}\"\n",
+            dir.path().join("d2").display()
+        ),
+    )
+    .unwrap();
+    let output = herald()
+        .args([
+            "-c",
+            plain.to_str().unwrap(),
+            "session",
+            "list",
+            "alice@localhost",
+        ])
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&output.stderr).contains("mongoose_admin_api"));
 }

@@ -189,7 +189,9 @@ impl Storage {
     fn sqlite(pool: sqlx::SqlitePool, applied: Vec<AppliedMigration>) -> Storage {
         // SQLite has one writer at a time: the hot writes share one writer task and its
         // transactions (group commit) instead of queueing on the lock.
-        let commits = Some(Arc::new(sql::group_commit::GroupCommit::start(pool.clone())));
+        let commits = Some(Arc::new(sql::group_commit::GroupCommit::start(
+            pool.clone(),
+        )));
         Storage {
             applied: applied.into(),
             accounts: Arc::new(sql::SqlAccounts::new(pool.clone())),

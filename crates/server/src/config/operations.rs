@@ -143,11 +143,19 @@ pub(super) fn http_listener(
     let handlers_at = at.key("handlers");
     let prometheus_at = handlers_at.key("mongoose_prometheus_handler");
     let mut prometheus = None;
-    for (index, handler) in raw.handlers.mongoose_prometheus_handler.into_iter().enumerate() {
+    for (index, handler) in raw
+        .handlers
+        .mongoose_prometheus_handler
+        .into_iter()
+        .enumerate()
+    {
         let at = prometheus_at.index(index);
         any_host(handler.host.as_deref(), &at.key("host"))?;
         if prometheus.is_some() {
-            return Err(Invalid::new(at, "a second metrics handler; expected one per listener"));
+            return Err(Invalid::new(
+                at,
+                "a second metrics handler; expected one per listener",
+            ));
         }
         prometheus = Some(path(handler.path, "/metrics", &at.key("path"))?);
     }
@@ -157,15 +165,25 @@ pub(super) fn http_listener(
         let at = admin_at.index(index);
         any_host(handler.host.as_deref(), &at.key("host"))?;
         if admin.is_some() {
-            return Err(Invalid::new(at, "a second admin API; expected one per listener"));
+            return Err(Invalid::new(
+                at,
+                "a second admin API; expected one per listener",
+            ));
         }
         let token = match (handler.token, handler.token_file) {
             (Some(token), None) => token,
             (None, Some(file)) => {
                 let file_at = at.key("token_file");
-                let file = if file.is_relative() { base_dir.join(file) } else { file };
+                let file = if file.is_relative() {
+                    base_dir.join(file)
+                } else {
+                    file
+                };
                 let text = std::fs::read_to_string(&file).map_err(|error| {
-                    Invalid::new(file_at.clone(), format!("cannot read {}: {error}", file.display()))
+                    Invalid::new(
+                        file_at.clone(),
+                        format!("cannot read {}: {error}", file.display()),
+                    )
                 })?;
                 text.lines().next().unwrap_or("").trim().to_owned()
             }
@@ -230,7 +248,11 @@ fn any_host(host: Option<&str>, at: &KeyPath) -> Result<(), Invalid> {
 
 fn path(raw: Option<String>, default: &str, at: &KeyPath) -> Result<String, Invalid> {
     let path = raw.unwrap_or_else(|| default.to_owned());
-    let path = if path.len() > 1 { path.trim_end_matches('/').to_owned() } else { path };
+    let path = if path.len() > 1 {
+        path.trim_end_matches('/').to_owned()
+    } else {
+        path
+    };
     if !path.starts_with('/') || path == "/" || path == "/health" || path == "/ready" {
         return Err(Invalid::new(
             at.clone(),

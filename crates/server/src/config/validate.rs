@@ -21,8 +21,8 @@ use super::{
     C2sListener, CertFiles, Config, ConflictBehaviour, DEFAULT_BACKWARDS_COMPATIBLE_SESSION,
     DEFAULT_HANDSHAKE_TIMEOUT_S, DEFAULT_IP_ADDRESS, DEFAULT_LOGLEVEL, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_STANZA_SIZE, DEFAULT_MAX_USER_SESSIONS,
-    DEFAULT_SEND_TIMEOUT_S, DEFAULT_STATE_TIMEOUT_MS, General, Listen, LogFormat, LogLevel, Modules,
-    S2sConfig, S2sListener, ServiceListener, SqliteConfig, TlsConfig, TlsMode,
+    DEFAULT_SEND_TIMEOUT_S, DEFAULT_STATE_TIMEOUT_MS, General, Listen, LogFormat, LogLevel,
+    Modules, S2sConfig, S2sListener, ServiceListener, SqliteConfig, TlsConfig, TlsMode,
 };
 
 /// What a file leaves to its surroundings.
@@ -264,13 +264,10 @@ fn listen(raw: RawListen, at: &KeyPath, context: &Context<'_>) -> Result<Listen,
     let mut http = Vec::with_capacity(raw_http.len());
     for (index, raw) in raw_http.into_iter().enumerate() {
         let at = http_at.index(index);
-        let listener = super::operations::http_listener(
-            raw,
-            &at,
-            context.base_dir,
-            ip_address,
-            |tls, at| Ok(tls_config(tls, at, context.base_dir)?.cert),
-        )?;
+        let listener =
+            super::operations::http_listener(raw, &at, context.base_dir, ip_address, |tls, at| {
+                Ok(tls_config(tls, at, context.base_dir)?.cert)
+            })?;
         claim(&mut bound, listener.addr, at)?;
         http.push(listener);
     }

@@ -17,8 +17,7 @@ pub struct Response {
 impl Response {
     /// The body as JSON.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
 }
 
@@ -35,10 +34,13 @@ pub async fn request(addr: SocketAddr, method: &str, path: &str, token: Option<&
     head.push_str("\r\n");
     tcp.write_all(head.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
-    tokio::time::timeout(std::time::Duration::from_secs(45), tcp.read_to_end(&mut raw))
-        .await
-        .expect("the server answered in time")
-        .unwrap();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(45),
+        tcp.read_to_end(&mut raw),
+    )
+    .await
+    .expect("the server answered in time")
+    .unwrap();
     let text = String::from_utf8(raw).unwrap();
     let (headers, body) = text.split_once("\r\n\r\n").expect("a header block");
     let status = headers
@@ -46,7 +48,10 @@ pub async fn request(addr: SocketAddr, method: &str, path: &str, token: Option<&
         .nth(1)
         .and_then(|s| s.parse().ok())
         .expect("a status line");
-    let body = if headers.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if headers
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)
     } else {
         body.to_owned()

@@ -326,8 +326,14 @@ impl Client {
         password: &str,
         resource: &str,
     ) -> Client {
-        Client::login_at(server.addr(super::STARTTLS), &server.cert(), user, password, resource)
-            .await
+        Client::login_at(
+            server.addr(super::STARTTLS),
+            &server.cert(),
+            user,
+            password,
+            resource,
+        )
+        .await
     }
 
     /// [`Client::login`] to the STARTTLS listener at `addr`, trusting `cert`.

@@ -221,10 +221,7 @@ pub async fn only_accounts_leaves_out_owners_without_an_account(store: &dyn Arch
         body: "boo".to_owned(),
         message: "<message xmlns='jabber:client'/>".to_owned(),
     };
-    store
-        .append(vec![message.clone()], true)
-        .await
-        .unwrap();
+    store.append(vec![message.clone()], true).await.unwrap();
     assert_eq!(
         store
             .query(&ghost, &ArchiveQuery::all(10))

@@ -120,7 +120,6 @@ async fn insert_rows<DB>(
     messages: &[ArchivedMessage],
     only_accounts: bool,
 ) -> Result<(), StorageError>
-
 where
     DB: Dialect,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
@@ -202,7 +201,7 @@ where
         }
         insert.execute(&mut *connection).await?;
     }
-Ok(())
+    Ok(())
 }
 
 #[async_trait::async_trait]

@@ -212,10 +212,16 @@ mod tests {
     async fn a_failing_write_is_told_and_its_batch_neighbours_still_commit() {
         let pool = pool().await;
         let commits = GroupCommit::start(pool.clone());
-        let (first, duplicate, last) =
-            tokio::join!(insert(&commits, 1), insert(&commits, 1), insert(&commits, 2));
+        let (first, duplicate, last) = tokio::join!(
+            insert(&commits, 1),
+            insert(&commits, 1),
+            insert(&commits, 2)
+        );
         assert_eq!(first.unwrap(), 1);
-        assert!(duplicate.is_err(), "a UNIQUE violation is the caller's error");
+        assert!(
+            duplicate.is_err(),
+            "a UNIQUE violation is the caller's error"
+        );
         assert_eq!(last.unwrap(), 1);
         let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
             .fetch_one(&pool)

@@ -55,12 +55,13 @@ impl OfflineDialect for Sqlite {
             return Ok(Some(Stored::Full));
         }
         // Nothing stored: no account, or a full store (rare; one more query tells which).
-        let exists: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE server = $1 AND username = $2)")
-                .bind(key.domain)
-                .bind(key.localpart)
-                .fetch_one(&mut *connection)
-                .await?;
+        let exists: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM users WHERE server = $1 AND username = $2)",
+        )
+        .bind(key.domain)
+        .bind(key.localpart)
+        .fetch_one(&mut *connection)
+        .await?;
         Ok(exists.then_some(Stored::Full))
     }
 
