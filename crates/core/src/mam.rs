@@ -327,7 +327,10 @@ async fn run_writer(
             }
         }
         let count = batch.len();
-        if let Err(error) = store.append(batch, true).await {
+        let started = std::time::Instant::now();
+        let appended = store.append(batch, true).await;
+        crate::metrics::store_latency("archive_append", started);
+        if let Err(error) = appended {
             tracing::error!(%error, count, "archive write failed");
         }
         for done in flushes {

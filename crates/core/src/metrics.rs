@@ -9,7 +9,7 @@
 //! | `herald_offline_stored_total` | counter | |
 //! | `herald_offline_delivered_total` | counter | |
 //! | `herald_sm_resumptions_total` | counter | `result`: resumed, failed |
-//! | `herald_store_duration_seconds` | histogram | `op`: offline_store, offline_remove |
+//! | `herald_store_duration_seconds` | histogram | `op`: offline_store, offline_remove, archive_append (and push_registrations, from the push module) |
 
 use std::time::Instant;
 

@@ -10,6 +10,7 @@
 //! | `herald_push_http_replies_total` | counter | `status`: the HTTP push service's status code, `timeout` or `failed` |
 //! | `herald_push_publish_duration_seconds` | histogram | |
 //! | `herald_push_queue_depth` | gauge | |
+//! | `herald_store_duration_seconds` | histogram | `op`: push_registrations (the lookup on the message path) |
 //!
 //! The same counts are kept in [`Stats`], which the module and the tests read.
 
@@ -164,6 +165,11 @@ impl Stats {
 
     pub(crate) fn publish_latency(&self, elapsed: Duration) {
         metrics::histogram!("herald_push_publish_duration_seconds").record(elapsed.as_secs_f64());
+    }
+
+    pub(crate) fn store_latency(&self, op: &'static str, elapsed: Duration) {
+        metrics::histogram!("herald_store_duration_seconds", "op" => op)
+            .record(elapsed.as_secs_f64());
     }
 
     pub(crate) fn queue_depth(&self, depth: usize) {

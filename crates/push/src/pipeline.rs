@@ -115,7 +115,11 @@ impl Pipeline {
 
     /// The recipient's registrations; none, or a store failure, is a skip.
     async fn load(&self, event: &Event) -> Result<Vec<Registration>, Skip> {
-        match self.store.list(event.recipient()).await {
+        let started = std::time::Instant::now();
+        let listed = self.store.list(event.recipient()).await;
+        self.stats
+            .store_latency("push_registrations", started.elapsed());
+        match listed {
             Ok(registrations) if registrations.is_empty() => Err(Skip::NoRegistrations),
             Ok(registrations) => Ok(registrations),
             Err(error) => {

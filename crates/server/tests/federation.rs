@@ -604,15 +604,27 @@ async fn a_remote_server_that_goes_away_does_not_disable_the_registration() {
     // cancel from the app server); give it time to happen.
     tokio::time::sleep(Duration::from_secs(2)).await;
     // b.test comes back on the same port; after the retry delay (max_retry_delay = 1 s) the
-    // next message is pushed: the registration was kept.
-    let b = TestServer::start(&config(
+    // next message is pushed: the registration was kept. (Its port may be held a moment by
+    // another test's outgoing connection, which the kernel may give any free port: retry.)
+    let b_config = config(
         "b.test",
         r.p.b_port,
         &[("a.test", r.p.a_port)],
         &format!("shared = \"{SHARED}\""),
         "",
-    ))
-    .await;
+    );
+    let mut attempts = 0;
+    let b = loop {
+        match TestServer::try_start(&b_config).await {
+            Ok(b) => break b,
+            Err(error) if attempts < 50 => {
+                attempts += 1;
+                eprintln!("b.test cannot start yet ({error}); retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => panic!("{error}"),
+        }
+    };
     let service = b.running.as_ref().unwrap().service_addrs[0];
     let mut app = Component::connect(service, "push.b.test", "secret").await;
     tokio::time::sleep(Duration::from_millis(1200)).await;

@@ -30,17 +30,22 @@ impl TestServer {
     /// Start a server from the body of a configuration file; `{DATA}` is replaced by the
     /// temporary data directory.
     pub async fn start(config: &str) -> TestServer {
+        TestServer::try_start(config).await.unwrap()
+    }
+
+    /// [`TestServer::start`], with start-up's error (a fixed port taken meanwhile).
+    pub async fn try_start(config: &str) -> Result<TestServer, app::AppError> {
         let dir = tempfile::tempdir().unwrap();
         let text = config.replace("{DATA}", &dir.path().join("data").display().to_string());
         let path = dir.path().join("herald.toml");
         std::fs::write(&path, &text).unwrap();
         let config = Config::load(&path).unwrap();
-        let running = app::start(&config).await.unwrap();
-        TestServer {
+        let running = app::start(&config).await?;
+        Ok(TestServer {
             running: Some(running),
             dir,
             config,
-        }
+        })
     }
 
     /// The default test server: localhost and example.org, one STARTTLS listener, one

@@ -114,6 +114,10 @@ fn direction_code(direction: Direction) -> &'static str {
     }
 }
 
+/// Rows per INSERT (and owners per account lookup): 9 parameters a row, 2,304 a statement,
+/// within both engines' limits (SQLite 32,766, PostgreSQL 65,535).
+const ROWS: usize = 256;
+
 /// Insert the rows of `messages` (of owners with an account, with `only_accounts`).
 async fn insert_rows<DB>(
     connection: &mut DB::Connection,
@@ -133,7 +137,6 @@ where
 {
     // One statement per chunk of rows (each statement is a round trip to the engine), and
     // one for the accounts of the whole batch.
-    const ROWS: usize = 64;
     let existing = if only_accounts {
         let mut owners: Vec<&BareJid> = messages.iter().map(|m| &m.owner).collect();
         owners.sort();
@@ -224,7 +227,12 @@ where
     ) -> Result<(), StorageError> {
         write_via(self.commits.as_deref(), &self.pool, move |connection| {
             Box::pin(async move {
-                // Its own transaction (a savepoint inside a batch): all the rows or none.
+                // All the rows or none: up to ROWS rows are one INSERT, atomic by itself (a
+                // savepoint inside a batch would copy every page it touches into SQLite's
+                // statement journal); more take a transaction of their own (a savepoint).
+                if messages.len() <= ROWS {
+                    return insert_rows(connection, &messages, only_accounts).await;
+                }
                 let mut transaction = sqlx::Connection::begin(connection).await?;
                 insert_rows(&mut *transaction, &messages, only_accounts).await?;
                 transaction.commit().await?;
