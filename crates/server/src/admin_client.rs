@@ -14,7 +14,6 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpStream;
 
-use crate::app::AppError;
 use crate::config::{AdminApi, Config, HttpListener};
 
 /// How long a command waits for the server (a test push waits for the app server too).
@@ -25,6 +24,17 @@ pub struct AdminClient {
     addr: SocketAddr,
     listener: HttpListener,
     admin: AdminApi,
+}
+
+/// Why a request got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No server answered at the API's address (or it broke off).
+    #[error("{0}")]
+    Unreachable(String),
+    /// The configuration has no admin API, or its TLS files are unusable.
+    #[error("{0}")]
+    Setup(String),
 }
 
 /// What a request came back with.
@@ -64,24 +74,26 @@ impl AdminClient {
     }
 
     /// The admin API of `config`, or a configuration error saying how to get one.
-    pub fn required(config: &Config) -> Result<AdminClient, AppError> {
+    pub fn required(config: &Config) -> Result<AdminClient, ClientError> {
         AdminClient::of(config).ok_or_else(|| {
-            AppError::Usage(
+            ClientError::Setup(
                 "this command talks to the running server's admin API, and the configuration has none: add a [[listen.http]] with [[listen.http.handlers.mongoose_admin_api]] (docs/operations.md)".to_owned(),
             )
         })
     }
 
     /// `method` on `path` (under the API's path); `Err(Unreachable)` when no server answers.
-    pub async fn request(&self, method: Method, path: &str) -> Result<Answer, AppError> {
+    pub async fn request(&self, method: Method, path: &str) -> Result<Answer, ClientError> {
         tokio::time::timeout(TIMEOUT, self.request_now(method, path))
             .await
-            .map_err(|_| AppError::Unreachable(format!("{} did not answer in time", self.addr)))?
+            .map_err(|_| {
+                ClientError::Unreachable(format!("{} did not answer in time", self.addr))
+            })?
     }
 
-    async fn request_now(&self, method: Method, path: &str) -> Result<Answer, AppError> {
+    async fn request_now(&self, method: Method, path: &str) -> Result<Answer, ClientError> {
         let unreachable = |e: &dyn std::fmt::Display| {
-            AppError::Unreachable(format!("cannot reach the admin API at {}: {e}", self.addr))
+            ClientError::Unreachable(format!("cannot reach the admin API at {}: {e}", self.addr))
         };
         let stream = TcpStream::connect(self.addr)
             .await
@@ -95,7 +107,7 @@ impl AdminClient {
                 format!("Bearer {}", self.admin.token),
             )
             .body(Empty::<Bytes>::new())
-            .map_err(|e| AppError::Usage(format!("cannot build the request: {e}")))?;
+            .map_err(|e| ClientError::Setup(format!("cannot build the request: {e}")))?;
         let response = match &self.listener.tls {
             Some(files) => {
                 let connector = connector(files)?;
@@ -137,8 +149,9 @@ where
 /// A TLS client that accepts exactly the listener's own certificate (the leaf of its
 /// `tls.certfile`): the command runs beside the server and reads the same file, so a
 /// self-signed certificate or one without an IP address works, and no other does.
-fn connector(files: &crate::config::CertFiles) -> Result<tokio_rustls::TlsConnector, AppError> {
-    let (certs, _) = herald_stream::tls::load_identity(&files.certfile, &files.keyfile)?;
+fn connector(files: &crate::config::CertFiles) -> Result<tokio_rustls::TlsConnector, ClientError> {
+    let (certs, _) = herald_stream::tls::load_identity(&files.certfile, &files.keyfile)
+        .map_err(|e| ClientError::Setup(e.to_string()))?;
     let provider = herald_stream::tls::provider();
     let verifier = Arc::new(Pinned {
         leaf: certs[0].clone(),
@@ -146,7 +159,7 @@ fn connector(files: &crate::config::CertFiles) -> Result<tokio_rustls::TlsConnec
     });
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| AppError::Usage(e.to_string()))?
+        .map_err(|e| ClientError::Setup(e.to_string()))?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();

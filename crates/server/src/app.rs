@@ -604,8 +604,8 @@ pub async fn user_remove(config: &Config, jid: &str) -> Result<ExitCode, AppErro
             }
             Ok(answer) => return Err(api_error(&answer)),
             // No server answers: nobody is logged in; remove it from the store.
-            Err(AppError::Unreachable(_)) => {}
-            Err(other) => return Err(other),
+            Err(crate::admin_client::ClientError::Unreachable(_)) => {}
+            Err(other) => return Err(other.into()),
         }
     }
     // The server with its modules but no listener: removing an account runs the
@@ -780,6 +780,17 @@ pub fn describe(config: &Config, path: Option<&Path>) -> String {
         ));
     }
     out
+}
+
+impl From<crate::admin_client::ClientError> for AppError {
+    fn from(error: crate::admin_client::ClientError) -> AppError {
+        match error {
+            crate::admin_client::ClientError::Unreachable(message) => {
+                AppError::Unreachable(message)
+            }
+            crate::admin_client::ClientError::Setup(message) => AppError::Usage(message),
+        }
+    }
 }
 
 /// The error of a refused or failed admin API request.

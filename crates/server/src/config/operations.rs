@@ -9,7 +9,6 @@ use herald_core::config::{Integer, integer, required};
 use serde::Deserialize;
 
 use super::error::{Invalid, KeyPath};
-use super::raw::RawTls;
 use super::{CertFiles, DEFAULT_IP_ADDRESS};
 
 /// One `[[listen.http]]` table: an HTTP/1.1 listener serving `/health`, `/ready` and the
@@ -57,9 +56,18 @@ pub struct Instrumentation {
 pub(super) struct RawHttpListener {
     port: Option<Integer>,
     ip_address: Option<String>,
-    tls: Option<RawTls>,
+    tls: Option<RawHttpTls>,
     #[serde(default)]
     handlers: RawHandlers,
+}
+
+/// `tls` of an HTTP listener: the certificate files (`mode` is read to be refused by name).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawHttpTls {
+    pub(super) mode: Option<String>,
+    pub(super) certfile: Option<PathBuf>,
+    pub(super) keyfile: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -111,7 +119,7 @@ pub(super) fn http_listener(
     at: &KeyPath,
     base_dir: &Path,
     ip_address: impl Fn(&str, &KeyPath) -> Result<std::net::IpAddr, Invalid>,
-    tls_files: impl Fn(RawTls, &KeyPath) -> Result<Option<CertFiles>, Invalid>,
+    tls_files: impl Fn(RawHttpTls, &KeyPath) -> Result<Option<CertFiles>, Invalid>,
 ) -> Result<HttpListener, Invalid> {
     let port_at = at.key("port");
     let ports = "a port number from 0 to 65535 (0 picks a free port)";

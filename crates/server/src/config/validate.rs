@@ -266,6 +266,11 @@ fn listen(raw: RawListen, at: &KeyPath, context: &Context<'_>) -> Result<Listen,
         let at = http_at.index(index);
         let listener =
             super::operations::http_listener(raw, &at, context.base_dir, ip_address, |tls, at| {
+                let tls = RawTls {
+                    mode: None,
+                    certfile: tls.certfile,
+                    keyfile: tls.keyfile,
+                };
                 Ok(tls_config(tls, at, context.base_dir)?.cert)
             })?;
         claim(&mut bound, listener.addr, at)?;
