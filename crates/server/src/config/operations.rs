@@ -5,11 +5,11 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use herald_core::config::{Integer, integer, required};
+use herald_core::config::Integer;
 use serde::Deserialize;
 
+use super::CertFiles;
 use super::error::{Invalid, KeyPath};
-use super::{CertFiles, DEFAULT_IP_ADDRESS};
 
 /// One `[[listen.http]]` table: an HTTP/1.1 listener serving `/health`, `/ready` and the
 /// handlers configured on it.
@@ -118,16 +118,11 @@ pub(super) fn http_listener(
     raw: RawHttpListener,
     at: &KeyPath,
     base_dir: &Path,
-    ip_address: impl Fn(&str, &KeyPath) -> Result<std::net::IpAddr, Invalid>,
+    listener_addr: impl Fn(Option<Integer>, Option<String>, &KeyPath) -> Result<SocketAddr, Invalid>,
     tls_files: impl Fn(RawHttpTls, &KeyPath) -> Result<Option<CertFiles>, Invalid>,
 ) -> Result<HttpListener, Invalid> {
-    let port_at = at.key("port");
-    let ports = "a port number from 0 to 65535 (0 picks a free port)";
-    let port: u16 = integer(required(raw.port, &port_at, ports)?, 0, ports, &port_at)?;
-    let ip = match &raw.ip_address {
-        Some(text) => ip_address(text, &at.key("ip_address"))?,
-        None => DEFAULT_IP_ADDRESS,
-    };
+    let addr = listener_addr(raw.port, raw.ip_address, at)?;
+    let ip = addr.ip();
     let tls = match raw.tls {
         Some(tls) => {
             let tls_at = at.key("tls");
@@ -236,7 +231,7 @@ pub(super) fn http_listener(
         ));
     }
     Ok(HttpListener {
-        addr: SocketAddr::new(ip, port),
+        addr,
         tls,
         prometheus,
         admin,

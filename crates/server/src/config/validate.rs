@@ -264,15 +264,20 @@ fn listen(raw: RawListen, at: &KeyPath, context: &Context<'_>) -> Result<Listen,
     let mut http = Vec::with_capacity(raw_http.len());
     for (index, raw) in raw_http.into_iter().enumerate() {
         let at = http_at.index(index);
-        let listener =
-            super::operations::http_listener(raw, &at, context.base_dir, ip_address, |tls, at| {
+        let listener = super::operations::http_listener(
+            raw,
+            &at,
+            context.base_dir,
+            listener_addr,
+            |tls, at| {
                 let tls = RawTls {
                     mode: None,
                     certfile: tls.certfile,
                     keyfile: tls.keyfile,
                 };
                 Ok(tls_config(tls, at, context.base_dir)?.cert)
-            })?;
+            },
+        )?;
         claim(&mut bound, listener.addr, at)?;
         http.push(listener);
     }
@@ -311,13 +316,7 @@ fn s2s_listener(
     at: &KeyPath,
     base_dir: &Path,
 ) -> Result<S2sListener, Invalid> {
-    let port_at = at.key("port");
-    let ports = "a port number from 0 to 65535 (0 picks a free port)";
-    let port: u16 = integer(required(raw.port, &port_at, ports)?, 0, ports, &port_at)?;
-    let ip = match raw.ip_address {
-        Some(text) => ip_address(&text, &at.key("ip_address"))?,
-        None => DEFAULT_IP_ADDRESS,
-    };
+    let addr = listener_addr(raw.port, raw.ip_address, at)?;
     let max_stanza_size = match raw.max_stanza_size {
         Some(n) => integer(n, 1024, "at least 1024 (bytes)", &at.key("max_stanza_size"))?,
         None => DEFAULT_S2S_MAX_STANZA_SIZE,
@@ -348,7 +347,7 @@ fn s2s_listener(
         }
     };
     Ok(S2sListener {
-        addr: SocketAddr::new(ip, port),
+        addr,
         max_stanza_size,
         max_connections,
         state_timeout: Duration::from_millis(state_timeout_ms),
@@ -369,13 +368,7 @@ const CONFLICT_BEHAVIOURS: &[(&str, ConflictBehaviour)] = &[
 ];
 
 fn service_listener(raw: RawService, at: &KeyPath) -> Result<ServiceListener, Invalid> {
-    let port_at = at.key("port");
-    let ports = "a port number from 0 to 65535 (0 picks a free port)";
-    let port: u16 = integer(required(raw.port, &port_at, ports)?, 0, ports, &port_at)?;
-    let ip = match raw.ip_address {
-        Some(text) => ip_address(&text, &at.key("ip_address"))?,
-        None => DEFAULT_IP_ADDRESS,
-    };
+    let addr = listener_addr(raw.port, raw.ip_address, at)?;
     let password_at = at.key("password");
     let password = required(
         raw.password,
@@ -410,7 +403,7 @@ fn service_listener(raw: RawService, at: &KeyPath) -> Result<ServiceListener, In
         None => DEFAULT_STATE_TIMEOUT_MS,
     };
     Ok(ServiceListener {
-        addr: SocketAddr::new(ip, port),
+        addr,
         password,
         conflict_behaviour,
         max_stanza_size,
@@ -422,13 +415,7 @@ fn service_listener(raw: RawService, at: &KeyPath) -> Result<ServiceListener, In
 }
 
 fn c2s_listener(raw: RawC2s, at: &KeyPath, context: &Context<'_>) -> Result<C2sListener, Invalid> {
-    let port_at = at.key("port");
-    let ports = "a port number from 0 to 65535 (0 picks a free port)";
-    let port: u16 = integer(required(raw.port, &port_at, ports)?, 0, ports, &port_at)?;
-    let ip = match raw.ip_address {
-        Some(text) => ip_address(&text, &at.key("ip_address"))?,
-        None => DEFAULT_IP_ADDRESS,
-    };
+    let addr = listener_addr(raw.port, raw.ip_address, at)?;
     let max_stanza_size = match raw.max_stanza_size {
         Some(n) => integer(n, 1024, "at least 1024 (bytes)", &at.key("max_stanza_size"))?,
         None => DEFAULT_MAX_STANZA_SIZE,
@@ -470,7 +457,7 @@ fn c2s_listener(raw: RawC2s, at: &KeyPath, context: &Context<'_>) -> Result<C2sL
     Ok(C2sListener {
         handshake_timeout: Duration::from_secs(handshake_timeout),
         max_connections_per_ip,
-        addr: SocketAddr::new(ip, port),
+        addr,
         max_stanza_size,
         max_connections,
         state_timeout: Duration::from_millis(state_timeout_ms),
@@ -533,6 +520,22 @@ fn modules(raw: RawModules, at: &KeyPath) -> Result<Modules, Invalid> {
 /// A module's section, checked by the module, when the file has it.
 fn section<S: Section>(raw: Option<S::Raw>, at: &KeyPath) -> Result<Option<S>, Invalid> {
     raw.map(|raw| S::from_raw(raw, at)).transpose()
+}
+
+/// A listener's `port` (required) and `ip_address` (default all IPv4 addresses).
+fn listener_addr(
+    port: Option<herald_core::config::Integer>,
+    ip: Option<String>,
+    at: &KeyPath,
+) -> Result<SocketAddr, Invalid> {
+    let port_at = at.key("port");
+    let ports = "a port number from 0 to 65535 (0 picks a free port)";
+    let port: u16 = integer(required(port, &port_at, ports)?, 0, ports, &port_at)?;
+    let ip = match ip {
+        Some(text) => ip_address(&text, &at.key("ip_address"))?,
+        None => DEFAULT_IP_ADDRESS,
+    };
+    Ok(SocketAddr::new(ip, port))
 }
 
 fn ip_address(text: &str, at: &KeyPath) -> Result<IpAddr, Invalid> {
