@@ -176,28 +176,12 @@ fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     })
 }
 
+/// Percent-decoded UTF-8 (`+` stays a plus: nodes are often base64).
 fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = text.get(i + 1..i + 3)?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            byte => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8()
+        .ok()
+        .map(std::borrow::Cow::into_owned)
 }
 
 impl Routes {
@@ -455,6 +439,10 @@ mod tests {
         );
         assert_eq!(query_param(Some("x=1"), "node"), None);
         assert_eq!(query_param(None, "node"), None);
-        assert_eq!(query_param(Some("node=%zz"), "node"), None);
+        assert_eq!(
+            query_param(Some("node=a+b%2B"), "node").as_deref(),
+            Some("a+b+")
+        );
+        assert_eq!(query_param(Some("node=%C3%28"), "node"), None, "not UTF-8");
     }
 }

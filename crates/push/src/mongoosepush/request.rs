@@ -12,6 +12,7 @@
 //! Option `tags` (and every other option) is never forwarded.
 
 use bytes::Bytes;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Map, Value};
 
 use super::ApiVersion;
@@ -86,14 +87,14 @@ impl Notification {
         path.push_str(prefix);
         path.push_str(api_version.as_str());
         path.push_str("/notification/");
-        for byte in self.device_id.bytes() {
-            // RFC 3986 section 3.3: unreserved characters and ':' stand as they are in a segment.
-            if byte.is_ascii_alphanumeric() || b"-._~:".contains(&byte) {
-                path.push(char::from(byte));
-            } else {
-                path.push_str(&format!("%{byte:02X}"));
-            }
-        }
+        // RFC 3986 section 3.3: unreserved characters and ':' stand as they are in a segment.
+        const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+            .remove(b'-')
+            .remove(b'.')
+            .remove(b'_')
+            .remove(b'~')
+            .remove(b':');
+        path.extend(utf8_percent_encode(&self.device_id, SEGMENT));
         path
     }
 }
