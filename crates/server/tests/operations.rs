@@ -655,3 +655,87 @@ async fn commands_say_when_no_server_answers_or_no_admin_api_is_configured() {
     assert_eq!(output.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&output.stderr).contains("mongoose_admin_api"));
 }
+
+#[tokio::test]
+async fn the_commands_reach_an_https_admin_api_and_trust_only_its_own_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    // The listener's certificate names no IP address: the command pins the file's leaf.
+    let identity = rcgen::generate_simple_self_signed(vec!["herald.example".into()]).unwrap();
+    let (cert, key) = (dir.path().join("http.pem"), dir.path().join("http.key"));
+    std::fs::write(&cert, identity.cert.pem()).unwrap();
+    std::fs::write(&key, identity.signing_key.serialize_pem()).unwrap();
+    let tls = format!(
+        "tls.certfile = \"{}\"\ntls.keyfile = \"{}\"\n[[listen.http",
+        cert.display(),
+        key.display()
+    );
+    let config = CONFIG.replacen(
+        "ip_address = \"127.0.0.1\"\n[[listen.http",
+        &format!("ip_address = \"127.0.0.1\"\n{tls}"),
+        1,
+    );
+    let server = TestServer::start(&config).await;
+    server.add_user("alice@localhost", "a-pass").await;
+    let http = server.running.as_ref().unwrap().http_addrs[0];
+    let _alice = Client::login(&server, "alice@localhost", "a-pass", "phone").await;
+
+    let cli = dir.path().join("cli.toml");
+    let text = config
+        .replace("{DATA}", &dir.path().join("cli-data").display().to_string())
+        .replacen(
+            "port = 0\nip_address = \"127.0.0.1\"\ntls.certfile",
+            &format!(
+                "port = {}\nip_address = \"127.0.0.1\"\ntls.certfile",
+                http.port()
+            ),
+            1,
+        );
+    std::fs::write(&cli, &text).unwrap();
+    let run = |config: PathBuf| async move {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+            .arg("-c")
+            .arg(config)
+            .args(["session", "list", "alice@localhost"])
+            .output()
+            .await
+            .unwrap()
+    };
+    let output = run(cli.clone()).await;
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(out.trim(), "alice@localhost/phone\tunavailable");
+
+    // Plain HTTP to the TLS listener gets no answer.
+    let mut tcp = tokio::net::TcpStream::connect(http).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tcp.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buffer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut buffer)).await;
+    assert!(!String::from_utf8_lossy(&buffer).contains("200 OK"));
+
+    // A command whose file names another certificate refuses the server's.
+    let other = rcgen::generate_simple_self_signed(vec!["herald.example".into()]).unwrap();
+    let (other_cert, other_key) = (dir.path().join("other.pem"), dir.path().join("other.key"));
+    std::fs::write(&other_cert, other.cert.pem()).unwrap();
+    std::fs::write(&other_key, other.signing_key.serialize_pem()).unwrap();
+    let wrong = dir.path().join("wrong.toml");
+    std::fs::write(
+        &wrong,
+        text.replace(
+            &cert.display().to_string(),
+            &other_cert.display().to_string(),
+        )
+        .replace(&key.display().to_string(), &other_key.display().to_string()),
+    )
+    .unwrap();
+    let output = run(wrong).await;
+    assert_eq!(output.status.code(), Some(69));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot reach the admin API"));
+}
