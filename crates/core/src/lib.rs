@@ -20,7 +20,7 @@ pub mod disco;
 pub mod envelope;
 pub mod hooks;
 pub mod mam;
-pub(crate) mod metrics;
+pub mod metrics;
 pub mod module;
 pub mod offline;
 pub mod outbound;

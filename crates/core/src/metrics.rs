@@ -55,8 +55,9 @@ pub(crate) fn resumption(resumed: bool) {
     metrics::counter!("herald_sm_resumptions_total", "result" => result).increment(1);
 }
 
-/// How long a store operation took since `started`.
-pub(crate) fn store_latency(op: &'static str, started: Instant) {
+/// How long a store operation took since `started` (the one place this histogram is recorded;
+/// feature crates call it too).
+pub fn store_latency(op: &'static str, started: Instant) {
     metrics::histogram!("herald_store_duration_seconds", "op" => op)
         .record(started.elapsed().as_secs_f64());
 }

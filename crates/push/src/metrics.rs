@@ -167,11 +167,6 @@ impl Stats {
         metrics::histogram!("herald_push_publish_duration_seconds").record(elapsed.as_secs_f64());
     }
 
-    pub(crate) fn store_latency(&self, op: &'static str, elapsed: Duration) {
-        metrics::histogram!("herald_store_duration_seconds", "op" => op)
-            .record(elapsed.as_secs_f64());
-    }
-
     pub(crate) fn queue_depth(&self, depth: usize) {
         metrics::gauge!("herald_push_queue_depth").set(depth as f64);
     }

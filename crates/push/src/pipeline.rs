@@ -117,8 +117,7 @@ impl Pipeline {
     async fn load(&self, event: &Event) -> Result<Vec<Registration>, Skip> {
         let started = std::time::Instant::now();
         let listed = self.store.list(event.recipient()).await;
-        self.stats
-            .store_latency("push_registrations", started.elapsed());
+        herald_core::metrics::store_latency("push_registrations", started);
         match listed {
             Ok(registrations) if registrations.is_empty() => Err(Skip::NoRegistrations),
             Ok(registrations) => Ok(registrations),
