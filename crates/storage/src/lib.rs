@@ -110,7 +110,7 @@ impl Storage {
         features: &[&MigrationSet],
     ) -> Result<Storage, StorageError> {
         let (pool, applied) = sqlite::open_file(path, durability, features).await?;
-        Ok(Storage::sqlite(pool, applied))
+        Ok(Storage::sqlite(pool, applied, true))
     }
 
     /// Open a new, empty SQLite database held in memory, gone once closed or dropped: for
@@ -132,7 +132,7 @@ impl Storage {
         features: &[&MigrationSet],
     ) -> Result<Storage, StorageError> {
         let pool = sqlite::open_in_memory(features).await?;
-        Ok(Storage::sqlite(pool, Vec::new()))
+        Ok(Storage::sqlite(pool, Vec::new(), false))
     }
 
     /// Connect to the PostgreSQL database of `options` with a pool of `options.pool_size`
@@ -186,12 +186,15 @@ impl Storage {
         }
     }
 
-    fn sqlite(pool: sqlx::SqlitePool, applied: Vec<AppliedMigration>) -> Storage {
+    fn sqlite(pool: sqlx::SqlitePool, applied: Vec<AppliedMigration>, file: bool) -> Storage {
         // SQLite has one writer at a time: the hot writes share one writer task and its
-        // transactions (group commit) instead of queueing on the lock.
-        let commits = Some(Arc::new(sql::group_commit::GroupCommit::start(
-            pool.clone(),
-        )));
+        // transactions (group commit) instead of queueing on the lock; on a file, through a
+        // connection of its own whose page cache stays warm.
+        let commits = Some(Arc::new(if file {
+            sql::group_commit::GroupCommit::start_dedicated(pool.clone())
+        } else {
+            sql::group_commit::GroupCommit::start(pool.clone())
+        }));
         Storage {
             applied: applied.into(),
             accounts: Arc::new(sql::SqlAccounts::new(pool.clone())),

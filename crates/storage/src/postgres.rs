@@ -136,6 +136,13 @@ impl Dialect for sqlx::Postgres {
         pool.begin()
     }
 
+    fn begin_write_on(
+        connection: &mut sqlx::PgConnection,
+    ) -> impl std::future::Future<Output = Result<sqlx::Transaction<'_, Self>, sqlx::Error>> + Send
+    {
+        sqlx::Connection::begin(connection)
+    }
+
     async fn lock(
         transaction: &mut sqlx::Transaction<'_, Self>,
         class: i32,
@@ -149,6 +156,10 @@ impl Dialect for sqlx::Postgres {
             .execute(&mut **transaction)
             .await?;
         Ok(())
+    }
+
+    fn param(n: usize) -> String {
+        format!("${n}")
     }
 
     fn migration_sql(migration: &crate::Migration) -> &'static str {
@@ -181,5 +192,6 @@ impl Dialect for sqlx::Postgres {
              ON CONFLICT (server, username) DO UPDATE SET
                  version = GREATEST(roster_version.version::bigint + 1, $3)::text
              RETURNING version",
+        insert_ignoring: ("INSERT INTO", " ON CONFLICT DO NOTHING"),
     };
 }

@@ -87,7 +87,11 @@ pub(crate) async fn open_file(
         // Pages read through a memory map instead of a read() call each, and a larger page
         // cache per connection: the archive's and the offline store's indexes stay in memory.
         .pragma("mmap_size", MMAP_SIZE.to_string())
-        .pragma("cache_size", CACHE_SIZE_KIB.to_string());
+        .pragma("cache_size", CACHE_SIZE_KIB.to_string())
+        // A statement that may fail half-way (a multi-row insert) inside a transaction keeps
+        // a copy of the pages it changes: in memory, not in a temporary file written page by
+        // page.
+        .pragma("temp_store", "memory");
     let pool = SqlitePoolOptions::new()
         .max_connections(FILE_POOL_SIZE)
         .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -171,6 +175,13 @@ impl Dialect for sqlx::Sqlite {
         pool.begin_with("BEGIN IMMEDIATE")
     }
 
+    fn begin_write_on(
+        connection: &mut sqlx::SqliteConnection,
+    ) -> impl std::future::Future<Output = Result<sqlx::Transaction<'_, Self>, sqlx::Error>> + Send
+    {
+        sqlx::Connection::begin_with(connection, "BEGIN IMMEDIATE")
+    }
+
     async fn lock(
         _transaction: &mut sqlx::Transaction<'_, Self>,
         _class: i32,
@@ -178,6 +189,10 @@ impl Dialect for sqlx::Sqlite {
     ) -> Result<(), sqlx::Error> {
         // The write lock taken by `begin_write` already serialises writers.
         Ok(())
+    }
+
+    fn param(_n: usize) -> String {
+        "?".to_owned()
     }
 
     fn migration_sql(migration: &crate::Migration) -> &'static str {
@@ -210,5 +225,6 @@ impl Dialect for sqlx::Sqlite {
              ON CONFLICT (server, username) DO UPDATE SET
                  version = CAST(max(CAST(version AS INTEGER) + 1, $3) AS TEXT)
              RETURNING version",
+        insert_ignoring: ("INSERT OR IGNORE INTO", ""),
     };
 }

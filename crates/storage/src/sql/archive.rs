@@ -114,11 +114,47 @@ fn direction_code(direction: Direction) -> &'static str {
     }
 }
 
-/// Rows per INSERT (and owners per account lookup): 9 parameters a row, 2,304 a statement,
+/// Rows per INSERT: 11 parameters a row (9 columns, the owner's domain and localpart), 2,816 a statement,
 /// within both engines' limits (SQLite 32,766, PostgreSQL 65,535).
 const ROWS: usize = 256;
 
-/// Insert the rows of `messages` (of owners with an account, with `only_accounts`).
+/// The text of an insert of `rows` rows (the same for every batch of that size, so that the
+/// engine's statement cache keeps it): one parameter list per row, nine columns and, when
+/// `only_accounts`, the owner's domain and localpart, for a row to be inserted only if its
+/// owner has an account (one index lookup per row). A row whose id its owner's archive
+/// already holds is skipped.
+fn insert_sql<DB: Dialect>(rows: usize, only_accounts: bool) -> String {
+    let columns = if only_accounts { 11 } else { 9 };
+    let mut values = String::with_capacity(rows * columns * 4);
+    let mut n = 0;
+    for row in 0..rows {
+        values.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..columns {
+            n += 1;
+            if column > 0 {
+                values.push_str(", ");
+            }
+            values.push_str(&DB::param(n));
+        }
+        values.push(')');
+    }
+    let (insert, on_conflict) = DB::SQL.insert_ignoring;
+    let check = if only_accounts {
+        " WHERE EXISTS (SELECT 1 FROM users WHERE users.server = v.column10 \
+         AND users.username = v.column11)"
+    } else {
+        ""
+    };
+    format!(
+        "{insert} mam_message (id, owner, remote_bare_jid, remote_resource, direction, \
+         from_jid, origin_id, search_body, message) \
+         SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7, \
+         v.column8, v.column9 FROM (VALUES {values}) AS v{check}{on_conflict}"
+    )
+}
+
+/// Insert the rows of `messages` (of owners with an account, with `only_accounts`), up to
+/// [`ROWS`] a statement (each statement is a round trip to the engine).
 async fn insert_rows<DB>(
     connection: &mut DB::Connection,
     messages: &[ArchivedMessage],
@@ -131,65 +167,13 @@ where
     String: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB>,
     Option<String>: for<'q> Encode<'q, DB> + Type<DB>,
     i64: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB>,
-    for<'a> &'a str: ColumnIndex<DB::Row>,
-    usize: ColumnIndex<DB::Row>,
     DB::Arguments: IntoArguments<DB>,
 {
-    // One statement per chunk of rows (each statement is a round trip to the engine), and
-    // one for the accounts of the whole batch.
-    let existing = if only_accounts {
-        let mut owners: Vec<&BareJid> = messages.iter().map(|m| &m.owner).collect();
-        owners.sort();
-        owners.dedup();
-        let mut found = std::collections::HashSet::new();
-        for chunk in owners.chunks(ROWS) {
-            let keys = chunk
-                .iter()
-                .map(|owner| crate::accounts::AccountKey::of(owner))
-                .collect::<Result<Vec<_>, _>>()?;
-            let pairs: Vec<String> = (0..keys.len())
-                .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
-                .collect();
-            let sql = format!(
-                "SELECT server, username FROM users WHERE (server, username) IN ({})",
-                pairs.join(", ")
-            );
-            let mut select = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for key in &keys {
-                select = select.bind(key.domain).bind(key.localpart);
-            }
-            for row in select.fetch_all(&mut *connection).await? {
-                let server: String = row.try_get("server")?;
-                let username: String = row.try_get("username")?;
-                found.insert(format!("{username}@{server}"));
-            }
-        }
-        Some(found)
-    } else {
-        None
-    };
-    let kept: Vec<&ArchivedMessage> = messages
-        .iter()
-        .filter(|m| {
-            existing
-                .as_ref()
-                .is_none_or(|found| found.contains(m.owner.as_str()))
-        })
-        .collect();
-    for chunk in kept.chunks(ROWS) {
-        let rows: Vec<String> = (0..chunk.len())
-            .map(|row| {
-                let first = row * 9 + 1;
-                let params: Vec<String> = (first..first + 9).map(|n| format!("${n}")).collect();
-                format!("({})", params.join(", "))
-            })
-            .collect();
-        let sql = format!(
-            "INSERT INTO mam_message (id, owner, remote_bare_jid, remote_resource, \
-             direction, from_jid, origin_id, search_body, message) VALUES {}",
-            rows.join(", ")
-        );
-        let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for chunk in messages.chunks(ROWS) {
+        let mut insert = sqlx::query(sqlx::AssertSqlSafe(insert_sql::<DB>(
+            chunk.len(),
+            only_accounts,
+        )));
         for message in chunk {
             insert = insert
                 .bind(message.id)
@@ -201,6 +185,10 @@ where
                 .bind(message.origin_id.clone())
                 .bind(message.body.to_lowercase())
                 .bind(message.message.as_str());
+            if only_accounts {
+                let key = crate::accounts::AccountKey::of(&message.owner)?;
+                insert = insert.bind(key.domain).bind(key.localpart);
+            }
         }
         insert.execute(&mut *connection).await?;
     }

@@ -18,7 +18,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use sqlx::{Database, Pool};
+use sqlx::{Database, Pool, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::Dialect;
@@ -54,11 +54,25 @@ impl<DB: Database> std::fmt::Debug for GroupCommit<DB> {
 }
 
 impl<DB: Dialect> GroupCommit<DB> {
-    /// Start the writer task of `pool` (on the current Tokio runtime). It ends when the last
-    /// handle is dropped, after committing what was queued.
+    /// Start the writer task of `pool` (on the current Tokio runtime), taking a pooled
+    /// connection for each batch. It ends when the last handle is dropped, after committing
+    /// what was queued.
     pub(crate) fn start(pool: Pool<DB>) -> GroupCommit<DB> {
+        GroupCommit::spawn(pool, false)
+    }
+
+    /// [`GroupCommit::start`] with a connection of the writer's own, opened with the pool's
+    /// options and kept from batch to batch: its page cache stays warm, where a pooled
+    /// connection that another one wrote behind would find its cache stale and read the pages
+    /// again. Closed when the pool is closed (later writes fail). Not for an in-memory
+    /// database, where each connection is a database of its own.
+    pub(crate) fn start_dedicated(pool: Pool<DB>) -> GroupCommit<DB> {
+        GroupCommit::spawn(pool, true)
+    }
+
+    fn spawn(pool: Pool<DB>, dedicated: bool) -> GroupCommit<DB> {
         let (queue, queued) = mpsc::channel(QUEUE);
-        tokio::spawn(run(pool, queued));
+        tokio::spawn(run(pool, dedicated, queued));
         GroupCommit { queue }
     }
 
@@ -123,24 +137,77 @@ where
     }
 }
 
-async fn run<DB: Dialect>(pool: Pool<DB>, mut queued: mpsc::Receiver<Work<DB>>) {
+async fn run<DB: Dialect>(pool: Pool<DB>, dedicated: bool, mut queued: mpsc::Receiver<Work<DB>>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while queued.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        commit(&pool, &mut batch).await;
+    let mut own: Option<DB::Connection> = None;
+    loop {
+        let received = tokio::select! {
+            received = queued.recv_many(&mut batch, MAX_BATCH) => received,
+            // Closing the pool closes the writer's own connection too.
+            () = pool.close_event(), if own.is_some() => {
+                close(own.take()).await;
+                continue;
+            }
+        };
+        if received == 0 {
+            break;
+        }
+        if pool.is_closed() {
+            close(own.take()).await;
+            fail::<DB>(&mut batch, &sqlx::Error::PoolClosed).await;
+            continue;
+        }
+        if dedicated && own.is_none() {
+            match <DB::Connection as sqlx::Connection>::connect_with(&pool.connect_options()).await
+            {
+                Ok(connection) => own = Some(connection),
+                Err(error) => {
+                    tracing::warn!(%error, writes = batch.len(), "the writer cannot connect");
+                    fail::<DB>(&mut batch, &error).await;
+                    continue;
+                }
+            }
+        }
+        let healthy = match own.as_mut() {
+            Some(connection) => commit(DB::begin_write_on(connection).await, &mut batch).await,
+            None => commit(DB::begin_write(&pool).await, &mut batch).await,
+        };
+        if !healthy {
+            // Begin or commit failed: a fresh connection for the next batch.
+            close(own.take()).await;
+        }
+    }
+    close(own).await;
+}
+
+async fn close<C: sqlx::Connection>(connection: Option<C>) {
+    if let Some(connection) = connection
+        && let Err(error) = connection.close().await
+    {
+        tracing::debug!(%error, "closing the writer's connection");
     }
 }
 
-/// Run and commit one batch, and tell every caller in it.
-async fn commit<DB: Dialect>(pool: &Pool<DB>, batch: &mut Vec<Work<DB>>) {
+/// Tell every write of `batch` that it failed with `error`, without running it.
+async fn fail<DB: Dialect>(batch: &mut Vec<Work<DB>>, error: &sqlx::Error) {
+    for work in batch.drain(..) {
+        work(None).await(Some(error));
+    }
+}
+
+/// Run and commit one batch in `transaction`, and tell every caller in it; false if the
+/// transaction could not begin or commit.
+async fn commit<DB: Dialect>(
+    transaction: Result<Transaction<'_, DB>, sqlx::Error>,
+    batch: &mut Vec<Work<DB>>,
+) -> bool {
     let mut finishes = Vec::with_capacity(batch.len());
-    let mut transaction = match DB::begin_write(pool).await {
+    let mut transaction = match transaction {
         Ok(transaction) => transaction,
         Err(error) => {
             tracing::warn!(%error, writes = batch.len(), "a write batch could not begin");
-            for work in batch.drain(..) {
-                work(None).await(Some(&error));
-            }
-            return;
+            fail::<DB>(batch, &error).await;
+            return false;
         }
     };
     for work in batch.drain(..) {
@@ -153,6 +220,7 @@ async fn commit<DB: Dialect>(pool: &Pool<DB>, batch: &mut Vec<Work<DB>>) {
     for finish in finishes {
         finish(committed.as_ref().err());
     }
+    committed.is_ok()
 }
 
 #[cfg(test)]
@@ -236,5 +304,48 @@ mod tests {
         let commits = GroupCommit::start(pool.clone());
         pool.close().await;
         assert!(insert(&commits, 1).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_dedicated_writer_commits_for_other_connections_and_closes_with_the_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(dir.path().join("t.db"))
+            .create_if_missing(true)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(options)
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (n INTEGER NOT NULL UNIQUE)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let commits = Arc::new(GroupCommit::start_dedicated(pool.clone()));
+        let writers: Vec<_> = (0..300)
+            .map(|n| {
+                let commits = Arc::clone(&commits);
+                tokio::spawn(async move { insert(&commits, n).await })
+            })
+            .collect();
+        for writer in writers {
+            assert_eq!(writer.await.unwrap().unwrap(), 1);
+        }
+        // The pool's connections read what the writer's own connection committed.
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(count, 300);
+        assert!(
+            insert(&commits, 7).await.is_err(),
+            "a duplicate still fails"
+        );
+        pool.close().await;
+        assert!(
+            insert(&commits, 1000).await.is_err(),
+            "no write after the pool is closed"
+        );
     }
 }

@@ -33,6 +33,11 @@ pub trait Dialect: Database {
         pool: &Pool<Self>,
     ) -> impl Future<Output = Result<Transaction<'static, Self>, sqlx::Error>> + Send;
 
+    /// [`Dialect::begin_write`] on a connection of one's own (the group commit's writer).
+    fn begin_write_on(
+        connection: &mut Self::Connection,
+    ) -> impl Future<Output = Result<Transaction<'_, Self>, sqlx::Error>> + Send;
+
     /// Make the transactions that change the thing named `key` (in lock class `class`) take
     /// turns, across processes sharing the database: a transaction-scoped advisory lock on
     /// PostgreSQL; nothing on SQLite, whose write lock already serialises writers.
@@ -41,6 +46,12 @@ pub trait Dialect: Database {
         class: i32,
         key: &str,
     ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+
+    /// The text of the `n`th (from 1) parameter of a statement whose parameters are bound in
+    /// the order they appear: `$n` on PostgreSQL; `?` on SQLite, where a numbered parameter
+    /// costs every bind a search of the statement's parameter names (quadratic in a statement
+    /// of thousands).
+    fn param(n: usize) -> String;
 
     /// A migration's statements for this engine.
     fn migration_sql(migration: &crate::Migration) -> &'static str;
@@ -67,4 +78,8 @@ pub struct DialectSql {
     /// Bump the roster version of `($1, $2)`: the version (a number kept as text) plus one,
     /// or `$3` if larger; returning it.
     pub bump_roster_version: &'static str,
+    /// How an insert that skips rows whose key exists begins, and what it ends with: `INSERT
+    /// OR IGNORE INTO` on SQLite (which then needs no statement journal for a statement of
+    /// many rows), `INSERT INTO` ... `ON CONFLICT DO NOTHING` on PostgreSQL.
+    pub insert_ignoring: (&'static str, &'static str),
 }
