@@ -43,8 +43,8 @@ const DATA: &str = "jabber:x:data";
 const HINTS: &str = "urn:xmpp:hints";
 /// The rows of preferences in the per-user data store.
 const PREFS: &str = "mam_prefs";
-/// Messages committed together at most.
-const BATCH: usize = 256;
+/// Rows waiting for the writer before the router waits to queue more.
+const QUEUE: usize = 8192;
 /// Accounts whose preferences are cached (embedded engine).
 const CACHE_USERS: usize = 100_000;
 
@@ -88,6 +88,12 @@ pub struct MamConfig {
     /// `retention_days` (herald's): messages older than this many days are deleted every
     /// hour; `None` ("infinity", the default) keeps them.
     pub retention_days: Option<u64>,
+    /// `async_writer.flush_interval` (milliseconds): how long the writer gathers rows before
+    /// it commits them (default 5; a query commits what is queued at once).
+    pub flush_interval: Duration,
+    /// `async_writer.batch_size`: rows that make the writer commit without waiting out the
+    /// interval (default 1,024).
+    pub batch_size: usize,
 }
 
 impl Default for MamConfig {
@@ -99,6 +105,8 @@ impl Default for MamConfig {
             max_result_limit: 50,
             full_text_search: true,
             retention_days: None,
+            flush_interval: Duration::from_millis(5),
+            batch_size: 1024,
         }
     }
 }
@@ -119,6 +127,18 @@ pub struct RawMam {
     pub full_text_search: Option<bool>,
     /// See [`MamConfig::retention_days`].
     pub retention_days: Option<toml::Value>,
+    /// `[modules.mod_mam.async_writer]`.
+    pub async_writer: Option<RawAsyncWriter>,
+}
+
+/// `[modules.mod_mam.async_writer]` as written (MongooseIM's names).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub struct RawAsyncWriter {
+    /// See [`MamConfig::flush_interval`].
+    pub flush_interval: Option<Integer>,
+    /// See [`MamConfig::batch_size`].
+    pub batch_size: Option<Integer>,
 }
 
 impl Section for MamConfig {
@@ -154,7 +174,30 @@ impl Section for MamConfig {
             Some(value) => config::integer_or(value, "infinity", 1, &at.key("retention_days"))?,
             None => None,
         };
+        let writer_at = at.key("async_writer");
+        let (flush_interval, batch_size) = match raw.async_writer {
+            Some(writer) => (
+                match writer.flush_interval {
+                    Some(ms) => Duration::from_millis(config::integer(
+                        ms,
+                        0u64,
+                        "at least 0",
+                        &writer_at.key("flush_interval"),
+                    )?),
+                    None => defaults.flush_interval,
+                },
+                match writer.batch_size {
+                    Some(n) => {
+                        config::integer(n, 1usize, "at least 1", &writer_at.key("batch_size"))?
+                    }
+                    None => defaults.batch_size,
+                },
+            ),
+            None => (defaults.flush_interval, defaults.batch_size),
+        };
         Ok(MamConfig {
+            flush_interval,
+            batch_size,
             backend: raw.backend,
             default_mode,
             default_result_limit,
@@ -200,7 +243,7 @@ impl Mam {
         prefs_store: Arc<dyn UserDataStore>,
         cache: bool,
     ) -> Arc<Mam> {
-        let (writer, queued) = mpsc::channel(BATCH * 16);
+        let (writer, queued) = mpsc::channel(QUEUE);
         Arc::new(Mam {
             config,
             store,
@@ -300,38 +343,63 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Commit what has queued, one transaction per batch, until the server shuts down; then
-/// commit what is still queued and stop.
+/// commit what is still queued and stop. A batch is gathered for up to `flush_interval` after
+/// its first row, or until it holds `batch_size` rows or a query asks for a flush.
 async fn run_writer(
     store: Arc<dyn ArchiveStore>,
     mut queued: mpsc::Receiver<Pending>,
     shutdown: tokio_util::sync::CancellationToken,
+    flush_interval: Duration,
+    batch_size: usize,
 ) {
+    let mut closing = false;
     loop {
-        let first = tokio::select! {
-            first = queued.recv() => first,
-            _ = shutdown.cancelled() => {
-                queued.close();
-                queued.recv().await
+        let first = if closing {
+            queued.recv().await
+        } else {
+            tokio::select! {
+                first = queued.recv() => first,
+                _ = shutdown.cancelled() => {
+                    queued.close();
+                    closing = true;
+                    queued.recv().await
+                }
             }
         };
         let Some(first) = first else { return };
         let (mut batch, mut flushes) = (Vec::new(), Vec::new());
+        let until = tokio::time::Instant::now() + flush_interval;
         let mut next = Some(first);
         while let Some(pending) = next.take() {
             match pending {
                 Pending::Write(message) => batch.push(message),
                 Pending::Flush(done) => flushes.push(done),
             }
-            if batch.len() < BATCH {
-                next = queued.try_recv().ok();
+            if batch.len() >= batch_size || !flushes.is_empty() {
+                break;
             }
+            next = match queued.try_recv() {
+                Ok(pending) => Some(pending),
+                Err(_) if closing => None,
+                Err(_) => tokio::select! {
+                    pending = queued.recv() => pending,
+                    () = tokio::time::sleep_until(until) => None,
+                    _ = shutdown.cancelled() => {
+                        queued.close();
+                        closing = true;
+                        queued.try_recv().ok()
+                    }
+                },
+            };
         }
         let count = batch.len();
-        let started = std::time::Instant::now();
-        let appended = store.append(batch, true).await;
-        crate::metrics::store_latency("archive_append", started);
-        if let Err(error) = appended {
-            tracing::error!(%error, count, "archive write failed");
+        if count > 0 {
+            let started = std::time::Instant::now();
+            let appended = store.append(batch, true).await;
+            crate::metrics::store_latency("archive_append", started);
+            if let Err(error) = appended {
+                tracing::error!(%error, count, "archive write failed");
+            }
         }
         for done in flushes {
             let _ = done.send(());
@@ -421,6 +489,8 @@ impl Module for Mam {
                 Arc::clone(&self.store),
                 queued,
                 server.shutdown.clone(),
+                self.config.flush_interval,
+                self.config.batch_size,
             ));
         }
         if let Some(days) = self.config.retention_days {
@@ -884,5 +954,46 @@ mod tests {
         assert_eq!(parse_id(&id_text(id)), Some(id));
         assert_eq!(parse_id("abc"), None);
         assert_eq!(parse_id("-5"), None);
+    }
+
+    fn parsed(text: &str) -> Result<MamConfig, Invalid> {
+        let raw: RawMam = toml::from_str(text).unwrap();
+        let at = KeyPath::root().key("modules").key("mod_mam");
+        MamConfig::from_raw(raw, &at)
+    }
+
+    #[test]
+    fn the_async_writer_takes_mongooseim_names_and_refuses_bad_values_by_key() {
+        let defaults = parsed("").unwrap();
+        assert_eq!(defaults.flush_interval, Duration::from_millis(5));
+        assert_eq!(defaults.batch_size, 1024);
+        let set = parsed("[async_writer]\nflush_interval = 2000\nbatch_size = 30").unwrap();
+        assert_eq!(set.flush_interval, Duration::from_millis(2000));
+        assert_eq!(set.batch_size, 30);
+        assert_eq!(
+            parsed("async_writer.flush_interval = 0")
+                .unwrap()
+                .flush_interval,
+            Duration::ZERO
+        );
+        let error = parsed("async_writer.batch_size = 0").unwrap_err();
+        assert_eq!(
+            error.key,
+            KeyPath::root()
+                .key("modules")
+                .key("mod_mam")
+                .key("async_writer")
+                .key("batch_size")
+        );
+        let error = parsed("async_writer.flush_interval = -1").unwrap_err();
+        assert_eq!(
+            error.key,
+            KeyPath::root()
+                .key("modules")
+                .key("mod_mam")
+                .key("async_writer")
+                .key("flush_interval")
+        );
+        assert!(toml::from_str::<RawMam>("async_writer.pool_size = 4").is_err());
     }
 }

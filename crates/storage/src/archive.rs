@@ -149,8 +149,10 @@ pub struct ArchivePage {
 /// The archive.
 #[async_trait::async_trait]
 pub trait ArchiveStore: Send + Sync + 'static {
-    /// Add messages, in one transaction. With `only_accounts`, a message whose owner has no
-    /// account is left out (one lookup for the whole batch, in the same transaction).
+    /// Add messages (a message whose id its owner's archive already holds is skipped). With
+    /// `only_accounts`, a message whose owner has no account is left out, checked when the
+    /// rows are written. Removing an account's archive ([`ArchiveStore::remove_user`]) and
+    /// appending take turns, so rows checked before a removal are removed by it.
     async fn append(
         &self,
         messages: Vec<ArchivedMessage>,

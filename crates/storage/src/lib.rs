@@ -71,7 +71,8 @@ pub struct Storage {
 /// The engine behind a [`Storage`], kept for what is not a store (closing).
 #[derive(Clone, Debug)]
 enum Backend {
-    Sqlite(sqlx::SqlitePool),
+    /// The main file and the archive's.
+    Sqlite(sqlx::SqlitePool, sqlx::SqlitePool),
     Postgres(sqlx::PgPool, Arc<str>),
 }
 
@@ -110,7 +111,19 @@ impl Storage {
         features: &[&MigrationSet],
     ) -> Result<Storage, StorageError> {
         let (pool, applied) = sqlite::open_file(path, durability, features).await?;
-        Ok(Storage::sqlite(pool, applied, true))
+        let archive = match sqlite::open_archive_file(&archive_path(path), durability).await {
+            Ok(archive) => archive,
+            Err(error) => {
+                pool.close().await;
+                return Err(error);
+            }
+        };
+        if let Err(error) = sql::archive::move_rows_from_main(&pool, &archive).await {
+            pool.close().await;
+            archive.close().await;
+            return Err(error);
+        }
+        Ok(Storage::sqlite(pool, archive, applied, true))
     }
 
     /// Open a new, empty SQLite database held in memory, gone once closed or dropped: for
@@ -132,7 +145,8 @@ impl Storage {
         features: &[&MigrationSet],
     ) -> Result<Storage, StorageError> {
         let pool = sqlite::open_in_memory(features).await?;
-        Ok(Storage::sqlite(pool, Vec::new(), false))
+        let archive = sqlite::open_archive_in_memory().await?;
+        Ok(Storage::sqlite(pool, archive, Vec::new(), false))
     }
 
     /// Connect to the PostgreSQL database of `options` with a pool of `options.pool_size`
@@ -180,29 +194,43 @@ impl Storage {
             roster: Arc::new(sql::SqlRoster::new(pool.clone())),
             offline: Arc::new(sql::SqlOffline::new(pool.clone(), None)),
             user_data: Arc::new(sql::SqlUserData::new(pool.clone())),
-            archive: Arc::new(sql::SqlArchive::new(pool.clone(), None)),
+            archive: Arc::new(sql::SqlArchive::new(pool.clone(), None, None)),
             applied: applied.into(),
             engine: Backend::Postgres(pool, target.into()),
         }
     }
 
-    fn sqlite(pool: sqlx::SqlitePool, applied: Vec<AppliedMigration>, file: bool) -> Storage {
-        // SQLite has one writer at a time: the hot writes share one writer task and its
-        // transactions (group commit) instead of queueing on the lock; on a file, through a
-        // connection of its own whose page cache stays warm.
-        let commits = Some(Arc::new(if file {
-            sql::group_commit::GroupCommit::start_dedicated(pool.clone())
-        } else {
-            sql::group_commit::GroupCommit::start(pool.clone())
-        }));
+    fn sqlite(
+        pool: sqlx::SqlitePool,
+        archive: sqlx::SqlitePool,
+        applied: Vec<AppliedMigration>,
+        file: bool,
+    ) -> Storage {
+        // SQLite has one writer at a time per file: the hot writes share one writer task and
+        // its transactions (group commit) instead of queueing on the lock; on a file, through
+        // a connection of its own whose page cache stays warm. The archive, written in large
+        // batches, is a file of its own with its own writer.
+        let writer = |pool: &sqlx::SqlitePool| {
+            Some(Arc::new(if file {
+                sql::group_commit::GroupCommit::start_dedicated(pool.clone())
+            } else {
+                sql::group_commit::GroupCommit::start(pool.clone())
+            }))
+        };
+        let commits = writer(&pool);
+        let archive_commits = writer(&archive);
         Storage {
             applied: applied.into(),
             accounts: Arc::new(sql::SqlAccounts::new(pool.clone())),
             roster: Arc::new(sql::SqlRoster::new(pool.clone())),
             offline: Arc::new(sql::SqlOffline::new(pool.clone(), commits.clone())),
             user_data: Arc::new(sql::SqlUserData::new(pool.clone())),
-            archive: Arc::new(sql::SqlArchive::new(pool.clone(), commits)),
-            engine: Backend::Sqlite(pool),
+            archive: Arc::new(sql::SqlArchive::new(
+                archive.clone(),
+                Some(pool.clone()),
+                archive_commits,
+            )),
+            engine: Backend::Sqlite(pool, archive),
         }
     }
 
@@ -240,7 +268,7 @@ impl Storage {
     /// The engine and its pool.
     pub fn engine(&self) -> Engine<'_> {
         match &self.engine {
-            Backend::Sqlite(pool) => Engine::Sqlite(pool),
+            Backend::Sqlite(pool, _) => Engine::Sqlite(pool),
             Backend::Postgres(pool, _) => Engine::Postgres(pool),
         }
     }
@@ -249,16 +277,32 @@ impl Storage {
     /// for operations in progress, then close the connections. Later operations fail.
     pub async fn close(&self) {
         match &self.engine {
-            Backend::Sqlite(pool) => pool.close().await,
+            Backend::Sqlite(pool, archive) => {
+                pool.close().await;
+                archive.close().await;
+            }
             Backend::Postgres(pool, _) => pool.close().await,
         }
     }
 }
 
+/// The archive's file beside the main one: `herald.db` -> `herald-archive.db`.
+pub fn archive_path(path: &Path) -> std::path::PathBuf {
+    let stem = path.file_stem().map_or_else(
+        || "herald".into(),
+        |stem| stem.to_string_lossy().into_owned(),
+    );
+    let name = match path.extension() {
+        Some(extension) => format!("{stem}-archive.{}", extension.to_string_lossy()),
+        None => format!("{stem}-archive"),
+    };
+    path.with_file_name(name)
+}
+
 impl fmt::Debug for Storage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.engine {
-            Backend::Sqlite(pool) => f
+            Backend::Sqlite(pool, _) => f
                 .debug_struct("Storage")
                 .field("engine", &"sqlite")
                 .field("path", &pool.connect_options().get_filename())

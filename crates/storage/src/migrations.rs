@@ -72,6 +72,15 @@ pub(crate) const OWN: &[Migration] = &[
 /// Versions of the one sequence that feature crates own (4: herald-push's registrations). A
 /// database opened without that feature (a test of another crate) skips them; any other gap
 /// is a programming error.
+/// The schema of the archive's own database file on SQLite (numbered apart from [`OWN`]; the
+/// main file's `mam_message` of version 6 is emptied into it at start and left unused).
+pub(crate) const ARCHIVE_FILE: &[Migration] = &[Migration {
+    version: 1,
+    description: "message archive (XEP-0313): mam_message, in a file of its own",
+    sqlite: include_str!("sqlite/migrations/0006_archive.sql"),
+    postgres: "",
+}];
+
 pub(crate) const FEATURE_VERSIONS: &[i64] = &[4];
 
 /// This crate's migrations and the features', as one list in version order; an error when

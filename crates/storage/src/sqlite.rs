@@ -57,6 +57,45 @@ pub(crate) async fn open_file(
     durability: Durability,
     features: &[&MigrationSet],
 ) -> Result<(SqlitePool, Vec<AppliedMigration>), StorageError> {
+    let pool = open_pool(path, durability).await?;
+    let applied = migrate_or_close(&pool, features).await?;
+    tracing::info!(path = %path.display(), applied = applied.len(), "opened SQLite database");
+    Ok((pool, applied))
+}
+
+/// Open (creating if missing) the archive's database file at `path`, a file of its own so
+/// that its writes take their own write lock (SQLite has one writer per file): a large
+/// archive batch does not hold up an offline store. Its schema is [`crate::migrations::ARCHIVE_FILE`].
+pub(crate) async fn open_archive_file(
+    path: &Path,
+    durability: Durability,
+) -> Result<SqlitePool, StorageError> {
+    let pool = open_pool(path, durability).await?;
+    migrate_archive_or_close(&pool).await?;
+    tracing::info!(path = %path.display(), "opened SQLite archive database");
+    Ok(pool)
+}
+
+/// The archive's database in memory, beside [`open_in_memory`]'s.
+pub(crate) async fn open_archive_in_memory() -> Result<SqlitePool, StorageError> {
+    let pool = memory_pool().await?;
+    migrate_archive_or_close(&pool).await?;
+    Ok(pool)
+}
+
+async fn migrate_archive_or_close(pool: &SqlitePool) -> Result<(), StorageError> {
+    let migrated =
+        crate::sql::migrate::Migrator::<sqlx::Sqlite>::apply(pool, crate::migrations::ARCHIVE_FILE)
+            .await;
+    if let Err(error) = migrated {
+        pool.close().await;
+        return Err(error);
+    }
+    Ok(())
+}
+
+/// A pool on the database file at `path` (created, owner-only, if missing), in WAL mode.
+async fn open_pool(path: &Path, durability: Durability) -> Result<SqlitePool, StorageError> {
     let io = |path: &Path| {
         let path = path.to_owned();
         move |source| StorageError::Io { path, source }
@@ -104,9 +143,7 @@ pub(crate) async fn open_file(
             path: path.to_owned(),
             source,
         })?;
-    let applied = migrate_or_close(&pool, features).await?;
-    tracing::info!(path = %path.display(), applied = applied.len(), "opened SQLite database");
-    Ok((pool, applied))
+    Ok(pool)
 }
 
 /// Create a directory (and its parents) that only its owner can read, write and enter; an
@@ -130,6 +167,12 @@ fn create_private_file(path: &Path) -> std::io::Result<()> {
 
 /// Open a new, empty database that lives in memory until closed.
 pub(crate) async fn open_in_memory(features: &[&MigrationSet]) -> Result<SqlitePool, StorageError> {
+    let pool = memory_pool().await?;
+    migrate_or_close(&pool, features).await?;
+    Ok(pool)
+}
+
+async fn memory_pool() -> Result<SqlitePool, StorageError> {
     let options = SqliteConnectOptions::new()
         .in_memory(true)
         .foreign_keys(true)
@@ -149,7 +192,6 @@ pub(crate) async fn open_in_memory(features: &[&MigrationSet]) -> Result<SqliteP
             path: ":memory:".into(),
             source,
         })?;
-    migrate_or_close(&pool, features).await?;
     Ok(pool)
 }
 

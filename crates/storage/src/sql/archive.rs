@@ -17,15 +17,27 @@ use crate::archive::{
 #[derive(Debug)]
 pub(crate) struct SqlArchive<DB: Dialect> {
     pool: Pool<DB>,
+    /// The database of the accounts when it is not the archive's (SQLite keeps the archive
+    /// in a file of its own): owners are looked up there, once per batch.
+    accounts: Option<Pool<DB>>,
     /// The database's writer, if its writes are group-committed (SQLite).
     commits: Option<Arc<GroupCommit<DB>>>,
 }
 
 impl<DB: Dialect> SqlArchive<DB> {
-    /// The archive in the database behind `pool`, whose schema is up to date; with
-    /// `commits`, appends go through that writer, in the transactions of other writes.
-    pub(crate) fn new(pool: Pool<DB>, commits: Option<Arc<GroupCommit<DB>>>) -> Self {
-        SqlArchive { pool, commits }
+    /// The archive in the database behind `pool`, whose schema is up to date, with the
+    /// accounts in `accounts` if not in the same database; with `commits`, writes go through
+    /// that writer, in the transactions of other writes.
+    pub(crate) fn new(
+        pool: Pool<DB>,
+        accounts: Option<Pool<DB>>,
+        commits: Option<Arc<GroupCommit<DB>>>,
+    ) -> Self {
+        SqlArchive {
+            pool,
+            accounts,
+            commits,
+        }
     }
 }
 
@@ -195,6 +207,109 @@ where
     Ok(())
 }
 
+/// The messages of `messages` whose owner has an account in the database of `accounts`
+/// (one query per [`ROWS`] owners, on a reading connection).
+async fn with_accounts<DB>(
+    accounts: &Pool<DB>,
+    messages: Vec<ArchivedMessage>,
+) -> Result<Vec<ArchivedMessage>, StorageError>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    String: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    let mut owners: Vec<&BareJid> = messages.iter().map(|m| &m.owner).collect();
+    owners.sort();
+    owners.dedup();
+    let mut found = std::collections::HashSet::new();
+    for chunk in owners.chunks(ROWS) {
+        let keys = chunk
+            .iter()
+            .map(|owner| crate::accounts::AccountKey::of(owner))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            DB::param(n)
+        };
+        let pairs: Vec<String> = keys
+            .iter()
+            .map(|_| format!("(server = {} AND username = {})", next(), next()))
+            .collect();
+        let sql = format!(
+            "SELECT server, username FROM users WHERE {}",
+            pairs.join(" OR ")
+        );
+        let mut select = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for key in &keys {
+            select = select.bind(key.domain).bind(key.localpart);
+        }
+        let mut connection = accounts.acquire().await?;
+        for row in select.fetch_all(&mut *connection).await? {
+            let server: String = row.try_get("server")?;
+            let username: String = row.try_get("username")?;
+            found.insert(format!("{username}@{server}"));
+        }
+    }
+    Ok(messages
+        .into_iter()
+        .filter(|m| found.contains(m.owner.as_str()))
+        .collect())
+}
+
+/// Move the rows an earlier version kept in the main file's `mam_message` into the archive's
+/// own file (SQLite), a thousand at a time; nothing to do once the main table is empty.
+pub(crate) async fn move_rows_from_main(
+    main: &sqlx::SqlitePool,
+    archive: &sqlx::SqlitePool,
+) -> Result<(), StorageError> {
+    const CHUNK: i64 = 1000;
+    let mut moved = 0u64;
+    loop {
+        let rows = sqlx::query(
+            "SELECT rowid, id, owner, remote_bare_jid, remote_resource, direction, from_jid, \
+             origin_id, search_body, message FROM mam_message ORDER BY rowid LIMIT $1",
+        )
+        .bind(CHUNK)
+        .fetch_all(main)
+        .await?;
+        let Some(last) = rows.last() else { break };
+        let last: i64 = last.try_get("rowid")?;
+        let mut transaction = archive.begin().await?;
+        for row in &rows {
+            sqlx::query(
+                "INSERT OR IGNORE INTO mam_message (id, owner, remote_bare_jid, remote_resource, \
+                 direction, from_jid, origin_id, search_body, message) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(row.try_get::<i64, _>("id")?)
+            .bind(row.try_get::<String, _>("owner")?)
+            .bind(row.try_get::<String, _>("remote_bare_jid")?)
+            .bind(row.try_get::<String, _>("remote_resource")?)
+            .bind(row.try_get::<String, _>("direction")?)
+            .bind(row.try_get::<String, _>("from_jid")?)
+            .bind(row.try_get::<Option<String>, _>("origin_id")?)
+            .bind(row.try_get::<String, _>("search_body")?)
+            .bind(row.try_get::<String, _>("message")?)
+            .execute(&mut *transaction)
+            .await?;
+        }
+        transaction.commit().await?;
+        sqlx::query("DELETE FROM mam_message WHERE rowid <= $1")
+            .bind(last)
+            .execute(main)
+            .await?;
+        moved += rows.len() as u64;
+    }
+    if moved > 0 {
+        tracing::info!(rows = moved, "moved the archive into its own file");
+    }
+    Ok(())
+}
+
 #[async_trait::async_trait]
 impl<DB> ArchiveStore for SqlArchive<DB>
 where
@@ -213,18 +328,18 @@ where
         messages: Vec<ArchivedMessage>,
         only_accounts: bool,
     ) -> Result<(), StorageError> {
+        let accounts = self.accounts.clone();
         write_via(self.commits.as_deref(), &self.pool, move |connection| {
             Box::pin(async move {
-                // All the rows or none: up to ROWS rows are one INSERT, atomic by itself (a
-                // savepoint inside a batch would copy every page it touches into SQLite's
-                // statement journal); more take a transaction of their own (a savepoint).
-                if messages.len() <= ROWS {
-                    return insert_rows(connection, &messages, only_accounts).await;
+                // Rows are independent: each INSERT of up to ROWS rows is atomic by itself,
+                // and no savepoint is taken (it would copy every page the batch touches).
+                match accounts {
+                    Some(accounts) if only_accounts => {
+                        let kept = with_accounts(&accounts, messages).await?;
+                        insert_rows(connection, &kept, false).await
+                    }
+                    _ => insert_rows(connection, &messages, only_accounts).await,
                 }
-                let mut transaction = sqlx::Connection::begin(connection).await?;
-                insert_rows(&mut *transaction, &messages, only_accounts).await?;
-                transaction.commit().await?;
-                Ok(())
             })
         })
         .await
@@ -311,18 +426,30 @@ where
     }
 
     async fn remove_user(&self, owner: &BareJid) -> Result<(), StorageError> {
-        sqlx::query("DELETE FROM mam_message WHERE owner = $1")
-            .bind(owner.as_str())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        // Through the writer: in turn with the appends, so none checked before lands after.
+        let owner = owner.to_string();
+        write_via(self.commits.as_deref(), &self.pool, move |connection| {
+            Box::pin(async move {
+                sqlx::query("DELETE FROM mam_message WHERE owner = $1")
+                    .bind(owner.as_str())
+                    .execute(&mut *connection)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
     }
 
     async fn purge_before(&self, id: ArchiveId) -> Result<u64, StorageError> {
-        let done = sqlx::query("DELETE FROM mam_message WHERE id < $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(DB::rows_affected(&done))
+        write_via(self.commits.as_deref(), &self.pool, move |connection| {
+            Box::pin(async move {
+                let done = sqlx::query("DELETE FROM mam_message WHERE id < $1")
+                    .bind(id)
+                    .execute(&mut *connection)
+                    .await?;
+                Ok(DB::rows_affected(&done))
+            })
+        })
+        .await
     }
 }

@@ -7,7 +7,7 @@
 //! (sqlx binds SQLite's `$N` parameters positionally).
 
 mod accounts;
-mod archive;
+pub(crate) mod archive;
 pub(crate) mod group_commit;
 pub(crate) mod migrate;
 pub(crate) mod offline;

@@ -671,3 +671,61 @@ async fn full_durability_opens_and_keeps_what_was_committed() {
     assert_eq!(synchronous, 2, "FULL");
     storage.close().await;
 }
+
+#[tokio::test]
+async fn the_archive_lives_in_a_file_of_its_own_and_rows_of_the_main_file_move_into_it() {
+    let directory = TempDir::new().unwrap();
+    let path = database_in(&directory);
+    assert_eq!(
+        crate::archive_path(&path).file_name().unwrap(),
+        format!(
+            "{}-archive.{}",
+            path.file_stem().unwrap().to_string_lossy(),
+            path.extension().unwrap().to_string_lossy()
+        )
+        .as_str()
+    );
+    let storage = Storage::open_sqlite(&path).await.unwrap();
+    let juliet = jid("juliet@capulet.example");
+    storage
+        .accounts()
+        .create(
+            &juliet,
+            &Credentials::from_password("pencil", Credentials::DEFAULT_ITERATIONS).unwrap(),
+        )
+        .await
+        .unwrap();
+    // A row where an earlier version kept it: the main file's table.
+    let crate::Engine::Sqlite(main) = storage.engine() else {
+        unreachable!()
+    };
+    sqlx::query(
+        "INSERT INTO mam_message (id, owner, remote_bare_jid, remote_resource, direction, \
+         from_jid, origin_id, search_body, message) \
+         VALUES (4242, 'juliet@capulet.example', 'romeo@montague.example', '', 'I', \
+         'romeo@montague.example/orchard', NULL, 'hi', '<message/>')",
+    )
+    .execute(main)
+    .await
+    .unwrap();
+    storage.close().await;
+    assert!(crate::archive_path(&path).exists());
+
+    let storage = Storage::open_sqlite(&path).await.unwrap();
+    let page = storage
+        .archive()
+        .query(&juliet, &crate::archive::ArchiveQuery::all(10))
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1, "the row moved into the archive's file");
+    assert_eq!(page.items[0].id, 4242);
+    let crate::Engine::Sqlite(main) = storage.engine() else {
+        unreachable!()
+    };
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM mam_message")
+        .fetch_one(main)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "and left the main file");
+    storage.close().await;
+}
