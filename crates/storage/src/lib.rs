@@ -278,8 +278,9 @@ impl Storage {
     pub async fn close(&self) {
         match &self.engine {
             Backend::Sqlite(pool, archive) => {
-                pool.close().await;
+                // The archive's writer reads the main file's accounts: it closes first.
                 archive.close().await;
+                pool.close().await;
             }
             Backend::Postgres(pool, _) => pool.close().await,
         }

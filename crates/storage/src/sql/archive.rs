@@ -126,8 +126,8 @@ fn direction_code(direction: Direction) -> &'static str {
     }
 }
 
-/// Rows per INSERT: 11 parameters a row (9 columns, the owner's domain and localpart), 2,816 a statement,
-/// within both engines' limits (SQLite 32,766, PostgreSQL 65,535).
+/// Rows per INSERT: 11 parameters a row (9 columns, the owner's domain and localpart), 2,816
+/// a statement, within both engines' limits (SQLite 32,766, PostgreSQL 65,535).
 const ROWS: usize = 256;
 
 /// The text of an insert of `rows` rows (the same for every batch of that size, so that the
