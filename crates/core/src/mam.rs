@@ -601,6 +601,9 @@ impl Handler<UserRemoved> for Remove {
         if let Some(cache) = &self.0.prefs {
             lock(cache).remove(&event.user);
         }
+        // What the writer holds goes first (rows of the account then go with the rest;
+        // rows queued later are left out, the account being gone).
+        self.0.flush().await;
         if let Err(error) = self.0.store.remove_user(&event.user).await {
             tracing::error!(user = %event.user, %error, "cannot remove the archive");
         }

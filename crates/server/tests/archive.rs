@@ -532,7 +532,8 @@ async fn removing_an_account_deletes_its_archive_and_preferences() {
             .unwrap()
             .is_empty()
     );
-    // Bob's own archive keeps what he sent.
+    // Bob's own archive keeps what he sent (committed with what the writer held when
+    // alice's archive was removed).
     let bob_jid = jid::BareJid::new("bob@localhost").unwrap();
     let his = storage
         .archive()
