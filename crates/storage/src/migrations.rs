@@ -69,9 +69,6 @@ pub(crate) const OWN: &[Migration] = &[
     },
 ];
 
-/// Versions of the one sequence that feature crates own (4: herald-push's registrations). A
-/// database opened without that feature (a test of another crate) skips them; any other gap
-/// is a programming error.
 /// The schema of the archive's own database file on SQLite (numbered apart from [`OWN`]; the
 /// main file's `mam_message` of version 6 is emptied into it at start and left unused).
 pub(crate) const ARCHIVE_FILE: &[Migration] = &[Migration {
@@ -81,6 +78,9 @@ pub(crate) const ARCHIVE_FILE: &[Migration] = &[Migration {
     postgres: "",
 }];
 
+/// Versions of the one sequence that feature crates own (4: herald-push's registrations). A
+/// database opened without that feature (a test of another crate) skips them; any other gap
+/// is a programming error.
 pub(crate) const FEATURE_VERSIONS: &[i64] = &[4];
 
 /// This crate's migrations and the features', as one list in version order; an error when

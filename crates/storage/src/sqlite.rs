@@ -87,11 +87,7 @@ async fn migrate_archive_or_close(pool: &SqlitePool) -> Result<(), StorageError>
     let migrated =
         crate::sql::migrate::Migrator::<sqlx::Sqlite>::apply(pool, crate::migrations::ARCHIVE_FILE)
             .await;
-    if let Err(error) = migrated {
-        pool.close().await;
-        return Err(error);
-    }
-    Ok(())
+    close_on_error(pool, migrated).await.map(drop)
 }
 
 /// A pool on the database file at `path` (created, owner-only, if missing), in WAL mode.
@@ -199,13 +195,20 @@ async fn migrate_or_close(
     pool: &SqlitePool,
     features: &[&MigrationSet],
 ) -> Result<Vec<AppliedMigration>, StorageError> {
-    match crate::sql::migrate::Migrator::<sqlx::Sqlite>::migrate(pool, features).await {
-        Ok(applied) => Ok(applied),
-        Err(error) => {
-            pool.close().await;
-            Err(error)
-        }
+    let migrated = crate::sql::migrate::Migrator::<sqlx::Sqlite>::migrate(pool, features).await;
+    close_on_error(pool, migrated).await
+}
+
+/// `outcome`, after closing `pool` if it is an error (a database whose schema could not be
+/// brought up to date is not used).
+async fn close_on_error<T>(
+    pool: &SqlitePool,
+    outcome: Result<T, StorageError>,
+) -> Result<T, StorageError> {
+    if outcome.is_err() {
+        pool.close().await;
     }
+    outcome
 }
 
 impl Dialect for sqlx::Sqlite {
