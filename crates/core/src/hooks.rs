@@ -4,7 +4,7 @@
 //! Add an event by adding a field to [`Hooks`] with its event struct; modules attach
 //! handlers in their `register` function through [`crate::module::Registrar::hooks`].
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use herald_stream::Stanza;
 use jid::{BareJid, FullJid, Jid};
@@ -84,19 +84,102 @@ pub struct UserRemoved {
     pub user: BareJid,
 }
 
-/// A message that a stream-management session has not acknowledged while the session waits
-/// for resumption (XEP-0198): raised for each one buffered when the connection drops, and
-/// for each one arriving while it waits (push.md section 7).
+/// Why a message written to a session is offered to the `unacked_message` hook: its
+/// client may not see it soon, and the push module may wake the device (push.md section 7,
+/// `docs/modules/push.md`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnackedCause {
+    /// The session lost its connection and waits for resumption within `resume_timeout`
+    /// (XEP-0198 section 5): its user still counts as online.
+    Waiting,
+    /// The session waits past `resume_timeout` because its client enabled push in it
+    /// (hibernation, [`SessionWaiting`]): its user counts as offline, as if it had ended.
+    Hibernating,
+    /// Written to a connected stream-management session and not acknowledged within
+    /// `max_ack_delay` (a phone whose app is suspended with its socket open).
+    AckDelayed,
+    /// Written to a connected session whose client said it is inactive (XEP-0352).
+    Inactive,
+}
+
+impl UnackedCause {
+    /// The cause as a metric label and log field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnackedCause::Waiting => "unacknowledged",
+            UnackedCause::Hibernating => "hibernating",
+            UnackedCause::AckDelayed => "ack_delayed",
+            UnackedCause::Inactive => "inactive",
+        }
+    }
+}
+
+/// A message written to a session that its client may not see soon ([`UnackedCause`]):
+/// raised for each one buffered when a resumable session loses its connection and for each
+/// one arriving while it waits (push.md section 7), for each one a connected session leaves
+/// unacknowledged for `max_ack_delay`, and for each one written to an inactive session.
 #[derive(Debug)]
 pub struct UnackedMessage {
-    /// The waiting session.
+    /// The session.
     pub session: jid::FullJid,
+    /// Why the message is offered.
+    pub cause: UnackedCause,
     /// The message as it was written to the client.
     pub stanza: minidom::Element,
     /// What modules recorded about the message. Handlers may record more (the push module
     /// records the registrations it notified); the buffer keeps their version, so it travels
     /// on if the message is routed again.
     pub meta: crate::envelope::Meta,
+    /// Set by a handler that sent a notification for it (a hibernating session then waits
+    /// `resume_timeout` more for its client, [`Hibernate`]).
+    pub pushed: bool,
+}
+
+/// How long a waiting session may hibernate ([`SessionWaiting`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hibernate {
+    /// The longest the session waits, counted from the loss of its connection. Past
+    /// `resume_timeout` it waits until `resume_timeout` after the first notification sent
+    /// for it, and at most this long.
+    pub longest: Duration,
+    /// When set, the session's end is announced ([`HibernationPhase::Expiring`]) this long
+    /// before it comes, so that a wake-up notification makes the device come back in time.
+    pub wake_before: Option<Duration>,
+}
+
+/// A resumable session lost its connection and starts waiting for its client. A handler may
+/// let it hibernate past `resume_timeout` (the push module does, for a session whose client
+/// enabled push in it: Prosody's and ejabberd's `mod_push_keepalive` behaviour).
+#[derive(Debug)]
+pub struct SessionWaiting {
+    /// The session.
+    pub session: jid::FullJid,
+    /// Set by a handler that lets the session hibernate.
+    pub hibernate: Option<Hibernate>,
+}
+
+/// A step in a hibernating session's life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HibernationPhase {
+    /// `resume_timeout` passed and the session goes on waiting.
+    Started,
+    /// The session ends in [`Hibernate::wake_before`]; `pending` messages wait in it.
+    Expiring {
+        /// The messages the session holds.
+        pending: usize,
+    },
+    /// It was resumed, replaced, or expired. Not raised when the server shuts down: a
+    /// module that persists hibernating sessions finds them again at start.
+    Ended,
+}
+
+/// A hibernating session's step ([`HibernationPhase`]).
+#[derive(Debug)]
+pub struct Hibernation {
+    /// The session.
+    pub session: jid::FullJid,
+    /// What happens.
+    pub phase: HibernationPhase,
 }
 
 /// A message of type chat, normal or groupchat for a local account with no available resource of
@@ -243,6 +326,10 @@ pub struct Hooks {
     pub user_available: HookList<UserAvailable>,
     /// See [`UnackedMessage`].
     pub unacked_message: HookList<UnackedMessage>,
+    /// See [`SessionWaiting`].
+    pub session_waiting: HookList<SessionWaiting>,
+    /// See [`Hibernation`].
+    pub hibernation: HookList<Hibernation>,
     /// See [`RosterItemRemoved`].
     pub roster_item_removed: HookList<RosterItemRemoved>,
 }

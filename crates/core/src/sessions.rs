@@ -42,6 +42,7 @@ pub struct SessionControl {
     reason: OnceLock<StreamErrorCondition>,
     stalled: AtomicBool,
     stall: tokio::sync::Notify,
+    waiting: AtomicBool,
 }
 
 impl SessionControl {
@@ -64,6 +65,18 @@ impl SessionControl {
     /// A new connection took over: it is not stalled.
     pub(crate) fn unstall(&self) {
         self.stalled.store(false, Ordering::SeqCst);
+    }
+
+    /// Whether the session has lost its connection and waits for its client to resume it
+    /// (XEP-0198 section 5): still bound, but nobody reads what is written to it. The push
+    /// module reads this to know whether a user is really there (push.md section 7).
+    pub fn is_waiting(&self) -> bool {
+        self.waiting.load(Ordering::SeqCst)
+    }
+
+    /// The session lost its connection (`true`) or a new one took over (`false`).
+    pub(crate) fn set_waiting(&self, waiting: bool) {
+        self.waiting.store(waiting, Ordering::SeqCst);
     }
 
     /// End the stream with this stream error (the first reason given wins).

@@ -6,7 +6,7 @@
 
 use std::{
     collections::VecDeque,
-    time::{Duration, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use minidom::Element;
@@ -34,6 +34,20 @@ pub struct SmSettings {
     /// long is taken for gone (a phone out of coverage); its session waits for resumption
     /// or ends, and what it had not acknowledged is pushed and kept. `None` never times out.
     pub ack_timeout: Option<Duration>,
+    /// `max_ack_delay` (Prosody's `smacks_max_ack_delay`): a message the client leaves
+    /// unacknowledged this long, its connection still up (a phone whose app was suspended
+    /// with its socket open), is offered to the push module once
+    /// ([`crate::hooks::UnackedCause::AckDelayed`]). `None` ("infinity") never.
+    pub max_ack_delay: Option<Duration>,
+}
+
+impl SmSettings {
+    /// `max_ack_delay` when the file does not set it: 10 seconds, or half of `ack_timeout`
+    /// when that is shorter (the push goes out before the connection is taken for gone).
+    pub fn default_max_ack_delay(ack_timeout: Option<Duration>) -> Option<Duration> {
+        let ten = Duration::from_secs(10);
+        Some(ack_timeout.map_or(ten, |timeout| ten.min(timeout / 2)))
+    }
 }
 
 impl Default for SmSettings {
@@ -44,6 +58,7 @@ impl Default for SmSettings {
             resume_timeout: Duration::from_secs(600),
             stale_h: None,
             ack_timeout: Some(Duration::from_secs(30)),
+            max_ack_delay: Some(Duration::from_secs(10)),
         }
     }
 }
@@ -71,6 +86,8 @@ pub struct RawStreamManagement {
     pub stale_h: Option<RawStaleH>,
     /// Seconds, or "infinity".
     pub ack_timeout: Option<toml::Value>,
+    /// Seconds, or "infinity".
+    pub max_ack_delay: Option<toml::Value>,
 }
 
 /// `[modules.mod_stream_management.stale_h]` as written.
@@ -133,12 +150,34 @@ impl Section for SmSettings {
                 .map(Duration::from_secs),
             None => defaults.ack_timeout,
         };
+        let max_ack_delay = match raw.max_ack_delay {
+            Some(value) => {
+                let at = at.key("max_ack_delay");
+                let delay = config::integer_or(value, "infinity", 1, &at)?.map(Duration::from_secs);
+                if let (Some(delay), Some(timeout)) = (delay, ack_timeout)
+                    && delay >= timeout
+                {
+                    return Err(Invalid::new(
+                        at,
+                        format!(
+                            "{} is not shorter than ack_timeout ({} s); expected fewer seconds, \
+                             or \"infinity\"",
+                            delay.as_secs(),
+                            timeout.as_secs()
+                        ),
+                    ));
+                }
+                delay
+            }
+            None => SmSettings::default_max_ack_delay(ack_timeout),
+        };
         Ok(SmSettings {
             buffer_max,
             ack_freq,
             resume_timeout,
             stale_h,
             ack_timeout,
+            max_ack_delay,
         })
     }
 }
@@ -221,6 +260,11 @@ pub struct Unacked {
     /// The offline-storage id of a stored message being delivered: it is removed from
     /// storage once acknowledged, and stays there if it never is.
     pub offline_id: Option<i64>,
+    /// When it was written, for `max_ack_delay`.
+    pub written: Instant,
+    /// Whether it was offered as [`crate::hooks::UnackedCause::AckDelayed`] already (set at
+    /// once for what is not a message).
+    pub delay_raised: bool,
 }
 
 /// One session's stream-management state.
@@ -284,11 +328,14 @@ impl Sm {
         offline_id: Option<i64>,
     ) -> Result<bool, SmError> {
         self.sent = self.sent.wrapping_add(1);
+        let delay_raised = envelope.stanza.name() != "message";
         self.unacked.push_back(Unacked {
             stanza: envelope.stanza,
             meta: envelope.meta,
             sent_at: SystemTime::now(),
             offline_id,
+            written: Instant::now(),
+            delay_raised,
         });
         if self.buffer_max.is_some_and(|max| self.unacked.len() > max) {
             return Err(SmError::BufferOverflow);
@@ -349,6 +396,14 @@ impl Sm {
     /// The unacknowledged stanzas, oldest first, for hooks to record metadata on.
     pub fn unacked_mut(&mut self) -> impl Iterator<Item = &mut Unacked> {
         self.unacked.iter_mut()
+    }
+
+    /// When the oldest message not yet offered as ack-delayed has been waiting `delay`.
+    pub fn ack_delay_due(&self, delay: Duration) -> Option<Instant> {
+        self.unacked
+            .iter()
+            .find(|unacked| !unacked.delay_raised)
+            .map(|unacked| unacked.written + delay)
     }
 
     /// Take the unacknowledged stanzas out (when the session ends).
@@ -454,6 +509,22 @@ mod tests {
             sm.sent(&message()).unwrap();
         }
         assert!(!sm.window_full());
+    }
+
+    #[test]
+    fn only_messages_wait_to_be_offered_as_ack_delayed() {
+        let mut sm = Sm::new(&SmSettings::default(), None);
+        let delay = Duration::from_secs(10);
+        sm.sent(&Element::bare("presence", herald_stream::ns::CLIENT))
+            .unwrap();
+        assert_eq!(sm.ack_delay_due(delay), None);
+        sm.sent(&message()).unwrap();
+        let due = sm.ack_delay_due(delay).unwrap();
+        assert!(due > Instant::now() + Duration::from_secs(9));
+        for unacked in sm.unacked_mut() {
+            unacked.delay_raised = true;
+        }
+        assert_eq!(sm.ack_delay_due(delay), None);
     }
 
     #[test]

@@ -35,6 +35,45 @@ pub struct PushConfig {
     /// user. Enabling one more replaces the oldest, so that devices reinstalled many times
     /// cannot make every message fan out without bound, and a user is never locked out.
     pub max_registrations: NonZeroUsize,
+    /// `keepalive.*` (ejabberd's `mod_push_keepalive` options): a session whose client
+    /// enabled push in it hibernates past `resume_timeout`; `None` when turned off
+    /// (`keepalive.resume_timeout = 0`).
+    pub keepalive: Option<Keepalive>,
+    /// `push_when_inactive` (MongooseIM 6.9's behaviour, on by default): a message written
+    /// to a client that said it is inactive (XEP-0352) pushes to the registration enabled
+    /// in that session, unless another session of the user is active.
+    pub push_when_inactive: bool,
+    /// `rules` (MongooseIM 6.9): declarative rules that decide instead of a plugin; refused
+    /// together with `plugin_module`. `None` when absent.
+    pub rules: Option<Vec<crate::plugin::rules::Rule>>,
+}
+
+/// `[modules.mod_event_pusher.push.keepalive]`: how long a vanished session with push
+/// enabled in it is kept, and when it is woken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    /// `resume_timeout` (seconds, default 259,200: three days, ejabberd's): the longest a
+    /// hibernating session waits, from the loss of its connection.
+    pub resume_timeout: Duration,
+    /// `wake_on_start` (default true): at start, a wake-up notification to each session
+    /// that was hibernating when the server stopped.
+    pub wake_on_start: bool,
+    /// `wake_on_timeout` (default true): a wake-up notification `wake_before` ahead of a
+    /// hibernating session's end.
+    pub wake_on_timeout: bool,
+    /// `wake_before` (herald's, seconds, default 120: ejabberd's grace after its wake-up).
+    pub wake_before: Duration,
+}
+
+impl Default for Keepalive {
+    fn default() -> Self {
+        Keepalive {
+            resume_timeout: Duration::from_secs(259_200),
+            wake_on_start: true,
+            wake_on_timeout: true,
+            wake_before: Duration::from_secs(120),
+        }
+    }
 }
 
 impl PushConfig {
@@ -53,6 +92,9 @@ impl Default for PushConfig {
             mongoosepush: None,
             max_registrations: NonZeroUsize::new(Self::DEFAULT_MAX_REGISTRATIONS)
                 .unwrap_or(NonZeroUsize::MIN),
+            keepalive: Some(Keepalive::default()),
+            push_when_inactive: true,
+            rules: None,
         }
     }
 }
@@ -348,6 +390,18 @@ pub struct RawPush {
     virtual_pubsub_hosts: Option<Vec<String>>,
     iqdisc: Option<RawIqdisc>,
     max_registrations: Option<Integer>,
+    keepalive: Option<RawKeepalive>,
+    push_when_inactive: Option<bool>,
+    rules: Option<Vec<crate::plugin::rules::RawRule>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct RawKeepalive {
+    resume_timeout: Option<Integer>,
+    wake_on_start: Option<bool>,
+    wake_on_timeout: Option<bool>,
+    wake_before: Option<Integer>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -410,6 +464,22 @@ fn push_config(raw: RawPush, at: &KeyPath) -> Result<PushConfig, Invalid> {
                 .map_err(invalid(at.key("call_timeout")))?;
         }
     }
+    if let Some(rules) = raw.rules {
+        // MongooseIM refuses the two together: one of them decides.
+        if raw.plugin_module.is_some() {
+            return Err(Invalid::new(
+                at_key("rules"),
+                "cannot be used together with plugin_module; expected one of the two".to_owned(),
+            ));
+        }
+        let at = at_key("rules");
+        let rules = rules
+            .into_iter()
+            .enumerate()
+            .map(|(index, rule)| crate::plugin::rules::Rule::from_raw(rule, &at.index(index)))
+            .collect::<Result<Vec<_>, Invalid>>()?;
+        config.rules = Some(rules);
+    }
     if let Some(name) = raw.plugin_module {
         config.plugin = PluginName::from_name(&name).map_err(invalid(at_key("plugin_module")))?;
     }
@@ -423,6 +493,12 @@ fn push_config(raw: RawPush, at: &KeyPath) -> Result<PushConfig, Invalid> {
                     format!("{} is out of range; expected at least 1", max.0),
                 )
             })?;
+    }
+    if let Some(inactive) = raw.push_when_inactive {
+        config.push_when_inactive = inactive;
+    }
+    if let Some(keepalive) = raw.keepalive {
+        config.keepalive = keepalive_config(keepalive, &at_key("keepalive"))?;
     }
     if let Some(hosts) = raw.virtual_pubsub_hosts {
         let at = at_key("virtual_pubsub_hosts");
@@ -457,6 +533,39 @@ fn push_config(raw: RawPush, at: &KeyPath) -> Result<PushConfig, Invalid> {
         )?;
     }
     Ok(config)
+}
+
+fn keepalive_config(raw: RawKeepalive, at: &KeyPath) -> Result<Option<Keepalive>, Invalid> {
+    let mut keepalive = Keepalive::default();
+    let seconds = |value: Integer, key: &str, least: i64| {
+        u64::try_from(value.0)
+            .ok()
+            .filter(|n| i64::try_from(*n).is_ok_and(|n| n >= least))
+            .map(Duration::from_secs)
+            .ok_or_else(|| {
+                Invalid::new(
+                    at.key(key),
+                    format!("{} is out of range; expected at least {least} (seconds)", value.0),
+                )
+            })
+    };
+    if let Some(value) = raw.resume_timeout {
+        keepalive.resume_timeout = seconds(value, "resume_timeout", 0)?;
+    }
+    if let Some(value) = raw.wake_before {
+        keepalive.wake_before = seconds(value, "wake_before", 1)?;
+    }
+    if let Some(wake) = raw.wake_on_start {
+        keepalive.wake_on_start = wake;
+    }
+    if let Some(wake) = raw.wake_on_timeout {
+        keepalive.wake_on_timeout = wake;
+    }
+    // ejabberd's `resume_timeout = 0`: sessions are not kept past the stream-management one.
+    if keepalive.resume_timeout.is_zero() {
+        return Ok(None);
+    }
+    Ok(Some(keepalive))
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 
+pub use herald_core::hooks::UnackedCause;
 use herald_core::envelope::Mark;
 use herald_stream::stanza::MessageType;
 use jid::{BareJid, FullJid, Jid};
@@ -88,11 +89,16 @@ fn message_type(attr: Option<&str>) -> MessageType {
 pub enum Event {
     /// A message to a local user: delivered, or about to be stored offline.
     Chat(Message),
-    /// A message buffered, unacknowledged, by a stream-management session waiting for
-    /// resumption: the session's user still counts as online.
+    /// A message written to one session that its client may not see soon: buffered,
+    /// unacknowledged, by a stream-management session waiting for resumption (the session's
+    /// user still counts as online) or hibernating past `resume_timeout` (the user counts as
+    /// offline), left unacknowledged on a live connection for `max_ack_delay`, or written to
+    /// an inactive client (XEP-0352); see [`UnackedCause`].
     Unacknowledged {
-        /// The waiting session's full JID.
+        /// The session's full JID.
         session: FullJid,
+        /// Why it is offered.
+        cause: UnackedCause,
         /// The registration enabled in that session (push.md section 3), if any.
         registration: Option<RegistrationKey>,
         /// The message.
@@ -117,7 +123,7 @@ impl Event {
     pub fn kind(&self) -> &'static str {
         match self {
             Event::Chat(_) => "chat",
-            Event::Unacknowledged { .. } => "unacknowledged",
+            Event::Unacknowledged { cause, .. } => cause.as_str(),
         }
     }
 }

@@ -32,7 +32,11 @@ use std::sync::{Arc, Mutex};
 
 use herald_core::{
     Server,
-    hooks::{Flow, Handler, OfflineMessage, Priority, UnackedMessage, UserRemoved},
+    csi::ClientState,
+    hooks::{
+        Flow, Handler, Hibernate, Hibernation, HibernationPhase, OfflineMessage, Priority,
+        SessionWaiting, UnackedCause, UnackedMessage, UserRemoved,
+    },
     module::{IqScope, Module, Registrar},
 };
 use herald_storage::{Engine, Storage};
@@ -43,9 +47,9 @@ use crate::{
     config::{Backend, PushConfig},
     error::PushError,
     events::{Event, Message, Notified},
-    metrics::Stats,
+    metrics::{SessionEvent, Stats},
     mongoosepush::{HttpPush, MongoosePush},
-    pipeline::Pipeline,
+    pipeline::{Pipeline, Presence},
     plugin::Plugin,
     publisher::{
         Dispatcher, IqTransport, OnDisabled, Publisher, PublisherParts, PublisherSettings,
@@ -61,6 +65,10 @@ use crate::{
 /// Runs before offline storage (which stops the hook), so that the registrations notified are
 /// stored with the message.
 pub const BEFORE_STORAGE: Priority = Priority(Priority::NORMAL.0 - 5);
+
+/// How long after start the sessions hibernating at the last stop are woken: components
+/// (local app servers) reconnect meanwhile.
+pub const WAKE_AT_START_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The push module, `[modules.mod_event_pusher.push]`. Built in one step with its store and
 /// its publisher's queue, so that enabling, disabling and deciding work from the start; the
@@ -104,7 +112,10 @@ impl Push {
             }
         };
         let http = http_service(&config)?;
-        let plugin = plugin::builtin(config.plugin);
+        let plugin: Arc<dyn Plugin> = match &config.rules {
+            Some(rules) => Arc::new(plugin::rules::Rules(rules.clone())),
+            None => plugin::builtin(config.plugin),
+        };
         Ok(Push::with_parts(config, store, plugin, http))
     }
 
@@ -188,13 +199,33 @@ impl Push {
     /// notified now, to travel on with the message.
     pub async fn on_message(&self, server: &Server, event: Event, notified: Notified) -> Notified {
         let mut notified = notified;
-        let available = !server
-            .sessions
-            .message_targets(event.recipient())
-            .is_empty();
+        let presence = presence_of(server, &event);
         // The pipeline logs what it decided, with the request id.
-        let _ = self.pipeline.notify(&event, available, &mut notified).await;
+        let _ = self.pipeline.notify_in(&event, presence, &mut notified).await;
         notified
+    }
+
+    /// Wake the devices of the sessions that were hibernating when the server stopped
+    /// (`keepalive.wake_on_start`), after `grace` (components reconnect meanwhile); the
+    /// records are cleared either way. Done at start; tests call it.
+    pub async fn wake_at_start(&self, grace: std::time::Duration) {
+        let sleepers = match self.store().take_hibernating().await {
+            Ok(sleepers) => sleepers,
+            Err(error) => {
+                tracing::error!(%error, "cannot read the sessions hibernating at the last stop");
+                return;
+            }
+        };
+        if sleepers.is_empty() || !self.config.keepalive.is_some_and(|k| k.wake_on_start) {
+            return;
+        }
+        tokio::time::sleep(grace).await;
+        for (session, key) in sleepers {
+            if self.pipeline.wake(&key, 0).await {
+                self.stats.session(SessionEvent::WokenAtStart);
+                tracing::info!(%session, "woke a session that was hibernating at the last stop");
+            }
+        }
     }
 }
 
@@ -225,6 +256,14 @@ impl Module for Push {
         hooks
             .unacked_message
             .add(Priority::NORMAL, Arc::new(OnUnacked(Arc::clone(&self))));
+        if self.config.keepalive.is_some() {
+            hooks
+                .session_waiting
+                .add(Priority::NORMAL, Arc::new(OnWaiting(Arc::clone(&self))));
+        }
+        hooks
+            .hibernation
+            .add(Priority::NORMAL, Arc::new(OnHibernation(Arc::clone(&self))));
         hooks
             .user_removed
             .add(Priority::NORMAL, Arc::new(OnUserRemoved(self)));
@@ -245,6 +284,13 @@ impl Module for Push {
             server.shutdown.clone(),
             &server.tasks,
         );
+        let shutdown = server.shutdown.clone();
+        server.tasks.spawn(async move {
+            tokio::select! {
+                () = self.wake_at_start(WAKE_AT_START_GRACE) => {}
+                () = shutdown.cancelled() => {}
+            }
+        });
     }
 }
 
@@ -290,15 +336,49 @@ impl Handler<OfflineMessage> for OnOffline {
     }
 }
 
-/// A message a stream-management session has not acknowledged while it waits. What was
-/// notified is recorded on the buffered message, which carries it if it is routed again.
+/// Where the recipient of `event` is: available (a hibernating session's user counts only
+/// connected sessions), and whether a connected session's client is active (XEP-0352).
+fn presence_of(server: &Server, event: &Event) -> Presence {
+    let targets = server.sessions.message_targets(event.recipient());
+    let connected = |target: &&herald_core::sessions::SessionHandle| !target.control.is_waiting();
+    let available = match event {
+        Event::Unacknowledged {
+            cause: UnackedCause::Hibernating,
+            ..
+        } => targets.iter().any(|target| connected(&target)),
+        _ => !targets.is_empty(),
+    };
+    let active = targets.iter().filter(connected).any(|target| {
+        !target
+            .state
+            .get::<ClientState>()
+            .is_some_and(|state| state.is_inactive())
+    });
+    Presence { available, active }
+}
+
+/// A message written to one session that its client may not see soon (push.md section 7 and
+/// "Sessions that sleep"): unacknowledged while it waits or hibernates, left unacknowledged
+/// for `max_ack_delay`, or written to an inactive client. What was notified is recorded on
+/// the buffered message, which carries it if it is routed again.
 struct OnUnacked(Arc<Push>);
 
 #[async_trait::async_trait]
 impl Handler<UnackedMessage> for OnUnacked {
     async fn call(&self, server: &Server, event: &mut UnackedMessage) -> Flow {
+        let cause = event.cause;
+        if cause == UnackedCause::Inactive && !self.0.config.push_when_inactive {
+            return Flow::Continue;
+        }
+        let registration = EnabledInSession::of_session(&server.sessions, &event.session);
+        // Only a session that enabled push is woken for these: nothing to decide otherwise.
+        if matches!(cause, UnackedCause::AckDelayed | UnackedCause::Inactive)
+            && registration.is_none()
+        {
+            return Flow::Continue;
+        }
         let mut stanza = event.stanza.clone();
-        let notified = event.meta.get::<Notified>().unwrap_or_default();
+        let before = event.meta.get::<Notified>().unwrap_or_default();
         if stanza.attr("to").is_none() {
             set_attr(&mut stanza, "to", event.session.to_string());
         }
@@ -307,12 +387,74 @@ impl Handler<UnackedMessage> for OnUnacked {
         };
         let unacked = Event::Unacknowledged {
             session: event.session.clone(),
-            registration: EnabledInSession::of_session(&server.sessions, &event.session),
+            cause,
+            registration,
             message,
         };
-        let notified = self.0.on_message(server, unacked, notified).await;
-        if !notified.is_empty() {
+        let notified = self.0.on_message(server, unacked, before.clone()).await;
+        if notified != before {
+            event.pushed = true;
+            match cause {
+                UnackedCause::AckDelayed => self.0.stats.session(SessionEvent::AckDelayed),
+                UnackedCause::Inactive => self.0.stats.session(SessionEvent::Inactive),
+                UnackedCause::Waiting | UnackedCause::Hibernating => {}
+            }
             event.meta.set(notified);
+        }
+        Flow::Continue
+    }
+}
+
+/// A resumable session lost its connection: one whose client enabled push in it may
+/// hibernate (`keepalive`).
+struct OnWaiting(Arc<Push>);
+
+#[async_trait::async_trait]
+impl Handler<SessionWaiting> for OnWaiting {
+    async fn call(&self, server: &Server, event: &mut SessionWaiting) -> Flow {
+        if let Some(keepalive) = self.0.config.keepalive
+            && EnabledInSession::of_session(&server.sessions, &event.session).is_some()
+        {
+            event.hibernate = Some(Hibernate {
+                longest: keepalive.resume_timeout,
+                wake_before: keepalive
+                    .wake_on_timeout
+                    .then_some(keepalive.wake_before),
+            });
+        }
+        Flow::Continue
+    }
+}
+
+/// A hibernating session's steps: recorded (so that a restart wakes it), woken before its
+/// end, forgotten when it ends.
+struct OnHibernation(Arc<Push>);
+
+#[async_trait::async_trait]
+impl Handler<Hibernation> for OnHibernation {
+    async fn call(&self, server: &Server, event: &mut Hibernation) -> Flow {
+        let store = self.0.store();
+        let result = match event.phase {
+            HibernationPhase::Started => {
+                self.0.stats.session(SessionEvent::Hibernating);
+                match EnabledInSession::of_session(&server.sessions, &event.session) {
+                    Some(key) => store.hibernating(&event.session, &key).await,
+                    None => Ok(()),
+                }
+            }
+            HibernationPhase::Expiring { pending } => {
+                if let Some(key) = EnabledInSession::of_session(&server.sessions, &event.session)
+                    && self.0.pipeline.wake(&key, pending).await
+                {
+                    self.0.stats.session(SessionEvent::Woken);
+                    tracing::debug!(session = %event.session, pending, "woke a hibernating session before its end");
+                }
+                Ok(())
+            }
+            HibernationPhase::Ended => store.hibernation_ended(&event.session).await,
+        };
+        if let Err(error) = result {
+            tracing::warn!(%error, session = %event.session, "cannot record a hibernating session");
         }
         Flow::Continue
     }

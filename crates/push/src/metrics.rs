@@ -7,6 +7,7 @@
 //! | `herald_push_disables_total` | counter | |
 //! | `herald_push_notifications_total` | counter | `outcome`: delivered, timeout, rejected_and_disabled, transient_error, dropped_queue_full |
 //! | `herald_push_skips_total` | counter | `reason`: see [`Skip::as_str`] |
+//! | `herald_push_sessions_total` | counter | `event`: see [`SessionEvent::as_str`] (hibernation, wake-ups, pushes for ack-delayed and inactive sessions) |
 //! | `herald_push_http_replies_total` | counter | `status`: the HTTP push service's status code, `timeout` or `failed` |
 //! | `herald_push_publish_duration_seconds` | histogram | |
 //! | `herald_push_queue_depth` | gauge | |
@@ -56,6 +57,53 @@ impl fmt::Display for RequestId {
     }
 }
 
+/// What happened to a session because of push (docs/modules/push.md, "Sessions that sleep").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SessionEvent {
+    /// A session with push enabled started hibernating past `resume_timeout`.
+    Hibernating,
+    /// A wake-up notification was queued shortly before a hibernating session's end.
+    Woken,
+    /// A wake-up notification was queued at start for a session hibernating at the stop.
+    WokenAtStart,
+    /// A notification was queued for a message left unacknowledged for `max_ack_delay`.
+    AckDelayed,
+    /// A notification was queued for a message to an inactive client (XEP-0352).
+    Inactive,
+}
+
+impl SessionEvent {
+    /// Every event, in the order the counts keep them.
+    pub const ALL: [SessionEvent; 5] = [
+        SessionEvent::Hibernating,
+        SessionEvent::Woken,
+        SessionEvent::WokenAtStart,
+        SessionEvent::AckDelayed,
+        SessionEvent::Inactive,
+    ];
+
+    /// The event as a metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionEvent::Hibernating => "hibernating",
+            SessionEvent::Woken => "woken",
+            SessionEvent::WokenAtStart => "woken_at_start",
+            SessionEvent::AckDelayed => "ack_delayed",
+            SessionEvent::Inactive => "inactive",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            SessionEvent::Hibernating => 0,
+            SessionEvent::Woken => 1,
+            SessionEvent::WokenAtStart => 2,
+            SessionEvent::AckDelayed => 3,
+            SessionEvent::Inactive => 4,
+        }
+    }
+}
+
 /// The last outcomes of one registration's publishes since start (the admin API shows them).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LastOutcomes {
@@ -72,6 +120,7 @@ pub struct Stats {
     disables: AtomicU64,
     notifications: [AtomicU64; Outcome::ALL.len()],
     skips: AtomicU64,
+    sessions: [AtomicU64; SessionEvent::ALL.len()],
     /// Per registration notified since start; entries go with their registration.
     last: Mutex<HashMap<RegistrationKey, LastOutcomes>>,
 }
@@ -95,6 +144,16 @@ impl Stats {
     /// Events (or registrations) skipped, all reasons together.
     pub fn skips(&self) -> u64 {
         self.skips.load(Ordering::Relaxed)
+    }
+
+    /// How many times `event` happened.
+    pub fn sessions(&self, event: SessionEvent) -> u64 {
+        self.sessions[event.index()].load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn session(&self, event: SessionEvent) {
+        self.sessions[event.index()].fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("herald_push_sessions_total", "event" => event.as_str()).increment(1);
     }
 
     /// The last outcomes of `key`'s publishes since start.

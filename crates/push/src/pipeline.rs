@@ -10,12 +10,21 @@ use std::sync::Arc;
 use crate::{
     events::{Event, Notified},
     metrics::{RequestId, Stats},
-    plugin::{Context, Delivery, Plugin},
+    plugin::{Context, Delivery, Payload, Plugin},
     publisher::{Publisher, Submitted},
-    registrations::{Registration, RegistrationStore},
+    registrations::{Registration, RegistrationKey, RegistrationStore},
     route::Routes,
     vocabulary::Skip,
 };
+
+/// Where the recipient is, as the plugin's [`Context`] tells it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Presence {
+    /// An available resource with priority >= 0 would receive the message.
+    pub available: bool,
+    /// One of them is connected and its client not inactive (XEP-0352).
+    pub active: bool,
+}
 
 /// What the pipeline works with, built when the module starts.
 pub struct Pipeline {
@@ -42,10 +51,22 @@ impl Pipeline {
         recipient_available: bool,
         notified: &mut Notified,
     ) -> Result<usize, Skip> {
+        let presence = Presence {
+            available: recipient_available,
+            active: recipient_available,
+        };
+        self.notify_in(event, presence, notified).await
+    }
+
+    /// [`Pipeline::notify`] knowing whether the recipient is available and active.
+    pub async fn notify_in(
+        &self,
+        event: &Event,
+        presence: Presence,
+        notified: &mut Notified,
+    ) -> Result<usize, Skip> {
         let request = RequestId::next();
-        let result = self
-            .decide(event, recipient_available, notified, request)
-            .await;
+        let result = self.decide(event, presence, notified, request).await;
         match result {
             Ok(queued) => {
                 tracing::debug!(request_id = %request, recipient = %event.recipient(), kind = event.kind(), queued, "push notifications queued");
@@ -61,13 +82,13 @@ impl Pipeline {
     async fn decide(
         &self,
         event: &Event,
-        recipient_available: bool,
+        presence: Presence,
         notified: &mut Notified,
         request: RequestId,
     ) -> Result<usize, Skip> {
         let payload = self.plugin.prepare_notification(event)?;
         let registrations = self.load(event).await?;
-        let context = self.context(event, recipient_available);
+        let context = self.context(event, presence);
         let chosen = self.plugin.should_publish(&context, event, registrations)?;
         let fresh = not_yet_notified(chosen, notified)?;
         let deliveries = self.plugin.publish_notification(event, &payload, fresh);
@@ -78,6 +99,39 @@ impl Pipeline {
             }
         }
         Ok(queued)
+    }
+
+    /// Queue a wake-up notification to `key` (a hibernating session's registration, or one
+    /// that was hibernating when the server stopped): a summary with only `message-count`,
+    /// the messages waiting for the device. Whether it was queued; a registration that no
+    /// longer exists is not woken.
+    pub async fn wake(&self, key: &RegistrationKey, pending: usize) -> bool {
+        let registrations = match self.store.list(&key.owner).await {
+            Ok(registrations) => registrations,
+            Err(error) => {
+                tracing::error!(%error, owner = %key.owner, "cannot load push registrations to wake a session");
+                return false;
+            }
+        };
+        let Some(registration) = registrations.into_iter().find(|r| &r.key == key) else {
+            return false;
+        };
+        let payload = Payload::new(vec![("message-count".into(), pending.to_string())]);
+        let request = RequestId::next();
+        match self.routes.choose(&key.owner, &registration, &payload) {
+            Ok(route) => {
+                let queued = self
+                    .publisher
+                    .submit_with(registration.key, route, request, None)
+                    == Submitted::Queued;
+                tracing::debug!(request_id = %request, owner = %key.owner, queued, "wake-up notification");
+                queued
+            }
+            Err(skip) => {
+                self.stats.skipped(skip);
+                false
+            }
+        }
     }
 
     /// Route one delivery and queue it; whether it was queued (and is now notified).
@@ -128,13 +182,14 @@ impl Pipeline {
         }
     }
 
-    fn context(&self, event: &Event, recipient_available: bool) -> Context {
+    fn context(&self, event: &Event, presence: Presence) -> Context {
         let session_registration = match event {
             Event::Unacknowledged { registration, .. } => registration.clone(),
             Event::Chat(_) => None,
         };
         Context {
-            recipient_available,
+            recipient_available: presence.available,
+            recipient_active: presence.active,
             session_registration,
         }
     }

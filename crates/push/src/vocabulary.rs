@@ -67,6 +67,9 @@ pub enum Skip {
     EmptyBody,
     /// The recipient has an available resource with non-negative priority.
     RecipientOnline,
+    /// A message for an inactive client (XEP-0352), but another session of the recipient
+    /// is connected and active.
+    RecipientActive,
     /// The recipient has no registration.
     NoRegistrations,
     /// Every chosen registration was already notified for this message.
@@ -85,6 +88,8 @@ pub enum Skip {
     MissingDeviceId,
     /// The registrations could not be loaded (logged as an error).
     StoreFailed,
+    /// No rule of `rules` matched the message, or the one that did says `skip`.
+    Rule,
 }
 
 impl Skip {
@@ -95,6 +100,7 @@ impl Skip {
             Skip::NoBody => "no_body",
             Skip::EmptyBody => "empty_body",
             Skip::RecipientOnline => "recipient_online",
+            Skip::RecipientActive => "recipient_active",
             Skip::NoRegistrations => "no_registrations",
             Skip::AlreadyNotified => "already_notified",
             Skip::NoStoreHint => "no_store_hint",
@@ -103,6 +109,7 @@ impl Skip {
             Skip::MissingService => "missing_service",
             Skip::MissingDeviceId => "missing_device_id",
             Skip::StoreFailed => "store_failed",
+            Skip::Rule => "rule",
         }
     }
 }

@@ -1241,6 +1241,87 @@ tls.mode = \"tls\"
     }
 
     #[test]
+    fn sleeping_session_options_parse_and_bad_values_name_their_keys() {
+        let config = parse(&format!(
+            "{MINIMAL}[modules.mod_stream_management]\nack_timeout = 20\nmax_ack_delay = 5\n\
+             [modules.mod_event_pusher.push]\npush_when_inactive = false\n\
+             keepalive.resume_timeout = 3600\nkeepalive.wake_on_start = false\n\
+             keepalive.wake_before = 60\n"
+        ))
+        .unwrap();
+        let sm = config.modules.mod_stream_management.unwrap();
+        assert_eq!(sm.max_ack_delay, Some(Duration::from_secs(5)));
+        let push = config.modules.mod_event_pusher.unwrap().push.unwrap();
+        assert!(!push.push_when_inactive);
+        assert_eq!(
+            push.keepalive,
+            Some(herald_push::config::Keepalive {
+                resume_timeout: Duration::from_secs(3600),
+                wake_on_start: false,
+                wake_on_timeout: true,
+                wake_before: Duration::from_secs(60),
+            })
+        );
+        // Unset, the delay stays under a short ack_timeout; 0 turns hibernation off.
+        let config = parse(&format!(
+            "{MINIMAL}[modules.mod_stream_management]\nack_timeout = 4\n\
+             [modules.mod_event_pusher.push]\nkeepalive.resume_timeout = 0\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            config.modules.mod_stream_management.unwrap().max_ack_delay,
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(config.modules.mod_event_pusher.unwrap().push.unwrap().keepalive, None);
+        assert!(
+            error(&format!(
+                "{MINIMAL}[modules.mod_stream_management]\nack_timeout = 5\nmax_ack_delay = 5\n"
+            ))
+            .starts_with("herald.toml:5: modules.mod_stream_management.max_ack_delay: 5 is not shorter than ack_timeout")
+        );
+        assert!(
+            error(&format!(
+                "{MINIMAL}[modules.mod_event_pusher.push]\nkeepalive.wake_before = 0\n"
+            ))
+            .starts_with("herald.toml:4: modules.mod_event_pusher.push.keepalive.wake_before: ")
+        );
+        assert!(
+            error(&format!(
+                "{MINIMAL}[modules.mod_event_pusher.push]\nkeepalive.wake_at = 1\n"
+            ))
+            .contains("wake_at")
+        );
+    }
+
+    #[test]
+    fn push_rules_are_accepted_alone_and_refused_with_plugin_module() {
+        let config = parse(&format!(
+            "{MINIMAL}[[modules.mod_event_pusher.push.rules]]\nevent = \"message\"\n\
+             body = true\naction = \"push\"\n"
+        ))
+        .unwrap();
+        let push = config.modules.mod_event_pusher.unwrap().push.unwrap();
+        assert_eq!(push.rules.map(|rules| rules.len()), Some(1));
+        let refused = error(&format!(
+            "{MINIMAL}[modules.mod_event_pusher.push]\nplugin_module = \"hints\"\n\
+             rules = [{{ action = \"push\" }}]\n"
+        ));
+        assert!(
+            refused.starts_with("herald.toml:5: modules.mod_event_pusher.push.rules: ")
+                && refused.contains("plugin_module"),
+            "{refused}"
+        );
+        let bad = error(&format!(
+            "{MINIMAL}[modules.mod_event_pusher.push]\n\
+             rules = [{{ action = \"push\" }}, {{ client_state = \"asleep\", action = \"push\" }}]\n"
+        ));
+        assert!(
+            bad.contains("modules.mod_event_pusher.push.rules[1].client_state"),
+            "{bad}"
+        );
+    }
+
+    #[test]
     fn new_liveness_options_parse_with_their_names_and_bad_values_name_their_keys() {
         let config = parse(&format!(
             "{MINIMAL}[[listen.c2s]]\nport = 5222\nsend_timeout = 7\n\

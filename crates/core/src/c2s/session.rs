@@ -28,7 +28,7 @@ use crate::{
     conn::{Conn, ReadError, Rejected, parse_stanza, read_error_condition},
     csi::{self, ClientState},
     envelope::Envelope,
-    hooks::UnackedMessage,
+    hooks::{Hibernate, Hibernation, HibernationPhase, SessionWaiting, UnackedCause, UnackedMessage},
     offline::{self, OfflineFeed},
     ping::PingSettings,
     presence,
@@ -40,6 +40,9 @@ use crate::{
 
 /// Most stanzas written before one flush, so a busy session still flushes often.
 const WRITE_BATCH: usize = 64;
+
+/// Why a waiting session ended when the server shuts down.
+const SHUTDOWN: &str = "server shutdown";
 
 /// How long a connection taken for gone or stuck gets to take its stream error.
 const DROP_GRACE: Duration = Duration::from_secs(1);
@@ -78,6 +81,8 @@ struct Session {
     /// The held stanzas are being written (the client became active, something urgent
     /// came, or the buffer filled up); what arrives meanwhile queues behind them.
     releasing: bool,
+    /// The session waits past `resume_timeout` ([`crate::hooks::Hibernate`]).
+    hibernating: bool,
 }
 
 /// Run the session until it ends, then unregister it and route again what the client never
@@ -93,6 +98,7 @@ pub(crate) async fn run(server: Arc<Server>, conn: Conn, (handle, rx): (SessionH
         offline_turn: false,
         held: std::collections::VecDeque::new(),
         releasing: false,
+        hibernating: false,
     };
     let mut conn = Some(conn);
     loop {
@@ -126,6 +132,10 @@ pub(crate) async fn run(server: Arc<Server>, conn: Conn, (handle, rx): (SessionH
                     Ok(resumption) => conn = session.resume(resumption).await,
                     Err(reason) => {
                         tracing::debug!(jid = %session.handle.jid, ?reason, "resumable session ended");
+                        // A shutdown leaves hibernation to be found again at start.
+                        if reason != SHUTDOWN {
+                            session.hibernation_ended().await;
+                        }
                         break;
                     }
                 }
@@ -481,6 +491,7 @@ impl Session {
                 return end;
             }
             let writable = self.room() > 0;
+            let ack_delay_due = self.ack_delay_due();
             // Reads and writes take turns (no bias between them): acks are read while a
             // burst is written, and a client that sends a lot still gets its replies.
             tokio::select! {
@@ -493,25 +504,31 @@ impl Session {
                     Some(feed) => feed.look_again(),
                     None => self.offline = OfflineFeed::start(&self.server, &self.handle),
                 },
-                () = timer.at(liveness.deadline()) => match liveness.alarm(Instant::now()) {
-                    Some(Alarm::Gone) => return End::Dropped(StreamErrorCondition::ConnectionTimeout),
-                    Some(Alarm::Ping) => {
-                        self.ping(conn, &mut liveness);
-                        if conn.flush().await.is_err() {
-                            return End::Gone;
+                () = timer.at(earliest(liveness.deadline(), ack_delay_due)) => {
+                    let now = Instant::now();
+                    match liveness.alarm(now) {
+                        Some(Alarm::Gone) => return End::Dropped(StreamErrorCondition::ConnectionTimeout),
+                        Some(Alarm::Ping) => {
+                            self.ping(conn, &mut liveness);
+                            if conn.flush().await.is_err() {
+                                return End::Gone;
+                            }
                         }
+                        None => {}
                     }
-                    None => {}
-                },
+                    self.offer_ack_delayed(now).await;
+                }
                 outbound = self.rx.recv(), if writable => {
                     let Some(first) = outbound else { return End::Gone };
                     let room = self.room();
                     let mut request_ack = false;
+                    let first = self.offer_inactive(first).await;
                     if let Err(end) = self.take(conn, first, &mut request_ack) {
                         return end;
                     }
                     for _ in 1..room {
                         let Some(next) = self.rx.try_recv() else { break };
+                        let next = self.offer_inactive(next).await;
                         if let Err(end) = self.take(conn, next, &mut request_ack) {
                             return end;
                         }
@@ -710,6 +727,11 @@ impl Session {
 
     /// The connection is gone and the session is resumable: keep buffering, tell the push
     /// module about each unacknowledged message, and wait for the client or the timeout.
+    /// A session a module lets hibernate ([`SessionWaiting`], the push module for a session
+    /// that enabled push) goes on waiting past `resume_timeout`: its messages are then
+    /// offered as its user's being offline, it waits until `resume_timeout` after the first
+    /// notification sent for it and at most [`Hibernate::longest`], and its end is
+    /// announced [`Hibernate::wake_before`] ahead.
     async fn wait(&mut self) -> Result<Resumption, &'static str> {
         let timeout = self
             .server
@@ -717,6 +739,8 @@ impl Session {
             .as_ref()
             .map(|s| s.resume_timeout)
             .unwrap_or_default();
+        let lost = Instant::now();
+        self.handle.control.set_waiting(true);
         // What was held for an inactive client counts as written: it waits in the buffer
         // with the rest, in order.
         self.releasing = false;
@@ -727,34 +751,65 @@ impl Session {
                 }
             }
         }
+        let hibernate = self.hibernation_allowed().await;
+        let cause = if self.hibernating {
+            UnackedCause::Hibernating
+        } else {
+            UnackedCause::Waiting
+        };
         // Each buffered message is offered to the hook, and kept with what the hook recorded
         // (the push module records which registrations it notified).
-        if let Some(sm) = &mut self.sm {
-            for unacked in sm.unacked_mut() {
-                let envelope = Envelope {
-                    stanza: std::mem::replace(
-                        &mut unacked.stanza,
-                        Element::bare("message", ns::CLIENT),
-                    ),
-                    meta: std::mem::take(&mut unacked.meta),
-                };
-                let envelope = raise_unacked(&self.server, &self.handle.jid, envelope).await;
-                unacked.stanza = envelope.stanza;
-                unacked.meta = envelope.meta;
-            }
+        self.offer_buffered(cause, |_| true).await;
+        let mut plan = WaitPlan {
+            deadline: lost + timeout,
+            wake_at: None,
+            pushed_since_hibernating: false,
+        };
+        if self.hibernating
+            && let Some(hibernate) = hibernate
+        {
+            plan.hibernate(lost, timeout, hibernate, false);
         }
-        let deadline = tokio::time::sleep(timeout);
-        tokio::pin!(deadline);
+        let sleep = tokio::time::sleep_until(plan.next().into());
+        tokio::pin!(sleep);
         loop {
             tokio::select! {
                 biased;
-                _ = self.server.shutdown.cancelled() => return Err("server shutdown"),
+                _ = self.server.shutdown.cancelled() => return Err(SHUTDOWN),
                 _ = self.handle.control.closed() => return Err("replaced"),
                 resumption = next_resumption(&mut self.resumptions) => return Ok(resumption),
-                _ = &mut deadline => return Err("resume timeout"),
+                () = &mut sleep => {
+                    let now = Instant::now();
+                    if plan.wake_at.is_some_and(|wake| wake <= now) {
+                        plan.wake_at = None;
+                        let pending = self.sm.as_ref().map_or(0, Sm::unacked_count);
+                        self.raise_hibernation(HibernationPhase::Expiring { pending }).await;
+                    } else if plan.deadline <= now {
+                        let Some(hibernate) = hibernate.filter(|h| !self.hibernating && lost + h.longest > now) else {
+                            return Err("resume timeout");
+                        };
+                        self.hibernating = true;
+                        tracing::debug!(jid = %self.handle.jid, "session hibernates");
+                        // Stored messages it was given and never acknowledged stay stored:
+                        // the account's other sessions may have them now, instead of
+                        // waiting for a phone that may be gone for days.
+                        if let Some(feed) = self.offline.take() {
+                            feed.end(&self.server, self.handle.id, true);
+                        }
+                        self.raise_hibernation(HibernationPhase::Started).await;
+                        let pushed = self.offer_buffered(UnackedCause::Hibernating, |_| true).await;
+                        plan.hibernate(lost, timeout, hibernate, pushed);
+                    }
+                    sleep.as_mut().reset(plan.next().into());
+                }
                 outbound = self.rx.recv() => {
                     let Some(envelope) = outbound else { return Err("closed") };
-                    let envelope = raise_unacked(&self.server, &self.handle.jid, envelope).await;
+                    let cause = if self.hibernating { UnackedCause::Hibernating } else { UnackedCause::Waiting };
+                    let (envelope, pushed) = raise_unacked(&self.server, &self.handle.jid, cause, envelope).await;
+                    if pushed && self.hibernating && let Some(hibernate) = hibernate {
+                        plan.pushed(lost, timeout, hibernate);
+                        sleep.as_mut().reset(plan.next().into());
+                    }
                     let Some(sm) = self.sm.as_mut().filter(|_| sm::is_stanza(&envelope.stanza)) else {
                         continue;
                     };
@@ -767,11 +822,137 @@ impl Session {
         }
     }
 
+    /// Whether a module lets this session hibernate, and how ([`SessionWaiting`]).
+    async fn hibernation_allowed(&self) -> Option<Hibernate> {
+        let hooks = self.server.extensions.hooks();
+        if hooks.session_waiting.is_empty() {
+            return None;
+        }
+        let mut event = SessionWaiting {
+            session: self.handle.jid.clone(),
+            hibernate: None,
+        };
+        hooks.session_waiting.run(&self.server, &mut event).await;
+        event.hibernate
+    }
+
+    async fn raise_hibernation(&self, phase: HibernationPhase) {
+        let hooks = self.server.extensions.hooks();
+        if hooks.hibernation.is_empty() {
+            return;
+        }
+        let mut event = Hibernation {
+            session: self.handle.jid.clone(),
+            phase,
+        };
+        hooks.hibernation.run(&self.server, &mut event).await;
+    }
+
+    /// The session no longer hibernates (resumed, replaced or expired).
+    async fn hibernation_ended(&mut self) {
+        if std::mem::take(&mut self.hibernating) {
+            self.raise_hibernation(HibernationPhase::Ended).await;
+        }
+    }
+
+    /// Offer the buffered messages `which` selects to the `unacked_message` hook, each kept
+    /// with what the handlers recorded; whether any was notified.
+    async fn offer_buffered(
+        &mut self,
+        cause: UnackedCause,
+        which: impl Fn(&sm::Unacked) -> bool,
+    ) -> bool {
+        let mut pushed = false;
+        if self.server.extensions.hooks().unacked_message.is_empty() {
+            return false;
+        }
+        let Some(sm) = &mut self.sm else {
+            return false;
+        };
+        for unacked in sm.unacked_mut() {
+            if unacked.stanza.name() != "message" || !which(unacked) {
+                continue;
+            }
+            let envelope = Envelope {
+                stanza: std::mem::replace(
+                    &mut unacked.stanza,
+                    Element::bare("message", ns::CLIENT),
+                ),
+                meta: std::mem::take(&mut unacked.meta),
+            };
+            let (envelope, notified) =
+                raise_unacked(&self.server, &self.handle.jid, cause, envelope).await;
+            pushed |= notified;
+            unacked.stanza = envelope.stanza;
+            unacked.meta = envelope.meta;
+        }
+        pushed
+    }
+
+    /// Messages left unacknowledged for `max_ack_delay` on a live connection are offered
+    /// once ([`UnackedCause::AckDelayed`]).
+    async fn offer_ack_delayed(&mut self, now: Instant) {
+        let Some(delay) = self.max_ack_delay() else {
+            return;
+        };
+        let due = |unacked: &sm::Unacked| !unacked.delay_raised && unacked.written + delay <= now;
+        if let Some(sm) = &mut self.sm {
+            if !sm.unacked().any(due) {
+                return;
+            }
+        }
+        self.offer_buffered(UnackedCause::AckDelayed, due).await;
+        if let Some(sm) = &mut self.sm {
+            for unacked in sm.unacked_mut() {
+                if unacked.written + delay <= now {
+                    unacked.delay_raised = true;
+                }
+            }
+        }
+    }
+
+    /// `max_ack_delay`, when something listens for it.
+    fn max_ack_delay(&self) -> Option<Duration> {
+        if self.server.extensions.hooks().unacked_message.is_empty() {
+            return None;
+        }
+        self.server
+            .stream_management
+            .as_ref()
+            .and_then(|s| s.max_ack_delay)
+    }
+
+    /// When the oldest message not yet offered as ack-delayed is due.
+    fn ack_delay_due(&self) -> Option<Instant> {
+        let delay = self.max_ack_delay()?;
+        self.sm.as_ref()?.ack_delay_due(delay)
+    }
+
+    /// A message for an inactive client (XEP-0352) is offered to the `unacked_message` hook
+    /// before it is written ([`UnackedCause::Inactive`]).
+    async fn offer_inactive(&self, envelope: Envelope) -> Envelope {
+        if envelope.stanza.name() != "message"
+            || self.server.csi.is_none()
+            || !self
+                .handle
+                .state
+                .get::<ClientState>()
+                .is_some_and(|state| state.is_inactive())
+        {
+            return envelope;
+        }
+        raise_unacked(&self.server, &self.handle.jid, UnackedCause::Inactive, envelope)
+            .await
+            .0
+    }
+
     /// Take over a new connection: acknowledge what the client says it handled, confirm,
     /// and send the rest again (XEP-0198 section 5).
     async fn resume(&mut self, resumption: Resumption) -> Option<Conn> {
         let Resumption { mut conn, h } = resumption;
         self.handle.control.unstall();
+        self.handle.control.set_waiting(false);
+        self.hibernation_ended().await;
         // A resumed stream starts active (XEP-0352 section 4: the state is the stream's).
         if let Some(state) = self.handle.state.get::<ClientState>() {
             state.set_inactive(false);
@@ -878,22 +1059,82 @@ impl Session {
     }
 }
 
-/// Raise the unacknowledged-message hook for a message of a waiting session; returns the
-/// envelope as the handlers left it.
-async fn raise_unacked(server: &Server, session: &FullJid, envelope: Envelope) -> Envelope {
+/// Raise the unacknowledged-message hook for a message of this session; returns the
+/// envelope as the handlers left it, and whether one of them sent a notification for it.
+async fn raise_unacked(
+    server: &Server,
+    session: &FullJid,
+    cause: UnackedCause,
+    envelope: Envelope,
+) -> (Envelope, bool) {
     let hooks = server.extensions.hooks();
     if envelope.stanza.name() != "message" || hooks.unacked_message.is_empty() {
-        return envelope;
+        return (envelope, false);
     }
     let mut event = UnackedMessage {
         session: session.clone(),
+        cause,
         stanza: envelope.stanza,
         meta: envelope.meta,
+        pushed: false,
     };
     hooks.unacked_message.run(server, &mut event).await;
-    Envelope {
+    let envelope = Envelope {
         stanza: event.stanza,
         meta: event.meta,
+    };
+    (envelope, event.pushed)
+}
+
+/// The earlier of two optional deadlines.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// When a waiting session's next step is due.
+struct WaitPlan {
+    /// When it ends (or starts hibernating).
+    deadline: Instant,
+    /// When its end is announced.
+    wake_at: Option<Instant>,
+    /// A notification was sent for it since it started hibernating.
+    pushed_since_hibernating: bool,
+}
+
+impl WaitPlan {
+    /// The session hibernates from now: it ends at the longest, or `resume_timeout` after a
+    /// notification (`pushed`: one went out for what it held).
+    fn hibernate(&mut self, lost: Instant, timeout: Duration, hibernate: Hibernate, pushed: bool) {
+        self.deadline = lost + hibernate.longest;
+        self.plan_wake(hibernate);
+        if pushed {
+            self.pushed(lost, timeout, hibernate);
+        }
+    }
+
+    /// A notification went out for the hibernating session: the first one gives its client
+    /// `resume_timeout` from now to come back (Prosody's behaviour).
+    fn pushed(&mut self, lost: Instant, timeout: Duration, hibernate: Hibernate) {
+        if std::mem::replace(&mut self.pushed_since_hibernating, true) {
+            return;
+        }
+        self.deadline = (Instant::now() + timeout).min(lost + hibernate.longest);
+        self.plan_wake(hibernate);
+    }
+
+    fn plan_wake(&mut self, hibernate: Hibernate) {
+        let now = Instant::now();
+        self.wake_at = hibernate
+            .wake_before
+            .and_then(|before| self.deadline.checked_sub(before))
+            .filter(|wake| *wake > now);
+    }
+
+    fn next(&self) -> Instant {
+        self.wake_at.map_or(self.deadline, |wake| wake.min(self.deadline))
     }
 }
 

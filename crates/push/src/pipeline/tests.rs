@@ -229,6 +229,7 @@ async fn enhanced_pushes_an_unacknowledged_message_to_the_sessions_registration_
     h.enable("tablet").await;
     let session = FullJid::new("bob@example.com/phone").unwrap();
     let event = Event::Unacknowledged {
+        cause: crate::events::UnackedCause::Waiting,
         session,
         registration: Some(key("phone")),
         message: chat("hi"),
@@ -248,6 +249,7 @@ async fn defaults_ignores_unacknowledged_messages() {
     let h = harness(Arc::new(Defaults), 100);
     h.enable("phone").await;
     let event = Event::Unacknowledged {
+        cause: crate::events::UnackedCause::Waiting,
         registration: None,
         session: FullJid::new("bob@example.com/phone").unwrap(),
         message: chat("hi"),

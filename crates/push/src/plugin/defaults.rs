@@ -4,7 +4,10 @@
 use herald_stream::stanza::MessageType;
 
 use super::{Context, Payload, Plugin, Skip};
-use crate::{events::Event, registrations::Registration};
+use crate::{
+    events::{Event, UnackedCause},
+    registrations::Registration,
+};
 
 /// MongooseIM's `mod_event_pusher_push_plugin_defaults`: the trait's default methods.
 #[derive(Debug, Clone, Copy, Default)]
@@ -48,8 +51,12 @@ pub(super) fn prepare_notification(event: &Event) -> Result<Payload, Skip> {
     })
 }
 
-/// Every registration, when the recipient is offline; nothing for unacknowledged messages,
-/// whose recipient still counts as online.
+/// Every registration, when the recipient is offline; for a session's messages, by cause
+/// ([`UnackedCause`]): nothing while it waits within `resume_timeout` (the user still counts as
+/// online), every registration once it hibernates past it (unless another session is
+/// available: the user then counts as offline as if the session had ended), and the
+/// session's own registration for a message left unacknowledged on a live connection or
+/// written to an inactive client (unless another session is active).
 pub(super) fn should_publish(
     context: &Context,
     event: &Event,
@@ -59,9 +66,47 @@ pub(super) fn should_publish(
         // "One available resource blocks pushes to all of the user's registrations."
         Event::Chat(_) if context.recipient_available => Err(Skip::RecipientOnline),
         Event::Chat(_) => Ok(registrations),
-        // Spec section 7: `defaults` ignores them (the user still counts as online).
-        Event::Unacknowledged { .. } => Err(Skip::RecipientOnline),
+        Event::Unacknowledged { cause, .. } => match cause {
+            // Spec section 7: `defaults` ignores them (the user still counts as online).
+            UnackedCause::Waiting => Err(Skip::RecipientOnline),
+            UnackedCause::Hibernating if context.recipient_available => {
+                Err(Skip::RecipientOnline)
+            }
+            UnackedCause::Hibernating => Ok(registrations),
+            UnackedCause::AckDelayed | UnackedCause::Inactive => {
+                own_registration(context, event, registrations)
+            }
+        },
     }
+}
+
+/// The registration enabled in the event's session, if it still exists; for a message to an
+/// inactive client, nothing while another session is active.
+pub(super) fn own_registration(
+    context: &Context,
+    event: &Event,
+    registrations: Vec<Registration>,
+) -> Result<Vec<Registration>, Skip> {
+    if let Event::Unacknowledged {
+        cause: UnackedCause::Inactive,
+        ..
+    } = event
+        && context.recipient_active
+    {
+        return Err(Skip::RecipientActive);
+    }
+    let key = context
+        .session_registration
+        .as_ref()
+        .ok_or(Skip::NoSessionRegistration)?;
+    let own: Vec<Registration> = registrations
+        .into_iter()
+        .filter(|registration| &registration.key == key)
+        .collect();
+    if own.is_empty() {
+        return Err(Skip::NoSessionRegistration);
+    }
+    Ok(own)
 }
 
 #[cfg(test)]
@@ -174,6 +219,7 @@ mod tests {
             unreachable!()
         };
         let e = Event::Unacknowledged {
+            cause: crate::events::UnackedCause::Waiting,
             registration: None,
             session: jid::FullJid::new("bob@example.com/phone").unwrap(),
             message: m,
@@ -181,6 +227,83 @@ mod tests {
         assert_eq!(
             Defaults.should_publish(&Context::default(), &e, Vec::new()),
             Err(Skip::RecipientOnline)
+        );
+    }
+
+    fn sleeping(cause: UnackedCause) -> Event {
+        let Event::Chat(m) = message("chat", "<body>x</body>") else {
+            unreachable!()
+        };
+        Event::Unacknowledged {
+            cause,
+            registration: None,
+            session: jid::FullJid::new("bob@example.com/phone").unwrap(),
+            message: m,
+        }
+    }
+
+    fn registration(node: &str) -> Registration {
+        Registration::new(
+            crate::registrations::RegistrationKey {
+                owner: jid::BareJid::new("bob@example.com").unwrap(),
+                pubsub: jid::BareJid::new("push.example.com").unwrap(),
+                node: node.into(),
+            },
+            Default::default(),
+        )
+    }
+
+    #[test]
+    fn a_hibernating_sessions_message_pushes_to_every_registration_unless_another_session_is_there() {
+        let all = vec![registration("phone"), registration("tablet")];
+        let e = sleeping(UnackedCause::Hibernating);
+        assert_eq!(
+            Defaults.should_publish(&Context::default(), &e, all.clone()),
+            Ok(all.clone())
+        );
+        let elsewhere = Context {
+            recipient_available: true,
+            ..Context::default()
+        };
+        assert_eq!(
+            Defaults.should_publish(&elsewhere, &e, all),
+            Err(Skip::RecipientOnline)
+        );
+    }
+
+    #[test]
+    fn ack_delayed_and_inactive_messages_push_to_the_sessions_own_registration_only() {
+        let all = vec![registration("phone"), registration("tablet")];
+        let phone = vec![all[0].clone()];
+        let own = Context {
+            recipient_available: true,
+            session_registration: Some(registration("phone").key),
+            ..Context::default()
+        };
+        for cause in [UnackedCause::AckDelayed, UnackedCause::Inactive] {
+            assert_eq!(
+                Defaults.should_publish(&own, &sleeping(cause), all.clone()),
+                Ok(phone.clone()),
+                "{cause:?}"
+            );
+            assert_eq!(
+                Defaults.should_publish(&Context::default(), &sleeping(cause), all.clone()),
+                Err(Skip::NoSessionRegistration),
+                "{cause:?}"
+            );
+        }
+        let someone_looking = Context {
+            recipient_active: true,
+            ..own.clone()
+        };
+        assert_eq!(
+            Defaults.should_publish(&someone_looking, &sleeping(UnackedCause::Inactive), all.clone()),
+            Err(Skip::RecipientActive)
+        );
+        assert_eq!(
+            Defaults.should_publish(&someone_looking, &sleeping(UnackedCause::AckDelayed), all),
+            Ok(phone),
+            "the device not acknowledging is woken whoever else reads"
         );
     }
 }

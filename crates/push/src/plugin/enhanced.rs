@@ -4,7 +4,10 @@
 //! the device that just lost its connection.
 
 use super::{Context, Plugin, Skip, defaults};
-use crate::{events::Event, registrations::Registration};
+use crate::{
+    events::{Event, UnackedCause},
+    registrations::Registration,
+};
 
 /// MongooseIM's `mod_event_pusher_push_plugin_enhanced`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -25,29 +28,22 @@ impl Plugin for Enhanced {
     }
 }
 
-/// For an unacknowledged message, only the session's own registration (if it still exists);
-/// otherwise the defaults.
+/// For a message of a session (waiting, not acknowledged in time, inactive), only the
+/// session's own registration (if it still exists); otherwise, and for a hibernating
+/// session, the defaults.
 pub(super) fn session_registration(
     context: &Context,
     event: &Event,
     registrations: Vec<Registration>,
 ) -> Result<Vec<Registration>, Skip> {
     match event {
-        Event::Unacknowledged { .. } => {
-            let key = context
-                .session_registration
-                .as_ref()
-                .ok_or(Skip::NoSessionRegistration)?;
-            let own: Vec<Registration> = registrations
-                .into_iter()
-                .filter(|registration| &registration.key == key)
-                .collect();
-            if own.is_empty() {
-                return Err(Skip::NoSessionRegistration);
-            }
-            Ok(own)
+        // A hibernating session's user counts as offline: every registration, as defaults.
+        Event::Unacknowledged {
+            cause: UnackedCause::Hibernating,
+            ..
         }
-        Event::Chat(_) => defaults::should_publish(context, event, registrations),
+        | Event::Chat(_) => defaults::should_publish(context, event, registrations),
+        Event::Unacknowledged { .. } => defaults::own_registration(context, event, registrations),
     }
 }
 
@@ -82,9 +78,11 @@ mod tests {
     fn an_unacknowledged_message_goes_to_the_sessions_own_registration_even_when_online() {
         let context = Context {
             recipient_available: true,
+            recipient_active: true,
             session_registration: Some(registration("mine").key),
         };
         let event = Event::Unacknowledged {
+            cause: crate::events::UnackedCause::Waiting,
             registration: None,
             session: jid::FullJid::new("bob@x/phone").unwrap(),
             message: message(),
@@ -108,6 +106,7 @@ mod tests {
     #[test]
     fn an_unacknowledged_message_of_a_session_without_enable_is_skipped() {
         let event = Event::Unacknowledged {
+            cause: crate::events::UnackedCause::Waiting,
             registration: None,
             session: jid::FullJid::new("bob@x/phone").unwrap(),
             message: message(),

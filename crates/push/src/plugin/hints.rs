@@ -46,7 +46,7 @@ impl Plugin for Hints {
 }
 
 /// A call: a `<store/>` hint and a Jingle Message Initiation element with an `id`.
-fn call(message: &Message) -> Option<Payload> {
+pub(super) fn call(message: &Message) -> Option<Payload> {
     if !message.has_child("store", HINTS) {
         return None;
     }

@@ -7,6 +7,7 @@
 mod defaults;
 mod enhanced;
 mod hints;
+pub mod rules;
 
 use std::sync::Arc;
 
@@ -27,6 +28,9 @@ pub struct Context {
     /// Whether the recipient has an available resource with priority >= 0 (RFC 6121 section
     /// 8.5.2.1.1: one that would receive a message to the bare JID).
     pub recipient_available: bool,
+    /// Whether one of the recipient's available sessions is connected and its client not
+    /// inactive (XEP-0352): someone is looking.
+    pub recipient_active: bool,
     /// For an [`Event::Unacknowledged`]: the registration enabled in that session, if any.
     pub session_registration: Option<RegistrationKey>,
 }

@@ -153,6 +153,39 @@ impl RegistrationStore for CachedRegistrations {
         self.invalidate(|entries| entries.retain(|owner, _| owner.domain().as_str() != domain));
         result
     }
+
+    async fn hibernating(
+        &self,
+        session: &jid::FullJid,
+        key: &RegistrationKey,
+    ) -> Result<(), StorageError> {
+        self.inner.hibernating(session, key).await
+    }
+
+    async fn hibernation_ended(&self, session: &jid::FullJid) -> Result<(), StorageError> {
+        self.inner.hibernation_ended(session).await
+    }
+
+    async fn take_hibernating(
+        &self,
+    ) -> Result<Vec<(jid::FullJid, RegistrationKey)>, StorageError> {
+        self.inner.take_hibernating().await
+    }
+
+    async fn add_pending(
+        &self,
+        pending: &[super::PendingPush],
+    ) -> Result<Vec<Option<i64>>, StorageError> {
+        self.inner.add_pending(pending).await
+    }
+
+    async fn remove_pending(&self, ids: &[i64]) -> Result<(), StorageError> {
+        self.inner.remove_pending(ids).await
+    }
+
+    async fn pending(&self) -> Result<Vec<(i64, super::PendingPush)>, StorageError> {
+        self.inner.pending().await
+    }
 }
 
 #[cfg(test)]

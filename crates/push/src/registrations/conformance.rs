@@ -13,7 +13,10 @@ use std::{sync::Arc, time::Duration};
 
 use jid::BareJid;
 
-use super::{PublishOptions, Registration, RegistrationKey, RegistrationStore, from_micros};
+use super::{
+    PendingPush, PublishOptions, Registration, RegistrationKey, RegistrationStore, StoredRoute,
+    from_micros,
+};
 
 /// Calls `$then!((args) case, case, ...)` with every behaviour of the suite.
 macro_rules! with_cases {
@@ -29,6 +32,8 @@ macro_rules! with_cases {
             remove_user_removes_all_of_the_users_registrations,
             remove_domain_removes_that_domains_users_only,
             forms_with_unusual_text_round_trip,
+            hibernating_sessions_are_kept_until_they_end_or_are_taken,
+            pending_notifications_are_kept_until_removed_once_per_message_and_registration,
         }
     };
 }
@@ -355,4 +360,100 @@ pub async fn forms_with_unusual_text_round_trip(store: &dyn RegistrationStore) {
         store.list(&jid("zoë@unusual.test")).await.unwrap(),
         [stored]
     );
+}
+
+/// Hibernating sessions are recorded with the registration that wakes them (a second record
+/// of one session replaces the first), forgotten when they end or their account goes, and
+/// taken once, oldest first.
+pub async fn hibernating_sessions_are_kept_until_they_end_or_are_taken(
+    store: &dyn RegistrationStore,
+) {
+    let full = |text: &str| jid::FullJid::new(text).unwrap();
+    let phone = full("ann@sleep.example/phone");
+    let tablet = full("ann@sleep.example/tablet");
+    let gone = full("zed@sleep.example/phone");
+    let ended = full("bea@sleep.example/phone");
+    let first = key("ann@sleep.example", "push.example", "n1");
+    let second = key("ann@sleep.example", "push.example", "n2");
+    store.hibernating(&phone, &first).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    store.hibernating(&tablet, &second).await.unwrap();
+    store.hibernating(&phone, &second).await.unwrap();
+    store
+        .hibernating(&gone, &key("zed@sleep.example", "push.example", "z"))
+        .await
+        .unwrap();
+    store
+        .hibernating(&ended, &key("bea@sleep.example", "push.example", "b"))
+        .await
+        .unwrap();
+    store.hibernation_ended(&ended).await.unwrap();
+    store.remove_user(&jid("zed@sleep.example")).await.unwrap();
+    let taken = store.take_hibernating().await.unwrap();
+    assert_eq!(
+        taken,
+        vec![(tablet, second.clone()), (phone, second)],
+        "oldest first; a session's last record wins"
+    );
+    assert!(store.take_hibernating().await.unwrap().is_empty(), "taken once");
+}
+
+/// Pending notifications are kept in order with their route until removed; the same message
+/// is pending once per registration (a message without identity is never suppressed).
+pub async fn pending_notifications_are_kept_until_removed_once_per_message_and_registration(
+    store: &dyn RegistrationStore,
+) {
+    let push = |node: &str, message: Option<&str>, route: StoredRoute| PendingPush {
+        key: key("ann@outbox.example", "push.example", node),
+        message: message.map(str::to_owned),
+        route,
+        created_at: from_micros(1_700_000_000_000_000),
+    };
+    let xmpp = StoredRoute::Xmpp("<iq xmlns='jabber:client' type='set'/>".into());
+    let http = StoredRoute::Http {
+        device: "dev'ice".into(),
+        body: "{\"service\":\"apns\"}".into(),
+    };
+    let first = store
+        .add_pending(&[
+            push("n1", Some("m1"), xmpp.clone()),
+            push("n2", Some("m1"), http.clone()),
+            push("n1", None, xmpp.clone()),
+        ])
+        .await
+        .unwrap();
+    assert!(first.iter().all(Option::is_some), "{first:?}");
+    let again = store
+        .add_pending(&[
+            push("n1", Some("m1"), xmpp.clone()),
+            push("n1", None, xmpp.clone()),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(again[0], None, "the same message is pending once for n1");
+    assert!(again[1].is_some(), "no identity, no suppression");
+    let pending = store.pending().await.unwrap();
+    let mine: Vec<&(i64, PendingPush)> = pending
+        .iter()
+        .filter(|(_, p)| p.key.owner.as_str() == "ann@outbox.example")
+        .collect();
+    assert_eq!(mine.len(), 4);
+    assert_eq!(mine[0].1, push("n1", Some("m1"), xmpp.clone()));
+    assert_eq!(mine[1].1, push("n2", Some("m1"), http));
+    let ids: Vec<i64> = mine.iter().map(|(id, _)| *id).collect();
+    store.remove_pending(&ids[..2]).await.unwrap();
+    let left = store.pending().await.unwrap();
+    assert_eq!(
+        left.iter()
+            .filter(|(_, p)| p.key.owner.as_str() == "ann@outbox.example")
+            .count(),
+        2
+    );
+    // Once removed, the message may be pending again.
+    let later = store
+        .add_pending(&[push("n1", Some("m1"), xmpp)])
+        .await
+        .unwrap();
+    assert!(later[0].is_some());
+    store.remove_pending(&ids).await.unwrap();
 }

@@ -4,19 +4,33 @@
 use std::{collections::BTreeMap, sync::Mutex};
 
 use herald_storage::StorageError;
-use jid::BareJid;
+use jid::{BareJid, FullJid};
 
-use super::{Registration, RegistrationKey, RegistrationStore};
+use super::{PendingPush, Registration, RegistrationKey, RegistrationStore};
 
 /// Registrations in a map, gone with the process.
 #[derive(Debug, Default)]
 pub struct MemoryRegistrations {
     map: Mutex<BTreeMap<RegistrationKey, Registration>>,
+    hibernating: Mutex<Vec<(FullJid, RegistrationKey)>>,
+    outbox: Mutex<(i64, BTreeMap<i64, PendingPush>)>,
 }
 
 impl MemoryRegistrations {
     fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<RegistrationKey, Registration>> {
         self.map
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn outbox(&self) -> std::sync::MutexGuard<'_, (i64, BTreeMap<i64, PendingPush>)> {
+        self.outbox
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn sleepers(&self) -> std::sync::MutexGuard<'_, Vec<(FullJid, RegistrationKey)>> {
+        self.hibernating
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -66,13 +80,74 @@ impl RegistrationStore for MemoryRegistrations {
     }
 
     async fn remove_user(&self, owner: &BareJid) -> Result<u64, StorageError> {
+        self.sleepers()
+            .retain(|(session, _)| session.to_bare() != *owner);
         Ok(self.remove_where(|key| &key.owner == owner).len() as u64)
     }
 
     async fn remove_domain(&self, domain: &str) -> Result<u64, StorageError> {
+        self.sleepers()
+            .retain(|(session, _)| session.domain().as_str() != domain);
         Ok(self
             .remove_where(|key| key.owner.domain().as_str() == domain)
             .len() as u64)
+    }
+
+    async fn hibernating(
+        &self,
+        session: &FullJid,
+        key: &RegistrationKey,
+    ) -> Result<(), StorageError> {
+        let mut sleepers = self.sleepers();
+        sleepers.retain(|(known, _)| known != session);
+        sleepers.push((session.clone(), key.clone()));
+        Ok(())
+    }
+
+    async fn hibernation_ended(&self, session: &FullJid) -> Result<(), StorageError> {
+        self.sleepers().retain(|(known, _)| known != session);
+        Ok(())
+    }
+
+    async fn take_hibernating(&self) -> Result<Vec<(FullJid, RegistrationKey)>, StorageError> {
+        Ok(std::mem::take(&mut *self.sleepers()))
+    }
+
+    async fn add_pending(&self, pending: &[PendingPush]) -> Result<Vec<Option<i64>>, StorageError> {
+        let mut outbox = self.outbox();
+        let (next, rows) = &mut *outbox;
+        let mut ids = Vec::with_capacity(pending.len());
+        for push in pending {
+            let duplicate = push.message.is_some()
+                && rows
+                    .values()
+                    .any(|row| row.key == push.key && row.message == push.message);
+            if duplicate {
+                ids.push(None);
+                continue;
+            }
+            *next += 1;
+            rows.insert(*next, push.clone());
+            ids.push(Some(*next));
+        }
+        Ok(ids)
+    }
+
+    async fn remove_pending(&self, ids: &[i64]) -> Result<(), StorageError> {
+        let mut outbox = self.outbox();
+        for id in ids {
+            outbox.1.remove(id);
+        }
+        Ok(())
+    }
+
+    async fn pending(&self) -> Result<Vec<(i64, PendingPush)>, StorageError> {
+        Ok(self
+            .outbox()
+            .1
+            .iter()
+            .map(|(id, push)| (*id, push.clone()))
+            .collect())
     }
 }
 

@@ -22,7 +22,7 @@ use std::{
 };
 
 use herald_storage::{Migration, MigrationSet, StorageError};
-use jid::BareJid;
+use jid::{BareJid, FullJid};
 
 pub use cached::CachedRegistrations;
 pub use memory::MemoryRegistrations;
@@ -34,12 +34,26 @@ pub use sql::{PostgresRegistrations, PushDialect, PushSql, SqlRegistrations, Sql
 /// engine.
 pub const MIGRATIONS: MigrationSet = MigrationSet {
     owner: "herald-push",
-    migrations: &[Migration {
-        version: 4,
-        description: "push registrations: event_pusher_push_subscription",
-        sqlite: include_str!("migrations/sqlite/0004_push.sql"),
-        postgres: include_str!("migrations/postgres/0004_push.sql"),
-    }],
+    migrations: &[
+        Migration {
+            version: 4,
+            description: "push registrations: event_pusher_push_subscription",
+            sqlite: include_str!("migrations/sqlite/0004_push.sql"),
+            postgres: include_str!("migrations/postgres/0004_push.sql"),
+        },
+        Migration {
+            version: 7,
+            description: "hibernating sessions to wake at start: herald_push_hibernation",
+            sqlite: include_str!("migrations/sqlite/0007_hibernation.sql"),
+            postgres: include_str!("migrations/postgres/0007_hibernation.sql"),
+        },
+        Migration {
+            version: 8,
+            description: "pending push notifications: herald_push_outbox",
+            sqlite: include_str!("migrations/sqlite/0008_outbox.sql"),
+            postgres: include_str!("migrations/postgres/0008_outbox.sql"),
+        },
+    ],
 };
 
 /// The publish-options fields of a registration, `FORM_TYPE` excluded, by `var`.
@@ -106,6 +120,79 @@ pub trait RegistrationStore: Send + Sync + 'static {
     /// Remove every registration of the users of `domain` (the domain was removed); returns
     /// how many.
     async fn remove_domain(&self, domain: &str) -> Result<u64, StorageError>;
+
+    /// `session` hibernates and is woken through `key` (replacing what it had), so that a
+    /// restart can wake it. By default nothing is kept: a store that keeps nothing wakes no
+    /// session at start.
+    async fn hibernating(
+        &self,
+        session: &FullJid,
+        key: &RegistrationKey,
+    ) -> Result<(), StorageError> {
+        let _ = (session, key);
+        Ok(())
+    }
+
+    /// `session` no longer hibernates.
+    async fn hibernation_ended(&self, session: &FullJid) -> Result<(), StorageError> {
+        let _ = session;
+        Ok(())
+    }
+
+    /// The sessions recorded as hibernating, each with its registration, removed from the
+    /// store (read once at start), oldest first.
+    async fn take_hibernating(&self) -> Result<Vec<(FullJid, RegistrationKey)>, StorageError> {
+        Ok(Vec::new())
+    }
+
+    /// Keep `pending` notifications in the outbox, in one transaction; for each, its id, or
+    /// `None` when the same message is already pending for that registration. By default
+    /// nothing is kept and nothing suppressed: each gets [`PENDING_NOT_KEPT`].
+    async fn add_pending(&self, pending: &[PendingPush]) -> Result<Vec<Option<i64>>, StorageError> {
+        Ok(vec![Some(PENDING_NOT_KEPT); pending.len()])
+    }
+
+    /// Remove notifications whose outcome is final.
+    async fn remove_pending(&self, ids: &[i64]) -> Result<(), StorageError> {
+        let _ = ids;
+        Ok(())
+    }
+
+    /// Every pending notification, oldest first (read at start).
+    async fn pending(&self) -> Result<Vec<(i64, PendingPush)>, StorageError> {
+        Ok(Vec::new())
+    }
+}
+
+/// The id [`RegistrationStore::add_pending`] gives when the store keeps no outbox.
+pub const PENDING_NOT_KEPT: i64 = 0;
+
+/// A notification decided and not yet delivered, as the outbox keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingPush {
+    /// Its registration.
+    pub key: RegistrationKey,
+    /// What identifies the notified message, so that one message is pending at most once
+    /// per registration; `None` when it has no identity.
+    pub message: Option<String>,
+    /// How it leaves.
+    pub route: StoredRoute,
+    /// When it was decided.
+    pub created_at: SystemTime,
+}
+
+/// A notification's route in a form the store keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoredRoute {
+    /// The publish IQ, serialised.
+    Xmpp(String),
+    /// The MongoosePush request: the device and the JSON body.
+    Http {
+        /// Option `device_id`.
+        device: String,
+        /// The JSON body.
+        body: String,
+    },
 }
 
 /// Microseconds since the Unix epoch, as the `created_at` column stores them.

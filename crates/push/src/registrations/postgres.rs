@@ -18,6 +18,14 @@ impl PushDialect for sqlx::Postgres {
              ORDER BY created_at, pubsub_jid COLLATE \"C\", node COLLATE \"C\"",
         remove_domain: "DELETE FROM event_pusher_push_subscription
              WHERE length(owner_jid) > length($1) AND right(owner_jid, length($1)) = $1",
+        hibernating: "INSERT INTO herald_push_hibernation
+                 (owner_jid, resource, pubsub_jid, node, since)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (owner_jid, resource)
+             DO UPDATE SET pubsub_jid = excluded.pubsub_jid, node = excluded.node,
+                 since = excluded.since",
+        remove_domain_hibernating: "DELETE FROM herald_push_hibernation
+             WHERE length(owner_jid) > length($1) AND right(owner_jid, length($1)) = $1",
     };
 }
 

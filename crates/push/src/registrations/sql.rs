@@ -5,11 +5,12 @@
 //! engines are the dialects' part ([`PushDialect`], in `sqlite.rs` and `postgres.rs`).
 
 use herald_storage::{StorageError, sql::Dialect};
-use jid::BareJid;
+use jid::{BareJid, FullJid};
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
 
 use super::{
-    PublishOptions, Registration, RegistrationKey, RegistrationStore, from_micros, to_micros,
+    PendingPush, PublishOptions, Registration, RegistrationKey, RegistrationStore, StoredRoute,
+    from_micros, to_micros,
 };
 
 /// The statements of the registration store whose text differs between the engines.
@@ -23,6 +24,11 @@ pub struct PushSql {
     /// Delete the registrations of owners that end with the suffix `$1` (`@domain`),
     /// comparing text, not a LIKE pattern.
     pub remove_domain: &'static str,
+    /// Record `($1 owner, $2 resource, $3 pubsub, $4 node, $5 since)` as hibernating,
+    /// replacing what the session had.
+    pub hibernating: &'static str,
+    /// Delete the hibernating sessions of owners that end with the suffix `$1`.
+    pub remove_domain_hibernating: &'static str,
 }
 
 /// An engine the registration store runs on.
@@ -128,7 +134,9 @@ where
     DB::Arguments: IntoArguments<DB>,
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
     for<'q> &'q String: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
     String: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB>,
+    Option<String>: for<'r> Decode<'r, DB> + Type<DB>,
     i64: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB>,
     for<'a> &'a str: ColumnIndex<DB::Row>,
 {
@@ -185,6 +193,10 @@ where
     }
 
     async fn remove_user(&self, owner: &BareJid) -> Result<u64, StorageError> {
+        sqlx::query("DELETE FROM herald_push_hibernation WHERE owner_jid = $1")
+            .bind(owner.as_str())
+            .execute(&self.pool)
+            .await?;
         let done = sqlx::query("DELETE FROM event_pusher_push_subscription WHERE owner_jid = $1")
             .bind(owner.as_str())
             .execute(&self.pool)
@@ -196,10 +208,153 @@ where
         // Owners are user@domain: compare the end of the text, not a LIKE pattern, so no
         // character of the domain is taken as a wildcard.
         let suffix = format!("@{domain}");
+        sqlx::query(DB::PUSH.remove_domain_hibernating)
+            .bind(&suffix)
+            .execute(&self.pool)
+            .await?;
         let done = sqlx::query(DB::PUSH.remove_domain)
             .bind(suffix)
             .execute(&self.pool)
             .await?;
         Ok(DB::rows_affected(&done))
+    }
+
+    async fn hibernating(
+        &self,
+        session: &FullJid,
+        key: &RegistrationKey,
+    ) -> Result<(), StorageError> {
+        sqlx::query(DB::PUSH.hibernating)
+            .bind(key.owner.as_str())
+            .bind(session.resource().as_str())
+            .bind(key.pubsub.as_str())
+            .bind(&key.node)
+            .bind(to_micros(std::time::SystemTime::now()))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn hibernation_ended(&self, session: &FullJid) -> Result<(), StorageError> {
+        sqlx::query("DELETE FROM herald_push_hibernation WHERE owner_jid = $1 AND resource = $2")
+            .bind(session.to_bare().as_str())
+            .bind(session.resource().as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn take_hibernating(&self) -> Result<Vec<(FullJid, RegistrationKey)>, StorageError> {
+        let rows = sqlx::query(
+            "DELETE FROM herald_push_hibernation
+             RETURNING owner_jid, resource, pubsub_jid, node, since",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut found = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let owner = jid_column::<DB>(row, "owner_jid")?;
+            let resource: String = row.try_get("resource")?;
+            let session = FullJid::new(&format!("{owner}/{resource}"))
+                .map_err(|_| corrupt::<DB>("hibernating session", row))?;
+            let since: i64 = row.try_get("since")?;
+            let key = RegistrationKey {
+                owner,
+                pubsub: jid_column::<DB>(row, "pubsub_jid")?,
+                node: row.try_get("node")?,
+            };
+            found.push((since, session, key));
+        }
+        found.sort_by_key(|(since, _, _)| *since);
+        Ok(found
+            .into_iter()
+            .map(|(_, session, key)| (session, key))
+            .collect())
+    }
+
+    async fn add_pending(&self, pending: &[PendingPush]) -> Result<Vec<Option<i64>>, StorageError> {
+        if pending.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool.begin().await?;
+        let mut ids = Vec::with_capacity(pending.len());
+        for push in pending {
+            let (route, device, body) = match &push.route {
+                StoredRoute::Xmpp(iq) => ("xmpp", None, iq.as_str()),
+                StoredRoute::Http { device, body } => ("http", Some(device.as_str()), body.as_str()),
+            };
+            let row = sqlx::query(
+                "INSERT INTO herald_push_outbox
+                     (owner_jid, pubsub_jid, node, message, route, device, body, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 ON CONFLICT DO NOTHING
+                 RETURNING id",
+            )
+            .bind(push.key.owner.as_str())
+            .bind(push.key.pubsub.as_str())
+            .bind(&push.key.node)
+            .bind(push.message.as_deref())
+            .bind(route)
+            .bind(device)
+            .bind(body)
+            .bind(to_micros(push.created_at))
+            .fetch_optional(&mut *tx)
+            .await?;
+            ids.push(match row {
+                Some(row) => Some(row.try_get::<i64, _>("id")?),
+                None => None,
+            });
+        }
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    async fn remove_pending(&self, ids: &[i64]) -> Result<(), StorageError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for id in ids {
+            sqlx::query("DELETE FROM herald_push_outbox WHERE id = $1")
+                .bind(*id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn pending(&self) -> Result<Vec<(i64, PendingPush)>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT id, owner_jid, pubsub_jid, node, message, route, device, body, created_at
+             FROM herald_push_outbox ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut found = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let route: String = row.try_get("route")?;
+            let body: String = row.try_get("body")?;
+            let route = match route.as_str() {
+                "xmpp" => StoredRoute::Xmpp(body),
+                "http" => StoredRoute::Http {
+                    device: row
+                        .try_get::<Option<String>, _>("device")?
+                        .unwrap_or_default(),
+                    body,
+                },
+                _ => return Err(corrupt::<DB>("outbox route", row)),
+            };
+            found.push((
+                row.try_get::<i64, _>("id")?,
+                PendingPush {
+                    key: key::<DB>(row)?,
+                    message: row.try_get("message")?,
+                    route,
+                    created_at: from_micros(row.try_get("created_at")?),
+                },
+            ));
+        }
+        Ok(found)
     }
 }

@@ -1,0 +1,12 @@
+-- Sessions that hibernate past resume_timeout because their client enabled push in them
+-- (docs/modules/push.md, "Hibernation"): the session's full JID and the registration that
+-- wakes it, so that a restart can send each one a wake-up notification. Since when it
+-- hibernates, in microseconds since the Unix epoch.
+CREATE TABLE herald_push_hibernation (
+    owner_jid  VARCHAR(250) NOT NULL,
+    resource   VARCHAR(1023) NOT NULL,
+    pubsub_jid VARCHAR(250) NOT NULL,
+    node       VARCHAR(250) NOT NULL,
+    since      BIGINT       NOT NULL,
+    PRIMARY KEY (owner_jid, resource)
+);

@@ -1,0 +1,18 @@
+-- Notifications decided and not yet delivered (docs/modules/push.md, "Retries and the
+-- outbox"): each is written here before it is sent and removed when its outcome is final
+-- (delivered, rejected, given up), so that a restart or a crash sends what was pending.
+-- `message` identifies the notified message (its archive id, or sender and id) so that one
+-- message is pending at most once per registration; `route` is 'xmpp' (body: the publish
+-- IQ) or 'http' (device, body: the MongoosePush request). Times in microseconds.
+CREATE TABLE herald_push_outbox (
+    id         BIGSERIAL PRIMARY KEY,
+    owner_jid  VARCHAR(250)  NOT NULL,
+    pubsub_jid VARCHAR(250)  NOT NULL,
+    node       VARCHAR(250)  NOT NULL,
+    message    TEXT,
+    route      VARCHAR(8)    NOT NULL CHECK (route IN ('xmpp', 'http')),
+    device     TEXT,
+    body       TEXT          NOT NULL,
+    created_at BIGINT        NOT NULL,
+    UNIQUE (owner_jid, pubsub_jid, node, message)
+);
