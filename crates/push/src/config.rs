@@ -46,6 +46,63 @@ pub struct PushConfig {
     /// `rules` (MongooseIM 6.9): declarative rules that decide instead of a plugin; refused
     /// together with `plugin_module`. `None` when absent.
     pub rules: Option<Vec<crate::plugin::rules::Rule>>,
+    /// `retry.*` (herald's): how a notification that failed for a passing reason is tried
+    /// again, and when a registration that keeps failing is disabled.
+    pub retry: Retry,
+}
+
+/// `[modules.mod_event_pusher.push.retry]`: what is retried (a `wait` error, no reply, an
+/// unreachable app server, HTTP 5xx or 429) and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    /// `max_retries` (default 5; 0 never retries): tries after the first.
+    pub max_retries: u32,
+    /// `max_age` (seconds, default 3,600): no try later than this after the decision.
+    pub max_age: Duration,
+    /// `backoff_base` (milliseconds, default 1,000): the first wait; each retry doubles it.
+    pub backoff_base: Duration,
+    /// `backoff_max` (seconds, default 300): the longest wait between tries.
+    pub backoff_max: Duration,
+    /// `disable_after` (seconds, default 604,800: a week; 0 never): a registration whose
+    /// notifications have all failed this long, without one success, is disabled.
+    pub disable_after: Option<Duration>,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            max_retries: 5,
+            max_age: Duration::from_secs(3600),
+            backoff_base: Duration::from_millis(1000),
+            backoff_max: Duration::from_secs(300),
+            disable_after: Some(Duration::from_secs(604_800)),
+        }
+    }
+}
+
+impl Retry {
+    /// How long to wait before try number `attempt + 1` (the first retry is `attempt` 1)
+    /// of a notification decided `age` ago, or `None` when it is given up: capped exponential
+    /// backoff with jitter (half the wait fixed, half random), or the server's own
+    /// `hint` (HTTP `Retry-After`), within `max_retries` and `max_age`.
+    pub fn delay(&self, attempt: u32, age: Duration, hint: Option<Duration>) -> Option<Duration> {
+        if attempt > self.max_retries || age >= self.max_age {
+            return None;
+        }
+        let doubled = self
+            .backoff_base
+            .saturating_mul(1u32 << (attempt.saturating_sub(1)).min(20));
+        let wait = doubled.min(self.backoff_max);
+        let delay = match hint {
+            Some(hint) => hint.min(self.backoff_max),
+            None => {
+                let half = wait / 2;
+                let random = getrandom::u64().unwrap_or(0) % (half.as_millis() as u64 + 1);
+                half + Duration::from_millis(random)
+            }
+        };
+        (age + delay < self.max_age).then_some(delay)
+    }
 }
 
 /// `[modules.mod_event_pusher.push.keepalive]`: how long a vanished session with push
@@ -95,6 +152,7 @@ impl Default for PushConfig {
             keepalive: Some(Keepalive::default()),
             push_when_inactive: true,
             rules: None,
+            retry: Retry::default(),
         }
     }
 }
@@ -393,6 +451,17 @@ pub struct RawPush {
     keepalive: Option<RawKeepalive>,
     push_when_inactive: Option<bool>,
     rules: Option<Vec<crate::plugin::rules::RawRule>>,
+    retry: Option<RawRetry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct RawRetry {
+    max_retries: Option<Integer>,
+    max_age: Option<Integer>,
+    backoff_base: Option<Integer>,
+    backoff_max: Option<Integer>,
+    disable_after: Option<Integer>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -497,6 +566,9 @@ fn push_config(raw: RawPush, at: &KeyPath) -> Result<PushConfig, Invalid> {
     if let Some(inactive) = raw.push_when_inactive {
         config.push_when_inactive = inactive;
     }
+    if let Some(retry) = raw.retry {
+        config.retry = retry_config(retry, &at_key("retry"))?;
+    }
     if let Some(keepalive) = raw.keepalive {
         config.keepalive = keepalive_config(keepalive, &at_key("keepalive"))?;
     }
@@ -535,6 +607,43 @@ fn push_config(raw: RawPush, at: &KeyPath) -> Result<PushConfig, Invalid> {
     Ok(config)
 }
 
+fn retry_config(raw: RawRetry, at: &KeyPath) -> Result<Retry, Invalid> {
+    let mut retry = Retry::default();
+    let number = |value: Integer, key: &str, least: i64, unit: &str| {
+        u64::try_from(value.0)
+            .ok()
+            .filter(|n| i64::try_from(*n).is_ok_and(|n| n >= least))
+            .ok_or_else(|| {
+                Invalid::new(
+                    at.key(key),
+                    format!(
+                        "{} is out of range; expected at least {least} ({unit})",
+                        value.0
+                    ),
+                )
+            })
+    };
+    if let Some(value) = raw.max_retries {
+        retry.max_retries =
+            u32::try_from(number(value, "max_retries", 0, "retries")?).unwrap_or(u32::MAX);
+    }
+    if let Some(value) = raw.max_age {
+        retry.max_age = Duration::from_secs(number(value, "max_age", 1, "seconds")?);
+    }
+    if let Some(value) = raw.backoff_base {
+        retry.backoff_base =
+            Duration::from_millis(number(value, "backoff_base", 1, "milliseconds")?);
+    }
+    if let Some(value) = raw.backoff_max {
+        retry.backoff_max = Duration::from_secs(number(value, "backoff_max", 1, "seconds")?);
+    }
+    if let Some(value) = raw.disable_after {
+        let seconds = number(value, "disable_after", 0, "seconds")?;
+        retry.disable_after = (seconds > 0).then(|| Duration::from_secs(seconds));
+    }
+    Ok(retry)
+}
+
 fn keepalive_config(raw: RawKeepalive, at: &KeyPath) -> Result<Option<Keepalive>, Invalid> {
     let mut keepalive = Keepalive::default();
     let seconds = |value: Integer, key: &str, least: i64| {
@@ -545,7 +654,10 @@ fn keepalive_config(raw: RawKeepalive, at: &KeyPath) -> Result<Option<Keepalive>
             .ok_or_else(|| {
                 Invalid::new(
                     at.key(key),
-                    format!("{} is out of range; expected at least {least} (seconds)", value.0),
+                    format!(
+                        "{} is out of range; expected at least {least} (seconds)",
+                        value.0
+                    ),
                 )
             })
     };
@@ -571,6 +683,46 @@ fn keepalive_config(raw: RawKeepalive, at: &KeyPath) -> Result<Option<Keepalive>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retries_back_off_exponentially_with_jitter_within_their_count_and_age() {
+        let retry = Retry {
+            max_retries: 4,
+            max_age: Duration::from_secs(100),
+            backoff_base: Duration::from_secs(2),
+            backoff_max: Duration::from_secs(10),
+            disable_after: None,
+        };
+        for _ in 0..50 {
+            let first = retry.delay(1, Duration::ZERO, None).unwrap();
+            assert!(first >= Duration::from_secs(1) && first <= Duration::from_secs(2));
+            let second = retry.delay(2, Duration::ZERO, None).unwrap();
+            assert!(second >= Duration::from_secs(2) && second <= Duration::from_secs(4));
+            let capped = retry.delay(4, Duration::ZERO, None).unwrap();
+            assert!(capped >= Duration::from_secs(5) && capped <= Duration::from_secs(10));
+        }
+        assert_eq!(retry.delay(5, Duration::ZERO, None), None, "max_retries");
+        assert_eq!(
+            retry.delay(1, Duration::from_secs(100), None),
+            None,
+            "max_age"
+        );
+        assert_eq!(
+            retry.delay(1, Duration::from_secs(95), Some(Duration::from_secs(6))),
+            None,
+            "a wait past max_age is not taken"
+        );
+        assert_eq!(
+            retry.delay(1, Duration::ZERO, Some(Duration::from_secs(7))),
+            Some(Duration::from_secs(7)),
+            "Retry-After is honoured"
+        );
+        assert_eq!(
+            retry.delay(1, Duration::ZERO, Some(Duration::from_secs(700))),
+            Some(Duration::from_secs(10)),
+            "up to backoff_max"
+        );
+    }
 
     #[test]
     fn defaults_are_mongooseims() {

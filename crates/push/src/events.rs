@@ -5,8 +5,8 @@
 
 use std::collections::BTreeSet;
 
-pub use herald_core::hooks::UnackedCause;
 use herald_core::envelope::Mark;
+pub use herald_core::hooks::UnackedCause;
 use herald_stream::stanza::MessageType;
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;

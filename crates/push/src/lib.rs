@@ -136,7 +136,8 @@ impl Push {
     ) -> Push {
         let stats = Arc::new(Stats::default());
         let settings = PublisherSettings::for_workers(config.wpool.workers)
-            .with_registrations_per_user(config.max_registrations.get());
+            .with_registrations_per_user(config.max_registrations.get())
+            .with_retry(config.retry);
         let (publisher, dispatcher) = Publisher::new(settings, Arc::clone(&stats));
         let pipeline = Pipeline {
             plugin,
@@ -201,8 +202,38 @@ impl Push {
         let mut notified = notified;
         let presence = presence_of(server, &event);
         // The pipeline logs what it decided, with the request id.
-        let _ = self.pipeline.notify_in(&event, presence, &mut notified).await;
+        let _ = self
+            .pipeline
+            .notify_in(&event, presence, &mut notified)
+            .await;
         notified
+    }
+
+    /// Send again, after `grace` (components reconnect meanwhile), the notifications the
+    /// outbox kept from before `started` (the last stop or crash left them pending).
+    pub async fn resend_pending(&self, started: std::time::SystemTime, grace: std::time::Duration) {
+        let pending = match self.store().pending().await {
+            Ok(pending) => pending,
+            Err(error) => {
+                tracing::error!(%error, "cannot read the push outbox");
+                return;
+            }
+        };
+        let pending: Vec<_> = pending
+            .into_iter()
+            .filter(|(_, push)| push.created_at <= started)
+            .collect();
+        if pending.is_empty() {
+            return;
+        }
+        tokio::time::sleep(grace).await;
+        tracing::info!(
+            count = pending.len(),
+            "sending the push notifications pending at the last stop"
+        );
+        for (id, push) in pending {
+            let _ = self.pipeline.publisher.resubmit(id, push);
+        }
     }
 
     /// Wake the devices of the sessions that were hibernating when the server stopped
@@ -285,9 +316,16 @@ impl Module for Push {
             &server.tasks,
         );
         let shutdown = server.shutdown.clone();
+        let started = std::time::SystemTime::now();
         server.tasks.spawn(async move {
             tokio::select! {
-                () = self.wake_at_start(WAKE_AT_START_GRACE) => {}
+                _ = async {
+                    // Both read the store at once, then wait for components to reconnect.
+                    tokio::join!(
+                        self.resend_pending(started, WAKE_AT_START_GRACE),
+                        self.wake_at_start(WAKE_AT_START_GRACE),
+                    )
+                } => {}
                 () = shutdown.cancelled() => {}
             }
         });
@@ -417,9 +455,7 @@ impl Handler<SessionWaiting> for OnWaiting {
         {
             event.hibernate = Some(Hibernate {
                 longest: keepalive.resume_timeout,
-                wake_before: keepalive
-                    .wake_on_timeout
-                    .then_some(keepalive.wake_before),
+                wake_before: keepalive.wake_on_timeout.then_some(keepalive.wake_before),
             });
         }
         Flow::Continue

@@ -7,6 +7,7 @@
 //! | `herald_push_disables_total` | counter | |
 //! | `herald_push_notifications_total` | counter | `outcome`: delivered, timeout, rejected_and_disabled, transient_error, dropped_queue_full |
 //! | `herald_push_skips_total` | counter | `reason`: see [`Skip::as_str`] |
+//! | `herald_push_retries_total` | counter | `event`: see [`RetryEvent::as_str`] |
 //! | `herald_push_sessions_total` | counter | `event`: see [`SessionEvent::as_str`] (hibernation, wake-ups, pushes for ack-delayed and inactive sessions) |
 //! | `herald_push_http_replies_total` | counter | `status`: the HTTP push service's status code, `timeout` or `failed` |
 //! | `herald_push_publish_duration_seconds` | histogram | |
@@ -54,6 +55,36 @@ impl RequestId {
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:016x}", self.0)
+    }
+}
+
+/// What became of a notification that failed for a passing reason (`retry.*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RetryEvent {
+    /// It will be tried again after a backoff.
+    Retried,
+    /// Its tries or its time ran out, or it was older than `retry.max_age` at start.
+    GaveUp,
+    /// Its registration had only failed for `retry.disable_after` and was disabled.
+    DisabledFailing,
+}
+
+impl RetryEvent {
+    /// The event as a metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetryEvent::Retried => "retried",
+            RetryEvent::GaveUp => "gave_up",
+            RetryEvent::DisabledFailing => "disabled_failing",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            RetryEvent::Retried => 0,
+            RetryEvent::GaveUp => 1,
+            RetryEvent::DisabledFailing => 2,
+        }
     }
 }
 
@@ -111,6 +142,9 @@ pub struct LastOutcomes {
     pub success: Option<SystemTime>,
     /// When a publish last failed, and what the app server answered.
     pub error: Option<(SystemTime, String)>,
+    /// Since when every publish has failed (the first failure after the last success), on
+    /// the runtime's clock.
+    pub failing_since: Option<tokio::time::Instant>,
 }
 
 /// The module's counts since start.
@@ -121,6 +155,7 @@ pub struct Stats {
     notifications: [AtomicU64; Outcome::ALL.len()],
     skips: AtomicU64,
     sessions: [AtomicU64; SessionEvent::ALL.len()],
+    retries: [AtomicU64; 3],
     /// Per registration notified since start; entries go with their registration.
     last: Mutex<HashMap<RegistrationKey, LastOutcomes>>,
 }
@@ -144,6 +179,23 @@ impl Stats {
     /// Events (or registrations) skipped, all reasons together.
     pub fn skips(&self) -> u64 {
         self.skips.load(Ordering::Relaxed)
+    }
+
+    /// How many notifications `event` happened to.
+    pub fn retries(&self, event: RetryEvent) -> u64 {
+        self.retries[event.index()].load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn retry(&self, event: RetryEvent) {
+        self.retries[event.index()].fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("herald_push_retries_total", "event" => event.as_str()).increment(1);
+    }
+
+    /// Since when every notification to `key` has failed, if its last one did.
+    pub fn failing_since(&self, key: &RegistrationKey) -> Option<tokio::time::Instant> {
+        self.lock_last()
+            .get(key)
+            .and_then(|last| last.failing_since)
     }
 
     /// How many times `event` happened.
@@ -175,8 +227,12 @@ impl Stats {
         };
         if outcome == Outcome::Delivered {
             entry.success = Some(now);
+            entry.failing_since = None;
         } else {
             entry.error = Some((now, answer.to_owned()));
+            entry
+                .failing_since
+                .get_or_insert_with(tokio::time::Instant::now);
         }
     }
 
@@ -215,7 +271,7 @@ impl Stats {
     pub(crate) fn http_reply(&self, reply: &crate::mongoosepush::HttpOutcome) {
         use crate::mongoosepush::HttpOutcome;
         let status = match reply {
-            HttpOutcome::Status(status) => status.to_string(),
+            HttpOutcome::Status(status) | HttpOutcome::RetryAfter(status, _) => status.to_string(),
             HttpOutcome::Timeout => "timeout".to_owned(),
             HttpOutcome::Failed(_) => "failed".to_owned(),
         };

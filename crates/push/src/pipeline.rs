@@ -94,7 +94,7 @@ impl Pipeline {
         let deliveries = self.plugin.publish_notification(event, &payload, fresh);
         let mut queued = 0;
         for delivery in deliveries {
-            if self.send(event, delivery, notified, request) {
+            if self.send(event, delivery, notified, request).await {
                 queued += 1;
             }
         }
@@ -135,7 +135,7 @@ impl Pipeline {
     }
 
     /// Route one delivery and queue it; whether it was queued (and is now notified).
-    fn send(
+    async fn send(
         &self,
         event: &Event,
         delivery: Delivery,
@@ -154,11 +154,20 @@ impl Pipeline {
                 let key = registration.key;
                 let submitted = self
                     .publisher
-                    .submit_with(key.clone(), route, request, None);
-                if submitted == Submitted::Queued {
-                    notified.insert(key);
+                    .submit_pending(key.clone(), route, request, message_identity(event))
+                    .await;
+                match submitted {
+                    Submitted::Queued => {
+                        notified.insert(key);
+                        true
+                    }
+                    // Pending already (queued, or waiting for a retry): notified all the same.
+                    Submitted::AlreadyPending => {
+                        notified.insert(key);
+                        false
+                    }
+                    Submitted::QueueFull | Submitted::UserLimit | Submitted::Stopped => false,
                 }
-                submitted == Submitted::Queued
             }
             Err(skip) => {
                 self.stats.skipped(skip);
@@ -193,6 +202,19 @@ impl Pipeline {
             session_registration,
         }
     }
+}
+
+/// What identifies the message of `event` in the outbox, so that it is notified at most once
+/// per registration: the id the recipient's archive gave it (XEP-0359, unique and the same
+/// on every copy of the message, in every session's buffer and in offline storage). A client's
+/// own `id` is not used: clients reuse them (counters that restart), and a notification must
+/// never be suppressed for another message. Without the archive, nothing: the message's own
+/// record of notified registrations still holds for each copy.
+fn message_identity(event: &Event) -> Option<String> {
+    event
+        .message()
+        .archive_id()
+        .map(|id| format!("archive:{id}"))
 }
 
 /// Spec section 4: "at most one push per (message, registration)".

@@ -10,18 +10,42 @@ use crate::{
     config::VirtualPubsubHost,
     mongoosepush::{Notification, RequestSkip},
     redact::Redacted,
-    registrations::Registration,
+    registrations::{Registration, StoredRoute},
     stanza::publish_iq,
     vocabulary::{Payload, Skip},
 };
 
 /// How a notification reaches its app server.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Route {
     /// A PubSub publish over XMPP, from the recipient's domain (push.md section 5).
     Xmpp(Element),
     /// A POST to the HTTP push service (push.md section 8).
     Http(Notification),
+}
+
+impl Route {
+    /// The route as the outbox keeps it.
+    pub fn stored(&self) -> StoredRoute {
+        match self {
+            Route::Xmpp(iq) => StoredRoute::Xmpp(String::from(iq)),
+            Route::Http(notification) => StoredRoute::Http {
+                device: notification.device_id.clone(),
+                body: String::from_utf8_lossy(&notification.body).into_owned(),
+            },
+        }
+    }
+
+    /// The route the outbox kept; `None` for a publish that no longer parses.
+    pub fn from_stored(stored: StoredRoute) -> Option<Route> {
+        match stored {
+            StoredRoute::Xmpp(iq) => iq.parse::<Element>().ok().map(Route::Xmpp),
+            StoredRoute::Http { device, body } => Some(Route::Http(Notification {
+                device_id: device,
+                body: body.into(),
+            })),
+        }
+    }
 }
 
 /// Which registrations go over HTTP, and whether an HTTP push service exists.

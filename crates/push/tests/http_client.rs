@@ -73,6 +73,10 @@ impl Service {
                         }
                         let mut response = Response::new(Full::new(Bytes::from_static(b"{}")));
                         *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                        // Read only with 429 and 503 (RFC 9110 section 10.2.3).
+                        response
+                            .headers_mut()
+                            .insert("retry-after", hyper::header::HeaderValue::from_static("12"));
                         Ok::<_, Infallible>(response)
                     }
                 });
@@ -127,6 +131,19 @@ async fn a_notification_is_posted_as_json_to_the_versioned_path() {
     assert_eq!(seen[0].path, "/push/v3/notification/D1");
     assert_eq!(seen[0].content_type.as_deref(), Some("application/json"));
     assert_eq!(&seen[0].body[..], br#"{"service":"fcm"}"#);
+}
+
+#[tokio::test]
+async fn a_429_or_503_with_retry_after_says_how_long_to_wait_and_other_statuses_do_not() {
+    for (status, expected) in [
+        (429, HttpOutcome::RetryAfter(429, Duration::from_secs(12))),
+        (503, HttpOutcome::RetryAfter(503, Duration::from_secs(12))),
+        (500, HttpOutcome::Status(500)),
+    ] {
+        let service = Service::start(status, false).await;
+        let client = MongoosePush::new(&config(service.addr, 4, Duration::from_secs(5))).unwrap();
+        assert_eq!(client.post(&notification("D1")).await, expected);
+    }
 }
 
 #[tokio::test]

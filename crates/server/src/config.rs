@@ -1272,7 +1272,16 @@ tls.mode = \"tls\"
             config.modules.mod_stream_management.unwrap().max_ack_delay,
             Some(Duration::from_secs(2))
         );
-        assert_eq!(config.modules.mod_event_pusher.unwrap().push.unwrap().keepalive, None);
+        assert_eq!(
+            config
+                .modules
+                .mod_event_pusher
+                .unwrap()
+                .push
+                .unwrap()
+                .keepalive,
+            None
+        );
         assert!(
             error(&format!(
                 "{MINIMAL}[modules.mod_stream_management]\nack_timeout = 5\nmax_ack_delay = 5\n"
@@ -1290,6 +1299,28 @@ tls.mode = \"tls\"
                 "{MINIMAL}[modules.mod_event_pusher.push]\nkeepalive.wake_at = 1\n"
             ))
             .contains("wake_at")
+        );
+        let config = parse(&format!(
+            "{MINIMAL}[modules.mod_event_pusher.push]\nretry.max_retries = 0\n\
+             retry.max_age = 60\nretry.backoff_base = 250\nretry.backoff_max = 10\n\
+             retry.disable_after = 0\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            config.modules.mod_event_pusher.unwrap().push.unwrap().retry,
+            herald_push::config::Retry {
+                max_retries: 0,
+                max_age: Duration::from_secs(60),
+                backoff_base: Duration::from_millis(250),
+                backoff_max: Duration::from_secs(10),
+                disable_after: None,
+            }
+        );
+        assert!(
+            error(&format!(
+                "{MINIMAL}[modules.mod_event_pusher.push]\nretry.backoff_base = 0\n"
+            ))
+            .starts_with("herald.toml:4: modules.mod_event_pusher.push.retry.backoff_base: ")
         );
     }
 

@@ -87,6 +87,8 @@ password = "secret"
 
 [modules.mod_event_pusher.push]
 wpool.workers = 4
+# These cases test what one answer does; retries have their own (tests/retries.rs).
+retry.max_retries = 0
 # One user holds a registration per case of the option matrix.
 max_registrations = 100
 virtual_pubsub_hosts = ["virtual.@HOST@", "{EXACT}"]

@@ -42,6 +42,8 @@ password = "secret"
 backend = "mnesia"
 wpool.workers = 4
 plugin_module = "mod_event_pusher_push_plugin_defaults"
+# These cases test what one answer does; retries have their own (tests/retries.rs).
+retry.max_retries = 0
 "#;
 
 const WITHOUT_PUSH: &str = r#"

@@ -196,7 +196,11 @@ async fn a_vanished_session_with_push_enabled_outlives_resume_timeout_and_resume
     let (mut client, resumed) = resume(&server, &id, handled).await;
     assert_eq!(resumed.name(), "resumed", "{resumed:?}");
     assert_eq!(body(&next_message(&mut client).await), "wake up");
-    assert_eq!(stored(&server, "alice@localhost").await, 0, "kept in the session");
+    assert_eq!(
+        stored(&server, "alice@localhost").await,
+        0,
+        "kept in the session"
+    );
     assert!(
         publish_within(&mut app, Duration::from_millis(500))
             .await
@@ -230,14 +234,21 @@ async fn a_hibernating_session_gets_a_wake_up_push_before_it_expires_then_ends()
     let wake = publish(&mut app, Duration::from_secs(4)).await;
     let at = lost.elapsed();
     assert_eq!(wake.node, "phone-node");
-    assert_eq!(wake.count.as_deref(), Some("0"), "nothing waits in the session");
+    assert_eq!(
+        wake.count.as_deref(),
+        Some("0"),
+        "nothing waits in the session"
+    );
     assert_eq!(wake.body, None);
     assert!(
         at >= Duration::from_millis(1500) && at < Duration::from_secs(4),
         "woken two seconds before the end: {at:?}"
     );
     // The phone did not come back: the session ends at keepalive.resume_timeout.
-    tokio::time::sleep(Duration::from_secs(4).saturating_sub(lost.elapsed()) + Duration::from_millis(700)).await;
+    tokio::time::sleep(
+        Duration::from_secs(4).saturating_sub(lost.elapsed()) + Duration::from_millis(700),
+    )
+    .await;
     let (_client, answer) = resume(&server, &id, 0).await;
     assert_eq!(answer.name(), "failed", "{answer:?}");
     server.shutdown().await;
@@ -284,7 +295,11 @@ async fn a_message_left_unacknowledged_past_the_delay_pushes_once_and_not_again_
     let pushed = publish(&mut app, Duration::from_secs(5)).await;
     assert_eq!(pushed.node, "phone-node");
     assert_eq!(pushed.body.as_deref(), Some("unread"));
-    assert!(written.elapsed() >= Duration::from_millis(700), "{:?}", written.elapsed());
+    assert!(
+        written.elapsed() >= Duration::from_millis(700),
+        "{:?}",
+        written.elapsed()
+    );
     assert!(
         publish_within(&mut app, Duration::from_millis(1500))
             .await
@@ -309,7 +324,10 @@ async fn a_message_to_a_user_whose_every_session_is_inactive_pushes_and_one_acti
     let mut server = start(&config("", "")).await;
     let mut app = app_server(&server).await;
     let mut phone = phone(&server).await;
-    phone.client.send("<inactive xmlns='urn:xmpp:csi:0'/>").await;
+    phone
+        .client
+        .send("<inactive xmlns='urn:xmpp:csi:0'/>")
+        .await;
     let mut bob = bob(&server).await;
     bob.send(&chat("alice@localhost", "while inactive")).await;
     let pushed = publish(&mut app, Duration::from_secs(3)).await;
@@ -319,8 +337,12 @@ async fn a_message_to_a_user_whose_every_session_is_inactive_pushes_and_one_acti
 
     // A desktop session that is active: someone is looking, no push.
     let mut desktop = Client::online(&server, "alice@localhost", "pw", "desktop", 0).await;
-    bob.send(&chat("alice@localhost", "seen on the desktop")).await;
-    assert_eq!(body(&next_message(&mut desktop).await), "seen on the desktop");
+    bob.send(&chat("alice@localhost", "seen on the desktop"))
+        .await;
+    assert_eq!(
+        body(&next_message(&mut desktop).await),
+        "seen on the desktop"
+    );
     assert_eq!(body(&phone.messages(1).await[0]), "seen on the desktop");
     assert!(
         publish_within(&mut app, Duration::from_millis(1500))
@@ -336,7 +358,10 @@ async fn push_when_inactive_can_be_turned_off() {
     let mut server = start(&config("", "push_when_inactive = false")).await;
     let mut app = app_server(&server).await;
     let mut phone = phone(&server).await;
-    phone.client.send("<inactive xmlns='urn:xmpp:csi:0'/>").await;
+    phone
+        .client
+        .send("<inactive xmlns='urn:xmpp:csi:0'/>")
+        .await;
     let mut bob = bob(&server).await;
     bob.send(&chat("alice@localhost", "quiet")).await;
     assert_eq!(body(&phone.messages(1).await[0]), "quiet");
@@ -367,7 +392,10 @@ action = "push"
     let mut server = start(&text).await;
     let mut app = app_server(&server).await;
     let mut phone = phone(&server).await;
-    phone.client.send("<inactive xmlns='urn:xmpp:csi:0'/>").await;
+    phone
+        .client
+        .send("<inactive xmlns='urn:xmpp:csi:0'/>")
+        .await;
     let mut bob = bob(&server).await;
     bob.send(&chat("alice@localhost", "inactive")).await;
     assert_eq!(body(&phone.messages(1).await[0]), "inactive");
@@ -388,11 +416,49 @@ action = "push"
     .await;
     bob.send(&chat("alice@localhost", "offline")).await;
     let pushed = publish(&mut app, Duration::from_secs(3)).await;
-    assert_eq!(pushed.body.as_deref(), Some("offline"), "the no-store message is skipped");
+    assert_eq!(
+        pushed.body.as_deref(),
+        Some("offline"),
+        "the no-store message is skipped"
+    );
     assert!(
         publish_within(&mut app, Duration::from_millis(800))
             .await
             .is_none()
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn with_the_archive_on_two_sessions_in_resumption_push_a_message_once_to_the_device() {
+    // push.md section 7 allows one push per session; the outbox knows the message by its
+    // archive id and sends it once.
+    let text = config("", "plugin_module = \"enhanced\"") + "\n[modules.mod_mam]\n";
+    let mut server = start(&text).await;
+    let mut app = app_server(&server).await;
+    let mut first = phone(&server).await;
+    let mut second = Phone::login(&server, "alice@localhost", "tablet").await;
+    let reply = second
+        .iq(&format!(
+            "<iq type='set' id='push'><enable xmlns='urn:xmpp:push:0' jid='{APP_SERVER}' node='phone-node'/></iq>"
+        ))
+        .await;
+    assert_eq!(reply.attr("type"), Some("result"));
+    second.available().await;
+    second.ack_all().await;
+    let mut bob = bob(&server).await;
+    bob.send(&chat("alice@localhost", "both")).await;
+    assert_eq!(body(&next_message(&mut first.client).await), "both");
+    assert_eq!(body(&next_message(&mut second.client).await), "both");
+    drop(first);
+    drop(second);
+    let pushed = publish(&mut app, Duration::from_secs(5)).await;
+    assert_eq!(pushed.body.as_deref(), Some("both"));
+    assert!(
+        publish_within(&mut app, Duration::from_millis(1500))
+            .await
+            .is_none(),
+        "once"
     );
     server.shutdown().await;
 }

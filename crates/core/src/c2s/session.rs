@@ -28,7 +28,9 @@ use crate::{
     conn::{Conn, ReadError, Rejected, parse_stanza, read_error_condition},
     csi::{self, ClientState},
     envelope::Envelope,
-    hooks::{Hibernate, Hibernation, HibernationPhase, SessionWaiting, UnackedCause, UnackedMessage},
+    hooks::{
+        Hibernate, Hibernation, HibernationPhase, SessionWaiting, UnackedCause, UnackedMessage,
+    },
     offline::{self, OfflineFeed},
     ping::PingSettings,
     presence,
@@ -752,24 +754,14 @@ impl Session {
             }
         }
         let hibernate = self.hibernation_allowed().await;
-        let cause = if self.hibernating {
-            UnackedCause::Hibernating
-        } else {
-            UnackedCause::Waiting
-        };
         // Each buffered message is offered to the hook, and kept with what the hook recorded
         // (the push module records which registrations it notified).
-        self.offer_buffered(cause, |_| true).await;
+        self.offer_buffered(UnackedCause::Waiting, |_| true).await;
         let mut plan = WaitPlan {
             deadline: lost + timeout,
             wake_at: None,
             pushed_since_hibernating: false,
         };
-        if self.hibernating
-            && let Some(hibernate) = hibernate
-        {
-            plan.hibernate(lost, timeout, hibernate, false);
-        }
         let sleep = tokio::time::sleep_until(plan.next().into());
         tokio::pin!(sleep);
         loop {
@@ -941,9 +933,14 @@ impl Session {
         {
             return envelope;
         }
-        raise_unacked(&self.server, &self.handle.jid, UnackedCause::Inactive, envelope)
-            .await
-            .0
+        raise_unacked(
+            &self.server,
+            &self.handle.jid,
+            UnackedCause::Inactive,
+            envelope,
+        )
+        .await
+        .0
     }
 
     /// Take over a new connection: acknowledge what the client says it handled, confirm,
@@ -1134,7 +1131,8 @@ impl WaitPlan {
     }
 
     fn next(&self) -> Instant {
-        self.wake_at.map_or(self.deadline, |wake| wake.min(self.deadline))
+        self.wake_at
+            .map_or(self.deadline, |wake| wake.min(self.deadline))
     }
 }
 

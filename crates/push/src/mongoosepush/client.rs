@@ -99,7 +99,7 @@ impl MongoosePush {
 
     /// POST the notification and read the reply's status; the body is drained (within
     /// [`MAX_REPLY_BODY`]) so that the connection can carry the next request.
-    async fn send(&self, notification: &Notification) -> Result<u16, String> {
+    async fn send(&self, notification: &Notification) -> Result<HttpOutcome, String> {
         let uri = format!(
             "{}{}",
             self.base,
@@ -122,11 +122,22 @@ impl MongoosePush {
             message
         })?;
         let status = response.status().as_u16();
+        // RFC 9110 section 10.2.3: delay-seconds (an HTTP date is not honoured).
+        let retry_after = response
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.trim().parse::<u64>().ok())
+            .filter(|_| matches!(status, 429 | 503))
+            .map(std::time::Duration::from_secs);
         // A body that fails or is too long only costs the connection.
         let _ = Limited::new(response.into_body(), MAX_REPLY_BODY)
             .collect()
             .await;
-        Ok(status)
+        Ok(match retry_after {
+            Some(after) => HttpOutcome::RetryAfter(status, after),
+            None => HttpOutcome::Status(status),
+        })
     }
 }
 
@@ -142,7 +153,7 @@ impl HttpPush for MongoosePush {
             return HttpOutcome::Failed("the HTTP client has stopped".into());
         };
         match tokio::time::timeout(self.timeout, self.send(notification)).await {
-            Ok(Ok(status)) => HttpOutcome::Status(status),
+            Ok(Ok(outcome)) => outcome,
             Ok(Err(message)) => HttpOutcome::Failed(message),
             Err(_) => HttpOutcome::Timeout,
         }

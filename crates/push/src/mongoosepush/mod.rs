@@ -210,6 +210,9 @@ impl VerifyMode {
 pub enum HttpOutcome {
     /// The service answered with this status.
     Status(u16),
+    /// The service answered 429 (too many requests) or 503 with a `Retry-After` header in
+    /// seconds (RFC 9110 section 10.2.3): retry no sooner than that.
+    RetryAfter(u16, std::time::Duration),
     /// No complete answer within `request_timeout`.
     Timeout,
     /// No answer: the connection or TLS handshake failed, or the request could not be sent.

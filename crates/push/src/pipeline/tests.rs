@@ -209,11 +209,19 @@ async fn a_rerouted_message_never_pushes_to_the_same_registration_twice() {
 
 #[tokio::test]
 async fn a_notification_dropped_by_a_full_queue_is_not_recorded_as_notified() {
-    let h = harness(Arc::new(Defaults), 1);
+    let mut h = harness(Arc::new(Defaults), 1);
+    // One queue slot and a dispatcher that never runs: the second is dropped.
+    let (publisher, _dispatcher) = Publisher::new(
+        PublisherSettings {
+            queue_capacity: 1,
+            ..PublisherSettings::for_workers(NonZeroUsize::new(4).unwrap())
+        },
+        Arc::new(Stats::default()),
+    );
+    h.pipeline.publisher = publisher;
     h.enable("n1").await;
     h.enable("n2").await;
     let mut notified = Notified::default();
-    // One queue slot and a dispatcher that has not run yet: the second is dropped.
     let queued = h
         .pipeline
         .notify(&Event::Chat(chat("hi")), false, &mut notified)

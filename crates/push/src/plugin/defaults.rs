@@ -69,9 +69,7 @@ pub(super) fn should_publish(
         Event::Unacknowledged { cause, .. } => match cause {
             // Spec section 7: `defaults` ignores them (the user still counts as online).
             UnackedCause::Waiting => Err(Skip::RecipientOnline),
-            UnackedCause::Hibernating if context.recipient_available => {
-                Err(Skip::RecipientOnline)
-            }
+            UnackedCause::Hibernating if context.recipient_available => Err(Skip::RecipientOnline),
             UnackedCause::Hibernating => Ok(registrations),
             UnackedCause::AckDelayed | UnackedCause::Inactive => {
                 own_registration(context, event, registrations)
@@ -254,7 +252,8 @@ mod tests {
     }
 
     #[test]
-    fn a_hibernating_sessions_message_pushes_to_every_registration_unless_another_session_is_there() {
+    fn a_hibernating_sessions_message_pushes_to_every_registration_unless_another_session_is_there()
+    {
         let all = vec![registration("phone"), registration("tablet")];
         let e = sleeping(UnackedCause::Hibernating);
         assert_eq!(
@@ -297,7 +296,11 @@ mod tests {
             ..own.clone()
         };
         assert_eq!(
-            Defaults.should_publish(&someone_looking, &sleeping(UnackedCause::Inactive), all.clone()),
+            Defaults.should_publish(
+                &someone_looking,
+                &sleeping(UnackedCause::Inactive),
+                all.clone()
+            ),
             Err(Skip::RecipientActive)
         );
         assert_eq!(

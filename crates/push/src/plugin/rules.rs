@@ -140,9 +140,9 @@ impl Rule {
                 body == message.first_body().is_some_and(|text| !text.is_empty())
             })
             && any(&self.hints, |hint| message.has_child(hint, hints::HINTS))
-            && self.user_status.is_none_or(|status| {
-                (status == UserStatus::Online) == context.recipient_available
-            })
+            && self
+                .user_status
+                .is_none_or(|status| (status == UserStatus::Online) == context.recipient_available)
             && self.client_state.is_none_or(|state| {
                 (state == ClientStateCondition::Active) == context.recipient_active
             })
@@ -252,7 +252,10 @@ fn names<T: Copy>(
         Names::Many(names) => names,
     };
     if list.is_empty() {
-        return Err(Invalid::new(at.clone(), "empty; expected at least one name".to_owned()));
+        return Err(Invalid::new(
+            at.clone(),
+            "empty; expected at least one name".to_owned(),
+        ));
     }
     list.iter()
         .map(|name| variant(name, known).map_err(|message| Invalid::new(at.clone(), message)))
@@ -288,7 +291,10 @@ impl Rule {
             user_status: one(
                 raw.user_status,
                 &at.key("user_status"),
-                &[("online", UserStatus::Online), ("offline", UserStatus::Offline)],
+                &[
+                    ("online", UserStatus::Online),
+                    ("offline", UserStatus::Offline),
+                ],
             )?,
             client_state: one(
                 raw.client_state,
@@ -466,8 +472,10 @@ mod tests {
         );
         assert!(message("[[rules]]\naction = \"maybe\"\n").contains("rules[0].action"));
         assert!(
-            message("[[rules]]\naction = \"push\"\n[[rules]]\nevent = \"mail\"\naction = \"push\"\n")
-                .contains("rules[1].event")
+            message(
+                "[[rules]]\naction = \"push\"\n[[rules]]\nevent = \"mail\"\naction = \"push\"\n"
+            )
+            .contains("rules[1].event")
         );
         assert!(message("[[rules]]\ntype = []\naction = \"push\"\n").contains("rules[0].type"));
         assert!(

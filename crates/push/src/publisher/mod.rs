@@ -32,13 +32,14 @@
 //! At shutdown the queue closes and the publishes in flight get [`PublisherSettings::drain_deadline`]
 //! to finish.
 
+mod outbox;
 mod transport;
 
 use std::{
     collections::{HashMap, VecDeque},
     num::NonZeroUsize,
-    sync::{Arc, Mutex},
-    time::Duration,
+    sync::{Arc, Mutex, OnceLock},
+    time::{Duration, SystemTime},
 };
 
 use jid::BareJid;
@@ -54,13 +55,16 @@ pub use crate::stanza::{PUBLISH_OPTIONS, PUBSUB, PUSH, SUMMARY, publish_iq};
 pub use transport::{IqOutcome, IqTransport, SendIqError, ServerTransport};
 
 use crate::{
-    metrics::{RequestId, Stats},
+    config::Retry,
+    metrics::{RequestId, RetryEvent, Stats},
     mongoosepush::{HttpOutcome, HttpPush, Notification},
     redact::Redacted,
-    registrations::{RegistrationKey, RegistrationStore},
+    registrations::{PendingPush, RegistrationKey, RegistrationStore},
     route::Route,
     vocabulary::Outcome,
 };
+
+use outbox::Outbox;
 
 /// How long a publish waits for the app server's reply (push.md section 5).
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(32);
@@ -90,6 +94,8 @@ pub struct PublisherSettings {
     /// Publishes in flight to one app server (a pubsub domain, or the HTTP push service),
     /// at most.
     pub per_target: usize,
+    /// What is retried, and for how long (`retry.*`).
+    pub retry: Retry,
 }
 
 impl PublisherSettings {
@@ -112,7 +118,14 @@ impl PublisherSettings {
             per_user: (queue_capacity / 16).max(8),
             // One worker is always left for the other app servers.
             per_target: workers.get().saturating_sub(1).max(1),
+            retry: Retry::default(),
         }
+    }
+
+    /// These settings retrying as `retry` says.
+    pub fn with_retry(mut self, retry: Retry) -> PublisherSettings {
+        self.retry = retry;
+        self
     }
 }
 
@@ -127,6 +140,9 @@ pub enum Submitted {
     UserLimit,
     /// Dropped: the publisher has stopped.
     Stopped,
+    /// Not queued again: the same message is already pending for this registration (in the
+    /// outbox, queued or waiting for a retry).
+    AlreadyPending,
 }
 
 /// One publish to do.
@@ -135,8 +151,14 @@ struct Job {
     what: Route,
     /// The request id that follows the notification through the logs.
     request: RequestId,
-    /// Told the outcome (a test push waits for it).
+    /// Told the outcome (a test push waits for it; such a push is never retried).
     reply: Option<oneshot::Sender<Report>>,
+    /// Its row in the outbox, removed when its outcome is final.
+    outbox: Option<i64>,
+    /// Tries made before this one.
+    attempt: u32,
+    /// When it was decided: retries stop `retry.max_age` after.
+    decided: SystemTime,
 }
 
 /// What became of one publish: its outcome and what the app server or push service said.
@@ -246,6 +268,11 @@ struct Worker {
     on_disabled: OnDisabled,
     stats: Arc<Stats>,
     reply_timeout: Duration,
+    retry: Retry,
+    outbox: Arc<OnceLock<Outbox>>,
+    /// Where a retry queues again; weak, so that the queue closes at shutdown.
+    requeue: mpsc::WeakSender<Job>,
+    shares: Arc<Shares>,
 }
 
 /// The handle that queues notifications.
@@ -255,6 +282,9 @@ pub struct Publisher {
     capacity: usize,
     stats: Arc<Stats>,
     full_warning: RateLimited,
+    /// The outbox's writer, once the dispatcher runs.
+    outbox: Arc<OnceLock<Outbox>>,
+    retry: Retry,
 }
 
 /// What is told of a registration disabled after its app server or push service rejected it.
@@ -263,8 +293,10 @@ pub type OnDisabled = Arc<dyn Fn(&RegistrationKey) + Send + Sync>;
 /// The receiving end of a [`Publisher`]'s queue, until it runs.
 pub struct Dispatcher {
     receiver: mpsc::Receiver<Job>,
+    requeue: mpsc::WeakSender<Job>,
     settings: PublisherSettings,
     shares: Arc<Shares>,
+    outbox: Arc<OnceLock<Outbox>>,
 }
 
 impl Dispatcher {
@@ -272,6 +304,10 @@ impl Dispatcher {
     /// taking notifications when `shutdown` is cancelled and drains what is in flight within
     /// the deadline.
     pub fn run(self, parts: PublisherParts, shutdown: CancellationToken, tasks: &TaskTracker) {
+        let _ = self.outbox.set(Outbox::start(
+            Arc::clone(&parts.store),
+            self.settings.retry.max_age,
+        ));
         let worker = Arc::new(Worker {
             transport: parts.transport,
             http: parts.http,
@@ -279,6 +315,10 @@ impl Dispatcher {
             on_disabled: parts.on_disabled,
             stats: parts.stats,
             reply_timeout: self.settings.reply_timeout,
+            retry: self.settings.retry,
+            outbox: self.outbox,
+            requeue: self.requeue,
+            shares: Arc::clone(&self.shares),
         });
         tasks.spawn(dispatch(
             self.receiver,
@@ -325,17 +365,23 @@ impl Publisher {
         let capacity = settings.queue_capacity.max(1);
         let (queue, receiver) = mpsc::channel(capacity);
         let shares = Arc::new(Shares::new(&settings));
+        let outbox = Arc::new(OnceLock::new());
+        let requeue = queue.downgrade();
         let publisher = Publisher {
             queue,
             shares: Arc::clone(&shares),
             capacity,
             stats,
             full_warning: RateLimited::new(FULL_WARNING_EVERY),
+            outbox: Arc::clone(&outbox),
+            retry: settings.retry,
         };
         let dispatcher = Dispatcher {
             receiver,
+            requeue,
             settings,
             shares,
+            outbox,
         };
         (publisher, dispatcher)
     }
@@ -375,7 +421,91 @@ impl Publisher {
             what: route,
             request,
             reply,
+            outbox: None,
+            attempt: 0,
+            decided: SystemTime::now(),
         };
+        self.submit_job(job)
+    }
+
+    /// Queue a notification for `message` (what identifies it, if anything) durably: it is
+    /// written to the outbox first (when the store keeps one), so that a restart or a crash
+    /// sends it, and it is retried as `retry.*` says. Not queued when the same message is
+    /// already pending for this registration.
+    pub async fn submit_pending(
+        &self,
+        key: RegistrationKey,
+        route: Route,
+        request: RequestId,
+        message: Option<String>,
+    ) -> Submitted {
+        let outbox = match self.outbox.get() {
+            Some(outbox) => {
+                let push = PendingPush {
+                    key: key.clone(),
+                    message,
+                    route: route.stored(),
+                    created_at: SystemTime::now(),
+                };
+                match outbox.add(push).await {
+                    Some(id) => Some(id),
+                    None => return Submitted::AlreadyPending,
+                }
+            }
+            None => None,
+        };
+        let job = Job {
+            key,
+            what: route,
+            request,
+            reply: None,
+            outbox,
+            attempt: 0,
+            decided: SystemTime::now(),
+        };
+        self.submit_job(job)
+    }
+
+    /// Queue again a notification the outbox kept from before the last stop (`id`), unless
+    /// it is older than `retry.max_age`. Whether it was queued.
+    pub fn resubmit(&self, id: i64, pending: PendingPush) -> Submitted {
+        let age = pending.created_at.elapsed().unwrap_or_default();
+        let route = Route::from_stored(pending.route);
+        match route {
+            Some(route) if age < self.retry.max_age => self.submit_job(Job {
+                key: pending.key,
+                what: route,
+                request: RequestId::next(),
+                reply: None,
+                outbox: Some(id),
+                attempt: 0,
+                decided: pending.created_at,
+            }),
+            _ => {
+                if let Some(outbox) = self.outbox.get() {
+                    outbox.remove(id);
+                }
+                self.stats.retry(RetryEvent::GaveUp);
+                Submitted::Stopped
+            }
+        }
+    }
+
+    /// Queue `job` if its recipient has room and the queue too; a dropped job leaves the
+    /// outbox (its outcome is final).
+    fn submit_job(&self, job: Job) -> Submitted {
+        let outbox = job.outbox;
+        let submitted = self.queue_job(job);
+        // A publisher that stopped leaves the row for the next start.
+        if matches!(submitted, Submitted::QueueFull | Submitted::UserLimit)
+            && let (Some(id), Some(writer)) = (outbox, self.outbox.get())
+        {
+            writer.remove(id);
+        }
+        submitted
+    }
+
+    fn queue_job(&self, job: Job) -> Submitted {
         if !self.shares.admit(&job.key.owner) {
             self.stats.notification(Outcome::DroppedUserLimit);
             tracing::debug!(owner = %job.key.owner, "push: the recipient has their share of the publisher; dropping");
@@ -486,7 +616,9 @@ async fn dispatch(
 }
 
 impl Worker {
-    /// Send one publish and act on the reply.
+    /// Send one publish and act on the reply; a notification that failed for a passing
+    /// reason is queued again after a backoff (`retry.*`), and its outbox row goes once its
+    /// outcome is final.
     async fn publish(&self, job: Job) {
         let started = Instant::now();
         let Job {
@@ -494,8 +626,13 @@ impl Worker {
             what,
             request,
             reply,
+            outbox,
+            attempt,
+            decided,
         } = job;
-        let (outcome, answer) = match what {
+        // A test push (with a reply channel) is never retried: its caller wants the answer.
+        let again = reply.is_none().then(|| what.clone());
+        let (outcome, answer, retry) = match what {
             Route::Xmpp(iq) => {
                 let answer = self.transport.send_iq(iq, self.reply_timeout).await;
                 self.stats.publish_latency(started.elapsed());
@@ -512,7 +649,7 @@ impl Worker {
         };
         self.stats.notification(outcome);
         self.stats.record_last(&key, outcome, &answer);
-        tracing::debug!(request_id = %request, owner = %key.owner, pubsub = %key.pubsub, outcome = outcome.as_str(), %answer, elapsed_us = started.elapsed().as_micros() as u64, "push published");
+        tracing::debug!(request_id = %request, owner = %key.owner, pubsub = %key.pubsub, outcome = outcome.as_str(), %answer, attempt, elapsed_us = started.elapsed().as_micros() as u64, "push published");
         if let Some(reply) = reply {
             let _ = reply.send(Report {
                 request,
@@ -520,27 +657,122 @@ impl Worker {
                 answer,
             });
         }
+        let (Some(hint), Some(what)) = (retry, again) else {
+            self.finished(outbox);
+            return;
+        };
+        if self.failing_too_long(&key) {
+            tracing::info!(owner = %key.owner, pubsub = %key.pubsub, node = %Redacted(&key.node), "push: every notification to this registration failed for retry.disable_after: disabling it");
+            self.stats.retry(RetryEvent::DisabledFailing);
+            self.disable(&key).await;
+            self.finished(outbox);
+            return;
+        }
+        let age = decided.elapsed().unwrap_or_default();
+        let Some(delay) = self.retry.delay(attempt + 1, age, hint) else {
+            tracing::info!(request_id = %request, owner = %key.owner, pubsub = %key.pubsub, attempts = attempt + 1, "push: giving up after the last try");
+            self.stats.retry(RetryEvent::GaveUp);
+            self.finished(outbox);
+            return;
+        };
+        self.stats.retry(RetryEvent::Retried);
+        tracing::debug!(request_id = %request, owner = %key.owner, delay_ms = delay.as_millis() as u64, "push: retrying later");
+        let job = Job {
+            key,
+            what,
+            request,
+            reply: None,
+            outbox,
+            attempt: attempt + 1,
+            decided,
+        };
+        self.queue_later(job, delay);
     }
 
-    /// What a reply to a PubSub publish means (push.md section 5).
+    /// The notification's outcome is final: its outbox row goes.
+    fn finished(&self, outbox: Option<i64>) {
+        if let (Some(id), Some(writer)) = (outbox, self.outbox.get()) {
+            writer.remove(id);
+        }
+    }
+
+    /// Whether `key` has only failed for `retry.disable_after`.
+    fn failing_too_long(&self, key: &RegistrationKey) -> bool {
+        let Some(limit) = self.retry.disable_after else {
+            return false;
+        };
+        self.stats
+            .failing_since(key)
+            .is_some_and(|since| since.elapsed() >= limit)
+    }
+
+    /// Queue `job` again after `delay`. While the recipient's share or the queue is full
+    /// it waits again, until `retry.max_age`; a publisher that stops leaves it in the outbox
+    /// for the next start.
+    fn queue_later(&self, job: Job, delay: Duration) {
+        let queue = self.requeue.clone();
+        let shares = Arc::clone(&self.shares);
+        let retry = self.retry;
+        let stats = Arc::clone(&self.stats);
+        let outbox = self.outbox.get().cloned();
+        tokio::spawn(async move {
+            let mut job = job;
+            let mut delay = delay;
+            loop {
+                tokio::time::sleep(delay).await;
+                let Some(queue) = queue.upgrade() else {
+                    return;
+                };
+                if shares.admit(&job.key.owner) {
+                    match queue.try_send(job) {
+                        Ok(()) => return,
+                        Err(mpsc::error::TrySendError::Closed(_)) => return,
+                        Err(mpsc::error::TrySendError::Full(back)) => {
+                            shares.release(&back.key.owner);
+                            job = back;
+                        }
+                    }
+                }
+                let age = job.decided.elapsed().unwrap_or_default();
+                match retry.delay(job.attempt, age, None) {
+                    Some(next) => delay = next,
+                    None => {
+                        stats.retry(RetryEvent::GaveUp);
+                        if let (Some(id), Some(writer)) = (job.outbox, &outbox) {
+                            writer.remove(id);
+                        }
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    /// What a reply to a PubSub publish means (push.md section 5), and whether to try again
+    /// (`Some`, with the app server's wish of a delay if any): a `wait` error, no reply, an
+    /// unreachable app server or a publish that could not be sent.
     async fn xmpp_outcome(
         &self,
         key: &RegistrationKey,
         reply: Result<IqOutcome, SendIqError>,
-    ) -> (Outcome, String) {
+    ) -> (Outcome, String, Option<Option<Duration>>) {
         let reply = match reply {
             Ok(reply) => reply,
             Err(reason) => {
                 tracing::warn!(pubsub = %key.pubsub, %reason, "push: publish not sent");
-                return (Outcome::TransientError, format!("not sent: {reason}"));
+                return (
+                    Outcome::TransientError,
+                    format!("not sent: {reason}"),
+                    Some(None),
+                );
             }
         };
         let answer = describe(&reply);
-        let outcome = match reply {
-            IqOutcome::Result(_) => Outcome::Delivered,
+        let (outcome, retry) = match reply {
+            IqOutcome::Result(_) => (Outcome::Delivered, None),
             IqOutcome::Timeout => {
                 tracing::info!(pubsub = %key.pubsub, node = %Redacted(&key.node), "push: no reply from the app server");
-                Outcome::Timeout
+                (Outcome::Timeout, Some(None))
             }
             // The app server's server is out of reach (federation): the app server said
             // nothing, so the registration stays (push.md section 5).
@@ -550,7 +782,7 @@ impl Worker {
                 ..
             } => {
                 tracing::info!(pubsub = %key.pubsub, "push: the app server's server is unreachable; registration kept");
-                Outcome::Unreachable
+                (Outcome::Unreachable, Some(None))
             }
             // Spec section 5: an error whose type is cancel means the app server will never
             // accept this registration (unknown node, device not registered...).
@@ -561,53 +793,64 @@ impl Worker {
             } => {
                 tracing::info!(owner = %key.owner, pubsub = %key.pubsub, node = %Redacted(&key.node), ?condition, "push rejected by the app server: disabling the registration");
                 self.disable(key).await;
-                Outcome::RejectedAndDisabled
+                (Outcome::RejectedAndDisabled, None)
             }
             IqOutcome::Error {
                 type_, condition, ..
             } => {
                 tracing::info!(pubsub = %key.pubsub, ?type_, ?condition, "push: transient error from the app server");
-                Outcome::TransientError
+                // RFC 6120 section 8.3.2: only `wait` says "retry after waiting".
+                let retry = (type_ == ErrorType::Wait).then_some(None);
+                (Outcome::TransientError, retry)
             }
         };
-        (outcome, answer)
+        (outcome, answer, retry)
     }
 
-    /// What the HTTP push service's reply means (push.md section 8).
+    /// What the HTTP push service's reply means (push.md section 8), and whether to try
+    /// again: 5xx, 429 (after its `Retry-After`), no reply, no connection.
     async fn http_outcome(
         &self,
         key: &RegistrationKey,
         notification: &Notification,
         reply: HttpOutcome,
-    ) -> (Outcome, String) {
+    ) -> (Outcome, String, Option<Option<Duration>>) {
         self.stats.http_reply(&reply);
         let answer = match &reply {
             HttpOutcome::Status(status) => format!("HTTP {status}"),
+            HttpOutcome::RetryAfter(status, after) => {
+                format!("HTTP {status} (retry after {} s)", after.as_secs())
+            }
             HttpOutcome::Timeout => "timeout".to_owned(),
             HttpOutcome::Failed(reason) => format!("failed: {reason}"),
         };
-        let outcome = match reply {
-            HttpOutcome::Status(200..=299) => Outcome::Delivered,
+        let (outcome, retry) = match reply {
+            HttpOutcome::Status(200..=299) => (Outcome::Delivered, None),
             // MongoosePush v3: the device is not registered (any more) with APNs or FCM.
             HttpOutcome::Status(410) => {
                 tracing::info!(owner = %key.owner, pubsub = %key.pubsub, node = %Redacted(&key.node), device_id = %Redacted(&notification.device_id), "push service: device not registered (410): disabling the registration");
                 self.disable(key).await;
-                Outcome::RejectedAndDisabled
+                (Outcome::RejectedAndDisabled, None)
+            }
+            HttpOutcome::RetryAfter(status, after) => {
+                tracing::warn!(status, owner = %key.owner, after_s = after.as_secs(), "push service asks to retry later");
+                (Outcome::TransientError, Some(Some(after)))
             }
             HttpOutcome::Status(status) => {
                 tracing::warn!(status, owner = %key.owner, device_id = %Redacted(&notification.device_id), "push service answered an error status: registration kept");
-                Outcome::TransientError
+                let retry = (status == 429 || status >= 500).then_some(None);
+                (Outcome::TransientError, retry)
             }
             HttpOutcome::Timeout => {
                 tracing::warn!(owner = %key.owner, device_id = %Redacted(&notification.device_id), "push service: no reply in time");
-                Outcome::Timeout
+                (Outcome::Timeout, Some(None))
             }
             HttpOutcome::Failed(reason) => {
                 tracing::warn!(owner = %key.owner, %reason, "push service unreachable: notification not sent");
-                Outcome::TransientError
+                (Outcome::TransientError, Some(None))
             }
         };
-        (outcome, answer)
+        (outcome, answer, retry)
     }
 
     /// Disable a registration the app server or push service rejected for good.

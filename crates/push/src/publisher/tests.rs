@@ -11,7 +11,7 @@ use xmpp_parsers::stanza_error::ErrorType;
 
 use super::*;
 use crate::{
-    config::VirtualPubsubHost,
+    config::{Retry, VirtualPubsubHost},
     registrations::{EnabledInSession, MemoryRegistrations, Registration},
     route::Routes,
     vocabulary::{Payload, Skip},
@@ -91,7 +91,23 @@ fn settings(workers: usize, queue_capacity: usize) -> PublisherSettings {
         drain_deadline: DRAIN_DEADLINE,
         per_user: usize::MAX,
         per_target: workers,
+        // Retries have tests of their own.
+        retry: Retry {
+            max_retries: 0,
+            ..Retry::default()
+        },
     }
+}
+
+/// [`settings`] retrying up to `max_retries` times, from 1 s.
+fn retrying(max_retries: u32) -> PublisherSettings {
+    settings(2, 10).with_retry(Retry {
+        max_retries,
+        max_age: Duration::from_secs(3600),
+        backoff_base: Duration::from_secs(1),
+        backoff_max: Duration::from_secs(60),
+        disable_after: None,
+    })
 }
 
 fn harness(settings: PublisherSettings, app: Arc<FakeAppServer>) -> Harness {
@@ -690,4 +706,164 @@ async fn other_pubsub_hosts_still_go_over_xmpp_beside_the_http_service() {
     h.settle().await;
     assert_eq!(h.app.received().len(), 1);
     assert!(service.received().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wait_error_twice_then_a_result_is_one_delivered_notification_after_two_retries() {
+    let wait = Answer::Error(ErrorType::Wait, DefinedCondition::ResourceConstraint);
+    let h = harness(
+        retrying(5),
+        FakeAppServer::answering([wait.clone(), wait, Answer::Result]),
+    );
+    let r = h.enabled("n1").await;
+    let started = Instant::now();
+    assert_eq!(h.submit(&r), Ok(Submitted::Queued));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    h.settle().await;
+    assert_eq!(h.app.received().len(), 3);
+    assert_eq!(h.stats.notifications(Outcome::Delivered), 1);
+    assert_eq!(h.stats.notifications(Outcome::TransientError), 2);
+    assert_eq!(h.stats.retries(RetryEvent::Retried), 2);
+    assert_eq!(h.stats.retries(RetryEvent::GaveUp), 0);
+    assert_eq!(
+        h.registered().await,
+        ["n1"],
+        "a sick app server keeps its registration"
+    );
+    // Backoff with jitter: the first wait is 0.5-1 s, the second 1-2 s.
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+}
+
+#[tokio::test(start_paused = true)]
+async fn timeouts_and_unreachable_app_servers_are_retried_and_modify_errors_are_not() {
+    let h = harness(
+        retrying(5),
+        FakeAppServer::answering([
+            Answer::Silence,
+            Answer::Error(ErrorType::Cancel, DefinedCondition::RemoteServerNotFound),
+            Answer::Result,
+            Answer::Error(ErrorType::Modify, DefinedCondition::BadRequest),
+        ]),
+    );
+    let r = h.enabled("n1").await;
+    h.submit(&r).unwrap();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    h.settle().await;
+    assert_eq!(h.app.received().len(), 3, "timeout, unreachable, result");
+    assert_eq!(h.stats.notifications(Outcome::Delivered), 1);
+    h.submit(&r).unwrap();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    h.settle().await;
+    assert_eq!(
+        h.app.received().len(),
+        4,
+        "a modify error is an answer: not retried"
+    );
+    assert_eq!(h.stats.retries(RetryEvent::Retried), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_stop_after_max_retries_and_are_counted_as_given_up() {
+    let wait = Answer::Error(ErrorType::Wait, DefinedCondition::ServiceUnavailable);
+    let h = harness(retrying(2), FakeAppServer::answering(vec![wait; 5]));
+    let r = h.enabled("n1").await;
+    h.submit(&r).unwrap();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    h.settle().await;
+    assert_eq!(h.app.received().len(), 3, "the first try and two retries");
+    assert_eq!(h.stats.retries(RetryEvent::Retried), 2);
+    assert_eq!(h.stats.retries(RetryEvent::GaveUp), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_registration_that_only_fails_for_disable_after_is_disabled() {
+    let wait = Answer::Error(ErrorType::Wait, DefinedCondition::ServiceUnavailable);
+    let settings = settings(2, 10).with_retry(Retry {
+        max_retries: 10,
+        max_age: Duration::from_secs(3600),
+        backoff_base: Duration::from_secs(1),
+        backoff_max: Duration::from_secs(60),
+        disable_after: Some(Duration::from_secs(5)),
+    });
+    let h = harness(settings, FakeAppServer::answering(vec![wait; 20]));
+    let r = h.enabled("n1").await;
+    h.enabled("n2").await;
+    h.submit(&r).unwrap();
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    h.settle().await;
+    assert_eq!(h.stats.retries(RetryEvent::DisabledFailing), 1);
+    assert_eq!(h.registered().await, ["n2"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_http_429_is_retried_no_sooner_than_its_retry_after() {
+    let service = FakePushService::answering([
+        HttpOutcome::RetryAfter(429, Duration::from_secs(30)),
+        HttpOutcome::Status(503),
+        HttpOutcome::Status(200),
+    ]);
+    let h = harness_with_hosts(
+        retrying(5),
+        FakeAppServer::answering([]),
+        vec![VirtualPubsubHost::parse("push.example.com").unwrap()],
+        Some(service.clone()),
+    );
+    let mut r = registration("n1");
+    r.form.insert("service".into(), "apns".into());
+    r.form.insert("device_id".into(), "d1".into());
+    h.store.enable(&r).await.unwrap();
+    h.submit(&r).unwrap();
+    tokio::time::sleep(Duration::from_secs(29)).await;
+    h.settle().await;
+    assert_eq!(service.received().len(), 1, "Retry-After is honoured");
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    h.settle().await;
+    assert_eq!(service.received().len(), 3, "then a 5xx is retried too");
+    assert_eq!(h.stats.notifications(Outcome::Delivered), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pending_notification_is_in_the_outbox_until_delivered_and_sent_again_from_it() {
+    let wait = Answer::Error(ErrorType::Wait, DefinedCondition::ServiceUnavailable);
+    let h = harness(retrying(5), FakeAppServer::answering([wait]));
+    let r = h.enabled("n1").await;
+    h.settle().await;
+    let route = h.routes.choose(&bob(), &r, &payload()).unwrap();
+    let queued = h
+        .publisher
+        .submit_pending(r.key.clone(), route, RequestId::next(), Some("m1".into()))
+        .await;
+    assert_eq!(queued, Submitted::Queued);
+    h.settle().await;
+    // Waiting for its retry: still pending, and the same message is not queued twice.
+    assert_eq!(h.store.pending().await.unwrap().len(), 1);
+    let route = h.routes.choose(&bob(), &r, &payload()).unwrap();
+    let again = h
+        .publisher
+        .submit_pending(r.key.clone(), route, RequestId::next(), Some("m1".into()))
+        .await;
+    assert_eq!(again, Submitted::AlreadyPending);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    h.settle().await;
+    assert_eq!(h.stats.notifications(Outcome::Delivered), 1);
+    assert!(
+        h.store.pending().await.unwrap().is_empty(),
+        "delivered: out of the outbox"
+    );
+
+    // What a crash left in the outbox is sent by a new start.
+    let route = h.routes.choose(&bob(), &r, &payload()).unwrap();
+    let kept = PendingPush {
+        key: r.key.clone(),
+        message: Some("m2".into()),
+        route: route.stored(),
+        created_at: SystemTime::now(),
+    };
+    let id = h.store.add_pending(&[kept.clone()]).await.unwrap()[0].unwrap();
+    assert_eq!(h.publisher.resubmit(id, kept), Submitted::Queued);
+    h.settle().await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    h.settle().await;
+    assert_eq!(h.stats.notifications(Outcome::Delivered), 2);
+    assert!(h.store.pending().await.unwrap().is_empty());
 }

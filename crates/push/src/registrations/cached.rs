@@ -166,9 +166,7 @@ impl RegistrationStore for CachedRegistrations {
         self.inner.hibernation_ended(session).await
     }
 
-    async fn take_hibernating(
-        &self,
-    ) -> Result<Vec<(jid::FullJid, RegistrationKey)>, StorageError> {
+    async fn take_hibernating(&self) -> Result<Vec<(jid::FullJid, RegistrationKey)>, StorageError> {
         self.inner.take_hibernating().await
     }
 
@@ -179,8 +177,12 @@ impl RegistrationStore for CachedRegistrations {
         self.inner.add_pending(pending).await
     }
 
-    async fn remove_pending(&self, ids: &[i64]) -> Result<(), StorageError> {
-        self.inner.remove_pending(ids).await
+    async fn finish_pending(&self, ids: &[i64]) -> Result<(), StorageError> {
+        self.inner.finish_pending(ids).await
+    }
+
+    async fn purge_pending(&self, before: std::time::SystemTime) -> Result<u64, StorageError> {
+        self.inner.purge_pending(before).await
     }
 
     async fn pending(&self) -> Result<Vec<(i64, super::PendingPush)>, StorageError> {

@@ -33,7 +33,7 @@ macro_rules! with_cases {
             remove_domain_removes_that_domains_users_only,
             forms_with_unusual_text_round_trip,
             hibernating_sessions_are_kept_until_they_end_or_are_taken,
-            pending_notifications_are_kept_until_removed_once_per_message_and_registration,
+            pending_notifications_are_kept_until_done_and_a_message_is_notified_once_per_registration,
         }
     };
 }
@@ -395,12 +395,16 @@ pub async fn hibernating_sessions_are_kept_until_they_end_or_are_taken(
         vec![(tablet, second.clone()), (phone, second)],
         "oldest first; a session's last record wins"
     );
-    assert!(store.take_hibernating().await.unwrap().is_empty(), "taken once");
+    assert!(
+        store.take_hibernating().await.unwrap().is_empty(),
+        "taken once"
+    );
 }
 
-/// Pending notifications are kept in order with their route until removed; the same message
-/// is pending once per registration (a message without identity is never suppressed).
-pub async fn pending_notifications_are_kept_until_removed_once_per_message_and_registration(
+/// Pending notifications are kept in order with their route until done; a message is
+/// notified once per registration while its done row is kept (a message without identity
+/// is never suppressed), and may be again once purged.
+pub async fn pending_notifications_are_kept_until_done_and_a_message_is_notified_once_per_registration(
     store: &dyn RegistrationStore,
 ) {
     let push = |node: &str, message: Option<&str>, route: StoredRoute| PendingPush {
@@ -441,19 +445,38 @@ pub async fn pending_notifications_are_kept_until_removed_once_per_message_and_r
     assert_eq!(mine[0].1, push("n1", Some("m1"), xmpp.clone()));
     assert_eq!(mine[1].1, push("n2", Some("m1"), http));
     let ids: Vec<i64> = mine.iter().map(|(id, _)| *id).collect();
-    store.remove_pending(&ids[..2]).await.unwrap();
-    let left = store.pending().await.unwrap();
-    assert_eq!(
-        left.iter()
-            .filter(|(_, p)| p.key.owner.as_str() == "ann@outbox.example")
-            .count(),
-        2
-    );
-    // Once removed, the message may be pending again.
+    store.finish_pending(&ids[..3]).await.unwrap();
+    let left: Vec<i64> = store
+        .pending()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(_, p)| p.key.owner.as_str() == "ann@outbox.example")
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(left, ids[3..], "done is not pending");
+    // A done message is not notified again to that registration, until purged.
     let later = store
+        .add_pending(&[push("n1", Some("m1"), xmpp.clone())])
+        .await
+        .unwrap();
+    assert_eq!(later[0], None);
+    store
+        .purge_pending(from_micros(1_700_000_000_000_001))
+        .await
+        .unwrap();
+    let purged = store
         .add_pending(&[push("n1", Some("m1"), xmpp)])
         .await
         .unwrap();
-    assert!(later[0].is_some());
-    store.remove_pending(&ids).await.unwrap();
+    assert!(purged[0].is_some(), "purged: it may be pending again");
+    let all: Vec<i64> = store
+        .pending()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(_, p)| p.key.owner.as_str() == "ann@outbox.example")
+        .map(|(id, _)| id)
+        .collect();
+    store.finish_pending(&all).await.unwrap();
 }

@@ -13,7 +13,7 @@ use super::{PendingPush, Registration, RegistrationKey, RegistrationStore};
 pub struct MemoryRegistrations {
     map: Mutex<BTreeMap<RegistrationKey, Registration>>,
     hibernating: Mutex<Vec<(FullJid, RegistrationKey)>>,
-    outbox: Mutex<(i64, BTreeMap<i64, PendingPush>)>,
+    outbox: Mutex<(i64, BTreeMap<i64, (PendingPush, bool)>)>,
 }
 
 impl MemoryRegistrations {
@@ -23,7 +23,7 @@ impl MemoryRegistrations {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn outbox(&self) -> std::sync::MutexGuard<'_, (i64, BTreeMap<i64, PendingPush>)> {
+    fn outbox(&self) -> std::sync::MutexGuard<'_, (i64, BTreeMap<i64, (PendingPush, bool)>)> {
         self.outbox
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -121,24 +121,43 @@ impl RegistrationStore for MemoryRegistrations {
             let duplicate = push.message.is_some()
                 && rows
                     .values()
-                    .any(|row| row.key == push.key && row.message == push.message);
+                    .any(|(row, _)| row.key == push.key && row.message == push.message);
             if duplicate {
                 ids.push(None);
                 continue;
             }
             *next += 1;
-            rows.insert(*next, push.clone());
+            rows.insert(*next, (push.clone(), false));
             ids.push(Some(*next));
         }
         Ok(ids)
     }
 
-    async fn remove_pending(&self, ids: &[i64]) -> Result<(), StorageError> {
+    async fn finish_pending(&self, ids: &[i64]) -> Result<(), StorageError> {
         let mut outbox = self.outbox();
         for id in ids {
-            outbox.1.remove(id);
+            let keep = outbox
+                .1
+                .get(id)
+                .is_some_and(|(push, _)| push.message.is_some());
+            if keep {
+                if let Some(row) = outbox.1.get_mut(id) {
+                    row.1 = true;
+                }
+            } else {
+                outbox.1.remove(id);
+            }
         }
         Ok(())
+    }
+
+    async fn purge_pending(&self, before: std::time::SystemTime) -> Result<u64, StorageError> {
+        let mut outbox = self.outbox();
+        let count = outbox.1.len();
+        outbox
+            .1
+            .retain(|_, (push, done)| !(*done && push.created_at < before));
+        Ok((count - outbox.1.len()) as u64)
     }
 
     async fn pending(&self) -> Result<Vec<(i64, PendingPush)>, StorageError> {
@@ -146,7 +165,8 @@ impl RegistrationStore for MemoryRegistrations {
             .outbox()
             .1
             .iter()
-            .map(|(id, push)| (*id, push.clone()))
+            .filter(|(_, (_, done))| !done)
+            .map(|(id, (push, _))| (*id, push.clone()))
             .collect())
     }
 }

@@ -146,19 +146,28 @@ pub trait RegistrationStore: Send + Sync + 'static {
     }
 
     /// Keep `pending` notifications in the outbox, in one transaction; for each, its id, or
-    /// `None` when the same message is already pending for that registration. By default
+    /// `None` when the same message is pending or was notified already for that
+    /// registration (within what [`RegistrationStore::purge_pending`] keeps). By default
     /// nothing is kept and nothing suppressed: each gets [`PENDING_NOT_KEPT`].
     async fn add_pending(&self, pending: &[PendingPush]) -> Result<Vec<Option<i64>>, StorageError> {
         Ok(vec![Some(PENDING_NOT_KEPT); pending.len()])
     }
 
-    /// Remove notifications whose outcome is final.
-    async fn remove_pending(&self, ids: &[i64]) -> Result<(), StorageError> {
+    /// Notifications whose outcome is final: no longer pending. Those with a message's
+    /// identity are kept as done (so that the message is not notified twice), the others
+    /// removed.
+    async fn finish_pending(&self, ids: &[i64]) -> Result<(), StorageError> {
         let _ = ids;
         Ok(())
     }
 
-    /// Every pending notification, oldest first (read at start).
+    /// Remove the done notifications decided before `before`; returns how many.
+    async fn purge_pending(&self, before: SystemTime) -> Result<u64, StorageError> {
+        let _ = before;
+        Ok(0)
+    }
+
+    /// Every pending (not done) notification, oldest first (read at start).
     async fn pending(&self) -> Result<Vec<(i64, PendingPush)>, StorageError> {
         Ok(Vec::new())
     }

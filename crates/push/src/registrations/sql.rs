@@ -29,6 +29,13 @@ pub struct PushSql {
     pub hibernating: &'static str,
     /// Delete the hibernating sessions of owners that end with the suffix `$1`.
     pub remove_domain_hibernating: &'static str,
+    /// Mark the outbox row `$1` done.
+    pub finish_pending: &'static str,
+    /// Delete the done outbox rows created before `$1`.
+    pub purge_pending: &'static str,
+    /// The outbox rows not done, by id: `id, owner_jid, pubsub_jid, node, message, route,
+    /// device, body, created_at`.
+    pub pending: &'static str,
 }
 
 /// An engine the registration store runs on.
@@ -281,7 +288,9 @@ where
         for push in pending {
             let (route, device, body) = match &push.route {
                 StoredRoute::Xmpp(iq) => ("xmpp", None, iq.as_str()),
-                StoredRoute::Http { device, body } => ("http", Some(device.as_str()), body.as_str()),
+                StoredRoute::Http { device, body } => {
+                    ("http", Some(device.as_str()), body.as_str())
+                }
             };
             let row = sqlx::query(
                 "INSERT INTO herald_push_outbox
@@ -309,13 +318,17 @@ where
         Ok(ids)
     }
 
-    async fn remove_pending(&self, ids: &[i64]) -> Result<(), StorageError> {
+    async fn finish_pending(&self, ids: &[i64]) -> Result<(), StorageError> {
         if ids.is_empty() {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
         for id in ids {
-            sqlx::query("DELETE FROM herald_push_outbox WHERE id = $1")
+            sqlx::query(DB::PUSH.finish_pending)
+                .bind(*id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM herald_push_outbox WHERE id = $1 AND message IS NULL")
                 .bind(*id)
                 .execute(&mut *tx)
                 .await?;
@@ -324,13 +337,16 @@ where
         Ok(())
     }
 
+    async fn purge_pending(&self, before: std::time::SystemTime) -> Result<u64, StorageError> {
+        let done = sqlx::query(DB::PUSH.purge_pending)
+            .bind(to_micros(before))
+            .execute(&self.pool)
+            .await?;
+        Ok(DB::rows_affected(&done))
+    }
+
     async fn pending(&self) -> Result<Vec<(i64, PendingPush)>, StorageError> {
-        let rows = sqlx::query(
-            "SELECT id, owner_jid, pubsub_jid, node, message, route, device, body, created_at
-             FROM herald_push_outbox ORDER BY id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(DB::PUSH.pending).fetch_all(&self.pool).await?;
         let mut found = Vec::with_capacity(rows.len());
         for row in &rows {
             let route: String = row.try_get("route")?;
