@@ -428,10 +428,11 @@ impl Publisher {
         self.submit_job(job)
     }
 
-    /// Queue a notification for `message` (what identifies it, if anything) durably: it is
-    /// written to the outbox first (when the store keeps one), so that a restart or a crash
-    /// sends it, and it is retried as `retry.*` says. Not queued when the same message is
-    /// already pending for this registration.
+    /// Queue a notification for `message` (what identifies it, if anything) through the
+    /// outbox (when the dispatcher runs): kept in the store unless delivered within
+    /// [`outbox::GATHER`], so that a restart or a crash sends it, and retried as `retry.*`
+    /// says. Not queued when the same message is pending for this registration or was
+    /// notified to it lately.
     pub async fn submit_pending(
         &self,
         key: RegistrationKey,
@@ -447,7 +448,7 @@ impl Publisher {
                     route: route.stored(),
                     created_at: SystemTime::now(),
                 };
-                match outbox.add(push).await {
+                match outbox.add(push) {
                     Some(id) => Some(id),
                     None => return Submitted::AlreadyPending,
                 }

@@ -1,110 +1,156 @@
-//! The outbox's writer (docs/modules/push.md, "Retries and the outbox"): a notification is
-//! in the store before it is sent, and is marked done when its outcome is final (kept for
-//! `keep`, so that its message is not notified twice, then purged). One task writes
-//! for every sender, taking what has queued and writing it in one transaction (as the
-//! offline store's group commit does), so that a busy server pays one commit for many
-//! notifications; the pipeline awaits its own rows, so a message acknowledged to its sender
-//! has its notifications in the store.
+//! The outbox (docs/modules/push.md, "Retries and the outbox"): every notification for a
+//! message is handed to it when it is decided, and leaves it when its outcome is final. One
+//! writer task gathers what arrives for [`GATHER`] and writes it in one transaction; a
+//! notification whose outcome came within that time (an app server that answers at once,
+//! the usual case) cancels its own row before it is ever written, so the happy path costs
+//! the store nothing, while one that waits for a reply or a retry is in the store within
+//! [`GATHER`] and is sent again after a restart or a crash.
+//!
+//! It also knows which messages are pending or were notified lately for each registration
+//! (by the id the archive gave the message), so that a message reaching a registration from
+//! two sessions' buffers, or from a buffer and offline storage, is notified once.
 
 use std::{
-    sync::Arc,
-    time::{Duration, Instant, SystemTime},
+    collections::{HashMap, HashSet, VecDeque},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
 };
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-use crate::registrations::{PENDING_NOT_KEPT, PendingPush, RegistrationStore};
+use crate::registrations::{PendingPush, RegistrationKey, RegistrationStore};
 
-/// Most operations written in one transaction.
-const BATCH: usize = 256;
+/// How long the writer gathers before writing: a notification delivered within it is never
+/// written.
+pub(crate) const GATHER: Duration = Duration::from_millis(20);
 
-/// How often done rows older than `keep` are purged (when there is traffic).
-const PURGE_EVERY: Duration = Duration::from_secs(60);
+/// Operations waiting for the writer, at most (beyond, a notification is sent unkept).
+const QUEUE: usize = 16_384;
 
-/// Operations waiting for the writer, at most.
-const QUEUE: usize = 4096;
+/// Messages remembered as notified, at most (the oldest are forgotten first).
+const REMEMBERED: usize = 100_000;
 
 enum Op {
-    Add(PendingPush, oneshot::Sender<Option<i64>>),
-    Remove(i64),
+    Add(i64, PendingPush),
+    Finish(i64),
 }
 
-/// The handle to the outbox's writer.
+/// Which messages each registration has pending or got lately.
+#[derive(Default)]
+struct Seen {
+    set: HashSet<(RegistrationKey, String)>,
+    order: VecDeque<(Instant, (RegistrationKey, String))>,
+}
+
+/// The handle to the outbox.
 #[derive(Clone)]
 pub(crate) struct Outbox {
     ops: mpsc::Sender<Op>,
+    seen: Arc<Mutex<Seen>>,
+    /// How long a message is remembered as notified (`retry.max_age`).
+    remember: Duration,
 }
 
 impl Outbox {
-    /// Start the writer over `store`, keeping done rows for `keep`; it ends when every
-    /// handle is gone.
-    pub(crate) fn start(store: Arc<dyn RegistrationStore>, keep: Duration) -> Outbox {
+    /// Start the writer over `store`; messages are remembered as notified for `remember`.
+    /// The writer ends when every handle is gone, after writing what it holds.
+    pub(crate) fn start(store: Arc<dyn RegistrationStore>, remember: Duration) -> Outbox {
         let (ops, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(write(store, rx, keep));
-        Outbox { ops }
-    }
-
-    /// Keep `push`; its id, or `None` when the same message is already pending for its
-    /// registration. A store that fails (or a stopped writer) sends the notification
-    /// anyway, without keeping it ([`PENDING_NOT_KEPT`]): a push is never lost for the
-    /// outbox's sake.
-    pub(crate) async fn add(&self, push: PendingPush) -> Option<i64> {
-        let (told, id) = oneshot::channel();
-        if self.ops.send(Op::Add(push, told)).await.is_err() {
-            return Some(PENDING_NOT_KEPT);
+        tokio::spawn(write(store, rx));
+        Outbox {
+            ops,
+            seen: Arc::default(),
+            remember,
         }
-        id.await.unwrap_or(Some(PENDING_NOT_KEPT))
     }
 
-    /// The notification `id` is done; never waits (a full queue leaves the row, sent again
+    /// Take `push` in; its id, or `None` when its message is already pending for its
+    /// registration or was notified to it within `remember`. Never waits: with the writer's
+    /// queue full the notification is sent without being kept.
+    pub(crate) fn add(&self, push: PendingPush) -> Option<i64> {
+        if let Some(message) = &push.message {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            while let Some((at, _)) = seen.order.front()
+                && (now.duration_since(*at) >= self.remember || seen.order.len() >= REMEMBERED)
+            {
+                if let Some((_, old)) = seen.order.pop_front() {
+                    seen.set.remove(&old);
+                }
+            }
+            let identity = (push.key.clone(), message.clone());
+            if !seen.set.insert(identity.clone()) {
+                return None;
+            }
+            seen.order.push_back((now, identity));
+        }
+        let id = next_id();
+        if self.ops.try_send(Op::Add(id, push)).is_err() {
+            tracing::debug!("push outbox: queue full; a notification is sent without being kept");
+        }
+        Some(id)
+    }
+
+    /// The notification `id` is over; never waits (a full queue leaves the row, sent again
     /// at the next start).
     pub(crate) fn remove(&self, id: i64) {
-        if id != PENDING_NOT_KEPT && self.ops.try_send(Op::Remove(id)).is_err() {
+        if self.ops.try_send(Op::Finish(id)).is_err() {
             tracing::debug!(id, "push outbox: removal not queued");
         }
     }
 }
 
-async fn write(store: Arc<dyn RegistrationStore>, mut rx: mpsc::Receiver<Op>, keep: Duration) {
-    let mut batch = Vec::with_capacity(BATCH);
-    let mut purged = Instant::now();
-    while rx.recv_many(&mut batch, BATCH).await > 0 {
-        if purged.elapsed() >= PURGE_EVERY {
-            purged = Instant::now();
-            let before = SystemTime::now() - keep;
-            match store.purge_pending(before).await {
-                Ok(count) => tracing::debug!(count, "push outbox: purged done notifications"),
-                Err(error) => {
-                    tracing::warn!(%error, "push outbox: cannot purge done notifications")
-                }
-            }
+/// An id unique in the process and across restarts: microseconds at first use, counted on.
+fn next_id() -> i64 {
+    use std::sync::{
+        OnceLock,
+        atomic::{AtomicI64, Ordering},
+    };
+    static START: OnceLock<i64> = OnceLock::new();
+    static COUNT: AtomicI64 = AtomicI64::new(0);
+    let start = *START.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |now| i64::try_from(now.as_micros()).unwrap_or(1))
+    });
+    start + COUNT.fetch_add(1, Ordering::Relaxed)
+}
+
+async fn write(store: Arc<dyn RegistrationStore>, mut rx: mpsc::Receiver<Op>) {
+    let mut batch = Vec::new();
+    loop {
+        if rx.recv_many(&mut batch, QUEUE).await == 0 {
+            return;
         }
-        let mut adds = Vec::new();
-        let mut told = Vec::new();
-        let mut removes = Vec::new();
+        // Gather: what is answered meanwhile cancels its own row.
+        tokio::time::sleep(GATHER).await;
+        while let Ok(op) = rx.try_recv() {
+            batch.push(op);
+        }
+        let mut adds: HashMap<i64, PendingPush> = HashMap::new();
+        let mut finished = Vec::new();
         for op in batch.drain(..) {
             match op {
-                Op::Add(push, tell) => {
-                    adds.push(push);
-                    told.push(tell);
+                Op::Add(id, push) => {
+                    adds.insert(id, push);
                 }
-                Op::Remove(id) => removes.push(id),
+                // Not among this batch's additions: written before (or by an earlier run).
+                Op::Finish(id) => {
+                    if adds.remove(&id).is_none() {
+                        finished.push(id);
+                    }
+                }
             }
         }
         if !adds.is_empty() {
-            let ids = match store.add_pending(&adds).await {
-                Ok(ids) => ids,
-                Err(error) => {
-                    tracing::error!(%error, "push outbox: cannot keep pending notifications; sending them anyway");
-                    vec![Some(PENDING_NOT_KEPT); adds.len()]
-                }
-            };
-            for (tell, id) in told.into_iter().zip(ids) {
-                let _ = tell.send(id);
+            let mut rows: Vec<(i64, PendingPush)> = adds.into_iter().collect();
+            rows.sort_by_key(|(id, _)| *id);
+            if let Err(error) = store.add_pending(&rows).await {
+                tracing::error!(%error, count = rows.len(), "push outbox: cannot keep pending notifications (they are still sent)");
             }
         }
-        if !removes.is_empty()
-            && let Err(error) = store.finish_pending(&removes).await
+        if !finished.is_empty()
+            && let Err(error) = store.finish_pending(&finished).await
         {
             tracing::error!(%error, "push outbox: cannot remove finished notifications (they are sent again at the next start)");
         }

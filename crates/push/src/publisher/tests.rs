@@ -834,8 +834,10 @@ async fn a_pending_notification_is_in_the_outbox_until_delivered_and_sent_again_
         .submit_pending(r.key.clone(), route, RequestId::next(), Some("m1".into()))
         .await;
     assert_eq!(queued, Submitted::Queued);
+    // Not answered within the outbox's gathering time: written; waiting for its retry (at
+    // least half a second), still pending, and the same message is not queued twice.
+    tokio::time::sleep(outbox::GATHER * 5).await;
     h.settle().await;
-    // Waiting for its retry: still pending, and the same message is not queued twice.
     assert_eq!(h.store.pending().await.unwrap().len(), 1);
     let route = h.routes.choose(&bob(), &r, &payload()).unwrap();
     let again = h
@@ -850,6 +852,17 @@ async fn a_pending_notification_is_in_the_outbox_until_delivered_and_sent_again_
         h.store.pending().await.unwrap().is_empty(),
         "delivered: out of the outbox"
     );
+    // Delivered at once: never written.
+    let route = h.routes.choose(&bob(), &r, &payload()).unwrap();
+    let quick = h
+        .publisher
+        .submit_pending(r.key.clone(), route, RequestId::next(), Some("m3".into()))
+        .await;
+    assert_eq!(quick, Submitted::Queued);
+    tokio::time::sleep(outbox::GATHER * 5).await;
+    h.settle().await;
+    assert_eq!(h.stats.notifications(Outcome::Delivered), 2);
+    assert!(h.store.pending().await.unwrap().is_empty());
 
     // What a crash left in the outbox is sent by a new start.
     let route = h.routes.choose(&bob(), &r, &payload()).unwrap();
@@ -859,11 +872,12 @@ async fn a_pending_notification_is_in_the_outbox_until_delivered_and_sent_again_
         route: route.stored(),
         created_at: SystemTime::now(),
     };
-    let id = h.store.add_pending(&[kept.clone()]).await.unwrap()[0].unwrap();
+    let id = 42;
+    h.store.add_pending(&[(id, kept.clone())]).await.unwrap();
     assert_eq!(h.publisher.resubmit(id, kept), Submitted::Queued);
     h.settle().await;
-    tokio::time::sleep(Duration::from_millis(10)).await;
+    tokio::time::sleep(outbox::GATHER * 5).await;
     h.settle().await;
-    assert_eq!(h.stats.notifications(Outcome::Delivered), 2);
+    assert_eq!(h.stats.notifications(Outcome::Delivered), 3);
     assert!(h.store.pending().await.unwrap().is_empty());
 }

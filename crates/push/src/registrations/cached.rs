@@ -170,19 +170,12 @@ impl RegistrationStore for CachedRegistrations {
         self.inner.take_hibernating().await
     }
 
-    async fn add_pending(
-        &self,
-        pending: &[super::PendingPush],
-    ) -> Result<Vec<Option<i64>>, StorageError> {
+    async fn add_pending(&self, pending: &[(i64, super::PendingPush)]) -> Result<(), StorageError> {
         self.inner.add_pending(pending).await
     }
 
     async fn finish_pending(&self, ids: &[i64]) -> Result<(), StorageError> {
         self.inner.finish_pending(ids).await
-    }
-
-    async fn purge_pending(&self, before: std::time::SystemTime) -> Result<u64, StorageError> {
-        self.inner.purge_pending(before).await
     }
 
     async fn pending(&self) -> Result<Vec<(i64, super::PendingPush)>, StorageError> {

@@ -401,82 +401,68 @@ pub async fn hibernating_sessions_are_kept_until_they_end_or_are_taken(
     );
 }
 
-/// Pending notifications are kept in order with their route until done; a message is
-/// notified once per registration while its done row is kept (a message without identity
-/// is never suppressed), and may be again once purged.
+/// Pending notifications are kept, oldest first, with their ids and routes until finished; a
+/// message is pending once per registration (one without identity is never left out).
 pub async fn pending_notifications_are_kept_until_done_and_a_message_is_notified_once_per_registration(
     store: &dyn RegistrationStore,
 ) {
-    let push = |node: &str, message: Option<&str>, route: StoredRoute| PendingPush {
+    let push = |node: &str, message: Option<&str>, route: StoredRoute, at: i64| PendingPush {
         key: key("ann@outbox.example", "push.example", node),
         message: message.map(str::to_owned),
         route,
-        created_at: from_micros(1_700_000_000_000_000),
+        created_at: from_micros(1_700_000_000_000_000 + at),
     };
     let xmpp = StoredRoute::Xmpp("<iq xmlns='jabber:client' type='set'/>".into());
     let http = StoredRoute::Http {
         device: "dev'ice".into(),
         body: "{\"service\":\"apns\"}".into(),
     };
-    let first = store
-        .add_pending(&[
-            push("n1", Some("m1"), xmpp.clone()),
-            push("n2", Some("m1"), http.clone()),
-            push("n1", None, xmpp.clone()),
-        ])
-        .await
-        .unwrap();
-    assert!(first.iter().all(Option::is_some), "{first:?}");
-    let again = store
-        .add_pending(&[
-            push("n1", Some("m1"), xmpp.clone()),
-            push("n1", None, xmpp.clone()),
-        ])
-        .await
-        .unwrap();
-    assert_eq!(again[0], None, "the same message is pending once for n1");
-    assert!(again[1].is_some(), "no identity, no suppression");
-    let pending = store.pending().await.unwrap();
-    let mine: Vec<&(i64, PendingPush)> = pending
-        .iter()
-        .filter(|(_, p)| p.key.owner.as_str() == "ann@outbox.example")
-        .collect();
-    assert_eq!(mine.len(), 4);
-    assert_eq!(mine[0].1, push("n1", Some("m1"), xmpp.clone()));
-    assert_eq!(mine[1].1, push("n2", Some("m1"), http));
-    let ids: Vec<i64> = mine.iter().map(|(id, _)| *id).collect();
-    store.finish_pending(&ids[..3]).await.unwrap();
-    let left: Vec<i64> = store
-        .pending()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|(_, p)| p.key.owner.as_str() == "ann@outbox.example")
-        .map(|(id, _)| id)
-        .collect();
-    assert_eq!(left, ids[3..], "done is not pending");
-    // A done message is not notified again to that registration, until purged.
-    let later = store
-        .add_pending(&[push("n1", Some("m1"), xmpp.clone())])
-        .await
-        .unwrap();
-    assert_eq!(later[0], None);
+    let base = 7_000_000_000_i64;
     store
-        .purge_pending(from_micros(1_700_000_000_000_001))
+        .add_pending(&[
+            (base + 3, push("n1", Some("m1"), xmpp.clone(), 1)),
+            (base + 1, push("n2", Some("m1"), http.clone(), 2)),
+            (base + 2, push("n1", None, xmpp.clone(), 3)),
+        ])
         .await
         .unwrap();
-    let purged = store
-        .add_pending(&[push("n1", Some("m1"), xmpp)])
+    store
+        .add_pending(&[
+            (base + 4, push("n1", Some("m1"), xmpp.clone(), 4)),
+            (base + 5, push("n1", None, xmpp.clone(), 5)),
+        ])
         .await
         .unwrap();
-    assert!(purged[0].is_some(), "purged: it may be pending again");
-    let all: Vec<i64> = store
-        .pending()
-        .await
-        .unwrap()
+    let mine = |all: Vec<(i64, PendingPush)>| -> Vec<(i64, PendingPush)> {
+        all.into_iter()
+            .filter(|(_, p)| p.key.owner.as_str() == "ann@outbox.example")
+            .collect()
+    };
+    let pending = mine(store.pending().await.unwrap());
+    let ids: Vec<i64> = pending.iter().map(|(id, _)| *id).collect();
+    assert_eq!(
+        ids,
+        [base + 3, base + 1, base + 2, base + 5],
+        "oldest first; m1 once for n1; no identity, no suppression"
+    );
+    assert_eq!(pending[0].1, push("n1", Some("m1"), xmpp.clone(), 1));
+    assert_eq!(pending[1].1, push("n2", Some("m1"), http, 2));
+    store.finish_pending(&ids[..2]).await.unwrap();
+    store.finish_pending(&[base + 99]).await.unwrap();
+    let left: Vec<i64> = mine(store.pending().await.unwrap())
         .into_iter()
-        .filter(|(_, p)| p.key.owner.as_str() == "ann@outbox.example")
         .map(|(id, _)| id)
         .collect();
-    store.finish_pending(&all).await.unwrap();
+    assert_eq!(left, ids[2..]);
+    // Once finished, the message may be pending again.
+    store
+        .add_pending(&[(base + 6, push("n1", Some("m1"), xmpp, 6))])
+        .await
+        .unwrap();
+    assert_eq!(mine(store.pending().await.unwrap()).len(), 3);
+    store
+        .finish_pending(&[base + 2, base + 5, base + 6])
+        .await
+        .unwrap();
+    assert!(mine(store.pending().await.unwrap()).is_empty());
 }

@@ -13,7 +13,7 @@ use super::{PendingPush, Registration, RegistrationKey, RegistrationStore};
 pub struct MemoryRegistrations {
     map: Mutex<BTreeMap<RegistrationKey, Registration>>,
     hibernating: Mutex<Vec<(FullJid, RegistrationKey)>>,
-    outbox: Mutex<(i64, BTreeMap<i64, (PendingPush, bool)>)>,
+    outbox: Mutex<BTreeMap<i64, PendingPush>>,
 }
 
 impl MemoryRegistrations {
@@ -23,7 +23,7 @@ impl MemoryRegistrations {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn outbox(&self) -> std::sync::MutexGuard<'_, (i64, BTreeMap<i64, (PendingPush, bool)>)> {
+    fn outbox(&self) -> std::sync::MutexGuard<'_, BTreeMap<i64, PendingPush>> {
         self.outbox
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -113,61 +113,36 @@ impl RegistrationStore for MemoryRegistrations {
         Ok(std::mem::take(&mut *self.sleepers()))
     }
 
-    async fn add_pending(&self, pending: &[PendingPush]) -> Result<Vec<Option<i64>>, StorageError> {
-        let mut outbox = self.outbox();
-        let (next, rows) = &mut *outbox;
-        let mut ids = Vec::with_capacity(pending.len());
-        for push in pending {
+    async fn add_pending(&self, pending: &[(i64, PendingPush)]) -> Result<(), StorageError> {
+        let mut rows = self.outbox();
+        for (id, push) in pending {
             let duplicate = push.message.is_some()
                 && rows
                     .values()
-                    .any(|(row, _)| row.key == push.key && row.message == push.message);
-            if duplicate {
-                ids.push(None);
-                continue;
-            }
-            *next += 1;
-            rows.insert(*next, (push.clone(), false));
-            ids.push(Some(*next));
-        }
-        Ok(ids)
-    }
-
-    async fn finish_pending(&self, ids: &[i64]) -> Result<(), StorageError> {
-        let mut outbox = self.outbox();
-        for id in ids {
-            let keep = outbox
-                .1
-                .get(id)
-                .is_some_and(|(push, _)| push.message.is_some());
-            if keep {
-                if let Some(row) = outbox.1.get_mut(id) {
-                    row.1 = true;
-                }
-            } else {
-                outbox.1.remove(id);
+                    .any(|row| row.key == push.key && row.message == push.message);
+            if !duplicate {
+                rows.insert(*id, push.clone());
             }
         }
         Ok(())
     }
 
-    async fn purge_pending(&self, before: std::time::SystemTime) -> Result<u64, StorageError> {
-        let mut outbox = self.outbox();
-        let count = outbox.1.len();
-        outbox
-            .1
-            .retain(|_, (push, done)| !(*done && push.created_at < before));
-        Ok((count - outbox.1.len()) as u64)
+    async fn finish_pending(&self, ids: &[i64]) -> Result<(), StorageError> {
+        let mut rows = self.outbox();
+        for id in ids {
+            rows.remove(id);
+        }
+        Ok(())
     }
 
     async fn pending(&self) -> Result<Vec<(i64, PendingPush)>, StorageError> {
-        Ok(self
+        let mut found: Vec<(i64, PendingPush)> = self
             .outbox()
-            .1
             .iter()
-            .filter(|(_, (_, done))| !done)
-            .map(|(id, (push, _))| (*id, push.clone()))
-            .collect())
+            .map(|(id, push)| (*id, push.clone()))
+            .collect();
+        found.sort_by_key(|(id, push)| (push.created_at, *id));
+        Ok(found)
     }
 }
 

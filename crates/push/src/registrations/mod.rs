@@ -145,36 +145,25 @@ pub trait RegistrationStore: Send + Sync + 'static {
         Ok(Vec::new())
     }
 
-    /// Keep `pending` notifications in the outbox, in one transaction; for each, its id, or
-    /// `None` when the same message is pending or was notified already for that
-    /// registration (within what [`RegistrationStore::purge_pending`] keeps). By default
-    /// nothing is kept and nothing suppressed: each gets [`PENDING_NOT_KEPT`].
-    async fn add_pending(&self, pending: &[PendingPush]) -> Result<Vec<Option<i64>>, StorageError> {
-        Ok(vec![Some(PENDING_NOT_KEPT); pending.len()])
+    /// Keep `pending` notifications in the outbox under their ids, in one transaction; one
+    /// whose message is already pending for its registration is left out. By default
+    /// nothing is kept (a store without an outbox: nothing pending survives a restart).
+    async fn add_pending(&self, pending: &[(i64, PendingPush)]) -> Result<(), StorageError> {
+        let _ = pending;
+        Ok(())
     }
 
-    /// Notifications whose outcome is final: no longer pending. Those with a message's
-    /// identity are kept as done (so that the message is not notified twice), the others
-    /// removed.
+    /// Remove notifications whose outcome is final.
     async fn finish_pending(&self, ids: &[i64]) -> Result<(), StorageError> {
         let _ = ids;
         Ok(())
     }
 
-    /// Remove the done notifications decided before `before`; returns how many.
-    async fn purge_pending(&self, before: SystemTime) -> Result<u64, StorageError> {
-        let _ = before;
-        Ok(0)
-    }
-
-    /// Every pending (not done) notification, oldest first (read at start).
+    /// Every pending notification, oldest first (read at start).
     async fn pending(&self) -> Result<Vec<(i64, PendingPush)>, StorageError> {
         Ok(Vec::new())
     }
 }
-
-/// The id [`RegistrationStore::add_pending`] gives when the store keeps no outbox.
-pub const PENDING_NOT_KEPT: i64 = 0;
 
 /// A notification decided and not yet delivered, as the outbox keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -26,10 +26,6 @@ impl PushDialect for sqlx::Postgres {
                  since = excluded.since",
         remove_domain_hibernating: "DELETE FROM herald_push_hibernation
              WHERE length(owner_jid) > length($1) AND right(owner_jid, length($1)) = $1",
-        finish_pending: "UPDATE herald_push_outbox SET done = TRUE WHERE id = $1",
-        purge_pending: "DELETE FROM herald_push_outbox WHERE done AND created_at < $1",
-        pending: "SELECT id, owner_jid, pubsub_jid, node, message, route, device, body, created_at
-             FROM herald_push_outbox WHERE NOT done ORDER BY id",
     };
 }
 

@@ -29,13 +29,6 @@ pub struct PushSql {
     pub hibernating: &'static str,
     /// Delete the hibernating sessions of owners that end with the suffix `$1`.
     pub remove_domain_hibernating: &'static str,
-    /// Mark the outbox row `$1` done.
-    pub finish_pending: &'static str,
-    /// Delete the done outbox rows created before `$1`.
-    pub purge_pending: &'static str,
-    /// The outbox rows not done, by id: `id, owner_jid, pubsub_jid, node, message, route,
-    /// device, body, created_at`.
-    pub pending: &'static str,
 }
 
 /// An engine the registration store runs on.
@@ -279,74 +272,81 @@ where
             .collect())
     }
 
-    async fn add_pending(&self, pending: &[PendingPush]) -> Result<Vec<Option<i64>>, StorageError> {
+    async fn add_pending(&self, pending: &[(i64, PendingPush)]) -> Result<(), StorageError> {
         if pending.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut tx = self.pool.begin().await?;
-        let mut ids = Vec::with_capacity(pending.len());
-        for push in pending {
-            let (route, device, body) = match &push.route {
-                StoredRoute::Xmpp(iq) => ("xmpp", None, iq.as_str()),
-                StoredRoute::Http { device, body } => {
-                    ("http", Some(device.as_str()), body.as_str())
-                }
-            };
-            let row = sqlx::query(
-                "INSERT INTO herald_push_outbox
-                     (owner_jid, pubsub_jid, node, message, route, device, body, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                 ON CONFLICT DO NOTHING
-                 RETURNING id",
-            )
-            .bind(push.key.owner.as_str())
-            .bind(push.key.pubsub.as_str())
-            .bind(&push.key.node)
-            .bind(push.message.as_deref())
-            .bind(route)
-            .bind(device)
-            .bind(body)
-            .bind(to_micros(push.created_at))
-            .fetch_optional(&mut *tx)
-            .await?;
-            ids.push(match row {
-                Some(row) => Some(row.try_get::<i64, _>("id")?),
-                None => None,
-            });
-        }
-        tx.commit().await?;
-        Ok(ids)
-    }
-
-    async fn finish_pending(&self, ids: &[i64]) -> Result<(), StorageError> {
-        if ids.is_empty() {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
-        for id in ids {
-            sqlx::query(DB::PUSH.finish_pending)
-                .bind(*id)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM herald_push_outbox WHERE id = $1 AND message IS NULL")
-                .bind(*id)
-                .execute(&mut *tx)
-                .await?;
+        // One statement per 100 rows (9 parameters each).
+        for chunk in pending.chunks(100) {
+            let mut sql = String::from(
+                "INSERT INTO herald_push_outbox
+                     (id, owner_jid, pubsub_jid, node, message, route, device, body, created_at)
+                 VALUES ",
+            );
+            for row in 0..chunk.len() {
+                if row > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push('(');
+                for column in 0..9 {
+                    if column > 0 {
+                        sql.push_str(", ");
+                    }
+                    sql.push_str(&DB::param(row * 9 + column + 1));
+                }
+                sql.push(')');
+            }
+            sql.push_str(" ON CONFLICT DO NOTHING");
+            // Only placeholders are added to the text; every value is bound.
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (id, push) in chunk {
+                let (route, device, body) = match &push.route {
+                    StoredRoute::Xmpp(iq) => ("xmpp", None, iq.as_str()),
+                    StoredRoute::Http { device, body } => {
+                        ("http", Some(device.as_str()), body.as_str())
+                    }
+                };
+                query = query
+                    .bind(*id)
+                    .bind(push.key.owner.as_str())
+                    .bind(push.key.pubsub.as_str())
+                    .bind(push.key.node.as_str())
+                    .bind(push.message.as_deref())
+                    .bind(route)
+                    .bind(device)
+                    .bind(body)
+                    .bind(to_micros(push.created_at));
+            }
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
     }
 
-    async fn purge_pending(&self, before: std::time::SystemTime) -> Result<u64, StorageError> {
-        let done = sqlx::query(DB::PUSH.purge_pending)
-            .bind(to_micros(before))
-            .execute(&self.pool)
-            .await?;
-        Ok(DB::rows_affected(&done))
+    async fn finish_pending(&self, ids: &[i64]) -> Result<(), StorageError> {
+        for chunk in ids.chunks(500) {
+            let list: Vec<String> = (1..=chunk.len()).map(DB::param).collect();
+            let sql = format!(
+                "DELETE FROM herald_push_outbox WHERE id IN ({})",
+                list.join(", ")
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            query.execute(&self.pool).await?;
+        }
+        Ok(())
     }
 
     async fn pending(&self) -> Result<Vec<(i64, PendingPush)>, StorageError> {
-        let rows = sqlx::query(DB::PUSH.pending).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(
+            "SELECT id, owner_jid, pubsub_jid, node, message, route, device, body, created_at
+             FROM herald_push_outbox ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         let mut found = Vec::with_capacity(rows.len());
         for row in &rows {
             let route: String = row.try_get("route")?;

@@ -27,10 +27,6 @@ impl PushDialect for sqlx::Sqlite {
         remove_domain_hibernating: "DELETE FROM herald_push_hibernation
              WHERE length(owner_jid) > length($1)
                AND substr(owner_jid, length(owner_jid) - length($1) + 1) = $1",
-        finish_pending: "UPDATE herald_push_outbox SET done = 1 WHERE id = $1",
-        purge_pending: "DELETE FROM herald_push_outbox WHERE done = 1 AND created_at < $1",
-        pending: "SELECT id, owner_jid, pubsub_jid, node, message, route, device, body, created_at
-             FROM herald_push_outbox WHERE done = 0 ORDER BY id",
     };
 }
 
