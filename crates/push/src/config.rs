@@ -49,6 +49,11 @@ pub struct PushConfig {
     /// `retry.*` (herald's): how a notification that failed for a passing reason is tried
     /// again, and when a registration that keeps failing is disabled.
     pub retry: Retry,
+    /// `outbox_gather` (herald's, milliseconds, default 20): how long the outbox gathers
+    /// notifications before writing them; one delivered within it is never written. 0
+    /// writes every notification, and waits for it, before sending it: a crash then loses
+    /// none, at a cost in throughput.
+    pub outbox_gather: Duration,
 }
 
 /// `[modules.mod_event_pusher.push.retry]`: what is retried (a `wait` error, no reply, an
@@ -153,6 +158,7 @@ impl Default for PushConfig {
             push_when_inactive: true,
             rules: None,
             retry: Retry::default(),
+            outbox_gather: Duration::from_millis(20),
         }
     }
 }
@@ -452,6 +458,7 @@ pub struct RawPush {
     push_when_inactive: Option<bool>,
     rules: Option<Vec<crate::plugin::rules::RawRule>>,
     retry: Option<RawRetry>,
+    outbox_gather: Option<Integer>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -565,6 +572,21 @@ fn push_config(raw: RawPush, at: &KeyPath) -> Result<PushConfig, Invalid> {
     }
     if let Some(inactive) = raw.push_when_inactive {
         config.push_when_inactive = inactive;
+    }
+    if let Some(gather) = raw.outbox_gather {
+        config.outbox_gather = u64::try_from(gather.0)
+            .ok()
+            .filter(|ms| *ms <= 1000)
+            .map(Duration::from_millis)
+            .ok_or_else(|| {
+                Invalid::new(
+                    at_key("outbox_gather"),
+                    format!(
+                        "{} is out of range; expected 0 to 1000 (milliseconds)",
+                        gather.0
+                    ),
+                )
+            })?;
     }
     if let Some(retry) = raw.retry {
         config.retry = retry_config(retry, &at_key("retry"))?;

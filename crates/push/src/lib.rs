@@ -137,7 +137,7 @@ impl Push {
         let stats = Arc::new(Stats::default());
         let settings = PublisherSettings::for_workers(config.wpool.workers)
             .with_registrations_per_user(config.max_registrations.get())
-            .with_retry(config.retry);
+            .with_retry(config.retry, config.outbox_gather);
         let (publisher, dispatcher) = Publisher::new(settings, Arc::clone(&stats));
         let pipeline = Pipeline {
             plugin,

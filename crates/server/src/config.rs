@@ -1322,6 +1322,26 @@ tls.mode = \"tls\"
             ))
             .starts_with("herald.toml:4: modules.mod_event_pusher.push.retry.backoff_base: ")
         );
+        let config = parse(&format!(
+            "{MINIMAL}[modules.mod_event_pusher.push]\noutbox_gather = 0\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            config
+                .modules
+                .mod_event_pusher
+                .unwrap()
+                .push
+                .unwrap()
+                .outbox_gather,
+            Duration::ZERO
+        );
+        assert!(
+            error(&format!(
+                "{MINIMAL}[modules.mod_event_pusher.push]\noutbox_gather = 5000\n"
+            ))
+            .starts_with("herald.toml:4: modules.mod_event_pusher.push.outbox_gather: ")
+        );
     }
 
     #[test]

@@ -20,13 +20,18 @@ const ROSTER: &str = "jabber:iq:roster";
 const PUSH: &str = "urn:xmpp:push:0";
 const SHARED: &str = "b-dialback-secret";
 
-/// A free port on 127.0.0.1, for a listener whose port the other server must know.
+/// A free port on 127.0.0.1, for a listener whose port the other server must know: below
+/// Linux's ephemeral range (32768 and up), so that no test's outgoing connection can take it
+/// between this check and the server's bind.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    loop {
+        let mut bytes = [0u8; 2];
+        getrandom::fill(&mut bytes).unwrap();
+        let port = 20_000 + u16::from_le_bytes(bytes) % 12_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// The configuration of a server for `domain` whose s2s listener is on `port`, reaching

@@ -96,6 +96,9 @@ pub struct PublisherSettings {
     pub per_target: usize,
     /// What is retried, and for how long (`retry.*`).
     pub retry: Retry,
+    /// `outbox_gather`: how long the outbox gathers before writing; zero writes (and waits
+    /// for) every notification before it is sent.
+    pub outbox_gather: Duration,
 }
 
 impl PublisherSettings {
@@ -119,12 +122,14 @@ impl PublisherSettings {
             // One worker is always left for the other app servers.
             per_target: workers.get().saturating_sub(1).max(1),
             retry: Retry::default(),
+            outbox_gather: outbox::GATHER,
         }
     }
 
-    /// These settings retrying as `retry` says.
-    pub fn with_retry(mut self, retry: Retry) -> PublisherSettings {
+    /// These settings retrying as `retry` says, the outbox gathering for `outbox_gather`.
+    pub fn with_retry(mut self, retry: Retry, outbox_gather: Duration) -> PublisherSettings {
         self.retry = retry;
+        self.outbox_gather = outbox_gather;
         self
     }
 }
@@ -306,6 +311,7 @@ impl Dispatcher {
     pub fn run(self, parts: PublisherParts, shutdown: CancellationToken, tasks: &TaskTracker) {
         let _ = self.outbox.set(Outbox::start(
             Arc::clone(&parts.store),
+            self.settings.outbox_gather,
             self.settings.retry.max_age,
         ));
         let worker = Arc::new(Worker {
@@ -430,8 +436,8 @@ impl Publisher {
 
     /// Queue a notification for `message` (what identifies it, if anything) through the
     /// outbox (when the dispatcher runs): kept in the store unless delivered within
-    /// [`outbox::GATHER`], so that a restart or a crash sends it, and retried as `retry.*`
-    /// says. Not queued when the same message is pending for this registration or was
+    /// `outbox_gather` (with none, committed before this returns), so that a restart or a
+    /// crash sends it, and retried as `retry.*` says. Not queued when the same message is pending for this registration or was
     /// notified to it lately.
     pub async fn submit_pending(
         &self,
@@ -448,7 +454,7 @@ impl Publisher {
                     route: route.stored(),
                     created_at: SystemTime::now(),
                 };
-                match outbox.add(push) {
+                match outbox.add(push).await {
                     Some(id) => Some(id),
                     None => return Submitted::AlreadyPending,
                 }

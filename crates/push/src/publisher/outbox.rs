@@ -16,12 +16,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::registrations::{PendingPush, RegistrationKey, RegistrationStore};
 
-/// How long the writer gathers before writing: a notification delivered within it is never
-/// written.
+/// How long the writer gathers before writing, by default (`outbox_gather`): a notification
+/// delivered within it is never written.
 pub(crate) const GATHER: Duration = Duration::from_millis(20);
 
 /// Operations waiting for the writer, at most (beyond, a notification is sent unkept).
@@ -31,7 +31,8 @@ const QUEUE: usize = 16_384;
 const REMEMBERED: usize = 100_000;
 
 enum Op {
-    Add(i64, PendingPush),
+    /// With a channel when the caller waits for the row to be committed.
+    Add(i64, PendingPush, Option<oneshot::Sender<()>>),
     Finish(i64),
 }
 
@@ -49,25 +50,34 @@ pub(crate) struct Outbox {
     seen: Arc<Mutex<Seen>>,
     /// How long a message is remembered as notified (`retry.max_age`).
     remember: Duration,
+    /// `outbox_gather`; zero: every notification is committed before it is sent.
+    gather: Duration,
 }
 
 impl Outbox {
-    /// Start the writer over `store`; messages are remembered as notified for `remember`.
-    /// The writer ends when every handle is gone, after writing what it holds.
-    pub(crate) fn start(store: Arc<dyn RegistrationStore>, remember: Duration) -> Outbox {
+    /// Start the writer over `store`, gathering for `gather`; messages are remembered as
+    /// notified for `remember`. The writer ends when every handle is gone, after writing
+    /// what it holds.
+    pub(crate) fn start(
+        store: Arc<dyn RegistrationStore>,
+        gather: Duration,
+        remember: Duration,
+    ) -> Outbox {
         let (ops, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(write(store, rx));
+        tokio::spawn(write(store, rx, gather));
         Outbox {
             ops,
             seen: Arc::default(),
             remember,
+            gather,
         }
     }
 
     /// Take `push` in; its id, or `None` when its message is already pending for its
-    /// registration or was notified to it within `remember`. Never waits: with the writer's
-    /// queue full the notification is sent without being kept.
-    pub(crate) fn add(&self, push: PendingPush) -> Option<i64> {
+    /// registration or was notified to it within `remember`. With a gathering time it never
+    /// waits (with the writer's queue full the notification is sent without being kept);
+    /// without one, it returns once the row is committed.
+    pub(crate) async fn add(&self, push: PendingPush) -> Option<i64> {
         if let Some(message) = &push.message {
             let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
@@ -85,7 +95,12 @@ impl Outbox {
             seen.order.push_back((now, identity));
         }
         let id = next_id();
-        if self.ops.try_send(Op::Add(id, push)).is_err() {
+        if self.gather.is_zero() {
+            let (told, committed) = oneshot::channel();
+            if self.ops.send(Op::Add(id, push, Some(told))).await.is_ok() {
+                let _ = committed.await;
+            }
+        } else if self.ops.try_send(Op::Add(id, push, None)).is_err() {
             tracing::debug!("push outbox: queue full; a notification is sent without being kept");
         }
         Some(id)
@@ -116,23 +131,27 @@ fn next_id() -> i64 {
     start + COUNT.fetch_add(1, Ordering::Relaxed)
 }
 
-async fn write(store: Arc<dyn RegistrationStore>, mut rx: mpsc::Receiver<Op>) {
+async fn write(store: Arc<dyn RegistrationStore>, mut rx: mpsc::Receiver<Op>, gather: Duration) {
     let mut batch = Vec::new();
     loop {
         if rx.recv_many(&mut batch, QUEUE).await == 0 {
             return;
         }
         // Gather: what is answered meanwhile cancels its own row.
-        tokio::time::sleep(GATHER).await;
-        while let Ok(op) = rx.try_recv() {
-            batch.push(op);
+        if !gather.is_zero() {
+            tokio::time::sleep(gather).await;
+            while let Ok(op) = rx.try_recv() {
+                batch.push(op);
+            }
         }
         let mut adds: HashMap<i64, PendingPush> = HashMap::new();
+        let mut waiting = Vec::new();
         let mut finished = Vec::new();
         for op in batch.drain(..) {
             match op {
-                Op::Add(id, push) => {
+                Op::Add(id, push, told) => {
                     adds.insert(id, push);
+                    waiting.extend(told);
                 }
                 // Not among this batch's additions: written before (or by an earlier run).
                 Op::Finish(id) => {
@@ -148,6 +167,9 @@ async fn write(store: Arc<dyn RegistrationStore>, mut rx: mpsc::Receiver<Op>) {
             if let Err(error) = store.add_pending(&rows).await {
                 tracing::error!(%error, count = rows.len(), "push outbox: cannot keep pending notifications (they are still sent)");
             }
+        }
+        for told in waiting {
+            let _ = told.send(());
         }
         if !finished.is_empty()
             && let Err(error) = store.finish_pending(&finished).await

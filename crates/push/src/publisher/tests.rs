@@ -96,18 +96,22 @@ fn settings(workers: usize, queue_capacity: usize) -> PublisherSettings {
             max_retries: 0,
             ..Retry::default()
         },
+        outbox_gather: outbox::GATHER,
     }
 }
 
 /// [`settings`] retrying up to `max_retries` times, from 1 s.
 fn retrying(max_retries: u32) -> PublisherSettings {
-    settings(2, 10).with_retry(Retry {
-        max_retries,
-        max_age: Duration::from_secs(3600),
-        backoff_base: Duration::from_secs(1),
-        backoff_max: Duration::from_secs(60),
-        disable_after: None,
-    })
+    settings(2, 10).with_retry(
+        Retry {
+            max_retries,
+            max_age: Duration::from_secs(3600),
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            disable_after: None,
+        },
+        outbox::GATHER,
+    )
 }
 
 fn harness(settings: PublisherSettings, app: Arc<FakeAppServer>) -> Harness {
@@ -778,13 +782,16 @@ async fn retries_stop_after_max_retries_and_are_counted_as_given_up() {
 #[tokio::test(start_paused = true)]
 async fn a_registration_that_only_fails_for_disable_after_is_disabled() {
     let wait = Answer::Error(ErrorType::Wait, DefinedCondition::ServiceUnavailable);
-    let settings = settings(2, 10).with_retry(Retry {
-        max_retries: 10,
-        max_age: Duration::from_secs(3600),
-        backoff_base: Duration::from_secs(1),
-        backoff_max: Duration::from_secs(60),
-        disable_after: Some(Duration::from_secs(5)),
-    });
+    let settings = settings(2, 10).with_retry(
+        Retry {
+            max_retries: 10,
+            max_age: Duration::from_secs(3600),
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            disable_after: Some(Duration::from_secs(5)),
+        },
+        outbox::GATHER,
+    );
     let h = harness(settings, FakeAppServer::answering(vec![wait; 20]));
     let r = h.enabled("n1").await;
     h.enabled("n2").await;
@@ -880,4 +887,21 @@ async fn a_pending_notification_is_in_the_outbox_until_delivered_and_sent_again_
     h.settle().await;
     assert_eq!(h.stats.notifications(Outcome::Delivered), 3);
     assert!(h.store.pending().await.unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_gathering_time_a_notification_is_in_the_outbox_before_it_is_queued() {
+    let mut strict = retrying(5);
+    strict.outbox_gather = Duration::ZERO;
+    let h = harness(strict, FakeAppServer::answering([Answer::Silence]));
+    let r = h.enabled("n1").await;
+    h.settle().await;
+    let route = h.routes.choose(&bob(), &r, &payload()).unwrap();
+    let queued = h
+        .publisher
+        .submit_pending(r.key.clone(), route, RequestId::next(), Some("m1".into()))
+        .await;
+    assert_eq!(queued, Submitted::Queued);
+    // Committed when the submission returned, before any time passed.
+    assert_eq!(h.store.pending().await.unwrap().len(), 1);
 }
