@@ -888,10 +888,8 @@ impl Session {
             return;
         };
         let due = |unacked: &sm::Unacked| !unacked.delay_raised && unacked.written + delay <= now;
-        if let Some(sm) = &mut self.sm {
-            if !sm.unacked().any(due) {
-                return;
-            }
+        if self.sm.as_ref().is_none_or(|sm| !sm.unacked().any(due)) {
+            return;
         }
         self.offer_buffered(UnackedCause::AckDelayed, due).await;
         if let Some(sm) = &mut self.sm {
