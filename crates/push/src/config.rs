@@ -45,7 +45,7 @@ pub struct PushConfig {
     pub push_when_inactive: bool,
     /// `rules` (MongooseIM 6.9): declarative rules that decide instead of a plugin; refused
     /// together with `plugin_module`. `None` when absent.
-    pub rules: Option<Vec<crate::plugin::rules::Rule>>,
+    pub rules: Option<Vec<crate::rules::Rule>>,
     /// `retry.*` (herald's): how a notification that failed for a passing reason is tried
     /// again, and when a registration that keeps failing is disabled.
     pub retry: Retry,
@@ -456,7 +456,7 @@ pub struct RawPush {
     max_registrations: Option<Integer>,
     keepalive: Option<RawKeepalive>,
     push_when_inactive: Option<bool>,
-    rules: Option<Vec<crate::plugin::rules::RawRule>>,
+    rules: Option<Vec<crate::rules::RawRule>>,
     retry: Option<RawRetry>,
     outbox_gather: Option<Integer>,
 }
@@ -552,7 +552,7 @@ fn push_config(raw: RawPush, at: &KeyPath) -> Result<PushConfig, Invalid> {
         let rules = rules
             .into_iter()
             .enumerate()
-            .map(|(index, rule)| crate::plugin::rules::Rule::from_raw(rule, &at.index(index)))
+            .map(|(index, rule)| crate::rules::Rule::from_raw(rule, &at.index(index)))
             .collect::<Result<Vec<_>, Invalid>>()?;
         config.rules = Some(rules);
     }

@@ -25,6 +25,7 @@ pub mod publisher;
 pub mod redact;
 pub mod registrations;
 pub mod route;
+pub mod rules;
 pub mod stanza;
 pub mod vocabulary;
 

@@ -23,130 +23,41 @@
 //! payload of the `hints` plugin for a Jingle Message Initiation, and otherwise the summary
 //! without a body.
 
-use herald_core::config::{Invalid, KeyPath, variant};
-use herald_stream::stanza::MessageType;
-use serde::Deserialize;
-
 use super::{Context, Payload, Plugin, Skip, defaults, hints};
 use crate::{
     events::{Event, UnackedCause},
     registrations::Registration,
+    rules::{Action, ClientStateCondition, EventKind, Rule, UserStatus},
 };
 
-/// What a rule looks at: the kind of event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventKind {
-    /// `"message"`: a message to the user (on its way to offline storage).
-    Message,
-    /// `"unacknowledged"`: a message buffered by a session waiting for resumption.
-    Unacknowledged,
-    /// `"hibernating"`: a message for a session hibernating past `resume_timeout`.
-    Hibernating,
-    /// `"ack_delayed"`: a message not acknowledged within `max_ack_delay`.
-    AckDelayed,
-    /// `"inactive"`: a message written to an inactive client (XEP-0352).
-    Inactive,
-}
-
-impl EventKind {
-    const NAMES: &'static [(&'static str, EventKind)] = &[
-        ("message", EventKind::Message),
-        ("unacknowledged", EventKind::Unacknowledged),
-        ("hibernating", EventKind::Hibernating),
-        ("ack_delayed", EventKind::AckDelayed),
-        ("inactive", EventKind::Inactive),
-    ];
-
-    fn of(event: &Event) -> EventKind {
-        match event {
-            Event::Chat(_) => EventKind::Message,
-            Event::Unacknowledged { cause, .. } => match cause {
-                UnackedCause::Waiting => EventKind::Unacknowledged,
-                UnackedCause::Hibernating => EventKind::Hibernating,
-                UnackedCause::AckDelayed => EventKind::AckDelayed,
-                UnackedCause::Inactive => EventKind::Inactive,
-            },
-        }
+/// The kind of `event`, as a rule names it.
+fn kind_of(event: &Event) -> EventKind {
+    match event {
+        Event::Chat(_) => EventKind::Message,
+        Event::Unacknowledged { cause, .. } => match cause {
+            UnackedCause::Waiting => EventKind::Unacknowledged,
+            UnackedCause::Hibernating => EventKind::Hibernating,
+            UnackedCause::AckDelayed => EventKind::AckDelayed,
+            UnackedCause::Inactive => EventKind::Inactive,
+        },
     }
 }
 
-const TYPES: &[(&str, MessageType)] = &[
-    ("chat", MessageType::Chat),
-    ("groupchat", MessageType::Groupchat),
-    ("normal", MessageType::Normal),
-    ("headline", MessageType::Headline),
-];
-
-/// The Message Processing Hints (XEP-0334) a rule can look for.
-const HINTS: &[(&str, &str)] = &[
-    ("no-store", "no-store"),
-    ("store", "store"),
-    ("no-permanent-store", "no-permanent-store"),
-    ("no-copy", "no-copy"),
-];
-
-/// Whether the recipient has an available resource.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UserStatus {
-    /// `"online"`.
-    Online,
-    /// `"offline"`.
-    Offline,
-}
-
-/// Whether one of the recipient's connected sessions is active (XEP-0352).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientStateCondition {
-    /// `"active"`.
-    Active,
-    /// `"inactive"`: no connected session is active.
-    Inactive,
-}
-
-/// What a matching rule decides.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    /// `"push"`.
-    Push,
-    /// `"skip"`.
-    Skip,
-}
-
-/// One rule: every condition given must hold.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rule {
-    /// `event`: one of these kinds.
-    pub events: Option<Vec<EventKind>>,
-    /// `type`: one of these message types.
-    pub types: Option<Vec<MessageType>>,
-    /// `body`: the message has (`true`) or lacks (`false`) a non-empty first body.
-    pub body: Option<bool>,
-    /// `hint`: the message carries one of these XEP-0334 hints (element names).
-    pub hints: Option<Vec<&'static str>>,
-    /// `user_status`.
-    pub user_status: Option<UserStatus>,
-    /// `client_state`.
-    pub client_state: Option<ClientStateCondition>,
-    /// `action`.
-    pub action: Action,
-}
-
-impl Rule {
-    fn matches(&self, context: &Context, event: &Event) -> bool {
-        let message = event.message();
-        any(&self.events, |kind| *kind == EventKind::of(event))
-            && any(&self.types, |type_| *type_ == message.type_)
-            && self.body.is_none_or(|body| {
-                body == message.first_body().is_some_and(|text| !text.is_empty())
-            })
-            && any(&self.hints, |hint| message.has_child(hint, hints::HINTS))
-            && self
-                .user_status
-                .is_none_or(|status| (status == UserStatus::Online) == context.recipient_available)
-            && self.client_state.is_none_or(|state| {
-                (state == ClientStateCondition::Active) == context.recipient_active
-            })
-    }
+/// Whether every condition of `rule` holds for `event`.
+fn matches(rule: &Rule, context: &Context, event: &Event) -> bool {
+    let message = event.message();
+    any(&rule.events, |kind| *kind == kind_of(event))
+        && any(&rule.types, |type_| *type_ == message.type_)
+        && rule
+            .body
+            .is_none_or(|body| body == message.first_body().is_some_and(|text| !text.is_empty()))
+        && any(&rule.hints, |hint| message.has_child(hint, hints::HINTS))
+        && rule
+            .user_status
+            .is_none_or(|status| (status == UserStatus::Online) == context.recipient_available)
+        && rule
+            .client_state
+            .is_none_or(|state| (state == ClientStateCondition::Active) == context.recipient_active)
 }
 
 /// Whether a condition on a list holds: absent, or one of the list passes `test`.
@@ -188,11 +99,11 @@ impl Plugin for Rules {
         event: &Event,
         registrations: Vec<Registration>,
     ) -> Result<Vec<Registration>, Skip> {
-        let rule = self.0.iter().find(|rule| rule.matches(context, event));
+        let rule = self.0.iter().find(|rule| matches(rule, context, event));
         if rule.is_none_or(|rule| rule.action == Action::Skip) {
             return Err(Skip::Rule);
         }
-        match EventKind::of(event) {
+        match kind_of(event) {
             EventKind::Message | EventKind::Hibernating => Ok(registrations),
             EventKind::Unacknowledged | EventKind::AckDelayed | EventKind::Inactive => {
                 own(context, registrations)
@@ -217,103 +128,14 @@ fn own(context: &Context, registrations: Vec<Registration>) -> Result<Vec<Regist
     Ok(own)
 }
 
-/// One name or a list of names, as written.
-#[derive(Debug, Deserialize)]
-#[serde(untagged, expecting = "a string or an array of strings")]
-pub enum Names {
-    /// `"chat"`.
-    One(String),
-    /// `["chat", "groupchat"]`.
-    Many(Vec<String>),
-}
-
-/// A rule as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a table")]
-pub struct RawRule {
-    event: Option<Names>,
-    #[serde(rename = "type")]
-    type_: Option<Names>,
-    body: Option<bool>,
-    hint: Option<Names>,
-    user_status: Option<String>,
-    client_state: Option<String>,
-    action: Option<String>,
-}
-
-fn names<T: Copy>(
-    raw: Option<Names>,
-    known: &[(&str, T)],
-    at: &KeyPath,
-) -> Result<Option<Vec<T>>, Invalid> {
-    let Some(raw) = raw else { return Ok(None) };
-    let list = match raw {
-        Names::One(name) => vec![name],
-        Names::Many(names) => names,
-    };
-    if list.is_empty() {
-        return Err(Invalid::new(
-            at.clone(),
-            "empty; expected at least one name".to_owned(),
-        ));
-    }
-    list.iter()
-        .map(|name| variant(name, known).map_err(|message| Invalid::new(at.clone(), message)))
-        .collect::<Result<Vec<T>, Invalid>>()
-        .map(Some)
-}
-
-impl Rule {
-    /// The rule of `raw`, at `at` (`...rules[N]`).
-    pub fn from_raw(raw: RawRule, at: &KeyPath) -> Result<Rule, Invalid> {
-        let action = raw.action.ok_or_else(|| {
-            Invalid::new(
-                at.key("action"),
-                "missing; expected \"push\" or \"skip\"".to_owned(),
-            )
-        })?;
-        let action = variant(&action, &[("push", Action::Push), ("skip", Action::Skip)])
-            .map_err(|message| Invalid::new(at.key("action"), message))?;
-        fn one<T: Copy>(
-            value: Option<String>,
-            at: &KeyPath,
-            known: &[(&str, T)],
-        ) -> Result<Option<T>, Invalid> {
-            value
-                .map(|name| variant(&name, known).map_err(|m| Invalid::new(at.clone(), m)))
-                .transpose()
-        }
-        Ok(Rule {
-            events: names(raw.event, EventKind::NAMES, &at.key("event"))?,
-            types: names(raw.type_, TYPES, &at.key("type"))?,
-            body: raw.body,
-            hints: names(raw.hint, HINTS, &at.key("hint"))?,
-            user_status: one(
-                raw.user_status,
-                &at.key("user_status"),
-                &[
-                    ("online", UserStatus::Online),
-                    ("offline", UserStatus::Offline),
-                ],
-            )?,
-            client_state: one(
-                raw.client_state,
-                &at.key("client_state"),
-                &[
-                    ("active", ClientStateCondition::Active),
-                    ("inactive", ClientStateCondition::Inactive),
-                ],
-            )?,
-            action,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use herald_core::config::{Invalid, KeyPath};
     use jid::{BareJid, FullJid};
+    use serde::Deserialize;
 
     use super::*;
+    use crate::rules::RawRule;
     use crate::{events::Message, registrations::RegistrationKey};
 
     fn rules(toml: &str) -> Result<Rules, Invalid> {
