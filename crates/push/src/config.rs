@@ -8,7 +8,7 @@
 
 use std::{num::NonZeroUsize, time::Duration};
 
-use herald_core::config::{Integer, Invalid, KeyPath, Section, variant};
+use herald_core::config::{Integer, Invalid, KeyPath, Section, integer, variant};
 use jid::DomainPart;
 use serde::Deserialize;
 
@@ -631,57 +631,36 @@ fn push_config(raw: RawPush, at: &KeyPath) -> Result<PushConfig, Invalid> {
 
 fn retry_config(raw: RawRetry, at: &KeyPath) -> Result<Retry, Invalid> {
     let mut retry = Retry::default();
-    let number = |value: Integer, key: &str, least: i64, unit: &str| {
-        u64::try_from(value.0)
-            .ok()
-            .filter(|n| i64::try_from(*n).is_ok_and(|n| n >= least))
-            .ok_or_else(|| {
-                Invalid::new(
-                    at.key(key),
-                    format!(
-                        "{} is out of range; expected at least {least} ({unit})",
-                        value.0
-                    ),
-                )
-            })
+    let seconds = |value, key: &str, least: u64| {
+        let accepted = format!("at least {least} (seconds)");
+        integer(value, least, &accepted, &at.key(key)).map(Duration::from_secs)
     };
     if let Some(value) = raw.max_retries {
-        retry.max_retries =
-            u32::try_from(number(value, "max_retries", 0, "retries")?).unwrap_or(u32::MAX);
+        retry.max_retries = integer(value, 0u32, "at least 0 (retries)", &at.key("max_retries"))?;
     }
     if let Some(value) = raw.max_age {
-        retry.max_age = Duration::from_secs(number(value, "max_age", 1, "seconds")?);
+        retry.max_age = seconds(value, "max_age", 1)?;
     }
     if let Some(value) = raw.backoff_base {
+        let key = at.key("backoff_base");
         retry.backoff_base =
-            Duration::from_millis(number(value, "backoff_base", 1, "milliseconds")?);
+            Duration::from_millis(integer(value, 1u64, "at least 1 (milliseconds)", &key)?);
     }
     if let Some(value) = raw.backoff_max {
-        retry.backoff_max = Duration::from_secs(number(value, "backoff_max", 1, "seconds")?);
+        retry.backoff_max = seconds(value, "backoff_max", 1)?;
     }
     if let Some(value) = raw.disable_after {
-        let seconds = number(value, "disable_after", 0, "seconds")?;
-        retry.disable_after = (seconds > 0).then(|| Duration::from_secs(seconds));
+        let after = seconds(value, "disable_after", 0)?;
+        retry.disable_after = (!after.is_zero()).then_some(after);
     }
     Ok(retry)
 }
 
 fn keepalive_config(raw: RawKeepalive, at: &KeyPath) -> Result<Option<Keepalive>, Invalid> {
     let mut keepalive = Keepalive::default();
-    let seconds = |value: Integer, key: &str, least: i64| {
-        u64::try_from(value.0)
-            .ok()
-            .filter(|n| i64::try_from(*n).is_ok_and(|n| n >= least))
-            .map(Duration::from_secs)
-            .ok_or_else(|| {
-                Invalid::new(
-                    at.key(key),
-                    format!(
-                        "{} is out of range; expected at least {least} (seconds)",
-                        value.0
-                    ),
-                )
-            })
+    let seconds = |value, key: &str, least: u64| {
+        let accepted = format!("at least {least} (seconds)");
+        integer(value, least, &accepted, &at.key(key)).map(Duration::from_secs)
     };
     if let Some(value) = raw.resume_timeout {
         keepalive.resume_timeout = seconds(value, "resume_timeout", 0)?;

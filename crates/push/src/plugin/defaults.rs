@@ -93,6 +93,14 @@ pub(super) fn own_registration(
     {
         return Err(Skip::RecipientActive);
     }
+    session_registration(context, registrations)
+}
+
+/// The registration enabled in the event's session, if it still exists.
+pub(super) fn session_registration(
+    context: &Context,
+    registrations: Vec<Registration>,
+) -> Result<Vec<Registration>, Skip> {
     let key = context
         .session_registration
         .as_ref()

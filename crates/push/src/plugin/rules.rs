@@ -106,26 +106,10 @@ impl Plugin for Rules {
         match kind_of(event) {
             EventKind::Message | EventKind::Hibernating => Ok(registrations),
             EventKind::Unacknowledged | EventKind::AckDelayed | EventKind::Inactive => {
-                own(context, registrations)
+                defaults::session_registration(context, registrations)
             }
         }
     }
-}
-
-/// The registration enabled in the event's session.
-fn own(context: &Context, registrations: Vec<Registration>) -> Result<Vec<Registration>, Skip> {
-    let key = context
-        .session_registration
-        .as_ref()
-        .ok_or(Skip::NoSessionRegistration)?;
-    let own: Vec<Registration> = registrations
-        .into_iter()
-        .filter(|registration| &registration.key == key)
-        .collect();
-    if own.is_empty() {
-        return Err(Skip::NoSessionRegistration);
-    }
-    Ok(own)
 }
 
 #[cfg(test)]

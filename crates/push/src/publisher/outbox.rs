@@ -18,7 +18,10 @@ use std::{
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::registrations::{PendingPush, RegistrationKey, RegistrationStore};
+use crate::{
+    metrics::RequestId,
+    registrations::{PendingPush, RegistrationKey, RegistrationStore},
+};
 
 /// How long the writer gathers before writing, by default (`outbox_gather`): a notification
 /// delivered within it is never written.
@@ -115,20 +118,10 @@ impl Outbox {
     }
 }
 
-/// An id unique in the process and across restarts: microseconds at first use, counted on.
+/// An id unique in the process and across restarts: a request id's (microseconds at first
+/// use, counted on).
 fn next_id() -> i64 {
-    use std::sync::{
-        OnceLock,
-        atomic::{AtomicI64, Ordering},
-    };
-    static START: OnceLock<i64> = OnceLock::new();
-    static COUNT: AtomicI64 = AtomicI64::new(0);
-    let start = *START.get_or_init(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |now| i64::try_from(now.as_micros()).unwrap_or(1))
-    });
-    start + COUNT.fetch_add(1, Ordering::Relaxed)
+    i64::try_from(RequestId::next().0).unwrap_or(i64::MAX)
 }
 
 async fn write(store: Arc<dyn RegistrationStore>, mut rx: mpsc::Receiver<Op>, gather: Duration) {
