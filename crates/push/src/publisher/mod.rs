@@ -638,12 +638,17 @@ impl Worker {
             decided,
         } = job;
         // A test push (with a reply channel) is never retried: its caller wants the answer.
-        let again = reply.is_none().then(|| what.clone());
-        let (outcome, answer, retry) = match what {
+        // The publish is kept for a retry only when one may follow (the transport takes the
+        // IQ; the HTTP request is only lent).
+        let test_push = reply.is_some();
+        let retryable = !test_push && self.retry.max_retries > 0;
+        let (outcome, answer, retry, again) = match what {
             Route::Xmpp(iq) => {
+                let again = retryable.then(|| Route::Xmpp(iq.clone()));
                 let answer = self.transport.send_iq(iq, self.reply_timeout).await;
                 self.stats.publish_latency(started.elapsed());
-                self.xmpp_outcome(&key, answer).await
+                let (outcome, answer, retry) = self.xmpp_outcome(&key, answer).await;
+                (outcome, answer, retry, again)
             }
             Route::Http(notification) => {
                 let Some(http) = &self.http else {
@@ -651,7 +656,13 @@ impl Worker {
                 };
                 let answer = http.post(&notification).await;
                 self.stats.publish_latency(started.elapsed());
-                self.http_outcome(&key, &notification, answer).await
+                let (outcome, answer, retry) = self.http_outcome(&key, &notification, answer).await;
+                (
+                    outcome,
+                    answer,
+                    retry,
+                    retryable.then_some(Route::Http(notification)),
+                )
             }
         };
         self.stats.notification(outcome);
@@ -664,7 +675,7 @@ impl Worker {
                 answer,
             });
         }
-        let (Some(hint), Some(what)) = (retry, again) else {
+        let Some(hint) = retry.filter(|_| !test_push) else {
             self.finished(outbox);
             return;
         };
@@ -676,7 +687,8 @@ impl Worker {
             return;
         }
         let age = decided.elapsed().unwrap_or_default();
-        let Some(delay) = self.retry.delay(attempt + 1, age, hint) else {
+        // `again` is kept whenever a retry may follow (`max_retries` above 0).
+        let (Some(delay), Some(what)) = (self.retry.delay(attempt + 1, age, hint), again) else {
             tracing::info!(request_id = %request, owner = %key.owner, pubsub = %key.pubsub, attempts = attempt + 1, "push: giving up after the last try");
             self.stats.retry(RetryEvent::GaveUp);
             self.finished(outbox);
