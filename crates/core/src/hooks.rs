@@ -147,6 +147,14 @@ pub struct Hibernate {
     pub wake_before: Option<Duration>,
 }
 
+/// A client said it is active (XEP-0352 `<active/>`): its user is looking at it (the push
+/// module resets the user's unread count).
+#[derive(Debug)]
+pub struct ClientActive {
+    /// The session.
+    pub session: jid::FullJid,
+}
+
 /// A resumable session lost its connection and starts waiting for its client. A handler may
 /// let it hibernate past `resume_timeout` (the push module does, for a session whose client
 /// enabled push in it: Prosody's and ejabberd's `mod_push_keepalive` behaviour).
@@ -324,6 +332,8 @@ pub struct Hooks {
     pub offline_message: HookList<OfflineMessage>,
     /// See [`UserAvailable`].
     pub user_available: HookList<UserAvailable>,
+    /// See [`ClientActive`].
+    pub client_active: HookList<ClientActive>,
     /// See [`UnackedMessage`].
     pub unacked_message: HookList<UnackedMessage>,
     /// See [`SessionWaiting`].

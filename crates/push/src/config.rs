@@ -54,6 +54,77 @@ pub struct PushConfig {
     /// writes every notification, and waits for it, before sending it: a crash then loses
     /// none, at a cost in throughput.
     pub outbox_gather: Duration,
+    /// `pacing.*` (herald's): how often one registration is notified; what comes faster is
+    /// coalesced into the next notification.
+    pub pacing: Pacing,
+    /// `calls.*` (herald's, after MongooseIM 6.10): how call proposals (XEP-0353) are pushed.
+    pub calls: Calls,
+    /// `unread_count` (herald's, default true): `message-count` counts the messages
+    /// notified since the user was last active (reset by an active session, or per
+    /// conversation by a displayed marker); false sends MongooseIM's `1` without an inbox.
+    pub unread_count: bool,
+}
+
+/// `[modules.mod_event_pusher.push.pacing]`: at most `burst` notifications at once to one
+/// registration, then `rate_limit` per second, none closer than `coalesce_window` to the
+/// one before; what would come sooner waits and is coalesced into one notification (the
+/// latest message, the count of all), sent when allowed. Nothing is dropped: the last
+/// message of a burst is always notified. Calls are never held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pacing {
+    /// `rate_limit` (notifications per second per registration, default 5, what Monal's
+    /// app server and Openfire accept; 0 for no limit).
+    pub rate_limit: u32,
+    /// `burst` (default 5): notifications sent at once before the rate applies.
+    pub burst: u32,
+    /// `coalesce_window` (milliseconds, default 0): after a notification to a
+    /// registration, those that follow within the window are gathered into one at its end.
+    pub coalesce_window: Duration,
+}
+
+impl Default for Pacing {
+    fn default() -> Self {
+        Pacing {
+            rate_limit: 5,
+            burst: 5,
+            coalesce_window: Duration::ZERO,
+        }
+    }
+}
+
+impl Pacing {
+    /// No pacing: every notification goes at once (MongooseIM's behaviour).
+    pub const OFF: Pacing = Pacing {
+        rate_limit: 0,
+        burst: 0,
+        coalesce_window: Duration::ZERO,
+    };
+
+    /// Whether any notification may be held.
+    pub fn is_off(&self) -> bool {
+        self.rate_limit == 0 && self.coalesce_window.is_zero()
+    }
+}
+
+/// `[modules.mod_event_pusher.push.calls]`: call proposals (XEP-0353 `<propose/>`) push at
+/// once with high priority, whatever the pacing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Calls {
+    /// `voip_topic_suffix` (default `".voip"`): appended to a MongoosePush registration's
+    /// `topic` for a call, as MongooseIM 6.10 does (Apple's PushKit topic).
+    pub voip_topic_suffix: String,
+    /// `push_retract` (default true): a proposal withdrawn (`<retract/>`) sends a cancelling
+    /// notification to the registrations notified of the proposal.
+    pub push_retract: bool,
+}
+
+impl Default for Calls {
+    fn default() -> Self {
+        Calls {
+            voip_topic_suffix: crate::mongoosepush::VOIP_TOPIC_SUFFIX.to_owned(),
+            push_retract: true,
+        }
+    }
 }
 
 /// `[modules.mod_event_pusher.push.retry]`: what is retried (a `wait` error, no reply, an
@@ -159,6 +230,9 @@ impl Default for PushConfig {
             rules: None,
             retry: Retry::default(),
             outbox_gather: Duration::from_millis(20),
+            pacing: Pacing::default(),
+            calls: Calls::default(),
+            unread_count: true,
         }
     }
 }
@@ -459,6 +533,24 @@ pub struct RawPush {
     rules: Option<Vec<crate::rules::RawRule>>,
     retry: Option<RawRetry>,
     outbox_gather: Option<Integer>,
+    pacing: Option<RawPacing>,
+    calls: Option<RawCalls>,
+    unread_count: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct RawPacing {
+    rate_limit: Option<Integer>,
+    burst: Option<Integer>,
+    coalesce_window: Option<Integer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct RawCalls {
+    voip_topic_suffix: Option<String>,
+    push_retract: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -591,6 +683,20 @@ fn push_config(raw: RawPush, at: &KeyPath) -> Result<PushConfig, Invalid> {
     if let Some(retry) = raw.retry {
         config.retry = retry_config(retry, &at_key("retry"))?;
     }
+    if let Some(pacing) = raw.pacing {
+        config.pacing = pacing_config(pacing, &at_key("pacing"))?;
+    }
+    if let Some(calls) = raw.calls {
+        if let Some(suffix) = calls.voip_topic_suffix {
+            config.calls.voip_topic_suffix = suffix;
+        }
+        if let Some(retract) = calls.push_retract {
+            config.calls.push_retract = retract;
+        }
+    }
+    if let Some(unread) = raw.unread_count {
+        config.unread_count = unread;
+    }
     if let Some(keepalive) = raw.keepalive {
         config.keepalive = keepalive_config(keepalive, &at_key("keepalive"))?;
     }
@@ -654,6 +760,35 @@ fn retry_config(raw: RawRetry, at: &KeyPath) -> Result<Retry, Invalid> {
         retry.disable_after = (!after.is_zero()).then_some(after);
     }
     Ok(retry)
+}
+
+fn pacing_config(raw: RawPacing, at: &KeyPath) -> Result<Pacing, Invalid> {
+    let mut pacing = Pacing::default();
+    if let Some(value) = raw.rate_limit {
+        let accepted = "0 (no limit) to 1000 (notifications per second)";
+        pacing.rate_limit = integer(value, 0u32, accepted, &at.key("rate_limit"))?;
+        if pacing.rate_limit > 1000 {
+            return Err(Invalid::new(
+                at.key("rate_limit"),
+                format!("{} is out of range; expected {accepted}", pacing.rate_limit),
+            ));
+        }
+    }
+    if let Some(value) = raw.burst {
+        pacing.burst = integer(value, 1u32, "at least 1 (notifications)", &at.key("burst"))?;
+    }
+    if let Some(value) = raw.coalesce_window {
+        let key = at.key("coalesce_window");
+        let window = integer(value, 0u64, "0 to 3600000 (milliseconds)", &key)?;
+        if window > 3_600_000 {
+            return Err(Invalid::new(
+                key,
+                format!("{window} is out of range; expected 0 to 3600000 (milliseconds)"),
+            ));
+        }
+        pacing.coalesce_window = Duration::from_millis(window);
+    }
+    Ok(pacing)
 }
 
 fn keepalive_config(raw: RawKeepalive, at: &KeyPath) -> Result<Option<Keepalive>, Invalid> {

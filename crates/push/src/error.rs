@@ -30,6 +30,10 @@ pub enum RequestError {
     /// `cancel/service-unavailable`: addressed to another user's account.
     #[error("service unavailable: {0}")]
     ServiceUnavailable(&'static str),
+    /// `cancel/feature-not-implemented`: an extension asked with an option herald does not
+    /// offer (an encryption algorithm other than aes-128-gcm).
+    #[error("not implemented: {0}")]
+    NotImplemented(&'static str),
 }
 
 impl From<RequestError> for IqError {
@@ -41,6 +45,9 @@ impl From<RequestError> for IqError {
             }
             RequestError::BadRequest(_) => IqError::bad_request(),
             RequestError::ServiceUnavailable(_) => IqError::service_unavailable(),
+            RequestError::NotImplemented(_) => {
+                IqError::new(ErrorType::Cancel, DefinedCondition::FeatureNotImplemented)
+            }
         }
     }
 }

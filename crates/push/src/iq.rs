@@ -15,6 +15,7 @@ use minidom::Element;
 use crate::{
     Push,
     error::{PushError, RequestError},
+    extensions::Extensions,
     publisher::PUBLISH_OPTIONS,
     registrations::{
         EnabledInSession, PublishOptions, Registration, RegistrationKey, RegistrationStore,
@@ -35,6 +36,8 @@ pub struct EnableRequest {
     pub node: String,
     /// The publish-options fields, `FORM_TYPE` excluded; empty without a form.
     pub form: PublishOptions,
+    /// What the client asks for beyond XEP-0357 (Tigase's extensions).
+    pub extensions: Extensions,
 }
 
 /// `<disable/>`: stop notifying `node` (or every node) at `pubsub`.
@@ -93,7 +96,13 @@ impl PushRequest {
             Some(x) => publish_options(x)?,
             None => PublishOptions::new(),
         };
-        Ok(PushRequest::Enable(EnableRequest { pubsub, node, form }))
+        let extensions = Extensions::parse(payload)?;
+        Ok(PushRequest::Enable(EnableRequest {
+            pubsub,
+            node,
+            form,
+            extensions,
+        }))
     }
 }
 
@@ -208,7 +217,7 @@ impl PushIq {
         };
         self.make_room(server, store.as_ref(), &key).await?;
         store
-            .enable(&Registration::new(key.clone(), enable.form))
+            .enable(&Registration::new(key.clone(), enable.form).with_extensions(enable.extensions))
             .await?;
         self.0.stats.enabled();
         // "The registration is also remembered on the current session."
@@ -314,6 +323,7 @@ mod tests {
                 pubsub: BareJid::new("push-5.client.example").unwrap(),
                 node: "yxs32uqsflafdk3iuqo".into(),
                 form: [("secret".to_owned(), "eruio234vzxc2kla-91".to_owned())].into(),
+                extensions: Extensions::default(),
             })
         );
     }

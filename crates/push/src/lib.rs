@@ -16,6 +16,7 @@ pub mod admin;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod extensions;
 pub mod iq;
 pub mod metrics;
 pub mod mongoosepush;
@@ -27,6 +28,7 @@ pub mod registrations;
 pub mod route;
 pub mod rules;
 pub mod stanza;
+pub mod unread;
 pub mod vocabulary;
 
 use std::sync::{Arc, Mutex};
@@ -35,8 +37,9 @@ use herald_core::{
     Server,
     csi::ClientState,
     hooks::{
-        Flow, Handler, Hibernate, Hibernation, HibernationPhase, OfflineMessage, Priority,
-        SessionWaiting, UnackedCause, UnackedMessage, UserRemoved,
+        ClientActive, Flow, Handler, Hibernate, Hibernation, HibernationPhase, MessageSent,
+        OfflineMessage, Priority, SessionWaiting, UnackedCause, UnackedMessage, UserAvailable,
+        UserRemoved,
     },
     module::{IqScope, Module, Registrar},
 };
@@ -138,14 +141,19 @@ impl Push {
         let stats = Arc::new(Stats::default());
         let settings = PublisherSettings::for_workers(config.wpool.workers)
             .with_registrations_per_user(config.max_registrations.get())
-            .with_retry(config.retry, config.outbox_gather);
+            .with_retry(config.retry, config.outbox_gather)
+            .with_pacing(config.pacing);
         let (publisher, dispatcher) = Publisher::new(settings, Arc::clone(&stats));
         let pipeline = Pipeline {
             plugin,
             store,
-            routes: Routes::new(config.virtual_pubsub_hosts.clone(), http.is_some()),
+            routes: Routes::new(config.virtual_pubsub_hosts.clone(), http.is_some())
+                .with_voip_topic_suffix(&config.calls.voip_topic_suffix),
             publisher,
             stats: Arc::clone(&stats),
+            unread: config.unread_count.then(unread::Unread::default),
+            calls: unread::Calls::default(),
+            push_retract: config.calls.push_retract,
         };
         Push {
             config,
@@ -281,6 +289,11 @@ impl Module for Push {
         // Disco on the server domain (MongooseIM) and on the account (XEP-0357 section 5).
         r.feature(iq::NS);
         r.account_feature(iq::NS);
+        // Tigase's extensions to enable (encryption, priority, filters, calls).
+        for feature in extensions::FEATURES {
+            r.feature(feature);
+            r.account_feature(feature);
+        }
         let hooks = r.hooks();
         hooks
             .offline_message
@@ -296,6 +309,17 @@ impl Module for Push {
         hooks
             .hibernation
             .add(Priority::NORMAL, Arc::new(OnHibernation(Arc::clone(&self))));
+        if self.pipeline.unread.is_some() {
+            hooks
+                .client_active
+                .add(Priority::NORMAL, Arc::new(OnActive(Arc::clone(&self))));
+            hooks
+                .user_available
+                .add(Priority::NORMAL, Arc::new(OnActive(Arc::clone(&self))));
+            hooks
+                .message_sent
+                .add(Priority::NORMAL, Arc::new(OnActive(Arc::clone(&self))));
+        }
         hooks
             .user_removed
             .add(Priority::NORMAL, Arc::new(OnUserRemoved(self)));
@@ -492,6 +516,58 @@ impl Handler<Hibernation> for OnHibernation {
         };
         if let Err(error) = result {
             tracing::warn!(%error, session = %event.session, "cannot record a hibernating session");
+        }
+        Flow::Continue
+    }
+}
+
+/// What resets a user's unread count: a client that says it is active (XEP-0352), an
+/// available presence from a client that did not say it is inactive; and what clears one
+/// conversation's: a displayed marker the user sends in it (XEP-0333).
+struct OnActive(Arc<Push>);
+
+impl OnActive {
+    fn reset(&self, user: &jid::BareJid) {
+        if let Some(unread) = &self.0.pipeline.unread {
+            unread.reset(user);
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Handler<ClientActive> for OnActive {
+    async fn call(&self, _server: &Server, event: &mut ClientActive) -> Flow {
+        self.reset(&event.session.to_bare());
+        Flow::Continue
+    }
+}
+
+#[async_trait::async_trait]
+impl Handler<UserAvailable> for OnActive {
+    async fn call(&self, server: &Server, event: &mut UserAvailable) -> Flow {
+        let inactive = server.sessions.get(&event.session).is_some_and(|session| {
+            session
+                .state
+                .get::<ClientState>()
+                .is_some_and(|state| state.is_inactive())
+        });
+        if !inactive {
+            self.reset(&event.session.to_bare());
+        }
+        Flow::Continue
+    }
+}
+
+#[async_trait::async_trait]
+impl Handler<MessageSent> for OnActive {
+    async fn call(&self, _server: &Server, event: &mut MessageSent) -> Flow {
+        if let (Some(unread), Some(to)) = (&self.0.pipeline.unread, &event.stanza.to)
+            && event
+                .stanza
+                .element
+                .has_child("displayed", herald_stream::ns::CHAT_MARKERS)
+        {
+            unread.read(&event.sender.to_bare(), &to.to_bare());
         }
         Flow::Continue
     }

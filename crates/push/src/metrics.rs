@@ -9,6 +9,7 @@
 //! | `herald_push_skips_total` | counter | `reason`: see [`Skip::as_str`] |
 //! | `herald_push_retries_total` | counter | `event`: see [`RetryEvent::as_str`] |
 //! | `herald_push_sessions_total` | counter | `event`: see [`SessionEvent::as_str`] (hibernation, wake-ups, pushes for ack-delayed and inactive sessions) |
+//! | `herald_push_paced_total` | counter | `event`: see [`PaceEvent::as_str`] (notifications held by `pacing`, coalesced into a later one, calls sent ahead) |
 //! | `herald_push_http_replies_total` | counter | `status`: the HTTP push service's status code, `timeout` or `failed` |
 //! | `herald_push_publish_duration_seconds` | histogram | |
 //! | `herald_push_queue_depth` | gauge | |
@@ -88,6 +89,36 @@ impl RetryEvent {
     }
 }
 
+/// What pacing (`pacing.*`) and calls did to a notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PaceEvent {
+    /// Held: its registration had been notified too recently (rate limit or window).
+    Held,
+    /// Replaced by a later notification to the same registration while held.
+    Coalesced,
+    /// A call, sent at once ahead of every other notification.
+    Urgent,
+}
+
+impl PaceEvent {
+    /// The event as a metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaceEvent::Held => "held",
+            PaceEvent::Coalesced => "coalesced",
+            PaceEvent::Urgent => "urgent",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            PaceEvent::Held => 0,
+            PaceEvent::Coalesced => 1,
+            PaceEvent::Urgent => 2,
+        }
+    }
+}
+
 /// What happened to a session because of push (docs/modules/push.md, "Sessions that sleep").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SessionEvent {
@@ -156,6 +187,7 @@ pub struct Stats {
     skips: AtomicU64,
     sessions: [AtomicU64; SessionEvent::ALL.len()],
     retries: [AtomicU64; 3],
+    paced: [AtomicU64; 3],
     /// Per registration notified since start; entries go with their registration.
     last: Mutex<HashMap<RegistrationKey, LastOutcomes>>,
 }
@@ -196,6 +228,16 @@ impl Stats {
         self.lock_last()
             .get(key)
             .and_then(|last| last.failing_since)
+    }
+
+    /// How many notifications `event` happened to.
+    pub fn paced(&self, event: PaceEvent) -> u64 {
+        self.paced[event.index()].load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn pace(&self, event: PaceEvent) {
+        self.paced[event.index()].fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("herald_push_paced_total", "event" => event.as_str()).increment(1);
     }
 
     /// How many times `event` happened.

@@ -8,13 +8,14 @@
 use std::sync::Arc;
 
 use crate::{
-    events::{Event, Notified},
+    events::{Event, Message, Notified},
     metrics::{RequestId, Stats},
     plugin::{Context, Delivery, Payload, Plugin},
     publisher::{Publisher, Submitted},
     registrations::{Registration, RegistrationKey, RegistrationStore},
     route::Routes,
-    vocabulary::Skip,
+    unread::{Calls, Unread},
+    vocabulary::{Kind, Skip},
 };
 
 /// Where the recipient is, as the plugin's [`Context`] tells it.
@@ -38,6 +39,14 @@ pub struct Pipeline {
     pub publisher: Publisher,
     /// The counts.
     pub stats: Arc<Stats>,
+    /// The users' unread counts, which `message-count` carries (`unread_count`); `None`
+    /// sends MongooseIM's `1`.
+    pub unread: Option<Unread>,
+    /// The calls whose proposal was notified.
+    pub calls: Calls,
+    /// `calls.push_retract`: a withdrawn proposal that was notified sends a cancelling
+    /// notification.
+    pub push_retract: bool,
 }
 
 impl Pipeline {
@@ -86,17 +95,45 @@ impl Pipeline {
         notified: &mut Notified,
         request: RequestId,
     ) -> Result<usize, Skip> {
-        let payload = self.plugin.prepare_notification(event)?;
+        let mut payload = self.plugin.prepare_notification(event)?;
+        let kind = payload.subject().kind;
+        let call = payload.get("jingle-session-id").map(str::to_owned);
+        if kind == Kind::CallEnded
+            && !(self.push_retract
+                && self
+                    .calls
+                    .take(event.recipient(), call.as_deref().unwrap_or_default()))
+        {
+            return Err(Skip::NoCallToCancel);
+        }
         let registrations = self.load(event).await?;
         let context = self.context(event, presence);
         let chosen = self.plugin.should_publish(&context, event, registrations)?;
+        let chosen = filtered(chosen, event.message(), &payload)?;
         let fresh = not_yet_notified(chosen, notified)?;
+        // A message counts once, when it is first notified (the record travels with it).
+        if let Some(unread) = &self.unread
+            && notified.is_empty()
+            && !kind.is_call()
+            && payload.get("message-count").is_some()
+        {
+            let conversation = event.message().from.to_bare();
+            let total = unread.add(event.recipient(), &conversation);
+            payload.set("message-count", total.to_string());
+        }
+        let urgent = payload.is_urgent();
         let deliveries = self.plugin.publish_notification(event, &payload, fresh);
         let mut queued = 0;
         for delivery in deliveries {
-            if self.send(event, delivery, notified, request).await {
+            if self.send(event, delivery, notified, request, urgent).await {
                 queued += 1;
             }
+        }
+        if kind == Kind::Call
+            && queued > 0
+            && let Some(sid) = &call
+        {
+            self.calls.proposed_to(event.recipient(), sid);
         }
         Ok(queued)
     }
@@ -141,6 +178,7 @@ impl Pipeline {
         delivery: Delivery,
         notified: &mut Notified,
         request: RequestId,
+        urgent: bool,
     ) -> bool {
         let Delivery {
             registration,
@@ -154,10 +192,11 @@ impl Pipeline {
                 let key = registration.key;
                 let submitted = self
                     .publisher
-                    .submit_pending(key.clone(), route, request, message_identity(event))
+                    .submit_paced(key.clone(), route, request, message_identity(event), urgent)
                     .await;
                 match submitted {
-                    Submitted::Queued => {
+                    // Held for the registration's turn: it goes, or a later one for it.
+                    Submitted::Queued | Submitted::Held => {
                         notified.insert(key);
                         true
                     }
@@ -215,6 +254,33 @@ fn message_identity(event: &Event) -> Option<String> {
         .message()
         .archive_id()
         .map(|id| format!("archive:{id}"))
+}
+
+/// The chosen registrations whose client's filters (Tigase's muted and groupchat filters) let
+/// `message` notify; none is a skip with the first filter's reason.
+fn filtered(
+    chosen: Vec<Registration>,
+    message: &Message,
+    payload: &Payload,
+) -> Result<Vec<Registration>, Skip> {
+    if chosen.iter().all(|r| !r.extensions.has_filters()) {
+        return Ok(chosen);
+    }
+    let mut reason = None;
+    let kept: Vec<Registration> = chosen
+        .into_iter()
+        .filter(|registration| match registration.extensions.filter(message, payload) {
+            Ok(()) => true,
+            Err(skip) => {
+                reason.get_or_insert(skip);
+                false
+            }
+        })
+        .collect();
+    match (kept.is_empty(), reason) {
+        (true, Some(skip)) => Err(skip),
+        _ => Ok(kept),
+    }
 }
 
 /// Spec section 4: "at most one push per (message, registration)".

@@ -53,6 +53,7 @@ impl Route {
 pub struct Routes {
     virtual_hosts: Vec<VirtualPubsubHost>,
     http: bool,
+    voip_topic_suffix: String,
 }
 
 impl Routes {
@@ -62,7 +63,14 @@ impl Routes {
         Routes {
             virtual_hosts,
             http,
+            voip_topic_suffix: crate::mongoosepush::VOIP_TOPIC_SUFFIX.to_owned(),
         }
+    }
+
+    /// These routes with a call's MongoosePush topic ending in `suffix`.
+    pub fn with_voip_topic_suffix(mut self, suffix: &str) -> Routes {
+        suffix.clone_into(&mut self.voip_topic_suffix);
+        self
     }
 
     /// The route of `payload` to `registration`, for `recipient`, or why there is none.
@@ -89,7 +97,7 @@ impl Routes {
             tracing::warn!(pubsub = %registration.key.pubsub, owner = %registration.key.owner, "virtual pubsub host without an HTTP push service: nothing sent");
             return Err(Skip::VirtualPubsubHost);
         }
-        Notification::build(payload, &registration.form)
+        Notification::build_with(payload, &registration.form, &self.voip_topic_suffix)
             .map(Route::Http)
             .map_err(|reason| {
                 let reason = match reason {

@@ -4,7 +4,7 @@
 use herald_stream::{ns::CLIENT, stanza::set_attr};
 use minidom::Element;
 
-use crate::{registrations::Registration, vocabulary::Payload};
+use crate::{extensions, registrations::Registration, vocabulary::Payload};
 
 /// XEP-0060's namespace.
 pub const PUBSUB: &str = herald_stream::ns::PUBSUB;
@@ -19,9 +19,41 @@ pub const PUBLISH_OPTIONS: &str = herald_stream::ns::PUBSUB_PUBLISH_OPTIONS;
 
 /// The IQ set publishing `payload` to `registration`, from `domain` (the recipient's).
 /// It has no `id`: the transport gives one.
+///
+/// A registration with Tigase's extensions ([`crate::extensions`]) gets them: with a key, the
+/// details (sender, body...) leave the summary form, which keeps only `message-count`, and
+/// travel in `<encrypted xmlns='tigase:push:encrypt:0' iv='…'>` (base64 of the AES-128-GCM
+/// ciphertext and tag); with `priority`, `<priority xmlns='tigase:push:priority:0'>` says
+/// `high` for a call and `low` otherwise.
 pub fn publish_iq(domain: &str, registration: &Registration, payload: &Payload) -> Element {
     let mut notification = Element::bare("notification", PUSH);
-    notification.append_child(form(SUMMARY, payload.fields()));
+    let extensions = &registration.extensions;
+    let sealed = extensions
+        .encryption()
+        .and_then(|key| extensions::encrypt(key, &extensions::details(payload, key.max_size())));
+    match sealed {
+        Some(sealed) => {
+            let count: Vec<(String, String)> = payload
+                .fields()
+                .iter()
+                .filter(|(var, _)| var == "message-count")
+                .cloned()
+                .collect();
+            notification.append_child(form(SUMMARY, &count));
+            let mut encrypted = Element::bare("encrypted", extensions::ENCRYPT);
+            set_attr(&mut encrypted, "iv", &sealed.iv);
+            encrypted.append_text_node(sealed.data);
+            notification.append_child(encrypted);
+        }
+        None => {
+            notification.append_child(form(SUMMARY, payload.fields()));
+        }
+    }
+    if extensions.priority {
+        let mut priority = Element::bare("priority", extensions::PRIORITY);
+        priority.append_text_node(if payload.is_urgent() { "high" } else { "low" });
+        notification.append_child(priority);
+    }
     // XEP-0357 section 6: the item has no id; the app server assigns one if it keeps items.
     let mut item = Element::bare("item", PUBSUB);
     item.append_child(notification);

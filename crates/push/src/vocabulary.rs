@@ -8,12 +8,87 @@
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Payload {
     fields: Vec<(String, String)>,
+    about: About,
+}
+
+/// What a notification is about, beyond its summary fields: what the parts of a notification
+/// other than the summary form are built from (the priority, Tigase's encrypted payload,
+/// MongoosePush's call mode).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct About {
+    /// The kind of event notified.
+    pub kind: Kind,
+    /// A groupchat sender's nickname in the room.
+    pub nickname: Option<String>,
+    /// The media of a call (`audio`, `video`), from the proposal's descriptions.
+    pub media: Vec<String>,
+    /// The message is encrypted end to end (OMEMO, OpenPGP): its body is a fallback text
+    /// for clients that cannot decrypt, not what the sender wrote.
+    pub end_to_end: bool,
+}
+
+/// The kind of event a notification is about.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Kind {
+    /// A one-to-one message (or a summary with only a count).
+    #[default]
+    Chat,
+    /// A message in a room.
+    Groupchat,
+    /// A call proposed (XEP-0353 `<propose/>`): high priority, never held back.
+    Call,
+    /// A proposed call withdrawn (`<retract/>`) or otherwise ended: the phone stops ringing.
+    CallEnded,
+}
+
+impl Kind {
+    /// The kind as Tigase's encrypted payload names it (`type`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Chat => "chat",
+            Kind::Groupchat => "groupchat",
+            Kind::Call => "call",
+            Kind::CallEnded => "call-ended",
+        }
+    }
+
+    /// Whether the notification is about a call.
+    pub fn is_call(self) -> bool {
+        matches!(self, Kind::Call | Kind::CallEnded)
+    }
 }
 
 impl Payload {
     /// A payload with these fields, in this order.
     pub fn new(fields: Vec<(String, String)>) -> Payload {
-        Payload { fields }
+        Payload {
+            fields,
+            about: About::default(),
+        }
+    }
+
+    /// The same payload about `about`.
+    pub fn about(mut self, about: About) -> Payload {
+        self.about = about;
+        self
+    }
+
+    /// What the payload is about.
+    pub fn subject(&self) -> &About {
+        &self.about
+    }
+
+    /// Whether the notification must reach the phone at once and wake it (a call): never
+    /// coalesced or rate limited, queued ahead of the others, sent with high priority.
+    pub fn is_urgent(&self) -> bool {
+        self.about.kind == Kind::Call
+    }
+
+    /// Replace the value of field `var`, when the payload has it.
+    pub fn set(&mut self, var: &str, value: String) {
+        if let Some((_, old)) = self.fields.iter_mut().find(|(name, _)| name == var) {
+            *old = value;
+        }
     }
 
     /// The summary of a message (push.md section 4): `message-count`, `last-message-sender`,
@@ -34,12 +109,22 @@ impl Payload {
 
     /// A Jingle Message Initiation call (push.md section 6, hints plugin): `message-sender`,
     /// `jingle-message`, `jingle-session-id`.
+    /// About a [`Kind::Call`] for `propose`, a [`Kind::CallEnded`] for any other element.
     pub fn call(sender: &str, jingle_message: &str, session_id: &str) -> Payload {
+        let kind = if jingle_message == "propose" {
+            Kind::Call
+        } else {
+            Kind::CallEnded
+        };
         Payload::new(vec![
             ("message-sender".into(), sender.to_owned()),
             ("jingle-message".into(), jingle_message.to_owned()),
             ("jingle-session-id".into(), session_id.to_owned()),
         ])
+        .about(About {
+            kind,
+            ..About::default()
+        })
     }
 
     /// The fields, in order.
@@ -90,6 +175,15 @@ pub enum Skip {
     StoreFailed,
     /// No rule of `rules` matched the message, or the one that did says `skip`.
     Rule,
+    /// The conversation is muted: by the client at enable (Tigase's muted filter), or in the
+    /// account's notification settings (XEP-0492 `never`).
+    Muted,
+    /// A groupchat message that does not mention the user, in a room they want notified of
+    /// mentions only (Tigase's groupchat filter, XEP-0492 `on-mention`), or of a room the
+    /// filter does not list.
+    NotMentioned,
+    /// A call withdrawn whose proposal was not notified: nothing to cancel.
+    NoCallToCancel,
 }
 
 impl Skip {
@@ -110,6 +204,9 @@ impl Skip {
             Skip::MissingDeviceId => "missing_device_id",
             Skip::StoreFailed => "store_failed",
             Skip::Rule => "rule",
+            Skip::Muted => "muted",
+            Skip::NotMentioned => "not_mentioned",
+            Skip::NoCallToCancel => "no_call_to_cancel",
         }
     }
 }

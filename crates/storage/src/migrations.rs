@@ -54,7 +54,7 @@ pub(crate) const OWN: &[Migration] = &[
         sqlite: include_str!("sqlite/migrations/0003_offline.sql"),
         postgres: include_str!("postgres/migrations/0003_offline.sql"),
     },
-    // Versions 4, 7 and 8 are herald-push's (`FEATURE_VERSIONS`).
+    // Versions 4, 7, 8 and 9 are herald-push's (`FEATURE_VERSIONS`).
     Migration {
         version: 5,
         description: "per-user data of the core modules: herald_user_data (blocking, vCards, PEP)",
@@ -81,7 +81,7 @@ pub(crate) const ARCHIVE_FILE: &[Migration] = &[Migration {
 /// Versions of the one sequence that feature crates own (4: herald-push's registrations). A
 /// database opened without that feature (a test of another crate) skips them; any other gap
 /// is a programming error.
-pub(crate) const FEATURE_VERSIONS: &[i64] = &[4, 7, 8];
+pub(crate) const FEATURE_VERSIONS: &[i64] = &[4, 7, 8, 9];
 
 /// This crate's migrations and the features', as one list in version order; an error when
 /// two claim the same version or a number is missing that no feature owns (a programming

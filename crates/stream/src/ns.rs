@@ -40,6 +40,8 @@ pub const PUSH: &str = xmpp_parsers::ns::PUSH;
 pub const PUSH_SUMMARY: &str = "urn:xmpp:push:summary";
 /// XEP-0334: message processing hints.
 pub const HINTS: &str = "urn:xmpp:hints";
+/// XEP-0333 Displayed Markers.
+pub const CHAT_MARKERS: &str = "urn:xmpp:chat-markers:0";
 /// XEP-0353: Jingle Message Initiation.
 pub const JINGLE_MESSAGE: &str = xmpp_parsers::ns::JINGLE_MESSAGE;
 /// XEP-0237 section 2.1: the roster versioning stream feature.

@@ -29,7 +29,7 @@ use crate::{
     csi::{self, ClientState},
     envelope::Envelope,
     hooks::{
-        Hibernate, Hibernation, HibernationPhase, SessionWaiting, UnackedCause, UnackedMessage,
+        ClientActive, Hibernate, Hibernation, HibernationPhase, SessionWaiting, UnackedCause, UnackedMessage,
     },
     offline::{self, OfflineFeed},
     ping::PingSettings,
@@ -397,7 +397,7 @@ impl Session {
     }
 
     /// `<active/>` or `<inactive/>` (XEP-0352 section 4); no reply.
-    fn client_state(&mut self, element: &Element) -> Result<(), End> {
+    async fn client_state(&mut self, element: &Element) -> Result<(), End> {
         let inactive = match element.name() {
             "active" => false,
             "inactive" => true,
@@ -409,6 +409,13 @@ impl Session {
             .set_inactive(inactive);
         if !inactive && !self.held.is_empty() {
             self.releasing = true;
+        }
+        let hooks = self.server.extensions.hooks();
+        if !inactive && !hooks.client_active.is_empty() {
+            let mut event = ClientActive {
+                session: self.handle.jid.clone(),
+            };
+            hooks.client_active.run(&self.server, &mut event).await;
         }
         Ok(())
     }
@@ -600,7 +607,7 @@ impl Session {
             return self.stream_management(conn, element, liveness).await;
         }
         if element.ns() == csi::NS && self.server.csi.is_some() {
-            return self.client_state(&element);
+            return self.client_state(&element).await;
         }
         let counted = sm::is_stanza(&element);
         self.handle_stanza(conn, element).await?;

@@ -19,7 +19,7 @@ pub mod request;
 use std::{num::NonZeroUsize, path::PathBuf, time::Duration};
 
 pub use client::{ClientError, MongoosePush};
-pub use request::{Notification, RequestSkip};
+pub use request::{Notification, RequestSkip, VOIP_TOPIC_SUFFIX};
 
 /// `api_version`: the MongoosePush REST API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -48,9 +48,26 @@ pub enum RequestSkip {
     MissingDeviceId,
 }
 
+/// What a call's topic ends with by default (Apple's PushKit topic: the app's bundle id and
+/// `.voip`).
+pub const VOIP_TOPIC_SUFFIX: &str = ".voip";
+
 impl Notification {
-    /// The request for `payload` to the device the `options` name, or why there is none.
+    /// The request for `payload` to the device the `options` name, or why there is none; a
+    /// call's topic takes [`VOIP_TOPIC_SUFFIX`].
     pub fn build(payload: &Payload, options: &PublishOptions) -> Result<Notification, RequestSkip> {
+        Notification::build_with(payload, options, VOIP_TOPIC_SUFFIX)
+    }
+
+    /// [`Notification::build`] with a call's topic suffix (`calls.voip_topic_suffix`). A
+    /// call (a proposal or its end, XEP-0353) goes as MongooseIM 6.10 sends it: data only
+    /// (`data`, never `alert`, so that the app rings or stops ringing itself), `priority`
+    /// `high`, and the `topic` option, when there is one, with `voip_topic_suffix` appended.
+    pub fn build_with(
+        payload: &Payload,
+        options: &PublishOptions,
+        voip_topic_suffix: &str,
+    ) -> Result<Notification, RequestSkip> {
         let present = |name: &str| {
             options
                 .get(name)
@@ -66,7 +83,13 @@ impl Notification {
                 json.insert(name.into(), value.as_str().into());
             }
         }
-        if options.get("silent").map(String::as_str) == Some("true") {
+        if payload.subject().kind.is_call() {
+            json.insert("priority".into(), "high".into());
+            if let Some(topic) = options.get("topic") {
+                json.insert("topic".into(), format!("{topic}{voip_topic_suffix}").into());
+            }
+            json.insert("data".into(), Value::Object(data(payload)));
+        } else if options.get("silent").map(String::as_str) == Some("true") {
             json.insert("data".into(), Value::Object(data(payload)));
         } else {
             json.insert("alert".into(), Value::Object(alert(payload, options)));
@@ -268,15 +291,33 @@ mod tests {
     }
 
     #[test]
-    fn a_call_alerts_with_the_caller_as_title() {
-        let call = Payload::call("bob@example.com/phone", "propose", "s1");
+    fn a_call_goes_data_only_with_high_priority_and_the_voip_topic() {
+        let call = Payload::call("bob@example.com", "propose", "s1");
+        let with_topic = options(&[
+            ("service", "apns"),
+            ("device_id", "D"),
+            ("topic", "com.example.app"),
+            ("priority", "normal"),
+        ]);
+        let notification = Notification::build(&call, &with_topic).unwrap();
+        assert_eq!(
+            body(&notification),
+            json!({"service": "apns", "priority": "high", "topic": "com.example.app.voip",
+                   "data": {"message-sender": "bob@example.com", "jingle-message": "propose",
+                            "jingle-session-id": "s1"}})
+        );
+        let suffixed = Notification::build_with(&call, &with_topic, ".call").unwrap();
+        assert_eq!(body(&suffixed)["topic"], "com.example.app.call");
+        // Without a topic option, none is made up; a retraction goes the same way.
+        let ended = Payload::call("bob@example.com", "retract", "s1");
         let notification =
-            Notification::build(&call, &options(&[("service", "apns"), ("device_id", "D")]))
+            Notification::build(&ended, &options(&[("service", "fcm"), ("device_id", "D")]))
                 .unwrap();
         assert_eq!(
             body(&notification),
-            json!({"service": "apns", "alert": {"title": "bob@example.com/phone",
-                   "tag": "bob@example.com/phone"}})
+            json!({"service": "fcm", "priority": "high",
+                   "data": {"message-sender": "bob@example.com", "jingle-message": "retract",
+                            "jingle-session-id": "s1"}})
         );
     }
 

@@ -1,11 +1,12 @@
 //! The `defaults` plugin (push.md section 4): push `chat` and `groupchat` messages with a
 //! non-empty body to every registration of a recipient who is offline.
 
-use herald_stream::stanza::MessageType;
+use herald_stream::{ns::JINGLE_MESSAGE, stanza::MessageType};
 
 use super::{Context, Payload, Plugin, Skip};
 use crate::{
-    events::{Event, UnackedCause},
+    events::{Event, Message, UnackedCause},
+    vocabulary::{About, Kind},
     registrations::Registration,
 };
 
@@ -23,9 +24,13 @@ impl Plugin for Defaults {
 /// section 6 asks of fields a registered FORM_TYPE does not define).
 pub const ARCHIVE_ID_FIELD: &str = "x-stanza-id";
 
-/// The summary of a chat or groupchat message with a body.
+/// The summary of a chat or groupchat message with a body, or a call (a Jingle Message
+/// Initiation proposal, or its retraction: XEP-0353), which every plugin notifies.
 pub(super) fn prepare_notification(event: &Event) -> Result<Payload, Skip> {
     let message = event.message();
+    if let Some(call) = call(message) {
+        return Ok(call);
+    }
     // "Only type='chat' and type='groupchat' messages."
     let sender = match message.type_ {
         MessageType::Chat => message.from.to_bare().to_string(),
@@ -41,13 +46,61 @@ pub(super) fn prepare_notification(event: &Event) -> Result<Payload, Skip> {
     if body.is_empty() {
         return Err(Skip::EmptyBody);
     }
-    let message_count = 1; // Without an inbox there is no unread count per conversation.
-    let payload = Payload::summary(message_count, &sender.to_lowercase(), &body);
+    // The pipeline puts the unread count in (`unread_count`); MongooseIM's 1 otherwise.
+    let message_count = 1;
+    let about = About {
+        kind: match message.type_ {
+            MessageType::Groupchat => Kind::Groupchat,
+            _ => Kind::Chat,
+        },
+        nickname: match message.type_ {
+            MessageType::Groupchat => message.from.resource().map(|nick| nick.to_string()),
+            _ => None,
+        },
+        media: Vec::new(),
+        end_to_end: is_end_to_end(message),
+    };
+    let payload = Payload::summary(message_count, &sender.to_lowercase(), &body).about(about);
     // With the archive on, the id under which the message is found there (push.md
     // section 4): the woken phone can fetch from it.
     Ok(match message.archive_id() {
         Some(id) => payload.with(ARCHIVE_ID_FIELD, id),
         None => payload,
+    })
+}
+
+/// A call proposed (`<propose/>`, with its media) or withdrawn (`<retract/>`) in a chat or
+/// normal message (XEP-0353 section 3): the call payload of push.md section 6.
+pub(super) fn call(message: &Message) -> Option<Payload> {
+    if !matches!(message.type_, MessageType::Chat | MessageType::Normal) {
+        return None;
+    }
+    let jingle = message.stanza.children().find(|child| {
+        child.ns() == JINGLE_MESSAGE
+            && matches!(child.name(), "propose" | "retract")
+            && child.attr("id").is_some_and(|id| !id.is_empty())
+    })?;
+    let sender = message.from.to_bare().to_string().to_lowercase();
+    let payload = Payload::call(&sender, jingle.name(), jingle.attr("id").unwrap_or_default());
+    let mut about = payload.subject().clone();
+    about.media = jingle
+        .children()
+        .filter_map(|description| description.attr("media"))
+        .map(str::to_owned)
+        .collect();
+    Some(payload.about(about))
+}
+
+/// Whether the message is encrypted end to end (OMEMO, legacy OMEMO, OpenPGP for XMPP,
+/// XEP-0027): its body is then a fallback text.
+fn is_end_to_end(message: &Message) -> bool {
+    message.stanza.children().any(|child| {
+        matches!(
+            (child.name(), child.ns().as_str()),
+            ("encrypted", "eu.siacs.conversations.axolotl" | "urn:xmpp:omemo:2")
+                | ("openpgp", "urn:xmpp:openpgp:0")
+                | ("x", "jabber:x:encrypted")
+        )
     })
 }
 

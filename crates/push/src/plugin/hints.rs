@@ -116,10 +116,20 @@ mod tests {
     }
 
     #[test]
-    fn a_jingle_message_without_store_hint_or_id_is_bodiless() {
+    fn a_jingle_message_without_store_hint_or_id_is_bodiless_unless_it_proposes_a_call() {
+        // A proposal is a call with every plugin, hint or not (FIELD-NOTES defect 4).
+        assert_eq!(
+            Hints
+                .prepare_notification(&event(
+                    "<propose xmlns='urn:xmpp:jingle-message:0' id='x'/>"
+                ))
+                .unwrap()
+                .get("jingle-message"),
+            Some("propose")
+        );
         assert_eq!(
             Hints.prepare_notification(&event(
-                "<propose xmlns='urn:xmpp:jingle-message:0' id='x'/>"
+                "<accept xmlns='urn:xmpp:jingle-message:0' id='x'/>"
             )),
             Err(Skip::NoBody)
         );

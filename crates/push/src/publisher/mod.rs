@@ -33,6 +33,7 @@
 //! to finish.
 
 mod outbox;
+mod pace;
 mod transport;
 
 use std::{
@@ -55,8 +56,8 @@ pub use crate::stanza::{PUBLISH_OPTIONS, PUBSUB, PUSH, SUMMARY, publish_iq};
 pub use transport::{IqOutcome, IqTransport, SendIqError, ServerTransport};
 
 use crate::{
-    config::Retry,
-    metrics::{RequestId, RetryEvent, Stats},
+    config::{Pacing, Retry},
+    metrics::{PaceEvent, RequestId, RetryEvent, Stats},
     mongoosepush::{HttpOutcome, HttpPush, Notification},
     redact::Redacted,
     registrations::{PendingPush, RegistrationKey, RegistrationStore},
@@ -65,6 +66,7 @@ use crate::{
 };
 
 use outbox::Outbox;
+use pace::{Held, Pacer, Turn};
 
 /// How long a publish waits for the app server's reply (push.md section 5).
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(32);
@@ -99,9 +101,18 @@ pub struct PublisherSettings {
     /// `outbox_gather`: how long the outbox gathers before writing; zero writes (and waits
     /// for) every notification before it is sent.
     pub outbox_gather: Duration,
+    /// How often one registration may be notified (`pacing.*`); off by default here, on
+    /// by default in the module's configuration.
+    pub pacing: Pacing,
 }
 
 impl PublisherSettings {
+    /// These settings pacing notifications as `pacing` says.
+    pub fn with_pacing(mut self, pacing: Pacing) -> PublisherSettings {
+        self.pacing = pacing;
+        self
+    }
+
     /// A recipient's share never stops one message from reaching every registration they may
     /// have: at least two messages' worth of publishes.
     pub fn with_registrations_per_user(mut self, registrations: usize) -> PublisherSettings {
@@ -123,6 +134,7 @@ impl PublisherSettings {
             per_target: workers.get().saturating_sub(1).max(1),
             retry: Retry::default(),
             outbox_gather: outbox::GATHER,
+            pacing: Pacing::OFF,
         }
     }
 
@@ -148,6 +160,9 @@ pub enum Submitted {
     /// Not queued again: the same message is already pending for this registration (in the
     /// outbox, queued or waiting for a retry).
     AlreadyPending,
+    /// Held for the registration's next turn (`pacing.*`): it goes then, or a later
+    /// notification to the registration goes in its place.
+    Held,
 }
 
 /// One publish to do.
@@ -282,14 +297,24 @@ struct Worker {
 
 /// The handle that queues notifications.
 pub struct Publisher {
-    queue: mpsc::Sender<Job>,
-    shares: Arc<Shares>,
-    capacity: usize,
-    stats: Arc<Stats>,
-    full_warning: RateLimited,
+    submitter: Submitter,
     /// The outbox's writer, once the dispatcher runs.
     outbox: Arc<OnceLock<Outbox>>,
     retry: Retry,
+    pacer: Arc<Pacer>,
+}
+
+/// What puts a job in the queue; the publisher's, and a copy in each pacing timer.
+#[derive(Clone)]
+struct Submitter {
+    queue: mpsc::Sender<Job>,
+    /// Calls: served before the queue.
+    urgent: mpsc::Sender<Job>,
+    shares: Arc<Shares>,
+    capacity: usize,
+    stats: Arc<Stats>,
+    full_warning: Arc<RateLimited>,
+    outbox: Arc<OnceLock<Outbox>>,
 }
 
 /// What is told of a registration disabled after its app server or push service rejected it.
@@ -298,6 +323,7 @@ pub type OnDisabled = Arc<dyn Fn(&RegistrationKey) + Send + Sync>;
 /// The receiving end of a [`Publisher`]'s queue, until it runs.
 pub struct Dispatcher {
     receiver: mpsc::Receiver<Job>,
+    urgent: mpsc::Receiver<Job>,
     requeue: mpsc::WeakSender<Job>,
     settings: PublisherSettings,
     shares: Arc<Shares>,
@@ -327,7 +353,10 @@ impl Dispatcher {
             shares: Arc::clone(&self.shares),
         });
         tasks.spawn(dispatch(
-            self.receiver,
+            Queues {
+                normal: self.receiver,
+                urgent: self.urgent,
+            },
             worker,
             self.settings,
             self.shares,
@@ -370,20 +399,27 @@ impl Publisher {
     pub fn new(settings: PublisherSettings, stats: Arc<Stats>) -> (Publisher, Dispatcher) {
         let capacity = settings.queue_capacity.max(1);
         let (queue, receiver) = mpsc::channel(capacity);
+        let (urgent, urgent_receiver) = mpsc::channel(URGENT_CAPACITY);
         let shares = Arc::new(Shares::new(&settings));
         let outbox = Arc::new(OnceLock::new());
         let requeue = queue.downgrade();
         let publisher = Publisher {
-            queue,
-            shares: Arc::clone(&shares),
-            capacity,
-            stats,
-            full_warning: RateLimited::new(FULL_WARNING_EVERY),
+            submitter: Submitter {
+                queue,
+                urgent,
+                shares: Arc::clone(&shares),
+                capacity,
+                stats,
+                full_warning: Arc::new(RateLimited::new(FULL_WARNING_EVERY)),
+                outbox: Arc::clone(&outbox),
+            },
             outbox: Arc::clone(&outbox),
             retry: settings.retry,
+            pacer: Arc::new(Pacer::new(settings.pacing)),
         };
         let dispatcher = Dispatcher {
             receiver,
+            urgent: urgent_receiver,
             requeue,
             settings,
             shares,
@@ -431,14 +467,15 @@ impl Publisher {
             attempt: 0,
             decided: SystemTime::now(),
         };
-        self.submit_job(job)
+        self.submitter.submit_job(job, false)
     }
 
     /// Queue a notification for `message` (what identifies it, if anything) through the
     /// outbox (when the dispatcher runs): kept in the store unless delivered within
     /// `outbox_gather` (with none, committed before this returns), so that a restart or a
-    /// crash sends it, and retried as `retry.*` says. Not queued when the same message is pending for this registration or was
-    /// notified to it lately.
+    /// crash sends it, and retried as `retry.*` says. Not queued when the same message is
+    /// pending for this registration or was notified to it lately. Sent at once, whatever
+    /// the pacing.
     pub async fn submit_pending(
         &self,
         key: RegistrationKey,
@@ -446,20 +483,118 @@ impl Publisher {
         request: RequestId,
         message: Option<String>,
     ) -> Submitted {
-        let outbox = match self.outbox.get() {
-            Some(outbox) => {
-                let push = PendingPush {
-                    key: key.clone(),
-                    message,
-                    route: route.stored(),
-                    created_at: SystemTime::now(),
-                };
-                match outbox.add(push).await {
-                    Some(id) => Some(id),
-                    None => return Submitted::AlreadyPending,
+        self.submit_kept(key, route, request, message, false).await
+    }
+
+    /// [`Publisher::submit_pending`] at the registration's pace (`pacing.*`): a
+    /// notification that may not go yet is held (kept in the outbox meanwhile) and goes at
+    /// the registration's next turn, unless a later one replaces it first. An `urgent`
+    /// one (a call) goes at once, ahead of the queue.
+    pub async fn submit_paced(
+        &self,
+        key: RegistrationKey,
+        route: Route,
+        request: RequestId,
+        message: Option<String>,
+        urgent: bool,
+    ) -> Submitted {
+        if urgent {
+            self.submitter.stats.pace(PaceEvent::Urgent);
+            return self.submit_kept(key, route, request, message, true).await;
+        }
+        if self.pacer.offer(&key, Instant::now()) == Turn::Now {
+            return self.submit_kept(key, route, request, message, false).await;
+        }
+        let outbox = match self.keep(&key, &route, message).await {
+            Ok(outbox) => outbox,
+            Err(submitted) => return submitted,
+        };
+        let held = Held {
+            route,
+            request,
+            outbox,
+        };
+        let (replaced, timer) = self.pacer.hold(&key, held, Instant::now());
+        match replaced {
+            Some(replaced) => {
+                self.submitter.stats.pace(PaceEvent::Coalesced);
+                tracing::debug!(request_id = %replaced.request, by = %request, owner = %key.owner, "push: a held notification is coalesced into a later one");
+                self.submitter.finished(replaced.outbox);
+            }
+            None => {
+                self.submitter.stats.pace(PaceEvent::Held);
+                tracing::debug!(request_id = %request, owner = %key.owner, "push: held for the registration's next turn");
+            }
+        }
+        if let Some(at) = timer {
+            self.send_when_due(key, at);
+        }
+        Submitted::Held
+    }
+
+    /// A timer that sends what `key` holds at its next turn, from `at`.
+    fn send_when_due(&self, key: RegistrationKey, at: Instant) {
+        let pacer = Arc::clone(&self.pacer);
+        let submitter = self.submitter.clone();
+        tokio::spawn(async move {
+            let mut at = at;
+            loop {
+                tokio::time::sleep_until(at).await;
+                match pacer.due(&key, Instant::now()) {
+                    Ok(Some(held)) => {
+                        let job = Job {
+                            key,
+                            what: held.route,
+                            request: held.request,
+                            reply: None,
+                            outbox: held.outbox,
+                            attempt: 0,
+                            decided: SystemTime::now(),
+                        };
+                        submitter.submit_job(job, false);
+                        return;
+                    }
+                    Ok(None) => return,
+                    Err(next) => at = next,
                 }
             }
-            None => None,
+        });
+    }
+
+    /// Keep a notification to `key` in the outbox (once the dispatcher runs): its row, or
+    /// [`Submitted::AlreadyPending`] when the same message is pending for it already.
+    async fn keep(
+        &self,
+        key: &RegistrationKey,
+        route: &Route,
+        message: Option<String>,
+    ) -> Result<Option<i64>, Submitted> {
+        let Some(outbox) = self.outbox.get() else {
+            return Ok(None);
+        };
+        let push = PendingPush {
+            key: key.clone(),
+            message,
+            route: route.stored(),
+            created_at: SystemTime::now(),
+        };
+        match outbox.add(push).await {
+            Some(id) => Ok(Some(id)),
+            None => Err(Submitted::AlreadyPending),
+        }
+    }
+
+    async fn submit_kept(
+        &self,
+        key: RegistrationKey,
+        route: Route,
+        request: RequestId,
+        message: Option<String>,
+        urgent: bool,
+    ) -> Submitted {
+        let outbox = match self.keep(&key, &route, message).await {
+            Ok(outbox) => outbox,
+            Err(submitted) => return submitted,
         };
         let job = Job {
             key,
@@ -470,7 +605,7 @@ impl Publisher {
             attempt: 0,
             decided: SystemTime::now(),
         };
-        self.submit_job(job)
+        self.submitter.submit_job(job, urgent)
     }
 
     /// Queue again a notification the outbox kept from before the last stop (`id`), unless
@@ -479,45 +614,66 @@ impl Publisher {
         let age = pending.created_at.elapsed().unwrap_or_default();
         let route = Route::from_stored(pending.route);
         match route {
-            Some(route) if age < self.retry.max_age => self.submit_job(Job {
-                key: pending.key,
-                what: route,
-                request: RequestId::next(),
-                reply: None,
-                outbox: Some(id),
-                attempt: 0,
-                decided: pending.created_at,
-            }),
+            Some(route) if age < self.retry.max_age => self.submitter.submit_job(
+                Job {
+                    key: pending.key,
+                    what: route,
+                    request: RequestId::next(),
+                    reply: None,
+                    outbox: Some(id),
+                    attempt: 0,
+                    decided: pending.created_at,
+                },
+                false,
+            ),
             _ => {
-                if let Some(outbox) = self.outbox.get() {
-                    outbox.remove(id);
-                }
-                self.stats.retry(RetryEvent::GaveUp);
+                self.submitter.finished(Some(id));
+                self.submitter.stats.retry(RetryEvent::GaveUp);
                 Submitted::Stopped
             }
         }
     }
+}
 
-    /// Queue `job` if its recipient has room and the queue too; a dropped job leaves the
-    /// outbox (its outcome is final).
-    fn submit_job(&self, job: Job) -> Submitted {
+/// Calls waiting for a worker, at most (beyond, they wait in the queue with the others).
+const URGENT_CAPACITY: usize = 256;
+
+impl Submitter {
+    /// Queue `job` (ahead of the others when `urgent`) if its recipient has room and the
+    /// queue too; a dropped job leaves the outbox (its outcome is final).
+    fn submit_job(&self, job: Job, urgent: bool) -> Submitted {
         let outbox = job.outbox;
-        let submitted = self.queue_job(job);
+        let submitted = self.queue_job(job, urgent);
         // A publisher that stopped leaves the row for the next start.
-        if matches!(submitted, Submitted::QueueFull | Submitted::UserLimit)
-            && let (Some(id), Some(writer)) = (outbox, self.outbox.get())
-        {
-            writer.remove(id);
+        if matches!(submitted, Submitted::QueueFull | Submitted::UserLimit) {
+            self.finished(outbox);
         }
         submitted
     }
 
-    fn queue_job(&self, job: Job) -> Submitted {
+    /// The notification's outcome is final: its outbox row goes.
+    fn finished(&self, outbox: Option<i64>) {
+        if let (Some(id), Some(writer)) = (outbox, self.outbox.get()) {
+            writer.remove(id);
+        }
+    }
+
+    fn queue_job(&self, job: Job, urgent: bool) -> Submitted {
         if !self.shares.admit(&job.key.owner) {
             self.stats.notification(Outcome::DroppedUserLimit);
             tracing::debug!(owner = %job.key.owner, "push: the recipient has their share of the publisher; dropping");
             return Submitted::UserLimit;
         }
+        let job = if urgent {
+            match self.urgent.try_send(job) {
+                Ok(()) => return Submitted::Queued,
+                // Full: the call waits with the others.
+                Err(mpsc::error::TrySendError::Full(job))
+                | Err(mpsc::error::TrySendError::Closed(job)) => job,
+            }
+        } else {
+            job
+        };
         let submitted = match self.queue.try_send(job) {
             Ok(()) => Submitted::Queued,
             Err(mpsc::error::TrySendError::Full(job)) => {
@@ -544,16 +700,26 @@ impl Publisher {
     }
 }
 
+/// The queues the dispatcher serves: calls first.
+struct Queues {
+    normal: mpsc::Receiver<Job>,
+    urgent: mpsc::Receiver<Job>,
+}
+
 /// Hand queued jobs to at most `workers` concurrent publishes until shutdown, then drain.
 /// A job for an app server at its share waits aside (bounded by the queue's capacity) while
 /// later jobs for other app servers go ahead; it goes first once its app server has room.
 async fn dispatch(
-    mut queue: mpsc::Receiver<Job>,
+    queues: Queues,
     worker: Arc<Worker>,
     settings: PublisherSettings,
     shares: Arc<Shares>,
     shutdown: CancellationToken,
 ) {
+    let Queues {
+        normal: mut queue,
+        mut urgent,
+    } = queues;
     let slots = Arc::new(Semaphore::new(settings.workers.get()));
     let mut in_flight = JoinSet::new();
     let mut aside: VecDeque<Job> = VecDeque::new();
@@ -578,6 +744,13 @@ async fn dispatch(
                 biased;
                 _ = shutdown.cancelled() => break 'serve,
                 () = shares.freed.notified(), if !aside.is_empty() => {}
+                Some(job) = urgent.recv() => {
+                    if shares.has_room(&job.target()) {
+                        break job;
+                    }
+                    // Its app server is at its share: first in line for it.
+                    aside.push_front(job);
+                }
                 job = queue.recv() => match job {
                     Some(job) if shares.has_room(&job.target()) => break job,
                     Some(job) if aside.len() < aside_capacity => aside.push_back(job),
@@ -603,6 +776,7 @@ async fn dispatch(
         });
     }
     queue.close();
+    urgent.close();
     if !queue.is_empty() {
         tracing::warn!(
             queued = queue.len(),

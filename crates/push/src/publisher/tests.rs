@@ -97,6 +97,7 @@ fn settings(workers: usize, queue_capacity: usize) -> PublisherSettings {
             ..Retry::default()
         },
         outbox_gather: outbox::GATHER,
+        pacing: crate::config::Pacing::OFF,
     }
 }
 

@@ -32,6 +32,7 @@ macro_rules! with_cases {
             remove_user_removes_all_of_the_users_registrations,
             remove_domain_removes_that_domains_users_only,
             forms_with_unusual_text_round_trip,
+            extensions_round_trip_and_re_enabling_replaces_them,
             hibernating_sessions_are_kept_until_they_end_or_are_taken,
             pending_notifications_are_kept_until_done_and_a_message_is_notified_once_per_registration,
         }
@@ -97,6 +98,7 @@ fn registration(key: RegistrationKey, form: PublishOptions, seconds: u64) -> Reg
         key,
         form,
         created_at: from_micros(0) + Duration::from_micros(seconds * 1_000_000 + 123_456),
+        extensions: crate::extensions::Extensions::default(),
     }
 }
 
@@ -115,6 +117,35 @@ pub async fn enable_then_list_round_trips(store: &dyn RegistrationStore) {
     assert_eq!(
         store.list(&jid("alice@round-trip.test")).await.unwrap(),
         [stored]
+    );
+}
+
+/// What a client asked beyond XEP-0357 (Tigase's extensions) comes back as it was stored, and
+/// re-enabling without them clears them.
+pub async fn extensions_round_trip_and_re_enabling_replaces_them(store: &dyn RegistrationStore) {
+    let enable: minidom::Element = "<enable xmlns='urn:xmpp:push:0' jid='p' node='n'>\
+         <encrypt xmlns='tigase:push:encrypt:0' alg='aes-128-gcm' key='AAECAwQFBgcICQoLDA0ODw=='/>\
+         <priority xmlns='tigase:push:priority:0'/>\
+         <muted xmlns='tigase:push:filter:muted:0'><item jid='Quiet@Example.com'/></muted>\
+         <groupchat xmlns='tigase:push:filter:groupchat:0'>\
+           <room jid='room@muc.example.com' allow='mentioned' nick='Al \"1\"'/></groupchat>\
+         <jingle xmlns='tigase:push:jingle:0'/></enable>"
+        .parse()
+        .unwrap();
+    let extensions = crate::extensions::Extensions::parse(&enable).unwrap();
+    assert!(extensions.encrypt.is_some() && extensions.priority && extensions.jingle);
+    let k = key("alice@extensions.test", "push.example.com", "n1");
+    let stored = registration(k.clone(), form(&[]), 5).with_extensions(extensions);
+    store.enable(&stored).await.unwrap();
+    assert_eq!(
+        store.list(&jid("alice@extensions.test")).await.unwrap(),
+        [stored]
+    );
+    let plain = registration(k, form(&[]), 6);
+    store.enable(&plain).await.unwrap();
+    assert_eq!(
+        store.list(&jid("alice@extensions.test")).await.unwrap(),
+        [plain]
     );
 }
 

@@ -22,6 +22,8 @@ use std::{
 };
 
 use herald_storage::{Migration, MigrationSet, StorageError};
+
+use crate::extensions::Extensions;
 use jid::{BareJid, FullJid};
 
 pub use cached::CachedRegistrations;
@@ -53,6 +55,12 @@ pub const MIGRATIONS: MigrationSet = MigrationSet {
             sqlite: include_str!("migrations/sqlite/0008_outbox.sql"),
             postgres: include_str!("migrations/postgres/0008_outbox.sql"),
         },
+        Migration {
+            version: 9,
+            description: "what clients ask beyond XEP-0357 at enable: herald_options",
+            sqlite: include_str!("migrations/sqlite/0009_options.sql"),
+            postgres: include_str!("migrations/postgres/0009_options.sql"),
+        },
     ],
 };
 
@@ -80,6 +88,8 @@ pub struct Registration {
     pub form: PublishOptions,
     /// When it was (last) enabled, to the microsecond.
     pub created_at: SystemTime,
+    /// What the client asked for beyond XEP-0357 (Tigase's extensions).
+    pub extensions: Extensions,
 }
 
 impl Registration {
@@ -89,7 +99,14 @@ impl Registration {
             key,
             form,
             created_at: from_micros(to_micros(SystemTime::now())),
+            extensions: Extensions::default(),
         }
+    }
+
+    /// The same registration with `extensions`.
+    pub fn with_extensions(mut self, extensions: Extensions) -> Registration {
+        self.extensions = extensions;
+        self
     }
 }
 

@@ -11,11 +11,16 @@ impl PushDialect for sqlx::Postgres {
              VALUES ($1, $2, $3, $4::json, $5)
              ON CONFLICT (owner_jid, node, pubsub_jid)
              DO UPDATE SET form = excluded.form, created_at = excluded.created_at",
+        set_options: "INSERT INTO herald_push_options (owner_jid, node, pubsub_jid, options)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (owner_jid, node, pubsub_jid) DO UPDATE SET options = excluded.options",
         // The "C" collation compares UTF-8 bytes: code point order, as on SQLite.
-        list: "SELECT owner_jid, node, pubsub_jid, form::text AS form, created_at
-             FROM event_pusher_push_subscription
-             WHERE owner_jid = $1
-             ORDER BY created_at, pubsub_jid COLLATE \"C\", node COLLATE \"C\"",
+        list: "SELECT s.owner_jid, s.node, s.pubsub_jid, s.form::text AS form, s.created_at, o.options
+             FROM event_pusher_push_subscription s
+             LEFT JOIN herald_push_options o
+               ON o.owner_jid = s.owner_jid AND o.node = s.node AND o.pubsub_jid = s.pubsub_jid
+             WHERE s.owner_jid = $1
+             ORDER BY s.created_at, s.pubsub_jid COLLATE \"C\", s.node COLLATE \"C\"",
         remove_domain: "DELETE FROM event_pusher_push_subscription
              WHERE length(owner_jid) > length($1) AND right(owner_jid, length($1)) = $1",
         hibernating: "INSERT INTO herald_push_hibernation
@@ -24,6 +29,8 @@ impl PushDialect for sqlx::Postgres {
              ON CONFLICT (owner_jid, resource)
              DO UPDATE SET pubsub_jid = excluded.pubsub_jid, node = excluded.node,
                  since = excluded.since",
+        remove_domain_options: "DELETE FROM herald_push_options
+             WHERE length(owner_jid) > length($1) AND right(owner_jid, length($1)) = $1",
         remove_domain_hibernating: "DELETE FROM herald_push_hibernation
              WHERE length(owner_jid) > length($1) AND right(owner_jid, length($1)) = $1",
     };

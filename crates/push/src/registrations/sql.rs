@@ -8,6 +8,8 @@ use herald_storage::{StorageError, sql::Dialect};
 use jid::{BareJid, FullJid};
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
 
+use crate::extensions::Extensions;
+
 use super::{
     PendingPush, PublishOptions, Registration, RegistrationKey, RegistrationStore, StoredRoute,
     from_micros, to_micros,
@@ -18,6 +20,9 @@ use super::{
 pub struct PushSql {
     /// Insert or refresh `($1 owner, $2 node, $3 pubsub, $4 form as JSON text, $5 created_at)`.
     pub enable: &'static str,
+    /// Insert or replace a registration's extensions `($1 owner, $2 node, $3 pubsub, $4
+    /// options as JSON text)` in `herald_push_options`.
+    pub set_options: &'static str,
     /// The registrations of `$1`, oldest first, then by pubsub JID and node in code point
     /// order; the form as JSON text.
     pub list: &'static str,
@@ -27,6 +32,8 @@ pub struct PushSql {
     /// Record `($1 owner, $2 resource, $3 pubsub, $4 node, $5 since)` as hibernating,
     /// replacing what the session had.
     pub hibernating: &'static str,
+    /// Delete the extensions of owners that end with the suffix `$1`.
+    pub remove_domain_options: &'static str,
     /// Delete the hibernating sessions of owners that end with the suffix `$1`.
     pub remove_domain_hibernating: &'static str,
 }
@@ -101,6 +108,12 @@ where
     let form: String = row.try_get("form")?;
     let form: PublishOptions = serde_json::from_str(&form)
         .map_err(|_| corrupt::<DB>("form is not a JSON object of strings", row))?;
+    let options: Option<String> = row.try_get("options")?;
+    let extensions = match options {
+        None => Extensions::default(),
+        Some(options) => Extensions::from_stored(&options)
+            .ok_or_else(|| corrupt::<DB>("herald_push_options is not what herald writes", row))?,
+    };
     Ok(Registration {
         key: RegistrationKey {
             owner: jid_column::<DB>(row, "owner_jid")?,
@@ -109,6 +122,7 @@ where
         },
         form,
         created_at: from_micros(row.try_get("created_at")?),
+        extensions,
     })
 }
 
@@ -124,6 +138,39 @@ where
         pubsub: jid_column::<DB>(row, "pubsub_jid")?,
         node: row.try_get("node")?,
     })
+}
+
+/// Delete one registration's extensions.
+const OPTIONS_OF_KEY: &str =
+    "DELETE FROM herald_push_options WHERE owner_jid = $1 AND node = $2 AND pubsub_jid = $3";
+
+impl<DB> SqlRegistrations<DB>
+where
+    DB: PushDialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q String: Encode<'q, DB> + Type<DB>,
+{
+    /// Run `sql`, a DELETE from `herald_push_options` with `$1` (the owner, or a domain
+    /// suffix), then the key's node and pubsub, or a pubsub alone.
+    async fn delete_options(
+        &self,
+        sql: &'static str,
+        first: &str,
+        key: Option<&RegistrationKey>,
+        pubsub: Option<&BareJid>,
+    ) -> Result<(), StorageError> {
+        let mut query = sqlx::query(sql).bind(first);
+        if let Some(key) = key {
+            query = query.bind(&key.node).bind(key.pubsub.as_str());
+        }
+        if let Some(pubsub) = pubsub {
+            query = query.bind(pubsub.as_str());
+        }
+        query.execute(&self.pool).await?;
+        Ok(())
+    }
 }
 
 #[async_trait::async_trait]
@@ -143,10 +190,25 @@ where
     async fn enable(&self, registration: &Registration) -> Result<(), StorageError> {
         let form = serde_json::to_string(&registration.form)
             .map_err(|error| StorageError::Corrupt(format!("unencodable form: {error}")))?;
+        let key = &registration.key;
+        // The extensions first: a failure between the two leaves extensions without a
+        // registration, which nothing reads and the next enable of the key replaces.
+        if registration.extensions.is_empty() {
+            self.delete_options(OPTIONS_OF_KEY, key.owner.as_str(), Some(key), None)
+                .await?;
+        } else {
+            sqlx::query(DB::PUSH.set_options)
+                .bind(key.owner.as_str())
+                .bind(&key.node)
+                .bind(key.pubsub.as_str())
+                .bind(registration.extensions.to_stored())
+                .execute(&self.pool)
+                .await?;
+        }
         sqlx::query(DB::PUSH.enable)
-            .bind(registration.key.owner.as_str())
-            .bind(&registration.key.node)
-            .bind(registration.key.pubsub.as_str())
+            .bind(key.owner.as_str())
+            .bind(&key.node)
+            .bind(key.pubsub.as_str())
             .bind(form)
             .bind(to_micros(registration.created_at))
             .execute(&self.pool)
@@ -155,6 +217,8 @@ where
     }
 
     async fn disable(&self, key: &RegistrationKey) -> Result<bool, StorageError> {
+        self.delete_options(OPTIONS_OF_KEY, key.owner.as_str(), Some(key), None)
+            .await?;
         let done = sqlx::query(
             "DELETE FROM event_pusher_push_subscription
              WHERE owner_jid = $1 AND node = $2 AND pubsub_jid = $3",
@@ -172,6 +236,13 @@ where
         owner: &BareJid,
         pubsub: &BareJid,
     ) -> Result<Vec<RegistrationKey>, StorageError> {
+        self.delete_options(
+            "DELETE FROM herald_push_options WHERE owner_jid = $1 AND pubsub_jid = $2",
+            owner.as_str(),
+            None,
+            Some(pubsub),
+        )
+        .await?;
         let rows = sqlx::query(
             "DELETE FROM event_pusher_push_subscription
              WHERE owner_jid = $1 AND pubsub_jid = $2
@@ -193,6 +264,13 @@ where
     }
 
     async fn remove_user(&self, owner: &BareJid) -> Result<u64, StorageError> {
+        self.delete_options(
+            "DELETE FROM herald_push_options WHERE owner_jid = $1",
+            owner.as_str(),
+            None,
+            None,
+        )
+        .await?;
         sqlx::query("DELETE FROM herald_push_hibernation WHERE owner_jid = $1")
             .bind(owner.as_str())
             .execute(&self.pool)
@@ -208,6 +286,8 @@ where
         // Owners are user@domain: compare the end of the text, not a LIKE pattern, so no
         // character of the domain is taken as a wildcard.
         let suffix = format!("@{domain}");
+        self.delete_options(DB::PUSH.remove_domain_options, &suffix, None, None)
+            .await?;
         sqlx::query(DB::PUSH.remove_domain_hibernating)
             .bind(&suffix)
             .execute(&self.pool)
