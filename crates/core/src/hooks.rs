@@ -147,6 +147,17 @@ pub struct Hibernate {
     pub wake_before: Option<Duration>,
 }
 
+/// An account's PEP node changed: an item published or retracted, the node created,
+/// configured, purged or deleted (XEP-0163). The push module re-reads the notification
+/// settings (XEP-0492) when their node changes.
+#[derive(Debug)]
+pub struct PepChanged {
+    /// The account.
+    pub owner: BareJid,
+    /// The node.
+    pub node: String,
+}
+
 /// A client said it is active (XEP-0352 `<active/>`): its user is looking at it (the push
 /// module resets the user's unread count).
 #[derive(Debug)]
@@ -334,6 +345,8 @@ pub struct Hooks {
     pub user_available: HookList<UserAvailable>,
     /// See [`ClientActive`].
     pub client_active: HookList<ClientActive>,
+    /// See [`PepChanged`].
+    pub pep_changed: HookList<PepChanged>,
     /// See [`UnackedMessage`].
     pub unacked_message: HookList<UnackedMessage>,
     /// See [`SessionWaiting`].

@@ -27,6 +27,7 @@ pub mod redact;
 pub mod registrations;
 pub mod route;
 pub mod rules;
+pub mod settings;
 pub mod stanza;
 pub mod unread;
 pub mod vocabulary;
@@ -38,8 +39,8 @@ use herald_core::{
     csi::ClientState,
     hooks::{
         ClientActive, Flow, Handler, Hibernate, Hibernation, HibernationPhase, MessageSent,
-        OfflineMessage, Priority, SessionWaiting, UnackedCause, UnackedMessage, UserAvailable,
-        UserRemoved,
+        OfflineMessage, PepChanged, Priority, SessionWaiting, UnackedCause, UnackedMessage,
+        UserAvailable, UserRemoved,
     },
     module::{IqScope, Module, Registrar},
 };
@@ -85,6 +86,10 @@ pub struct Push {
     http: Option<Arc<dyn HttpPush>>,
     /// The publisher's dispatcher, until the server starts it.
     dispatcher: Mutex<Option<Dispatcher>>,
+    /// The users' notification settings (XEP-0492), when the server has PEP.
+    settings: settings::NotificationSettings,
+    /// Whether the server has PEP (known at start).
+    pep: std::sync::atomic::AtomicBool,
 }
 
 impl Push {
@@ -161,6 +166,8 @@ impl Push {
             stats,
             http,
             dispatcher: Mutex::new(Some(dispatcher)),
+            settings: settings::NotificationSettings::default(),
+            pep: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -209,7 +216,18 @@ impl Push {
     /// notified now, to travel on with the message.
     pub async fn on_message(&self, server: &Server, event: Event, notified: Notified) -> Notified {
         let mut notified = notified;
-        let presence = presence_of(server, &event);
+        let mut presence = presence_of(server, &event);
+        if self.pep.load(std::sync::atomic::Ordering::Relaxed) {
+            let conversation = event.message().from.to_bare();
+            presence.setting = self
+                .settings
+                .of(
+                    server.storage.user_data().as_ref(),
+                    event.recipient(),
+                    &conversation,
+                )
+                .await;
+        }
         // The pipeline logs what it decided, with the request id.
         let _ = self
             .pipeline
@@ -321,11 +339,19 @@ impl Module for Push {
                 .add(Priority::NORMAL, Arc::new(OnActive(Arc::clone(&self))));
         }
         hooks
+            .pep_changed
+            .add(Priority::NORMAL, Arc::new(OnPepChanged(Arc::clone(&self))));
+        hooks
             .user_removed
             .add(Priority::NORMAL, Arc::new(OnUserRemoved(self)));
     }
 
     fn start(self: Arc<Self>, server: &Arc<Server>) {
+        let pep = server
+            .extensions
+            .iq_handler(IqScope::Account, herald_stream::ns::PUBSUB)
+            .is_some();
+        self.pep.store(pep, std::sync::atomic::Ordering::Relaxed);
         // A rejected registration is cleared from the sessions that enabled it; the server
         // owns the module, so the callback holds it weakly.
         let weak = Arc::downgrade(server);
@@ -417,7 +443,11 @@ fn presence_of(server: &Server, event: &Event) -> Presence {
             .get::<ClientState>()
             .is_some_and(|state| state.is_inactive())
     });
-    Presence { available, active }
+    Presence {
+        available,
+        active,
+        setting: None,
+    }
 }
 
 /// A message written to one session that its client may not see soon (push.md section 7 and
@@ -568,6 +598,19 @@ impl Handler<MessageSent> for OnActive {
                 .has_child("displayed", herald_stream::ns::CHAT_MARKERS)
         {
             unread.read(&event.sender.to_bare(), &to.to_bare());
+        }
+        Flow::Continue
+    }
+}
+
+/// The notification settings node (XEP-0492) changed: read it again when next needed.
+struct OnPepChanged(Arc<Push>);
+
+#[async_trait::async_trait]
+impl Handler<PepChanged> for OnPepChanged {
+    async fn call(&self, _server: &Server, event: &mut PepChanged) -> Flow {
+        if event.node == settings::NODE {
+            self.0.settings.forget(&event.owner);
         }
         Flow::Continue
     }

@@ -14,6 +14,7 @@ use crate::{
     publisher::{Publisher, Submitted},
     registrations::{Registration, RegistrationKey, RegistrationStore},
     route::Routes,
+    settings::ChatSetting,
     unread::{Calls, Unread},
     vocabulary::{Kind, Skip},
 };
@@ -25,6 +26,9 @@ pub struct Presence {
     pub available: bool,
     /// One of them is connected and its client not inactive (XEP-0352).
     pub active: bool,
+    /// What the recipient set for the message's conversation in their notification
+    /// settings (XEP-0492), if anything.
+    pub setting: Option<ChatSetting>,
 }
 
 /// What the pipeline works with, built when the module starts.
@@ -63,6 +67,7 @@ impl Pipeline {
         let presence = Presence {
             available: recipient_available,
             active: recipient_available,
+            setting: None,
         };
         self.notify_in(event, presence, notified).await
     }
@@ -105,6 +110,9 @@ impl Pipeline {
                     .take(event.recipient(), call.as_deref().unwrap_or_default()))
         {
             return Err(Skip::NoCallToCancel);
+        }
+        if let Some(setting) = presence.setting {
+            setting.allows(event.recipient(), event.message(), &payload)?;
         }
         let registrations = self.load(event).await?;
         let context = self.context(event, presence);
@@ -269,13 +277,15 @@ fn filtered(
     let mut reason = None;
     let kept: Vec<Registration> = chosen
         .into_iter()
-        .filter(|registration| match registration.extensions.filter(message, payload) {
-            Ok(()) => true,
-            Err(skip) => {
-                reason.get_or_insert(skip);
-                false
-            }
-        })
+        .filter(
+            |registration| match registration.extensions.filter(message, payload) {
+                Ok(()) => true,
+                Err(skip) => {
+                    reason.get_or_insert(skip);
+                    false
+                }
+            },
+        )
         .collect();
     match (kept.is_empty(), reason) {
         (true, Some(skip)) => Err(skip),

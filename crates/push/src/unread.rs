@@ -40,14 +40,16 @@ impl Unread {
         };
         let count = counts.entry(bucket).or_insert(0);
         *count = count.saturating_add(1);
-        counts.values().fold(0u32, |total, n| total.saturating_add(*n))
+        counts
+            .values()
+            .fold(0u32, |total, n| total.saturating_add(*n))
     }
 
     /// The user's total.
     pub fn total(&self, user: &BareJid) -> u32 {
-        self.users()
-            .get(user)
-            .map_or(0, |counts| counts.values().fold(0u32, |t, n| t.saturating_add(*n)))
+        self.users().get(user).map_or(0, |counts| {
+            counts.values().fold(0u32, |t, n| t.saturating_add(*n))
+        })
     }
 
     /// The user is active again: nothing is unread.

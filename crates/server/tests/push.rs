@@ -44,6 +44,10 @@ wpool.workers = 4
 plugin_module = "mod_event_pusher_push_plugin_defaults"
 # These cases test what one answer does; retries have their own (tests/retries.rs).
 retry.max_retries = 0
+# MongooseIM's payload (message-count 1) and one notification per message: unread counts and
+# pacing have their own cases (tests/phone.rs).
+unread_count = false
+pacing.rate_limit = 0
 "#;
 
 const WITHOUT_PUSH: &str = r#"

@@ -35,6 +35,8 @@ password = "secret"
 retry.backoff_base = 100
 retry.backoff_max = 1
 retry.max_retries = 20
+# Every message notified on its own: these cases count notifications per message.
+pacing.rate_limit = 0
 "#
     .to_owned()
 }

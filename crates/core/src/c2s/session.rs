@@ -29,7 +29,8 @@ use crate::{
     csi::{self, ClientState},
     envelope::Envelope,
     hooks::{
-        ClientActive, Hibernate, Hibernation, HibernationPhase, SessionWaiting, UnackedCause, UnackedMessage,
+        ClientActive, Hibernate, Hibernation, HibernationPhase, SessionWaiting, UnackedCause,
+        UnackedMessage,
     },
     offline::{self, OfflineFeed},
     ping::PingSettings,

@@ -31,7 +31,7 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 use crate::{
     Origin, Server,
     config::{self, Integer, Invalid, KeyPath, Section},
-    hooks::{Direction, Flow, Handler, PresenceIn, Priority, SubscriptionApproved},
+    hooks::{Direction, Flow, Handler, PepChanged, PresenceIn, Priority, SubscriptionApproved},
     module::{IqError, IqHandler, IqRequest, IqResponse, IqScope, Module, Registrar},
     sessions::Availability,
 };
@@ -44,7 +44,9 @@ const OWNER: &str = "http://jabber.org/protocol/pubsub#owner";
 const EVENT: &str = "http://jabber.org/protocol/pubsub#event";
 /// The kinds of rows in the per-user data store.
 const NODES: &str = "pep_node";
-const ITEMS: &str = "pep_item";
+/// The kind of the rows holding PEP items in the user-data store; a row's scope is its node
+/// and its name the item id, its value the `<item/>` as XML.
+pub const ITEMS: &str = "pep_item";
 /// Most nodes per account.
 const MAX_NODES: usize = 1000;
 /// How long a caps query may take.
@@ -809,11 +811,15 @@ impl IqHandler for Requests {
                 if owner != requester {
                     return Err(IqError::forbidden());
                 }
-                match name {
+                let done = match name {
                     "publish" => pep.publish(server, &owner, pubsub, action).await,
                     "retract" => pep.retract(server, &owner, action).await,
                     _ => pep.create_node(&owner, pubsub, action).await,
+                };
+                if done.is_ok() {
+                    changed(server, &owner, action).await;
                 }
+                done
             }
             (_, name) => Err(unsupported(name)),
         }
@@ -832,9 +838,29 @@ impl IqHandler for OwnerRequests {
         let Some(action) = request.payload.children().next() else {
             return Err(IqError::bad_request());
         };
-        self.0
+        let done = self
+            .0
             .owner_request(server, &owner, request.kind, action)
-            .await
+            .await;
+        if done.is_ok() && request.kind == IqType::Set {
+            changed(server, &owner, action).await;
+        }
+        done
+    }
+}
+
+/// Tell the modules that `owner`'s node named by `action` changed ([`PepChanged`]).
+async fn changed(server: &Server, owner: &BareJid, action: &Element) {
+    let hooks = server.extensions.hooks();
+    if hooks.pep_changed.is_empty() {
+        return;
+    }
+    if let Some(node) = action.attr("node") {
+        let mut event = PepChanged {
+            owner: owner.clone(),
+            node: node.to_owned(),
+        };
+        hooks.pep_changed.run(server, &mut event).await;
     }
 }
 

@@ -223,9 +223,7 @@ impl Encryption {
             .decode(key.trim())
             .map_err(|_| RequestError::BadRequest("the encryption key is not base64"))?;
         if bytes.len() != 16 {
-            return Err(RequestError::BadRequest(
-                "an aes-128-gcm key has 16 bytes",
-            ));
+            return Err(RequestError::BadRequest("an aes-128-gcm key has 16 bytes"));
         }
         let max_size = match encrypt.attr("max-size") {
             None => DEFAULT_MAX_SIZE,

@@ -4,10 +4,11 @@ use super::*;
 use crate::vocabulary::About;
 
 fn enable(children: &str) -> Result<Extensions, RequestError> {
-    let element: Element =
-        format!("<enable xmlns='urn:xmpp:push:0' jid='push.example.com' node='n'>{children}</enable>")
-            .parse()
-            .unwrap();
+    let element: Element = format!(
+        "<enable xmlns='urn:xmpp:push:0' jid='push.example.com' node='n'>{children}</enable>"
+    )
+    .parse()
+    .unwrap();
     Extensions::parse(&element)
 }
 
@@ -77,13 +78,18 @@ fn every_extension_is_parsed_and_round_trips_through_storage() {
     let stored = extensions.to_stored();
     assert!(!stored.contains("AAECAwQFBgcICQoLDA0ODw==") || stored.contains("\"key\""));
     assert_eq!(Extensions::from_stored(&stored), Some(extensions.clone()));
-    assert!(!format!("{extensions:?}").contains("AAECAw"), "the key stays out of logs");
+    assert!(
+        !format!("{extensions:?}").contains("AAECAw"),
+        "the key stays out of logs"
+    );
     assert_eq!(Extensions::from_stored("not json"), None);
 }
 
 #[test]
 fn a_bad_extension_is_a_precise_error() {
-    let alg = enable("<encrypt xmlns='tigase:push:encrypt:0' alg='aes-256-cbc' key='AAECAwQFBgcICQoLDA0ODw=='/>");
+    let alg = enable(
+        "<encrypt xmlns='tigase:push:encrypt:0' alg='aes-256-cbc' key='AAECAwQFBgcICQoLDA0ODw=='/>",
+    );
     assert!(matches!(alg, Err(RequestError::NotImplemented(_))));
     for bad in [
         "<encrypt xmlns='tigase:push:encrypt:0' alg='aes-128-gcm'/>",
@@ -102,7 +108,12 @@ fn a_bad_extension_is_a_precise_error() {
     let items: String = (0..=MAX_ITEMS)
         .map(|n| format!("<item jid='u{n}@example.com'/>"))
         .collect();
-    assert!(enable(&format!("<muted xmlns='tigase:push:filter:muted:0'>{items}</muted>")).is_err());
+    assert!(
+        enable(&format!(
+            "<muted xmlns='tigase:push:filter:muted:0'>{items}</muted>"
+        ))
+        .is_err()
+    );
 }
 
 #[test]
@@ -126,11 +137,17 @@ fn a_room_filtered_to_mentions_notifies_only_a_mention_of_the_nick() {
     )
     .unwrap();
     let (message, payload) = groupchat("lunch anyone?");
-    assert_eq!(extensions.filter(&message, &payload), Err(Skip::NotMentioned));
+    assert_eq!(
+        extensions.filter(&message, &payload),
+        Err(Skip::NotMentioned)
+    );
     let (message, payload) = groupchat("bob: lunch?");
     assert_eq!(extensions.filter(&message, &payload), Ok(()));
     let (message, payload) = groupchat("bobby tables");
-    assert_eq!(extensions.filter(&message, &payload), Err(Skip::NotMentioned));
+    assert_eq!(
+        extensions.filter(&message, &payload),
+        Err(Skip::NotMentioned)
+    );
     // One-to-one messages are not the room filter's business.
     let (message, payload) = chat("carol@example.com/phone", "hi");
     assert_eq!(extensions.filter(&message, &payload), Ok(()));
@@ -144,7 +161,10 @@ fn rooms_not_listed_or_never_do_not_notify_and_always_does() {
     )
     .unwrap();
     let (message, payload) = groupchat("hello");
-    assert_eq!(extensions.filter(&message, &payload), Err(Skip::NotMentioned));
+    assert_eq!(
+        extensions.filter(&message, &payload),
+        Err(Skip::NotMentioned)
+    );
     let always = enable(
         "<groupchat xmlns='tigase:push:filter:groupchat:0'>\
          <room jid='room@muc.example.com' allow='always'/></groupchat>",
@@ -178,7 +198,8 @@ fn the_details_are_the_json_the_clients_decrypt() {
         vector["plaintext"].as_str().unwrap()
     );
     let (_, room) = groupchat("hi all");
-    let json: serde_json::Value = serde_json::from_slice(&details(&room, DEFAULT_MAX_SIZE)).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_slice(&details(&room, DEFAULT_MAX_SIZE)).unwrap();
     assert_eq!(
         json,
         serde_json::json!({"unread": 1, "sender": "room@muc.example.com", "type": "groupchat",
@@ -188,7 +209,8 @@ fn the_details_are_the_json_the_clients_decrypt() {
     let mut about = call.subject().clone();
     about.media = vec!["audio".into(), "video".into()];
     call = call.about(about);
-    let json: serde_json::Value = serde_json::from_slice(&details(&call, DEFAULT_MAX_SIZE)).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_slice(&details(&call, DEFAULT_MAX_SIZE)).unwrap();
     assert_eq!(
         json,
         serde_json::json!({"sender": "juliet@capulet.example", "type": "call", "sid": "s1",
@@ -198,7 +220,8 @@ fn the_details_are_the_json_the_clients_decrypt() {
         end_to_end: true,
         ..About::default()
     });
-    let json: serde_json::Value = serde_json::from_slice(&details(&omemo, DEFAULT_MAX_SIZE)).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_slice(&details(&omemo, DEFAULT_MAX_SIZE)).unwrap();
     assert_eq!(json["message"], PLACEHOLDER);
 }
 
@@ -223,11 +246,18 @@ fn sealing_matches_vectors_made_by_another_implementation() {
             .try_into()
             .unwrap();
         let plaintext = match vector.get("plaintext_hex") {
-            Some(hex) => (0..hex.as_str().unwrap().len() / 2).map(|_| 0u8).collect::<Vec<u8>>(),
+            Some(hex) => (0..hex.as_str().unwrap().len() / 2)
+                .map(|_| 0u8)
+                .collect::<Vec<u8>>(),
             None => vector["plaintext"].as_str().unwrap().as_bytes().to_vec(),
         };
         let sealed = seal(&key, nonce, &plaintext).unwrap();
-        assert_eq!(sealed.data, vector["sealed"].as_str().unwrap(), "{}", vector["source"]);
+        assert_eq!(
+            sealed.data,
+            vector["sealed"].as_str().unwrap(),
+            "{}",
+            vector["source"]
+        );
         assert_eq!(open(&key, &sealed).unwrap(), plaintext);
     }
 }

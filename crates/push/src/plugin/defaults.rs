@@ -6,8 +6,8 @@ use herald_stream::{ns::JINGLE_MESSAGE, stanza::MessageType};
 use super::{Context, Payload, Plugin, Skip};
 use crate::{
     events::{Event, Message, UnackedCause},
-    vocabulary::{About, Kind},
     registrations::Registration,
+    vocabulary::{About, Kind},
 };
 
 /// MongooseIM's `mod_event_pusher_push_plugin_defaults`: the trait's default methods.
@@ -81,7 +81,11 @@ pub(super) fn call(message: &Message) -> Option<Payload> {
             && child.attr("id").is_some_and(|id| !id.is_empty())
     })?;
     let sender = message.from.to_bare().to_string().to_lowercase();
-    let payload = Payload::call(&sender, jingle.name(), jingle.attr("id").unwrap_or_default());
+    let payload = Payload::call(
+        &sender,
+        jingle.name(),
+        jingle.attr("id").unwrap_or_default(),
+    );
     let mut about = payload.subject().clone();
     about.media = jingle
         .children()
@@ -97,8 +101,10 @@ fn is_end_to_end(message: &Message) -> bool {
     message.stanza.children().any(|child| {
         matches!(
             (child.name(), child.ns().as_str()),
-            ("encrypted", "eu.siacs.conversations.axolotl" | "urn:xmpp:omemo:2")
-                | ("openpgp", "urn:xmpp:openpgp:0")
+            (
+                "encrypted",
+                "eu.siacs.conversations.axolotl" | "urn:xmpp:omemo:2"
+            ) | ("openpgp", "urn:xmpp:openpgp:0")
                 | ("x", "jabber:x:encrypted")
         )
     })

@@ -128,9 +128,8 @@ mod tests {
             Some("propose")
         );
         assert_eq!(
-            Hints.prepare_notification(&event(
-                "<accept xmlns='urn:xmpp:jingle-message:0' id='x'/>"
-            )),
+            Hints
+                .prepare_notification(&event("<accept xmlns='urn:xmpp:jingle-message:0' id='x'/>")),
             Err(Skip::NoBody)
         );
         assert_eq!(

@@ -8,11 +8,7 @@
 //! Only the decision lives here (what may go now, what is held, what replaced what); the
 //! publisher sends and keeps the outbox.
 
-use std::{
-    collections::HashMap,
-    sync::Mutex,
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Mutex, time::Duration};
 
 use tokio::time::Instant;
 
@@ -242,7 +238,10 @@ mod tests {
         // One token every 200 ms.
         assert_eq!(timer, Some(now + Duration::from_millis(200)));
         assert!(pacer.due(&key(), now + Duration::from_millis(100)).is_err());
-        let sent = pacer.due(&key(), now + Duration::from_millis(200)).unwrap().unwrap();
+        let sent = pacer
+            .due(&key(), now + Duration::from_millis(200))
+            .unwrap()
+            .unwrap();
         assert_eq!(sent.request, RequestId(1));
     }
 
@@ -255,14 +254,25 @@ mod tests {
         for n in 1..=49 {
             assert_eq!(pacer.offer(&key(), now), Turn::Later);
             let (replaced, timer) = pacer.hold(&key(), held(n), now);
-            assert_eq!(replaced.map(|h| h.request), (n > 1).then(|| RequestId(n - 1)));
+            assert_eq!(
+                replaced.map(|h| h.request),
+                (n > 1).then(|| RequestId(n - 1))
+            );
             timers += usize::from(timer.is_some());
         }
         assert_eq!(timers, 1);
-        let last = pacer.due(&key(), now + Duration::from_secs(1)).unwrap().unwrap();
+        let last = pacer
+            .due(&key(), now + Duration::from_secs(1))
+            .unwrap()
+            .unwrap();
         assert_eq!(last.request, RequestId(49));
         // Nothing more is held: the timer is done.
-        assert!(pacer.due(&key(), now + Duration::from_secs(2)).unwrap().is_none());
+        assert!(
+            pacer
+                .due(&key(), now + Duration::from_secs(2))
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
@@ -270,10 +280,16 @@ mod tests {
         let pacer = pacing(0, 1, 1000);
         let now = Instant::now();
         assert_eq!(pacer.offer(&key(), now), Turn::Now);
-        assert_eq!(pacer.offer(&key(), now + Duration::from_millis(10)), Turn::Later);
+        assert_eq!(
+            pacer.offer(&key(), now + Duration::from_millis(10)),
+            Turn::Later
+        );
         let (_, timer) = pacer.hold(&key(), held(1), now + Duration::from_millis(10));
         assert_eq!(timer, Some(now + Duration::from_secs(1)));
-        assert_eq!(pacer.offer(&key(), now + Duration::from_secs(5)), Turn::Later);
+        assert_eq!(
+            pacer.offer(&key(), now + Duration::from_secs(5)),
+            Turn::Later
+        );
     }
 
     #[test]

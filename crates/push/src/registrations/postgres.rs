@@ -15,7 +15,8 @@ impl PushDialect for sqlx::Postgres {
              VALUES ($1, $2, $3, $4)
              ON CONFLICT (owner_jid, node, pubsub_jid) DO UPDATE SET options = excluded.options",
         // The "C" collation compares UTF-8 bytes: code point order, as on SQLite.
-        list: "SELECT s.owner_jid, s.node, s.pubsub_jid, s.form::text AS form, s.created_at, o.options
+        list:
+            "SELECT s.owner_jid, s.node, s.pubsub_jid, s.form::text AS form, s.created_at, o.options
              FROM event_pusher_push_subscription s
              LEFT JOIN herald_push_options o
                ON o.owner_jid = s.owner_jid AND o.node = s.node AND o.pubsub_jid = s.pubsub_jid
