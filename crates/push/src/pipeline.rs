@@ -274,18 +274,20 @@ fn filtered(
     if chosen.iter().all(|r| !r.extensions.has_filters()) {
         return Ok(chosen);
     }
+    let conversation = message.from.to_bare();
     let mut reason = None;
     let kept: Vec<Registration> = chosen
         .into_iter()
-        .filter(
-            |registration| match registration.extensions.filter(message, payload) {
+        .filter(|registration| {
+            let body = || message.first_body().unwrap_or_default();
+            match registration.extensions.filter(&conversation, body, payload) {
                 Ok(()) => true,
                 Err(skip) => {
                     reason.get_or_insert(skip);
                     false
                 }
-            },
-        )
+            }
+        })
         .collect();
     match (kept.is_empty(), reason) {
         (true, Some(skip)) => Err(skip),

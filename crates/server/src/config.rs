@@ -1345,6 +1345,56 @@ tls.mode = \"tls\"
     }
 
     #[test]
+    fn pacing_calls_and_unread_options_parse_and_bad_values_name_their_keys() {
+        let push = |extra: &str| {
+            parse(&format!(
+                "{MINIMAL}[modules.mod_event_pusher.push]\n{extra}"
+            ))
+            .unwrap()
+            .modules
+            .mod_event_pusher
+            .unwrap()
+            .push
+            .unwrap()
+        };
+        let defaults = push("");
+        assert_eq!(defaults.pacing, herald_push::config::Pacing::default());
+        assert_eq!((defaults.pacing.rate_limit, defaults.pacing.burst), (5, 5));
+        assert!(defaults.unread_count && defaults.calls.push_retract);
+        assert_eq!(defaults.calls.voip_topic_suffix, ".voip");
+        let set = push(
+            "unread_count = false\npacing.rate_limit = 0\npacing.burst = 2\n\
+             pacing.coalesce_window = 1500\ncalls.voip_topic_suffix = \".call\"\n\
+             calls.push_retract = false\n",
+        );
+        assert!(!set.unread_count && !set.calls.push_retract);
+        assert_eq!(
+            set.pacing,
+            herald_push::config::Pacing {
+                rate_limit: 0,
+                burst: 2,
+                coalesce_window: Duration::from_millis(1500),
+            }
+        );
+        assert_eq!(set.calls.voip_topic_suffix, ".call");
+        for (bad, key) in [
+            ("pacing.rate_limit = -1", "pacing.rate_limit"),
+            ("pacing.rate_limit = 5000", "pacing.rate_limit"),
+            ("pacing.burst = 0", "pacing.burst"),
+            ("pacing.coalesce_window = 3600001", "pacing.coalesce_window"),
+            ("pacing.window = 1", "window"),
+            ("calls.push_retract = 1", "push_retract"),
+            ("unread_count = \"yes\"", "unread_count"),
+        ] {
+            let message = error(&format!(
+                "{MINIMAL}[modules.mod_event_pusher.push]\n{bad}\n"
+            ));
+            assert!(message.contains(key), "{bad}: {message}");
+            assert!(message.starts_with("herald.toml:4: "), "{bad}: {message}");
+        }
+    }
+
+    #[test]
     fn push_rules_are_accepted_alone_and_refused_with_plugin_module() {
         let config = parse(&format!(
             "{MINIMAL}[[modules.mod_event_pusher.push.rules]]\nevent = \"message\"\n\

@@ -21,7 +21,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     error::RequestError,
-    events::Message,
     vocabulary::{Kind, Payload, Skip},
 };
 
@@ -154,13 +153,19 @@ impl Extensions {
         !self.muted.is_empty() || self.groupchat.is_some()
     }
 
-    /// Whether the client's filters let `message` notify: a muted conversation does not; with
-    /// a groupchat filter, a room message notifies as its room says. Calls always notify.
-    pub fn filter(&self, message: &Message, payload: &Payload) -> Result<(), Skip> {
+    /// Whether the client's filters let a message of `conversation` (the sender's bare JID,
+    /// or the room's) notify, `body` giving its body when a mention is looked for: a muted
+    /// conversation does not; with a groupchat filter, a room message notifies as its room
+    /// says. Calls always notify.
+    pub fn filter(
+        &self,
+        conversation: &BareJid,
+        body: impl FnOnce() -> String,
+        payload: &Payload,
+    ) -> Result<(), Skip> {
         if payload.subject().kind.is_call() {
             return Ok(());
         }
-        let conversation = message.from.to_bare();
         if self.muted.contains(conversation.as_str()) {
             return Err(Skip::Muted);
         }
@@ -178,7 +183,7 @@ impl Extensions {
             Allow::Always => Ok(()),
             Allow::Never => Err(Skip::Muted),
             Allow::Mentioned => {
-                let body = message.first_body().unwrap_or_default();
+                let body = body();
                 match &rule.nick {
                     Some(nick) if mentions(&body, nick) => Ok(()),
                     _ => Err(Skip::NotMentioned),

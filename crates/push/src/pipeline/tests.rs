@@ -307,3 +307,179 @@ async fn a_custom_plugin_overrides_one_decision_and_keeps_the_others() {
         Err(Skip::EmptyBody)
     );
 }
+
+fn offline() -> Presence {
+    Presence::default()
+}
+
+fn message(xml_inner: &str) -> Message {
+    Message::parse(
+        format!(
+            "<message xmlns='jabber:client' from='alice@example.com/laptop' \
+             to='bob@example.com' type='chat'>{xml_inner}</message>"
+        )
+        .parse()
+        .unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_message_counts_once_as_unread_however_many_times_it_is_offered() {
+    let mut h = harness(Arc::new(Enhanced), 100);
+    h.pipeline.unread = Some(Unread::default());
+    h.enable("n1").await;
+    h.enable("n2").await;
+    // First offered to the session's own registration (an ack delay), then to every one.
+    let first = chat("one");
+    let mut notified = Notified::default();
+    let unacked = Event::Unacknowledged {
+        session: FullJid::new("bob@example.com/phone").unwrap(),
+        cause: crate::events::UnackedCause::AckDelayed,
+        registration: Some(key("n1")),
+        message: first.clone(),
+    };
+    h.pipeline
+        .notify_in(&unacked, offline(), &mut notified)
+        .await
+        .unwrap();
+    h.pipeline
+        .notify_in(&Event::Chat(first), offline(), &mut notified)
+        .await
+        .unwrap();
+    let unread = h.pipeline.unread.as_ref().unwrap();
+    assert_eq!(unread.total(&BareJid::new("bob@example.com").unwrap()), 1);
+    let mut second = Notified::default();
+    h.pipeline
+        .notify_in(&Event::Chat(chat("two")), offline(), &mut second)
+        .await
+        .unwrap();
+    assert_eq!(unread.total(&BareJid::new("bob@example.com").unwrap()), 2);
+    assert_eq!(h.published_nodes().await.len(), 4);
+    let mut counts: Vec<String> = h
+        .sent
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|iq| {
+            let text = String::from(iq);
+            let at = text.find("message-count").unwrap();
+            text[at..]
+                .split("<value>")
+                .nth(1)
+                .unwrap()
+                .split('<')
+                .next()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    counts.sort();
+    assert_eq!(
+        counts,
+        ["1", "1", "2", "2"],
+        "one count per message, on each registration"
+    );
+}
+
+#[tokio::test]
+async fn a_retraction_pushes_only_for_a_call_whose_proposal_was_pushed() {
+    let h = harness(Arc::new(Defaults), 100);
+    h.enable("n1").await;
+    let retract = || {
+        Event::Chat(message(
+            "<retract xmlns='urn:xmpp:jingle-message:0' id='c1'/>",
+        ))
+    };
+    assert_eq!(
+        h.pipeline
+            .notify_in(&retract(), offline(), &mut Notified::default())
+            .await,
+        Err(Skip::NoCallToCancel)
+    );
+    let propose = Event::Chat(message(
+        "<propose xmlns='urn:xmpp:jingle-message:0' id='c1'/>",
+    ));
+    assert_eq!(
+        h.pipeline
+            .notify_in(&propose, offline(), &mut Notified::default())
+            .await,
+        Ok(1)
+    );
+    assert_eq!(
+        h.pipeline
+            .notify_in(&retract(), offline(), &mut Notified::default())
+            .await,
+        Ok(1)
+    );
+    // Once.
+    assert_eq!(
+        h.pipeline
+            .notify_in(&retract(), offline(), &mut Notified::default())
+            .await,
+        Err(Skip::NoCallToCancel)
+    );
+}
+
+#[tokio::test]
+async fn a_registration_that_muted_the_conversation_is_left_out_and_the_others_notified() {
+    let h = harness(Arc::new(Defaults), 100);
+    let muting: crate::extensions::Extensions = crate::extensions::Extensions::parse(
+        &"<enable xmlns='urn:xmpp:push:0'><muted xmlns='tigase:push:filter:muted:0'>\
+          <item jid='alice@example.com'/></muted></enable>"
+            .parse()
+            .unwrap(),
+    )
+    .unwrap();
+    h.store
+        .enable(
+            &Registration::new(key("muting"), Default::default()).with_extensions(muting.clone()),
+        )
+        .await
+        .unwrap();
+    h.enable("plain").await;
+    let mut notified = Notified::default();
+    h.pipeline
+        .notify_in(&Event::Chat(chat("hi")), offline(), &mut notified)
+        .await
+        .unwrap();
+    assert_eq!(h.published_nodes().await, ["plain"]);
+    h.pipeline.store.disable(&key("plain")).await.unwrap();
+    assert_eq!(
+        h.pipeline
+            .notify_in(
+                &Event::Chat(chat("again")),
+                offline(),
+                &mut Notified::default()
+            )
+            .await,
+        Err(Skip::Muted)
+    );
+}
+
+#[tokio::test]
+async fn the_accounts_setting_for_the_conversation_decides_before_the_registrations_load() {
+    let h = harness(Arc::new(Defaults), 100);
+    h.enable("n1").await;
+    let never = Presence {
+        setting: Some(ChatSetting::Never),
+        ..offline()
+    };
+    assert_eq!(
+        h.pipeline
+            .notify_in(&Event::Chat(chat("hi")), never, &mut Notified::default())
+            .await,
+        Err(Skip::Muted)
+    );
+    let propose = Event::Chat(message(
+        "<propose xmlns='urn:xmpp:jingle-message:0' id='c9'/>",
+    ));
+    assert_eq!(
+        h.pipeline
+            .notify_in(&propose, never, &mut Notified::default())
+            .await,
+        Ok(1),
+        "a call rings whatever the setting"
+    );
+}

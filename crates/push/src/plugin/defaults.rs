@@ -376,4 +376,64 @@ mod tests {
             "the device not acknowledging is woken whoever else reads"
         );
     }
+
+    #[test]
+    fn a_call_proposal_and_its_retraction_are_calls_with_every_plugin() {
+        let payload = Defaults
+            .prepare_notification(&message(
+                "chat",
+                "<propose xmlns='urn:xmpp:jingle-message:0' id='c1'>\
+                 <description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'/>\
+                 <description xmlns='urn:xmpp:jingle:apps:rtp:1' media='video'/></propose>",
+            ))
+            .unwrap();
+        assert_eq!(payload.get("jingle-message"), Some("propose"));
+        assert_eq!(payload.get("message-sender"), Some("alice@example.com"));
+        assert!(payload.is_urgent());
+        assert_eq!(payload.subject().media, ["audio", "video"]);
+        let retract = Defaults
+            .prepare_notification(&message(
+                "normal",
+                "<retract xmlns='urn:xmpp:jingle-message:0' id='c1'/>",
+            ))
+            .unwrap();
+        assert_eq!(retract.subject().kind, Kind::CallEnded);
+        assert!(!retract.is_urgent());
+        // Other elements of the family, or no id: bodiless.
+        for inner in [
+            "<accept xmlns='urn:xmpp:jingle-message:0' id='c1'/>",
+            "<propose xmlns='urn:xmpp:jingle-message:0'/>",
+        ] {
+            assert_eq!(
+                Defaults.prepare_notification(&message("chat", inner)),
+                Err(Skip::NoBody),
+                "{inner}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_summary_says_what_it_is_about() {
+        let room = Defaults
+            .prepare_notification(&event(
+                "<message xmlns='jabber:client' from='room@muc.example.com/Carol' \
+                 to='bob@example.com' type='groupchat'><body>hi</body></message>",
+            ))
+            .unwrap();
+        assert_eq!(room.subject().kind, Kind::Groupchat);
+        assert_eq!(room.subject().nickname.as_deref(), Some("Carol"));
+        let omemo = Defaults
+            .prepare_notification(&message(
+                "chat",
+                "<body>I sent you an OMEMO encrypted message</body>\
+                 <encrypted xmlns='eu.siacs.conversations.axolotl'/>",
+            ))
+            .unwrap();
+        assert!(omemo.subject().end_to_end);
+        let plain = Defaults
+            .prepare_notification(&message("chat", "<body>hi</body>"))
+            .unwrap();
+        assert_eq!(plain.subject().kind, Kind::Chat);
+        assert!(!plain.subject().end_to_end);
+    }
 }

@@ -906,3 +906,117 @@ async fn without_a_gathering_time_a_notification_is_in_the_outbox_before_it_is_q
     // Committed when the submission returned, before any time passed.
     assert_eq!(h.store.pending().await.unwrap().len(), 1);
 }
+
+/// A payload saying `body`.
+fn saying(body: &str) -> Payload {
+    Payload::summary(1, "alice@example.com", body)
+}
+
+fn body_of(iq: &Element) -> String {
+    let text = String::from(iq);
+    let at = text.find("last-message-body").unwrap();
+    text[at..]
+        .split("<value>")
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_beyond_the_rate_is_held_and_coalesced_into_its_last_notification_which_is_kept_meanwhile()
+ {
+    let pacing = crate::config::Pacing {
+        rate_limit: 1,
+        burst: 2,
+        coalesce_window: Duration::ZERO,
+    };
+    let h = harness(
+        settings(2, 100).with_pacing(pacing),
+        FakeAppServer::answering([]),
+    );
+    let r = h.enabled("n1").await;
+    h.settle().await;
+    let mut submitted = Vec::new();
+    for n in 1..=10 {
+        let route = h
+            .routes
+            .choose(&bob(), &r, &saying(&format!("m{n}")))
+            .unwrap();
+        submitted.push(
+            h.publisher
+                .submit_paced(
+                    r.key.clone(),
+                    route,
+                    RequestId::next(),
+                    Some(format!("m{n}")),
+                    false,
+                )
+                .await,
+        );
+    }
+    assert_eq!(&submitted[..2], [Submitted::Queued, Submitted::Queued]);
+    assert!(submitted[2..].iter().all(|s| *s == Submitted::Held));
+    assert_eq!(h.stats.paced(PaceEvent::Held), 1);
+    assert_eq!(h.stats.paced(PaceEvent::Coalesced), 7);
+    // Held past the outbox's gathering time: the held one is kept, the coalesced are not.
+    tokio::time::sleep(outbox::GATHER * 5).await;
+    h.settle().await;
+    let pending = h.store.pending().await.unwrap();
+    assert_eq!(pending.len(), 1, "only the last held notification is kept");
+    assert_eq!(pending[0].1.message.as_deref(), Some("m10"));
+    // A token comes a second later: the last message goes, and leaves the outbox.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    h.settle().await;
+    let bodies: Vec<String> = h.app.received().iter().map(body_of).collect();
+    assert_eq!(bodies, ["m1", "m2", "m10"]);
+    assert!(h.store.pending().await.unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_goes_at_once_whatever_the_pacing() {
+    let pacing = crate::config::Pacing {
+        rate_limit: 1,
+        burst: 1,
+        coalesce_window: Duration::from_secs(60),
+    };
+    let h = harness(
+        settings(1, 100).with_pacing(pacing),
+        FakeAppServer::answering([]),
+    );
+    let r = h.enabled("n1").await;
+    h.settle().await;
+    for n in 1..=3 {
+        let route = h
+            .routes
+            .choose(&bob(), &r, &saying(&format!("m{n}")))
+            .unwrap();
+        h.publisher
+            .submit_paced(r.key.clone(), route, RequestId::next(), None, false)
+            .await;
+    }
+    let call = Payload::call("alice@example.com", "propose", "c1");
+    let route = h.routes.choose(&bob(), &r, &call).unwrap();
+    let urgent = h
+        .publisher
+        .submit_paced(r.key.clone(), route, RequestId::next(), None, true)
+        .await;
+    assert_eq!(urgent, Submitted::Queued);
+    h.settle().await;
+    let received = h.app.received();
+    assert_eq!(
+        received.len(),
+        2,
+        "the first message and the call; the rest are held"
+    );
+    assert_eq!(
+        received
+            .iter()
+            .filter(|iq| String::from(*iq).contains("propose"))
+            .count(),
+        1
+    );
+    assert_eq!(h.stats.paced(PaceEvent::Urgent), 1);
+}
