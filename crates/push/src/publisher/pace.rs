@@ -50,14 +50,25 @@ pub(crate) enum Turn {
 /// The pace of every registration notified lately.
 pub(crate) struct Pacer {
     pacing: Pacing,
-    states: Mutex<HashMap<RegistrationKey, State>>,
+    states: Mutex<States>,
+}
+
+/// The registrations' paces, and how many there may be before the idle ones are forgotten
+/// (doubling with what stays, so that forgetting costs a constant share of the offers).
+#[derive(Default)]
+struct States {
+    map: HashMap<RegistrationKey, State>,
+    prune_above: usize,
 }
 
 impl Pacer {
     pub(crate) fn new(pacing: Pacing) -> Pacer {
         Pacer {
             pacing,
-            states: Mutex::default(),
+            states: Mutex::new(States {
+                map: HashMap::new(),
+                prune_above: PRUNE_ABOVE,
+            }),
         }
     }
 
@@ -66,8 +77,28 @@ impl Pacer {
         self.pacing.is_off()
     }
 
-    fn states(&self) -> std::sync::MutexGuard<'_, HashMap<RegistrationKey, State>> {
+    fn states(&self) -> std::sync::MutexGuard<'_, States> {
         self.states.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `key`'s state, made fresh if it has none (the key is cloned only then).
+    fn state<'a>(
+        &self,
+        states: &'a mut States,
+        key: &RegistrationKey,
+        now: Instant,
+    ) -> &'a mut State {
+        if !states.map.contains_key(key) {
+            if states.map.len() >= states.prune_above {
+                self.prune(&mut states.map, now);
+                states.prune_above = (states.map.len() * 2).max(PRUNE_ABOVE);
+            }
+            states.map.insert(key.clone(), self.fresh(now));
+        }
+        states
+            .map
+            .get_mut(key)
+            .unwrap_or_else(|| unreachable!("inserted above"))
     }
 
     /// May a notification to `key` go now? If so its turn is taken.
@@ -76,10 +107,7 @@ impl Pacer {
             return Turn::Now;
         }
         let mut states = self.states();
-        if states.len() > PRUNE_ABOVE {
-            self.prune(&mut states, now);
-        }
-        let state = states.entry(key.clone()).or_insert_with(|| self.fresh(now));
+        let state = self.state(&mut states, key, now);
         if state.held.is_none() && self.take_turn(state, now) {
             Turn::Now
         } else {
@@ -96,7 +124,7 @@ impl Pacer {
         now: Instant,
     ) -> (Option<Held>, Option<Instant>) {
         let mut states = self.states();
-        let state = states.entry(key.clone()).or_insert_with(|| self.fresh(now));
+        let state = self.state(&mut states, key, now);
         let replaced = state.held.replace(held);
         if state.timer {
             return (replaced, None);
@@ -109,7 +137,7 @@ impl Pacer {
     /// has not come yet, when to look again.
     pub(crate) fn due(&self, key: &RegistrationKey, now: Instant) -> Result<Option<Held>, Instant> {
         let mut states = self.states();
-        let Some(state) = states.get_mut(key) else {
+        let Some(state) = states.map.get_mut(key) else {
             return Ok(None);
         };
         if state.held.is_none() {
@@ -299,7 +327,7 @@ mod tests {
         for _ in 0..100 {
             assert_eq!(pacer.offer(&key(), now), Turn::Now);
         }
-        assert!(pacer.states().is_empty());
+        assert!(pacer.states().map.is_empty());
     }
 
     #[test]
@@ -310,9 +338,9 @@ mod tests {
         for n in 0..10 {
             let mut key = key();
             key.node = format!("n{n}");
-            states.insert(key, pacer.fresh(now));
+            states.map.insert(key, pacer.fresh(now));
         }
-        pacer.prune(&mut states, now + Duration::from_secs(1));
-        assert!(states.is_empty());
+        pacer.prune(&mut states.map, now + Duration::from_secs(1));
+        assert!(states.map.is_empty());
     }
 }
