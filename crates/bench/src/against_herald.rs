@@ -40,6 +40,8 @@ password = "bench-secret"
 registration_timeout = "infinity"
 [modules.mod_offline]
 [modules.mod_event_pusher.push]
+# One notification per message, as the push scenario counts them (bench/herald/herald.toml).
+pacing.rate_limit = 0
 "#;
 
 fn ctx(running: &app::Running) -> Ctx {

@@ -623,6 +623,10 @@ struct OnUserRemoved(Arc<Push>);
 impl Handler<UserRemoved> for OnUserRemoved {
     async fn call(&self, server: &Server, event: &mut UserRemoved) -> Flow {
         EnabledInSession::forget_user(&server.sessions, &event.user);
+        if let Some(unread) = &self.0.pipeline.unread {
+            unread.reset(&event.user);
+        }
+        self.0.settings.forget(&event.user);
         if let Err(error) = self.0.store().remove_user(&event.user).await {
             tracing::error!(%error, user = %event.user, "cannot delete the push registrations of a removed account");
         }
