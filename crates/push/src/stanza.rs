@@ -24,7 +24,7 @@ pub const PUBLISH_OPTIONS: &str = herald_stream::ns::PUBSUB_PUBLISH_OPTIONS;
 /// details (sender, body...) leave the summary form, which keeps only `message-count`, and
 /// travel in `<encrypted xmlns='tigase:push:encrypt:0' iv='…'>` (base64 of the AES-128-GCM
 /// ciphertext and tag); with `priority`, `<priority xmlns='tigase:push:priority:0'>` says
-/// `high` for a call and `low` otherwise.
+/// `high` for a call (or its end) and `low` otherwise.
 pub fn publish_iq(domain: &str, registration: &Registration, payload: &Payload) -> Element {
     let mut notification = Element::bare("notification", PUSH);
     let extensions = &registration.extensions;

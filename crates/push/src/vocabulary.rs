@@ -78,10 +78,11 @@ impl Payload {
         &self.about
     }
 
-    /// Whether the notification must reach the phone at once and wake it (a call): never
-    /// coalesced or rate limited, queued ahead of the others, sent with high priority.
+    /// Whether the notification must reach the phone at once (a call, or its end, which
+    /// stops the ringing): never coalesced or rate limited, queued ahead of the others, sent
+    /// with high priority.
     pub fn is_urgent(&self) -> bool {
-        self.about.kind == Kind::Call
+        self.about.kind.is_call()
     }
 
     /// Replace the value of field `var`, when the payload has it.

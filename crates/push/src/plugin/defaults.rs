@@ -398,7 +398,7 @@ mod tests {
             ))
             .unwrap();
         assert_eq!(retract.subject().kind, Kind::CallEnded);
-        assert!(!retract.is_urgent());
+        assert!(retract.is_urgent(), "the ringing stops at once");
         // Other elements of the family, or no id: bodiless.
         for inner in [
             "<accept xmlns='urn:xmpp:jingle-message:0' id='c1'/>",
