@@ -33,20 +33,23 @@ pub fn publish_iq(domain: &str, registration: &Registration, payload: &Payload) 
         .and_then(|key| extensions::encrypt(key, &extensions::details(payload, key.max_size())));
     match sealed {
         Some(sealed) => {
-            let count: Vec<(String, String)> = payload
+            let count = payload
                 .fields()
                 .iter()
                 .filter(|(var, _)| var == "message-count")
-                .cloned()
-                .collect();
-            notification.append_child(form(SUMMARY, &count));
+                .map(|(var, value)| (var.as_str(), value.as_str()));
+            notification.append_child(form(SUMMARY, count));
             let mut encrypted = Element::bare("encrypted", extensions::ENCRYPT);
             set_attr(&mut encrypted, "iv", &sealed.iv);
             encrypted.append_text_node(sealed.data);
             notification.append_child(encrypted);
         }
         None => {
-            notification.append_child(form(SUMMARY, payload.fields()));
+            let fields = payload
+                .fields()
+                .iter()
+                .map(|(var, value)| (var.as_str(), value.as_str()));
+            notification.append_child(form(SUMMARY, fields));
         }
     }
     if extensions.priority {
@@ -64,13 +67,13 @@ pub fn publish_iq(domain: &str, registration: &Registration, payload: &Payload) 
     pubsub.append_child(publish);
     // Spec section 5: publish-options is omitted when the stored form has no fields.
     if !registration.form.is_empty() {
-        let fields: Vec<(String, String)> = registration
+        // Lent, not copied: the elements take their own text.
+        let fields = registration
             .form
             .iter()
-            .map(|(var, value)| (var.clone(), value.clone()))
-            .collect();
+            .map(|(var, value)| (var.as_str(), value.as_str()));
         let mut options = Element::bare("publish-options", PUBSUB);
-        options.append_child(form(PUBLISH_OPTIONS, &fields));
+        options.append_child(form(PUBLISH_OPTIONS, fields));
         pubsub.append_child(options);
     }
     let mut iq = Element::bare("iq", CLIENT);
@@ -82,7 +85,7 @@ pub fn publish_iq(domain: &str, registration: &Registration, payload: &Payload) 
 }
 
 /// A submitted data form with a hidden `FORM_TYPE` and one value per field.
-fn form(form_type: &str, fields: &[(String, String)]) -> Element {
+fn form<'a>(form_type: &str, fields: impl IntoIterator<Item = (&'a str, &'a str)>) -> Element {
     let field = |var: &str, value: &str, hidden: bool| {
         let mut field = Element::bare("field", DATA_FORMS);
         set_attr(&mut field, "var", var);
