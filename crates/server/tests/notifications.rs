@@ -96,14 +96,12 @@ impl Published {
     }
 }
 
-/// Every publish within `within` (answered with a result), in order.
-async fn publishes(app: &mut Component, within: Duration) -> Vec<Published> {
-    let deadline = Instant::now() + within;
-    let mut found = Vec::new();
+/// The next publish before `deadline`, answered with a result; `None` if none came.
+async fn next_publish(app: &mut Component, deadline: Instant) -> Option<Published> {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let Some(Frame::Element(iq)) = app.frame(left).await else {
-            return found;
+            return None;
         };
         if iq.name() != "iq" {
             continue;
@@ -121,41 +119,28 @@ async fn publishes(app: &mut Component, within: Duration) -> Vec<Published> {
             .and_then(|i| i.get_child("notification", "urn:xmpp:push:0"))
             .expect("a notification")
             .clone();
-        found.push(Published {
+        return Some(Published {
             at: Instant::now(),
             notification,
         });
     }
 }
 
-async fn one_publish(app: &mut Component, within: Duration) -> Published {
-    let started = Instant::now();
-    loop {
-        let left = within.saturating_sub(started.elapsed());
-        let Some(Frame::Element(iq)) = app.frame(left).await else {
-            panic!("no publish within {within:?}");
-        };
-        if iq.name() != "iq" {
-            continue;
-        }
-        app.send(&format!(
-            "<iq type='result' id='{}' from='{APP_SERVER}' to='{}'/>",
-            iq.attr("id").unwrap(),
-            iq.attr("from").unwrap()
-        ))
-        .await;
-        let notification = iq
-            .get_child("pubsub", PUBSUB)
-            .and_then(|p| p.get_child("publish", PUBSUB))
-            .and_then(|p| p.get_child("item", PUBSUB))
-            .and_then(|i| i.get_child("notification", "urn:xmpp:push:0"))
-            .expect("a notification")
-            .clone();
-        return Published {
-            at: Instant::now(),
-            notification,
-        };
+/// Every publish within `within` (answered with a result), in the order they came.
+async fn publishes(app: &mut Component, within: Duration) -> Vec<Published> {
+    let deadline = Instant::now() + within;
+    let mut found = Vec::new();
+    while let Some(published) = next_publish(app, deadline).await {
+        found.push(published);
     }
+    found
+}
+
+/// The next publish, which must come within `within`.
+async fn one_publish(app: &mut Component, within: Duration) -> Published {
+    next_publish(app, Instant::now() + within)
+        .await
+        .unwrap_or_else(|| panic!("no publish within {within:?}"))
 }
 
 #[tokio::test]

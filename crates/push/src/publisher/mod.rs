@@ -519,7 +519,7 @@ impl Publisher {
             Some(replaced) => {
                 self.submitter.stats.pace(PaceEvent::Coalesced);
                 tracing::debug!(request_id = %replaced.request, by = %request, owner = %key.owner, "push: a held notification is coalesced into a later one");
-                self.submitter.finished(replaced.outbox);
+                finish(&self.submitter.outbox, replaced.outbox);
             }
             None => {
                 self.submitter.stats.pace(PaceEvent::Held);
@@ -627,11 +627,18 @@ impl Publisher {
                 false,
             ),
             _ => {
-                self.submitter.finished(Some(id));
+                finish(&self.submitter.outbox, Some(id));
                 self.submitter.stats.retry(RetryEvent::GaveUp);
                 Submitted::Stopped
             }
         }
+    }
+}
+
+/// A notification's outcome is final (or it was replaced): its outbox row, if any, goes.
+fn finish(outbox: &OnceLock<Outbox>, row: Option<i64>) {
+    if let (Some(id), Some(writer)) = (row, outbox.get()) {
+        writer.remove(id);
     }
 }
 
@@ -646,16 +653,9 @@ impl Submitter {
         let submitted = self.queue_job(job, urgent);
         // A publisher that stopped leaves the row for the next start.
         if matches!(submitted, Submitted::QueueFull | Submitted::UserLimit) {
-            self.finished(outbox);
+            finish(&self.outbox, outbox);
         }
         submitted
-    }
-
-    /// The notification's outcome is final: its outbox row goes.
-    fn finished(&self, outbox: Option<i64>) {
-        if let (Some(id), Some(writer)) = (outbox, self.outbox.get()) {
-            writer.remove(id);
-        }
     }
 
     fn queue_job(&self, job: Job, urgent: bool) -> Submitted {
@@ -850,14 +850,14 @@ impl Worker {
             });
         }
         let Some(hint) = retry.filter(|_| !test_push) else {
-            self.finished(outbox);
+            finish(&self.outbox, outbox);
             return;
         };
         if self.failing_too_long(&key) {
             tracing::info!(owner = %key.owner, pubsub = %key.pubsub, node = %Redacted(&key.node), "push: every notification to this registration failed for retry.disable_after: disabling it");
             self.stats.retry(RetryEvent::DisabledFailing);
             self.disable(&key).await;
-            self.finished(outbox);
+            finish(&self.outbox, outbox);
             return;
         }
         let age = decided.elapsed().unwrap_or_default();
@@ -865,7 +865,7 @@ impl Worker {
         let (Some(delay), Some(what)) = (self.retry.delay(attempt + 1, age, hint), again) else {
             tracing::info!(request_id = %request, owner = %key.owner, pubsub = %key.pubsub, attempts = attempt + 1, "push: giving up after the last try");
             self.stats.retry(RetryEvent::GaveUp);
-            self.finished(outbox);
+            finish(&self.outbox, outbox);
             return;
         };
         self.stats.retry(RetryEvent::Retried);
@@ -880,13 +880,6 @@ impl Worker {
             decided,
         };
         self.queue_later(job, delay);
-    }
-
-    /// The notification's outcome is final: its outbox row goes.
-    fn finished(&self, outbox: Option<i64>) {
-        if let (Some(id), Some(writer)) = (outbox, self.outbox.get()) {
-            writer.remove(id);
-        }
     }
 
     /// Whether `key` has only failed for `retry.disable_after`.
