@@ -45,7 +45,7 @@ plugin_module = "mod_event_pusher_push_plugin_defaults"
 # These cases test what one answer does; retries have their own (tests/retries.rs).
 retry.max_retries = 0
 # MongooseIM's payload (message-count 1) and one notification per message: unread counts and
-# pacing have their own cases (tests/phone.rs).
+# pacing have their own cases (tests/notifications.rs).
 unread_count = false
 pacing.rate_limit = 0
 "#;

@@ -80,6 +80,12 @@ pub(super) fn call(message: &Message) -> Option<Payload> {
             && matches!(child.name(), "propose" | "retract")
             && child.attr("id").is_some_and(|id| !id.is_empty())
     })?;
+    Some(call_payload(message, jingle))
+}
+
+/// The call payload of `jingle`, a Jingle Message Initiation element of `message`: the
+/// sender's bare JID lowercased, the element's name and id, and a proposal's media.
+pub(super) fn call_payload(message: &Message, jingle: &minidom::Element) -> Payload {
     let sender = message.from.to_bare().to_string().to_lowercase();
     let payload = Payload::call(
         &sender,
@@ -92,7 +98,7 @@ pub(super) fn call(message: &Message) -> Option<Payload> {
         .filter_map(|description| description.attr("media"))
         .map(str::to_owned)
         .collect();
-    Some(payload.about(about))
+    payload.about(about)
 }
 
 /// Whether the message is encrypted end to end (OMEMO, legacy OMEMO, OpenPGP for XMPP,

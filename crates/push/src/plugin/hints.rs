@@ -54,12 +54,7 @@ pub(super) fn call(message: &Message) -> Option<Payload> {
         .stanza
         .children()
         .find(|child| child.ns() == JINGLE_MESSAGE && child.attr("id").is_some())?;
-    let sender = message.from.to_bare().to_string().to_lowercase();
-    Some(Payload::call(
-        &sender,
-        jingle.name(),
-        jingle.attr("id").unwrap_or_default(),
-    ))
+    Some(defaults::call_payload(message, jingle))
 }
 
 #[cfg(test)]
