@@ -6,11 +6,16 @@ use herald_stream::{
     Frame, FrameError, StreamErrorCondition, StreamHeader, StreamParser, ns, transport::Transport,
 };
 use minidom::Element;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 /// Bytes read from the transport at once. Small stanzas are the norm; a large one takes a few
 /// reads. Every connection holds this much while it waits, so it is kept modest.
 const READ_CHUNK: usize = 4 * 1024;
+
+/// A connection that has read nothing for this long gives its buffers back while it waits
+/// (the read buffer, the parser's scratch buffers, an empty write buffer): most sessions sit
+/// idle for hours between stanzas, and a busy one keeps its buffers.
+const IDLE_RELEASE: Duration = Duration::from_secs(2);
 
 /// A write buffer that grew beyond this while busy is given back after its flush, so that a
 /// burst does not stay allocated for the rest of an idle session.
@@ -123,11 +128,13 @@ impl Conn {
             if let Some(error) = self.broken.take() {
                 return Err(ReadError::Frame(error));
             }
-            let n = self
-                .transport
-                .read(&mut self.read_buf)
-                .await
-                .map_err(ReadError::Io)?;
+            let n =
+                match tokio::time::timeout(IDLE_RELEASE, self.transport.read(&mut self.read_buf))
+                    .await
+                {
+                    Ok(read) => read.map_err(ReadError::Io)?,
+                    Err(_) => self.read_when_idle().await?,
+                };
             if n == 0 {
                 return Err(ReadError::Eof);
             }
@@ -137,6 +144,44 @@ impl Conn {
                 self.broken = Some(error);
             }
         }
+    }
+
+    /// Wait for the peer with the buffers given back (reads are cancel-safe, so the timed-out
+    /// read lost nothing): one byte is awaited, then the read buffer comes back and takes
+    /// what else has arrived without waiting. The count of bytes now in `read_buf`.
+    async fn read_when_idle(&mut self) -> Result<usize, ReadError> {
+        self.parser.release_buffers();
+        self.read_buf = Vec::new();
+        self.frames.shrink_to_fit();
+        self.scratch.shrink_to_fit();
+        if self.write_buf.is_empty() {
+            self.write_buf = Vec::new();
+        }
+        crate::memory::released();
+        let mut first = [0u8; 1];
+        let n = self
+            .transport
+            .read(&mut first)
+            .await
+            .map_err(ReadError::Io)?;
+        self.read_buf = vec![0; READ_CHUNK];
+        if n == 0 {
+            return Ok(0);
+        }
+        self.read_buf[0] = first[0];
+        let more = std::future::poll_fn(|context| {
+            let mut buf = tokio::io::ReadBuf::new(&mut self.read_buf[1..]);
+            std::task::Poll::Ready(
+                match std::pin::Pin::new(&mut self.transport).poll_read(context, &mut buf) {
+                    std::task::Poll::Ready(Ok(())) => Ok(buf.filled().len()),
+                    std::task::Poll::Ready(Err(error)) => Err(error),
+                    std::task::Poll::Pending => Ok(0),
+                },
+            )
+        })
+        .await
+        .map_err(ReadError::Io)?;
+        Ok(1 + more)
     }
 
     pub fn queue_raw(&mut self, xml: &str) {
@@ -300,5 +345,66 @@ pub(crate) async fn accept(
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::{TcpListener, TcpStream};
+
+    const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+        xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>";
+
+    async fn pair() -> (Conn, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (Conn::new(Transport::Plain(server), 65536), client)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_idle_past_the_release_reads_the_next_stanzas_whole() {
+        let (mut conn, mut client) = pair().await;
+        client.write_all(HEADER.as_bytes()).await.unwrap();
+        assert!(matches!(
+            conn.next_frame().await.unwrap(),
+            Frame::StreamOpen(_)
+        ));
+        // Half a stanza, then quiet for longer than the release: the parser gives its
+        // buffers back while it holds a partial element.
+        client
+            .write_all(b"<message to='a@localhost'><body>first ha")
+            .await
+            .unwrap();
+        let writer = tokio::spawn(async move {
+            tokio::time::sleep(IDLE_RELEASE * 3).await;
+            client
+                .write_all(b"lf</body></message><message><body>second</body></message>")
+                .await
+                .unwrap();
+            tokio::time::sleep(IDLE_RELEASE * 3).await;
+            client.write_all(b"<presence/>").await.unwrap();
+            client
+        });
+        let bodies: Vec<String> = [
+            conn.next_frame().await.unwrap(),
+            conn.next_frame().await.unwrap(),
+        ]
+        .into_iter()
+        .map(|frame| match frame {
+            Frame::Element(element) => element.get_child("body", ns::CLIENT).unwrap().text(),
+            other => panic!("not an element: {other:?}"),
+        })
+        .collect();
+        assert_eq!(bodies, ["first half", "second"]);
+        let Frame::Element(presence) = conn.next_frame().await.unwrap() else {
+            panic!("not an element");
+        };
+        assert_eq!(presence.name(), "presence");
+        drop(writer.await.unwrap());
+        assert!(matches!(conn.next_frame().await, Err(ReadError::Eof)));
     }
 }

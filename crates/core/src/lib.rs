@@ -20,6 +20,7 @@ pub mod disco;
 pub mod envelope;
 pub mod hooks;
 pub mod mam;
+pub mod memory;
 pub mod metrics;
 pub mod module;
 pub mod offline;

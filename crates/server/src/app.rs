@@ -421,6 +421,10 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
             .map_err(|source| AppError::Bind { addr, source })?;
         s2s_listeners.push(bound);
     }
+    // Memory that idle connections give back is returned to the system.
+    server
+        .tasks
+        .spawn(herald_core::memory::trim_released(server.shutdown.clone()));
     if let Some(handle) = metrics.clone() {
         // Histograms are folded into what is rendered periodically (without it they only
         // grow until the next scrape).

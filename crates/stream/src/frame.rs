@@ -95,6 +95,14 @@ impl StreamParser {
         self.since_boundary = 0;
     }
 
+    /// Give back the lexer's buffers while the peer is quiet: rxml reserves a token's largest
+    /// size (here the stanza size limit) for each of its two scratch buffers and keeps them.
+    /// They grow again with the next bytes; a partial token keeps what it holds.
+    pub fn release_buffers(&mut self) {
+        self.parser.release_temporaries();
+        self.stack.shrink_to_fit();
+    }
+
     /// Parse `data` completely, appending every finished frame to `out`.
     ///
     /// On error the stream is unusable; the caller sends the matching stream error.

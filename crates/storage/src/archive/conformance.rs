@@ -18,6 +18,7 @@ macro_rules! with_cases {
             exists_and_remove_user_are_per_owner,
             purge_before_removes_older_messages_only,
             only_accounts_leaves_out_owners_without_an_account,
+            a_batch_of_any_size_is_stored_whole_and_in_order,
         }
     };
 }
@@ -239,4 +240,34 @@ pub async fn only_accounts_leaves_out_owners_without_an_account(store: &dyn Arch
             .count,
         1
     );
+}
+
+/// One append of 1, 7 or 300 messages (more than one statement holds) keeps every message,
+/// in id order.
+pub async fn a_batch_of_any_size_is_stored_whole_and_in_order(store: &dyn ArchiveStore) {
+    for size in [1, 7, 300] {
+        let owner = user(&format!("owner{size}@sizes.example"));
+        let all = fill(store, &owner, "peer@sizes.example", "s", size).await;
+        let mut found = Vec::new();
+        let mut paging = Paging::Forward(None);
+        loop {
+            let page = store
+                .query(
+                    &owner,
+                    &ArchiveQuery {
+                        paging,
+                        ..ArchiveQuery::all(100)
+                    },
+                )
+                .await
+                .unwrap();
+            assert_eq!(page.count, size as u64, "count of a batch of {size}");
+            found.extend(ids(&page));
+            if page.complete {
+                break;
+            }
+            paging = Paging::Forward(found.last().copied());
+        }
+        assert_eq!(found, all, "a batch of {size}");
+    }
 }

@@ -165,8 +165,35 @@ fn insert_sql<DB: Dialect>(rows: usize, only_accounts: bool) -> String {
     )
 }
 
-/// Insert the rows of `messages` (of owners with an account, with `only_accounts`), up to
-/// [`ROWS`] a statement (each statement is a round trip to the engine).
+/// Split `len` items into statements of a power of two each, at most [`ROWS`], largest first
+/// (25 rows: 16, 8, 1). A statement's text depends on its rows, and the engine's statement
+/// cache keeps only so many texts: with batches of every size, most statements were parsed
+/// and planned again (a sixth of the archive writer's time); with these sizes there are nine
+/// texts, all kept, for at most one statement more per power of two.
+fn statement_sizes(len: usize) -> impl Iterator<Item = usize> {
+    let mut left = len;
+    std::iter::from_fn(move || {
+        if left == 0 {
+            return None;
+        }
+        let size = if left >= ROWS {
+            ROWS
+        } else {
+            1 << left.ilog2()
+        };
+        left -= size;
+        Some(size)
+    })
+}
+
+/// Insert the rows of `messages` (of owners with an account, with `only_accounts`), in
+/// statements of [`statement_sizes`] (each statement is a round trip to the engine).
+///
+/// Texts are bound as shared strings of which this function keeps a reference until the
+/// statement is done: sqlx's SQLite worker drops the bound values on its own thread, and a
+/// string allocated on a tokio thread and freed on another costs glibc's allocator a lock on
+/// the tokio thread's arena (a quarter of the archive writer's time when every text was
+/// freed there); so the last reference, and the free, stay here.
 async fn insert_rows<DB>(
     connection: &mut DB::Connection,
     messages: &[ArchivedMessage],
@@ -175,35 +202,51 @@ async fn insert_rows<DB>(
 where
     DB: Dialect,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    String: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB>,
-    Option<String>: for<'q> Encode<'q, DB> + Type<DB>,
+    Arc<str>: for<'q> Encode<'q, DB> + Type<DB>,
+    Option<Arc<str>>: for<'q> Encode<'q, DB> + Type<DB>,
     i64: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB>,
     DB::Arguments: IntoArguments<DB>,
 {
-    for chunk in messages.chunks(ROWS) {
+    let incoming: Arc<str> = Arc::from(direction_code(Direction::In));
+    let outgoing: Arc<str> = Arc::from(direction_code(Direction::Out));
+    let mut kept: Vec<Arc<str>> = Vec::new();
+    let mut rest = messages;
+    for size in statement_sizes(messages.len()) {
+        let (chunk, after) = rest.split_at(size);
+        rest = after;
+        kept.clear();
+        let mut text = |text: &str| {
+            let shared: Arc<str> = Arc::from(text);
+            kept.push(Arc::clone(&shared));
+            shared
+        };
         let mut insert = sqlx::query(sqlx::AssertSqlSafe(insert_sql::<DB>(
             chunk.len(),
             only_accounts,
         )));
         for message in chunk {
+            let direction = match message.direction {
+                Direction::In => &incoming,
+                Direction::Out => &outgoing,
+            };
             insert = insert
                 .bind(message.id)
-                .bind(message.owner.as_str())
-                .bind(message.remote_bare.as_str())
-                .bind(message.remote_resource.as_str())
-                .bind(direction_code(message.direction))
-                .bind(message.from.as_str())
-                .bind(message.origin_id.clone())
-                .bind(message.body.to_lowercase())
-                .bind(message.message.as_str());
+                .bind(text(message.owner.as_str()))
+                .bind(text(&message.remote_bare))
+                .bind(text(&message.remote_resource))
+                .bind(Arc::clone(direction))
+                .bind(text(&message.from))
+                .bind(message.origin_id.as_deref().map(&mut text))
+                .bind(text(&message.body.to_lowercase()))
+                .bind(text(&message.message));
             if only_accounts {
                 let key = crate::accounts::AccountKey::of(&message.owner)?;
-                insert = insert.bind(key.domain).bind(key.localpart);
+                insert = insert.bind(text(key.domain)).bind(text(key.localpart));
             }
         }
         insert.execute(&mut *connection).await?;
     }
+    drop(kept);
     Ok(())
 }
 
@@ -226,10 +269,15 @@ where
     owners.dedup();
     let mut found = std::collections::HashSet::new();
     for chunk in owners.chunks(ROWS) {
-        let keys = chunk
+        let mut keys = chunk
             .iter()
             .map(|owner| crate::accounts::AccountKey::of(owner))
             .collect::<Result<Vec<_>, _>>()?;
+        // The last owner again up to a power of two: a few statement texts, all cached (see
+        // `statement_sizes`).
+        if let Some(&last) = keys.last() {
+            keys.resize(keys.len().next_power_of_two(), last);
+        }
         let mut n = 0;
         let mut next = || {
             n += 1;
@@ -318,6 +366,8 @@ where
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
     String: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB>,
     Option<String>: for<'q> Encode<'q, DB> + Type<DB>,
+    Arc<str>: for<'q> Encode<'q, DB> + Type<DB>,
+    Option<Arc<str>>: for<'q> Encode<'q, DB> + Type<DB>,
     i64: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB>,
     for<'a> &'a str: ColumnIndex<DB::Row>,
     usize: ColumnIndex<DB::Row>,
@@ -451,5 +501,29 @@ where
             })
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_split_into_powers_of_two_largest_first() {
+        let sizes = |len| statement_sizes(len).collect::<Vec<_>>();
+        assert_eq!(sizes(0), Vec::<usize>::new());
+        assert_eq!(sizes(1), vec![1]);
+        assert_eq!(sizes(25), vec![16, 8, 1]);
+        assert_eq!(sizes(256), vec![256]);
+        assert_eq!(sizes(600), vec![256, 256, 64, 16, 8]);
+        for len in 0..2000 {
+            let split = sizes(len);
+            assert_eq!(split.iter().sum::<usize>(), len);
+            assert!(
+                split
+                    .iter()
+                    .all(|size| size.is_power_of_two() && *size <= ROWS)
+            );
+        }
     }
 }
