@@ -128,6 +128,10 @@ impl Conn {
             if let Some(error) = self.broken.take() {
                 return Err(ReadError::Frame(error));
             }
+            if self.read_buf.is_empty() {
+                // Released while idle by a read that was then cancelled (a select).
+                self.read_buf = vec![0; READ_CHUNK];
+            }
             let n =
                 match tokio::time::timeout(IDLE_RELEASE, self.transport.read(&mut self.read_buf))
                     .await
@@ -406,5 +410,32 @@ mod tests {
         assert_eq!(presence.name(), "presence");
         drop(writer.await.unwrap());
         assert!(matches!(conn.next_frame().await, Err(ReadError::Eof)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_cancelled_while_idle_loses_nothing_and_the_next_one_reads() {
+        let (mut conn, mut client) = pair().await;
+        client.write_all(HEADER.as_bytes()).await.unwrap();
+        assert!(matches!(
+            conn.next_frame().await.unwrap(),
+            Frame::StreamOpen(_)
+        ));
+        // A session selects between its socket and its queue: the read is dropped after
+        // the buffers were given back, several times.
+        for _ in 0..3 {
+            let waited = tokio::time::timeout(IDLE_RELEASE * 2, conn.next_frame()).await;
+            assert!(waited.is_err(), "nothing was sent");
+        }
+        client
+            .write_all(b"<message><body>still here</body></message>")
+            .await
+            .unwrap();
+        let Frame::Element(message) = conn.next_frame().await.unwrap() else {
+            panic!("not an element");
+        };
+        assert_eq!(
+            message.get_child("body", ns::CLIENT).unwrap().text(),
+            "still here"
+        );
     }
 }
