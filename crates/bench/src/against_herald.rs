@@ -81,6 +81,7 @@ async fn every_scenario_delivers_everything_exactly_once() {
     let flat_out = PushParams {
         users: 4,
         senders: 2,
+        registrations: 1,
         messages: 200,
         rate: None,
         window: 50,
@@ -104,7 +105,7 @@ async fn every_scenario_delivers_everything_exactly_once() {
     let paced = PushParams {
         messages: 50,
         rate: Some(500.0),
-        ..flat_out
+        ..flat_out.clone()
     };
     let report = push::run(&ctx, &paced).await.unwrap();
     assert_eq!(
@@ -112,6 +113,20 @@ async fn every_scenario_delivers_everything_exactly_once() {
         (Some(50), Some(0)),
         "{report:?}"
     );
+
+    // Three devices per recipient: every message is a publish to each, all counted.
+    let three = PushParams {
+        registrations: 3,
+        messages: 60,
+        ..flat_out
+    };
+    let report = push::run(&ctx, &three).await.unwrap();
+    assert_eq!(
+        (report.sent, report.delivered, report.duplicates),
+        (Some(60), Some(180), Some(0)),
+        "{report:?}"
+    );
+    assert_eq!(report.delivery_ratio, Some(1.0), "{report:?}");
 
     let report = route::run(
         &ctx,

@@ -129,7 +129,7 @@ impl AppServer {
                 match frame {
                     Frame::Element(iq) if iq.name() == "iq" && iq.attr("type") == Some("set") => {
                         match last_message_body(&iq) {
-                            Some(body) => recorder.observe(&body),
+                            Some(body) => recorder.observe_copy(&body, publish_copy(&iq)),
                             None => recorder.unrecognised(),
                         }
                         reply_result(&iq, &mut out);
@@ -183,6 +183,16 @@ pub fn last_message_body(iq: &Element) -> Option<String> {
         .children()
         .find(|c| c.name() == "value")
         .map(Element::text)
+}
+
+/// Which of the recipient's registrations a publish is for, from its node
+/// ([`crate::scenario::push::copy_of`]); 0 if it names none.
+fn publish_copy(iq: &Element) -> u32 {
+    iq.children()
+        .find(|c| c.name() == "pubsub")
+        .and_then(|pubsub| pubsub.children().find(|c| c.name() == "publish"))
+        .and_then(|publish| publish.attr("node"))
+        .map_or(0, crate::scenario::push::copy_of)
 }
 
 /// An empty result to `iq`, from the address it was sent to.

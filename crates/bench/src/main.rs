@@ -7,6 +7,7 @@
 
 #[cfg(test)]
 mod against_herald;
+mod chart;
 mod component;
 mod error;
 mod procstat;
@@ -62,6 +63,9 @@ enum Command {
         /// Senders (the accounts after the recipients).
         #[arg(long, default_value_t = 20)]
         senders: usize,
+        /// Push registrations (devices) per recipient: each message is a publish to each.
+        #[arg(long, default_value_t = 1)]
+        registrations: usize,
     },
     /// Sessions alternate push enable and disable requests.
     Enable {
@@ -101,10 +105,14 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         pairs: usize,
     },
-    /// Compare JSON report lines (from several targets) as markdown tables.
+    /// Compare JSON report lines (from several targets) as markdown tables, and draw them.
     Report {
         /// Files of JSON lines; other lines are skipped.
         files: Vec<PathBuf>,
+        /// Also draw the comparison as SVG charts into this directory: a figure per label,
+        /// and push cost against recipients when runs at several sizes are given.
+        #[arg(long)]
+        charts: Option<PathBuf>,
     },
 }
 
@@ -275,10 +283,17 @@ async fn run(command: Command) -> Result<Option<Report>, BenchError> {
             load,
             users,
             senders,
+            registrations,
         } => {
+            if registrations == 0 {
+                return Err(BenchError::Usage(
+                    "--registrations must be at least 1".into(),
+                ));
+            }
             let params = PushParams {
                 users,
                 senders,
+                registrations,
                 messages: load.messages,
                 rate: load.rate(),
                 window: load.window,
@@ -333,7 +348,7 @@ async fn run(command: Command) -> Result<Option<Report>, BenchError> {
             };
             scenario::route::run(&server.ctx()?, &params).await?
         }
-        Command::Report { files } => {
+        Command::Report { files, charts } => {
             let mut reports = Vec::new();
             for file in files {
                 let text = std::fs::read_to_string(&file)?;
@@ -343,6 +358,11 @@ async fn run(command: Command) -> Result<Option<Report>, BenchError> {
                 );
             }
             print!("{}", report::markdown(&reports));
+            if let Some(dir) = charts {
+                for path in chart::draw(&reports, &dir)? {
+                    eprintln!("herald-bench: drew {}", path.display());
+                }
+            }
             return Ok(None);
         }
     }))

@@ -45,13 +45,24 @@ pub struct Recorder {
     latencies: Mutex<Vec<u32>>,
     /// Woken at every arrival.
     pub progress: Notify,
-    /// Flow control for flat-out runs: a permit per message in flight.
+    /// Flow control for flat-out runs: a permit per arrival awaited ([`Recorder::copies`]
+    /// per message in flight).
     pub window: Option<Semaphore>,
+    /// Arrivals each message makes (a push per registration of its recipient).
+    pub copies: u32,
 }
 
 impl Recorder {
-    /// A recorder for messages `0..messages`, with at most `window` in flight if given.
+    /// A recorder for messages `0..messages`, each arriving once, with at most `window` in
+    /// flight if given.
     pub fn new(messages: u64, window: Option<usize>) -> Recorder {
+        Recorder::with_copies(messages, window, 1)
+    }
+
+    /// A recorder for messages `0..messages` that each arrive `copies` times (copy 0 to
+    /// `copies - 1`: a push to each of the recipient's registrations).
+    pub fn with_copies(messages: u64, window: Option<usize>, copies: u32) -> Recorder {
+        let copies = copies.max(1);
         let mut run = [0u8; 4];
         // Without randomness, runs are still told apart by the clock.
         if getrandom::fill(&mut run).is_err() {
@@ -64,7 +75,7 @@ impl Recorder {
         Recorder {
             start: Instant::now(),
             run: u32::from_ne_bytes(run),
-            seen: (0..messages.div_ceil(64))
+            seen: (0..(messages * u64::from(copies)).div_ceil(64))
                 .map(|_| AtomicU64::new(0))
                 .collect(),
             sent: AtomicU64::new(0),
@@ -76,7 +87,8 @@ impl Recorder {
             last_arrival: AtomicU64::new(0),
             latencies: Mutex::new(Vec::with_capacity(messages as usize)),
             progress: Notify::new(),
-            window: window.map(Semaphore::new),
+            window: window.map(|w| Semaphore::new(w * copies as usize)),
+            copies,
         }
     }
 
@@ -105,16 +117,22 @@ impl Recorder {
             .push(now.saturating_sub(started).min(u32::MAX as u64) as u32);
     }
 
-    /// A message body arrived.
+    /// A message body arrived (its first copy, or its only one).
     pub fn observe(&self, body: &str) {
+        self.observe_copy(body, 0);
+    }
+
+    /// Copy `copy` of a message body arrived; a copy number out of range is not ours.
+    pub fn observe_copy(&self, body: &str, copy: u32) {
         let Some((run, seq, sent_at)) = parse_body(body) else {
             self.unrecognised();
             return;
         };
-        if run != self.run {
+        if run != self.run || copy >= self.copies {
             self.unrecognised();
             return;
         }
+        let seq = seq * u64::from(self.copies) + u64::from(copy);
         let Some(word) = self.seen.get((seq / 64) as usize) else {
             self.unrecognised();
             return;
@@ -142,7 +160,7 @@ impl Recorder {
         self.unrecognised.fetch_add(1, Relaxed);
     }
 
-    /// Distinct messages delivered so far.
+    /// Distinct arrivals (message and copy) so far.
     pub fn delivered(&self) -> u64 {
         self.delivered.load(Relaxed)
     }
@@ -197,13 +215,14 @@ impl Recorder {
         };
         let sent = self.sent.load(Relaxed);
         let delivered = self.delivered();
+        let expected = sent * u64::from(self.copies);
         Summary {
             sent,
             delivered,
-            delivery_ratio: if sent == 0 {
+            delivery_ratio: if expected == 0 {
                 None
             } else {
-                Some(round(delivered as f64 / sent as f64, 4))
+                Some(round(delivered as f64 / expected as f64, 4))
             },
             duplicates: self.duplicates.load(Relaxed),
             errors: self.errors.load(Relaxed),
@@ -230,7 +249,7 @@ pub fn round(value: f64, digits: i32) -> f64 {
 pub struct Summary {
     /// Messages (or requests) sent.
     pub sent: u64,
-    /// Distinct messages that arrived (or answered requests).
+    /// Distinct arrivals: messages (each copy of one), publishes or answered requests.
     pub delivered: u64,
     /// delivered / sent.
     pub delivery_ratio: Option<f64>,
@@ -330,6 +349,36 @@ mod tests {
                 summary.unrecognised
             ),
             (1, 1, 1, 1)
+        );
+    }
+
+    #[test]
+    fn each_copy_of_a_message_counts_once_and_the_window_waits_for_all() {
+        let recorder = Recorder::with_copies(10, Some(2), 3);
+        assert_eq!(
+            recorder.window.as_ref().map(|w| w.available_permits()),
+            Some(6)
+        );
+        let body = recorder.stamp(9);
+        for copy in [0, 2, 1, 2] {
+            recorder.observe_copy(&body, copy);
+        }
+        // A fourth device the run did not register is not one of ours.
+        recorder.observe_copy(&body, 3);
+        let summary = recorder.summary();
+        assert_eq!(
+            (
+                summary.sent,
+                summary.delivered,
+                summary.duplicates,
+                summary.unrecognised
+            ),
+            (1, 3, 1, 1)
+        );
+        assert_eq!(summary.delivery_ratio, Some(1.0));
+        assert_eq!(
+            recorder.window.as_ref().map(|w| w.available_permits()),
+            Some(9)
         );
     }
 }

@@ -25,6 +25,9 @@ pub struct Report {
     /// Sending sessions.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub senders: Option<usize>,
+    /// Push registrations per recipient (a publish each per message).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registrations: Option<usize>,
     /// Sessions held open (idle).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sessions: Option<usize>,
@@ -62,7 +65,7 @@ pub struct Report {
     /// Latency from send to arrival.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<Latency>,
-    /// Server RSS before the sessions were opened, KiB.
+    /// Server RSS before the sessions were opened (idle) or the recipients enabled (push), KiB.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_rss_before_kib: Option<u64>,
     /// Server RSS with the sessions open, KiB.
@@ -368,6 +371,9 @@ fn parameters(report: &Report) -> String {
     if let Some(senders) = report.senders {
         parts.push(format!("{senders} senders"));
     }
+    if let Some(registrations) = report.registrations.filter(|n| *n > 1) {
+        parts.push(format!("{registrations} registrations each"));
+    }
     if let Some(messages) = report.messages {
         parts.push(format!("{messages} messages"));
     }
@@ -382,7 +388,7 @@ fn parameters(report: &Report) -> String {
     parts.join(", ")
 }
 
-fn number(value: f64) -> String {
+pub fn number(value: f64) -> String {
     // Whole numbers and large ones without decimals; small ones to the microsecond (ms).
     if value.fract() == 0.0 || value.abs() >= 100.0 {
         format!("{value:.0}")

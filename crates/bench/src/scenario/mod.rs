@@ -184,14 +184,15 @@ pub async fn send_messages(
             }
         }
         if let Some(window) = &recorder.window {
-            match window.try_acquire() {
+            match window.try_acquire_many(recorder.copies) {
                 Ok(permit) => permit.forget(),
                 Err(_) => {
                     if !buf.is_empty() {
                         writer.send(&buf).await?;
                         buf.clear();
                     }
-                    match tokio::time::timeout_at(stop, window.acquire()).await {
+                    match tokio::time::timeout_at(stop, window.acquire_many(recorder.copies)).await
+                    {
                         Ok(Ok(permit)) => permit.forget(),
                         _ => break,
                     }

@@ -23,6 +23,8 @@ pub struct PushParams {
     pub users: usize,
     /// Senders (accounts users+1..=users+senders).
     pub senders: usize,
+    /// Push registrations per recipient (nodes 0..registrations), each a publish per message.
+    pub registrations: usize,
     /// Messages in all.
     pub messages: u64,
     /// Messages per second in all; `None`: flat out.
@@ -35,9 +37,20 @@ pub struct PushParams {
     pub component: ComponentTarget,
 }
 
-/// The node of recipient `n`'s registration.
-fn node(n: usize) -> String {
-    format!("bench-node-{n}")
+/// The node of recipient `n`'s registration `k` (`bench-node-N`, then `bench-node-N.K`).
+fn node(n: usize, k: usize) -> String {
+    if k == 0 {
+        format!("bench-node-{n}")
+    } else {
+        format!("bench-node-{n}.{k}")
+    }
+}
+
+/// Which of its recipient's registrations a publish's node is (see [`node`]).
+pub fn copy_of(node: &str) -> u32 {
+    node.rsplit_once('.')
+        .and_then(|(_, k)| k.parse().ok())
+        .unwrap_or(0)
 }
 
 /// XEP-0357 section 5: enable with publish-options (the form the app server needs to reach
@@ -69,22 +82,29 @@ pub fn disable_iq(id: &str, service: &str, node: &str) -> String {
 pub async fn run(ctx: &Ctx, params: &PushParams) -> Result<Report, BenchError> {
     let setup = Instant::now();
     let window = params.rate.is_none().then_some(params.window);
-    let recorder = Arc::new(Recorder::new(params.messages, window));
+    let copies = u32::try_from(params.registrations.max(1))
+        .map_err(|_| BenchError::Usage("--registrations is too large".into()))?;
+    let recorder = Arc::new(Recorder::with_copies(params.messages, window, copies));
 
     let app = AppServer::connect_retrying(&params.component).await?;
     let (stop_app, stopped) = tokio::sync::oneshot::channel();
     let app_task = tokio::spawn(app.serve(Arc::clone(&recorder), stopped));
+
+    // The server before any recipient enabled: what it grows by in the run, per
+    // registration, is read from this and the memory after.
+    let rss_before = Sample::take(ctx.server_pid, None).server_rss;
 
     // Recipients: log in, enable, close the stream and wait for the server to close its side,
     // so that each is offline (no session at all) before the first message.
     let target = ctx.target.clone();
     let service = params.component.domain.clone();
     let prefix = ctx.prefix.clone();
+    let registrations = params.registrations.max(1);
     ctx.bounded("enabling push", (1..=params.users).collect(), move |n| {
         let target = target.clone();
         let service = service.clone();
         let user = format!("{prefix}{n}");
-        async move { enable_and_leave(&target, &user, &service, n).await }
+        async move { enable_and_leave(&target, &user, &service, n, registrations).await }
     })
     .await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -132,12 +152,15 @@ pub async fn run(ctx: &Ctx, params: &PushParams) -> Result<Report, BenchError> {
         writers.push(writer);
     }
     let sent = recorder.sent.load(std::sync::atomic::Ordering::Relaxed);
-    let complete = recorder.wait_for(sent, params.stall, ctx.deadline).await;
+    let complete = recorder
+        .wait_for(sent * u64::from(copies), params.stall, ctx.deadline)
+        .await;
     let after = Sample::take(ctx.server_pid, ctx.db_pid);
 
     let mut report = Report::new("push", &ctx.name, ctx.label.as_deref());
     report.users = Some(params.users);
     report.senders = Some(params.senders);
+    report.registrations = Some(params.registrations.max(1));
     report.messages = Some(params.messages);
     report.rate_target = params.rate;
     report.window = window;
@@ -145,6 +168,7 @@ pub async fn run(ctx: &Ctx, params: &PushParams) -> Result<Report, BenchError> {
     report.summary(recorder.summary());
     report.usage(before.until(&after));
     report.capped = !complete && Instant::now() >= ctx.deadline;
+    report.server_rss_before_kib = rss_before;
     report.server_rss_after_kib = after.server_rss;
 
     close_all(writers).await;
@@ -158,24 +182,29 @@ pub async fn run(ctx: &Ctx, params: &PushParams) -> Result<Report, BenchError> {
     Ok(report)
 }
 
-/// Log in as `user`, enable push for node `n`, close the stream.
+/// Log in as `user`, enable push for `registrations` nodes of recipient `n`, close the
+/// stream.
 async fn enable_and_leave(
     target: &crate::xmpp::Target,
     user: &str,
     service: &str,
     n: usize,
+    registrations: usize,
 ) -> Result<(), BenchError> {
     let mut session = Conn::login(target, user, "bench").await?;
-    session
-        .writer
-        .send(&enable_iq("enable", service, &node(n)))
-        .await?;
-    let reply = session.reader.iq_reply("enable").await?;
-    if reply.attr("type") != Some("result") {
-        return Err(BenchError::Negotiation(format!(
-            "enable refused: {}",
-            String::from(&reply)
-        )));
+    for k in 0..registrations {
+        let id = format!("enable{k}");
+        session
+            .writer
+            .send(&enable_iq(&id, service, &node(n, k)))
+            .await?;
+        let reply = session.reader.iq_reply(&id).await?;
+        if reply.attr("type") != Some("result") {
+            return Err(BenchError::Negotiation(format!(
+                "enable refused: {}",
+                String::from(&reply)
+            )));
+        }
     }
     session.writer.close().await;
     session.reader.until_closed(Duration::from_secs(5)).await;
