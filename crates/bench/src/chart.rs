@@ -232,7 +232,8 @@ fn latency_panel<DB: DrawingBackend>(
         .y_label_area_size(48)
         .build_cartesian_2d(
             segments(PERCENTILES.len()),
-            (low / 2.0..high * 2.0).log_scale(),
+            // Headroom above the highest line for the legend (upper left).
+            (low / 2.0..high * 40.0).log_scale(),
         )
         .map_err(|e| e.to_string())?;
     chart

@@ -700,6 +700,65 @@ impl Submitter {
     }
 }
 
+/// Jobs set aside while their app server is at its share: a queue per app server, in the
+/// order the app servers first had a job waiting. Finding the next job that may go looks at
+/// each app server once, not at each job: with one app server at its share and thousands of
+/// jobs waiting for it (several registrations per recipient, all at the same app server), a
+/// scan of every job for every job queued made the dispatcher's work grow with the square of
+/// the backlog.
+#[derive(Default)]
+struct Aside {
+    queues: Vec<(Target, VecDeque<Job>)>,
+    len: usize,
+}
+
+impl Aside {
+    fn queue(&mut self, target: Target) -> &mut VecDeque<Job> {
+        let index = match self.queues.iter().position(|(t, _)| *t == target) {
+            Some(index) => index,
+            None => {
+                self.queues.push((target, VecDeque::new()));
+                self.queues.len() - 1
+            }
+        };
+        &mut self.queues[index].1
+    }
+
+    /// Last in line for its app server.
+    fn push_back(&mut self, target: Target, job: Job) {
+        self.queue(target).push_back(job);
+        self.len += 1;
+    }
+
+    /// First in line for its app server.
+    fn push_front(&mut self, target: Target, job: Job) {
+        self.queue(target).push_front(job);
+        self.len += 1;
+    }
+
+    /// The first job of the first app server that `has_room`.
+    fn take(&mut self, has_room: impl Fn(&Target) -> bool) -> Option<Job> {
+        let index = self
+            .queues
+            .iter()
+            .position(|(target, _)| has_room(target))?;
+        let job = self.queues[index].1.pop_front();
+        if self.queues[index].1.is_empty() {
+            self.queues.remove(index);
+        }
+        self.len -= usize::from(job.is_some());
+        job
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
 /// The queues the dispatcher serves: calls first.
 struct Queues {
     normal: mpsc::Receiver<Job>,
@@ -722,7 +781,7 @@ async fn dispatch(
     } = queues;
     let slots = Arc::new(Semaphore::new(settings.workers.get()));
     let mut in_flight = JoinSet::new();
-    let mut aside: VecDeque<Job> = VecDeque::new();
+    let mut aside = Aside::default();
     let aside_capacity = settings.queue_capacity.max(1);
     'serve: loop {
         // A slot first, then a job: a job is never taken out of the queue to wait.
@@ -735,9 +794,7 @@ async fn dispatch(
             },
         };
         let job = loop {
-            if let Some(index) = aside.iter().position(|job| shares.has_room(&job.target()))
-                && let Some(job) = aside.remove(index)
-            {
+            if let Some(job) = aside.take(|target| shares.has_room(target)) {
                 break job;
             }
             tokio::select! {
@@ -749,11 +806,11 @@ async fn dispatch(
                         break job;
                     }
                     // Its app server is at its share: first in line for it.
-                    aside.push_front(job);
+                    aside.push_front(job.target(), job);
                 }
                 job = queue.recv() => match job {
                     Some(job) if shares.has_room(&job.target()) => break job,
-                    Some(job) if aside.len() < aside_capacity => aside.push_back(job),
+                    Some(job) if aside.len() < aside_capacity => aside.push_back(job.target(), job),
                     Some(job) => {
                         shares.release(&job.key.owner);
                         worker.stats.notification(Outcome::DroppedQueueFull);

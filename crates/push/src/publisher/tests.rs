@@ -1020,3 +1020,45 @@ async fn a_call_goes_at_once_whatever_the_pacing() {
     );
     assert_eq!(h.stats.paced(PaceEvent::Urgent), 1);
 }
+
+#[tokio::test]
+async fn jobs_set_aside_go_in_order_for_each_app_server_and_a_full_one_holds_no_other() {
+    let h = harness(settings(1, 100), FakeAppServer::answering([]));
+    let job = |pubsub: &str, attempt: u32| {
+        let r = registration_of("bob@example.com", pubsub, &attempt.to_string());
+        let what = h.routes.choose(&bob(), &r, &payload()).unwrap();
+        Job {
+            key: r.key,
+            what,
+            request: RequestId::next(),
+            reply: None,
+            outbox: None,
+            attempt,
+            decided: SystemTime::now(),
+        }
+    };
+    let mut aside = Aside::default();
+    for attempt in 0..3 {
+        let waiting = job("full.example.net", attempt);
+        aside.push_back(waiting.target(), waiting);
+    }
+    let other = job("push.example.com", 10);
+    aside.push_back(other.target(), other);
+    let urgent = job("full.example.net", 99);
+    aside.push_front(urgent.target(), urgent);
+    assert_eq!(aside.len(), 5);
+
+    // The app server at its share keeps its jobs; the other's goes ahead.
+    let full = Target::Pubsub("full.example.net".into());
+    let room = |target: &Target| *target != full;
+    assert_eq!(aside.take(room).map(|j| j.attempt), Some(10));
+    assert!(aside.take(room).is_none());
+    assert_eq!(aside.len(), 4);
+
+    // With room again: the urgent one first, then the others in the order they came.
+    let order: Vec<u32> = std::iter::from_fn(|| aside.take(|_| true))
+        .map(|j| j.attempt)
+        .collect();
+    assert_eq!(order, [99, 0, 1, 2]);
+    assert!(aside.is_empty());
+}
