@@ -348,7 +348,10 @@ fn scaling_figure(path: &Path, reports: &[Report], targets: &[&str]) -> Result<b
     let (low, high) = points().fold((f64::INFINITY, 0.0f64), |(l, h), p| {
         (l.min(p.0), h.max(p.0))
     });
-    let panels: [ScalingPanel; 2] = [("per second", |p| p.1), ("server CPU-s per 1,000", |p| p.2)];
+    let panels: [ScalingPanel; 2] = [
+        ("publishes per second", |p| p.1),
+        ("server CPU-s per 1,000 publishes", |p| p.2),
+    ];
     for (area, (title, read)) in areas.iter().zip(panels) {
         let top = points().map(read).fold(0.0, f64::max) * 1.2;
         let mut chart = ChartBuilder::on(area)
@@ -360,6 +363,7 @@ fn scaling_figure(path: &Path, reports: &[Report], targets: &[&str]) -> Result<b
             .map_err(|e| e.to_string())?;
         chart
             .configure_mesh()
+            .light_line_style(WHITE)
             .x_desc("recipients (log scale)")
             .x_label_formatter(&|x| number(*x))
             .y_label_formatter(&|y| number(*y))
@@ -379,11 +383,18 @@ fn scaling_figure(path: &Path, reports: &[Report], targets: &[&str]) -> Result<b
             } else {
                 chart.draw_series(LineSeries::new(line, style.stroke_width(2)))
             };
+            let dashed = *dashed;
             drawn
                 .map_err(|e| e.to_string())?
                 .label(name.as_str())
                 .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 16, y)], style.stroke_width(2))
+                    let (dash, gap) = if dashed { (4, 3) } else { (16, 1) };
+                    plotters::element::DashedPathElement::new(
+                        vec![(x, y), (x + 16, y)],
+                        dash,
+                        gap,
+                        style.stroke_width(2),
+                    )
                 });
             chart
                 .draw_series(
