@@ -6,6 +6,11 @@ use divan::{Bencher, black_box, counter::BytesCount};
 use herald_stream::{Frame, Stanza, StreamParser};
 use minidom::Element;
 
+/// Counts every allocation: divan prints allocations and bytes per iteration beside the time
+/// (issue 18's "allocation counts per push").
+#[global_allocator]
+static ALLOC: divan::AllocProfiler = divan::AllocProfiler::system();
+
 fn main() {
     divan::main();
 }
