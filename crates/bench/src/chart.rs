@@ -10,7 +10,7 @@ use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
 
 use crate::error::BenchError;
-use crate::report::{Report, number};
+use crate::report::{Report, last_of, number, targets_and_labels};
 
 /// A figure's size in pixels, per panel.
 const PANEL: (u32, u32) = (360, 320);
@@ -82,29 +82,14 @@ fn failed(path: &Path) -> impl Fn(String) -> BenchError + '_ {
 /// Draw the charts of `reports` into `dir` (created if missing); the files written, in order.
 pub fn draw(reports: &[Report], dir: &Path) -> Result<Vec<PathBuf>, BenchError> {
     std::fs::create_dir_all(dir)?;
-    let mut targets: Vec<&str> = Vec::new();
-    let mut labels: Vec<&str> = Vec::new();
-    for report in reports {
-        if !targets.contains(&report.target.as_str()) {
-            targets.push(&report.target);
-        }
-        if !labels.contains(&report.label.as_str()) {
-            labels.push(&report.label);
-        }
-    }
+    let (targets, labels) = targets_and_labels(reports);
     let mut written = Vec::new();
     for label in labels {
         // The last report of each target under this label, in the targets' order.
         let runs: Vec<(usize, &Report)> = targets
             .iter()
             .enumerate()
-            .filter_map(|(i, target)| {
-                reports
-                    .iter()
-                    .rev()
-                    .find(|r| r.label == label && r.target == *target)
-                    .map(|r| (i, r))
-            })
+            .filter_map(|(i, target)| last_of(reports, label, target).map(|r| (i, r)))
             .collect();
         let path = dir.join(format!("{}.svg", slug(label)));
         if label_figure(&path, label, &targets, &runs).map_err(failed(&path))? {

@@ -185,14 +185,22 @@ pub fn last_message_body(iq: &Element) -> Option<String> {
         .map(Element::text)
 }
 
-/// Which of the recipient's registrations a publish is for, from its node
-/// ([`crate::scenario::push::copy_of`]); 0 if it names none.
+/// Which of the recipient's registrations a publish is for, from its node ([`copy_of`]);
+/// 0 if it names none.
 fn publish_copy(iq: &Element) -> u32 {
     iq.children()
         .find(|c| c.name() == "pubsub")
         .and_then(|pubsub| pubsub.children().find(|c| c.name() == "publish"))
         .and_then(|publish| publish.attr("node"))
-        .map_or(0, crate::scenario::push::copy_of)
+        .map_or(0, copy_of)
+}
+
+/// Which of its recipient's registrations a node names: `K` of the push scenario's
+/// `bench-node-N.K`, 0 for `bench-node-N` or any other node.
+pub fn copy_of(node: &str) -> u32 {
+    node.rsplit_once('.')
+        .and_then(|(_, k)| k.parse().ok())
+        .unwrap_or(0)
 }
 
 /// An empty result to `iq`, from the address it was sent to.

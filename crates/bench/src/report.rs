@@ -282,9 +282,9 @@ const METRICS: &[Metric] = &[
     },
 ];
 
-/// A markdown comparison of reports: a table per label, a column per target in order of
-/// first appearance, and the first target's ratio to each other one.
-pub fn markdown(reports: &[Report]) -> String {
+/// The targets and the labels of `reports`, each in order of first appearance: the columns
+/// and the tables of a comparison (and the colours and figures of its charts).
+pub fn targets_and_labels(reports: &[Report]) -> (Vec<&str>, Vec<&str>) {
     let mut targets: Vec<&str> = Vec::new();
     let mut labels: Vec<&str> = Vec::new();
     for report in reports {
@@ -295,15 +295,25 @@ pub fn markdown(reports: &[Report]) -> String {
             labels.push(&report.label);
         }
     }
+    (targets, labels)
+}
+
+/// The last report of `target` under `label` (a later run replaces an earlier one).
+pub fn last_of<'r>(reports: &'r [Report], label: &str, target: &str) -> Option<&'r Report> {
+    reports
+        .iter()
+        .rev()
+        .find(|r| r.label == label && r.target == target)
+}
+
+/// A markdown comparison of reports: a table per label, a column per target in order of
+/// first appearance, and the first target's ratio to each other one.
+pub fn markdown(reports: &[Report]) -> String {
+    let (targets, labels) = targets_and_labels(reports);
     let mut out = String::new();
     let reference = targets.first().copied().unwrap_or_default();
     for label in labels {
-        let find = |target: &str| {
-            reports
-                .iter()
-                .rev()
-                .find(|r| r.label == label && r.target == target)
-        };
+        let find = |target: &str| last_of(reports, label, target);
         let params = reports
             .iter()
             .find(|r| r.label == label)

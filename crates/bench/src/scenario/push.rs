@@ -37,20 +37,14 @@ pub struct PushParams {
     pub component: ComponentTarget,
 }
 
-/// The node of recipient `n`'s registration `k` (`bench-node-N`, then `bench-node-N.K`).
+/// The node of recipient `n`'s registration `k` (`bench-node-N`, then `bench-node-N.K`;
+/// the app server reads `K` back with [`crate::component::copy_of`]).
 fn node(n: usize, k: usize) -> String {
     if k == 0 {
         format!("bench-node-{n}")
     } else {
         format!("bench-node-{n}.{k}")
     }
-}
-
-/// Which of its recipient's registrations a publish's node is (see [`node`]).
-pub fn copy_of(node: &str) -> u32 {
-    node.rsplit_once('.')
-        .and_then(|(_, k)| k.parse().ok())
-        .unwrap_or(0)
 }
 
 /// XEP-0357 section 5: enable with publish-options (the form the app server needs to reach
