@@ -19,6 +19,7 @@ pub mod csi;
 pub mod disco;
 pub mod envelope;
 pub mod hooks;
+pub mod lanes;
 pub mod mam;
 pub mod memory;
 pub mod metrics;

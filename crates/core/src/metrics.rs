@@ -8,6 +8,7 @@
 //! | `herald_stanzas_routed_total` | counter | `kind`: message, presence, iq |
 //! | `herald_offline_stored_total` | counter | |
 //! | `herald_offline_delivered_total` | counter | |
+//! | `herald_lane_messages` | gauge | |
 //! | `herald_sm_resumptions_total` | counter | `result`: resumed, failed |
 //! | `herald_store_duration_seconds` | histogram | `op`: offline_store, offline_remove, archive_append (and push_registrations, from the push module) |
 
@@ -42,6 +43,16 @@ pub(crate) fn routed(kind: &'static str) {
 /// Offline messages stored.
 pub(crate) fn offline_stored() {
     metrics::counter!("herald_offline_stored_total").increment(1);
+}
+
+/// A message handed to a recipient lane (`crate::lanes`).
+pub(crate) fn lane_queued() {
+    metrics::gauge!("herald_lane_messages").increment(1.0);
+}
+
+/// A recipient lane handled a message.
+pub(crate) fn lane_done() {
+    metrics::gauge!("herald_lane_messages").decrement(1.0);
 }
 
 /// Offline messages delivered.

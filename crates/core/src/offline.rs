@@ -206,7 +206,15 @@ impl Handler<OfflineMessage> for Store {
             .await;
         crate::metrics::store_latency("offline_store", started);
         match stored {
-            Ok(Some(Stored::Stored(_))) => crate::metrics::offline_stored(),
+            Ok(Some(Stored::Stored(_))) => {
+                crate::metrics::offline_stored();
+                // The account may have come online while the message was on its way to
+                // storage: its session read what was stored before this commit and would
+                // otherwise keep this one until the next login. Ask it to read again.
+                for session in server.sessions.message_targets(&event.recipient) {
+                    session.want_offline();
+                }
+            }
             Ok(None) => return Flow::Continue,
             Ok(Some(Stored::Full)) => {
                 tracing::info!(user = %event.recipient, limit, "offline storage full; message refused");
@@ -560,6 +568,58 @@ mod tests {
             )),
             Err(Skip::NoStoreHint)
         );
+    }
+
+    /// The race the fix closes: the account logs in while a message for it is on its way to
+    /// storage; its session has already read what was stored, so the commit must wake it.
+    #[tokio::test]
+    async fn a_message_stored_after_its_recipient_came_online_wakes_the_session() {
+        let storage = herald_storage::Storage::open_sqlite_in_memory()
+            .await
+            .unwrap();
+        let user = BareJid::new("u@h").unwrap();
+        let credentials = herald_sasl::Credentials::from_password("pw", 4096).unwrap();
+        storage
+            .accounts()
+            .create(&user, &credentials)
+            .await
+            .unwrap();
+        let server = Server::new(Vec::new(), storage, &[]);
+        let store = Store(Offline::new(OfflineConfig::default()));
+        let event = |body: &str| OfflineMessage {
+            recipient: user.clone(),
+            stanza: herald_stream::Stanza::parse(message(&format!(
+                "<message xmlns='jabber:client' from='v@h/r' to='u@h' type='chat'>\
+                 <body>{body}</body></message>"
+            )))
+            .unwrap(),
+            meta: Meta::default(),
+        };
+        let (handle, _inbox) = SessionHandle::new(jid::FullJid::new("u@h/phone").unwrap());
+        server.sessions.bind(handle.clone());
+
+        // Bound but not available: nothing to wake.
+        assert_eq!(store.call(&server, &mut event("one")).await, Flow::Stop);
+        let woken = || tokio::time::timeout(Duration::from_millis(50), handle.offline.notified());
+        assert!(
+            woken().await.is_err(),
+            "a session that is not available was woken"
+        );
+
+        server.sessions.set_availability(
+            &handle.jid,
+            handle.id,
+            crate::sessions::Availability::Available {
+                priority: 0,
+                presence: Element::bare("presence", "jabber:client"),
+            },
+        );
+        assert_eq!(store.call(&server, &mut event("two")).await, Flow::Stop);
+        assert!(
+            woken().await.is_ok(),
+            "the available session was not told to read again"
+        );
+        assert_eq!(server.storage.offline().list(&user).await.unwrap().len(), 2);
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::{
         Direction, Flow, MessageArriving, MessageDelivered, MessageSent, OfflineMessage,
         PrivacyCheck,
     },
+    lanes::{Job, Then},
     module::{IqError, IqRequest, IqScope},
     presence,
 };
@@ -319,6 +320,36 @@ impl Server {
     /// A message for an account with no resource to take it: the `offline_message` hook
     /// (offline storage, push notifications), and a bounce if no handler took charge.
     async fn offline(&self, to: &BareJid, stanza: Stanza, meta: Meta) {
+        let job = Job {
+            to: to.clone(),
+            then: Then::Offline,
+            stanza,
+            meta,
+        };
+        self.lanes.submit(self, job).await;
+    }
+
+    /// A message a recipient lane handles ([`crate::lanes`]), in the lane's task (or inline
+    /// when there are no lanes).
+    pub(crate) async fn run_lane_job(&self, job: Job) {
+        let Job {
+            to,
+            then,
+            stanza,
+            meta,
+        } = job;
+        match then {
+            Then::Offline => self.offline_now(&to, stanza, meta).await,
+            Then::Bare(kind) => {
+                let targets = self.sessions.message_targets(&to);
+                self.deliver_to_bare(kind, &to, stanza, meta, targets, true)
+                    .await;
+            }
+        }
+    }
+
+    /// The `offline_message` hook, now.
+    async fn offline_now(&self, to: &BareJid, stanza: Stanza, meta: Meta) {
         // Metadata modules recorded earlier (the message may come back from a
         // stream-management buffer or a re-route) is handed over, not lost.
         let mut event = OfflineMessage {
@@ -337,33 +368,70 @@ impl Server {
         );
     }
 
-    /// RFC 6121 section 8.5.2: a message to a local bare JID.
+    /// RFC 6121 section 8.5.2: a message to a local bare JID. A message that may have to be
+    /// stored, or that must follow messages for the account still in its lane, goes to the
+    /// account's lane ([`crate::lanes`]), which routes it again there.
     async fn message_to_bare(&self, kind: MessageType, to: &BareJid, stanza: Stanza, meta: Meta) {
-        let targets = self.sessions.message_targets(to);
-        if targets.is_empty() {
-            match kind {
-                // RFC 6121 section 8.5.2.2.1: chat and normal with no available resource
-                // are stored offline (the `offline_message` hook: XEP-0160) or bounced.
-                // Groupchat goes through the hook too (the push module notifies offline room
-                // members, push.md section 4) but is never stored, so it is bounced.
-                MessageType::Chat | MessageType::Normal | MessageType::Groupchat => {
-                    self.offline(to, stanza, meta).await;
-                }
-                // Headline and error are dropped.
-                MessageType::Headline | MessageType::Error => {}
-            }
-            return;
+        let kept = matches!(
+            kind,
+            MessageType::Chat | MessageType::Normal | MessageType::Groupchat
+        );
+        let targets = if self.lanes.holds(to) {
+            Vec::new()
+        } else {
+            self.sessions.message_targets(to)
+        };
+        if targets.is_empty() && (kept || self.lanes.holds(to)) {
+            let job = Job {
+                to: to.clone(),
+                then: Then::Bare(kind),
+                stanza,
+                meta,
+            };
+            return self.lanes.submit(self, job).await;
         }
+        self.deliver_to_bare(kind, to, stanza, meta, targets, false)
+            .await;
+    }
+
+    /// [`Server::message_to_bare`] without the lane (in it, or when nothing needs it): to
+    /// `targets` (the available resources with the highest priority), else the
+    /// `offline_message` hook (now when `in_lane`, through the lane otherwise).
+    async fn deliver_to_bare(
+        &self,
+        kind: MessageType,
+        to: &BareJid,
+        stanza: Stanza,
+        meta: Meta,
+        targets: Vec<crate::sessions::SessionHandle>,
+        in_lane: bool,
+    ) {
         let mut delivered = Vec::with_capacity(targets.len());
         for target in &targets {
             if target.deliver(Envelope::with_meta(stanza.element.clone(), meta.clone())) {
                 delivered.push(target.id);
             }
         }
-        if delivered.is_empty() {
-            self.undeliverable(kind, to, stanza, meta).await;
-        } else {
+        if !delivered.is_empty() {
             self.delivered(to.clone(), delivered, stanza.element).await;
+            return;
+        }
+        if !targets.is_empty() {
+            tracing::debug!(user = %to, "recipient not reading; message kept offline");
+        }
+        match kind {
+            // RFC 6121 section 8.5.2.2.1: chat and normal with no available resource (or
+            // none reading) are stored offline (the `offline_message` hook: XEP-0160) or
+            // bounced. Groupchat goes through the hook too (the push module notifies offline
+            // room members, push.md section 4) but is never stored, so it is bounced.
+            MessageType::Chat | MessageType::Normal | MessageType::Groupchat if in_lane => {
+                self.offline_now(to, stanza, meta).await;
+            }
+            MessageType::Chat | MessageType::Normal | MessageType::Groupchat => {
+                self.offline(to, stanza, meta).await;
+            }
+            // Headline and error are dropped.
+            MessageType::Headline | MessageType::Error => {}
         }
     }
 

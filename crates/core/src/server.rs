@@ -39,6 +39,9 @@ pub struct ServerOptions {
     pub s2s: Option<crate::s2s::S2sSettings>,
     /// `[modules.mod_csi]`: client state indication (XEP-0352); `None` ignores it.
     pub csi: Option<crate::csi::CsiConfig>,
+    /// `recipient_lanes`: how many recipient lanes ([`crate::lanes`]); `None` is the default
+    /// ([`crate::lanes::LANES`]), 0 handles messages for offline accounts inline.
+    pub recipient_lanes: Option<usize>,
 }
 
 /// Shared server state. Cheap to reach from every task through an `Arc`.
@@ -77,6 +80,9 @@ pub struct Server {
     pub shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them.
     pub tasks: TaskTracker,
+    /// Messages for accounts with no session to take them, off the senders' read loops
+    /// ([`crate::lanes`]).
+    pub lanes: crate::lanes::Lanes,
 }
 
 impl Server {
@@ -108,7 +114,7 @@ impl Server {
             all.push(Arc::new(crate::csi::Csi));
         }
         all.extend(modules.iter().cloned());
-        let server = Arc::new(Server {
+        let server = Arc::new_cyclic(|weak| Server {
             hosts,
             storage,
             sessions: SessionRegistry::default(),
@@ -128,6 +134,11 @@ impl Server {
             extensions: Registrar::build(&all),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            lanes: {
+                let mut lanes = crate::lanes::Lanes::none();
+                lanes.start(weak, options.recipient_lanes.unwrap_or(crate::lanes::LANES));
+                lanes
+            },
         });
         if let Some(s2s) = &server.s2s {
             s2s.bind(&server);

@@ -237,6 +237,7 @@ fn options(config: &Config) -> ServerOptions {
         roster: modules.mod_roster,
         s2s: None,
         csi: modules.mod_csi.clone(),
+        recipient_lanes: Some(config.general.recipient_lanes),
     }
 }
 
@@ -499,6 +500,9 @@ impl Running {
                 "shutdown deadline passed with connections still open"
             );
         }
+        // Messages the closing sessions routed to offline users are stored before the
+        // store closes.
+        self.server.lanes.drain().await;
         self.server.storage.close().await;
     }
 }

@@ -95,6 +95,9 @@ pub struct General {
     /// `max_user_sessions` (MongooseIM's access rule of that name, as a number): resources
     /// bound at once per account (default 10); `None` for `"infinity"`.
     pub max_user_sessions: Option<usize>,
+    /// `recipient_lanes`: tasks that store and push messages for offline accounts, each in
+    /// order for its accounts (default 128); 0 handles them on the sender's connection.
+    pub recipient_lanes: usize,
 }
 
 /// How log lines are written.
@@ -366,6 +369,7 @@ impl Config {
                 loglevel: DEFAULT_LOGLEVEL,
                 log_format: LogFormat::Text,
                 max_user_sessions: Some(DEFAULT_MAX_USER_SESSIONS),
+                recipient_lanes: herald_core::lanes::LANES,
             },
             listen: Listen {
                 c2s: vec![C2sListener {
@@ -650,6 +654,7 @@ extra_domains = ["pubsub.example.org"]
                 loglevel: LogLevel::Warning,
                 log_format: LogFormat::Text,
                 max_user_sessions: Some(10),
+                recipient_lanes: 128,
             },
             listen: Listen {
                 c2s: vec![C2sListener {
@@ -878,8 +883,22 @@ tls.mode = \"tls\"
         assert_eq!(
             error("[general]\nhosts = [\"localhost\"]\nhost = \"x\"\n"),
             "herald.toml:3: general.host: unknown field `host`, expected one of `hosts`, \
-             `data_dir`, `loglevel`, `log_format`, `max_user_sessions`"
+             `data_dir`, `loglevel`, `log_format`, `max_user_sessions`, `recipient_lanes`"
         );
+    }
+
+    #[test]
+    fn recipient_lanes_take_0_to_4096() {
+        assert_eq!(
+            error("[general]\nhosts = [\"localhost\"]\nrecipient_lanes = 5000\n"),
+            "herald.toml:3: general.recipient_lanes: 5000 is out of range; expected 0 to 4096 (lanes)"
+        );
+        assert_eq!(
+            error("[general]\nhosts = [\"localhost\"]\nrecipient_lanes = -1\n"),
+            "herald.toml:3: general.recipient_lanes: -1 is out of range; expected 0 to 4096 (lanes)"
+        );
+        let config = parse("[general]\nhosts = [\"localhost\"]\nrecipient_lanes = 0\n");
+        assert_eq!(config.unwrap().general.recipient_lanes, 0);
     }
 
     #[test]
@@ -1470,7 +1489,7 @@ tls.mode = \"tls\"
         assert_eq!(
             error(&format!("{MINIMAL}\"mod.x\" = 1\n")),
             "herald.toml:3: general.\"mod.x\": unknown field `mod.x`, expected one of `hosts`, \
-             `data_dir`, `loglevel`, `log_format`, `max_user_sessions`"
+             `data_dir`, `loglevel`, `log_format`, `max_user_sessions`, `recipient_lanes`"
         );
     }
 

@@ -51,6 +51,7 @@ pub(super) struct RawGeneral {
     pub(super) loglevel: Option<String>,
     pub(super) log_format: Option<String>,
     pub(super) max_user_sessions: Option<toml::Value>,
+    pub(super) recipient_lanes: Option<Integer>,
 }
 
 #[derive(Debug, Default, Deserialize)]

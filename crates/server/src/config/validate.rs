@@ -25,6 +25,9 @@ use super::{
     Modules, S2sConfig, S2sListener, ServiceListener, SqliteConfig, TlsConfig, TlsMode,
 };
 
+/// The most `general.recipient_lanes` (a task each).
+const MAX_RECIPIENT_LANES: usize = 4096;
+
 /// What a file leaves to its surroundings.
 pub(super) struct Context<'a> {
     /// Relative paths in the file are resolved against this directory.
@@ -190,8 +193,23 @@ fn general(
         Some(name) => one_of(&name, LOG_FORMATS, &at.key("log_format"))?,
         None => LogFormat::Text,
     };
+    let recipient_lanes = match raw.recipient_lanes {
+        Some(n) => {
+            let at = at.key("recipient_lanes");
+            let lanes: usize = integer(n, 0, "0 to 4096 (lanes)", &at)?;
+            if lanes > MAX_RECIPIENT_LANES {
+                return Err(Invalid::new(
+                    at,
+                    format!("{lanes} is out of range; expected 0 to 4096 (lanes)"),
+                ));
+            }
+            lanes
+        }
+        None => herald_core::lanes::LANES,
+    };
     Ok(General {
         max_user_sessions,
+        recipient_lanes,
         hosts,
         data_dir,
         loglevel,
