@@ -20,7 +20,7 @@ use crate::{
         Direction, Flow, MessageArriving, MessageDelivered, MessageSent, OfflineMessage,
         PrivacyCheck,
     },
-    lanes::{Job, Then},
+    lanes::{Job, Sender, Then},
     module::{IqError, IqRequest, IqScope},
     presence,
 };
@@ -176,7 +176,15 @@ impl Server {
         }
         match stanza.kind {
             StanzaKind::Iq(kind) => self.route_iq(origin, kind, stanza).await,
-            StanzaKind::Message(kind) => self.route_message(kind, stanza, meta).await,
+            StanzaKind::Message(kind) => {
+                // A client waits for its message to be stored (its read loop and XEP-0198
+                // `h` follow); a component or a server link hands it over (lanes).
+                let sender = match origin {
+                    Origin::Client(_) => Sender::Waits,
+                    _ => Sender::HandsOver,
+                };
+                self.route_message(kind, stanza, meta, sender).await;
+            }
             StanzaKind::Presence(kind) => match origin {
                 Origin::Client(sender) => presence::route(self, sender, kind, stanza).await,
                 // A component's or a remote contact's subscription stanzas change the user's
@@ -281,7 +289,7 @@ impl Server {
         }
     }
 
-    async fn route_message(&self, kind: MessageType, stanza: Stanza, meta: Meta) {
+    async fn route_message(&self, kind: MessageType, stanza: Stanza, meta: Meta, sender: Sender) {
         let Some(to) = stanza.to.clone() else { return };
         if to.node().is_none() {
             // A message to the server itself: nothing handles messages here.
@@ -301,7 +309,8 @@ impl Server {
             } else {
                 // The client is not reading (its connection is being dropped): the message
                 // is kept as for an absent resource, not bounced.
-                self.undeliverable(kind, &to.to_bare(), stanza, meta).await;
+                self.undeliverable(kind, &to.to_bare(), stanza, meta, sender)
+                    .await;
             }
             return;
         }
@@ -310,23 +319,23 @@ impl Server {
         // Groupchat passes the offline-message hook first (as at a bare JID), so a room
         // member whose session ended still gets a push (push.md sections 4 and 7).
         if to.is_full() && matches!(kind, MessageType::Groupchat) {
-            self.offline(&to.to_bare(), stanza, meta).await;
+            self.offline(&to.to_bare(), stanza, meta, sender).await;
             return;
         }
-        self.message_to_bare(kind, &to.to_bare(), stanza, meta)
+        self.message_to_bare(kind, &to.to_bare(), stanza, meta, sender)
             .await;
     }
 
     /// A message for an account with no resource to take it: the `offline_message` hook
     /// (offline storage, push notifications), and a bounce if no handler took charge.
-    async fn offline(&self, to: &BareJid, stanza: Stanza, meta: Meta) {
+    async fn offline(&self, to: &BareJid, stanza: Stanza, meta: Meta, sender: Sender) {
         let job = Job {
             to: to.clone(),
             then: Then::Offline,
             stanza,
             meta,
         };
-        self.lanes.submit(self, job).await;
+        self.lanes.submit(self, job, sender).await;
     }
 
     /// A message a recipient lane handles ([`crate::lanes`]), in the lane's task (or inline
@@ -342,7 +351,7 @@ impl Server {
             Then::Offline => self.offline_now(&to, stanza, meta).await,
             Then::Bare(kind) => {
                 let targets = self.sessions.message_targets(&to);
-                self.deliver_to_bare(kind, &to, stanza, meta, targets, true)
+                self.deliver_to_bare(kind, &to, stanza, meta, targets, Via::Now)
                     .await;
             }
         }
@@ -371,32 +380,36 @@ impl Server {
     /// RFC 6121 section 8.5.2: a message to a local bare JID. A message that may have to be
     /// stored, or that must follow messages for the account still in its lane, goes to the
     /// account's lane ([`crate::lanes`]), which routes it again there.
-    async fn message_to_bare(&self, kind: MessageType, to: &BareJid, stanza: Stanza, meta: Meta) {
-        let kept = matches!(
-            kind,
-            MessageType::Chat | MessageType::Normal | MessageType::Groupchat
-        );
-        let targets = if self.lanes.holds(to) {
+    async fn message_to_bare(
+        &self,
+        kind: MessageType,
+        to: &BareJid,
+        stanza: Stanza,
+        meta: Meta,
+        sender: Sender,
+    ) {
+        let held = self.lanes.holds(to);
+        let targets = if held {
             Vec::new()
         } else {
             self.sessions.message_targets(to)
         };
-        if targets.is_empty() && (kept || self.lanes.holds(to)) {
+        if held || (targets.is_empty() && kept(kind)) {
             let job = Job {
                 to: to.clone(),
                 then: Then::Bare(kind),
                 stanza,
                 meta,
             };
-            return self.lanes.submit(self, job).await;
+            return self.lanes.submit(self, job, sender).await;
         }
-        self.deliver_to_bare(kind, to, stanza, meta, targets, false)
+        self.deliver_to_bare(kind, to, stanza, meta, targets, Via::Lane(sender))
             .await;
     }
 
     /// [`Server::message_to_bare`] without the lane (in it, or when nothing needs it): to
     /// `targets` (the available resources with the highest priority), else the
-    /// `offline_message` hook (now when `in_lane`, through the lane otherwise).
+    /// `offline_message` hook (now, or through the lane).
     async fn deliver_to_bare(
         &self,
         kind: MessageType,
@@ -404,7 +417,7 @@ impl Server {
         stanza: Stanza,
         meta: Meta,
         targets: Vec<crate::sessions::SessionHandle>,
-        in_lane: bool,
+        via: Via,
     ) {
         let mut delivered = Vec::with_capacity(targets.len());
         for target in &targets {
@@ -419,19 +432,17 @@ impl Server {
         if !targets.is_empty() {
             tracing::debug!(user = %to, "recipient not reading; message kept offline");
         }
-        match kind {
-            // RFC 6121 section 8.5.2.2.1: chat and normal with no available resource (or
-            // none reading) are stored offline (the `offline_message` hook: XEP-0160) or
-            // bounced. Groupchat goes through the hook too (the push module notifies offline
-            // room members, push.md section 4) but is never stored, so it is bounced.
-            MessageType::Chat | MessageType::Normal | MessageType::Groupchat if in_lane => {
-                self.offline_now(to, stanza, meta).await;
-            }
-            MessageType::Chat | MessageType::Normal | MessageType::Groupchat => {
-                self.offline(to, stanza, meta).await;
-            }
-            // Headline and error are dropped.
-            MessageType::Headline | MessageType::Error => {}
+        // RFC 6121 section 8.5.2.2.1: chat and normal with no available resource (or none
+        // reading) are stored offline (the `offline_message` hook: XEP-0160) or bounced.
+        // Groupchat goes through the hook too (the push module notifies offline room members,
+        // push.md section 4) but is never stored, so it is bounced. Headline and error are
+        // dropped.
+        if !kept(kind) {
+            return;
+        }
+        match via {
+            Via::Now => self.offline_now(to, stanza, meta).await,
+            Via::Lane(sender) => self.offline(to, stanza, meta, sender).await,
         }
     }
 
@@ -458,13 +469,17 @@ impl Server {
     /// stopped reading, whose connections are being dropped): chat and normal go to the
     /// `offline_message` hook (stored and pushed, as for a user with no resource), groupchat
     /// through it too (pushed, then bounced), headline and error are dropped.
-    async fn undeliverable(&self, kind: MessageType, to: &BareJid, stanza: Stanza, meta: Meta) {
-        match kind {
-            MessageType::Chat | MessageType::Normal | MessageType::Groupchat => {
-                tracing::debug!(user = %to, "recipient not reading; message kept offline");
-                self.offline(to, stanza, meta).await;
-            }
-            MessageType::Headline | MessageType::Error => {}
+    async fn undeliverable(
+        &self,
+        kind: MessageType,
+        to: &BareJid,
+        stanza: Stanza,
+        meta: Meta,
+        sender: Sender,
+    ) {
+        if kept(kind) {
+            tracing::debug!(user = %to, "recipient not reading; message kept offline");
+            self.offline(to, stanza, meta, sender).await;
         }
     }
 
@@ -582,4 +597,22 @@ fn error_element(stanza: &Stanza, error: IqError) -> Element {
         element.append_child(Element::bare(name, namespace));
     }
     reply
+}
+
+/// Whether a message of this type goes to the `offline_message` hook when no session takes
+/// it (chat, normal, groupchat); headline and error are dropped.
+fn kept(kind: MessageType) -> bool {
+    matches!(
+        kind,
+        MessageType::Chat | MessageType::Normal | MessageType::Groupchat
+    )
+}
+
+/// Where [`Server::deliver_to_bare`] sends a message no session takes.
+#[derive(Clone, Copy, Debug)]
+enum Via {
+    /// The `offline_message` hook now (in the recipient's lane).
+    Now,
+    /// The recipient's lane, for this sender.
+    Lane(Sender),
 }

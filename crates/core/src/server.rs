@@ -134,11 +134,10 @@ impl Server {
             extensions: Registrar::build(&all),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
-            lanes: {
-                let mut lanes = crate::lanes::Lanes::none();
-                lanes.start(weak, options.recipient_lanes.unwrap_or(crate::lanes::LANES));
-                lanes
-            },
+            lanes: crate::lanes::Lanes::new(
+                weak,
+                options.recipient_lanes.unwrap_or(crate::lanes::LANES),
+            ),
         });
         if let Some(s2s) = &server.s2s {
             s2s.bind(&server);

@@ -96,7 +96,7 @@ pub struct General {
     /// bound at once per account (default 10); `None` for `"infinity"`.
     pub max_user_sessions: Option<usize>,
     /// `recipient_lanes`: tasks that store and push messages for offline accounts, each in
-    /// order for its accounts (default 128); 0 handles them on the sender's connection.
+    /// order for its accounts (default 32); 0 handles them on the sender's connection.
     pub recipient_lanes: usize,
 }
 
@@ -654,7 +654,7 @@ extra_domains = ["pubsub.example.org"]
                 loglevel: LogLevel::Warning,
                 log_format: LogFormat::Text,
                 max_user_sessions: Some(10),
-                recipient_lanes: 128,
+                recipient_lanes: 32,
             },
             listen: Listen {
                 c2s: vec![C2sListener {

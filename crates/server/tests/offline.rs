@@ -255,3 +255,40 @@ async fn without_mod_offline_messages_to_offline_users_are_bounced() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_burst_from_a_phone_with_stream_management_is_acknowledged_and_arrives_in_order() {
+    // Her `<r/>` is answered with every message before it counted (each stored before her
+    // next stanza is read), and bob gets them in order.
+    let config = CONFIG.replace(
+        "max_user_offline_messages = 3",
+        "max_user_offline_messages = 100\n[modules.mod_stream_management]",
+    );
+    let server = TestServer::start(&config).await;
+    server.add_user("alice@localhost", "alice-pass").await;
+    server.add_user("bob@localhost", "bob-pass").await;
+    let mut alice = alice(&server).await;
+    alice.send("<enable xmlns='urn:xmpp:sm:3'/>").await;
+    loop {
+        let element = alice.next().await;
+        if element.name() == "enabled" {
+            break;
+        }
+    }
+    let mut burst: String = (0..60)
+        .map(|n| format!("<message to='bob@localhost' type='chat'><body>{n}</body></message>"))
+        .collect();
+    burst.push_str("<r xmlns='urn:xmpp:sm:3'/>");
+    alice.send(&burst).await;
+    let h = loop {
+        let element = alice.next().await;
+        if element.name() == "a" {
+            break element.attr("h").unwrap().to_owned();
+        }
+    };
+    assert_eq!(h, "60");
+    let (_bob, messages) = bob_logs_in(&server, 0).await;
+    let bodies: Vec<String> = messages.iter().filter_map(body).collect();
+    let expected: Vec<String> = (0..60).map(|n| n.to_string()).collect();
+    assert_eq!(bodies, expected);
+}

@@ -20,7 +20,7 @@ use herald_stream::{
 };
 use jid::{FullJid, Jid};
 use minidom::Element;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
 use crate::{
@@ -86,11 +86,6 @@ struct Session {
     releasing: bool,
     /// The session waits past `resume_timeout` ([`crate::hooks::Hibernate`]).
     hibernating: bool,
-    /// With stream management: stanzas read and routed whose messages a recipient lane
-    /// still holds ([`crate::lanes`]), in order; each counts in `h` once its tickets are done.
-    unsettled: std::collections::VecDeque<Vec<Option<oneshot::Receiver<()>>>>,
-    /// `<r/>`s read while stanzas were unsettled: answered once they are counted.
-    owed_acks: usize,
 }
 
 /// Run the session until it ends, then unregister it and route again what the client never
@@ -107,8 +102,6 @@ pub(crate) async fn run(server: Arc<Server>, conn: Conn, (handle, rx): (SessionH
         held: std::collections::VecDeque::new(),
         releasing: false,
         hibernating: false,
-        unsettled: std::collections::VecDeque::new(),
-        owed_acks: 0,
     };
     let mut conn = Some(conn);
     loop {
@@ -116,9 +109,6 @@ pub(crate) async fn run(server: Arc<Server>, conn: Conn, (handle, rx): (SessionH
             Some(c) => session.serve(c).await,
             None => End::Gone,
         };
-        // Whatever ends this connection, `h` (for a resumption, for the client's next
-        // connection) counts every stanza read from it whose messages are now stored.
-        session.settle_all().await;
         let end = match end {
             End::Dropped(condition) => {
                 if let Some(mut dropped) = conn.take() {
@@ -197,35 +187,6 @@ async fn next_resumption(resumptions: &mut Option<mpsc::Receiver<Resumption>>) -
         },
         None => std::future::pending().await,
     }
-}
-
-/// Until every ticket of the first unsettled stanza is done (cancel-safe: a ticket is taken
-/// out in the same poll that finds it done).
-async fn first_settled(
-    unsettled: &mut std::collections::VecDeque<Vec<Option<oneshot::Receiver<()>>>>,
-) {
-    if let Some(front) = unsettled.front_mut() {
-        for slot in front.iter_mut() {
-            if let Some(ticket) = slot {
-                let _ = ticket.await;
-                *slot = None;
-            }
-        }
-    }
-}
-
-/// Whether every ticket of a stanza is done.
-fn settled(tickets: &mut [Option<oneshot::Receiver<()>>]) -> bool {
-    tickets.iter_mut().all(|slot| match slot {
-        None => true,
-        Some(ticket) => match ticket.try_recv() {
-            Err(oneshot::error::TryRecvError::Empty) => false,
-            _ => {
-                *slot = None;
-                true
-            }
-        },
-    })
 }
 
 /// Whether the client is still there: unanswered ack requests (XEP-0198, `ack_timeout`) and
@@ -549,11 +510,6 @@ impl Session {
                 // The queue filled up: the client is stuck, not misbehaving.
                 () = self.handle.control.stalled() => return End::Dropped(StreamErrorCondition::ResourceConstraint),
                 resumption = next_resumption(&mut self.resumptions) => return End::Resumed(Box::new(resumption)),
-                () = first_settled(&mut self.unsettled), if !self.unsettled.is_empty() => {
-                    if let Err(end) = self.count_settled(conn).await {
-                        return end;
-                    }
-                }
                 () = self.handle.offline.notified() => match &mut self.offline {
                     Some(feed) => feed.look_again(),
                     None => self.offline = OfflineFeed::start(&self.server, &self.handle),
@@ -641,8 +597,7 @@ impl Session {
 
     /// One element from the client. A stanza counts as handled (XEP-0198 `h`) only once it
     /// was answered or routed, and routing a message to an offline user includes storing
-    /// it (in the recipient's lane, while this loop reads on): an `<a/>` never covers a
-    /// stanza a crash could still lose.
+    /// it: an `<a/>` never covers a stanza a crash could still lose.
     async fn inbound(
         &mut self,
         conn: &mut Conn,
@@ -655,63 +610,12 @@ impl Session {
         if element.ns() == csi::NS && self.server.csi.is_some() {
             return self.client_state(&element).await;
         }
-        if !(sm::is_stanza(&element) && self.sm.is_some()) {
-            return self.handle_stanza(conn, element).await;
-        }
-        // A message handed to a recipient lane counts once the lane stored or delivered it
-        // (its ticket); the stanzas after it wait their turn, since `h` counts in order.
-        let (routed, tickets) = crate::lanes::collecting(self.handle_stanza(conn, element)).await;
-        routed?;
-        if tickets.is_empty() && self.unsettled.is_empty() {
-            if let Some(sm) = &mut self.sm {
-                sm.received();
-            }
-        } else {
-            self.unsettled
-                .push_back(tickets.into_iter().map(Some).collect());
+        let counted = sm::is_stanza(&element);
+        self.handle_stanza(conn, element).await?;
+        if counted && let Some(sm) = &mut self.sm {
+            sm.received();
         }
         Ok(())
-    }
-
-    /// Count the stanzas at the front of `unsettled` whose messages are all stored or
-    /// delivered, then answer the `<r/>`s that waited for them.
-    async fn count_settled(&mut self, conn: &mut Conn) -> Result<(), End> {
-        while let Some(front) = self.unsettled.front_mut() {
-            if !settled(front) {
-                break;
-            }
-            self.unsettled.pop_front();
-            if let Some(sm) = &mut self.sm {
-                sm.received();
-            }
-        }
-        if self.unsettled.is_empty() && self.owed_acks > 0 {
-            if let Some(sm) = &self.sm {
-                for _ in 0..self.owed_acks {
-                    conn.queue(&sm::reply::ack(sm.handled()));
-                }
-            }
-            self.owed_acks = 0;
-            return conn.flush().await.map_err(|_| End::Gone);
-        }
-        Ok(())
-    }
-
-    /// Wait until every stanza read is settled and count it (the connection ended: what a
-    /// resumption or the next login is told about `h` must include them). The `<r/>`s owed
-    /// have no connection to go to.
-    async fn settle_all(&mut self) {
-        while let Some(mut front) = self.unsettled.pop_front() {
-            for slot in &mut front {
-                if let Some(ticket) = slot.take() {
-                    let _ = ticket.await;
-                }
-            }
-            if let Some(sm) = &mut self.sm {
-                sm.received();
-            }
-        }
-        self.owed_acks = 0;
     }
 
     /// Parse, stamp and route a stanza from the client.
@@ -803,12 +707,6 @@ impl Session {
                 }
             }
             "r" => {
-                if !self.unsettled.is_empty() {
-                    // XEP-0198 section 4: `h` covers only what is handled; the answer waits
-                    // until the stanzas read before this request are.
-                    self.owed_acks += 1;
-                    return Ok(());
-                }
                 if let Some(sm) = &self.sm {
                     conn.queue(&sm::reply::ack(sm.handled()));
                 }
