@@ -39,8 +39,9 @@ pub struct ServerOptions {
     pub s2s: Option<crate::s2s::S2sSettings>,
     /// `[modules.mod_csi]`: client state indication (XEP-0352); `None` ignores it.
     pub csi: Option<crate::csi::CsiConfig>,
-    /// `recipient_lanes`: how many recipient lanes ([`crate::lanes`]); `None` is the default
-    /// ([`crate::lanes::LANES`]), 0 handles messages for offline accounts inline.
+    /// `recipient_lanes`: how many recipient lanes ([`crate::lanes`]) handle a message at
+    /// once; `None` is the default ([`crate::lanes::LANES`]), 0 handles every message for an
+    /// offline account on its sender's connection.
     pub recipient_lanes: Option<usize>,
 }
 
@@ -80,8 +81,8 @@ pub struct Server {
     pub shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them.
     pub tasks: TaskTracker,
-    /// Messages for accounts with no session to take them, off the senders' read loops
-    /// ([`crate::lanes`]).
+    /// Messages from components and other servers for accounts with no session to take
+    /// them, off those connections' read loops ([`crate::lanes`]).
     pub lanes: crate::lanes::Lanes,
 }
 

@@ -500,8 +500,8 @@ impl Running {
                 "shutdown deadline passed with connections still open"
             );
         }
-        // Messages the closing sessions routed to offline users are stored before the
-        // store closes.
+        // What the recipient lanes hold (from components, other servers, the closing
+        // sessions' unacknowledged messages routed again) is stored before the store closes.
         self.server.lanes.drain().await;
         self.server.storage.close().await;
     }

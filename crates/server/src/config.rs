@@ -95,8 +95,9 @@ pub struct General {
     /// `max_user_sessions` (MongooseIM's access rule of that name, as a number): resources
     /// bound at once per account (default 10); `None` for `"infinity"`.
     pub max_user_sessions: Option<usize>,
-    /// `recipient_lanes`: tasks that store and push messages for offline accounts, each in
-    /// order for its accounts (default 32); 0 handles them on the sender's connection.
+    /// `recipient_lanes`: how many recipient lanes (which push and store messages from
+    /// components and other servers for offline accounts, in order per account) handle a
+    /// message at once (default 32); 0 handles them on the sender's connection.
     pub recipient_lanes: usize,
 }
 
