@@ -12,7 +12,7 @@
 //! lanes handle a message at once, and their stores share commits. A recipient waits only
 //! for its own earlier messages, never behind another's commit.
 //!
-//! A client's message is handled on the client's own read loop, as before ([`Sender::Waits`]):
+//! A client's message is handled on the client's own read loop, as before (`Sender::Waits`):
 //! measured side by side, 20 clients pushing to 1,000 offline users went about 13 % faster
 //! and spent about 15 % less CPU per message inline than through lanes (docs/BENCHMARKS.md,
 //! "Off the read loop"), and a client's XEP-0198 `h` then counts a message once stored with
