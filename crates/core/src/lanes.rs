@@ -101,10 +101,17 @@ pub struct Lanes {
     hasher: RandomState,
 }
 
+/// The lanes of one shard: for each, what waits behind the message being handled.
+type Waiting = HashMap<u64, VecDeque<Queued>>;
+
+/// Maps the lanes are spread over, so that routing on several threads rarely meets on a lock.
+const SHARDS: usize = 16;
+
 struct Inner {
     server: Weak<Server>,
-    /// The messages waiting behind the one each lane is handling.
-    waiting: Mutex<HashMap<u64, VecDeque<Queued>>>,
+    /// The messages waiting behind the one each lane is handling, in [`SHARDS`] maps by key
+    /// (every message to a bare JID asks whether its recipient has a lane).
+    waiting: Vec<Mutex<Waiting>>,
     /// Lanes handling a message at once.
     running: Semaphore,
     /// Messages held, at most.
@@ -130,7 +137,7 @@ impl Lanes {
             inner: (running > 0 && runtime).then(|| {
                 Arc::new(Inner {
                     server: Weak::clone(server),
-                    waiting: Mutex::new(HashMap::new()),
+                    waiting: (0..SHARDS).map(|_| Mutex::default()).collect(),
                     running: Semaphore::new(running),
                     room: Arc::new(Semaphore::new(QUEUED)),
                     closed: AtomicBool::new(false),
@@ -143,9 +150,10 @@ impl Lanes {
 
     /// Whether a lane holds messages for `to` (a later message must follow them).
     pub(crate) fn holds(&self, to: &BareJid) -> bool {
-        self.inner
-            .as_ref()
-            .is_some_and(|inner| lock(&inner.waiting).contains_key(&self.hasher.hash_one(to)))
+        self.inner.as_ref().is_some_and(|inner| {
+            let key = self.hasher.hash_one(to);
+            lock(inner.shard(key)).contains_key(&key)
+        })
     }
 
     /// Hand a message to its recipient's lane, waiting while the lanes are full; handled
@@ -175,7 +183,7 @@ impl Lanes {
         let queued = Queued { job, done, room };
         crate::metrics::lane_queued();
         {
-            let mut waiting = lock(&inner.waiting);
+            let mut waiting = lock(inner.shard(key));
             match waiting.get_mut(&key) {
                 Some(lane) => lane.push_back(queued),
                 None => {
@@ -199,6 +207,13 @@ impl Lanes {
         inner.room.close();
         inner.tasks.close();
         inner.tasks.wait().await;
+    }
+}
+
+impl Inner {
+    /// The map that holds lane `key`.
+    fn shard(&self, key: u64) -> &Mutex<Waiting> {
+        &self.waiting[usize::try_from(key % SHARDS as u64).unwrap_or(0)]
     }
 }
 
@@ -229,7 +244,7 @@ async fn run(inner: Arc<Inner>, key: u64, mut next: Queued) {
         drop(next.done);
         drop(next.room);
         let following = {
-            let mut waiting = lock(&inner.waiting);
+            let mut waiting = lock(inner.shard(key));
             let following = waiting.get_mut(&key).and_then(VecDeque::pop_front);
             if following.is_none() {
                 waiting.remove(&key);

@@ -395,6 +395,14 @@ impl Server {
             self.sessions.message_targets(to)
         };
         if held || (targets.is_empty() && kept(kind)) {
+            if sender == Sender::Waits && !held {
+                // A client's message with nothing ahead of it in a lane: handled here and now
+                // (what `Lanes::submit` would do, without looking up the lane and the
+                // sessions again).
+                return self
+                    .deliver_to_bare(kind, to, stanza, meta, targets, Via::Now)
+                    .await;
+            }
             let job = Job {
                 to: to.clone(),
                 then: Then::Bare(kind),
