@@ -89,7 +89,7 @@ pub struct MamConfig {
     /// hour; `None` ("infinity", the default) keeps them.
     pub retention_days: Option<u64>,
     /// `async_writer.flush_interval` (milliseconds): how long the writer gathers rows before
-    /// it commits them (default 5; a query commits what is queued at once).
+    /// it commits them (default 200; a query commits what is queued at once).
     pub flush_interval: Duration,
     /// `async_writer.batch_size`: rows that make the writer commit without waiting out the
     /// interval (default 1,024).
@@ -105,7 +105,7 @@ impl Default for MamConfig {
             max_result_limit: 50,
             full_text_search: true,
             retention_days: None,
-            flush_interval: Duration::from_millis(5),
+            flush_interval: Duration::from_millis(200),
             batch_size: 1024,
         }
     }
@@ -1101,7 +1101,7 @@ mod tests {
     #[test]
     fn the_async_writer_takes_mongooseim_names_and_refuses_bad_values_by_key() {
         let defaults = parsed("").unwrap();
-        assert_eq!(defaults.flush_interval, Duration::from_millis(5));
+        assert_eq!(defaults.flush_interval, Duration::from_millis(200));
         assert_eq!(defaults.batch_size, 1024);
         let set = parsed("[async_writer]\nflush_interval = 2000\nbatch_size = 30").unwrap();
         assert_eq!(set.flush_interval, Duration::from_millis(2000));
