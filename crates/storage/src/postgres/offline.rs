@@ -10,8 +10,8 @@ use crate::sql::offline::{OfflineDialect, micros};
 
 impl OfflineDialect for Postgres {
     /// The user's advisory lock makes concurrent senders count in turn, so they cannot
-    /// overshoot the limit together; the account is checked first when asked. Its own
-    /// transaction (a savepoint inside a batch).
+    /// overshoot the limit together; the account is checked with the lock when asked. Its
+    /// own transaction (a savepoint inside a batch).
     async fn store_below_limit<'c>(
         connection: &'c mut PgConnection,
         check_account: bool,
@@ -19,39 +19,30 @@ impl OfflineDialect for Postgres {
         message: NewOfflineMessage<'c>,
         limit: usize,
     ) -> Result<Option<Stored>, StorageError> {
+        // Four round trips (BEGIN, lock, count-and-insert, COMMIT): the account check rides
+        // with the lock, and the count with the insert. The insert is a statement after the
+        // lock's, so in READ COMMITTED its snapshot sees every row a sender holding the lock
+        // before committed.
         let mut transaction = connection.begin().await?;
-        if check_account {
-            let exists: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM users WHERE server = $1 AND username = $2)",
-            )
-            .bind(key.domain)
-            .bind(key.localpart)
-            .fetch_one(&mut *transaction)
-            .await?;
-            if !exists {
-                return Ok(None);
-            }
-        }
-        sqlx::query("SELECT pg_advisory_xact_lock(18502, hashtext($1 || '/' || $2))")
-            .bind(key.domain)
-            .bind(key.localpart)
-            .execute(&mut *transaction)
-            .await?;
-        let count: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM offline_message WHERE server = $1 AND username = $2",
+        let exists: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM users WHERE server = $1 AND username = $2)
+             FROM (SELECT pg_advisory_xact_lock(18502, hashtext($1 || '/' || $2))) AS locked",
         )
         .bind(key.domain)
         .bind(key.localpart)
         .fetch_one(&mut *transaction)
         .await?;
-        if usize::try_from(count).unwrap_or(usize::MAX) >= limit {
+        if check_account && !exists {
             transaction.rollback().await?;
-            return Ok(Some(Stored::Full));
+            return Ok(None);
         }
-        let id: i64 = sqlx::query_scalar(
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let id: Option<i64> = sqlx::query_scalar(
             "INSERT INTO offline_message
                  (timestamp, server, username, from_jid, packet, metadata)
-             VALUES ($1, $2, $3, $4, $5, $6)
+             SELECT $1, $2, $3, $4, $5, $6
+             WHERE (SELECT COUNT(*) FROM offline_message
+                    WHERE server = $2 AND username = $3) < $7
              RETURNING id",
         )
         .bind(micros(message.stored_at))
@@ -60,8 +51,13 @@ impl OfflineDialect for Postgres {
         .bind(message.from.as_str())
         .bind(message.stanza)
         .bind(message.metadata)
-        .fetch_one(&mut *transaction)
+        .bind(limit)
+        .fetch_optional(&mut *transaction)
         .await?;
+        let Some(id) = id else {
+            transaction.rollback().await?;
+            return Ok(Some(Stored::Full));
+        };
         transaction.commit().await?;
         Ok(Some(Stored::Stored(id)))
     }
