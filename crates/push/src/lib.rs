@@ -90,6 +90,9 @@ pub struct Push {
     settings: settings::NotificationSettings,
     /// Whether the server has PEP (known at start).
     pep: std::sync::atomic::AtomicBool,
+    /// On PostgreSQL, the pool and the registrations' cache to keep true by listening to the
+    /// database, until the server starts the listener.
+    listener: Mutex<Option<(sqlx::PgPool, Arc<CachedRegistrations>)>>,
 }
 
 impl Push {
@@ -98,12 +101,19 @@ impl Push {
     /// MongoosePush client of `config.mongoosepush` built (its certificate files read) now,
     /// so that a bad file stops start-up.
     pub fn from_config(config: PushConfig, storage: &Storage) -> Result<Push, PushError> {
+        let mut listener = None;
         let store: Arc<dyn RegistrationStore> = match (config.backend, storage.engine()) {
             (Backend::Embedded, Engine::Sqlite(pool)) => Arc::new(CachedRegistrations::new(
                 Arc::new(SqliteRegistrations::new(pool.clone())),
             )),
             (Backend::Rdbms, Engine::Postgres(pool)) => {
-                Arc::new(PostgresRegistrations::new(pool.clone()))
+                // Cached while listening to the database's notifications of changes (the
+                // listener starts with the module).
+                let cache = Arc::new(CachedRegistrations::untrusted(Arc::new(
+                    PostgresRegistrations::new(pool.clone()),
+                )));
+                listener = Some((pool.clone(), Arc::clone(&cache)));
+                cache
             }
             // The configuration refuses these: the server has one storage engine, chosen by
             // whether anything asks for "rdbms".
@@ -125,7 +135,12 @@ impl Push {
             Some(rules) => Arc::new(plugin::rules::Rules(rules.clone())),
             None => plugin::builtin(config.plugin),
         };
-        Ok(Push::with_parts(config, store, plugin, http))
+        let push = Push::with_parts(config, store, plugin, http);
+        *push
+            .listener
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = listener;
+        Ok(push)
     }
 
     /// Whether [`Push::from_config`] can build what `config` names beyond its store (the
@@ -168,6 +183,7 @@ impl Push {
             dispatcher: Mutex::new(Some(dispatcher)),
             settings: settings::NotificationSettings::default(),
             pep: std::sync::atomic::AtomicBool::new(false),
+            listener: Mutex::new(None),
         }
     }
 
@@ -366,6 +382,16 @@ impl Module for Push {
             server.shutdown.clone(),
             &server.tasks,
         );
+        let listener = self
+            .listener
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some((pool, cache)) = listener {
+            server
+                .tasks
+                .spawn(registrations::listen(pool, cache, server.shutdown.clone()));
+        }
         let shutdown = server.shutdown.clone();
         let started = std::time::SystemTime::now();
         server.tasks.spawn(async move {

@@ -6,13 +6,18 @@
 //! entry only if no write happened while it read (a generation counter), so a fill can never
 //! put back what a concurrent write replaced. Entries live at most [`CachedRegistrations::ttl`]
 //! so that a change made by another process on the same file (`herald user remove` while the
-//! server runs) is seen within that time. PostgreSQL is not cached: several servers share it.
+//! server runs) is seen within that time.
+//!
+//! On PostgreSQL, which several servers share, the cache starts untrusted (every lookup reads
+//! the database) and [`listen`](super::listen) trusts it while it listens to the database's
+//! notifications of changes (migration 0010): each forgets the user changed, and a lost
+//! connection distrusts the cache until it listens again.
 
 use std::{
     collections::HashMap,
     sync::{
         Arc, Mutex, MutexGuard,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -39,6 +44,8 @@ pub struct CachedRegistrations {
     inner: Arc<dyn RegistrationStore>,
     entries: Mutex<HashMap<BareJid, Entry>>,
     generation: AtomicU64,
+    /// Whether entries may be used and filled (see [`CachedRegistrations::untrusted`]).
+    trusted: AtomicBool,
     ttl: Duration,
     capacity: usize,
 }
@@ -59,9 +66,51 @@ impl CachedRegistrations {
             inner,
             entries: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
+            trusted: AtomicBool::new(true),
             ttl,
             capacity: capacity.max(1),
         }
+    }
+
+    /// A cache over `inner` that reads through, keeping nothing, until [`trust`]ed: for a
+    /// database other servers write, whose changes this cache hears of only while it listens.
+    ///
+    /// [`trust`]: CachedRegistrations::trust
+    /// Default time to live and capacity.
+    pub fn untrusted(inner: Arc<dyn RegistrationStore>) -> CachedRegistrations {
+        let cache = CachedRegistrations::new(inner);
+        cache.trusted.store(false, Ordering::Release);
+        cache
+    }
+
+    /// Use and fill entries from now on (every change from now on will be told through
+    /// [`forget`](CachedRegistrations::forget)); lookups in flight do not fill.
+    pub fn trust(&self) {
+        self.invalidate(|entries| entries.clear());
+        self.trusted.store(true, Ordering::Release);
+    }
+
+    /// Read through from now on, keeping nothing: changes may go untold.
+    pub fn distrust(&self) {
+        self.trusted.store(false, Ordering::Release);
+        self.invalidate(|entries| entries.clear());
+    }
+
+    /// Whether entries are used (see [`CachedRegistrations::untrusted`]).
+    pub fn trusted(&self) -> bool {
+        self.trusted.load(Ordering::Acquire)
+    }
+
+    /// Forget `owner`'s entry: another server changed their registrations.
+    pub fn forget(&self, owner: &BareJid) {
+        self.invalidate(|entries| {
+            entries.remove(owner);
+        });
+    }
+
+    /// Forget every entry.
+    pub fn forget_all(&self) {
+        self.invalidate(|entries| entries.clear());
     }
 
     /// How long an entry is trusted.
@@ -114,6 +163,9 @@ impl RegistrationStore for CachedRegistrations {
     }
 
     async fn list(&self, owner: &BareJid) -> Result<Vec<Registration>, StorageError> {
+        if !self.trusted.load(Ordering::Acquire) {
+            return self.inner.list(owner).await;
+        }
         let generation = {
             let entries = self.entries();
             if let Some(entry) = entries.get(owner)
@@ -125,7 +177,9 @@ impl RegistrationStore for CachedRegistrations {
         };
         let registrations = self.inner.list(owner).await?;
         let mut entries = self.entries();
-        if self.generation.load(Ordering::Acquire) == generation {
+        if self.generation.load(Ordering::Acquire) == generation
+            && self.trusted.load(Ordering::Acquire)
+        {
             if entries.len() >= self.capacity && !entries.contains_key(owner) {
                 entries.clear();
             }

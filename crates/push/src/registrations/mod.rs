@@ -10,6 +10,7 @@
 
 mod cached;
 pub mod conformance;
+mod listen;
 mod memory;
 mod postgres;
 mod sessions;
@@ -27,6 +28,7 @@ use crate::extensions::Extensions;
 use jid::{BareJid, FullJid};
 
 pub use cached::CachedRegistrations;
+pub use listen::{CHANNEL, listen};
 pub use memory::MemoryRegistrations;
 pub use sessions::EnabledInSession;
 pub use sql::{PostgresRegistrations, PushDialect, PushSql, SqlRegistrations, SqliteRegistrations};
@@ -60,6 +62,12 @@ pub const MIGRATIONS: MigrationSet = MigrationSet {
             description: "what clients ask beyond XEP-0357 at enable: herald_options",
             sqlite: include_str!("migrations/sqlite/0009_options.sql"),
             postgres: include_str!("migrations/postgres/0009_options.sql"),
+        },
+        Migration {
+            version: 10,
+            description: "registration changes told to the servers sharing the database",
+            sqlite: include_str!("migrations/sqlite/0010_notify.sql"),
+            postgres: include_str!("migrations/postgres/0010_notify.sql"),
         },
     ],
 };

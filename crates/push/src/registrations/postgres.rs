@@ -139,6 +139,125 @@ mod tests {
         run_registration_store_conformance(store).await;
     }
 
+    /// Polls `cache` for `owner`'s nodes until they are `expected`, for at most 5 s (the
+    /// cache's entries live 30 s: only a notification makes it forget sooner).
+    async fn nodes_become(
+        cache: &crate::registrations::CachedRegistrations,
+        owner: &BareJid,
+        expected: &[&str],
+    ) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let nodes: Vec<String> = cache
+                .list(owner)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.key.node)
+                .collect();
+            if nodes == expected {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the cache still says {nodes:?}, the database {expected:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until the listener trusts `cache` (it listens), for at most 5 s.
+    async fn trusted(cache: &crate::registrations::CachedRegistrations) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !cache.trusted() {
+            assert!(tokio::time::Instant::now() < deadline, "never listening");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    fn registration(owner: &str, node: &str) -> crate::registrations::Registration {
+        crate::registrations::Registration::new(
+            crate::registrations::RegistrationKey {
+                owner: BareJid::new(owner).unwrap(),
+                pubsub: BareJid::new("push.example.com").unwrap(),
+                node: node.into(),
+            },
+            Default::default(),
+        )
+    }
+
+    /// Two servers on one database: what one enables or disables, the other's cache forgets
+    /// when the database tells it, long before its entries expire.
+    #[tokio::test]
+    async fn a_change_another_server_writes_is_seen_through_the_cache_at_once() {
+        let Some((_database, storage, _store)) = open().await else {
+            return;
+        };
+        let pool = postgres_pool(&storage).clone();
+        let cache = Arc::new(crate::registrations::CachedRegistrations::untrusted(
+            Arc::new(PostgresRegistrations::new(pool.clone())),
+        ));
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let listening = tokio::spawn(crate::registrations::listen(
+            pool.clone(),
+            Arc::clone(&cache),
+            shutdown.clone(),
+        ));
+        trusted(&cache).await;
+        let other = PostgresRegistrations::new(pool.clone());
+        let alice = BareJid::new("alice@example.com").unwrap();
+        nodes_become(&cache, &alice, &[]).await;
+        other
+            .enable(&registration("alice@example.com", "n1"))
+            .await
+            .unwrap();
+        nodes_become(&cache, &alice, &["n1"]).await;
+        other
+            .disable(&registration("alice@example.com", "n1").key)
+            .await
+            .unwrap();
+        nodes_become(&cache, &alice, &[]).await;
+        shutdown.cancel();
+        listening.await.unwrap();
+    }
+
+    /// The listening connection dies: the cache reads the database until the listener
+    /// listens again, and changes are then told as before.
+    #[tokio::test]
+    async fn a_lost_listening_connection_is_replaced_and_changes_are_still_seen() {
+        let Some((database, storage, _store)) = open().await else {
+            return;
+        };
+        let pool = postgres_pool(&storage).clone();
+        let cache = Arc::new(crate::registrations::CachedRegistrations::untrusted(
+            Arc::new(PostgresRegistrations::new(pool.clone())),
+        ));
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let listening = tokio::spawn(crate::registrations::listen(
+            pool.clone(),
+            Arc::clone(&cache),
+            shutdown.clone(),
+        ));
+        trusted(&cache).await;
+        let alice = BareJid::new("alice@example.com").unwrap();
+        nodes_become(&cache, &alice, &[]).await;
+        assert!(database.terminate_connections().await >= 1);
+        let other = PostgresRegistrations::new(pool.clone());
+        other
+            .enable(&registration("alice@example.com", "n1"))
+            .await
+            .unwrap();
+        nodes_become(&cache, &alice, &["n1"]).await;
+        trusted(&cache).await;
+        other
+            .enable(&registration("alice@example.com", "n2"))
+            .await
+            .unwrap();
+        nodes_become(&cache, &alice, &["n1", "n2"]).await;
+        shutdown.cancel();
+        listening.await.unwrap();
+    }
+
     #[tokio::test]
     async fn a_row_copied_from_mongooseim_is_read() {
         let Some((_database, storage, store)) = open().await else {
