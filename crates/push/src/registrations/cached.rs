@@ -72,11 +72,11 @@ impl CachedRegistrations {
         }
     }
 
-    /// A cache over `inner` that reads through, keeping nothing, until [`trust`]ed: for a
-    /// database other servers write, whose changes this cache hears of only while it listens.
+    /// A cache over `inner` (default time to live and capacity) that reads through, keeping
+    /// nothing, until [`trust`]ed: for a database other servers write, whose changes this
+    /// cache hears of only while it listens.
     ///
     /// [`trust`]: CachedRegistrations::trust
-    /// Default time to live and capacity.
     pub fn untrusted(inner: Arc<dyn RegistrationStore>) -> CachedRegistrations {
         let cache = CachedRegistrations::new(inner);
         cache.trusted.store(false, Ordering::Release);
