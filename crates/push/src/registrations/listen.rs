@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jid::BareJid;
-use sqlx::postgres::{PgListener, PgPool};
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use tokio_util::sync::CancellationToken;
 
 use super::CachedRegistrations;
@@ -18,13 +18,23 @@ pub const CHANNEL: &str = "herald_push_registrations";
 /// How long to wait before listening again after a failure.
 const RETRY: Duration = Duration::from_secs(1);
 
-/// Listen on `pool`'s database until `shutdown` (or the pool is closed), trusting `cache`
-/// only while listening.
+/// Listen on `pool`'s database until `shutdown`, trusting `cache` only while listening. The
+/// listening connection is one of its own, beside `pool`'s (a pool of one worker would
+/// otherwise have none left for queries).
 pub async fn listen(pool: PgPool, cache: Arc<CachedRegistrations>, shutdown: CancellationToken) {
+    let own = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_lazy_with(pool.connect_options().as_ref().clone());
+    run(&own, &cache, &shutdown).await;
+    cache.distrust();
+    own.close().await;
+}
+
+async fn run(pool: &PgPool, cache: &CachedRegistrations, shutdown: &CancellationToken) {
     loop {
         let listened = tokio::select! {
             () = shutdown.cancelled() => return,
-            listened = subscribe(&pool) => listened,
+            listened = subscribe(pool) => listened,
         };
         let mut listener = match listened {
             Ok(listener) => listener,
