@@ -30,6 +30,8 @@ pub async fn listen(pool: PgPool, cache: Arc<CachedRegistrations>, shutdown: Can
     own.close().await;
 }
 
+/// The listening loop on `pool` (the listener's own, closed only after this returns: it ends
+/// with `shutdown` alone).
 async fn run(pool: &PgPool, cache: &CachedRegistrations, shutdown: &CancellationToken) {
     loop {
         let listened = tokio::select! {
@@ -38,7 +40,6 @@ async fn run(pool: &PgPool, cache: &CachedRegistrations, shutdown: &Cancellation
         };
         let mut listener = match listened {
             Ok(listener) => listener,
-            Err(sqlx::Error::PoolClosed) => return,
             Err(error) => {
                 tracing::warn!(%error, "cannot listen to push registration changes; reading them from the database");
                 tokio::select! {
@@ -65,10 +66,6 @@ async fn run(pool: &PgPool, cache: &CachedRegistrations, shutdown: &Cancellation
                         "lost the connection that listens to push registration changes; listening again"
                     );
                     break;
-                }
-                Err(sqlx::Error::PoolClosed) => {
-                    cache.distrust();
-                    return;
                 }
                 Err(error) => {
                     cache.distrust();
