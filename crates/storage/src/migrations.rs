@@ -54,7 +54,7 @@ pub(crate) const OWN: &[Migration] = &[
         sqlite: include_str!("sqlite/migrations/0003_offline.sql"),
         postgres: include_str!("postgres/migrations/0003_offline.sql"),
     },
-    // Versions 4, 7, 8 and 9 are herald-push's (`FEATURE_VERSIONS`).
+    // Versions 4, 7, 8, 9 and 10 are herald-push's (`FEATURE_VERSIONS`).
     Migration {
         version: 5,
         description: "per-user data of the core modules: herald_user_data (blocking, vCards, PEP)",
@@ -66,6 +66,13 @@ pub(crate) const OWN: &[Migration] = &[
         description: "message archive (XEP-0313): mam_message",
         sqlite: include_str!("sqlite/migrations/0006_archive.sql"),
         postgres: include_str!("postgres/migrations/0006_archive.sql"),
+    },
+    // Version 10 is herald-push's.
+    Migration {
+        version: 11,
+        description: "offline messages stored in batches: herald_store_offline (PostgreSQL)",
+        sqlite: include_str!("sqlite/migrations/0011_offline_batch.sql"),
+        postgres: include_str!("postgres/migrations/0011_offline_batch.sql"),
     },
 ];
 
@@ -81,7 +88,7 @@ pub(crate) const ARCHIVE_FILE: &[Migration] = &[Migration {
 /// Versions of the one sequence that feature crates own (4: herald-push's registrations). A
 /// database opened without that feature (a test of another crate) skips them; any other gap
 /// is a programming error.
-pub(crate) const FEATURE_VERSIONS: &[i64] = &[4, 7, 8, 9];
+pub(crate) const FEATURE_VERSIONS: &[i64] = &[4, 7, 8, 9, 10];
 
 /// This crate's migrations and the features', as one list in version order; an error when
 /// two claim the same version or a number is missing that no feature owns (a programming
@@ -216,15 +223,18 @@ pub(crate) mod tests {
 
     #[test]
     fn the_own_list_is_well_formed_with_the_features_versions() {
-        const PUSH: &[Migration] = &[Migration {
-            version: 4,
-            description: "push",
-            sqlite: "SELECT 4",
-            postgres: "SELECT 4",
-        }];
+        let push: Vec<Migration> = FEATURE_VERSIONS
+            .iter()
+            .map(|&version| Migration {
+                version,
+                description: "push",
+                sqlite: "SELECT 1",
+                postgres: "SELECT 1",
+            })
+            .collect();
         let feature = &MigrationSet {
             owner: "push",
-            migrations: PUSH,
+            migrations: Box::leak(push.into_boxed_slice()),
         };
         assert_well_formed(&assemble(OWN, &[feature]).unwrap());
         assert!(

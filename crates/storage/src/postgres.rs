@@ -7,7 +7,7 @@
 //! `wait/internal-server-error`. Every multi-statement change runs in one transaction, so a
 //! lost connection never leaves it half-written.
 
-mod offline;
+pub(crate) mod offline;
 #[cfg(test)]
 mod tests;
 
