@@ -192,7 +192,7 @@ impl Storage {
         Storage {
             accounts: Arc::new(sql::SqlAccounts::new(pool.clone())),
             roster: Arc::new(sql::SqlRoster::new(pool.clone())),
-            offline: Arc::new(postgres::offline::BatchedOffline::start(pool.clone())),
+            offline: Arc::new(sql::SqlOffline::new(pool.clone(), None)),
             user_data: Arc::new(sql::SqlUserData::new(pool.clone())),
             archive: Arc::new(sql::SqlArchive::new(pool.clone(), None, None)),
             applied: applied.into(),

@@ -7,7 +7,7 @@
 //! `wait/internal-server-error`. Every multi-statement change runs in one transaction, so a
 //! lost connection never leaves it half-written.
 
-pub(crate) mod offline;
+mod offline;
 #[cfg(test)]
 mod tests;
 

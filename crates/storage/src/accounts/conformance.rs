@@ -97,7 +97,7 @@ fn jid(text: &str) -> BareJid {
 }
 
 /// Credentials whose every field depends on `seed`, with the real SHA-1/SHA-256 key lengths.
-fn credentials(seed: u8) -> Credentials {
+pub(crate) fn credentials(seed: u8) -> Credentials {
     let secrets = |len: usize, iterations: u32| ScramSecrets {
         salt: vec![seed; 16],
         iterations,

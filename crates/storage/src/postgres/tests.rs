@@ -428,141 +428,28 @@ async fn store_for_account_stores_only_for_existing_accounts() {
 
 mod batched_offline {
     use super::*;
-    use crate::offline::Stored;
-    use crate::postgres::offline::{Request, run};
-
-    /// Queue `stores` (user, account checked, sender, stanza, limit) before the batcher
-    /// starts, so that it takes them as one batch, and return what each was told.
-    async fn one_batch(
-        pool: &PgPool,
-        stores: &[(&BareJid, bool, &Jid, &str, usize)],
-    ) -> Vec<Result<Option<Stored>, StorageError>> {
-        let (queue, queued) = tokio::sync::mpsc::channel(stores.len());
-        let mut outcomes = Vec::new();
-        for &(user, check_account, from, stanza, limit) in stores {
-            let message = NewOfflineMessage {
-                from,
-                stored_at: std::time::SystemTime::now(),
-                stanza,
-                metadata: "",
-            };
-            let (request, outcome) = Request::new(user, check_account, message, limit).unwrap();
-            queue.send(request).await.unwrap();
-            outcomes.push(outcome);
-        }
-        drop(queue);
-        run(pool.clone(), queued).await;
-        let mut told = Vec::new();
-        for outcome in outcomes {
-            told.push(outcome.await.unwrap());
-        }
-        told
-    }
-
-    fn stored_id(outcome: &Result<Option<Stored>, StorageError>) -> i64 {
-        match outcome {
-            Ok(Some(Stored::Stored(id))) => *id,
-            other => panic!("expected a stored message, got {other:?}"),
-        }
-    }
+    use crate::sql::offline::batch_tests;
 
     #[tokio::test]
     async fn a_batch_keeps_each_recipients_order_and_limit_and_skips_missing_accounts() {
         let Some(opened) = open().await else { return };
-        let (accounts, offline) = (opened.accounts(), opened.offline());
-        let juliet = jid("juliet@capulet.example");
-        let nurse = jid("nurse@capulet.example");
-        let nobody = jid("nobody@capulet.example");
-        accounts.create(&juliet, &credentials()).await.unwrap();
-        accounts.create(&nurse, &credentials()).await.unwrap();
-        let from = Jid::new("romeo@montague.example/orchard").unwrap();
-        let before = NewOfflineMessage {
-            from: &from,
-            stored_at: std::time::SystemTime::now(),
-            stanza: "<message id='0'/>",
-            metadata: "",
-        };
-        offline.store(&juliet, before, 3).await.unwrap();
-
-        let told = one_batch(
+        batch_tests::a_batch_keeps_each_recipients_order_and_limit_and_skips_missing_accounts(
+            &opened.storage,
             opened.pool(),
-            &[
-                (&juliet, true, &from, "<message id='1'/>", 3),
-                (&nobody, true, &from, "<message id='n'/>", 3),
-                (&nurse, true, &from, "<message id='a'/>", 3),
-                (&juliet, true, &from, "<message id='2'/>", 3),
-                (&nobody, false, &from, "<message id='kept anyway'/>", 3),
-                (&juliet, true, &from, "<message id='3'/>", 3),
-                (&nurse, true, &from, "<message id='b'/>", 3),
-            ],
         )
         .await;
-
-        assert!(matches!(told[1], Ok(None)), "{:?}", told[1]);
-        assert!(matches!(told[5], Ok(Some(Stored::Full))), "{:?}", told[5]);
-        let listed = |user: &BareJid| {
-            let offline = Arc::clone(&offline);
-            let user = user.clone();
-            async move {
-                offline
-                    .list(&user)
-                    .await
-                    .unwrap()
-                    .into_iter()
-                    .map(|message| (message.id, message.stanza))
-                    .collect::<Vec<_>>()
-            }
-        };
-        let juliets = listed(&juliet).await;
-        assert_eq!(
-            juliets[1..],
-            [
-                (stored_id(&told[0]), "<message id='1'/>".to_owned()),
-                (stored_id(&told[3]), "<message id='2'/>".to_owned()),
-            ]
-        );
-        assert_eq!(
-            listed(&nurse).await,
-            [
-                (stored_id(&told[2]), "<message id='a'/>".to_owned()),
-                (stored_id(&told[6]), "<message id='b'/>".to_owned()),
-            ]
-        );
-        assert_eq!(
-            listed(&nobody).await,
-            [(
-                stored_id(&told[4]),
-                "<message id='kept anyway'/>".to_owned()
-            )]
-        );
     }
 
     #[tokio::test]
     async fn a_message_the_database_refuses_fails_alone_and_its_batch_is_stored() {
         let Some(opened) = open().await else { return };
-        let offline = opened.offline();
-        let juliet = jid("juliet@capulet.example");
-        let from = Jid::new("romeo@montague.example/orchard").unwrap();
         // A legal JID longer than MongooseIM's from_jid column (VARCHAR(250)).
         let long = Jid::new(&format!("{}@montague.example/r", "r".repeat(400))).unwrap();
-        let told = one_batch(
+        batch_tests::a_message_the_database_refuses_fails_alone_and_its_batch_is_stored(
+            &opened.storage,
             opened.pool(),
-            &[
-                (&juliet, false, &from, "<message id='1'/>", 10),
-                (&juliet, false, &long, "<message id='x'/>", 10),
-                (&juliet, false, &from, "<message id='2'/>", 10),
-            ],
+            &long,
         )
         .await;
-        assert!(told[1].is_err(), "{:?}", told[1]);
-        let stanzas: Vec<String> = offline
-            .list(&juliet)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|message| message.stanza)
-            .collect();
-        assert_eq!(stanzas, ["<message id='1'/>", "<message id='2'/>"]);
-        assert!(stored_id(&told[0]) < stored_id(&told[2]));
     }
 }
