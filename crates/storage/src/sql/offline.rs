@@ -17,10 +17,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{mpsc, oneshot};
-
 use jid::{BareJid, Jid};
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
+use tokio::sync::{mpsc, oneshot};
 
 use super::Dialect;
 use super::group_commit::{GroupCommit, write_via};
