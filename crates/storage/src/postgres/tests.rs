@@ -338,6 +338,59 @@ async fn concurrent_senders_never_overshoot_the_offline_limit() {
 }
 
 #[tokio::test]
+async fn two_servers_storing_for_the_same_recipients_at_once_never_overshoot_the_limit() {
+    let Some(opened) = open().await else { return };
+    // A second server on the same database: its own pool and its own batcher.
+    let other = opened.database.open(4).await.unwrap();
+    let recipients: Vec<BareJid> = ["juliet", "nurse", "tybalt", "mercutio"]
+        .iter()
+        .map(|name| jid(&format!("{name}@capulet.example")))
+        .collect();
+    let stores = [opened.offline(), other.offline()];
+    // Every sender sends to every recipient, each starting with a different one: the batches
+    // of both servers hold the same recipients in every order.
+    let senders: Vec<_> = (0..16)
+        .map(|sender| {
+            let offline = Arc::clone(&stores[sender % 2]);
+            let recipients = recipients.clone();
+            tokio::spawn(async move {
+                let from = Jid::new(&format!("romeo{sender}@montague.example/r")).unwrap();
+                let mut outcomes = Vec::new();
+                for n in 0..recipients.len() {
+                    let recipient = &recipients[(sender + n) % recipients.len()];
+                    let message = NewOfflineMessage {
+                        from: &from,
+                        stored_at: std::time::SystemTime::now(),
+                        stanza: "<message/>",
+                        metadata: "",
+                    };
+                    outcomes.push(offline.store(recipient, message, 10).await.unwrap());
+                }
+                outcomes
+            })
+        })
+        .collect();
+    let mut stored = 0;
+    for sender in senders {
+        stored += sender
+            .await
+            .unwrap()
+            .iter()
+            .filter(|outcome| matches!(outcome, crate::offline::Stored::Stored(_)))
+            .count();
+    }
+    for recipient in &recipients {
+        assert_eq!(
+            opened.offline().count(recipient).await.unwrap(),
+            10,
+            "{recipient}"
+        );
+    }
+    assert_eq!(stored, 10 * recipients.len());
+    other.close().await;
+}
+
+#[tokio::test]
 async fn operations_succeed_again_after_the_connections_are_terminated() {
     let Some(opened) = open().await else { return };
     let accounts = opened.accounts();
