@@ -292,3 +292,36 @@ async fn a_burst_from_a_phone_with_stream_management_is_acknowledged_and_arrives
     let expected: Vec<String> = (0..60).map(|n| n.to_string()).collect();
     assert_eq!(bodies, expected);
 }
+
+#[tokio::test]
+async fn more_stored_messages_than_a_page_all_reach_a_client_without_stream_management() {
+    // Stored messages are read 64 at a time; with stream management the client's acks wake the
+    // session for the next page, without it nothing did, and the rest waited for the next
+    // stanza or ping.
+    let server = TestServer::start(&CONFIG.replace(
+        "max_user_offline_messages = 3",
+        "max_user_offline_messages = 1000",
+    ))
+    .await;
+    server.add_user("alice@localhost", "alice-pass").await;
+    server.add_user("bob@localhost", "bob-pass").await;
+    let mut bob = Client::online(&server, "bob@localhost", "bob-pass", "laptop", 0).await;
+    for n in 0..150 {
+        bob.send(&format!(
+            "<message to='alice@localhost' type='chat' id='m{n}'><body>{n}</body></message>"
+        ))
+        .await;
+    }
+    let storage = &server.running.as_ref().unwrap().server.storage;
+    let alice_jid = jid::BareJid::new("alice@localhost").unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while storage.offline().count(&alice_jid).await.unwrap() < 150 {
+        assert!(tokio::time::Instant::now() < deadline, "not all stored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut alice = alice(&server).await;
+    let got = received_until_quiet(&mut alice, Duration::from_secs(1)).await;
+    let bodies: Vec<String> = got.iter().filter_map(body).collect();
+    let expected: Vec<String> = (0..150).map(|n| n.to_string()).collect();
+    assert_eq!(bodies, expected);
+}

@@ -1,8 +1,9 @@
 //! Black-box tests of the PostgreSQL engine (`backend = "rdbms"`): servers started in-process
 //! from real configuration files, each test on a database of its own, clients and an app server
 //! (XEP-0114 component) over real sockets. Two servers on one database share accounts and push
-//! registrations; push enable/disable behave as on the embedded store; the database connections
-//! dying mid-run is survived.
+//! registrations; push enable/disable behave as on the embedded store; messages from several
+//! senders at once are stored (in batches) under the limit and delivered in order; the database
+//! connections dying mid-run is survived.
 //!
 //! Without a reachable PostgreSQL (`HERALD_TEST_PG_URL`, default
 //! `postgres://postgres@127.0.0.1:5432/test`) every test prints `SKIPPED: ...` and passes.
@@ -234,6 +235,86 @@ async fn two_servers_on_one_database_share_accounts_and_registrations() {
     assert!(app_on_second.nothing().await);
     first.shutdown().await;
     second.shutdown().await;
+}
+
+/// 25 chat messages to alice from `client`, numbered in their bodies.
+async fn send_many(client: &mut Client, name: &str) {
+    for n in 0..25 {
+        client
+            .send(&format!(
+                "<message to='alice@localhost' type='chat' id='{name}-{n}'><body>{name} {n}</body></message>"
+            ))
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn messages_from_several_senders_at_once_are_stored_under_the_limit_and_delivered_in_order() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let config = format!(
+        "{}\n{}",
+        CONFIG.replace(
+            "[modules.mod_offline]\nbackend = \"rdbms\"",
+            "[modules.mod_offline]\nbackend = \"rdbms\"\nmax_user_offline_messages = 90",
+        ),
+        database.config_section(4)
+    );
+    let mut server = TestServer::start(&config).await;
+    server.add_user("alice@localhost", "a-pass").await;
+    let names = ["bob", "carol", "dave", "erin"];
+    let mut senders = Vec::new();
+    for name in names {
+        server.add_user(&format!("{name}@localhost"), "pass").await;
+        senders
+            .push(Client::online(&server, &format!("{name}@localhost"), "pass", "laptop", 0).await);
+    }
+    // 100 messages for alice, 25 from each sender, the four at once: their stores meet in
+    // batches; the last 10 find the limit (90) reached and come back as errors.
+    let [bob, carol, dave, erin] = &mut senders[..] else {
+        unreachable!()
+    };
+    tokio::join!(
+        send_many(bob, "bob"),
+        send_many(carol, "carol"),
+        send_many(dave, "dave"),
+        send_many(erin, "erin"),
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut bounced = 0;
+    while bounced < 10 {
+        assert!(tokio::time::Instant::now() < deadline, "{bounced} bounced");
+        for client in &mut senders {
+            for reply in client.drain(Duration::from_millis(100)).await {
+                assert_eq!(
+                    error_of(&reply),
+                    ("wait".into(), "resource-constraint".into())
+                );
+                bounced += 1;
+            }
+        }
+    }
+    let storage = &server.running.as_ref().unwrap().server.storage;
+    let alice = jid::BareJid::new("alice@localhost").unwrap();
+    assert_eq!(storage.offline().count(&alice).await.unwrap(), 90);
+
+    let mut alice = Client::online(&server, "alice@localhost", "a-pass", "phone", 0).await;
+    let mut next = std::collections::HashMap::new();
+    for _ in 0..90 {
+        let message = alice.next_non_presence().await;
+        let body = message
+            .get_child("body", "jabber:client")
+            .expect("a body")
+            .text();
+        let (name, n) = body.split_once(' ').expect("name and number");
+        let n: u32 = n.parse().unwrap();
+        let expected = next.entry(name.to_owned()).or_insert(0);
+        assert_eq!(n, *expected, "{name}'s messages out of order");
+        *expected += 1;
+    }
+    assert_eq!(next.values().sum::<u32>(), 90);
+    server.shutdown().await;
 }
 
 #[tokio::test]

@@ -478,6 +478,14 @@ impl Session {
         Ok(())
     }
 
+    /// Whether [`Session::feed_offline`] has a page to write now: delivery is under way with
+    /// more to read, the client has room, and live messages are not waiting for their turn.
+    fn offline_due(&self) -> bool {
+        self.room() > 0
+            && (self.offline_turn || self.rx.is_empty())
+            && self.offline.as_ref().is_some_and(|feed| !feed.exhausted())
+    }
+
     /// Delivery of stored messages is over once everything was read and everything written
     /// was acknowledged: the account's stored messages are then free for another session.
     fn settle_offline(&mut self) {
@@ -501,6 +509,7 @@ impl Session {
                 return end;
             }
             let writable = self.room() > 0;
+            let offline_due = self.offline_due();
             let ack_delay_due = self.ack_delay_due();
             // Reads and writes take turns (no bias between them): acks are read while a
             // burst is written, and a client that sends a lot still gets its replies.
@@ -510,6 +519,9 @@ impl Session {
                 // The queue filled up: the client is stuck, not misbehaving.
                 () = self.handle.control.stalled() => return End::Dropped(StreamErrorCondition::ResourceConstraint),
                 resumption = next_resumption(&mut self.resumptions) => return End::Resumed(Box::new(resumption)),
+                // More stored messages to write: the next page, in turn with the reads and
+                // live messages (without stream management no ack comes to wake the loop).
+                () = std::future::ready(()), if offline_due => {}
                 () = self.handle.offline.notified() => match &mut self.offline {
                     Some(feed) => feed.look_again(),
                     None => self.offline = OfflineFeed::start(&self.server, &self.handle),
