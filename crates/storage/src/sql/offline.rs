@@ -210,6 +210,31 @@ impl<DB: OfflineDialect> SqlOffline<DB> {
             queue,
         }
     }
+
+    /// Store through the writer or the batcher, with the account checked or not.
+    async fn store_with(
+        &self,
+        check_account: bool,
+        user: &BareJid,
+        message: NewOfflineMessage<'_>,
+        limit: usize,
+    ) -> Result<Option<Stored>, StorageError> {
+        let request = Request::new(user, check_account, message, limit)?;
+        let Some(queue) = &self.queue else {
+            let mut outcomes =
+                store_requests(self.commits.as_deref(), &self.pool, Arc::new(vec![request]))
+                    .await?;
+            return Ok(outcomes.pop().flatten());
+        };
+        let (told, outcome) = oneshot::channel();
+        queue
+            .send((request, told))
+            .await
+            .map_err(|_| StorageError::Database(sqlx::Error::PoolClosed))?;
+        outcome
+            .await
+            .map_err(|_| StorageError::Database(sqlx::Error::PoolClosed))?
+    }
 }
 
 /// Microseconds since the Unix epoch; times before it are stored as negative numbers.
@@ -258,43 +283,6 @@ where
         stanza: row.try_get("packet")?,
         metadata: row.try_get("metadata")?,
     })
-}
-
-impl<DB> SqlOffline<DB>
-where
-    DB: OfflineDialect,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    i64: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB>,
-    String: for<'r> Decode<'r, DB> + Type<DB>,
-    for<'a> &'a str: ColumnIndex<DB::Row>,
-    usize: ColumnIndex<DB::Row>,
-{
-    /// Store through the writer or the batcher, with the account checked or not.
-    async fn store_with(
-        &self,
-        check_account: bool,
-        user: &BareJid,
-        message: NewOfflineMessage<'_>,
-        limit: usize,
-    ) -> Result<Option<Stored>, StorageError> {
-        let request = Request::new(user, check_account, message, limit)?;
-        let Some(queue) = &self.queue else {
-            let mut outcomes =
-                store_requests(self.commits.as_deref(), &self.pool, Arc::new(vec![request]))
-                    .await?;
-            return Ok(outcomes.pop().flatten());
-        };
-        let (told, outcome) = oneshot::channel();
-        queue
-            .send((request, told))
-            .await
-            .map_err(|_| StorageError::Database(sqlx::Error::PoolClosed))?;
-        outcome
-            .await
-            .map_err(|_| StorageError::Database(sqlx::Error::PoolClosed))?
-    }
 }
 
 #[async_trait::async_trait]
