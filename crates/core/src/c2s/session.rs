@@ -453,10 +453,10 @@ impl Session {
     /// client has room. Without stream management a message counts as delivered once
     /// written and flushed; with it, once acknowledged.
     async fn feed_offline(&mut self, conn: &mut Conn, liveness: &mut Liveness) -> Result<(), End> {
-        let room = self.room();
-        if room == 0 || !(self.offline_turn || self.rx.is_empty()) {
+        if !self.offline_may_write() {
             return Ok(());
         }
+        let room = self.room();
         self.offline_turn = false;
         let Some(feed) = self.offline.as_mut().filter(|feed| !feed.exhausted()) else {
             return Ok(());
@@ -478,12 +478,16 @@ impl Session {
         Ok(())
     }
 
-    /// Whether [`Session::feed_offline`] has a page to write now: delivery is under way with
-    /// more to read, the client has room, and live messages are not waiting for their turn.
+    /// Whether stored messages may be written now: the client has room, and live messages
+    /// are not waiting for their turn.
+    fn offline_may_write(&self) -> bool {
+        self.room() > 0 && (self.offline_turn || self.rx.is_empty())
+    }
+
+    /// Whether [`Session::feed_offline`] has a page to write now: it may write, and delivery
+    /// is under way with more to read.
     fn offline_due(&self) -> bool {
-        self.room() > 0
-            && (self.offline_turn || self.rx.is_empty())
-            && self.offline.as_ref().is_some_and(|feed| !feed.exhausted())
+        self.offline_may_write() && self.offline.as_ref().is_some_and(|feed| !feed.exhausted())
     }
 
     /// Delivery of stored messages is over once everything was read and everything written

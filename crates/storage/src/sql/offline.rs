@@ -62,7 +62,7 @@ pub(crate) trait OfflineDialect: Dialect {
 }
 
 /// Most stores in one batch.
-pub(crate) const MAX_BATCH: usize = 256;
+const MAX_BATCH: usize = 256;
 
 /// Stores waiting for the batcher before callers wait to queue theirs (bounded memory).
 const QUEUE: usize = 4 * MAX_BATCH;
