@@ -111,19 +111,20 @@ impl Storage {
         features: &[&MigrationSet],
     ) -> Result<Storage, StorageError> {
         let (pool, applied) = sqlite::open_file(path, durability, features).await?;
-        let archive = match sqlite::open_archive_file(&archive_path(path), durability).await {
-            Ok(archive) => archive,
-            Err(error) => {
-                pool.close().await;
-                return Err(error);
-            }
-        };
+        let (archive, attach) =
+            match sqlite::open_archive_file(&archive_path(path), path, durability).await {
+                Ok(archive) => archive,
+                Err(error) => {
+                    pool.close().await;
+                    return Err(error);
+                }
+            };
         if let Err(error) = sql::archive::move_rows_from_main(&pool, &archive).await {
             pool.close().await;
             archive.close().await;
             return Err(error);
         }
-        Ok(Storage::sqlite(pool, archive, applied, true))
+        Ok(Storage::sqlite(pool, archive, applied, Some(attach)))
     }
 
     /// Open a new, empty SQLite database held in memory, gone once closed or dropped: for
@@ -146,7 +147,7 @@ impl Storage {
     ) -> Result<Storage, StorageError> {
         let pool = sqlite::open_in_memory(features).await?;
         let archive = sqlite::open_archive_in_memory().await?;
-        Ok(Storage::sqlite(pool, archive, Vec::new(), false))
+        Ok(Storage::sqlite(pool, archive, Vec::new(), None))
     }
 
     /// Connect to the PostgreSQL database of `options` with a pool of `options.pool_size`
@@ -200,34 +201,40 @@ impl Storage {
         }
     }
 
+    /// The stores of a main database and its archive's: files, whose archive attaches the
+    /// main file with `attach` (run on the archive's writer connection once open), or
+    /// both in memory (`None`).
     fn sqlite(
         pool: sqlx::SqlitePool,
         archive: sqlx::SqlitePool,
         applied: Vec<AppliedMigration>,
-        file: bool,
+        attach: Option<sql::group_commit::Setup<sqlx::Sqlite>>,
     ) -> Storage {
+        let file = attach.is_some();
         // SQLite has one writer at a time per file: the hot writes share one writer task and
         // its transactions (group commit) instead of queueing on the lock; on a file, through
         // a connection of its own whose page cache stays warm. The archive, written in large
         // batches, is a file of its own with its own writer.
-        let writer = |pool: &sqlx::SqlitePool| {
+        let writer = |pool: &sqlx::SqlitePool, setup| {
             Some(Arc::new(if file {
-                sql::group_commit::GroupCommit::start_dedicated(pool.clone())
+                sql::group_commit::GroupCommit::start_dedicated(pool.clone(), setup)
             } else {
                 sql::group_commit::GroupCommit::start(pool.clone())
             }))
         };
-        let commits = writer(&pool);
-        let archive_commits = writer(&archive);
+        let commits = writer(&pool, None);
+        let archive_commits = writer(&archive, attach);
         Storage {
             applied: applied.into(),
             accounts: Arc::new(sql::SqlAccounts::new(pool.clone())),
             roster: Arc::new(sql::SqlRoster::new(pool.clone())),
             offline: Arc::new(sql::SqlOffline::new(pool.clone(), commits.clone())),
             user_data: Arc::new(sql::SqlUserData::new(pool.clone())),
+            // A file's archive sees the accounts through the main file it attaches; in
+            // memory, the two databases cannot see each other.
             archive: Arc::new(sql::SqlArchive::new(
                 archive.clone(),
-                Some(pool.clone()),
+                (!file).then(|| pool.clone()),
                 archive_commits,
             )),
             engine: Backend::Sqlite(pool, archive),

@@ -17,8 +17,9 @@ use crate::archive::{
 #[derive(Debug)]
 pub(crate) struct SqlArchive<DB: Dialect> {
     pool: Pool<DB>,
-    /// The database of the accounts when it is not the archive's (SQLite keeps the archive
-    /// in a file of its own): owners are looked up there, once per batch.
+    /// The database of the accounts when the archive's statements cannot see it (SQLite's
+    /// archive in memory, beside the main database in memory): owners are looked up there,
+    /// once per batch. The archive's file sees the main file's accounts (it attaches it).
     accounts: Option<Pool<DB>>,
     /// The database's writer, if its writes are group-committed (SQLite).
     commits: Option<Arc<GroupCommit<DB>>>,

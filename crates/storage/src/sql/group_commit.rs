@@ -17,6 +17,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use sqlx::{Database, Pool, Transaction};
 use tokio::sync::{mpsc, oneshot};
@@ -58,7 +59,7 @@ impl<DB: Dialect> GroupCommit<DB> {
     /// connection for each batch. It ends when the last handle is dropped, after committing
     /// what was queued.
     pub(crate) fn start(pool: Pool<DB>) -> GroupCommit<DB> {
-        GroupCommit::spawn(pool, false)
+        GroupCommit::spawn(pool, None)
     }
 
     /// [`GroupCommit::start`] with a connection of the writer's own, opened with the pool's
@@ -66,11 +67,13 @@ impl<DB: Dialect> GroupCommit<DB> {
     /// connection that another one wrote behind would find its cache stale and read the pages
     /// again. Closed when the pool is closed (later writes fail). Not for an in-memory
     /// database, where each connection is a database of its own.
-    pub(crate) fn start_dedicated(pool: Pool<DB>) -> GroupCommit<DB> {
-        GroupCommit::spawn(pool, true)
+    /// `setup` runs on that connection once it is open, as the pool's own `after_connect`
+    /// does on its connections (which a connection opened from the options alone skips).
+    pub(crate) fn start_dedicated(pool: Pool<DB>, setup: Option<Setup<DB>>) -> GroupCommit<DB> {
+        GroupCommit::spawn(pool, Some(setup))
     }
 
-    fn spawn(pool: Pool<DB>, dedicated: bool) -> GroupCommit<DB> {
+    fn spawn(pool: Pool<DB>, dedicated: Option<Option<Setup<DB>>>) -> GroupCommit<DB> {
         let (queue, queued) = mpsc::channel(QUEUE);
         tokio::spawn(run(pool, dedicated, queued));
         GroupCommit { queue }
@@ -137,7 +140,20 @@ where
     }
 }
 
-async fn run<DB: Dialect>(pool: Pool<DB>, dedicated: bool, mut queued: mpsc::Receiver<Work<DB>>) {
+/// What a dedicated writer runs on its connection once open (see
+/// [`GroupCommit::start_dedicated`]).
+pub(crate) type Setup<DB> = Arc<
+    dyn for<'c> Fn(&'c mut <DB as Database>::Connection) -> BoxFuture<'c, Result<(), sqlx::Error>>
+        + Send
+        + Sync,
+>;
+
+/// The writer: with `dedicated` (and its setup, if any), on a connection of its own.
+async fn run<DB: Dialect>(
+    pool: Pool<DB>,
+    dedicated: Option<Option<Setup<DB>>>,
+    mut queued: mpsc::Receiver<Work<DB>>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut own: Option<DB::Connection> = None;
     loop {
@@ -157,9 +173,20 @@ async fn run<DB: Dialect>(pool: Pool<DB>, dedicated: bool, mut queued: mpsc::Rec
             fail::<DB>(&mut batch, &sqlx::Error::PoolClosed).await;
             continue;
         }
-        if dedicated && own.is_none() {
-            match <DB::Connection as sqlx::Connection>::connect_with(&pool.connect_options()).await
-            {
+        if let Some(setup) = &dedicated
+            && own.is_none()
+        {
+            let connected =
+                match <DB::Connection as sqlx::Connection>::connect_with(&pool.connect_options())
+                    .await
+                {
+                    Ok(mut connection) => match setup {
+                        Some(setup) => setup(&mut connection).await.map(|()| connection),
+                        None => Ok(connection),
+                    },
+                    Err(error) => Err(error),
+                };
+            match connected {
                 Ok(connection) => own = Some(connection),
                 Err(error) => {
                     tracing::warn!(%error, writes = batch.len(), "the writer cannot connect");
@@ -322,7 +349,7 @@ mod tests {
             .execute(&pool)
             .await
             .unwrap();
-        let commits = Arc::new(GroupCommit::start_dedicated(pool.clone()));
+        let commits = Arc::new(GroupCommit::start_dedicated(pool.clone(), None));
         let writers: Vec<_> = (0..300)
             .map(|n| {
                 let commits = Arc::clone(&commits);
