@@ -77,17 +77,47 @@ VARIANTS = {
         False,
         1,
     ),
+    # The next table, modelled: one row a message shared by its two owners (the sender's and
+    # the recipient's archive), owners and correspondents as integer keys (MongooseIM's
+    # mam_server_user ids), the archive id as the rowid, and what the queries need: each
+    # owner's messages by id (as sender, as recipient) and a conversation's by id (`with`).
+    "one row a message, integer keys, three indexes": (
+        [
+            "CREATE TABLE mam_message (id INTEGER PRIMARY KEY, owner INTEGER NOT NULL, "
+            "remote_bare_jid INTEGER NOT NULL, remote_resource TEXT NOT NULL, "
+            "direction TEXT NOT NULL, from_jid TEXT NOT NULL, origin_id TEXT, "
+            "search_body TEXT NOT NULL, message TEXT NOT NULL, "
+            "conversation INTEGER AS (min(owner, remote_bare_jid) * 1048576 + "
+            "max(owner, remote_bare_jid)) VIRTUAL)",
+            "CREATE INDEX s ON mam_message (owner, id)",
+            "CREATE INDEX r ON mam_message (remote_bare_jid, id)",
+            "CREATE INDEX c ON mam_message (conversation, id)",
+        ],
+        "small",
+        1,
+    ),
 }
 
 
 def rows(messages, integers, per_message):
-    key = (lambda jid: hash(jid) >> 1) if integers else (lambda jid: jid)
+    if integers == "small":
+        ids = {}
+        key = lambda jid: ids.setdefault(jid, len(ids) + 1)  # noqa: E731
+    elif integers:
+        key = lambda jid: hash(jid) >> 1  # noqa: E731
+    else:
+        key = lambda jid: jid  # noqa: E731
     base = 1 << 40
     made = []
     for m in range(messages):
         r, s = random.randrange(1000), m % 20
         recipient, sender = f"bench{r}@localhost", f"sender{s}@localhost"
         text = MESSAGE.format(r=r, s=s, m=m, i=base + 2 * m)
+        if per_message == 1 and integers == "small":
+            # The shared row: the sender as `owner`, the recipient as `remote_bare_jid`.
+            made.append((base + 2 * m, key(sender), key(recipient), "r", "O", sender + "/r",
+                         None, "hello", text))
+            continue
         made.append((base + 2 * m, key(recipient), key(sender), "r", "I", sender + "/r", None,
                      "hello", text))
         if per_message == 2:
