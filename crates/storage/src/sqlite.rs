@@ -93,9 +93,10 @@ pub(crate) async fn open_archive_file(
     Ok((pool, setup))
 }
 
-/// What each connection to the archive's file runs once open: `ATTACH` the main file at
+/// What the archive's writer runs on its connection once open: `ATTACH` the main file at
 /// `main` as [`MAIN_FILE_SCHEMA`], named by its absolute path (it exists by now; a name
-/// starting with `/` is never read as one of SQLite's `file:` URIs).
+/// starting with `/` is never read as one of SQLite's `file:` URIs). The archive's file has
+/// no `users` table, so the inserts' unqualified `users` is the main file's.
 fn attach_main(main: &Path) -> Result<Setup<sqlx::Sqlite>, StorageError> {
     let absolute = std::fs::canonicalize(main).map_err(|source| StorageError::Io {
         path: main.to_owned(),

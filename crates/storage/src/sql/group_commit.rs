@@ -59,7 +59,7 @@ impl<DB: Dialect> GroupCommit<DB> {
     /// connection for each batch. It ends when the last handle is dropped, after committing
     /// what was queued.
     pub(crate) fn start(pool: Pool<DB>) -> GroupCommit<DB> {
-        GroupCommit::spawn(pool, None)
+        GroupCommit::spawn(pool, WriterConnection::Pooled)
     }
 
     /// [`GroupCommit::start`] with a connection of the writer's own, opened with the pool's
@@ -67,15 +67,15 @@ impl<DB: Dialect> GroupCommit<DB> {
     /// connection that another one wrote behind would find its cache stale and read the pages
     /// again. Closed when the pool is closed (later writes fail). Not for an in-memory
     /// database, where each connection is a database of its own.
-    /// `setup` runs on that connection once it is open, as the pool's own `after_connect`
-    /// does on its connections (which a connection opened from the options alone skips).
+    /// `setup` runs on that connection once it is open, before its first batch (the pool's
+    /// own `after_connect` does not run on a connection opened from its options).
     pub(crate) fn start_dedicated(pool: Pool<DB>, setup: Option<Setup<DB>>) -> GroupCommit<DB> {
-        GroupCommit::spawn(pool, Some(setup))
+        GroupCommit::spawn(pool, WriterConnection::Own(setup))
     }
 
-    fn spawn(pool: Pool<DB>, dedicated: Option<Option<Setup<DB>>>) -> GroupCommit<DB> {
+    fn spawn(pool: Pool<DB>, connection: WriterConnection<DB>) -> GroupCommit<DB> {
         let (queue, queued) = mpsc::channel(QUEUE);
-        tokio::spawn(run(pool, dedicated, queued));
+        tokio::spawn(run(pool, connection, queued));
         GroupCommit { queue }
     }
 
@@ -148,10 +148,18 @@ pub(crate) type Setup<DB> = Arc<
         + Sync,
 >;
 
-/// The writer: with `dedicated` (and its setup, if any), on a connection of its own.
+/// Which connection the writer commits on.
+enum WriterConnection<DB: Database> {
+    /// A pooled one for each batch.
+    Pooled,
+    /// One of its own, with what runs on it once open.
+    Own(Option<Setup<DB>>),
+}
+
+/// The writer.
 async fn run<DB: Dialect>(
     pool: Pool<DB>,
-    dedicated: Option<Option<Setup<DB>>>,
+    connection: WriterConnection<DB>,
     mut queued: mpsc::Receiver<Work<DB>>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -173,7 +181,7 @@ async fn run<DB: Dialect>(
             fail::<DB>(&mut batch, &sqlx::Error::PoolClosed).await;
             continue;
         }
-        if let Some(setup) = &dedicated
+        if let WriterConnection::Own(setup) = &connection
             && own.is_none()
         {
             let connected =
