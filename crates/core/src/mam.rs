@@ -432,9 +432,11 @@ pub fn archivable(kind: MessageType, message: &Element) -> bool {
         })
 }
 
+/// The row of `message` in `owner`'s archive; `remote` is the other party, bare and as
+/// addressed (its bare JID is computed once by the hooks, which also need it).
 fn entry(
     owner: &BareJid,
-    remote: &Jid,
+    (remote_bare, remote): (&BareJid, &Jid),
     direction: Direction,
     id: ArchiveId,
     message: &Element,
@@ -450,7 +452,7 @@ fn entry(
     ArchivedMessage {
         id,
         owner: owner.clone(),
-        remote_bare: remote.to_bare().to_string(),
+        remote_bare: remote_bare.as_str().to_owned(),
         remote_resource: remote.resource().map(|r| r.to_string()).unwrap_or_default(),
         direction,
         from: message.attr("from").unwrap_or_default().to_owned(),
@@ -554,8 +556,9 @@ impl Handler<MessageArriving> for Incoming {
         let Some(from) = event.stanza.from.clone() else {
             return Flow::Continue;
         };
+        let remote = from.to_bare();
         if !archivable(kind, &event.stanza.element)
-            || !mam.archives(server, &event.user, &from.to_bare()).await
+            || !mam.archives(server, &event.user, &remote).await
         {
             return Flow::Continue;
         }
@@ -566,7 +569,7 @@ impl Handler<MessageArriving> for Incoming {
         event.stanza.element.append_child(stanza_id);
         mam.write(entry(
             &event.user,
-            &from,
+            (&remote, &from),
             Direction::In,
             id,
             &event.stanza.element,
@@ -590,15 +593,22 @@ impl Handler<MessageSent> for Outgoing {
             return Flow::Continue;
         };
         let user = event.sender.to_bare();
-        if to.to_bare() == user
+        let remote = to.to_bare();
+        if remote == user
             || !archivable(kind, &event.stanza.element)
-            || !mam.archives(server, &user, &to.to_bare()).await
+            || !mam.archives(server, &user, &remote).await
         {
             return Flow::Continue;
         }
         let id = archive::next_id();
-        mam.write(entry(&user, &to, Direction::Out, id, &event.stanza.element))
-            .await;
+        mam.write(entry(
+            &user,
+            (&remote, &to),
+            Direction::Out,
+            id,
+            &event.stanza.element,
+        ))
+        .await;
         Flow::Continue
     }
 }
@@ -1008,7 +1018,7 @@ mod tests {
             message("<message xmlns='jabber:client' type='chat'><body>hi</body></message>");
         Pending::Write(entry(
             &owner,
-            &remote,
+            (&remote.to_bare(), &remote),
             Direction::In,
             i64::try_from(n).unwrap() + 1,
             &stanza,

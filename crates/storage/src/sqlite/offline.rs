@@ -9,13 +9,18 @@ use crate::offline::Stored;
 use crate::sql::offline::{OfflineDialect, Store, micros};
 
 /// Stores a message unless the user already has `$7` waiting.
-const INSERT_BELOW_LIMIT: &str = "INSERT INTO offline_message
+///
+/// `OR IGNORE`: what is bound never breaks a constraint (a non-empty account, texts), and a
+/// statement that cannot fail half-way needs no statement journal: an `INSERT ... SELECT`
+/// whose NOT NULL or CHECK could abort it made SQLite copy every page it changed, per store
+/// (migration 12 and docs/BENCHMARKS.md, "Statement journals").
+const INSERT_BELOW_LIMIT: &str = "INSERT OR IGNORE INTO offline_message
          (timestamp, server, username, from_jid, packet, metadata)
      SELECT $1, $2, $3, $4, $5, $6
      WHERE (SELECT COUNT(*) FROM offline_message WHERE server = $2 AND username = $3) < $7";
 
 /// The same, and only if the account exists.
-const INSERT_FOR_ACCOUNT_BELOW_LIMIT: &str = "INSERT INTO offline_message
+const INSERT_FOR_ACCOUNT_BELOW_LIMIT: &str = "INSERT OR IGNORE INTO offline_message
          (timestamp, server, username, from_jid, packet, metadata)
      SELECT $1, $2, $3, $4, $5, $6
      WHERE EXISTS (SELECT 1 FROM users WHERE server = $2 AND username = $3)

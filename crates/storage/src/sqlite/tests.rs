@@ -729,3 +729,133 @@ async fn the_archive_lives_in_a_file_of_its_own_and_rows_of_the_main_file_move_i
     assert_eq!(left, 0, "and left the main file");
     storage.close().await;
 }
+
+/// The `CREATE TABLE` text of `table`.
+async fn table_sql(pool: &SqlitePool, table: &str) -> String {
+    sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = $1")
+        .bind(table)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// A pool on a new database file at `path`, with nothing applied.
+async fn bare_pool(path: &std::path::Path) -> SqlitePool {
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
+    SqlitePool::connect_with(options).await.unwrap()
+}
+
+#[tokio::test]
+async fn offline_messages_of_version_11_keep_their_rows_and_ids_through_the_rebuild() {
+    let directory = TempDir::new().unwrap();
+    let path = database_in(&directory);
+    let before_12: Vec<Migration> = MIGRATIONS
+        .iter()
+        .copied()
+        .filter(|m| m.version < 12)
+        .collect();
+    let old = bare_pool(&path).await;
+    Migrations::apply(&old, &before_12).await.unwrap();
+    assert!(table_sql(&old, "offline_message").await.contains("length("));
+    for n in 1..=3 {
+        sqlx::query(
+            "INSERT INTO offline_message (timestamp, server, username, from_jid, packet) \
+             VALUES ($1, 'capulet.example', 'juliet', 'romeo@montague.example', '<message/>')",
+        )
+        .bind(n)
+        .execute(&old)
+        .await
+        .unwrap();
+    }
+    // The newest was delivered: its id must still never be given again.
+    sqlx::query("DELETE FROM offline_message WHERE id = 3")
+        .execute(&old)
+        .await
+        .unwrap();
+    old.close().await;
+
+    let storage = Storage::open_sqlite(&path).await.unwrap();
+    let main = pool(&storage);
+    let sql = table_sql(main, "offline_message").await;
+    assert!(!sql.contains("length("), "no function in a CHECK: {sql}");
+    assert!(sql.contains("server <> ''"), "{sql}");
+    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM offline_message ORDER BY id")
+        .fetch_all(main)
+        .await
+        .unwrap();
+    assert_eq!(ids, [1, 2]);
+    let stored = storage
+        .offline()
+        .store(
+            &jid("juliet@capulet.example"),
+            NewOfflineMessage {
+                from: &Jid::new("romeo@montague.example").unwrap(),
+                stored_at: std::time::SystemTime::now(),
+                stanza: "<message/>",
+                metadata: "",
+            },
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        stored,
+        Stored::Stored(4),
+        "the counter went through the rebuild"
+    );
+    let refused = sqlx::query(
+        "INSERT INTO offline_message (timestamp, server, username, from_jid, packet) \
+         VALUES (1, '', 'juliet', 'romeo@montague.example', '<message/>')",
+    )
+    .execute(main)
+    .await;
+    assert!(refused.is_err(), "an empty account is still refused");
+    storage.close().await;
+}
+
+#[tokio::test]
+async fn an_archive_file_of_version_1_keeps_its_rows_through_the_rebuild() {
+    let directory = TempDir::new().unwrap();
+    let path = database_in(&directory);
+    let old = bare_pool(&crate::archive_path(&path)).await;
+    Migrations::apply(&old, &crate::migrations::ARCHIVE_FILE[..1])
+        .await
+        .unwrap();
+    assert!(table_sql(&old, "mam_message").await.contains("length("));
+    sqlx::query(
+        "INSERT INTO mam_message (id, owner, remote_bare_jid, remote_resource, direction, \
+         from_jid, origin_id, search_body, message) \
+         VALUES (4242, 'juliet@capulet.example', 'romeo@montague.example', '', 'I', \
+         'romeo@montague.example/orchard', NULL, 'hi', '<message/>')",
+    )
+    .execute(&old)
+    .await
+    .unwrap();
+    old.close().await;
+
+    let storage = Storage::open_sqlite(&path).await.unwrap();
+    let juliet = jid("juliet@capulet.example");
+    let page = storage
+        .archive()
+        .query(&juliet, &crate::archive::ArchiveQuery::all(10))
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1, "the row went through the rebuild");
+    assert_eq!(page.items[0].id, 4242);
+    storage.close().await;
+    let archive = bare_pool(&crate::archive_path(&path)).await;
+    let sql = table_sql(&archive, "mam_message").await;
+    assert!(!sql.contains("length("), "no function in a CHECK: {sql}");
+    let indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'mam_message' \
+         AND sql IS NOT NULL",
+    )
+    .fetch_all(&archive)
+    .await
+    .unwrap();
+    assert_eq!(indexes, ["i_mam_message_remote"]);
+    archive.close().await;
+}
