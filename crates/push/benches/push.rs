@@ -131,3 +131,22 @@ fn publish_build_and_write(bencher: Bencher) {
         black_box(out.len())
     });
 }
+
+/// What a publish keeps for a possible retry, the old way: a copy of its element tree.
+#[divan::bench]
+fn publish_retry_copy_tree(bencher: Bencher) {
+    let registration = registrations(1).remove(0);
+    let payload = Payload::summary(1, "alice@localhost", "Hello Bob, are you there?");
+    let iq = publish_iq("localhost", &registration, &payload);
+    bencher.bench_local(|| black_box(iq.clone()));
+}
+
+/// What a publish keeps for a possible retry now: a copy of the text the outbox keeps
+/// (serialised for the outbox anyway).
+#[divan::bench]
+fn publish_retry_copy_text(bencher: Bencher) {
+    let registration = registrations(1).remove(0);
+    let payload = Payload::summary(1, "alice@localhost", "Hello Bob, are you there?");
+    let text = String::from(&publish_iq("localhost", &registration, &payload));
+    bencher.bench_local(|| black_box(text.clone()));
+}

@@ -246,6 +246,22 @@ impl Harness {
         self.send(&bob(), registration, &payload())
     }
 
+    /// Submit the payload for `message` through the outbox, as the pipeline does.
+    async fn submit_pending(&self, registration: &Registration, message: &str) -> Submitted {
+        let route = self
+            .routes
+            .choose(&bob(), registration, &payload())
+            .unwrap();
+        self.publisher
+            .submit_pending(
+                registration.key.clone(),
+                route,
+                RequestId::next(),
+                Some(message.into()),
+            )
+            .await
+    }
+
     /// What the pipeline does with one delivery: route it, count a skip, queue it.
     fn send(
         &self,
@@ -836,23 +852,13 @@ async fn a_pending_notification_is_in_the_outbox_until_delivered_and_sent_again_
     let h = harness(retrying(5), FakeAppServer::answering([wait]));
     let r = h.enabled("n1").await;
     h.settle().await;
-    let route = h.routes.choose(&bob(), &r, &payload()).unwrap();
-    let queued = h
-        .publisher
-        .submit_pending(r.key.clone(), route, RequestId::next(), Some("m1".into()))
-        .await;
-    assert_eq!(queued, Submitted::Queued);
+    assert_eq!(h.submit_pending(&r, "m1").await, Submitted::Queued);
     // Not answered within the outbox's gathering time: written; waiting for its retry (at
     // least half a second), still pending, and the same message is not queued twice.
     tokio::time::sleep(outbox::GATHER * 5).await;
     h.settle().await;
     assert_eq!(h.store.pending().await.unwrap().len(), 1);
-    let route = h.routes.choose(&bob(), &r, &payload()).unwrap();
-    let again = h
-        .publisher
-        .submit_pending(r.key.clone(), route, RequestId::next(), Some("m1".into()))
-        .await;
-    assert_eq!(again, Submitted::AlreadyPending);
+    assert_eq!(h.submit_pending(&r, "m1").await, Submitted::AlreadyPending);
     tokio::time::sleep(Duration::from_secs(10)).await;
     h.settle().await;
     assert_eq!(h.stats.notifications(Outcome::Delivered), 1);
@@ -861,12 +867,7 @@ async fn a_pending_notification_is_in_the_outbox_until_delivered_and_sent_again_
         "delivered: out of the outbox"
     );
     // Delivered at once: never written.
-    let route = h.routes.choose(&bob(), &r, &payload()).unwrap();
-    let quick = h
-        .publisher
-        .submit_pending(r.key.clone(), route, RequestId::next(), Some("m3".into()))
-        .await;
-    assert_eq!(quick, Submitted::Queued);
+    assert_eq!(h.submit_pending(&r, "m3").await, Submitted::Queued);
     tokio::time::sleep(outbox::GATHER * 5).await;
     h.settle().await;
     assert_eq!(h.stats.notifications(Outcome::Delivered), 2);
@@ -891,18 +892,39 @@ async fn a_pending_notification_is_in_the_outbox_until_delivered_and_sent_again_
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_retry_of_a_kept_publish_sends_the_same_iq_again() {
+    let wait = Answer::Error(ErrorType::Wait, DefinedCondition::ServiceUnavailable);
+    let h = harness(
+        retrying(5),
+        FakeAppServer::answering([wait.clone(), wait, Answer::Result]),
+    );
+    let r = h.enabled("n1").await;
+    h.settle().await;
+    let Route::Xmpp(built) = h.routes.choose(&bob(), &r, &payload()).unwrap() else {
+        panic!("an XMPP route")
+    };
+    assert_eq!(h.submit_pending(&r, "m1").await, Submitted::Queued);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    h.settle().await;
+    // The first try sends the IQ as built; the retries send it as the outbox kept it,
+    // parsed again.
+    let received = h.app.received();
+    assert_eq!(received.len(), 3);
+    for (attempt, iq) in received.iter().enumerate() {
+        assert_eq!(iq, &built, "attempt {attempt}");
+    }
+    assert_eq!(h.stats.notifications(Outcome::Delivered), 1);
+    assert_eq!(h.stats.retries(RetryEvent::Retried), 2);
+}
+
+#[tokio::test(start_paused = true)]
 async fn without_a_gathering_time_a_notification_is_in_the_outbox_before_it_is_queued() {
     let mut strict = retrying(5);
     strict.outbox_gather = Duration::ZERO;
     let h = harness(strict, FakeAppServer::answering([Answer::Silence]));
     let r = h.enabled("n1").await;
     h.settle().await;
-    let route = h.routes.choose(&bob(), &r, &payload()).unwrap();
-    let queued = h
-        .publisher
-        .submit_pending(r.key.clone(), route, RequestId::next(), Some("m1".into()))
-        .await;
-    assert_eq!(queued, Submitted::Queued);
+    assert_eq!(h.submit_pending(&r, "m1").await, Submitted::Queued);
     // Committed when the submission returned, before any time passed.
     assert_eq!(h.store.pending().await.unwrap().len(), 1);
 }
@@ -1033,6 +1055,7 @@ async fn jobs_set_aside_go_in_order_for_each_app_server_and_a_full_one_holds_no_
             request: RequestId::next(),
             reply: None,
             outbox: None,
+            kept: None,
             attempt,
             decided: SystemTime::now(),
         }
