@@ -177,7 +177,7 @@ struct Job {
     outbox: Option<i64>,
     /// The publish IQ as the outbox keeps it (serialised when it was kept), when a retry may
     /// follow: a retry parses it again instead of every publish copying its element tree
-    /// for a retry that seldom comes (about 130 allocations a notification).
+    /// for a retry that seldom comes (88 allocations, `publish_retry_copy_tree`).
     kept: Option<String>,
     /// Tries made before this one.
     attempt: u32,
