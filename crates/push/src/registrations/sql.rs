@@ -357,12 +357,15 @@ where
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
-        // One statement per 100 rows (9 parameters each).
+        // One statement per 100 rows (9 parameters each). A row already pending is skipped:
+        // `INSERT OR IGNORE` on SQLite, whose statement then cannot fail half-way and needs
+        // no statement journal (a copy of every page it changes; `herald_storage::migrations`).
+        let (insert, on_conflict) = DB::SQL.insert_ignoring;
         for chunk in pending.chunks(100) {
-            let mut sql = String::from(
-                "INSERT INTO herald_push_outbox
+            let mut sql = format!(
+                "{insert} herald_push_outbox
                      (id, owner_jid, pubsub_jid, node, message, route, device, body, created_at)
-                 VALUES ",
+                 VALUES "
             );
             for row in 0..chunk.len() {
                 if row > 0 {
@@ -377,7 +380,7 @@ where
                 }
                 sql.push(')');
             }
-            sql.push_str(" ON CONFLICT DO NOTHING");
+            sql.push_str(on_conflict);
             // Only placeholders are added to the text; every value is bound.
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for (id, push) in chunk {
