@@ -739,13 +739,11 @@ async fn table_sql(pool: &SqlitePool, table: &str) -> String {
         .unwrap()
 }
 
-/// A pool on a new database file at `path`, with nothing applied.
+/// A pool on the database file at `path` as herald opens it, with no migration applied.
 async fn bare_pool(path: &std::path::Path) -> SqlitePool {
-    let options = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(path)
-        .create_if_missing(true)
-        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
-    SqlitePool::connect_with(options).await.unwrap()
+    super::open_pool(path, super::Durability::Normal)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
