@@ -1,6 +1,7 @@
 //! Arbitrary bytes, split at fuzzer-chosen points, through [`StreamParser`], and every framed
-//! element through [`Stanza::parse`] and [`Stanza::error_reply`]: bad input must end in a
-//! precise [`FrameError`], never a panic or a hang.
+//! element through [`Stanza::parse`], [`Stanza::error_reply`] and herald's writer
+//! ([`serialise`], which must write what minidom writes): bad input must end in a precise
+//! [`FrameError`], never a panic or a hang.
 //!
 //! Input: `[limit, split, data @ ..]`.
 //! * `limit`: bits 0-2 choose `max_stanza_size`, 1 KiB << (0..=6); bit 7 restarts the stream
@@ -11,6 +12,7 @@
 
 #![no_main]
 
+use herald_stream::serialise;
 use herald_stream::stanza::Stanza;
 use herald_stream::{Frame, FrameError, StreamHeader, StreamParser};
 use libfuzzer_sys::fuzz_target;
@@ -157,8 +159,15 @@ impl Order {
     }
 }
 
-/// What the server does with a first-level element: parse it, and answer it with an error.
+/// What the server does with a first-level element: parse it, and answer it with an error;
+/// and write it out as herald's writer does it, which must be what minidom writes.
 fn answer(element: &Element) {
+    let written = serialise::to_string(element);
+    assert_eq!(written, String::from(element));
+    if !element.has_ns("") {
+        let back: Element = written.parse().expect("what herald writes parses");
+        assert_eq!(&back, element);
+    }
     match Stanza::parse(element.clone()) {
         Ok(stanza) => {
             match stanza.error_reply(ErrorType::Cancel, DefinedCondition::ServiceUnavailable) {

@@ -194,7 +194,18 @@ impl Conn {
 
     /// Queue an element for the peer.
     pub fn queue(&mut self, element: &Element) {
-        if let Err(error) = element.write_to(&mut self.write_buf) {
+        if let Err(error) = herald_stream::serialise::write(element, &mut self.write_buf) {
+            tracing::error!(%error, "cannot serialise an element");
+        }
+    }
+
+    /// Queue an element for the peer, moved from namespace `from` to `to` on the way (a
+    /// stanza for a component's or a server's stream: XEP-0114 section 3, RFC 6120 section
+    /// 4.8.3), without building the moved copy.
+    pub fn queue_moving(&mut self, element: &Element, from: &str, to: &str) {
+        let written =
+            herald_stream::serialise::write_moving(element, from, to, &mut self.write_buf);
+        if let Err(error) = written {
             tracing::error!(%error, "cannot serialise an element");
         }
     }

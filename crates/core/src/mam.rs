@@ -426,10 +426,9 @@ pub fn archivable(kind: MessageType, message: &Element) -> bool {
         return false;
     }
     message.has_child("store", HINTS)
-        || message.children().any(|child| {
-            (child.name() == "body" && child.ns() == herald_stream::ns::CLIENT)
-                || child.name() == "encrypted"
-        })
+        || message
+            .children()
+            .any(|child| child.is("body", herald_stream::ns::CLIENT) || child.name() == "encrypted")
 }
 
 /// The row of `message` in `owner`'s archive; `remote` is the other party, bare and as
@@ -458,7 +457,7 @@ fn entry(
         from: message.attr("from").unwrap_or_default().to_owned(),
         origin_id,
         body,
-        message: String::from(message),
+        message: herald_stream::serialise::to_string(message),
     }
 }
 

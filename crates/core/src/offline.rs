@@ -177,11 +177,14 @@ impl Handler<OfflineMessage> for Store {
             let mut element = event.stanza.element.clone();
             let held_since = take_own_delay(server, &mut element);
             (
-                String::from(&element),
+                herald_stream::serialise::to_string(&element),
                 held_since.unwrap_or_else(SystemTime::now),
             )
         } else {
-            (String::from(&event.stanza.element), SystemTime::now())
+            (
+                herald_stream::serialise::to_string(&event.stanza.element),
+                SystemTime::now(),
+            )
         };
         let from = event
             .stanza

@@ -285,7 +285,7 @@ pub struct Sm {
 /// only message, presence and iq).
 pub fn is_stanza(element: &Element) -> bool {
     matches!(element.name(), "message" | "presence" | "iq")
-        && element.ns() == herald_stream::ns::CLIENT
+        && element.has_ns(herald_stream::ns::CLIENT)
 }
 
 impl Sm {

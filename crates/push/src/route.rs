@@ -28,7 +28,7 @@ impl Route {
     /// The route as the outbox keeps it.
     pub fn stored(&self) -> StoredRoute {
         match self {
-            Route::Xmpp(iq) => StoredRoute::Xmpp(String::from(iq)),
+            Route::Xmpp(iq) => StoredRoute::Xmpp(herald_stream::serialise::to_string(iq)),
             Route::Http(notification) => StoredRoute::Http {
                 device: notification.device_id.clone(),
                 body: String::from_utf8_lossy(&notification.body).into_owned(),

@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the stream layer's hot path: bytes to stanzas (rxml framing in
-//! `StreamParser`), typed addressing (`Stanza::parse`), and stanzas back to bytes (minidom).
+//! `StreamParser`), typed addressing (`Stanza::parse`), and stanzas back to bytes (minidom's
+//! writer, and herald's `serialise` beside it).
 //! Run with `cargo bench -p herald-stream`.
 
 use divan::{Bencher, black_box, counter::BytesCount};
@@ -116,4 +117,42 @@ fn write_publish(bencher: Bencher) {
         element.write_to(&mut out).unwrap();
         black_box(out.len())
     });
+}
+
+/// The message written by herald's writer (`serialise::write`), as a session's writer does.
+#[divan::bench]
+fn write_message_herald(bencher: Bencher) {
+    let element = first_element(&message(1));
+    let mut out = Vec::with_capacity(1024);
+    bencher.bench_local(|| {
+        out.clear();
+        herald_stream::serialise::write(&element, &mut out).unwrap();
+        black_box(out.len())
+    });
+}
+
+/// The publish IQ written by herald's writer.
+#[divan::bench]
+fn write_publish_herald(bencher: Bencher) {
+    let element = first_element(PUBLISH);
+    let mut out = Vec::with_capacity(2048);
+    bencher.bench_local(|| {
+        out.clear();
+        herald_stream::serialise::write(&element, &mut out).unwrap();
+        black_box(out.len())
+    });
+}
+
+/// The message as a new string (an offline or archive row), by minidom and by herald.
+#[divan::bench]
+fn message_to_string(bencher: Bencher) {
+    let element = first_element(&message(1));
+    bencher.bench_local(|| black_box(String::from(&element)));
+}
+
+/// The same by herald's writer (`serialise::to_string`).
+#[divan::bench]
+fn message_to_string_herald(bencher: Bencher) {
+    let element = first_element(&message(1));
+    bencher.bench_local(|| black_box(herald_stream::serialise::to_string(&element)));
 }

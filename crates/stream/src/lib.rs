@@ -5,6 +5,7 @@
 //! * [`header`] writes the stream header and reads the client's one.
 //! * [`errors`] names the stream error conditions (RFC 6120 section 4.9.3).
 //! * [`stanza`] parses a top-level element into a [`stanza::Stanza`] with typed addressing.
+//! * [`serialise`] writes elements back to bytes, without minidom's per-item allocations.
 //! * [`tls`] loads or generates certificates and builds the rustls acceptor.
 //! * [`transport`] is a TCP socket that may have been upgraded to TLS.
 
@@ -12,6 +13,7 @@ pub mod errors;
 pub mod frame;
 pub mod header;
 pub mod ns;
+pub mod serialise;
 pub mod stanza;
 pub mod tls;
 pub mod transport;

@@ -144,7 +144,7 @@ pub fn remove_attr(element: &mut Element, name: &'static str) {
 impl Stanza {
     /// Parse a first-level element received on a client stream.
     pub fn parse(element: Element) -> Result<Stanza, Box<Rejected>> {
-        if element.ns() != ns::CLIENT {
+        if !element.has_ns(ns::CLIENT) {
             let name = element.name().to_owned();
             return reject(StanzaParseError::NotAStanza(name), element);
         }

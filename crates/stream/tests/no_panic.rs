@@ -9,6 +9,7 @@
 use std::process::Command;
 use std::thread;
 
+use herald_stream::serialise;
 use herald_stream::stanza::Stanza;
 use herald_stream::{Frame, FrameError, StreamHeader, StreamParser};
 use minidom::Element;
@@ -307,8 +308,22 @@ impl FrameOrder {
     }
 }
 
-/// What the server does with a first-level element: parse it, and answer with an error.
+/// What the server does with a first-level element: parse it, and answer with an error;
+/// and write it out as herald's writer does it, which must be what minidom writes and parse
+/// back into the same element.
 fn check_stanza(element: &Element) {
+    let written = serialise::to_string(element);
+    assert_eq!(written, String::from(element));
+    let mut bytes = Vec::new();
+    serialise::write(element, &mut bytes).expect("a parsed element can be written");
+    assert_eq!(bytes, written.as_bytes());
+    // minidom parses no document whose root has no namespace.
+    if !element.has_ns("") {
+        let back: Element = written
+            .parse()
+            .unwrap_or_else(|e| panic!("{e:?}: {written}"));
+        assert_eq!(&back, element);
+    }
     match Stanza::parse(element.clone()) {
         Ok(stanza) => {
             let reply = stanza.error_reply(ErrorType::Cancel, DefinedCondition::ServiceUnavailable);

@@ -620,10 +620,10 @@ impl Session {
         element: Element,
         liveness: &mut Liveness,
     ) -> Result<(), End> {
-        if element.ns() == sm::NS {
+        if element.has_ns(sm::NS) {
             return self.stream_management(conn, element, liveness).await;
         }
-        if element.ns() == csi::NS && self.server.csi.is_some() {
+        if element.has_ns(csi::NS) && self.server.csi.is_some() {
             return self.client_state(&element).await;
         }
         let counted = sm::is_stanza(&element);

@@ -242,9 +242,9 @@ async fn run(
             outbound = rx.recv() => {
                 let first = outbound?;
                 // What modules recorded about a stanza stays with herald.
-                conn.queue(&with_namespace(first.stanza, ns::CLIENT, COMPONENT_NS));
+                conn.queue_moving(&first.stanza, ns::CLIENT, COMPONENT_NS);
                 while let Some(next) = rx.try_recv() {
-                    conn.queue(&with_namespace(next.stanza, ns::CLIENT, COMPONENT_NS));
+                    conn.queue_moving(&next.stanza, ns::CLIENT, COMPONENT_NS);
                 }
                 if conn.flush().await.is_err() {
                     return None;
@@ -282,7 +282,7 @@ async fn inbound(
         Err(Rejected::Stream(condition)) => return Some(condition),
         Err(Rejected::Reply(None)) => return None,
         Err(Rejected::Reply(Some(reply))) => {
-            conn.queue(&with_namespace(reply, ns::CLIENT, COMPONENT_NS));
+            conn.queue_moving(&reply, ns::CLIENT, COMPONENT_NS);
             return conn
                 .flush()
                 .await

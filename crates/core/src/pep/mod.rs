@@ -476,7 +476,13 @@ impl Pep {
             stored.append_child(payload.clone());
         }
         self.store
-            .put(owner, ITEMS, node, &id, &String::from(&stored))
+            .put(
+                owner,
+                ITEMS,
+                node,
+                &id,
+                &herald_stream::serialise::to_string(&stored),
+            )
             .await
             .map_err(storage)?;
         self.trim(owner, node, &config).await?;

@@ -57,7 +57,7 @@ pub(super) async fn stanza(
         Err(Rejected::Reply(Some(mut reply))) => {
             set_attr(&mut reply, "from", to.to_string());
             set_attr(&mut reply, "to", from.to_string());
-            conn.queue(&with_namespace(reply, ns::CLIENT, ns::SERVER));
+            conn.queue_moving(&reply, ns::CLIENT, ns::SERVER);
             return Ok(());
         }
     };

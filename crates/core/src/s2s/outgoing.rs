@@ -5,10 +5,7 @@
 use std::sync::Arc;
 
 use base64::Engine;
-use herald_stream::{
-    Frame, Stanza, StreamErrorCondition, StreamHeader, ns, stanza::with_namespace,
-    transport::Transport,
-};
+use herald_stream::{Frame, Stanza, StreamErrorCondition, StreamHeader, ns, transport::Transport};
 use minidom::Element;
 use rustls_pki_types::ServerName;
 use tokio::{net::TcpStream, sync::mpsc};
@@ -94,7 +91,7 @@ pub(super) async fn run(
     match end {
         End::Idle | End::Shutdown => {
             for element in left {
-                conn.queue(&with_namespace(element, ns::CLIENT, ns::SERVER));
+                conn.queue_moving(&element, ns::CLIENT, ns::SERVER);
             }
             if end == End::Shutdown {
                 conn.fail(StreamErrorCondition::SystemShutdown, &pair.local)
@@ -170,9 +167,9 @@ async fn serve(
             element = queue.recv() => {
                 let Some(element) = element else { return End::Idle };
                 deadline = tokio::time::Instant::now() + idle;
-                conn.queue(&with_namespace(element, ns::CLIENT, ns::SERVER));
+                conn.queue_moving(&element, ns::CLIENT, ns::SERVER);
                 while let Ok(next) = queue.try_recv() {
-                    conn.queue(&with_namespace(next, ns::CLIENT, ns::SERVER));
+                    conn.queue_moving(&next, ns::CLIENT, ns::SERVER);
                 }
                 if conn.flush().await.is_err() {
                     return End::Broken;

@@ -76,7 +76,7 @@ pub(super) fn call(message: &Message) -> Option<Payload> {
         return None;
     }
     let jingle = message.stanza.children().find(|child| {
-        child.ns() == JINGLE_MESSAGE
+        child.has_ns(JINGLE_MESSAGE)
             && matches!(child.name(), "propose" | "retract")
             && child.attr("id").is_some_and(|id| !id.is_empty())
     })?;

@@ -53,7 +53,7 @@ pub(super) fn call(message: &Message) -> Option<Payload> {
     let jingle = message
         .stanza
         .children()
-        .find(|child| child.ns() == JINGLE_MESSAGE && child.attr("id").is_some())?;
+        .find(|child| child.has_ns(JINGLE_MESSAGE) && child.attr("id").is_some())?;
     Some(defaults::call_payload(message, jingle))
 }
 
