@@ -97,7 +97,7 @@ pub fn write(element: &Element, out: &mut Vec<u8>) -> Result<(), minidom::Error>
 }
 
 /// Append `element` moved from namespace `from` to namespace `to` (itself and its
-/// descendants), as [`crate::stanza::with_namespace`] followed by [`write`] would, without
+/// descendants), as [`crate::stanza::with_namespace`] followed by [`write()`] would, without
 /// building the moved copy: a stanza written to a component's or a server's stream.
 pub fn write_moving(
     element: &Element,
