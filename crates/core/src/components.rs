@@ -53,13 +53,16 @@ impl ComponentHandle {
     /// full. A busy component is not disconnected: the stanza is bounced with
     /// wait/resource-constraint, which tells the sender to retry later.
     pub fn deliver(&self, stanza: impl Into<crate::envelope::Envelope>) -> bool {
-        crate::sessions::push_or_close(
-            &self.outbound,
-            &self.control,
-            stanza.into(),
-            &self.domain,
-            false,
-        )
+        self.try_deliver(stanza.into()).is_ok()
+    }
+
+    /// [`ComponentHandle::deliver`], with the stanza handed back when it was not queued (for
+    /// the caller's error reply, without a copy made beforehand in case).
+    pub fn try_deliver(
+        &self,
+        stanza: crate::envelope::Envelope,
+    ) -> Result<(), Box<crate::envelope::Envelope>> {
+        crate::sessions::push_or_close(&self.outbound, &self.control, stanza, &self.domain, false)
     }
 }
 

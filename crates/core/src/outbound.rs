@@ -133,7 +133,7 @@ impl PendingIqs {
 
     /// Hand a reply (an iq result or error addressed to the server) to the waiting caller.
     /// Returns whether it matched: same id, and sent by the JID the IQ went to.
-    pub(crate) fn resolve(&self, reply: &Stanza) -> bool {
+    pub(crate) fn resolve(&self, reply: Stanza) -> bool {
         if !matches!(reply.kind, StanzaKind::Iq(IqType::Result | IqType::Error)) {
             return false;
         }
@@ -150,7 +150,7 @@ impl PendingIqs {
         };
         let Some(pending) = pending else { return false };
         self.count.fetch_sub(1, Ordering::AcqRel);
-        let _ = pending.reply.send(reply.element.clone());
+        let _ = pending.reply.send(reply.element);
         true
     }
 }

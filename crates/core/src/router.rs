@@ -96,7 +96,9 @@ impl Server {
                 presence::route(self, sender, kind, stanza).await;
                 return;
             }
-            if !component.deliver(stanza.element.clone()) {
+            // Handed over whole; back only if refused, for the error reply.
+            if let Err(refused) = component.try_deliver(Envelope::new(stanza.element)) {
+                stanza.element = refused.stanza;
                 self.bounce(
                     &stanza,
                     ErrorType::Wait,
@@ -266,7 +268,7 @@ impl Server {
         } else if to.node().is_none() {
             // A reply to the server itself: an answer to an outbound IQ.
             if let Ok(stanza) = Stanza::parse(reply) {
-                self.outbound.resolve(&stanza);
+                self.outbound.resolve(stanza);
             }
         }
     }
@@ -491,7 +493,7 @@ impl Server {
         }
     }
 
-    async fn route_iq(&self, origin: Origin<'_>, kind: IqType, stanza: Stanza) {
+    async fn route_iq(&self, origin: Origin<'_>, kind: IqType, mut stanza: Stanza) {
         let replying = matches!(kind, IqType::Result | IqType::Error);
         let (scope, target) = match (&stanza.to, origin) {
             // RFC 6120 section 8.1.1.1 and 10.3.3: no `to` is answered by the server on
@@ -502,7 +504,8 @@ impl Server {
                 let Ok(full) = to.try_as_full() else { return };
                 match self.sessions.get(full) {
                     Some(session) => {
-                        if !session.deliver(stanza.element.clone()) {
+                        if let Err(refused) = session.try_deliver(Envelope::new(stanza.element)) {
+                            stanza.element = refused.stanza;
                             self.bounce(
                                 &stanza,
                                 ErrorType::Wait,
@@ -524,7 +527,7 @@ impl Server {
             (Some(to), _) => {
                 if replying {
                     // A reply addressed to the server: the answer to an outbound IQ.
-                    self.outbound.resolve(&stanza);
+                    self.outbound.resolve(stanza);
                     return;
                 }
                 (IqScope::Server, to.clone())

@@ -101,28 +101,29 @@ pub(crate) fn next_session_id() -> SessionId {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
-/// Queue a stanza for a connection without waiting. When the queue is full, `false` is
-/// returned (the caller keeps or bounces the stanza), and with `stall_when_full` the
-/// connection is dropped as not reading (RFC 6120 section 4.9.3.16, resource-constraint).
+/// Queue a stanza for a connection without waiting. When the queue is full (or the
+/// connection gone) the stanza is handed back (the caller keeps or bounces it), and with
+/// `stall_when_full` the connection is dropped as not reading (RFC 6120 section 4.9.3.16,
+/// resource-constraint).
 pub(crate) fn push_or_close(
     queue: &Outbox,
     control: &SessionControl,
     stanza: crate::envelope::Envelope,
     who: &dyn std::fmt::Display,
     stall_when_full: bool,
-) -> bool {
+) -> Result<(), Box<crate::envelope::Envelope>> {
     match queue.try_send(stanza) {
-        Ok(()) => true,
-        Err(Refused::Full(_)) => {
+        Ok(()) => Ok(()),
+        Err(Refused::Full(stanza)) => {
             if stall_when_full {
                 tracing::warn!(peer = %who, "outbound queue full; dropping the connection of a client that does not read");
                 control.stall();
             } else {
                 tracing::warn!(peer = %who, "outbound queue full; bouncing");
             }
-            false
+            Err(stanza)
         }
-        Err(Refused::Closed(_)) => false,
+        Err(Refused::Closed(stanza)) => Err(stanza),
     }
 }
 
@@ -173,13 +174,16 @@ impl SessionHandle {
     /// returned, so that the router keeps the stanza another way (a message goes to offline
     /// storage and push).
     pub fn deliver(&self, stanza: impl Into<crate::envelope::Envelope>) -> bool {
-        push_or_close(
-            &self.outbound,
-            &self.control,
-            stanza.into(),
-            &self.jid,
-            true,
-        )
+        self.try_deliver(stanza.into()).is_ok()
+    }
+
+    /// [`SessionHandle::deliver`], with the stanza handed back when it was not queued (for
+    /// the caller's error reply, without a copy made beforehand in case).
+    pub fn try_deliver(
+        &self,
+        stanza: crate::envelope::Envelope,
+    ) -> Result<(), Box<crate::envelope::Envelope>> {
+        push_or_close(&self.outbound, &self.control, stanza, &self.jid, true)
     }
 }
 

@@ -348,3 +348,45 @@ async fn shutdown_ends_component_streams_with_system_shutdown() {
         Closed::StreamError("system-shutdown".into())
     );
 }
+
+#[tokio::test]
+async fn a_component_that_stops_reading_has_senders_told_to_wait_with_their_message_back() {
+    let mut server = TestServer::start(CONFIG).await;
+    server.add_user("alice@localhost", "pw").await;
+    // Connected, and never read again: its socket and then its queue (32 MiB) fill up.
+    let _component = Component::connect(service(&server, DISCONNECT), "bot.localhost", "secret")
+        .await
+        .unwrap();
+    let mut alice = Client::online(&server, "alice@localhost", "pw", "phone", 0).await;
+    let body = "x".repeat(60_000);
+    let mut refused = None;
+    for i in 0..2_000 {
+        alice
+            .send(&format!(
+                "<message to='echo@bot.localhost' type='chat' id='m{i}'><body>{body}</body></message>"
+            ))
+            .await;
+        if i % 20 == 19 && !alice.nothing_within(Duration::from_millis(1)).await {
+            refused = Some(alice.next_non_presence().await);
+            break;
+        }
+    }
+    let refused = refused.expect("the full component's queue refuses a message");
+    // XEP-0114 components are not disconnected for being slow: the sender is told to retry
+    // later (RFC 6120 section 8.3.3.18), and a message's error carries the message back.
+    assert_eq!(
+        refused.attr("type"),
+        Some("error"),
+        "{:?}",
+        refused.attr("id")
+    );
+    assert_eq!(condition(&refused).as_deref(), Some("resource-constraint"));
+    let error = refused.get_child("error", "jabber:client").unwrap();
+    assert_eq!(error.attr("type"), Some("wait"));
+    assert_eq!(refused.attr("from"), Some("echo@bot.localhost"));
+    assert_eq!(
+        refused.get_child("body", "jabber:client").unwrap().text(),
+        body
+    );
+    server.shutdown().await;
+}
