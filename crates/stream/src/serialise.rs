@@ -8,10 +8,10 @@
 //! stanzas").
 //! This writer appends to the caller's buffer directly. It writes what minidom writes for the
 //! elements herald meets (checked byte for byte in the tests): an element's namespace declared
-//! as the default one (`xmlns='...'`) where it differs from its parent's, attributes in single
-//! quotes, `xml:` attributes, text and attribute values escaped as rxml escapes them (XML 1.0
-//! section 2.4 and section 3.3.3's attribute-value normalisation kept at bay with character
-//! references). Anything else (a namespace prefix declared on an element, an attribute in
+//! as the default one (`xmlns='...'`) where it differs from its parent's or where the element
+//! was parsed with that declaration, attributes in single quotes, `xml:` attributes, text and
+//! attribute values escaped as rxml escapes them (XML 1.0 section 2.4 and section 3.3.3's
+//! attribute-value normalisation kept at bay with character references). Anything else (a namespace prefix declared on an element, an attribute in
 //! another namespace, a name this writer does not vouch for) is handed to minidom's writer
 //! whole.
 //!
@@ -83,19 +83,7 @@ impl Sink for String {
 /// Append `element` to `out`, as minidom's `write_to` would; on an error nothing of the
 /// element is left in `out`.
 pub fn write(element: &Element, out: &mut Vec<u8>) -> Result<(), minidom::Error> {
-    if out.capacity() == 0 {
-        out.reserve(RESERVE);
-    }
-    let start = out.len();
-    if write_element(element, out).is_some() {
-        return Ok(());
-    }
-    out.truncate(start);
-    let written = element.write_to(out);
-    if written.is_err() {
-        out.truncate(start);
-    }
-    written
+    write_with(element, None, out)
 }
 
 /// Append `element` moved from namespace `from` to namespace `to` (itself and its
@@ -107,20 +95,32 @@ pub fn write_moving(
     to: &str,
     out: &mut Vec<u8>,
 ) -> Result<(), minidom::Error> {
+    write_with(element, Some((from, to)), out)
+}
+
+/// [`write()`], moving a namespace if `moving` says so; minidom's writer (on a moved copy)
+/// for what this one leaves to it.
+fn write_with(
+    element: &Element,
+    moving: Option<(&str, &str)>,
+    out: &mut Vec<u8>,
+) -> Result<(), minidom::Error> {
     if out.capacity() == 0 {
         out.reserve(RESERVE);
     }
     let start = out.len();
     let mut writer = Writer {
         out: &mut *out,
-        moving: Some((from, to)),
+        moving,
     };
     if writer.element(element, None).is_some() {
         return Ok(());
     }
     out.truncate(start);
-    let moved = crate::stanza::with_namespace(element.clone(), from, to);
-    let written = moved.write_to(out);
+    let written = match moving {
+        Some((from, to)) => crate::stanza::with_namespace(element.clone(), from, to).write_to(out),
+        None => element.write_to(out),
+    };
     if written.is_err() {
         out.truncate(start);
     }
@@ -202,11 +202,22 @@ impl<S: Sink> Writer<'_, S> {
             Some((from, to)) if own == from => to,
             _ => own,
         };
-        let declared = match parent {
-            Some(parent) => parent.written != written,
-            // An element in no namespace at the top needs no declaration.
-            None => !written.is_empty(),
+        // A default namespace declared on the element itself (a parsed element keeps those
+        // of its source): minidom writes it again even where the parent's is the same, and
+        // so does this writer. A moved element is a fresh copy without them.
+        let kept = match self.moving {
+            None => element.prefixes.declared_prefixes().get(&None),
+            Some(_) => None,
         };
+        if kept.is_some_and(|kept| kept != own) {
+            return None;
+        }
+        let declared = kept.is_some()
+            || match parent {
+                Some(parent) => parent.written != written,
+                // An element in no namespace at the top needs no declaration.
+                None => !written.is_empty(),
+            };
         if declared {
             self.out.put(" xmlns='");
             escape(written, true, self.out);
@@ -380,6 +391,7 @@ mod tests {
         "<empty xmlns='urn:a'></empty>",
         "<a xmlns='urn:a'><b xmlns=''><c/></b></a>",
         "<a xmlns='urn:a' b-c='1' d_e.f='2' _g='3'/>",
+        "<a xmlns='urn:a'><b xmlns='urn:a'><c xmlns='urn:c'><d xmlns='urn:c'/></c></b></a>",
     ];
 
     #[test]
