@@ -5,7 +5,9 @@
 //!
 //! Input: `[limit, split, data @ ..]`.
 //! * `limit`: bits 0-2 choose `max_stanza_size`, 1 KiB << (0..=6); bit 7 restarts the stream
-//!   (as after STARTTLS or SASL success) after the first element, and feeds the rest anew.
+//!   (as after STARTTLS or SASL success) after the first element, and feeds the rest anew;
+//!   bit 6 releases the parser's buffers after every chunk (as an idle connection does,
+//!   which parks the parser between stanzas).
 //! * `split`: 0 feeds `data` whole; otherwise `data` goes in chunks of 1..=`split` bytes, the
 //!   lengths drawn from a xorshift seeded with `split`. Without a restart, the chunked run must
 //!   give the same frames and error as the whole one.
@@ -25,11 +27,12 @@ fuzz_target!(|input: &[u8]| {
     };
     let limit = 1024 << (control & 7).min(6);
     let restart = control & 0x80 != 0;
-    let chunked = run(limit, data, *split, restart);
+    let release = control & 0x40 != 0;
+    let chunked = run(limit, data, *split, restart, release);
     if !restart {
         assert_eq!(
             chunked,
-            run(limit, data, 0, false),
+            run(limit, data, 0, false, false),
             "chunking changed the outcome"
         );
     }
@@ -73,7 +76,7 @@ impl From<&FrameError> for ErrorKind {
 }
 
 /// Feed `data` as `split` says; the first error ends the run, as it ends the stream.
-fn run(limit: usize, data: &[u8], split: u8, restart: bool) -> Outcome {
+fn run(limit: usize, data: &[u8], split: u8, restart: bool, release: bool) -> Outcome {
     let mut parser = StreamParser::new(limit);
     let mut order = Order::default();
     let mut chunks = Chunks(u64::from(split).max(1), split);
@@ -85,6 +88,9 @@ fn run(limit: usize, data: &[u8], split: u8, restart: bool) -> Outcome {
         rest = later;
         let mut out = Vec::new();
         let result = parser.feed(now, &mut out);
+        if release {
+            parser.release_buffers();
+        }
         let mut elements = 0;
         for frame in out {
             elements += usize::from(matches!(frame, Frame::Element(_)));
