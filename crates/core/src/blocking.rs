@@ -332,7 +332,7 @@ async fn presence_to(server: &Server, user: &BareJid, jid: &Jid, available: bool
             continue;
         };
         let mut stanza = if available {
-            presence
+            presence.element()
         } else {
             let mut unavailable = Element::bare("presence", herald_stream::ns::CLIENT);
             set_attr(&mut unavailable, "type", "unavailable");

@@ -6,15 +6,25 @@ use herald_stream::{
     Frame, FrameError, StreamErrorCondition, StreamHeader, StreamParser, ns, transport::Transport,
 };
 use minidom::Element;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWriteExt};
 
-/// Bytes read from the transport at once. Small stanzas are the norm; a large one takes a few
-/// reads. Every connection holds this much while it waits, so it is kept modest.
-const READ_CHUNK: usize = 4 * 1024;
+/// Bytes read from the transport at once (a TLS record's largest plaintext), into a buffer of
+/// the thread's ([`READ_BUF`]), not the connection's.
+const READ_CHUNK: usize = 16 * 1024;
+
+thread_local! {
+    /// The buffer every connection polled on this thread reads into. A read is fed to the
+    /// connection's parser in the same poll that took it from the socket, so no connection
+    /// holds a read buffer of its own, busy or idle: one 4 KiB buffer a connection was the
+    /// largest part of an idle session's memory after TLS, and freeing it while idle left a
+    /// hole the allocator could not give back (it holds no whole page).
+    static READ_BUF: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
+}
 
 /// A connection that has read nothing for this long gives its buffers back while it waits
-/// (the read buffer, the parser's scratch buffers, an empty write buffer): most sessions sit
-/// idle for hours between stanzas, and a busy one keeps its buffers.
+/// (the parser's scratch buffers and state, an empty write buffer): most sessions sit idle
+/// for hours between stanzas, and a busy one keeps its buffers.
 const IDLE_RELEASE: Duration = Duration::from_secs(2);
 
 /// A write buffer that grew beyond this while busy is given back after its flush, so that a
@@ -38,7 +48,6 @@ pub(crate) struct Conn {
     frames: VecDeque<Frame>,
     scratch: Vec<Frame>,
     broken: Option<FrameError>,
-    read_buf: Vec<u8>,
     write_buf: Vec<u8>,
     /// Our stream header for the current stream has been sent.
     pub header_sent: bool,
@@ -62,7 +71,6 @@ impl Conn {
             frames: VecDeque::new(),
             scratch: Vec::new(),
             broken: None,
-            read_buf: vec![0; READ_CHUNK],
             // Grows with the first write: many sessions send little after their login.
             write_buf: Vec::new(),
             header_sent: false,
@@ -128,64 +136,57 @@ impl Conn {
             if let Some(error) = self.broken.take() {
                 return Err(ReadError::Frame(error));
             }
-            if self.read_buf.is_empty() {
-                // Released while idle by a read that was then cancelled (a select).
-                self.read_buf = vec![0; READ_CHUNK];
-            }
-            let n =
-                match tokio::time::timeout(IDLE_RELEASE, self.transport.read(&mut self.read_buf))
-                    .await
-                {
-                    Ok(read) => read.map_err(ReadError::Io)?,
-                    Err(_) => self.read_when_idle().await?,
-                };
+            let n = match tokio::time::timeout(IDLE_RELEASE, self.read_and_feed()).await {
+                Ok(read) => read?,
+                Err(_) => {
+                    self.release_idle();
+                    self.read_and_feed().await?
+                }
+            };
             if n == 0 {
                 return Err(ReadError::Eof);
-            }
-            let result = self.parser.feed(&self.read_buf[..n], &mut self.scratch);
-            self.frames.extend(self.scratch.drain(..));
-            if let Err(error) = result {
-                self.broken = Some(error);
             }
         }
     }
 
-    /// Wait for the peer with the buffers given back (reads are cancel-safe, so the timed-out
-    /// read lost nothing): one byte is awaited, then the read buffer comes back and takes
-    /// what else has arrived without waiting. The count of bytes now in `read_buf`.
-    async fn read_when_idle(&mut self) -> Result<usize, ReadError> {
+    /// Wait for bytes; read them into the thread's buffer and feed them to the parser in the
+    /// same poll. Cancel-safe: a poll that takes bytes also parses them. The count read (0 at
+    /// the end of the stream).
+    async fn read_and_feed(&mut self) -> Result<usize, ReadError> {
+        std::future::poll_fn(|context| {
+            READ_BUF.with_borrow_mut(|buf| {
+                let mut read = tokio::io::ReadBuf::new(buf);
+                match std::pin::Pin::new(&mut self.transport).poll_read(context, &mut read) {
+                    std::task::Poll::Pending => std::task::Poll::Pending,
+                    std::task::Poll::Ready(Err(error)) => {
+                        std::task::Poll::Ready(Err(ReadError::Io(error)))
+                    }
+                    std::task::Poll::Ready(Ok(())) => {
+                        let n = read.filled().len();
+                        if n > 0 {
+                            let result = self.parser.feed(&buf[..n], &mut self.scratch);
+                            self.frames.extend(self.scratch.drain(..));
+                            if let Err(error) = result {
+                                self.broken = Some(error);
+                            }
+                        }
+                        std::task::Poll::Ready(Ok(n))
+                    }
+                }
+            })
+        })
+        .await
+    }
+
+    /// The peer has been quiet for [`IDLE_RELEASE`]: give back what only reading needs.
+    fn release_idle(&mut self) {
         self.parser.release_buffers();
-        self.read_buf = Vec::new();
         self.frames.shrink_to_fit();
         self.scratch.shrink_to_fit();
         if self.write_buf.is_empty() {
             self.write_buf = Vec::new();
         }
         crate::memory::released();
-        let mut first = [0u8; 1];
-        let n = self
-            .transport
-            .read(&mut first)
-            .await
-            .map_err(ReadError::Io)?;
-        self.read_buf = vec![0; READ_CHUNK];
-        if n == 0 {
-            return Ok(0);
-        }
-        self.read_buf[0] = first[0];
-        let more = std::future::poll_fn(|context| {
-            let mut buf = tokio::io::ReadBuf::new(&mut self.read_buf[1..]);
-            std::task::Poll::Ready(
-                match std::pin::Pin::new(&mut self.transport).poll_read(context, &mut buf) {
-                    std::task::Poll::Ready(Ok(())) => Ok(buf.filled().len()),
-                    std::task::Poll::Ready(Err(error)) => Err(error),
-                    std::task::Poll::Pending => Ok(0),
-                },
-            )
-        })
-        .await
-        .map_err(ReadError::Io)?;
-        Ok(1 + more)
     }
 
     pub fn queue_raw(&mut self, xml: &str) {

@@ -381,7 +381,7 @@ mod tests {
             handle.id,
             Availability::Available {
                 priority: 0,
-                presence: Element::bare("presence", "jabber:client"),
+                presence: (&Element::bare("presence", "jabber:client")).into(),
             },
         );
         let client = {

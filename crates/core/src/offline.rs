@@ -614,7 +614,7 @@ mod tests {
             handle.id,
             crate::sessions::Availability::Available {
                 priority: 0,
-                presence: Element::bare("presence", "jabber:client"),
+                presence: (&Element::bare("presence", "jabber:client")).into(),
             },
         );
         assert_eq!(store.call(&server, &mut event("two")).await, Flow::Stop);

@@ -22,7 +22,9 @@ pub(crate) struct Resumption {
 
 struct Live {
     jid: FullJid,
-    handover: mpsc::Sender<Resumption>,
+    /// Boxed: a channel allocates its first block of 32 slots when it is made, and a slot the
+    /// size of a connection made that block 24 KiB for every resumable session.
+    handover: mpsc::Sender<Box<Resumption>>,
 }
 
 /// Why a resumption was refused.
@@ -43,7 +45,7 @@ pub struct ResumeTable {
 
 impl ResumeTable {
     /// Register a resumable session; returns the receiving end for resumptions.
-    pub(crate) fn register(&self, id: String, jid: FullJid) -> mpsc::Receiver<Resumption> {
+    pub(crate) fn register(&self, id: String, jid: FullJid) -> mpsc::Receiver<Box<Resumption>> {
         let (tx, rx) = mpsc::channel(1);
         self.live
             .lock()
@@ -82,10 +84,10 @@ impl ResumeTable {
         let Some((jid, handover)) = target else {
             return Err(Refused::NotFound(self.stale_h(id), Box::new(resumption)));
         };
-        match handover.try_send(resumption) {
+        match handover.try_send(Box::new(resumption)) {
             Ok(()) => Ok(jid),
             Err(mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r)) => {
-                Err(Refused::Gone(self.stale_h(id), Box::new(r)))
+                Err(Refused::Gone(self.stale_h(id), r))
             }
         }
     }

@@ -97,28 +97,34 @@ pub(crate) async fn serve(
     };
     let conn =
         Conn::new(transport, settings.max_stanza_size).with_send_timeout(settings.send_timeout);
-    let mut state = State {
-        domain: None,
-        authenticated: None,
-        failures: 0,
-        pre_auth_iqs: 0,
-        peer: peer.ip(),
-        attempted: None,
-    };
-    // The whole negotiation has a deadline, not only each wait in it: a client that trickles
-    // bytes cannot hold a connection slot for ever.
-    let negotiated = tokio::time::timeout(
-        settings.handshake_timeout,
-        negotiate(&server, &settings, conn, &mut state, peer),
-    )
-    .await;
-    let Ok(Some((conn, jid))) = negotiated else {
-        if negotiated.is_err() {
-            tracing::debug!(%peer, "negotiation took longer than handshake_timeout");
+    // Boxed, so that the connection's task is not sized for the negotiation all the
+    // session long (see `session::run`); nothing of it stays live across the session.
+    let (conn, jid) = {
+        let mut state = State {
+            domain: None,
+            authenticated: None,
+            failures: 0,
+            pre_auth_iqs: 0,
+            peer: peer.ip(),
+            attempted: None,
+        };
+        // The whole negotiation has a deadline, not only each wait in it: a client that
+        // trickles bytes cannot hold a connection slot for ever.
+        let negotiated = Box::pin(tokio::time::timeout(
+            settings.handshake_timeout,
+            negotiate(&server, &settings, conn, &mut state, peer),
+        ))
+        .await;
+        match negotiated {
+            Ok(Some(negotiated)) => negotiated,
+            Ok(None) => return,
+            Err(_) => {
+                tracing::debug!(%peer, "negotiation took longer than handshake_timeout");
+                return;
+            }
         }
-        return;
     };
-    session::run(server, conn, jid).await;
+    session::run(server, Box::new(conn), jid).await;
 }
 
 enum Next {

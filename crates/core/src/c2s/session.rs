@@ -72,7 +72,7 @@ struct Session {
     handle: SessionHandle,
     rx: Inbox,
     sm: Option<Sm>,
-    resumptions: Option<mpsc::Receiver<Resumption>>,
+    resumptions: Option<mpsc::Receiver<Box<Resumption>>>,
     /// Stored offline messages being delivered to this session.
     offline: Option<OfflineFeed>,
     /// Queued stanzas were written last: stored messages have their turn, so that neither
@@ -90,7 +90,15 @@ struct Session {
 
 /// Run the session until it ends, then unregister it and route again what the client never
 /// acknowledged.
-pub(crate) async fn run(server: Arc<Server>, conn: Conn, (handle, rx): (SessionHandle, Inbox)) {
+/// The connection comes boxed, and the largest awaits below (a stanza's handling, the
+/// negotiation before) are boxed where they are awaited: this future, and the task that holds
+/// it, stay the size of what an idle session waits on (docs/BENCHMARKS.md, "Memory per idle
+/// session, second part").
+pub(crate) async fn run(
+    server: Arc<Server>,
+    conn: Box<Conn>,
+    (handle, rx): (SessionHandle, Inbox),
+) {
     let mut session = Session {
         server,
         handle,
@@ -126,13 +134,15 @@ pub(crate) async fn run(server: Arc<Server>, conn: Conn, (handle, rx): (SessionH
                 if let Some(mut old) = conn.take() {
                     old.close().await;
                 }
-                conn = session.resume(*resumption).await;
+                conn = Box::pin(session.resume(*resumption)).await.map(Box::new);
             }
             End::Gone if session.resumptions.is_some() => {
                 // The old socket is of no more use: let it go while the session waits.
                 drop(conn.take());
-                match session.wait().await {
-                    Ok(resumption) => conn = session.resume(resumption).await,
+                match Box::pin(session.wait()).await {
+                    Ok(resumption) => {
+                        conn = Box::pin(session.resume(*resumption)).await.map(Box::new)
+                    }
                     Err(reason) => {
                         tracing::debug!(jid = %session.handle.jid, ?reason, "resumable session ended");
                         // A shutdown leaves hibernation to be found again at start.
@@ -175,11 +185,13 @@ pub(crate) async fn run(server: Arc<Server>, conn: Conn, (handle, rx): (SessionH
             }
         }
     }
-    session.finish().await;
+    Box::pin(session.finish()).await;
 }
 
 /// Resolves to the next resumption, or never when the session is not resumable.
-async fn next_resumption(resumptions: &mut Option<mpsc::Receiver<Resumption>>) -> Resumption {
+async fn next_resumption(
+    resumptions: &mut Option<mpsc::Receiver<Box<Resumption>>>,
+) -> Box<Resumption> {
     match resumptions {
         Some(rx) => match rx.recv().await {
             Some(resumption) => resumption,
@@ -522,7 +534,7 @@ impl Session {
                 reason = self.handle.control.closed() => return End::Error(reason),
                 // The queue filled up: the client is stuck, not misbehaving.
                 () = self.handle.control.stalled() => return End::Dropped(StreamErrorCondition::ResourceConstraint),
-                resumption = next_resumption(&mut self.resumptions) => return End::Resumed(Box::new(resumption)),
+                resumption = next_resumption(&mut self.resumptions) => return End::Resumed(resumption),
                 // More stored messages to write: the next page, in turn with the reads and
                 // live messages (without stream management no ack comes to wake the loop).
                 () = std::future::ready(()), if offline_due => {}
@@ -568,7 +580,10 @@ impl Session {
                     liveness.heard();
                     match frame {
                         Ok(Frame::Element(element)) => {
-                            if let Err(end) = self.inbound(conn, element, &mut liveness).await {
+                            // Boxed: handling a stanza (routing it, a module's IQ) is the
+                            // largest await of the loop, and inline it would size the
+                            // session's future, idle or not, for itself.
+                            if let Err(end) = Box::pin(self.inbound(conn, element, &mut liveness)).await {
                                 return end;
                             }
                         }
@@ -758,7 +773,7 @@ impl Session {
     /// offered as its user's being offline, it waits until `resume_timeout` after the first
     /// notification sent for it and at most [`Hibernate::longest`], and its end is
     /// announced [`Hibernate::wake_before`] ahead.
-    async fn wait(&mut self) -> Result<Resumption, &'static str> {
+    async fn wait(&mut self) -> Result<Box<Resumption>, &'static str> {
         let timeout = self
             .server
             .stream_management

@@ -733,7 +733,7 @@ fn local_resources(server: &Server, user: &BareJid) -> Vec<(FullJid, String)> {
         .filter_map(|resource| match &resource.availability {
             Availability::Available { presence, .. } => Some((
                 resource.handle.jid.clone(),
-                crate::presence::caps_of(presence)?,
+                crate::presence::caps_of(&presence.element())?,
             )),
             Availability::Unavailable => None,
         })

@@ -16,7 +16,7 @@ use crate::{
     Server,
     hooks::UserAvailable,
     roster::Roster,
-    sessions::{Availability, SessionHandle},
+    sessions::{Availability, SessionHandle, StoredPresence},
 };
 
 /// Presence with no `to`: the user's own availability (RFC 6121 sections 4.2 to 4.5).
@@ -37,7 +37,7 @@ pub(super) async fn broadcast(
             };
             let availability = Availability::Available {
                 priority,
-                presence: stanza.element.clone(),
+                presence: StoredPresence::new(&stanza.element),
             };
             let previous = server
                 .sessions

@@ -306,7 +306,7 @@ pub(super) fn last_presence(server: &Server, handle: &SessionHandle) -> Option<E
         .into_iter()
         .find(|state| state.handle.id == handle.id)
         .and_then(|state| match state.availability {
-            Availability::Available { presence, .. } => Some(presence),
+            Availability::Available { presence, .. } => Some(presence.element()),
             Availability::Unavailable => None,
         })
 }

@@ -91,7 +91,11 @@ pub(super) async fn probe(
         }
         for resource in server.sessions.resources(contact) {
             if let Availability::Available { presence, .. } = &resource.availability {
-                send(server, addressed(presence, &Jid::from(prober.clone()))).await;
+                send(
+                    server,
+                    addressed(&presence.element(), &Jid::from(prober.clone())),
+                )
+                .await;
             }
         }
     } else if !from_client {
