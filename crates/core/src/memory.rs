@@ -1,7 +1,7 @@
 //! Memory that idle connections give back, returned to the operating system.
 //!
-//! A connection that has read nothing for a while frees its read buffer and its parser's
-//! scratch buffers (`conn.rs`). glibc's allocator hands freed memory back to the system only
+//! A connection that has read nothing for a while frees its parser's scratch buffers and parks
+//! its parser (`conn.rs`; connections read into their thread's buffer, not one of their own). glibc's allocator hands freed memory back to the system only
 //! from the top of a heap, so the buffers of many idle connections, freed in the middle of
 //! it, would stay resident until something reused them. After connections have released
 //! buffers, [`trim_released`] waits [`TRIM_AFTER`] (more releases gather meanwhile) and then

@@ -90,6 +90,7 @@ struct Session {
 
 /// Run the session until it ends, then unregister it and route again what the client never
 /// acknowledged.
+///
 /// The connection comes boxed, and the largest awaits below (a stanza's handling, the
 /// negotiation before) are boxed where they are awaited: this future, and the task that holds
 /// it, stay the size of what an idle session waits on (docs/BENCHMARKS.md, "Memory per idle
