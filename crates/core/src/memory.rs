@@ -1,13 +1,13 @@
 //! Memory that idle connections give back, returned to the operating system.
 //!
 //! A connection that has read nothing for a while frees its parser's scratch buffers and parks
-//! its parser (`conn.rs`; connections read into their thread's buffer, not one of their own). glibc's allocator hands freed memory back to the system only
-//! from the top of a heap, so the buffers of many idle connections, freed in the middle of
-//! it, would stay resident until something reused them. After connections have released
-//! buffers, [`trim_released`] waits [`TRIM_AFTER`] (more releases gather meanwhile) and then
-//! trims once (`malloc_trim`, which gives back every whole free page): an idle server's
-//! resident memory falls by what its idle connections freed. A server with no idle
-//! connections never trims.
+//! its parser (`conn.rs`; connections read into their thread's buffer, not one of their own).
+//! glibc's allocator hands freed memory back to the system only from the top of a heap, so
+//! the buffers of many idle connections, freed in the middle of it, would stay resident until
+//! something reused them. After connections have released buffers, [`trim_released`] waits
+//! [`TRIM_AFTER`] (more releases gather meanwhile) and then trims once (`malloc_trim`, which
+//! gives back every whole free page): an idle server's resident memory falls by what its idle
+//! connections freed. A server with no idle connections never trims.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;

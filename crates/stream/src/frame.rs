@@ -72,8 +72,8 @@ pub struct StreamParser {
     /// The last bytes read ended a frame (the stream header or a first-level element): the
     /// lexer holds no part of a token.
     at_boundary: bool,
-    /// The parser was dropped while idle ([`StreamParser::release_buffers`]); the next bytes
-    /// go to a fresh one, after the stream header again.
+    /// The parser was replaced by a fresh one while idle ([`StreamParser::release_buffers`]),
+    /// which reads the stream header again before the next bytes.
     parked: bool,
 }
 
@@ -122,9 +122,9 @@ impl StreamParser {
     ///
     /// Between two stanzas the parser is replaced by a fresh one too (parked): what it keeps
     /// for the open stream element (its namespace declarations, their interned names) took
-    /// about 900 bytes, against the ~150 bytes of the stream header it is rebuilt from. The next bytes go to a
-    /// fresh parser that reads the peer's own start tag again first, so every prefix the
-    /// header declared still holds; nothing is framed from it a second time.
+    /// about 900 bytes, against the ~150 bytes of the stream header it is rebuilt from. The
+    /// fresh parser reads the peer's own start tag again before the next bytes, so every
+    /// prefix the header declared still holds; nothing is framed from it a second time.
     pub fn release_buffers(&mut self) {
         self.parser.release_temporaries();
         self.stack.shrink_to_fit();

@@ -584,7 +584,8 @@ impl Session {
                             // Boxed: handling a stanza (routing it, a module's IQ) is the
                             // largest await of the loop, and inline it would size the
                             // session's future, idle or not, for itself.
-                            if let Err(end) = Box::pin(self.inbound(conn, element, &mut liveness)).await {
+                            let handled = Box::pin(self.inbound(conn, element, &mut liveness));
+                            if let Err(end) = handled.await {
                                 return end;
                             }
                         }
