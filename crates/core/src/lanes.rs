@@ -381,7 +381,10 @@ mod tests {
             handle.id,
             Availability::Available {
                 priority: 0,
-                presence: (&Element::bare("presence", "jabber:client")).into(),
+                presence: crate::sessions::StoredPresence::new(&Element::bare(
+                    "presence",
+                    "jabber:client",
+                )),
             },
         );
         let client = {

@@ -614,7 +614,10 @@ mod tests {
             handle.id,
             crate::sessions::Availability::Available {
                 priority: 0,
-                presence: (&Element::bare("presence", "jabber:client")).into(),
+                presence: crate::sessions::StoredPresence::new(&Element::bare(
+                    "presence",
+                    "jabber:client",
+                )),
             },
         );
         assert_eq!(store.call(&server, &mut event("two")).await, Flow::Stop);

@@ -226,12 +226,6 @@ impl StoredPresence {
     }
 }
 
-impl From<&Element> for StoredPresence {
-    fn from(presence: &Element) -> StoredPresence {
-        StoredPresence::new(presence)
-    }
-}
-
 #[derive(Debug)]
 struct Resource {
     handle: SessionHandle,
@@ -455,7 +449,7 @@ mod tests {
     fn available(priority: i8) -> Availability {
         Availability::Available {
             priority,
-            presence: (&Element::bare("presence", "jabber:client")).into(),
+            presence: StoredPresence::new(&Element::bare("presence", "jabber:client")),
         }
     }
 
