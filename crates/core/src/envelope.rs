@@ -10,7 +10,7 @@
 //! peer cannot forge it and nothing has to strip it. It is serialised in one place only,
 //! offline storage ([`Meta::to_stored`] and [`Meta::from_stored`]).
 
-use std::{any::Any, fmt, sync::Arc};
+use std::{any::Any, borrow::Cow, fmt, sync::Arc};
 
 use minidom::Element;
 use serde::{Serialize, de::DeserializeOwned};
@@ -44,7 +44,7 @@ enum Value {
 /// unless a module recorded something.
 #[derive(Clone, Default)]
 pub struct Meta {
-    marks: Vec<(String, Value)>,
+    marks: Vec<(Cow<'static, str>, Value)>,
 }
 
 impl fmt::Debug for Meta {
@@ -88,6 +88,15 @@ impl Meta {
         }
     }
 
+    /// Remove the mark of type `M` and return it, if one was recorded (a mark meant for one
+    /// step of the message's way, not to be stored with it).
+    pub fn take<M: Mark>(&mut self) -> Option<M> {
+        let at = self.marks.iter().position(|(key, _)| key == M::KEY)?;
+        let mark = self.get::<M>();
+        self.marks.swap_remove(at);
+        mark
+    }
+
     /// Record `mark`, replacing any mark of the same type.
     pub fn set<M: Mark>(&mut self, mark: M) {
         fn store<M: Mark>(value: &(dyn Any + Send + Sync)) -> serde_json::Value {
@@ -102,7 +111,7 @@ impl Meta {
         };
         match self.marks.iter_mut().find(|(key, _)| key == M::KEY) {
             Some((_, slot)) => *slot = value,
-            None => self.marks.push((M::KEY.to_owned(), value)),
+            None => self.marks.push((Cow::Borrowed(M::KEY), value)),
         }
     }
 
@@ -119,7 +128,7 @@ impl Meta {
                 Value::Typed { value, store } => store(value.as_ref()),
                 Value::Stored(stored) => stored.clone(),
             };
-            object.insert(key.clone(), stored);
+            object.insert(key.to_string(), stored);
         }
         serde_json::Value::Object(object).to_string()
     }
@@ -145,7 +154,7 @@ impl Meta {
             marks: object
                 .into_iter()
                 .filter(|(key, _)| key != VERSION_KEY)
-                .map(|(key, value)| (key, Value::Stored(value)))
+                .map(|(key, value)| (Cow::Owned(key), Value::Stored(value)))
                 .collect(),
         }
     }

@@ -246,6 +246,10 @@ pub struct MessageSent {
     pub sender: FullJid,
     /// The message, `from` stamped.
     pub stanza: Stanza,
+    /// What modules recorded about it; what a handler records here is seen by
+    /// [`MessageArriving`]'s handlers when the recipient is local (the archive gives the
+    /// recipient's copy the sender's archive id).
+    pub meta: crate::envelope::Meta,
 }
 
 /// A message for a local account that was handed to some of its sessions (XEP-0280 section
@@ -320,6 +324,9 @@ pub struct MessageArriving {
     pub rerouted: bool,
     /// The message.
     pub stanza: Stanza,
+    /// What modules recorded about it (as routed from the sender's [`MessageSent`], or as
+    /// stored with it).
+    pub meta: crate::envelope::Meta,
 }
 
 /// The catalogue of hooks.

@@ -4,6 +4,11 @@
 //! carbons and offline copies), and the account queries its archive by contact, time, ids or
 //! text, page by page (XEP-0059), so a phone woken by a push catches up on every device.
 //!
+//! A message between two local accounts is one row of the archive that both archives keep,
+//! under one id: the sender's hook gives it the id and records it in the message's envelope
+//! ([`SentAs`]), and the recipient's hook stamps the same id as the recipient's stanza-id and
+//! joins the row (the recipient's stanza replacing the sender's).
+//!
 //! Writes go through one writer task that commits what has queued in one transaction: the
 //! router hands a message over and goes on (as MongooseIM's asynchronous writer does, without
 //! its 2 s wait), so archiving costs the hot path no round trip; under load, many messages
@@ -18,7 +23,7 @@ use std::{
 
 use herald_storage::{
     ArchiveStore, StorageError, UserDataStore,
-    archive::{self, ArchiveId, ArchiveQuery, ArchivedMessage, Direction, Paging},
+    archive::{self, ArchiveId, ArchiveQuery, ArchivedMessage, Kept, Paging},
 };
 use herald_stream::stanza::{IqType, MessageType, StanzaKind, set_attr};
 use jid::{BareJid, Jid};
@@ -29,6 +34,7 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 use crate::{
     Server,
     config::{self, Integer, Invalid, KeyPath, Section},
+    envelope::Mark,
     hooks::{Flow, Handler, MessageArriving, MessageSent, Priority, UserRemoved},
     module::{IqError, IqHandler, IqRequest, IqResponse, IqScope, Module, Registrar},
 };
@@ -431,12 +437,21 @@ pub fn archivable(kind: MessageType, message: &Element) -> bool {
             .any(|child| child.is("body", herald_stream::ns::CLIENT) || child.name() == "encrypted")
 }
 
-/// The row of `message` in `owner`'s archive; `remote` is the other party, bare and as
-/// addressed (its bare JID is computed once by the hooks, which also need it).
+/// The archive id a local sender's archive gave a message, recorded in its envelope by the
+/// sender's hook for the recipient's (taken there, never stored with the message).
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
+struct SentAs(ArchiveId);
+
+impl Mark for SentAs {
+    const KEY: &'static str = "mam_sent";
+}
+
+/// The archive's row of `message` from `sender` to `recipient` (each bare and as addressed:
+/// the hooks compute the bare JIDs once, as they also need them), kept by `kept`.
 fn entry(
-    owner: &BareJid,
-    (remote_bare, remote): (&BareJid, &Jid),
-    direction: Direction,
+    (sender_bare, sender): (&BareJid, &Jid),
+    (recipient_bare, recipient): (&BareJid, &Jid),
+    (kept, joins): (Kept, bool),
     id: ArchiveId,
     message: &Element,
 ) -> ArchivedMessage {
@@ -448,13 +463,15 @@ fn entry(
         .get_child("origin-id", SID)
         .and_then(|origin| origin.attr("id"))
         .map(str::to_owned);
+    let resource = |jid: &Jid| jid.resource().map(|r| r.to_string()).unwrap_or_default();
     ArchivedMessage {
         id,
-        owner: owner.clone(),
-        remote_bare: remote_bare.as_str().to_owned(),
-        remote_resource: remote.resource().map(|r| r.to_string()).unwrap_or_default(),
-        direction,
-        from: message.attr("from").unwrap_or_default().to_owned(),
+        sender: sender_bare.clone(),
+        sender_resource: resource(sender),
+        recipient: recipient_bare.clone(),
+        recipient_resource: resource(recipient),
+        kept,
+        joins,
         origin_id,
         body,
         message: herald_stream::serialise::to_string(message),
@@ -537,6 +554,7 @@ struct Incoming(Arc<Mam>);
 impl Handler<MessageArriving> for Incoming {
     async fn call(&self, server: &Server, event: &mut MessageArriving) -> Flow {
         let mam = &self.0;
+        let sent = event.meta.take::<SentAs>();
         let user = event.user.to_string();
         let own_id =
             |child: &Element| child.is("stanza-id", SID) && child.attr("by") == Some(&user);
@@ -552,7 +570,7 @@ impl Handler<MessageArriving> for Incoming {
         let StanzaKind::Message(kind) = event.stanza.kind else {
             return Flow::Continue;
         };
-        let Some(from) = event.stanza.from.clone() else {
+        let (Some(from), Some(to)) = (event.stanza.from.clone(), event.stanza.to.clone()) else {
             return Flow::Continue;
         };
         let remote = from.to_bare();
@@ -561,15 +579,16 @@ impl Handler<MessageArriving> for Incoming {
         {
             return Flow::Continue;
         }
-        let id = archive::next_id();
+        // The sender's archive has it already: the same id, and one row for both.
+        let id = sent.map_or_else(archive::next_id, |SentAs(id)| id);
         let mut stanza_id = Element::bare("stanza-id", SID);
         set_attr(&mut stanza_id, "id", id_text(id));
         set_attr(&mut stanza_id, "by", user.clone());
         event.stanza.element.append_child(stanza_id);
         mam.write(entry(
-            &event.user,
             (&remote, &from),
-            Direction::In,
+            (&event.user, &to),
+            (Kept::Recipient, sent.is_some()),
             id,
             &event.stanza.element,
         ))
@@ -600,14 +619,17 @@ impl Handler<MessageSent> for Outgoing {
             return Flow::Continue;
         }
         let id = archive::next_id();
+        let sender = Jid::from(event.sender.clone());
         mam.write(entry(
-            &user,
+            (&user, &sender),
             (&remote, &to),
-            Direction::Out,
+            (Kept::Sender, false),
             id,
             &event.stanza.element,
         ))
         .await;
+        // For the recipient's hook, if the recipient is local: the same id, one row.
+        event.meta.set(SentAs(id));
         Flow::Continue
     }
 }
@@ -1011,14 +1033,14 @@ mod tests {
     }
 
     fn row(n: usize) -> Pending {
-        let owner = BareJid::new("bob@example.org").unwrap();
+        let owner: Jid = "bob@example.org".parse().unwrap();
         let remote: Jid = "alice@example.org/phone".parse().unwrap();
         let stanza =
             message("<message xmlns='jabber:client' type='chat'><body>hi</body></message>");
         Pending::Write(entry(
-            &owner,
             (&remote.to_bare(), &remote),
-            Direction::In,
+            (&owner.to_bare(), &owner),
+            (Kept::Recipient, false),
             i64::try_from(n).unwrap() + 1,
             &stanza,
         ))

@@ -46,7 +46,10 @@ impl Server {
     }
 
     async fn route_envelope(&self, origin: Origin<'_>, envelope: Envelope<Stanza>) {
-        let Envelope { mut stanza, meta } = envelope;
+        let Envelope {
+            mut stanza,
+            mut meta,
+        } = envelope;
         crate::metrics::routed(match stanza.kind {
             StanzaKind::Message(_) => "message",
             StanzaKind::Presence(_) => "presence",
@@ -81,9 +84,10 @@ impl Server {
                 let mut event = MessageSent {
                     sender: sender.clone(),
                     stanza,
+                    meta,
                 };
                 hooks.message_sent.run(self, &mut event).await;
-                stanza = event.stanza;
+                (stanza, meta) = (event.stanza, event.meta);
             }
         }
         if let Some(to) = &stanza.to
@@ -171,9 +175,10 @@ impl Server {
                     user: to.to_bare(),
                     rerouted: matches!(origin, Origin::Server),
                     stanza,
+                    meta,
                 };
                 hooks.message_arriving.run(self, &mut event).await;
-                stanza = event.stanza;
+                (stanza, meta) = (event.stanza, event.meta);
             }
         }
         match stanza.kind {

@@ -542,3 +542,55 @@ async fn removing_an_account_deletes_its_archive_and_preferences() {
         .unwrap();
     assert_eq!(his.count, 1);
 }
+
+#[tokio::test]
+async fn a_message_between_two_accounts_has_one_id_in_both_archives_and_each_sides_preferences() {
+    let server = server().await;
+    let mut alice = online(&server, "alice", "phone").await;
+    let mut bob = online(&server, "bob", "desk").await;
+    alice
+        .send("<message to='bob@localhost/desk' type='chat'><body>one row</body></message>")
+        .await;
+    let got = until(&mut bob, "alice's message", |e| e.name() == "message").await;
+    let id = stanza_id(&got, "bob@localhost").expect("bob's stanza-id");
+    let his = query(&mut bob, "b1", &[("with", &["alice@localhost"])], "").await;
+    assert_eq!(his.bodies(), ["one row"]);
+    assert_eq!(
+        his.items[0].0, id,
+        "bob's archive id is the stanza-id he saw"
+    );
+    let hers = query(&mut alice, "a1", &[("with", &["bob@localhost/desk"])], "").await;
+    assert_eq!(hers.bodies(), ["one row"]);
+    assert_eq!(hers.items[0].0, id, "alice's archive gave it the same id");
+
+    // Alice never archives messages with carol; carol's archive keeps hers, under an id of
+    // its own that alice never sees.
+    let mut carol = online(&server, "carol", "desk").await;
+    alice
+        .send(&format!(
+            "<iq type='set' id='prefs'><prefs xmlns='{MAM}' default='always'><always/><never><jid>carol@localhost</jid></never></prefs></iq>"
+        ))
+        .await;
+    until(&mut alice, "the prefs result", |e| {
+        e.attr("id") == Some("prefs")
+    })
+    .await;
+    alice
+        .send("<message to='carol@localhost' type='chat'><body>hers only</body></message>")
+        .await;
+    let got = until(&mut carol, "alice's message", |e| e.name() == "message").await;
+    let carols = stanza_id(&got, "carol@localhost").expect("carol's stanza-id");
+    let answer = query(&mut carol, "c1", &[], "").await;
+    assert_eq!(answer.bodies(), ["hers only"]);
+    assert_eq!(answer.items[0].0, carols);
+    let answer = query(&mut alice, "a2", &[], "").await;
+    assert_eq!(answer.bodies(), ["one row"], "not in alice's archive");
+    // And the other way: carol writes back, alice's archive still leaves it out.
+    carol
+        .send("<message to='alice@localhost' type='chat'><body>reply</body></message>")
+        .await;
+    let got = until(&mut alice, "carol's reply", |e| e.name() == "message").await;
+    assert_eq!(stanza_id(&got, "alice@localhost"), None);
+    let answer = query(&mut carol, "c2", &[], "").await;
+    assert_eq!(answer.bodies(), ["hers only", "reply"]);
+}

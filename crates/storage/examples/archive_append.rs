@@ -1,18 +1,18 @@
 //! What writing the push benchmark's archive rows costs the storage layer alone: 1,000
-//! recipients and 20 senders with accounts, each message a row for its recipient and one for
-//! its sender (as `herald-core`'s archive writes them), appended in batches as the archive's
-//! writer does, on the embedded SQLite files in a temporary directory. Prints the process's
+//! recipients and 20 senders with accounts, each message its sender's side and then its
+//! recipient's, joining it under the same id (as `herald-core`'s archive queues them: one row
+//! both archives keep), appended in batches as the archive's writer does, on the embedded SQLite files in a temporary directory. Prints the process's
 //! CPU time per message (every thread: the tokio workers and SQLite's).
 //!
 //!     cargo run --release -p herald-storage --example archive_append -- [MESSAGES] [BATCH] [--no-check]
 //!
-//! `BATCH` is in messages (two rows each); `--no-check` appends without the account check
+//! `BATCH` is in messages (two sides each); `--no-check` appends without the account check
 //! (`only_accounts` false), to see what that check costs.
 
 use std::time::Instant;
 
 use herald_storage::Storage;
-use herald_storage::archive::{ArchiveQuery, ArchivedMessage, Direction, next_id};
+use herald_storage::archive::{ArchiveQuery, ArchivedMessage, Kept, next_id};
 use jid::BareJid;
 
 /// The CPU time of this process so far, in seconds (Linux: `/proc/self/stat`).
@@ -68,20 +68,25 @@ async fn main() {
              xmlns=\"urn:xmpp:sid:0\" id=\"0a1b2c3d-{m}\"/><stanza-id xmlns=\"urn:xmpp:sid:0\" \
              id=\"{id}\" by=\"{recipient}\"/></message>"
         );
-        let row =
-            |owner: &BareJid, remote: &BareJid, resource: &str, direction, id| ArchivedMessage {
-                id,
-                owner: owner.clone(),
-                remote_bare: remote.to_string(),
-                remote_resource: resource.to_owned(),
-                direction,
-                from: format!("{sender}/r"),
-                origin_id: Some(format!("0a1b2c3d-{m}")),
-                body: body.clone(),
-                message: text.clone(),
-            };
-        rows.push(row(&sender, &recipient, "", Direction::Out, next_id()));
-        rows.push(row(&recipient, &sender, "r", Direction::In, id));
+        let sent = ArchivedMessage {
+            id,
+            sender: sender.clone(),
+            sender_resource: "r".to_owned(),
+            recipient: recipient.clone(),
+            recipient_resource: String::new(),
+            kept: Kept::Sender,
+            joins: false,
+            origin_id: Some(format!("0a1b2c3d-{m}")),
+            body,
+            message: text,
+        };
+        let received = ArchivedMessage {
+            kept: Kept::Recipient,
+            joins: true,
+            ..sent.clone()
+        };
+        rows.push(sent);
+        rows.push(received);
     }
 
     let archive = storage.archive();

@@ -4,7 +4,9 @@
 //!
 //! Archive ids grow with time ([`ArchiveId`]): the microseconds since the Unix epoch shifted
 //! left by 8 bits, plus a sequence, so a time range is an id range and the order of ids is the
-//! order of arrival.
+//! order of arrival. A message between two local accounts is one row that both archives
+//! keep ([`Kept`]), with one id: the stanza-id its recipient sees is the id its sender's
+//! archive gives it.
 
 #[doc(hidden)]
 pub mod conformance;
@@ -18,9 +20,11 @@ use crate::StorageError;
 /// An archive id: microseconds since the Unix epoch << 8 | a sequence.
 pub type ArchiveId = i64;
 
-/// A fresh archive id, greater than every id this process made before.
+/// The last archive id given or seen.
+static LAST: AtomicI64 = AtomicI64::new(0);
+
+/// A fresh archive id, greater than every id this process made or [saw](seen_id) before.
 pub fn next_id() -> ArchiveId {
-    static LAST: AtomicI64 = AtomicI64::new(0);
     let now = crate::unix_time_micros() << 8;
     let mut last = LAST.load(Ordering::Relaxed);
     loop {
@@ -30,6 +34,12 @@ pub fn next_id() -> ArchiveId {
             Err(seen) => last = seen,
         }
     }
+}
+
+/// Never give an id at or below `id` (the largest an archive holds, read at start: a clock set
+/// back across a restart does not give an id twice).
+pub fn seen_id(id: ArchiveId) {
+    LAST.fetch_max(id, Ordering::Relaxed);
 }
 
 /// The first archive id at or after `micros` microseconds since the epoch.
@@ -42,36 +52,88 @@ pub fn micros_of(id: ArchiveId) -> i64 {
     id >> 8
 }
 
-/// Whether the owner sent or received the message.
+/// Whose archives keep a message: its sender's, its recipient's, or both (one row serves
+/// both accounts' archives when both are local).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Direction {
-    /// Received by the owner.
-    In,
-    /// Sent by the owner.
-    Out,
+pub enum Kept {
+    /// The sender's archive only.
+    Sender,
+    /// The recipient's archive only.
+    Recipient,
+    /// Both.
+    Both,
 }
 
-/// One message in one archive.
+impl Kept {
+    /// The stored code: 1 the sender's, 2 the recipient's, 3 both (bits).
+    pub fn code(self) -> i64 {
+        match self {
+            Kept::Sender => 1,
+            Kept::Recipient => 2,
+            Kept::Both => 3,
+        }
+    }
+
+    /// The sides of a stored code; `None` for 0 (no archive keeps it) or junk.
+    pub fn of_code(code: i64) -> Option<Kept> {
+        match code {
+            1 => Some(Kept::Sender),
+            2 => Some(Kept::Recipient),
+            3 => Some(Kept::Both),
+            _ => None,
+        }
+    }
+
+    /// Whether the sender's archive keeps it.
+    pub fn sender(self) -> bool {
+        self != Kept::Recipient
+    }
+
+    /// Whether the recipient's archive keeps it.
+    pub fn recipient(self) -> bool {
+        self != Kept::Sender
+    }
+
+    /// These sides and `other`'s.
+    pub fn with(self, other: Kept) -> Kept {
+        Kept::of_code(self.code() | other.code()).unwrap_or(Kept::Both)
+    }
+}
+
+/// One message, in its sender's archive, its recipient's, or both: one row for both.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ArchivedMessage {
-    /// Its archive id (unique per owner).
+    /// Its archive id: the stanza-id both archives give it.
     pub id: ArchiveId,
-    /// The archive's account.
-    pub owner: BareJid,
-    /// The other party's bare JID.
-    pub remote_bare: String,
-    /// The other party's resource ("" for none).
-    pub remote_resource: String,
-    /// Sent or received.
-    pub direction: Direction,
-    /// The `from` of the stanza.
-    pub from: String,
+    /// The sender's bare JID.
+    pub sender: BareJid,
+    /// The sender's resource ("" for none).
+    pub sender_resource: String,
+    /// The recipient's bare JID.
+    pub recipient: BareJid,
+    /// The resource it was addressed to ("" for none).
+    pub recipient_resource: String,
+    /// Whose archives keep it. A message to oneself is kept as received only.
+    pub kept: Kept,
+    /// The recipient's side of a message whose sender's side was appended before with the
+    /// same id (the sender's server archived it as sent first): the two become one row, the
+    /// recipient's stanza replacing the sender's. Without such a row, it is a row of its own.
+    pub joins: bool,
     /// The sender's XEP-0359 origin-id, if any.
     pub origin_id: Option<String>,
     /// The body, for full-text queries.
     pub body: String,
-    /// The stanza, serialised.
+    /// The stanza, serialised: as its recipient saw it when the recipient's archive keeps
+    /// it, else as its sender sent it.
     pub message: String,
+}
+
+impl ArchivedMessage {
+    /// Whether `owner`'s archive keeps it.
+    pub fn kept_by(&self, owner: &BareJid) -> bool {
+        (self.kept.sender() && self.sender == *owner)
+            || (self.kept.recipient() && self.recipient == *owner)
+    }
 }
 
 /// Which way a page goes (XEP-0059 with XEP-0313 section 4.1.3).
@@ -149,10 +211,11 @@ pub struct ArchivePage {
 /// The archive.
 #[async_trait::async_trait]
 pub trait ArchiveStore: Send + Sync + 'static {
-    /// Add messages (a message whose id its owner's archive already holds is skipped). With
-    /// `only_accounts`, a message whose owner has no account is left out, checked when the
-    /// rows are written. Removing an account's archive ([`ArchiveStore::remove_user`]) and
-    /// appending take turns, so rows checked before a removal are removed by it.
+    /// Add messages (a message whose id and sender are already archived is skipped, unless
+    /// it [`joins`](ArchivedMessage::joins) that row). With `only_accounts`, a side whose
+    /// account does not exist is left out (and a message with no side left), checked when
+    /// the rows are written. Removing an account's archive ([`ArchiveStore::remove_user`])
+    /// and appending take turns, so rows checked before a removal are removed by it.
     async fn append(
         &self,
         messages: Vec<ArchivedMessage>,
@@ -169,7 +232,8 @@ pub trait ArchiveStore: Send + Sync + 'static {
     /// Whether the owner's archive has this id.
     async fn exists(&self, owner: &BareJid, id: ArchiveId) -> Result<bool, StorageError>;
 
-    /// Delete every message of the account.
+    /// Delete every message of the account's archive (a message the other party's archive
+    /// also keeps stays there).
     async fn remove_user(&self, owner: &BareJid) -> Result<(), StorageError>;
 
     /// Delete every message older than `id` (retention); how many.

@@ -119,10 +119,17 @@ impl Storage {
                     return Err(error);
                 }
             };
-        if let Err(error) = sql::archive::move_rows_from_main(&pool, &archive).await {
-            pool.close().await;
-            archive.close().await;
-            return Err(error);
+        let moved = match sql::archive::move_rows_from_main(&pool, &archive).await {
+            Ok(()) => sql::archive::largest_id(&archive).await,
+            Err(error) => Err(error),
+        };
+        match moved {
+            Ok(largest) => archive::seen_id(largest),
+            Err(error) => {
+                pool.close().await;
+                archive.close().await;
+                return Err(error);
+            }
         }
         Ok(Storage::sqlite(pool, archive, applied, Some(attach)))
     }
@@ -163,6 +170,7 @@ impl Storage {
         features: &[&MigrationSet],
     ) -> Result<Storage, StorageError> {
         let (pool, applied) = postgres::open(options, features).await?;
+        seen_archive_ids(&pool).await?;
         Ok(Storage::postgres(pool, applied, options.target()))
     }
 
@@ -186,6 +194,7 @@ impl Storage {
             options.get_database().unwrap_or_default()
         );
         let (pool, applied) = postgres::open_with(options, pool_size, &target, features).await?;
+        seen_archive_ids(&pool).await?;
         Ok(Storage::postgres(pool, applied, target))
     }
 
@@ -290,6 +299,21 @@ impl Storage {
                 pool.close().await;
             }
             Backend::Postgres(pool, _) => pool.close().await,
+        }
+    }
+}
+
+/// Never give an archive id at or below one the PostgreSQL database holds (another server's, or
+/// this one's before a restart with the clock set back).
+async fn seen_archive_ids(pool: &sqlx::PgPool) -> Result<(), StorageError> {
+    match sql::archive::largest_id(pool).await {
+        Ok(largest) => {
+            archive::seen_id(largest);
+            Ok(())
+        }
+        Err(error) => {
+            pool.close().await;
+            Err(error)
         }
     }
 }

@@ -87,6 +87,12 @@ pub(crate) const OWN: &[Migration] = &[
         sqlite: include_str!("sqlite/migrations/0012_offline_checks.sql"),
         postgres: include_str!("postgres/migrations/0012_offline_checks.sql"),
     },
+    Migration {
+        version: 13,
+        description: "the archive as one row a message for both archives, on integer keys (PostgreSQL)",
+        sqlite: include_str!("sqlite/migrations/0013_archive_one_row.sql"),
+        postgres: include_str!("postgres/migrations/0013_archive_one_row.sql"),
+    },
 ];
 
 /// The schema of the archive's own database file on SQLite (numbered apart from [`OWN`]; the
@@ -102,6 +108,12 @@ pub(crate) const ARCHIVE_FILE: &[Migration] = &[
         version: 2,
         description: "mam_message checked without function calls (no statement journal per batch)",
         sqlite: include_str!("sqlite/migrations/archive_0002_checks.sql"),
+        postgres: "",
+    },
+    Migration {
+        version: 3,
+        description: "the archive as one row a message for both archives, on integer keys",
+        sqlite: include_str!("sqlite/migrations/archive_0003_one_row.sql"),
         postgres: "",
     },
 ];

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use jid::BareJid;
 
 use crate::archive::{
-    ArchiveId, ArchiveQuery, ArchiveStore, ArchivedMessage, Direction, Paging, next_id,
+    ArchiveId, ArchiveQuery, ArchiveStore, ArchivedMessage, Kept, Paging, next_id,
 };
 
 /// Calls `$then!((args) case, case, ...)` with every behaviour of the suite.
@@ -19,6 +19,9 @@ macro_rules! with_cases {
             purge_before_removes_older_messages_only,
             only_accounts_leaves_out_owners_without_an_account,
             a_batch_of_any_size_is_stored_whole_and_in_order,
+            a_message_between_two_accounts_is_in_both_archives_until_each_removes_it,
+            a_recipients_side_joins_its_senders_row_in_the_same_or_a_later_append,
+            a_message_to_oneself_is_found_once,
         }
     };
 }
@@ -80,21 +83,29 @@ async fn fill(
     prefix: &str,
     n: usize,
 ) -> Vec<ArchiveId> {
+    let remote = user(remote);
     let messages: Vec<ArchivedMessage> = (0..n)
-        .map(|i| ArchivedMessage {
-            id: next_id(),
-            owner: owner.clone(),
-            remote_bare: remote.to_owned(),
-            remote_resource: "r".to_owned(),
-            direction: if i % 2 == 0 {
-                Direction::In
+        .map(|i| {
+            // Every other message received from `remote`, the others sent to it.
+            let (sender, recipient, kept) = if i % 2 == 0 {
+                (remote.clone(), owner.clone(), Kept::Recipient)
             } else {
-                Direction::Out
-            },
-            from: format!("{remote}/r"),
-            origin_id: Some(format!("o{i}")),
-            body: format!("{prefix}{i}"),
-            message: format!("<message xmlns='jabber:client'><body>{prefix}{i}</body></message>"),
+                (owner.clone(), remote.clone(), Kept::Sender)
+            };
+            ArchivedMessage {
+                id: next_id(),
+                sender,
+                sender_resource: "r".to_owned(),
+                recipient,
+                recipient_resource: "r".to_owned(),
+                kept,
+                joins: false,
+                origin_id: Some(format!("o{i}")),
+                body: format!("{prefix}{i}"),
+                message: format!(
+                    "<message xmlns='jabber:client'><body>{prefix}{i}</body></message>"
+                ),
+            }
         })
         .collect();
     store.append(messages.clone(), false).await.unwrap();
@@ -213,11 +224,12 @@ pub async fn only_accounts_leaves_out_owners_without_an_account(store: &dyn Arch
     let ghost = user("nobody@ghosts.example");
     let message = ArchivedMessage {
         id: next_id(),
-        owner: ghost.clone(),
-        remote_bare: "x@ghosts.example".to_owned(),
-        remote_resource: String::new(),
-        direction: Direction::In,
-        from: "x@ghosts.example".to_owned(),
+        sender: user("x@ghosts.example"),
+        sender_resource: String::new(),
+        recipient: ghost.clone(),
+        recipient_resource: String::new(),
+        kept: Kept::Recipient,
+        joins: false,
         origin_id: None,
         body: "boo".to_owned(),
         message: "<message xmlns='jabber:client'/>".to_owned(),
@@ -270,4 +282,151 @@ pub async fn a_batch_of_any_size_is_stored_whole_and_in_order(store: &dyn Archiv
         }
         assert_eq!(found, all, "a batch of {size}");
     }
+}
+
+/// A message from `sender` to `recipient` kept by `kept`, with `text` as body and stanza.
+fn between(sender: &BareJid, recipient: &BareJid, kept: Kept, text: &str) -> ArchivedMessage {
+    ArchivedMessage {
+        id: next_id(),
+        sender: sender.clone(),
+        sender_resource: "phone".to_owned(),
+        recipient: recipient.clone(),
+        recipient_resource: String::new(),
+        kept,
+        joins: false,
+        origin_id: None,
+        body: text.to_owned(),
+        message: format!("<message xmlns='jabber:client'><body>{text}</body></message>"),
+    }
+}
+
+async fn count(store: &dyn ArchiveStore, owner: &BareJid, with: Option<&BareJid>) -> u64 {
+    let query = ArchiveQuery {
+        with_bare: with.map(BareJid::to_string),
+        ..ArchiveQuery::all(10)
+    };
+    store.query(owner, &query).await.unwrap().count
+}
+
+/// One message kept by both archives: each finds it, by itself and `with` the other, under
+/// the same id; removing one account's archive leaves the other's whole.
+pub async fn a_message_between_two_accounts_is_in_both_archives_until_each_removes_it(
+    store: &dyn ArchiveStore,
+) {
+    let alice = user("alice@both.example");
+    let bob = user("bob@both.example");
+    let carol = user("carol@both.example");
+    let shared = between(&alice, &bob, Kept::Both, "hello bob");
+    let to_carol = between(&alice, &carol, Kept::Sender, "hello carol");
+    let from_carol = between(&carol, &bob, Kept::Both, "hello from carol");
+    store
+        .append(
+            vec![shared.clone(), to_carol.clone(), from_carol.clone()],
+            false,
+        )
+        .await
+        .unwrap();
+    let all = |owner: &BareJid| {
+        let owner = owner.clone();
+        async move { ids(&store.query(&owner, &ArchiveQuery::all(10)).await.unwrap()) }
+    };
+    assert_eq!(all(&alice).await, [shared.id, to_carol.id]);
+    assert_eq!(all(&bob).await, [shared.id, from_carol.id]);
+    assert_eq!(
+        all(&carol).await,
+        [from_carol.id],
+        "carol's copy of her message to alice is not hers"
+    );
+    assert_eq!(count(store, &alice, Some(&bob)).await, 1);
+    assert_eq!(count(store, &bob, Some(&alice)).await, 1);
+    assert_eq!(count(store, &bob, Some(&carol)).await, 1);
+    assert_eq!(count(store, &alice, Some(&carol)).await, 1);
+    assert!(store.exists(&alice, shared.id).await.unwrap());
+    assert!(store.exists(&bob, shared.id).await.unwrap());
+    assert!(!store.exists(&carol, shared.id).await.unwrap());
+    store.remove_user(&alice).await.unwrap();
+    assert_eq!(all(&alice).await, Vec::<ArchiveId>::new());
+    assert_eq!(all(&bob).await, [shared.id, from_carol.id], "bob keeps his");
+    let page = store.query(&bob, &ArchiveQuery::all(10)).await.unwrap();
+    assert!(page.items[0].message.contains("hello bob"));
+    store.remove_user(&bob).await.unwrap();
+    assert_eq!(all(&bob).await, Vec::<ArchiveId>::new());
+    assert_eq!(all(&carol).await, [from_carol.id], "carol keeps hers");
+}
+
+/// The recipient's side of a message its sender's archive already has, with the same id,
+/// makes it the recipient's too, with the recipient's stanza: appended with the sender's
+/// side or after it. Without the sender's row it is a row of its own.
+pub async fn a_recipients_side_joins_its_senders_row_in_the_same_or_a_later_append(
+    store: &dyn ArchiveStore,
+) {
+    let alice = user("alice@joins.example");
+    let bob = user("bob@joins.example");
+    let received = |sent: &ArchivedMessage| ArchivedMessage {
+        kept: Kept::Recipient,
+        joins: true,
+        recipient_resource: "tablet".to_owned(),
+        message: sent.message.replace("</message>", "<stanza-id/></message>"),
+        ..sent.clone()
+    };
+    let same = between(&alice, &bob, Kept::Sender, "same");
+    let later = between(&alice, &bob, Kept::Sender, "later");
+    let orphan = between(&alice, &bob, Kept::Sender, "orphan");
+    store
+        .append(vec![same.clone(), received(&same), later.clone()], false)
+        .await
+        .unwrap();
+    store
+        .append(vec![received(&later), received(&orphan)], false)
+        .await
+        .unwrap();
+    let page = store.query(&bob, &ArchiveQuery::all(10)).await.unwrap();
+    assert_eq!(ids(&page), [same.id, later.id, orphan.id]);
+    assert!(
+        page.items
+            .iter()
+            .all(|found| found.message.contains("<stanza-id/>"))
+    );
+    assert_eq!(
+        ids(&store.query(&alice, &ArchiveQuery::all(10)).await.unwrap()),
+        [same.id, later.id]
+    );
+    let tablet = ArchiveQuery {
+        with_bare: Some(alice.to_string()),
+        with_resource: Some("phone".to_owned()),
+        ..ArchiveQuery::all(10)
+    };
+    assert_eq!(
+        store.query(&bob, &tablet).await.unwrap().count,
+        3,
+        "by the sender's resource"
+    );
+    let tablet = ArchiveQuery {
+        with_bare: Some(bob.to_string()),
+        with_resource: Some("tablet".to_owned()),
+        ..ArchiveQuery::all(10)
+    };
+    assert_eq!(
+        store.query(&alice, &tablet).await.unwrap().count,
+        2,
+        "by the recipient's resource"
+    );
+    // Appended again (a retried batch): nothing changes.
+    store
+        .append(vec![later.clone(), received(&later)], false)
+        .await
+        .unwrap();
+    assert_eq!(count(store, &bob, None).await, 3);
+    assert_eq!(count(store, &alice, None).await, 2);
+}
+
+/// A message to oneself is one message of one's archive, with oneself or not.
+pub async fn a_message_to_oneself_is_found_once(store: &dyn ArchiveStore) {
+    let alice = user("alice@self.example");
+    let note = between(&alice, &alice, Kept::Both, "note to self");
+    store.append(vec![note.clone()], false).await.unwrap();
+    assert_eq!(count(store, &alice, None).await, 1);
+    assert_eq!(count(store, &alice, Some(&alice)).await, 1);
+    let page = store.query(&alice, &ArchiveQuery::all(10)).await.unwrap();
+    assert_eq!(ids(&page), [note.id]);
 }

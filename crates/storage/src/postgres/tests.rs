@@ -149,7 +149,7 @@ async fn every_migration_is_applied_once_and_recorded() {
         .iter()
         .map(|applied| applied.version)
         .collect();
-    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 11, 12]);
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 11, 12, 13]);
     assert!(
         Migrations::migrate(&pool, &[&FEATURE])
             .await
@@ -163,7 +163,7 @@ async fn every_migration_is_applied_once_and_recorded() {
             .fetch_all(&pool)
             .await
             .unwrap();
-    assert_eq!(recorded, [1, 2, 3, 4, 5, 6, 11, 12]);
+    assert_eq!(recorded, [1, 2, 3, 4, 5, 6, 11, 12, 13]);
     reopened.close().await;
     storage.close().await;
 }
@@ -505,4 +505,90 @@ mod batched_offline {
         )
         .await;
     }
+}
+
+#[tokio::test]
+async fn archived_rows_of_version_12_become_one_row_a_message_kept_by_their_owner() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let old = PgPool::connect(database.url()).await.unwrap();
+    let before_13: Vec<crate::migrations::Migration> = MIGRATIONS
+        .iter()
+        .copied()
+        .filter(|m| m.version < 13)
+        .collect();
+    Migrations::apply(&old, &before_13).await.unwrap();
+    // Juliet's row of a message from Romeo (from his orchard) and Romeo's of one to Juliet.
+    for (id, owner, remote, resource, direction, from) in [
+        (
+            4242_i64,
+            "juliet@capulet.example",
+            "romeo@montague.example",
+            "orchard",
+            "I",
+            "romeo@montague.example/orchard",
+        ),
+        (
+            4243,
+            "romeo@montague.example",
+            "juliet@capulet.example",
+            "",
+            "O",
+            "romeo@montague.example/balcony",
+        ),
+    ] {
+        sqlx::query(
+            "INSERT INTO mam_message (id, owner, remote_bare_jid, remote_resource, direction, \
+             from_jid, origin_id, search_body, message) \
+             VALUES ($1, $2, $3, $4, $5, $6, NULL, 'hi', '<message/>')",
+        )
+        .bind(id)
+        .bind(owner)
+        .bind(remote)
+        .bind(resource)
+        .bind(direction)
+        .bind(from)
+        .execute(&old)
+        .await
+        .unwrap();
+    }
+    old.close().await;
+
+    let storage = database.open_with(4, &[&FEATURE]).await.unwrap();
+    let archive = storage.archive();
+    let query = |owner: &str, with: Option<(&str, &str)>| {
+        let archive = Arc::clone(&archive);
+        let owner = BareJid::new(owner).unwrap();
+        let query = crate::archive::ArchiveQuery {
+            with_bare: with.map(|(bare, _)| bare.to_owned()),
+            with_resource: with.map(|(_, resource)| resource.to_owned()),
+            ..crate::archive::ArchiveQuery::all(10)
+        };
+        async move {
+            let page = archive.query(&owner, &query).await.unwrap();
+            page.items.iter().map(|found| found.id).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(query("juliet@capulet.example", None).await, [4242]);
+    assert_eq!(query("romeo@montague.example", None).await, [4243]);
+    assert_eq!(
+        query(
+            "juliet@capulet.example",
+            Some(("romeo@montague.example", "orchard"))
+        )
+        .await,
+        [4242]
+    );
+    assert_eq!(
+        query(
+            "romeo@montague.example",
+            Some(("juliet@capulet.example", ""))
+        )
+        .await,
+        [4243],
+        "his row's recipient resource was the old remote resource"
+    );
+    assert!(crate::archive::next_id() > 4243);
+    storage.close().await;
 }

@@ -1,7 +1,14 @@
 //! [`ArchiveStore`] on SQL: the `mam_message` table, the same statements on both engines
 //! (queries are built from the filters present, with numbered parameters).
+//!
+//! One row a message, kept by its sender's archive, its recipient's or both (`kept`, bits 1
+//! and 2), on integer keys of the JIDs (`mam_jid`): a message between two local accounts is
+//! written once, not once per archive, and every index entry is a pair of integers. A query
+//! of one account's archive reads two sides, each on an index of its own (the rows it sent,
+//! the rows it received), merged by id.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use jid::BareJid;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
@@ -9,9 +16,13 @@ use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Pool, Row, Type
 use super::Dialect;
 use super::group_commit::{GroupCommit, write_via};
 use crate::StorageError;
+use crate::accounts::AccountKey;
 use crate::archive::{
-    ArchiveId, ArchivePage, ArchiveQuery, ArchiveStore, ArchivedMessage, Direction, Found, Paging,
+    ArchiveId, ArchivePage, ArchiveQuery, ArchiveStore, ArchivedMessage, Found, Kept, Paging,
 };
+
+/// How many JIDs' keys are kept in memory (the cache is emptied when full).
+const KEYS_CACHED: usize = 65_536;
 
 /// The archive of a database.
 #[derive(Debug)]
@@ -23,6 +34,8 @@ pub(crate) struct SqlArchive<DB: Dialect> {
     accounts: Option<Pool<DB>>,
     /// The database's writer, if its writes are group-committed (SQLite).
     commits: Option<Arc<GroupCommit<DB>>>,
+    /// JIDs' keys in `mam_jid`, as committed (a key never changes once given).
+    keys: Mutex<HashMap<Box<str>, i64>>,
 }
 
 impl<DB: Dialect> SqlArchive<DB> {
@@ -38,8 +51,21 @@ impl<DB: Dialect> SqlArchive<DB> {
             pool,
             accounts,
             commits,
+            keys: Mutex::new(HashMap::new()),
         }
     }
+
+    fn cached_keys(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, i64>> {
+        self.keys
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The two keys of a conversation in one number: the smaller shifted left by 32 bits, or-ed
+/// with the larger (keys are below 2^31: `mam_jid` would need two billion JIDs).
+fn conversation(a: i64, b: i64) -> i64 {
+    (a.min(b) << 32) | a.max(b)
 }
 
 /// A bound parameter of a built query.
@@ -49,61 +75,85 @@ enum Param {
     Text(String),
 }
 
-/// A WHERE clause with its parameters, numbered from `$1` (the owner).
+/// A query's conditions on one side of the archive (the rows its owner sent, or received),
+/// with its parameters, numbered from `$1` (the owner's key): the same numbers in both sides.
 struct Filter {
-    sql: String,
+    sent: String,
+    received: String,
     params: Vec<Param>,
 }
 
 impl Filter {
-    fn new(owner: &BareJid) -> Filter {
-        Filter {
-            sql: "owner = $1".to_owned(),
-            params: vec![Param::Text(owner.to_string())],
+    fn next(&mut self, param: Param) -> String {
+        self.params.push(param);
+        format!("${}", self.params.len())
+    }
+
+    /// A condition on both sides; `?` is its parameter.
+    fn both(&mut self, condition: &str, param: Param) {
+        let n = self.next(param);
+        let condition = condition.replace('?', &n);
+        for side in [&mut self.sent, &mut self.received] {
+            side.push_str(" AND ");
+            side.push_str(&condition);
         }
     }
 
-    fn push(&mut self, condition: &str, param: Param) {
-        self.params.push(param);
-        let n = self.params.len();
-        self.sql.push_str(&format!(
-            " AND {}",
-            condition.replace('?', &format!("${n}"))
-        ));
-    }
-
-    /// The filters of a query (not its page).
-    fn of(owner: &BareJid, query: &ArchiveQuery) -> Filter {
-        let mut filter = Filter::new(owner);
-        if let Some(bare) = &query.with_bare {
-            filter.push("remote_bare_jid = ?", Param::Text(bare.clone()));
+    /// The filters of a query (not its page), on the owner's key and, if it asks for one,
+    /// the key of the JID it is `with` (`None` if that JID was never archived).
+    fn of(owner: i64, with: Option<i64>, query: &ArchiveQuery) -> Filter {
+        let mut filter = Filter {
+            sent: String::new(),
+            received: String::new(),
+            params: vec![Param::Int(owner)],
+        };
+        match with {
+            // Unary `+` keeps the owner's index out: a conversation's index serves better.
+            Some(with) => {
+                let c = filter.next(Param::Int(conversation(owner, with)));
+                let w = filter.next(Param::Int(with));
+                filter.sent = format!(
+                    "+sender = $1 AND kept <> 2 AND conversation = {c} AND recipient = {w}"
+                );
+                filter.received = format!(
+                    "+recipient = $1 AND kept <> 1 AND conversation = {c} AND sender = {w}"
+                );
+            }
+            None => {
+                filter.sent = "sender = $1 AND kept <> 2".to_owned();
+                filter.received = "recipient = $1 AND kept <> 1".to_owned();
+            }
         }
         if let Some(resource) = &query.with_resource {
-            filter.push("remote_resource = ?", Param::Text(resource.clone()));
+            let r = filter.next(Param::Text(resource.clone()));
+            filter
+                .sent
+                .push_str(&format!(" AND recipient_resource = {r}"));
+            filter
+                .received
+                .push_str(&format!(" AND sender_resource = {r}"));
         }
         if let Some(start) = query.start {
-            filter.push("id >= ?", Param::Int(start));
+            filter.both("id >= ?", Param::Int(start));
         }
         if let Some(end) = query.end {
-            filter.push("id <= ?", Param::Int(end));
+            filter.both("id <= ?", Param::Int(end));
         }
         if let Some(after) = query.after_id {
-            filter.push("id > ?", Param::Int(after));
+            filter.both("id > ?", Param::Int(after));
         }
         if let Some(before) = query.before_id {
-            filter.push("id < ?", Param::Int(before));
+            filter.both("id < ?", Param::Int(before));
         }
         if !query.ids.is_empty() {
-            let first = filter.params.len() + 1;
-            let list: Vec<String> = (0..query.ids.len())
-                .map(|i| format!("${}", first + i))
+            let list: Vec<String> = query
+                .ids
+                .iter()
+                .map(|id| filter.next(Param::Int(*id)))
                 .collect();
-            filter
-                .sql
-                .push_str(&format!(" AND id IN ({})", list.join(", ")));
-            filter
-                .params
-                .extend(query.ids.iter().map(|id| Param::Int(*id)));
+            let condition = format!(" AND id IN ({})", list.join(", "));
+            filter.sent.push_str(&condition);
+            filter.received.push_str(&condition);
         }
         if let Some(text) = &query.text {
             let escaped = text
@@ -111,33 +161,48 @@ impl Filter {
                 .replace('\\', "\\\\")
                 .replace('%', "\\%")
                 .replace('_', "\\_");
-            filter.push(
+            filter.both(
                 "search_body LIKE ? ESCAPE '\\'",
                 Param::Text(format!("%{escaped}%")),
             );
         }
         filter
     }
-}
 
-fn direction_code(direction: Direction) -> &'static str {
-    match direction {
-        Direction::In => "I",
-        Direction::Out => "O",
+    fn bind<'q, DB>(
+        &self,
+        mut query: sqlx::query::Query<'q, DB, DB::Arguments>,
+    ) -> sqlx::query::Query<'q, DB, DB::Arguments>
+    where
+        DB: Dialect,
+        String: Encode<'q, DB> + Type<DB>,
+        i64: Encode<'q, DB> + Type<DB>,
+    {
+        for param in &self.params {
+            query = match param {
+                Param::Int(n) => query.bind(*n),
+                Param::Text(text) => query.bind(text.clone()),
+            };
+        }
+        query
     }
 }
 
-/// Rows per INSERT: 11 parameters a row (9 columns, the owner's domain and localpart), 2,816
-/// a statement, within both engines' limits (SQLite 32,766, PostgreSQL 65,535).
+/// Rows per INSERT: 14 parameters a row (10 columns, the two sides' account keys), 3,584 a
+/// statement, within both engines' limits (SQLite 32,766, PostgreSQL 65,535).
 const ROWS: usize = 256;
 
+/// The columns of `mam_message` an insert writes, in the order rows are bound.
+const COLUMNS: &str = "id, sender, recipient, conversation, kept, sender_resource, \
+                       recipient_resource, origin_id, search_body, message";
+
 /// The text of an insert of `rows` rows (the same for every batch of that size, so that the
-/// engine's statement cache keeps it): one parameter list per row, nine columns and, when
-/// `only_accounts`, the owner's domain and localpart, for a row to be inserted only if its
-/// owner has an account (one index lookup per row). A row whose id its owner's archive
-/// already holds is skipped.
+/// engine's statement cache keeps it): one parameter list per row, ten columns and, when
+/// `only_accounts`, each side's domain and localpart, for a side to be kept only if its
+/// account exists (one index lookup a kept side) and a row only if a side is left. A row
+/// whose key is taken is skipped.
 fn insert_sql<DB: Dialect>(rows: usize, only_accounts: bool) -> String {
-    let columns = if only_accounts { 11 } else { 9 };
+    let columns = if only_accounts { 14 } else { 10 };
     let mut values = String::with_capacity(rows * columns * 4);
     let mut n = 0;
     for row in 0..rows {
@@ -152,18 +217,33 @@ fn insert_sql<DB: Dialect>(rows: usize, only_accounts: bool) -> String {
         values.push(')');
     }
     let (insert, on_conflict) = DB::SQL.insert_ignoring;
-    let check = if only_accounts {
-        " WHERE EXISTS (SELECT 1 FROM users WHERE users.server = v.column10 \
-         AND users.username = v.column11)"
+    if only_accounts {
+        // CASE and EXISTS, no function call: SQLite keeps no statement journal for it.
+        let side = |bit: u8, domain: u8| {
+            format!(
+                "(CASE WHEN (v.column5 & {bit}) = 0 THEN 0 WHEN EXISTS (SELECT 1 FROM users \
+                 WHERE users.server = v.column{domain} AND users.username = v.column{}) \
+                 THEN {bit} ELSE 0 END)",
+                domain + 1
+            )
+        };
+        format!(
+            "{insert} mam_message ({COLUMNS}) \
+             SELECT w.c1, w.c2, w.c3, w.c4, w.k, w.c6, w.c7, w.c8, w.c9, w.c10 FROM \
+             (SELECT v.column1 AS c1, v.column2 AS c2, v.column3 AS c3, v.column4 AS c4, \
+             {} + {} AS k, v.column6 AS c6, v.column7 AS c7, v.column8 AS c8, \
+             v.column9 AS c9, v.column10 AS c10 FROM (VALUES {values}) AS v) AS w \
+             WHERE w.k <> 0{on_conflict}",
+            side(1, 11),
+            side(2, 13),
+        )
     } else {
-        ""
-    };
-    format!(
-        "{insert} mam_message (id, owner, remote_bare_jid, remote_resource, direction, \
-         from_jid, origin_id, search_body, message) \
-         SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7, \
-         v.column8, v.column9 FROM (VALUES {values}) AS v{check}{on_conflict}"
-    )
+        format!(
+            "{insert} mam_message ({COLUMNS}) \
+             SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, \
+             v.column7, v.column8, v.column9, v.column10 FROM (VALUES {values}) AS v{on_conflict}"
+        )
+    }
 }
 
 /// Split `len` items into statements of a power of two each, at most [`ROWS`], largest first
@@ -188,8 +268,53 @@ fn statement_sizes(len: usize) -> impl Iterator<Item = usize> {
     })
 }
 
-/// Insert the rows of `messages` (of owners with an account, with `only_accounts`), in
-/// statements of [`statement_sizes`] (each statement is a round trip to the engine).
+/// The rows of one append: messages whose recipient's side joins their sender's row in the
+/// same append become that row (kept by both, with the recipient's stanza); the others that
+/// join are left to [`join_rows`]. A message to oneself is kept as received only.
+fn merge(messages: Vec<ArchivedMessage>) -> (Vec<ArchivedMessage>, Vec<ArchivedMessage>) {
+    let mut rows: Vec<ArchivedMessage> = Vec::with_capacity(messages.len());
+    let mut joining = Vec::new();
+    let mut senders: HashMap<ArchiveId, usize> = HashMap::new();
+    for mut message in messages {
+        if message.sender == message.recipient {
+            message.kept = Kept::Recipient;
+            message.joins = false;
+        }
+        if message.joins {
+            let row = senders.get(&message.id).map(|&at| &mut rows[at]);
+            match row {
+                Some(row) if row.sender == message.sender && row.recipient == message.recipient => {
+                    row.kept = Kept::Both;
+                    row.recipient_resource = message.recipient_resource;
+                    row.message = message.message;
+                }
+                _ => joining.push(message),
+            }
+            continue;
+        }
+        if message.kept == Kept::Sender {
+            senders.insert(message.id, rows.len());
+        }
+        rows.push(message);
+    }
+    (rows, joining)
+}
+
+/// Keys of JIDs as committed in `mam_jid`.
+type Keys = HashMap<Box<str>, i64>;
+
+/// The keys of a message's sender and recipient.
+type Pair = (i64, i64);
+
+fn key(keys: &Keys, jid: &BareJid) -> Result<i64, StorageError> {
+    keys.get(jid.as_str())
+        .copied()
+        .ok_or_else(|| StorageError::Corrupt(format!("no archive key for {jid}")))
+}
+
+/// Insert the rows of `messages` (each side kept only if its account exists, with
+/// `only_accounts`), in statements of [`statement_sizes`] (each statement is a round trip to
+/// the engine).
 ///
 /// Texts are bound as shared strings of which this function keeps a reference until the
 /// statement is done: sqlx's SQLite worker drops the bound values on its own thread, and a
@@ -199,6 +324,7 @@ fn statement_sizes(len: usize) -> impl Iterator<Item = usize> {
 async fn insert_rows<DB>(
     connection: &mut DB::Connection,
     messages: &[ArchivedMessage],
+    keys: &[Pair],
     only_accounts: bool,
 ) -> Result<(), StorageError>
 where
@@ -209,41 +335,48 @@ where
     i64: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB>,
     DB::Arguments: IntoArguments<DB>,
 {
-    let incoming: Arc<str> = Arc::from(direction_code(Direction::In));
-    let outgoing: Arc<str> = Arc::from(direction_code(Direction::Out));
+    let empty: Arc<str> = Arc::from("");
     let mut kept: Vec<Arc<str>> = Vec::new();
-    let mut rest = messages;
+    let mut rest = messages.iter().zip(keys);
     for size in statement_sizes(messages.len()) {
-        let (chunk, after) = rest.split_at(size);
-        rest = after;
+        let chunk = rest.by_ref().take(size);
         kept.clear();
         let mut text = |text: &str| {
+            if text.is_empty() {
+                return Arc::clone(&empty);
+            }
             let shared: Arc<str> = Arc::from(text);
             kept.push(Arc::clone(&shared));
             shared
         };
-        let mut insert = sqlx::query(sqlx::AssertSqlSafe(insert_sql::<DB>(
-            chunk.len(),
-            only_accounts,
-        )));
-        for message in chunk {
-            let direction = match message.direction {
-                Direction::In => &incoming,
-                Direction::Out => &outgoing,
-            };
+        let mut insert = sqlx::query(sqlx::AssertSqlSafe(insert_sql::<DB>(size, only_accounts)));
+        for (message, &(sender, recipient)) in chunk {
             insert = insert
                 .bind(message.id)
-                .bind(text(message.owner.as_str()))
-                .bind(text(&message.remote_bare))
-                .bind(text(&message.remote_resource))
-                .bind(Arc::clone(direction))
-                .bind(text(&message.from))
+                .bind(sender)
+                .bind(recipient)
+                .bind(conversation(sender, recipient))
+                .bind(message.kept.code())
+                .bind(text(&message.sender_resource))
+                .bind(text(&message.recipient_resource))
                 .bind(message.origin_id.as_deref().map(&mut text))
                 .bind(text(&message.body.to_lowercase()))
                 .bind(text(&message.message));
             if only_accounts {
-                let key = crate::accounts::AccountKey::of(&message.owner)?;
-                insert = insert.bind(text(key.domain)).bind(text(key.localpart));
+                for (side, jid) in [
+                    (message.kept.sender(), &message.sender),
+                    (message.kept.recipient(), &message.recipient),
+                ] {
+                    // A side not kept, or a JID that cannot be an account, matches no user.
+                    match AccountKey::of(jid) {
+                        Ok(account) if side => {
+                            insert = insert
+                                .bind(text(account.domain))
+                                .bind(text(account.localpart));
+                        }
+                        _ => insert = insert.bind(Arc::clone(&empty)).bind(Arc::clone(&empty)),
+                    }
+                }
             }
         }
         insert.execute(&mut *connection).await?;
@@ -252,8 +385,59 @@ where
     Ok(())
 }
 
-/// The messages of `messages` whose owner has an account in the database of `accounts`
-/// (one query per [`ROWS`] owners, on a reading connection).
+/// The recipient's sides of messages whose sender's rows were written by an earlier append:
+/// each row becomes kept by both, with the recipient's stanza (the recipient's account
+/// checked with `only_accounts`). A message whose sender's row is not there (its account was
+/// removed meanwhile) becomes a row of its own; rows of one message at a time, as this is
+/// rare (an append that ends between a message's two sides).
+async fn join_rows<DB>(
+    connection: &mut DB::Connection,
+    joining: Vec<ArchivedMessage>,
+    keys: Vec<Pair>,
+    only_accounts: bool,
+) -> Result<(Vec<ArchivedMessage>, Vec<Pair>), StorageError>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    i64: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    let mut alone = (Vec::new(), Vec::new());
+    for (message, (sender, recipient)) in joining.into_iter().zip(keys) {
+        let account = AccountKey::of(&message.recipient)?;
+        let check = if only_accounts {
+            " AND EXISTS (SELECT 1 FROM users WHERE users.server = $6 AND users.username = $7)"
+        } else {
+            ""
+        };
+        let mut update = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE mam_message SET kept = 3, recipient_resource = $1, message = $2 \
+             WHERE id = $3 AND sender = $4 AND recipient = $5 AND kept = 1{check}"
+        )))
+        .bind(message.recipient_resource.as_str())
+        .bind(message.message.as_str())
+        .bind(message.id)
+        .bind(sender)
+        .bind(recipient);
+        if only_accounts {
+            update = update.bind(account.domain).bind(account.localpart);
+        }
+        let done = update.execute(&mut *connection).await?;
+        if DB::rows_affected(&done) == 0 {
+            alone.0.push(ArchivedMessage {
+                joins: false,
+                ..message
+            });
+            alone.1.push((sender, recipient));
+        }
+    }
+    Ok(alone)
+}
+
+/// `messages` with each side whose account is not in the database of `accounts` left out,
+/// and the messages left with no side (one query per [`ROWS`] accounts, on a reading
+/// connection).
 async fn with_accounts<DB>(
     accounts: &Pool<DB>,
     messages: Vec<ArchivedMessage>,
@@ -266,20 +450,23 @@ where
     for<'a> &'a str: ColumnIndex<DB::Row>,
     DB::Arguments: IntoArguments<DB>,
 {
-    let mut owners: Vec<&BareJid> = messages.iter().map(|m| &m.owner).collect();
+    let mut owners: Vec<&BareJid> = Vec::new();
+    for message in &messages {
+        if message.kept.sender() {
+            owners.push(&message.sender);
+        }
+        if message.kept.recipient() {
+            owners.push(&message.recipient);
+        }
+    }
     owners.sort();
     owners.dedup();
-    let mut found = std::collections::HashSet::new();
+    let mut found = HashSet::new();
     for chunk in owners.chunks(ROWS) {
-        let mut keys = chunk
+        let keys: Vec<AccountKey<'_>> = chunk
             .iter()
-            .map(|owner| crate::accounts::AccountKey::of(owner))
-            .collect::<Result<Vec<_>, _>>()?;
-        // The last owner again up to a power of two: a few statement texts, all cached (see
-        // `statement_sizes`).
-        if let Some(&last) = keys.last() {
-            keys.resize(keys.len().next_power_of_two(), last);
-        }
+            .filter_map(|owner| AccountKey::of(owner).ok())
+            .collect();
         let mut n = 0;
         let mut next = || {
             n += 1;
@@ -289,6 +476,9 @@ where
             .iter()
             .map(|_| format!("(server = {} AND username = {})", next(), next()))
             .collect();
+        if pairs.is_empty() {
+            continue;
+        }
         let sql = format!(
             "SELECT server, username FROM users WHERE {}",
             pairs.join(" OR ")
@@ -306,56 +496,48 @@ where
     }
     Ok(messages
         .into_iter()
-        .filter(|m| found.contains(m.owner.as_str()))
+        .filter_map(|mut message| {
+            let sender = message.kept.sender() && found.contains(message.sender.as_str());
+            let recipient = message.kept.recipient() && found.contains(message.recipient.as_str());
+            message.kept = match (sender, recipient) {
+                (true, true) => Kept::Both,
+                (true, false) => Kept::Sender,
+                (false, true) => Kept::Recipient,
+                (false, false) => return None,
+            };
+            Some(message)
+        })
         .collect())
 }
 
-/// Move the rows an earlier version kept in the main file's `mam_message` into the archive's
-/// own file (SQLite), a thousand at a time; nothing to do once the main table is empty.
-pub(crate) async fn move_rows_from_main(
-    main: &sqlx::SqlitePool,
-    archive: &sqlx::SqlitePool,
-) -> Result<(), StorageError> {
-    const CHUNK: i64 = 1000;
-    let mut moved = 0u64;
-    loop {
-        let rows = sqlx::query(
-            "SELECT rowid, id, owner, remote_bare_jid, remote_resource, direction, from_jid, \
-             origin_id, search_body, message FROM mam_message ORDER BY rowid LIMIT $1",
-        )
-        .bind(CHUNK)
-        .fetch_all(main)
-        .await?;
-        let Some(last) = rows.last() else { break };
-        let last: i64 = last.try_get("rowid")?;
-        let mut transaction = archive.begin().await?;
-        for row in &rows {
-            sqlx::query(
-                "INSERT OR IGNORE INTO mam_message (id, owner, remote_bare_jid, remote_resource, \
-                 direction, from_jid, origin_id, search_body, message) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(row.try_get::<i64, _>("id")?)
-            .bind(row.try_get::<String, _>("owner")?)
-            .bind(row.try_get::<String, _>("remote_bare_jid")?)
-            .bind(row.try_get::<String, _>("remote_resource")?)
-            .bind(row.try_get::<String, _>("direction")?)
-            .bind(row.try_get::<String, _>("from_jid")?)
-            .bind(row.try_get::<Option<String>, _>("origin_id")?)
-            .bind(row.try_get::<String, _>("search_body")?)
-            .bind(row.try_get::<String, _>("message")?)
-            .execute(&mut *transaction)
-            .await?;
+/// Add the JIDs of `missing` to `mam_jid` (those not there yet), in statements of
+/// [`statement_sizes`].
+async fn add_keys<DB>(
+    connection: &mut DB::Connection,
+    missing: &[Box<str>],
+) -> Result<(), StorageError>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    let (insert, on_conflict) = DB::SQL.insert_ignoring;
+    let mut rest = missing;
+    for size in statement_sizes(missing.len()) {
+        let (chunk, after) = rest.split_at(size);
+        rest = after;
+        let values: Vec<String> = (1..=chunk.len())
+            .map(|n| format!("({})", DB::param(n)))
+            .collect();
+        let mut statement = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{insert} mam_jid (jid) VALUES {}{on_conflict}",
+            values.join(", ")
+        )));
+        for jid in chunk {
+            statement = statement.bind(&**jid);
         }
-        transaction.commit().await?;
-        sqlx::query("DELETE FROM mam_message WHERE rowid <= $1")
-            .bind(last)
-            .execute(main)
-            .await?;
-        moved += rows.len() as u64;
-    }
-    if moved > 0 {
-        tracing::info!(rows = moved, "moved the archive into its own file");
+        statement.execute(&mut *connection).await?;
     }
     Ok(())
 }
@@ -380,18 +562,29 @@ where
         messages: Vec<ArchivedMessage>,
         only_accounts: bool,
     ) -> Result<(), StorageError> {
-        let accounts = self.accounts.clone();
+        let (mut rows, mut joining) = merge(messages);
+        let mut only_accounts = only_accounts;
+        if let Some(accounts) = &self.accounts
+            && only_accounts
+        {
+            // The accounts are in another database: checked here, before the write.
+            rows = with_accounts(accounts, rows).await?;
+            joining = with_accounts(accounts, joining).await?;
+            only_accounts = false;
+        }
+        if rows.is_empty() && joining.is_empty() {
+            return Ok(());
+        }
+        let keys = self.keys_of(&rows).await?;
+        let joining_keys = self.keys_of(&joining).await?;
         write_via(self.commits.as_deref(), &self.pool, move |connection| {
             Box::pin(async move {
                 // Rows are independent: each INSERT of up to ROWS rows is atomic by itself,
                 // and no savepoint is taken (it would copy every page the batch touches).
-                match accounts {
-                    Some(accounts) if only_accounts => {
-                        let kept = with_accounts(&accounts, messages).await?;
-                        insert_rows(connection, &kept, false).await
-                    }
-                    _ => insert_rows(connection, &messages, only_accounts).await,
-                }
+                let (alone, alone_keys) =
+                    join_rows(connection, joining, joining_keys, only_accounts).await?;
+                insert_rows(connection, &rows, &keys, only_accounts).await?;
+                insert_rows(connection, &alone, &alone_keys, only_accounts).await
             })
         })
         .await
@@ -402,51 +595,64 @@ where
         owner: &BareJid,
         query: &ArchiveQuery,
     ) -> Result<ArchivePage, StorageError> {
-        let filter = Filter::of(owner, query);
-        let count_sql = format!("SELECT COUNT(*) FROM mam_message WHERE {}", filter.sql);
-        let mut count = sqlx::query(sqlx::AssertSqlSafe(count_sql));
-        for param in &filter.params {
-            count = match param {
-                Param::Int(n) => count.bind(*n),
-                Param::Text(text) => count.bind(text.clone()),
-            };
-        }
+        let empty = ArchivePage {
+            items: Vec::new(),
+            complete: true,
+            count: 0,
+        };
+        let Some(owner) = self.key_of(owner.as_str()).await? else {
+            return Ok(empty);
+        };
+        let with = match &query.with_bare {
+            Some(with) => match self.key_of(with).await? {
+                Some(key) => Some(key),
+                None => return Ok(empty),
+            },
+            None => None,
+        };
+        let mut filter = Filter::of(owner, with, query);
+        let count_sql = format!(
+            "SELECT (SELECT COUNT(*) FROM mam_message WHERE {}) + \
+             (SELECT COUNT(*) FROM mam_message WHERE {})",
+            filter.sent, filter.received
+        );
+        let count = filter.bind(sqlx::query(sqlx::AssertSqlSafe(count_sql)));
         let count: i64 = count.fetch_one(&self.pool).await?.try_get(0usize)?;
 
-        let mut page = Filter {
-            sql: filter.sql,
-            params: filter.params,
-        };
         let order = match query.paging {
             Paging::Forward(after) => {
                 if let Some(after) = after {
-                    page.push("id > ?", Param::Int(after));
+                    filter.both("id > ?", Param::Int(after));
                 }
                 "ASC"
             }
             Paging::Backward(before) => {
                 if let Some(before) = before {
-                    page.push("id < ?", Param::Int(before));
+                    filter.both("id < ?", Param::Int(before));
                 }
                 "DESC"
             }
         };
-        // One more than asked tells whether the page is the last in its direction.
+        // One more than asked tells whether the page is the last in its direction. Each side
+        // gives its first rows in the page's order, and the page is the first of both.
         let limit = i64::try_from(query.max.saturating_add(1)).unwrap_or(i64::MAX);
-        page.params.push(Param::Int(limit));
+        let limit = filter.next(Param::Int(limit));
+        let side = |condition: &str, name: &str| {
+            format!(
+                "SELECT id, message FROM (SELECT id, message FROM mam_message WHERE {condition} \
+                 ORDER BY id {order} LIMIT {limit}) AS {name}"
+            )
+        };
         let sql = format!(
-            "SELECT id, message FROM mam_message WHERE {} ORDER BY id {order} LIMIT ${}",
-            page.sql,
-            page.params.len()
+            "SELECT id, message FROM ({} UNION ALL {}) AS both_sides \
+             ORDER BY id {order} LIMIT {limit}",
+            side(&filter.sent, "sent"),
+            side(&filter.received, "received"),
         );
-        let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for param in &page.params {
-            rows = match param {
-                Param::Int(n) => rows.bind(*n),
-                Param::Text(text) => rows.bind(text.clone()),
-            };
-        }
-        let rows = rows.fetch_all(&self.pool).await?;
+        let rows = filter
+            .bind(sqlx::query(sqlx::AssertSqlSafe(sql)))
+            .fetch_all(&self.pool)
+            .await?;
         let mut items = rows
             .iter()
             .map(|row| {
@@ -469,23 +675,39 @@ where
     }
 
     async fn exists(&self, owner: &BareJid, id: ArchiveId) -> Result<bool, StorageError> {
-        let row = sqlx::query("SELECT id FROM mam_message WHERE owner = $1 AND id = $2")
-            .bind(owner.as_str())
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let Some(owner) = self.key_of(owner.as_str()).await? else {
+            return Ok(false);
+        };
+        let row = sqlx::query(
+            "SELECT id FROM mam_message WHERE id = $2 \
+             AND ((sender = $1 AND kept <> 2) OR (recipient = $1 AND kept <> 1))",
+        )
+        .bind(owner)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(row.is_some())
     }
 
     async fn remove_user(&self, owner: &BareJid) -> Result<(), StorageError> {
+        let Some(owner) = self.key_of(owner.as_str()).await? else {
+            return Ok(());
+        };
         // Through the writer: in turn with the appends, so none checked before lands after.
-        let owner = owner.to_string();
+        // The rows only this account kept go; the others stay, kept by the other side only.
         write_via(self.commits.as_deref(), &self.pool, move |connection| {
             Box::pin(async move {
-                sqlx::query("DELETE FROM mam_message WHERE owner = $1")
-                    .bind(owner.as_str())
-                    .execute(&mut *connection)
-                    .await?;
+                for statement in [
+                    "DELETE FROM mam_message WHERE sender = $1 AND kept <> 2 AND kept = 1",
+                    "UPDATE mam_message SET kept = 2 WHERE sender = $1 AND kept <> 2",
+                    "DELETE FROM mam_message WHERE recipient = $1 AND kept <> 1 AND kept = 2",
+                    "UPDATE mam_message SET kept = 1 WHERE recipient = $1 AND kept <> 1",
+                ] {
+                    sqlx::query(statement)
+                        .bind(owner)
+                        .execute(&mut *connection)
+                        .await?;
+                }
                 Ok(())
             })
         })
@@ -504,6 +726,238 @@ where
         })
         .await
     }
+}
+
+impl<DB> SqlArchive<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    String: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB>,
+    i64: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    /// The key of `jid`, if it was ever archived.
+    async fn key_of(&self, jid: &str) -> Result<Option<i64>, StorageError> {
+        if let Some(key) = self.cached_keys().get(jid) {
+            return Ok(Some(*key));
+        }
+        let key: Option<i64> = sqlx::query_scalar("SELECT id FROM mam_jid WHERE jid = $1")
+            .bind(jid)
+            .fetch_optional(&self.pool)
+            .await?;
+        if let Some(key) = key {
+            self.remember(jid.into(), key);
+        }
+        Ok(key)
+    }
+
+    fn remember(&self, jid: Box<str>, key: i64) {
+        let mut keys = self.cached_keys();
+        if keys.len() >= KEYS_CACHED {
+            keys.clear();
+        }
+        keys.insert(jid, key);
+    }
+
+    /// The keys of every message's sender and recipient, given to JIDs that have none in a
+    /// write of its own (committed before a row names them, so that a key in memory is always
+    /// one the database has). JIDs not in memory are read first and only those still missing
+    /// are inserted: an insert that skips an existing JID still takes a number of
+    /// PostgreSQL's sequence.
+    async fn keys_of<'m>(
+        &self,
+        messages: &'m [ArchivedMessage],
+    ) -> Result<Vec<Pair>, StorageError> {
+        const UNKNOWN: i64 = -1;
+        let mut pairs = Vec::with_capacity(messages.len());
+        let mut missing: HashSet<&'m str> = HashSet::new();
+        {
+            let cached = self.cached_keys();
+            let mut known = |jid: &'m BareJid| match cached.get(jid.as_str()) {
+                Some(key) => *key,
+                None => {
+                    missing.insert(jid.as_str());
+                    UNKNOWN
+                }
+            };
+            for message in messages {
+                pairs.push((known(&message.sender), known(&message.recipient)));
+            }
+        }
+        if missing.is_empty() {
+            return Ok(pairs);
+        }
+        let mut missing: Vec<Box<str>> = missing.into_iter().map(Box::from).collect();
+        missing.sort();
+        let mut found = Keys::new();
+        self.read_keys(&missing, &mut found).await?;
+        missing.retain(|jid| !found.contains_key(jid));
+        if !missing.is_empty() {
+            let added = missing.clone();
+            write_via(self.commits.as_deref(), &self.pool, move |connection| {
+                Box::pin(async move { add_keys(connection, &added).await })
+            })
+            .await?;
+            self.read_keys(&missing, &mut found).await?;
+        }
+        for (message, (sender, recipient)) in messages.iter().zip(&mut pairs) {
+            if *sender == UNKNOWN {
+                *sender = key(&found, &message.sender)?;
+            }
+            if *recipient == UNKNOWN {
+                *recipient = key(&found, &message.recipient)?;
+            }
+        }
+        Ok(pairs)
+    }
+
+    /// Read the keys `mam_jid` has of `jids` into `keys` and the cache.
+    async fn read_keys(&self, jids: &[Box<str>], keys: &mut Keys) -> Result<(), StorageError> {
+        for chunk in jids.chunks(ROWS) {
+            let list: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
+            let mut select = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT id, jid FROM mam_jid WHERE jid IN ({})",
+                list.join(", ")
+            )));
+            for jid in chunk {
+                select = select.bind(&**jid);
+            }
+            for row in select.fetch_all(&self.pool).await? {
+                let key: i64 = row.try_get("id")?;
+                let jid: String = row.try_get("jid")?;
+                self.remember(jid.as_str().into(), key);
+                keys.insert(jid.into_boxed_str(), key);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The largest archive id the database holds (0 if none): ids given after a start must be
+/// above it ([`crate::archive::seen_id`]).
+pub(crate) async fn largest_id<DB>(pool: &Pool<DB>) -> Result<ArchiveId, StorageError>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    i64: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    let row = sqlx::query("SELECT COALESCE(MAX(id), 0) FROM mam_message")
+        .fetch_one(pool)
+        .await?;
+    Ok(row.try_get(0usize)?)
+}
+
+/// A row of the archive before one row served both archives (`owner`'s, sent or received) as
+/// a message of the present table, kept by that owner's side.
+struct LegacyRow {
+    id: ArchiveId,
+    owner: String,
+    remote_bare: String,
+    remote_resource: String,
+    direction: String,
+    from: String,
+    origin_id: Option<String>,
+    body: String,
+    message: String,
+}
+
+impl LegacyRow {
+    fn into_message(self) -> Option<ArchivedMessage> {
+        let owner = BareJid::new(&self.owner).ok()?;
+        let remote = BareJid::new(&self.remote_bare).ok()?;
+        let outgoing = self.direction == "O";
+        let from_resource = self
+            .from
+            .split_once('/')
+            .map(|(_, resource)| resource.to_owned())
+            .unwrap_or_default();
+        let (sender, sender_resource, recipient, recipient_resource, kept) = if outgoing {
+            (
+                owner,
+                from_resource,
+                remote,
+                self.remote_resource,
+                Kept::Sender,
+            )
+        } else {
+            (
+                remote,
+                self.remote_resource,
+                owner,
+                String::new(),
+                Kept::Recipient,
+            )
+        };
+        Some(ArchivedMessage {
+            id: self.id,
+            sender,
+            sender_resource,
+            recipient,
+            recipient_resource,
+            kept,
+            joins: false,
+            origin_id: self.origin_id,
+            body: self.body,
+            message: self.message,
+        })
+    }
+}
+
+/// Move the rows an earlier version kept in the main file's `mam_message` (a row per message
+/// per archive) into the archive's own file (SQLite), a thousand at a time, each as a message
+/// kept by its owner's side; nothing to do once the main table is empty.
+pub(crate) async fn move_rows_from_main(
+    main: &sqlx::SqlitePool,
+    archive: &sqlx::SqlitePool,
+) -> Result<(), StorageError> {
+    const CHUNK: i64 = 1000;
+    let store = SqlArchive::<sqlx::Sqlite>::new(archive.clone(), None, None);
+    let mut moved = 0u64;
+    loop {
+        let rows = sqlx::query(
+            "SELECT rowid, id, owner, remote_bare_jid, remote_resource, direction, from_jid, \
+             origin_id, search_body, message FROM mam_message ORDER BY rowid LIMIT $1",
+        )
+        .bind(CHUNK)
+        .fetch_all(main)
+        .await?;
+        let Some(last) = rows.last() else { break };
+        let last: i64 = last.try_get("rowid")?;
+        let mut messages = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let legacy = LegacyRow {
+                id: row.try_get("id")?,
+                owner: row.try_get("owner")?,
+                remote_bare: row.try_get("remote_bare_jid")?,
+                remote_resource: row.try_get("remote_resource")?,
+                direction: row.try_get("direction")?,
+                from: row.try_get("from_jid")?,
+                origin_id: row.try_get("origin_id")?,
+                body: row.try_get("search_body")?,
+                message: row.try_get("message")?,
+            };
+            let id = legacy.id;
+            match legacy.into_message() {
+                Some(message) => messages.push(message),
+                None => tracing::warn!(id, "left out an archived message whose JIDs do not parse"),
+            }
+        }
+        store.append(messages, false).await?;
+        sqlx::query("DELETE FROM mam_message WHERE rowid <= $1")
+            .bind(last)
+            .execute(main)
+            .await?;
+        moved += rows.len() as u64;
+    }
+    if moved > 0 {
+        tracing::info!(rows = moved, "moved the archive into its own file");
+    }
+    Ok(())
 }
 
 #[cfg(test)]

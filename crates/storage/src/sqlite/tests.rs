@@ -815,7 +815,7 @@ async fn offline_messages_of_version_11_keep_their_rows_and_ids_through_the_rebu
 }
 
 #[tokio::test]
-async fn an_archive_file_of_version_1_keeps_its_rows_through_the_rebuild() {
+async fn an_archive_file_of_version_1_keeps_its_rows_through_the_rebuilds() {
     let directory = TempDir::new().unwrap();
     let path = database_in(&directory);
     let old = bare_pool(&crate::archive_path(&path)).await;
@@ -823,37 +823,115 @@ async fn an_archive_file_of_version_1_keeps_its_rows_through_the_rebuild() {
         .await
         .unwrap();
     assert!(table_sql(&old, "mam_message").await.contains("length("));
-    sqlx::query(
-        "INSERT INTO mam_message (id, owner, remote_bare_jid, remote_resource, direction, \
-         from_jid, origin_id, search_body, message) \
-         VALUES (4242, 'juliet@capulet.example', 'romeo@montague.example', '', 'I', \
-         'romeo@montague.example/orchard', NULL, 'hi', '<message/>')",
-    )
-    .execute(&old)
-    .await
-    .unwrap();
+    // Juliet's row of a message from Romeo, Romeo's of one to Juliet, and the nurse's of one
+    // to Romeo under an id Juliet's archive also gave (ids were per archive).
+    for (id, owner, remote, resource, direction, from) in [
+        (
+            4242,
+            "juliet@capulet.example",
+            "romeo@montague.example",
+            "orchard",
+            "I",
+            "romeo@montague.example/orchard",
+        ),
+        (
+            4243,
+            "romeo@montague.example",
+            "juliet@capulet.example",
+            "",
+            "O",
+            "romeo@montague.example/orchard",
+        ),
+        (
+            4242,
+            "nurse@capulet.example",
+            "romeo@montague.example",
+            "",
+            "O",
+            "nurse@capulet.example/kitchen",
+        ),
+    ] {
+        sqlx::query(
+            "INSERT INTO mam_message (id, owner, remote_bare_jid, remote_resource, direction, \
+             from_jid, origin_id, search_body, message) \
+             VALUES ($1, $2, $3, $4, $5, $6, NULL, 'hi', '<message/>')",
+        )
+        .bind(id)
+        .bind(owner)
+        .bind(remote)
+        .bind(resource)
+        .bind(direction)
+        .bind(from)
+        .execute(&old)
+        .await
+        .unwrap();
+    }
     old.close().await;
 
     let storage = Storage::open_sqlite(&path).await.unwrap();
-    let juliet = jid("juliet@capulet.example");
-    let page = storage
-        .archive()
-        .query(&juliet, &crate::archive::ArchiveQuery::all(10))
-        .await
-        .unwrap();
-    assert_eq!(page.items.len(), 1, "the row went through the rebuild");
-    assert_eq!(page.items[0].id, 4242);
+    let archive = storage.archive();
+    let all = |owner: &str| {
+        let archive = Arc::clone(&archive);
+        let owner = jid(owner);
+        async move {
+            archive
+                .query(&owner, &crate::archive::ArchiveQuery::all(10))
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|found| found.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        all("juliet@capulet.example").await,
+        [4242],
+        "the rows went through the rebuilds"
+    );
+    assert_eq!(
+        all("romeo@montague.example").await,
+        [4243],
+        "his row only: hers is hers"
+    );
+    let nurse = all("nurse@capulet.example").await;
+    assert_eq!(nurse.len(), 1, "a row whose id was taken is kept");
+    assert!(nurse[0] > 4243, "under a new id after the last");
+    let with_orchard = crate::archive::ArchiveQuery {
+        with_bare: Some("romeo@montague.example".to_owned()),
+        with_resource: Some("orchard".to_owned()),
+        ..crate::archive::ArchiveQuery::all(10)
+    };
+    assert_eq!(
+        archive
+            .query(&jid("juliet@capulet.example"), &with_orchard)
+            .await
+            .unwrap()
+            .count,
+        1
+    );
+    assert!(
+        crate::archive::next_id() > nurse[0],
+        "ids given after the start are above the archive's"
+    );
     storage.close().await;
     let archive = bare_pool(&crate::archive_path(&path)).await;
     let sql = table_sql(&archive, "mam_message").await;
     assert!(!sql.contains("length("), "no function in a CHECK: {sql}");
     let indexes: Vec<String> = sqlx::query_scalar(
         "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'mam_message' \
-         AND sql IS NOT NULL",
+         AND sql IS NOT NULL ORDER BY name",
     )
     .fetch_all(&archive)
     .await
     .unwrap();
-    assert_eq!(indexes, ["i_mam_message_remote"]);
+    assert_eq!(
+        indexes,
+        [
+            "i_mam_message_conversation",
+            "i_mam_message_received",
+            "i_mam_message_sent"
+        ]
+    );
     archive.close().await;
 }
