@@ -6,7 +6,7 @@
 //!
 //! A message between two local accounts is one row of the archive that both archives keep,
 //! under one id: the sender's hook gives it the id and records it in the message's envelope
-//! ([`SentAs`]), and the recipient's hook stamps the same id as the recipient's stanza-id and
+//! (`SentAs`), and the recipient's hook stamps the same id as the recipient's stanza-id and
 //! joins the row (the recipient's stanza replacing the sender's).
 //!
 //! Writes go through one writer task that commits what has queued in one transaction: the

@@ -74,16 +74,6 @@ impl Kept {
         }
     }
 
-    /// The sides of a stored code; `None` for 0 (no archive keeps it) or junk.
-    pub fn of_code(code: i64) -> Option<Kept> {
-        match code {
-            1 => Some(Kept::Sender),
-            2 => Some(Kept::Recipient),
-            3 => Some(Kept::Both),
-            _ => None,
-        }
-    }
-
     /// Whether the sender's archive keeps it.
     pub fn sender(self) -> bool {
         self != Kept::Recipient
@@ -92,11 +82,6 @@ impl Kept {
     /// Whether the recipient's archive keeps it.
     pub fn recipient(self) -> bool {
         self != Kept::Sender
-    }
-
-    /// These sides and `other`'s.
-    pub fn with(self, other: Kept) -> Kept {
-        Kept::of_code(self.code() | other.code()).unwrap_or(Kept::Both)
     }
 }
 
@@ -126,14 +111,6 @@ pub struct ArchivedMessage {
     /// The stanza, serialised: as its recipient saw it when the recipient's archive keeps
     /// it, else as its sender sent it.
     pub message: String,
-}
-
-impl ArchivedMessage {
-    /// Whether `owner`'s archive keeps it.
-    pub fn kept_by(&self, owner: &BareJid) -> bool {
-        (self.kept.sender() && self.sender == *owner)
-            || (self.kept.recipient() && self.recipient == *owner)
-    }
 }
 
 /// Which way a page goes (XEP-0059 with XEP-0313 section 4.1.3).

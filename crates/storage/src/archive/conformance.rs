@@ -430,3 +430,40 @@ pub async fn a_message_to_oneself_is_found_once(store: &dyn ArchiveStore) {
     let page = store.query(&alice, &ArchiveQuery::all(10)).await.unwrap();
     assert_eq!(ids(&page), [note.id]);
 }
+
+/// With `only_accounts`, each side is checked on its own: a message between an account and a
+/// JID without one (an account removed meanwhile) is kept by the account's side only, and the
+/// recipient's side joining a row is left out if the recipient has no account. Needs the whole
+/// storage (its accounts); run by each engine's tests.
+pub async fn each_side_is_kept_only_with_an_account(storage: &crate::Storage) {
+    let juliet = user("juliet@sides.example");
+    let ghost = user("ghost@sides.example");
+    let credentials = herald_sasl::Credentials::from_password("pencil", 4096).expect("credentials");
+    storage
+        .accounts()
+        .create(&juliet, &credentials)
+        .await
+        .expect("an account");
+    let store = storage.archive();
+    let to_ghost = between(&juliet, &ghost, Kept::Both, "to a ghost");
+    let from_ghost = between(&ghost, &juliet, Kept::Both, "from a ghost");
+    let joined = between(&juliet, &ghost, Kept::Sender, "joined by a ghost");
+    let joining = ArchivedMessage {
+        kept: Kept::Recipient,
+        joins: true,
+        ..joined.clone()
+    };
+    store
+        .append(
+            vec![to_ghost.clone(), from_ghost.clone(), joined.clone()],
+            true,
+        )
+        .await
+        .unwrap();
+    store.append(vec![joining], true).await.unwrap();
+    let page = store.query(&juliet, &ArchiveQuery::all(10)).await.unwrap();
+    assert_eq!(ids(&page), [to_ghost.id, from_ghost.id, joined.id]);
+    assert_eq!(count(store.as_ref(), &ghost, None).await, 0);
+    store.remove_user(&juliet).await.unwrap();
+    assert_eq!(count(store.as_ref(), &juliet, None).await, 0);
+}

@@ -519,40 +519,7 @@ async fn archived_rows_of_version_12_become_one_row_a_message_kept_by_their_owne
         .filter(|m| m.version < 13)
         .collect();
     Migrations::apply(&old, &before_13).await.unwrap();
-    // Juliet's row of a message from Romeo (from his orchard) and Romeo's of one to Juliet.
-    for (id, owner, remote, resource, direction, from) in [
-        (
-            4242_i64,
-            "juliet@capulet.example",
-            "romeo@montague.example",
-            "orchard",
-            "I",
-            "romeo@montague.example/orchard",
-        ),
-        (
-            4243,
-            "romeo@montague.example",
-            "juliet@capulet.example",
-            "",
-            "O",
-            "romeo@montague.example/balcony",
-        ),
-    ] {
-        sqlx::query(
-            "INSERT INTO mam_message (id, owner, remote_bare_jid, remote_resource, direction, \
-             from_jid, origin_id, search_body, message) \
-             VALUES ($1, $2, $3, $4, $5, $6, NULL, 'hi', '<message/>')",
-        )
-        .bind(id)
-        .bind(owner)
-        .bind(remote)
-        .bind(resource)
-        .bind(direction)
-        .bind(from)
-        .execute(&old)
-        .await
-        .unwrap();
-    }
+    crate::sql::archive::legacy::insert(&old).await;
     old.close().await;
 
     let storage = database.open_with(4, &[&FEATURE]).await.unwrap();
@@ -573,6 +540,11 @@ async fn archived_rows_of_version_12_become_one_row_a_message_kept_by_their_owne
     assert_eq!(query("juliet@capulet.example", None).await, [4242]);
     assert_eq!(query("romeo@montague.example", None).await, [4243]);
     assert_eq!(
+        query("nurse@capulet.example", None).await,
+        [4242],
+        "rows are keyed by id and sender: the nurse's keeps its id"
+    );
+    assert_eq!(
         query(
             "juliet@capulet.example",
             Some(("romeo@montague.example", "orchard"))
@@ -591,4 +563,11 @@ async fn archived_rows_of_version_12_become_one_row_a_message_kept_by_their_owne
     );
     assert!(crate::archive::next_id() > 4243);
     storage.close().await;
+}
+
+#[tokio::test]
+async fn each_side_is_kept_only_with_an_account() {
+    let Some(opened) = open().await else { return };
+    crate::archive::conformance::each_side_is_kept_only_with_an_account(&opened.storage).await;
+    opened.storage.close().await;
 }

@@ -960,9 +960,81 @@ pub(crate) async fn move_rows_from_main(
     Ok(())
 }
 
+/// Rows as the archive kept them before one row served both archives (PostgreSQL's version
+/// 6, SQLite's archive file version 2), for the tests of their conversion on both engines.
+#[cfg(test)]
+pub(crate) mod legacy {
+    /// (id, owner, remote bare JID, remote resource, direction, from): Juliet's row of a
+    /// message from Romeo (from his orchard), Romeo's of one to Juliet, and the nurse's of one
+    /// to Romeo under an id Juliet's archive also gave (ids were per archive).
+    pub(crate) const ROWS: [(i64, &str, &str, &str, &str, &str); 3] = [
+        (
+            4242,
+            "juliet@capulet.example",
+            "romeo@montague.example",
+            "orchard",
+            "I",
+            "romeo@montague.example/orchard",
+        ),
+        (
+            4243,
+            "romeo@montague.example",
+            "juliet@capulet.example",
+            "",
+            "O",
+            "romeo@montague.example/balcony",
+        ),
+        (
+            4242,
+            "nurse@capulet.example",
+            "romeo@montague.example",
+            "",
+            "O",
+            "nurse@capulet.example/kitchen",
+        ),
+    ];
+
+    /// Insert [`ROWS`] into the old table of the database behind `pool`.
+    pub(crate) async fn insert<DB>(pool: &sqlx::Pool<DB>)
+    where
+        DB: super::Dialect,
+        for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+        for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        DB::Arguments: sqlx::IntoArguments<DB>,
+    {
+        for (id, owner, remote, resource, direction, from) in ROWS {
+            sqlx::query(
+                "INSERT INTO mam_message (id, owner, remote_bare_jid, remote_resource, \
+                 direction, from_jid, origin_id, search_body, message) \
+                 VALUES ($1, $2, $3, $4, $5, $6, NULL, 'hi', '<message/>')",
+            )
+            .bind(id)
+            .bind(owner)
+            .bind(remote)
+            .bind(resource)
+            .bind(direction)
+            .bind(from)
+            .execute(pool)
+            .await
+            .expect("a row of the old table");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_conversation_is_one_number_from_either_side() {
+        assert_eq!(conversation(3, 7), conversation(7, 3));
+        assert_eq!(conversation(3, 7), (3 << 32) | 7);
+        assert_ne!(conversation(3, 7), conversation(3, 8));
+        assert_ne!(conversation(1, 2), conversation(2, 2));
+        let largest = (1 << 31) - 1;
+        assert!(conversation(largest, largest - 1) > 0);
+    }
 
     #[test]
     fn batches_split_into_powers_of_two_largest_first() {

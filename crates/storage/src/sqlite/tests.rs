@@ -823,49 +823,7 @@ async fn an_archive_file_of_version_1_keeps_its_rows_through_the_rebuilds() {
         .await
         .unwrap();
     assert!(table_sql(&old, "mam_message").await.contains("length("));
-    // Juliet's row of a message from Romeo, Romeo's of one to Juliet, and the nurse's of one
-    // to Romeo under an id Juliet's archive also gave (ids were per archive).
-    for (id, owner, remote, resource, direction, from) in [
-        (
-            4242,
-            "juliet@capulet.example",
-            "romeo@montague.example",
-            "orchard",
-            "I",
-            "romeo@montague.example/orchard",
-        ),
-        (
-            4243,
-            "romeo@montague.example",
-            "juliet@capulet.example",
-            "",
-            "O",
-            "romeo@montague.example/orchard",
-        ),
-        (
-            4242,
-            "nurse@capulet.example",
-            "romeo@montague.example",
-            "",
-            "O",
-            "nurse@capulet.example/kitchen",
-        ),
-    ] {
-        sqlx::query(
-            "INSERT INTO mam_message (id, owner, remote_bare_jid, remote_resource, direction, \
-             from_jid, origin_id, search_body, message) \
-             VALUES ($1, $2, $3, $4, $5, $6, NULL, 'hi', '<message/>')",
-        )
-        .bind(id)
-        .bind(owner)
-        .bind(remote)
-        .bind(resource)
-        .bind(direction)
-        .bind(from)
-        .execute(&old)
-        .await
-        .unwrap();
-    }
+    crate::sql::archive::legacy::insert(&old).await;
     old.close().await;
 
     let storage = Storage::open_sqlite(&path).await.unwrap();
@@ -934,4 +892,17 @@ async fn an_archive_file_of_version_1_keeps_its_rows_through_the_rebuilds() {
         ]
     );
     archive.close().await;
+}
+
+#[tokio::test]
+async fn each_side_is_kept_only_with_an_account_in_a_file_and_in_memory() {
+    let directory = TempDir::new().unwrap();
+    let storage = Storage::open_sqlite(&database_in(&directory))
+        .await
+        .unwrap();
+    crate::archive::conformance::each_side_is_kept_only_with_an_account(&storage).await;
+    storage.close().await;
+    let storage = Storage::open_sqlite_in_memory().await.unwrap();
+    crate::archive::conformance::each_side_is_kept_only_with_an_account(&storage).await;
+    storage.close().await;
 }
