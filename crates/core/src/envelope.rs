@@ -251,6 +251,25 @@ mod tests {
     }
 
     #[test]
+    fn a_taken_mark_is_gone_and_not_stored() {
+        let mut meta = Meta::new();
+        meta.set(Seen(vec!["a".into()]));
+        assert_eq!(meta.take::<Seen>(), Some(Seen(vec!["a".into()])));
+        assert_eq!(meta.take::<Seen>(), None);
+        assert!(meta.is_empty());
+        assert_eq!(meta.to_stored(), "");
+        let mut stored = Meta::new();
+        stored.set(Seen(vec!["b".into()]));
+        let mut back = Meta::from_stored(&stored.to_stored());
+        assert_eq!(
+            back.take::<Seen>(),
+            Some(Seen(vec!["b".into()])),
+            "a stored mark too"
+        );
+        assert!(back.is_empty());
+    }
+
+    #[test]
     fn no_marks_store_as_empty_text() {
         assert_eq!(Meta::new().to_stored(), "");
         assert!(Meta::from_stored("").is_empty());
