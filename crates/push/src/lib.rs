@@ -46,6 +46,7 @@ use herald_core::{
 };
 use herald_storage::{Engine, Storage};
 use herald_stream::{StanzaKind, stanza::set_attr};
+use minidom::Element;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
@@ -230,9 +231,9 @@ impl Push {
     /// Run the pipeline for `event` (push.md section 4). `notified` is what travels with the
     /// message: the registrations already notified for it; the returned value adds those
     /// notified now, to travel on with the message.
-    pub async fn on_message(&self, server: &Server, event: Event, notified: Notified) -> Notified {
+    pub async fn on_message(&self, server: &Server, event: &Event, notified: Notified) -> Notified {
         let mut notified = notified;
-        let mut presence = presence_of(server, &event);
+        let mut presence = presence_of(server, event);
         if self.pep.load(std::sync::atomic::Ordering::Relaxed) {
             let conversation = event.message().from.to_bare();
             presence.setting = self
@@ -247,7 +248,7 @@ impl Push {
         // The pipeline logs what it decided, with the request id.
         let _ = self
             .pipeline
-            .notify_in(&event, presence, &mut notified)
+            .notify_in(event, presence, &mut notified)
             .await;
         notified
     }
@@ -434,16 +435,25 @@ impl Handler<OfflineMessage> for OnOffline {
             return Flow::Continue;
         };
         let notified = event.meta.get::<Notified>().unwrap_or_default();
-        let message = Message {
+        // The stanza is lent to the pipeline, not copied: the hooks after this one (offline
+        // storage) get it back as it was.
+        let lent = std::mem::replace(
+            &mut event.stanza.element,
+            Element::bare("message", herald_stream::ns::CLIENT),
+        );
+        let chat = Event::Chat(Message {
             from,
             to: event.recipient.clone(),
             type_,
-            stanza: event.stanza.element.clone(),
-        };
-        let notified = self
-            .0
-            .on_message(server, Event::Chat(message), notified)
-            .await;
+            stanza: lent,
+        });
+        let notified = self.0.on_message(server, &chat, notified).await;
+        let (Event::Chat(Message { stanza, .. })
+        | Event::Unacknowledged {
+            message: Message { stanza, .. },
+            ..
+        }) = chat;
+        event.stanza.element = stanza;
         if !notified.is_empty() {
             event.meta.set(notified);
         }
@@ -510,7 +520,7 @@ impl Handler<UnackedMessage> for OnUnacked {
             registration,
             message,
         };
-        let notified = self.0.on_message(server, unacked, before.clone()).await;
+        let notified = self.0.on_message(server, &unacked, before.clone()).await;
         if notified != before {
             event.pushed = true;
             match cause {
