@@ -329,11 +329,27 @@ pub struct MessageArriving {
     pub meta: crate::envelope::Meta,
 }
 
+/// A message for a local account that the account's block list refused (XEP-0191 section
+/// 3.5), before the router answers it: it never arrives, so the [`MessageArriving`] handlers
+/// never see it. What the sender's [`MessageSent`] handlers left to the recipient's is
+/// settled here (the archive writes the sender's side it had deferred).
+#[derive(Debug)]
+pub struct MessageRefused {
+    /// The addressed account.
+    pub user: BareJid,
+    /// The message.
+    pub stanza: Stanza,
+    /// What modules recorded about it.
+    pub meta: crate::envelope::Meta,
+}
+
 /// The catalogue of hooks.
 #[derive(Default)]
 pub struct Hooks {
     /// See [`MessageArriving`].
     pub message_arriving: HookList<MessageArriving>,
+    /// See [`MessageRefused`].
+    pub message_refused: HookList<MessageRefused>,
     /// See [`SubscriptionApproved`].
     pub subscription_approved: HookList<SubscriptionApproved>,
     /// See [`MessageSent`].

@@ -5,9 +5,11 @@
 //! text, page by page (XEP-0059), so a phone woken by a push catches up on every device.
 //!
 //! A message between two local accounts is one row of the archive that both archives keep,
-//! under one id: the sender's hook gives it the id and records it in the message's envelope
-//! (`SentAs`), and the recipient's hook stamps the same id as the recipient's stanza-id and
-//! joins the row (the recipient's stanza replacing the sender's).
+//! under one id, built once: the sender's hook gives it the id and, instead of writing its
+//! side, records the id in the message's envelope (`SentAs`); the recipient's hook stamps the
+//! same id as the recipient's stanza-id and writes the row for both archives (or for the
+//! sender's alone, when the recipient's preferences leave it out). A message the recipient's
+//! block list refuses never arrives: the sender's side is written when it is refused.
 //!
 //! Writes go through one writer task that commits what has queued in one transaction: the
 //! router hands a message over and goes on (as MongooseIM's asynchronous writer does, without
@@ -35,7 +37,7 @@ use crate::{
     Server,
     config::{self, Integer, Invalid, KeyPath, Section},
     envelope::Mark,
-    hooks::{Flow, Handler, MessageArriving, MessageSent, Priority, UserRemoved},
+    hooks::{Flow, Handler, MessageArriving, MessageRefused, MessageSent, Priority, UserRemoved},
     module::{IqError, IqHandler, IqRequest, IqResponse, IqScope, Module, Registrar},
 };
 
@@ -437,8 +439,10 @@ pub fn archivable(kind: MessageType, message: &Element) -> bool {
             .any(|child| child.is("body", herald_stream::ns::CLIENT) || child.name() == "encrypted")
 }
 
-/// The archive id a local sender's archive gave a message, recorded in its envelope by the
-/// sender's hook for the recipient's (taken there, never stored with the message).
+/// The archive id a local sender's archive gave a message for a local account, recorded in
+/// its envelope by the sender's hook, which left its side to the recipient's: the recipient's
+/// hook (or, if the message is refused, the refusal's) takes it and writes the row. Never
+/// stored with the message.
 #[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 struct SentAs(ArchiveId);
 
@@ -505,6 +509,9 @@ impl Module for Mam {
             .message_sent
             .add(Priority::EARLY, Arc::new(Outgoing(Arc::clone(&self))));
         r.hooks()
+            .message_refused
+            .add(Priority::NORMAL, Arc::new(Refused(Arc::clone(&self))));
+        r.hooks()
             .user_removed
             .add(Priority::NORMAL, Arc::new(Remove(self)));
     }
@@ -547,7 +554,8 @@ impl Module for Mam {
     }
 }
 
-/// A message for a local account: stamp it with the account's stanza-id and archive it.
+/// A message for a local account: stamp it with the account's stanza-id and archive it, for
+/// its sender's archive too when the sender's hook left its side here.
 struct Incoming(Arc<Mam>);
 
 #[async_trait::async_trait]
@@ -555,9 +563,8 @@ impl Handler<MessageArriving> for Incoming {
     async fn call(&self, server: &Server, event: &mut MessageArriving) -> Flow {
         let mam = &self.0;
         let sent = event.meta.take::<SentAs>();
-        let user = event.user.to_string();
-        let own_id =
-            |child: &Element| child.is("stanza-id", SID) && child.attr("by") == Some(&user);
+        let user = event.user.as_str();
+        let own_id = |child: &Element| child.is("stanza-id", SID) && child.attr("by") == Some(user);
         let message = &mut event.stanza.element;
         if event.rerouted && message.children().any(own_id) {
             // Already archived when it first arrived (a session's leftovers routed again).
@@ -574,21 +581,27 @@ impl Handler<MessageArriving> for Incoming {
             return Flow::Continue;
         };
         let remote = from.to_bare();
-        if !archivable(kind, &event.stanza.element)
-            || !mam.archives(server, &event.user, &remote).await
-        {
-            return Flow::Continue;
-        }
-        // The sender's archive has it already: the same id, and one row for both.
+        // The sender's hook found it archivable (the stanza is the same).
+        let keeps = (sent.is_some() || archivable(kind, &event.stanza.element))
+            && mam.archives(server, &event.user, &remote).await;
+        let kept = match (sent.is_some(), keeps) {
+            (true, true) => Kept::Both,
+            (false, true) => Kept::Recipient,
+            (true, false) => Kept::Sender,
+            (false, false) => return Flow::Continue,
+        };
+        // The sender's archive gave it its id: the same id in both archives.
         let id = sent.map_or_else(archive::next_id, |SentAs(id)| id);
-        let mut stanza_id = Element::bare("stanza-id", SID);
-        set_attr(&mut stanza_id, "id", id_text(id));
-        set_attr(&mut stanza_id, "by", user.clone());
-        event.stanza.element.append_child(stanza_id);
+        if keeps {
+            let mut stanza_id = Element::bare("stanza-id", SID);
+            set_attr(&mut stanza_id, "id", id_text(id));
+            set_attr(&mut stanza_id, "by", event.user.to_string());
+            event.stanza.element.append_child(stanza_id);
+        }
         mam.write(entry(
             (&remote, &from),
             (&event.user, &to),
-            (Kept::Recipient, sent.is_some()),
+            (kept, false),
             id,
             &event.stanza.element,
         ))
@@ -597,7 +610,8 @@ impl Handler<MessageArriving> for Incoming {
     }
 }
 
-/// A message a local client sends: archived for the sender.
+/// A message a local client sends: archived for the sender, at once if it leaves the server
+/// (or goes to a component), else by the recipient's hook with the recipient's side.
 struct Outgoing(Arc<Mam>);
 
 #[async_trait::async_trait]
@@ -619,6 +633,11 @@ impl Handler<MessageSent> for Outgoing {
             return Flow::Continue;
         }
         let id = archive::next_id();
+        if server.reaches_local_account(&to) {
+            // One row for both archives, written where the recipient's side is known.
+            event.meta.set(SentAs(id));
+            return Flow::Continue;
+        }
         let sender = Jid::from(event.sender.clone());
         mam.write(entry(
             (&user, &sender),
@@ -628,8 +647,32 @@ impl Handler<MessageSent> for Outgoing {
             &event.stanza.element,
         ))
         .await;
-        // For the recipient's hook, if the recipient is local: the same id, one row.
-        event.meta.set(SentAs(id));
+        Flow::Continue
+    }
+}
+
+/// A message for a local account that its block list refused: the sender's side, if its hook
+/// left it to the recipient's.
+struct Refused(Arc<Mam>);
+
+#[async_trait::async_trait]
+impl Handler<MessageRefused> for Refused {
+    async fn call(&self, _server: &Server, event: &mut MessageRefused) -> Flow {
+        let Some(SentAs(id)) = event.meta.take::<SentAs>() else {
+            return Flow::Continue;
+        };
+        let (Some(from), Some(to)) = (&event.stanza.from, &event.stanza.to) else {
+            return Flow::Continue;
+        };
+        self.0
+            .write(entry(
+                (&from.to_bare(), from),
+                (&event.user, to),
+                (Kept::Sender, false),
+                id,
+                &event.stanza.element,
+            ))
+            .await;
         Flow::Continue
     }
 }

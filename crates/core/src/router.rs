@@ -17,8 +17,8 @@ use crate::{
     Server,
     envelope::{Envelope, Meta},
     hooks::{
-        Direction, Flow, MessageArriving, MessageDelivered, MessageSent, OfflineMessage,
-        PrivacyCheck,
+        Direction, Flow, MessageArriving, MessageDelivered, MessageRefused, MessageSent,
+        OfflineMessage, PrivacyCheck,
     },
     lanes::{Job, Sender, Then},
     module::{IqError, IqRequest, IqScope},
@@ -154,6 +154,19 @@ impl Server {
         {
             // XEP-0191 section 3.5: a blocked entity's message or request is refused as if
             // the account did not exist; nothing is stored, nothing pushed.
+            let hooks = self.extensions.hooks();
+            if matches!(stanza.kind, StanzaKind::Message(_))
+                && !meta.is_empty()
+                && !hooks.message_refused.is_empty()
+            {
+                let mut event = MessageRefused {
+                    user: to.to_bare(),
+                    stanza,
+                    meta,
+                };
+                hooks.message_refused.run(self, &mut event).await;
+                stanza = event.stanza;
+            }
             if matches!(
                 stanza.kind,
                 StanzaKind::Message(_) | StanzaKind::Iq(IqType::Get | IqType::Set)
@@ -203,6 +216,13 @@ impl Server {
                 Origin::Server => self.deliver_addressed(stanza),
             },
         }
+    }
+
+    /// Whether a message addressed to `to` reaches a local account's `message_arriving` (or,
+    /// refused by its block list, `message_refused`) hooks: a localpart on a served domain that
+    /// no component has, as [`Server::route`] decides.
+    pub fn reaches_local_account(&self, to: &Jid) -> bool {
+        self.is_local_user(to) && self.components.get(to.domain().as_str()).is_none()
     }
 
     /// Whether the privacy rules of the local account `user` (XEP-0191 block lists) stop a

@@ -28,6 +28,7 @@ tls.mode = "starttls"
 [modules.mod_roster]
 [modules.mod_offline]
 [modules.mod_carboncopy]
+[modules.mod_blocking]
 [modules.mod_mam]
 [modules.mod_stream_management]
 [modules.mod_event_pusher.push]
@@ -593,4 +594,39 @@ async fn a_message_between_two_accounts_has_one_id_in_both_archives_and_each_sid
     assert_eq!(stanza_id(&got, "alice@localhost"), None);
     let answer = query(&mut carol, "c2", &[], "").await;
     assert_eq!(answer.bodies(), ["hers only", "reply"]);
+}
+
+#[tokio::test]
+async fn a_message_refused_or_for_no_account_is_still_in_its_senders_archive() {
+    let server = server().await;
+    let mut alice = online(&server, "alice", "phone").await;
+    let mut bob = online(&server, "bob", "desk").await;
+    bob.send(
+        "<iq type='set' id='block'><block xmlns='urn:xmpp:blocking'><item jid='alice@localhost'/></block></iq>",
+    )
+    .await;
+    until(&mut bob, "the block result", |e| {
+        e.attr("id") == Some("block")
+    })
+    .await;
+    alice
+        .send("<message to='bob@localhost' id='m1' type='chat'><body>refused</body></message>")
+        .await;
+    let error = until(&mut alice, "the refusal", |e| {
+        e.name() == "message" && e.attr("type") == Some("error")
+    })
+    .await;
+    assert_eq!(error.attr("id"), Some("m1"));
+    alice
+        .send("<message to='nobody@localhost' id='m2' type='chat'><body>to no one</body></message>")
+        .await;
+    until(&mut alice, "the bounce", |e| {
+        e.name() == "message" && e.attr("id") == Some("m2")
+    })
+    .await;
+    // The sender's archive kept both, as it keeps what leaves for another server.
+    let hers = query(&mut alice, "a1", &[], "").await;
+    assert_eq!(hers.bodies(), ["refused", "to no one"]);
+    let his = query(&mut bob, "b1", &[], "").await;
+    assert!(his.bodies().is_empty(), "{:?}", his.bodies());
 }

@@ -1,12 +1,12 @@
 //! What writing the push benchmark's archive rows costs the storage layer alone: 1,000
-//! recipients and 20 senders with accounts, each message its sender's side and then its
-//! recipient's, joining it under the same id (as `herald-core`'s archive queues them: one row
-//! both archives keep), appended in batches as the archive's writer does, on the embedded SQLite files in a temporary directory. Prints the process's
-//! CPU time per message (every thread: the tokio workers and SQLite's).
+//! recipients and 20 senders with accounts, each message one row that both archives keep (as
+//! `herald-core`'s archive queues a message between two local accounts), appended in batches
+//! as the archive's writer does, on the embedded SQLite files in a temporary directory.
+//! Prints the process's CPU time per message (every thread: the tokio workers and SQLite's).
 //!
 //!     cargo run --release -p herald-storage --example archive_append -- [MESSAGES] [BATCH] [--no-check]
 //!
-//! `BATCH` is in messages (two sides each); `--no-check` appends without the account check
+//! `BATCH` is in messages; `--no-check` appends without the account check
 //! (`only_accounts` false), to see what that check costs.
 
 use std::time::Instant;
@@ -55,7 +55,7 @@ async fn main() {
             .expect("an account");
     }
 
-    let mut rows = Vec::with_capacity(2 * messages);
+    let mut rows = Vec::with_capacity(messages);
     for m in 0..messages {
         let (r, s) = ((m * 7919) % 1000, m % 20);
         let recipient = jid(&format!("bench{r}@localhost"));
@@ -68,32 +68,25 @@ async fn main() {
              xmlns=\"urn:xmpp:sid:0\" id=\"0a1b2c3d-{m}\"/><stanza-id xmlns=\"urn:xmpp:sid:0\" \
              id=\"{id}\" by=\"{recipient}\"/></message>"
         );
-        let sent = ArchivedMessage {
+        rows.push(ArchivedMessage {
             id,
             sender: sender.clone(),
             sender_resource: "r".to_owned(),
             recipient: recipient.clone(),
             recipient_resource: String::new(),
-            kept: Kept::Sender,
+            kept: Kept::Both,
             joins: false,
             origin_id: Some(format!("0a1b2c3d-{m}")),
             body,
             message: text,
-        };
-        let received = ArchivedMessage {
-            kept: Kept::Recipient,
-            joins: true,
-            ..sent.clone()
-        };
-        rows.push(sent);
-        rows.push(received);
+        });
     }
 
     let archive = storage.archive();
     let (started, before) = (Instant::now(), cpu_seconds());
     let mut rest = rows;
     while !rest.is_empty() {
-        let tail = rest.split_off(rest.len().min(2 * batch));
+        let tail = rest.split_off(rest.len().min(batch));
         archive.append(rest, check).await.expect("an append");
         rest = tail;
     }

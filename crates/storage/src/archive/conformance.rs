@@ -464,6 +464,14 @@ pub async fn each_side_is_kept_only_with_an_account(storage: &crate::Storage) {
     let page = store.query(&juliet, &ArchiveQuery::all(10)).await.unwrap();
     assert_eq!(ids(&page), [to_ghost.id, from_ghost.id, joined.id]);
     assert_eq!(count(store.as_ref(), &ghost, None).await, 0);
+    // As the server removes an account: the account, then its archive; a message appended
+    // after that is not kept for it (an engine that remembers accounts forgets this one).
+    assert!(storage.accounts().remove(&juliet).await.unwrap());
     store.remove_user(&juliet).await.unwrap();
+    assert_eq!(count(store.as_ref(), &juliet, None).await, 0);
+    store
+        .append(vec![between(&juliet, &ghost, Kept::Both, "too late")], true)
+        .await
+        .unwrap();
     assert_eq!(count(store.as_ref(), &juliet, None).await, 0);
 }
