@@ -314,7 +314,9 @@ pub struct SubscriptionApproved {
 }
 
 /// A message for a local account, before it is delivered or stored (the archive stamps its
-/// stanza-id here, XEP-0313 and XEP-0359). Handlers may change the stanza.
+/// stanza-id here, XEP-0313 and XEP-0359). Handlers may change the stanza. The archive's
+/// handler also writes the sender's side of a message between two local accounts (its
+/// [`MessageSent`] handler leaves it here): a handler placed before it must not stop the run.
 #[derive(Debug)]
 pub struct MessageArriving {
     /// The addressed account.
