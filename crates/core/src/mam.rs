@@ -455,7 +455,7 @@ impl Mark for SentAs {
 fn entry(
     (sender_bare, sender): (&BareJid, &Jid),
     (recipient_bare, recipient): (&BareJid, &Jid),
-    (kept, joins): (Kept, bool),
+    kept: Kept,
     id: ArchiveId,
     message: &Element,
 ) -> ArchivedMessage {
@@ -475,7 +475,6 @@ fn entry(
         recipient: recipient_bare.clone(),
         recipient_resource: resource(recipient),
         kept,
-        joins,
         origin_id,
         body,
         message: herald_stream::serialise::to_string(message),
@@ -601,7 +600,7 @@ impl Handler<MessageArriving> for Incoming {
         mam.write(entry(
             (&remote, &from),
             (&event.user, &to),
-            (kept, false),
+            kept,
             id,
             &event.stanza.element,
         ))
@@ -642,7 +641,7 @@ impl Handler<MessageSent> for Outgoing {
         mam.write(entry(
             (&user, &sender),
             (&remote, &to),
-            (Kept::Sender, false),
+            Kept::Sender,
             id,
             &event.stanza.element,
         ))
@@ -668,7 +667,7 @@ impl Handler<MessageRefused> for Refused {
             .write(entry(
                 (&from.to_bare(), from),
                 (&event.user, to),
-                (Kept::Sender, false),
+                Kept::Sender,
                 id,
                 &event.stanza.element,
             ))
@@ -1083,7 +1082,7 @@ mod tests {
         Pending::Write(entry(
             (&remote.to_bare(), &remote),
             (&owner.to_bare(), &owner),
-            (Kept::Recipient, false),
+            Kept::Recipient,
             i64::try_from(n).unwrap() + 1,
             &stanza,
         ))

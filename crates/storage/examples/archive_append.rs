@@ -75,7 +75,6 @@ async fn main() {
             recipient: recipient.clone(),
             recipient_resource: String::new(),
             kept: Kept::Both,
-            joins: false,
             origin_id: Some(format!("0a1b2c3d-{m}")),
             body,
             message: text,

@@ -100,10 +100,6 @@ pub struct ArchivedMessage {
     pub recipient_resource: String,
     /// Whose archives keep it. A message to oneself is kept as received only.
     pub kept: Kept,
-    /// The recipient's side of a message whose sender's side was appended before with the
-    /// same id (the sender's server archived it as sent first): the two become one row, the
-    /// recipient's stanza replacing the sender's. Without such a row, it is a row of its own.
-    pub joins: bool,
     /// The sender's XEP-0359 origin-id, if any.
     pub origin_id: Option<String>,
     /// The body, for full-text queries.
@@ -188,8 +184,8 @@ pub struct ArchivePage {
 /// The archive.
 #[async_trait::async_trait]
 pub trait ArchiveStore: Send + Sync + 'static {
-    /// Add messages (a message whose id and sender are already archived is skipped, unless
-    /// it [`joins`](ArchivedMessage::joins) that row). With `only_accounts`, a side whose
+    /// Add messages (a message whose id is already archived is skipped: an append retried
+    /// changes nothing). With `only_accounts`, a side whose
     /// account does not exist is left out (and a message with no side left), checked when
     /// the rows are written. Removing an account's archive ([`ArchiveStore::remove_user`])
     /// and appending take turns, so rows checked before a removal are removed by it.

@@ -268,36 +268,15 @@ fn statement_sizes(len: usize) -> impl Iterator<Item = usize> {
     })
 }
 
-/// The rows of one append: messages whose recipient's side joins their sender's row in the
-/// same append become that row (kept by both, with the recipient's stanza); the others that
-/// join are left to [`join_rows`]. A message to oneself is kept as received only.
-fn merge(messages: Vec<ArchivedMessage>) -> (Vec<ArchivedMessage>, Vec<ArchivedMessage>) {
-    let mut rows: Vec<ArchivedMessage> = Vec::with_capacity(messages.len());
-    let mut joining = Vec::new();
-    let mut senders: HashMap<ArchiveId, usize> = HashMap::new();
-    for mut message in messages {
+/// The rows of one append: a message to oneself is kept as received only (one message of
+/// one's archive).
+fn rows_of(mut messages: Vec<ArchivedMessage>) -> Vec<ArchivedMessage> {
+    for message in &mut messages {
         if message.sender == message.recipient {
             message.kept = Kept::Recipient;
-            message.joins = false;
         }
-        if message.joins {
-            let row = senders.get(&message.id).map(|&at| &mut rows[at]);
-            match row {
-                Some(row) if row.sender == message.sender && row.recipient == message.recipient => {
-                    row.kept = Kept::Both;
-                    row.recipient_resource = message.recipient_resource;
-                    row.message = message.message;
-                }
-                _ => joining.push(message),
-            }
-            continue;
-        }
-        if message.kept == Kept::Sender {
-            senders.insert(message.id, rows.len());
-        }
-        rows.push(message);
     }
-    (rows, joining)
+    messages
 }
 
 /// Keys of JIDs as committed in `mam_jid`.
@@ -383,56 +362,6 @@ where
     }
     drop(kept);
     Ok(())
-}
-
-/// The recipient's sides of messages whose sender's rows were written by an earlier append:
-/// each row becomes kept by both, with the recipient's stanza (the recipient's account
-/// checked with `only_accounts`). A message whose sender's row is not there (its account was
-/// removed meanwhile) becomes a row of its own; rows of one message at a time, as this is
-/// rare (an append that ends between a message's two sides).
-async fn join_rows<DB>(
-    connection: &mut DB::Connection,
-    joining: Vec<ArchivedMessage>,
-    keys: Vec<Pair>,
-    only_accounts: bool,
-) -> Result<(Vec<ArchivedMessage>, Vec<Pair>), StorageError>
-where
-    DB: Dialect,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    i64: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB>,
-    DB::Arguments: IntoArguments<DB>,
-{
-    let mut alone = (Vec::new(), Vec::new());
-    for (message, (sender, recipient)) in joining.into_iter().zip(keys) {
-        let account = AccountKey::of(&message.recipient)?;
-        let check = if only_accounts {
-            " AND EXISTS (SELECT 1 FROM users WHERE users.server = $6 AND users.username = $7)"
-        } else {
-            ""
-        };
-        let mut update = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE mam_message SET kept = 3, recipient_resource = $1, message = $2 \
-             WHERE id = $3 AND sender = $4 AND recipient = $5 AND kept = 1{check}"
-        )))
-        .bind(message.recipient_resource.as_str())
-        .bind(message.message.as_str())
-        .bind(message.id)
-        .bind(sender)
-        .bind(recipient);
-        if only_accounts {
-            update = update.bind(account.domain).bind(account.localpart);
-        }
-        let done = update.execute(&mut *connection).await?;
-        if DB::rows_affected(&done) == 0 {
-            alone.0.push(ArchivedMessage {
-                joins: false,
-                ..message
-            });
-            alone.1.push((sender, recipient));
-        }
-    }
-    Ok(alone)
 }
 
 /// `messages` with each side whose account is not in the database of `accounts` left out,
@@ -562,29 +491,24 @@ where
         messages: Vec<ArchivedMessage>,
         only_accounts: bool,
     ) -> Result<(), StorageError> {
-        let (mut rows, mut joining) = merge(messages);
+        let mut rows = rows_of(messages);
         let mut only_accounts = only_accounts;
         if let Some(accounts) = &self.accounts
             && only_accounts
         {
             // The accounts are in another database: checked here, before the write.
             rows = with_accounts(accounts, rows).await?;
-            joining = with_accounts(accounts, joining).await?;
             only_accounts = false;
         }
-        if rows.is_empty() && joining.is_empty() {
+        if rows.is_empty() {
             return Ok(());
         }
         let keys = self.keys_of(&rows).await?;
-        let joining_keys = self.keys_of(&joining).await?;
         write_via(self.commits.as_deref(), &self.pool, move |connection| {
             Box::pin(async move {
                 // Rows are independent: each INSERT of up to ROWS rows is atomic by itself,
                 // and no savepoint is taken (it would copy every page the batch touches).
-                let (alone, alone_keys) =
-                    join_rows(connection, joining, joining_keys, only_accounts).await?;
-                insert_rows(connection, &rows, &keys, only_accounts).await?;
-                insert_rows(connection, &alone, &alone_keys, only_accounts).await
+                insert_rows(connection, &rows, &keys, only_accounts).await
             })
         })
         .await
@@ -900,7 +824,6 @@ impl LegacyRow {
             recipient,
             recipient_resource,
             kept,
-            joins: false,
             origin_id: self.origin_id,
             body: self.body,
             message: self.message,
