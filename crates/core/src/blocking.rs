@@ -8,6 +8,7 @@
 //! and `<blocked/>` (section 3.6). Blocking a contact sends it unavailable presence from the
 //! user's resources; unblocking sends the current presence. Docs: `docs/modules/blocking.md`.
 
+use herald_stream::Bare;
 use std::{
     collections::HashMap,
     sync::{
@@ -208,8 +209,8 @@ fn list_element(name: &str, jids: &[Jid]) -> Element {
 #[async_trait::async_trait]
 impl IqHandler for Commands {
     async fn handle(&self, server: &Server, request: IqRequest<'_>) -> IqResponse {
-        let user = request.target.to_bare();
-        if request.sender.to_bare() != user {
+        let user = request.target.bare();
+        if request.sender.bare() != user {
             return Err(IqError::forbidden());
         }
         let blocking = &self.0;
@@ -322,7 +323,7 @@ async fn presence_to(server: &Server, user: &BareJid, jid: &Jid, available: bool
     let Some(roster) = server.roster() else {
         return;
     };
-    let contact = jid.to_bare();
+    let contact = jid.bare();
     match roster.state(server, user, &contact).await {
         Ok(state) if state.has_from() => {}
         _ => return,

@@ -7,6 +7,7 @@
 //! and errors; never groupchat or headline, never a message marked `<private/>` (section 7)
 //! or `<no-copy/>` (XEP-0334), never a copy of a copy. Docs: `docs/modules/carbons.md`.
 
+use herald_stream::Bare;
 use std::sync::{
     Arc,
     atomic::{AtomicBool, Ordering},
@@ -98,7 +99,7 @@ impl IqHandler for Toggle {
             .sender
             .try_as_full()
             .ok()
-            .filter(|full| full.to_bare() == request.target.to_bare())
+            .filter(|full| full.bare() == request.target.bare())
             .and_then(|full| server.sessions.get(full))
         else {
             // Only a client may enable carbons, for itself.
@@ -185,12 +186,8 @@ struct SentCopies;
 #[async_trait::async_trait]
 impl Handler<MessageSent> for SentCopies {
     async fn call(&self, server: &Server, event: &mut MessageSent) -> Flow {
-        let user = event.sender.to_bare();
-        let to_self = event
-            .stanza
-            .to
-            .as_ref()
-            .is_some_and(|to| to.to_bare() == user);
+        let user = event.sender.bare();
+        let to_self = event.stanza.to.as_ref().is_some_and(|to| to.bare() == user);
         if !to_self
             && matches!(event.stanza.kind, StanzaKind::Message(_))
             && eligible(&event.stanza.element)
@@ -215,7 +212,7 @@ impl Handler<MessageDelivered> for ReceivedCopies {
             .stanza
             .attr("from")
             .and_then(|from| Jid::new(from).ok())
-            .is_some_and(|from| from.to_bare() == event.user);
+            .is_some_and(|from| from.bare() == event.user);
         if !from_self && eligible(&event.stanza) {
             let delivered = &event.delivered;
             send_copies(server, &event.user, &event.stanza, "received", &|id| {

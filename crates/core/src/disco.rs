@@ -1,6 +1,7 @@
 //! Service discovery (XEP-0030), `[modules.mod_disco]`: the server's identity, the features
 //! and items that modules register, and an account's identity for its owner.
 
+use herald_stream::Bare;
 use std::sync::Arc;
 
 use herald_stream::stanza::IqType;
@@ -229,8 +230,8 @@ struct AccountInfo;
 impl IqHandler for AccountInfo {
     async fn handle(&self, server: &Server, request: IqRequest<'_>) -> IqResponse {
         only_get(&request)?;
-        let user = request.target.to_bare();
-        let contact = request.sender.to_bare();
+        let user = request.target.bare();
+        let contact = request.sender.bare();
         if user != contact {
             let subscribed = match server.roster() {
                 Some(roster) => roster
@@ -276,7 +277,7 @@ struct AccountItems;
 impl IqHandler for AccountItems {
     async fn handle(&self, _server: &Server, request: IqRequest<'_>) -> IqResponse {
         only_get(&request)?;
-        if request.target.to_bare() != request.sender.to_bare() {
+        if request.target.bare() != request.sender.bare() {
             return Err(IqError::service_unavailable());
         }
         Ok(Some(

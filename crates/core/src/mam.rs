@@ -16,6 +16,7 @@
 //! its 2 s wait), so archiving costs the hot path no round trip; under load, many messages
 //! share a commit. Shutdown commits what is queued. Docs: `docs/modules/mam.md`.
 
+use herald_stream::Bare;
 use std::{
     collections::HashMap,
     str::FromStr,
@@ -579,7 +580,7 @@ impl Handler<MessageArriving> for Incoming {
         let (Some(from), Some(to)) = (event.stanza.from.clone(), event.stanza.to.clone()) else {
             return Flow::Continue;
         };
-        let remote = from.to_bare();
+        let remote = from.bare();
         // The sender's hook found it archivable (the stanza is the same).
         let keeps = (sent.is_some() || archivable(kind, &event.stanza.element))
             && mam.archives(server, &event.user, &remote).await;
@@ -623,8 +624,8 @@ impl Handler<MessageSent> for Outgoing {
         let Some(to) = event.stanza.to.clone() else {
             return Flow::Continue;
         };
-        let user = event.sender.to_bare();
-        let remote = to.to_bare();
+        let user = event.sender.bare();
+        let remote = to.bare();
         if remote == user
             || !archivable(kind, &event.stanza.element)
             || !mam.archives(server, &user, &remote).await
@@ -665,7 +666,7 @@ impl Handler<MessageRefused> for Refused {
         };
         self.0
             .write(entry(
-                (&from.to_bare(), from),
+                (&from.bare(), from),
                 (&event.user, to),
                 Kept::Sender,
                 id,
@@ -759,7 +760,7 @@ impl Queries {
                     "FORM_TYPE" => return Err(IqError::bad_request()),
                     "with" => {
                         let with = Jid::new(one).map_err(|_| IqError::bad_request())?;
-                        parsed.with_bare = Some(with.to_bare().to_string());
+                        parsed.with_bare = Some(with.bare().to_string());
                         parsed.with_resource = with.resource().map(|r| r.to_string());
                     }
                     "start" => {
@@ -834,8 +835,8 @@ impl Queries {
 #[async_trait::async_trait]
 impl IqHandler for Queries {
     async fn handle(&self, server: &Server, request: IqRequest<'_>) -> IqResponse {
-        let owner = request.target.to_bare();
-        if request.sender.to_bare() != owner {
+        let owner = request.target.bare();
+        if request.sender.bare() != owner {
             // An account's archive is its own (section 4).
             return Err(IqError::forbidden());
         }
@@ -1080,8 +1081,8 @@ mod tests {
         let stanza =
             message("<message xmlns='jabber:client' type='chat'><body>hi</body></message>");
         Pending::Write(entry(
-            (&remote.to_bare(), &remote),
-            (&owner.to_bare(), &owner),
+            (&remote.bare(), &remote),
+            (&owner.bare(), &owner),
             Kept::Recipient,
             i64::try_from(n).unwrap() + 1,
             &stanza,

@@ -7,6 +7,7 @@
 //! (late, so that modules running earlier can add metadata, which is stored with the message),
 //! `user_available` delivers, `user_removed` deletes.
 
+use herald_stream::Bare;
 use std::{
     collections::HashMap,
     str::FromStr,
@@ -309,7 +310,7 @@ impl OfflineFeed {
     /// Start delivering the user's stored messages to `session`, unless another session of the
     /// account is delivering them.
     pub(crate) fn start(server: &Server, session: &SessionHandle) -> Option<OfflineFeed> {
-        let user = session.jid.to_bare();
+        let user = session.jid.bare();
         server
             .offline_claims
             .claim(&user, session.id)

@@ -9,6 +9,7 @@
 //! where passwords may cross the stream) and users may change their password (section 3.3).
 //! `password_strength` (MongooseIM's option) refuses passwords with fewer bits of entropy.
 
+use herald_stream::Bare;
 use std::{
     collections::HashMap,
     net::IpAddr,
@@ -244,12 +245,12 @@ struct AccountRequest(Arc<Register>);
 impl IqHandler for AccountRequest {
     async fn handle(&self, server: &Server, request: IqRequest<'_>) -> IqResponse {
         let user = match request.sender.try_as_full() {
-            Ok(sender) if server.is_local_domain(sender.domain().as_str()) => sender.to_bare(),
+            Ok(sender) if server.is_local_domain(sender.domain().as_str()) => sender.bare(),
             // Components manage no account here.
             _ => return Err(IqError::service_unavailable()),
         };
         // Only the account itself (or its server on its behalf) is asked.
-        let target = request.target.to_bare();
+        let target = request.target.bare();
         if target != user && target.as_str() != user.domain().as_str() {
             return Err(error(ErrorType::Auth, DefinedCondition::Forbidden));
         }

@@ -1,6 +1,7 @@
 //! The table of resumable sessions (XEP-0198 section 5): resumption ids to the session task
 //! waiting for a new connection, and the last `h` of recently ended sessions ("stale h").
 
+use herald_stream::Bare;
 use std::{
     collections::HashMap,
     sync::Mutex,
@@ -78,7 +79,7 @@ impl ResumeTable {
         let target = {
             let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
             live.get(id)
-                .filter(|entry| &entry.jid.to_bare() == user)
+                .filter(|entry| &entry.jid.bare() == user)
                 .map(|entry| (entry.jid.clone(), entry.handover.clone()))
         };
         let Some((jid, handover)) = target else {

@@ -8,6 +8,7 @@
 //! waits on another session: delivery is a non-blocking queue push
 //! (see [`crate::sessions::SessionHandle::deliver`]).
 
+use herald_stream::Bare;
 use herald_stream::stanza::{IqType, MessageType, Stanza, StanzaKind, iq_result};
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
@@ -60,7 +61,7 @@ impl Server {
         if stanza.to.is_none() {
             match (origin, stanza.kind) {
                 (Origin::Client(sender), StanzaKind::Message(_)) => {
-                    stanza.set_to(Jid::from(sender.to_bare()));
+                    stanza.set_to(Jid::from(sender.bare()));
                 }
                 (Origin::Client(_), _) => {}
                 // Components and the server always address their stanzas.
@@ -71,8 +72,8 @@ impl Server {
             }
         }
         if let (Origin::Client(sender), Some(to)) = (origin, &stanza.to)
-            && to.to_bare() != sender.to_bare()
-            && self.blocked(Direction::Out, &sender.to_bare(), to).await
+            && to.bare() != sender.bare()
+            && self.blocked(Direction::Out, &sender.bare(), to).await
         {
             // XEP-0191 section 3.6: not routed; the user learns why.
             self.refuse_blocked(&stanza);
@@ -149,8 +150,8 @@ impl Server {
         if !matches!(stanza.kind, StanzaKind::Presence(_))
             && let (Some(to), Some(from)) = (&stanza.to, &stanza.from)
             && to.node().is_some()
-            && to.to_bare() != from.to_bare()
-            && self.blocked(Direction::In, &to.to_bare(), from).await
+            && to.bare() != from.bare()
+            && self.blocked(Direction::In, &to.bare(), from).await
         {
             // XEP-0191 section 3.5: a blocked entity's message or request is refused as if
             // the account did not exist; nothing is stored, nothing pushed.
@@ -160,7 +161,7 @@ impl Server {
                 && !hooks.message_refused.is_empty()
             {
                 let mut event = MessageRefused {
-                    user: to.to_bare(),
+                    user: to.bare(),
                     stanza,
                     meta,
                 };
@@ -185,7 +186,7 @@ impl Server {
             let hooks = self.extensions.hooks();
             if !hooks.message_arriving.is_empty() {
                 let mut event = MessageArriving {
-                    user: to.to_bare(),
+                    user: to.bare(),
                     rerouted: matches!(origin, Origin::Server),
                     stanza,
                     meta,
@@ -331,12 +332,12 @@ impl Server {
             && let Some(session) = self.sessions.get(full)
         {
             if session.deliver(Envelope::with_meta(stanza.element.clone(), meta.clone())) {
-                self.delivered(to.to_bare(), vec![session.id], stanza.element)
+                self.delivered(to.bare(), vec![session.id], stanza.element)
                     .await;
             } else {
                 // The client is not reading (its connection is being dropped): the message
                 // is kept as for an absent resource, not bounced.
-                self.undeliverable(kind, &to.to_bare(), stanza, meta, sender)
+                self.undeliverable(kind, &to.bare(), stanza, meta, sender)
                     .await;
             }
             return;
@@ -346,10 +347,10 @@ impl Server {
         // Groupchat passes the offline-message hook first (as at a bare JID), so a room
         // member whose session ended still gets a push (push.md sections 4 and 7).
         if to.is_full() && matches!(kind, MessageType::Groupchat) {
-            self.offline(&to.to_bare(), stanza, meta, sender).await;
+            self.offline(&to.bare(), stanza, meta, sender).await;
             return;
         }
-        self.message_to_bare(kind, &to.to_bare(), stanza, meta, sender)
+        self.message_to_bare(kind, &to.bare(), stanza, meta, sender)
             .await;
     }
 
@@ -523,7 +524,7 @@ impl Server {
         let (scope, target) = match (&stanza.to, origin) {
             // RFC 6120 section 8.1.1.1 and 10.3.3: no `to` is answered by the server on
             // behalf of the sender's account.
-            (None, Origin::Client(sender)) => (IqScope::Account, Jid::from(sender.to_bare())),
+            (None, Origin::Client(sender)) => (IqScope::Account, Jid::from(sender.bare())),
             (None, _) => return,
             (Some(to), _) if to.is_full() => {
                 let Ok(full) = to.try_as_full() else { return };

@@ -1,5 +1,6 @@
 //! The running server: what every session and module shares.
 
+use herald_stream::Bare;
 use std::sync::Arc;
 
 use herald_storage::Storage;
@@ -176,6 +177,6 @@ impl Server {
 
     /// The bare JID of a local account, if `jid` is one.
     pub fn local_account(&self, jid: &Jid) -> Option<BareJid> {
-        self.is_local_user(jid).then(|| jid.to_bare())
+        self.is_local_user(jid).then(|| jid.bare())
     }
 }

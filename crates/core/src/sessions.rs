@@ -5,6 +5,7 @@
 //! The table is sharded by bare JID behind short, synchronous locks that are never held
 //! across an await, so routing a stanza costs one hash and one read lock.
 
+use herald_stream::Bare;
 use std::{
     collections::HashMap,
     hash::{BuildHasher, RandomState},
@@ -286,7 +287,7 @@ impl SessionRegistry {
     /// so the caller can close it with `conflict` (RFC 6120 section 7.7.2.2: the server
     /// may terminate the old session).
     pub fn bind(&self, handle: SessionHandle) -> Option<SessionHandle> {
-        let bare = handle.jid.to_bare();
+        let bare = handle.jid.bare();
         self.write(&bare, |map| {
             let resources = map.entry(bare.clone()).or_default();
             let new = Resource {
@@ -313,7 +314,7 @@ impl SessionRegistry {
     /// Remove a session, unless it has already been replaced by another one. Returns its
     /// last availability if it was removed.
     pub fn unbind(&self, jid: &FullJid, id: SessionId) -> Option<Availability> {
-        let bare = jid.to_bare();
+        let bare = jid.bare();
         self.write(&bare, |map| {
             let resources = map.get_mut(&bare)?;
             let index = resources.iter().position(|r| r.handle.id == id)?;
@@ -334,7 +335,7 @@ impl SessionRegistry {
         id: SessionId,
         availability: Availability,
     ) -> Option<Availability> {
-        let bare = jid.to_bare();
+        let bare = jid.bare();
         self.write(&bare, |map| {
             let resource = map.get_mut(&bare)?.iter_mut().find(|r| r.handle.id == id)?;
             Some(std::mem::replace(&mut resource.availability, availability))
@@ -343,7 +344,7 @@ impl SessionRegistry {
 
     /// The session bound to a full JID.
     pub fn get(&self, jid: &FullJid) -> Option<SessionHandle> {
-        self.read(&jid.to_bare(), |resources| {
+        self.read(&jid.bare(), |resources| {
             resources?
                 .iter()
                 .find(|r| &r.handle.jid == jid)
@@ -500,7 +501,7 @@ mod tests {
         let (a, _ra) = SessionHandle::new(full("u@h/a"));
         reg.bind(a.clone());
         reg.set_availability(&a.jid, a.id, available(-5));
-        assert!(reg.message_targets(&a.jid.to_bare()).is_empty());
+        assert!(reg.message_targets(&a.jid.bare()).is_empty());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! advertise in presence). A vCard is kept as the client sent it, up to `max_size` bytes.
 //! Docs: `docs/modules/vcard.md`.
 
+use herald_stream::Bare;
 use std::sync::Arc;
 
 use herald_storage::UserDataStore;
@@ -94,7 +95,7 @@ impl IqHandler for Requests {
         if request.payload.name() != "vCard" {
             return Err(IqError::bad_request());
         }
-        let user = request.target.to_bare();
+        let user = request.target.bare();
         let vcard = &self.0;
         match request.kind {
             IqType::Get => {
@@ -112,7 +113,7 @@ impl IqHandler for Requests {
             }
             IqType::Set => {
                 // Section 3.2: only the owner sets it.
-                if request.sender.to_bare() != user {
+                if request.sender.bare() != user {
                     return Err(IqError::forbidden());
                 }
                 let text = String::from(request.payload);

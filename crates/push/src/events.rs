@@ -3,6 +3,7 @@
 //! that waits for resumption ([`Event::Unacknowledged`], push.md section 7); and the record of the
 //! registrations already notified for a message ([`Notified`]), which travels with it.
 
+use herald_stream::Bare;
 use std::collections::BTreeSet;
 
 use herald_core::envelope::Mark;
@@ -47,7 +48,7 @@ impl Message {
             return None;
         }
         let from = Jid::new(stanza.attr("from")?).ok()?;
-        let to = Jid::new(stanza.attr("to")?).ok()?.to_bare();
+        let to = Jid::new(stanza.attr("to")?).ok()?.bare();
         let type_ = message_type(stanza.attr("type"));
         Some(Message {
             from,

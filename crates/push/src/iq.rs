@@ -2,6 +2,7 @@
 //! the edge into an [`EnableRequest`] or [`DisableRequest`], with the rules checked in the
 //! order of push.md section 3, and the handler that applies it.
 
+use herald_stream::Bare;
 use std::sync::Arc;
 
 use herald_core::{
@@ -77,7 +78,7 @@ impl PushRequest {
             None | Some("") => return Err(RequestError::BadRequest("jid is missing")),
             Some(text) => Jid::new(text)
                 .map_err(|_| RequestError::BadRequest("jid is not a valid JID"))?
-                .to_bare(),
+                .bare(),
         };
         // Rule 4: node.
         let node = match payload.attr("node") {
@@ -190,12 +191,12 @@ impl IqHandler for PushIq {
 
 /// "The owner is always the sender's bare JID": a local account, asking for itself.
 fn owner(server: &Server, request: &IqRequest<'_>) -> Result<BareJid, RequestError> {
-    let owner = request.sender.to_bare();
+    let owner = request.sender.bare();
     if owner.node().is_none() || !server.is_local_domain(owner.domain().as_str()) {
         return Err(RequestError::NotAllowed("only local accounts enable push"));
     }
     // To another account's bare JID: answered as disco does, without revealing the account.
-    if request.target.node().is_some() && request.target.to_bare() != owner {
+    if request.target.node().is_some() && request.target.bare() != owner {
         return Err(RequestError::ServiceUnavailable("not the sender's account"));
     }
     Ok(owner)

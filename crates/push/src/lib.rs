@@ -32,6 +32,7 @@ pub mod stanza;
 pub mod unread;
 pub mod vocabulary;
 
+use herald_stream::Bare;
 use std::sync::{Arc, Mutex};
 
 use herald_core::{
@@ -235,7 +236,7 @@ impl Push {
         let mut notified = notified;
         let mut presence = presence_of(server, event);
         if self.pep.load(std::sync::atomic::Ordering::Relaxed) {
-            let conversation = event.message().from.to_bare();
+            let conversation = event.message().from.bare();
             presence.setting = self
                 .settings
                 .of(
@@ -603,7 +604,7 @@ impl OnActive {
 #[async_trait::async_trait]
 impl Handler<ClientActive> for OnActive {
     async fn call(&self, _server: &Server, event: &mut ClientActive) -> Flow {
-        self.reset(&event.session.to_bare());
+        self.reset(&event.session.bare());
         Flow::Continue
     }
 }
@@ -618,7 +619,7 @@ impl Handler<UserAvailable> for OnActive {
                 .is_some_and(|state| state.is_inactive())
         });
         if !inactive {
-            self.reset(&event.session.to_bare());
+            self.reset(&event.session.bare());
         }
         Flow::Continue
     }
@@ -633,7 +634,7 @@ impl Handler<MessageSent> for OnActive {
                 .element
                 .has_child("displayed", herald_stream::ns::CHAT_MARKERS)
         {
-            unread.read(&event.sender.to_bare(), &to.to_bare());
+            unread.read(&event.sender.bare(), &to.bare());
         }
         Flow::Continue
     }

@@ -5,6 +5,7 @@
 //! (XMPP or HTTP, [`Routes`]) and queued on the publisher. Every skip, of the whole event or
 //! of one delivery, is counted here and only here.
 
+use herald_stream::Bare;
 use std::sync::Arc;
 
 use crate::{
@@ -125,7 +126,7 @@ impl Pipeline {
             && !kind.is_call()
             && payload.get("message-count").is_some()
         {
-            let conversation = event.message().from.to_bare();
+            let conversation = event.message().from.bare();
             let total = unread.add(event.recipient(), &conversation);
             payload.set("message-count", total.to_string());
         }
@@ -274,7 +275,7 @@ fn filtered(
     if chosen.iter().all(|r| !r.extensions.has_filters()) {
         return Ok(chosen);
     }
-    let conversation = message.from.to_bare();
+    let conversation = message.from.bare();
     let mut reason = None;
     let kept: Vec<Registration> = chosen
         .into_iter()

@@ -14,6 +14,7 @@
 //! a retraction, the node purged or deleted) is reported by the PEP module's `pep_changed`
 //! hook and the user's settings are read again at the next notification.
 
+use herald_stream::Bare;
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -148,7 +149,7 @@ async fn read(store: &dyn UserDataStore, user: &BareJid) -> Option<HashMap<Strin
             continue;
         };
         // The item id is the conversation's JID, compared in its normal form.
-        let Some(conversation) = jid::Jid::new(&entry.item).ok().map(|jid| jid.to_bare()) else {
+        let Some(conversation) = jid::Jid::new(&entry.item).ok().map(|jid| jid.bare()) else {
             continue;
         };
         if let Some(setting) = ChatSetting::from_item(&item) {

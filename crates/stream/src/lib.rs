@@ -21,4 +21,4 @@ pub mod transport;
 pub use errors::StreamErrorCondition;
 pub use frame::{Frame, FrameError, StreamParser};
 pub use header::StreamHeader;
-pub use stanza::{Stanza, StanzaKind};
+pub use stanza::{Bare, Stanza, StanzaKind};

@@ -9,6 +9,7 @@
 //! or a ping left unanswered, XEP-0199 section 4.1) or not reading (a write not taken in
 //! time): its connection is dropped, never its messages.
 
+use herald_stream::Bare;
 use std::{
     sync::Arc,
     time::{Duration, Instant, SystemTime},
@@ -486,7 +487,7 @@ impl Session {
         }
         self.end_batch(conn, liveness, request_ack).await?;
         if self.sm.is_none() {
-            offline::delivered(&self.server, &self.handle.jid.to_bare(), &written).await;
+            offline::delivered(&self.server, &self.handle.jid.bare(), &written).await;
         }
         Ok(())
     }
@@ -693,7 +694,7 @@ impl Session {
         };
         let delivered = sm.acked(h)?;
         if !delivered.is_empty() {
-            offline::delivered(&self.server, &self.handle.jid.to_bare(), &delivered).await;
+            offline::delivered(&self.server, &self.handle.jid.bare(), &delivered).await;
             self.settle_offline();
         }
         Ok(())

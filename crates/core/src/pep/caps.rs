@@ -4,6 +4,7 @@
 //! the hash, XEP-0115 section 5.4), and the caps of the remote contacts' resources that sent
 //! presence to a local account (local resources' presence is in the session registry).
 
+use herald_stream::Bare;
 use std::{
     collections::{HashMap, HashSet},
     sync::{Arc, Mutex, MutexGuard},
@@ -110,7 +111,7 @@ impl Interest {
     pub fn remote(&self, from: &FullJid, caps: Option<String>) {
         let mut remote = lock(&self.remote);
         let mut count = lock(&self.remote_count);
-        let bare = from.to_bare();
+        let bare = from.bare();
         let resource = from.resource().to_string();
         match caps {
             Some(caps) => {
@@ -226,7 +227,7 @@ mod tests {
         let interest = Interest::new(2);
         let phone = FullJid::new("c@y/phone").unwrap();
         interest.remote(&phone, Some("n#1".to_owned()));
-        let contact = phone.to_bare();
+        let contact = phone.bare();
         assert_eq!(
             interest.remote_resources(&contact),
             [(phone.clone(), "n#1".to_owned())]

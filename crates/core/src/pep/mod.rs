@@ -20,6 +20,7 @@
 mod caps;
 pub mod node;
 
+use herald_stream::Bare;
 use std::{sync::Arc, time::Duration};
 
 use herald_storage::{StorageError, UserDataStore};
@@ -364,7 +365,7 @@ impl Pep {
             if !config.sends_last_item()
                 || !config.delivers_notifications()
                 || self
-                    .may_read(server, owner, &to.to_bare(), &config)
+                    .may_read(server, owner, &to.bare(), &config)
                     .await
                     .is_err()
             {
@@ -798,8 +799,8 @@ struct Requests(Arc<Pep>);
 #[async_trait::async_trait]
 impl IqHandler for Requests {
     async fn handle(&self, server: &Server, request: IqRequest<'_>) -> IqResponse {
-        let owner = request.target.to_bare();
-        let requester = request.sender.to_bare();
+        let owner = request.target.bare();
+        let requester = request.sender.bare();
         let pep = &self.0;
         let pubsub = request.payload;
         if pubsub.name() != "pubsub" {
@@ -837,8 +838,8 @@ struct OwnerRequests(Arc<Pep>);
 #[async_trait::async_trait]
 impl IqHandler for OwnerRequests {
     async fn handle(&self, server: &Server, request: IqRequest<'_>) -> IqResponse {
-        let owner = request.target.to_bare();
-        if owner != request.sender.to_bare() {
+        let owner = request.target.bare();
+        if owner != request.sender.bare() {
             return Err(IqError::forbidden());
         }
         let Some(action) = request.payload.children().next() else {

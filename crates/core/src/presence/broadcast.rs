@@ -3,6 +3,7 @@
 //! subscribed to and the waiting subscription requests at login.
 
 use herald_storage::roster::RosterItem;
+use herald_stream::Bare;
 use herald_stream::stanza::{PresenceType, Stanza};
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
@@ -50,7 +51,7 @@ pub(super) async fn broadcast(
             // RFC 6121 section 4.2.2: the user's server MUST broadcast initial presence to
             // all of the user's available resources, including the one that sent it; the
             // same holds for later presence updates (section 4.4.2).
-            let others = server.sessions.available(&sender.to_bare());
+            let others = server.sessions.available(&sender.bare());
             for other in &others {
                 other.deliver(addressed(&stanza.element, &Jid::from(other.jid.clone())));
             }
@@ -61,7 +62,7 @@ pub(super) async fn broadcast(
             }
             // The user's own modules learn of the resource's presence (personal eventing
             // sends its last items to a resource that asks for them).
-            super::presence_in(server, sender.to_bare(), &stanza.element).await;
+            super::presence_in(server, sender.bare(), &stanza.element).await;
             if let Some(roster) = server.roster() {
                 to_contacts(server, roster, &session, &stanza.element, initial).await;
             }
@@ -85,13 +86,13 @@ pub(super) async fn broadcast(
             if matches!(previous, Some(Availability::Available { .. })) {
                 // RFC 6121 section 4.5.2: broadcast to the user's other resources and
                 // acknowledge to the sender itself...
-                for other in server.sessions.available(&sender.to_bare()) {
+                for other in server.sessions.available(&sender.bare()) {
                     other.deliver(addressed(&stanza.element, &Jid::from(other.jid.clone())));
                 }
                 session.deliver(addressed(&stanza.element, &Jid::from(sender.clone())));
                 // ...then to the contacts subscribed to the user's presence.
                 if let Some(roster) = server.roster() {
-                    for contact in subscribers(server, roster, &sender.to_bare()).await {
+                    for contact in subscribers(server, roster, &sender.bare()).await {
                         send(server, addressed(&stanza.element, &Jid::from(contact))).await;
                     }
                 }
@@ -122,7 +123,7 @@ async fn to_contacts(
     presence: &Element,
     initial: bool,
 ) {
-    let user = session.jid.to_bare();
+    let user = session.jid.bare();
     let items = match roster.items(server, &user).await {
         Ok(items) => items,
         Err(error) => {

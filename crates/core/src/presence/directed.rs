@@ -1,6 +1,7 @@
 //! Directed presence (RFC 6121 section 4.6): presence to one entity, remembered so that it
 //! gets unavailable presence when the session goes offline.
 
+use herald_stream::Bare;
 use herald_stream::stanza::{PresenceType, Stanza};
 use jid::{FullJid, Jid};
 use minidom::Element;
@@ -63,13 +64,13 @@ pub(super) async fn unavailable_to_directed(
     if directed.is_empty() {
         return;
     }
-    let user = session.jid.to_bare();
+    let user = session.jid.bare();
     let covered = match server.roster() {
         Some(roster) => subscribers(server, roster, &user).await,
         None => Vec::new(),
     };
     for to in directed {
-        if to.to_bare() == user || covered.contains(&to.to_bare()) {
+        if to.bare() == user || covered.contains(&to.bare()) {
             continue;
         }
         send(server, addressed(unavailable, &to)).await;

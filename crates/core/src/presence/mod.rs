@@ -21,6 +21,7 @@ mod broadcast;
 mod directed;
 mod subscription;
 
+use herald_stream::Bare;
 use std::{collections::HashSet, sync::Mutex};
 
 use herald_stream::stanza::{PresenceType, Stanza, set_attr};
@@ -91,7 +92,7 @@ pub(crate) async fn route(server: &Server, sender: &FullJid, kind: PresenceType,
                 .await;
         }
         (Some(to), None, Some(roster)) if kind == PresenceType::Probe => {
-            subscription::probe(server, roster, sender, &to.to_bare(), true).await;
+            subscription::probe(server, roster, sender, &to.bare(), true).await;
         }
         (Some(to), _, _) => {
             let to = to.clone();
@@ -110,7 +111,7 @@ pub(crate) async fn from_component(server: &Server, kind: PresenceType, stanza: 
     let account = to.node().is_some() && server.is_local_domain(to.domain().as_str());
     match (subscription_kind(kind), server.roster()) {
         (Some(subscription), Some(roster)) if account => {
-            let (recipient, contact) = (to.to_bare(), from.to_bare());
+            let (recipient, contact) = (to.bare(), from.bare());
             subscription::inbound_subscription(
                 server,
                 roster,
@@ -122,8 +123,8 @@ pub(crate) async fn from_component(server: &Server, kind: PresenceType, stanza: 
             .await;
         }
         (None, Some(roster)) if kind == PresenceType::Probe && account => {
-            let (user, prober) = (to.to_bare(), from);
-            match roster.state(server, &user, &prober.to_bare()).await {
+            let (user, prober) = (to.bare(), from);
+            match roster.state(server, &user, &prober.bare()).await {
                 Ok(state) if state.has_from() => {
                     for resource in server.sessions.available(&user) {
                         if let Some(presence) = last_presence(server, &resource) {
@@ -149,7 +150,7 @@ pub async fn session_ended(server: &Server, handle: &SessionHandle, last: Option
     set_attr(&mut unavailable, "type", "unavailable");
     set_attr(&mut unavailable, "from", handle.jid.to_string());
     if matches!(last, Some(Availability::Available { .. })) {
-        let user = handle.jid.to_bare();
+        let user = handle.jid.bare();
         for other in server.sessions.available(&user) {
             other.deliver(addressed(&unavailable, &Jid::from(other.jid.clone())));
         }
@@ -205,19 +206,18 @@ pub(super) async fn send(server: &Server, presence: Element) {
     };
     let from = presence.attr("from").and_then(|from| Jid::new(from).ok());
     if let Some(from) = &from
-        && from.to_bare() != to.to_bare()
+        && from.bare() != to.bare()
     {
-        if server.is_local_user(from) && server.blocked(Direction::Out, &from.to_bare(), &to).await
-        {
+        if server.is_local_user(from) && server.blocked(Direction::Out, &from.bare(), &to).await {
             return;
         }
-        if server.is_local_user(&to) && server.blocked(Direction::In, &to.to_bare(), from).await {
+        if server.is_local_user(&to) && server.blocked(Direction::In, &to.bare(), from).await {
             return;
         }
     }
     if server.is_local_domain(to.domain().as_str()) {
         if to.node().is_some() {
-            presence_in(server, to.to_bare(), &presence).await;
+            presence_in(server, to.bare(), &presence).await;
         }
         match to.try_as_full() {
             Ok(full) => {
@@ -302,7 +302,7 @@ pub(super) fn send_presence_of_others(
 pub(super) fn last_presence(server: &Server, handle: &SessionHandle) -> Option<Element> {
     server
         .sessions
-        .resources(&handle.jid.to_bare())
+        .resources(&handle.jid.bare())
         .into_iter()
         .find(|state| state.handle.id == handle.id)
         .and_then(|state| match state.availability {

@@ -2,6 +2,7 @@
 //! user sends or receives change both rosters with the state tables of appendix A, and the
 //! removal of a roster item cancels both subscriptions (section 2.5.2).
 
+use herald_stream::Bare;
 use std::sync::Arc;
 
 use herald_storage::roster::RosterItem;
@@ -53,7 +54,7 @@ pub(super) async fn probe(
     contact: &BareJid,
     from_client: bool,
 ) {
-    let user = prober.to_bare();
+    let user = prober.bare();
     if contact == &user {
         if let Some(session) = server.sessions.get(prober) {
             let others = server.sessions.available(&user);
@@ -127,9 +128,9 @@ pub(super) async fn outbound_subscription(
     to: &Jid,
     stanza: Stanza,
 ) {
-    let user = sender.to_bare();
+    let user = sender.bare();
     // Section 3.1.2: a full JID is treated as the contact's bare JID.
-    let contact = to.to_bare();
+    let contact = to.bare();
     if contact.node().is_none() && server.is_local_domain(contact.domain().as_str()) {
         // A subscription to the server itself: nothing to subscribe to.
         return;

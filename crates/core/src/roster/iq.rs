@@ -1,6 +1,7 @@
 //! `jabber:iq:roster` (RFC 6121 sections 2.2 to 2.5, XEP-0237): roster get with versions,
 //! roster set and remove, parsed into a [`RosterRequest`] before anything is done.
 
+use herald_stream::Bare;
 use std::sync::Arc;
 
 use herald_stream::stanza::IqType;
@@ -96,8 +97,8 @@ impl IqHandler for RosterIq {
         let Ok(sender) = request.sender.try_as_full() else {
             return Err(error(ErrorType::Auth, DefinedCondition::Forbidden));
         };
-        let user = sender.to_bare();
-        if request.target.to_bare() != user {
+        let user = sender.bare();
+        if request.target.bare() != user {
             return Err(error(ErrorType::Auth, DefinedCondition::Forbidden));
         }
         let parsed = RosterRequest::parse(request.kind, request.payload)?;

@@ -12,6 +12,7 @@
 //!
 //! The server advertises each namespace (and `tigase:push:encrypt:aes-128-gcm`) in disco.
 
+use herald_stream::Bare;
 use std::collections::BTreeSet;
 
 use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
@@ -259,7 +260,7 @@ fn jid_attr(element: &Element) -> Result<BareJid, RequestError> {
         .attr("jid")
         .ok_or(RequestError::BadRequest("an item needs a jid"))?;
     Jid::new(text)
-        .map(|jid| jid.to_bare())
+        .map(|jid| jid.bare())
         .map_err(|_| RequestError::BadRequest("an item's jid is not a valid JID"))
 }
 

@@ -1,4 +1,5 @@
 use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
+use herald_stream::Bare;
 
 use super::*;
 use crate::{events::Message, vocabulary::About};
@@ -6,7 +7,7 @@ use crate::{events::Message, vocabulary::About};
 /// [`Extensions::filter`] for `message`.
 fn filter(extensions: &Extensions, message: &Message, payload: &Payload) -> Result<(), Skip> {
     extensions.filter(
-        &message.from.to_bare(),
+        &message.from.bare(),
         || message.first_body().unwrap_or_default(),
         payload,
     )

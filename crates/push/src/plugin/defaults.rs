@@ -1,6 +1,7 @@
 //! The `defaults` plugin (push.md section 4): push `chat` and `groupchat` messages with a
 //! non-empty body to every registration of a recipient who is offline.
 
+use herald_stream::Bare;
 use herald_stream::{ns::JINGLE_MESSAGE, stanza::MessageType};
 
 use super::{Context, Payload, Plugin, Skip};
@@ -33,7 +34,7 @@ pub(super) fn prepare_notification(event: &Event) -> Result<Payload, Skip> {
     }
     // "Only type='chat' and type='groupchat' messages."
     let sender = match message.type_ {
-        MessageType::Chat => message.from.to_bare().to_string(),
+        MessageType::Chat => message.from.bare().to_string(),
         // A groupchat sender is the occupant, room@service/nick.
         MessageType::Groupchat => message.from.to_string(),
         MessageType::Normal | MessageType::Headline | MessageType::Error => {
@@ -86,7 +87,7 @@ pub(super) fn call(message: &Message) -> Option<Payload> {
 /// The call payload of `jingle`, a Jingle Message Initiation element of `message`: the
 /// sender's bare JID lowercased, the element's name and id, and a proposal's media.
 pub(super) fn call_payload(message: &Message, jingle: &minidom::Element) -> Payload {
-    let sender = message.from.to_bare().to_string().to_lowercase();
+    let sender = message.from.bare().to_string().to_lowercase();
     let payload = Payload::call(
         &sender,
         jingle.name(),

@@ -29,6 +29,7 @@ use crate::{
     registrations::Registration,
     rules::{Action, ClientStateCondition, EventKind, Rule, UserStatus},
 };
+use herald_stream::Bare;
 
 /// The kind of `event`, as a rule names it.
 fn kind_of(event: &Event) -> EventKind {
@@ -85,7 +86,7 @@ impl Plugin for Rules {
                         ("message-count".into(), "1".into()),
                         (
                             "last-message-sender".into(),
-                            message.from.to_bare().to_string().to_lowercase(),
+                            message.from.bare().to_string().to_lowercase(),
                         ),
                     ])
                 }))

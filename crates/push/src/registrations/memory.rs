@@ -1,6 +1,7 @@
 //! An engine that keeps registrations in memory only: for tests of the pipeline and the
 //! publisher, held to the same conformance suite as the durable engines.
 
+use herald_stream::Bare;
 use std::{collections::BTreeMap, sync::Mutex};
 
 use herald_storage::StorageError;
@@ -81,7 +82,7 @@ impl RegistrationStore for MemoryRegistrations {
 
     async fn remove_user(&self, owner: &BareJid) -> Result<u64, StorageError> {
         self.sleepers()
-            .retain(|(session, _)| session.to_bare() != *owner);
+            .retain(|(session, _)| session.bare() != *owner);
         Ok(self.remove_where(|key| &key.owner == owner).len() as u64)
     }
 

@@ -5,6 +5,7 @@
 //! engines are the dialects' part ([`PushDialect`], in `sqlite.rs` and `postgres.rs`).
 
 use herald_storage::{StorageError, sql::Dialect};
+use herald_stream::Bare;
 use jid::{BareJid, FullJid};
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
 
@@ -317,7 +318,7 @@ where
 
     async fn hibernation_ended(&self, session: &FullJid) -> Result<(), StorageError> {
         sqlx::query("DELETE FROM herald_push_hibernation WHERE owner_jid = $1 AND resource = $2")
-            .bind(session.to_bare().as_str())
+            .bind(session.bare().as_str())
             .bind(session.resource().as_str())
             .execute(&self.pool)
             .await?;

@@ -523,12 +523,16 @@ async fn rosters_and_offline_messages_survive_close_and_reopen() {
         name: Some("Romeo".into()),
         state: SubscriptionState::Both,
         groups: vec!["Friends".into()],
-        ..RosterItem::new(romeo.to_bare())
+        ..RosterItem::new(romeo.clone().into_bare())
     };
     let stored = item.clone();
     storage
         .roster()
-        .update(&juliet, &romeo.to_bare(), Box::new(move |_| Some(stored)))
+        .update(
+            &juliet,
+            &romeo.clone().into_bare(),
+            Box::new(move |_| Some(stored)),
+        )
         .await
         .unwrap();
     let version = storage.roster().bump_version(&juliet).await.unwrap();
