@@ -595,7 +595,7 @@ impl Handler<MessageArriving> for Incoming {
         if keeps {
             let mut stanza_id = Element::bare("stanza-id", SID);
             set_attr(&mut stanza_id, "id", id_text(id));
-            set_attr(&mut stanza_id, "by", event.user.to_string());
+            set_attr(&mut stanza_id, "by", event.user.as_str());
             event.stanza.element.append_child(stanza_id);
         }
         mam.write(entry(

@@ -8,7 +8,7 @@
 //! the rows it received), merged by id.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use jid::BareJid;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
@@ -36,6 +36,8 @@ pub(crate) struct SqlArchive<DB: Dialect> {
     commits: Option<Arc<GroupCommit<DB>>>,
     /// JIDs' keys in `mam_jid`, as committed (a key never changes once given).
     keys: Mutex<HashMap<Box<str>, i64>>,
+    /// The texts of the inserts, made once each.
+    inserts: Arc<Inserts>,
 }
 
 impl<DB: Dialect> SqlArchive<DB> {
@@ -52,6 +54,7 @@ impl<DB: Dialect> SqlArchive<DB> {
             accounts,
             commits,
             keys: Mutex::new(HashMap::new()),
+            inserts: Arc::new(Inserts::default()),
         }
     }
 
@@ -246,6 +249,24 @@ fn insert_sql<DB: Dialect>(rows: usize, only_accounts: bool) -> String {
     }
 }
 
+/// The insert texts of [`insert_sql`], one per statement size (a power of two up to [`ROWS`])
+/// with and without the account checks, each made on first use and then shared with the
+/// statement (a text of 256 rows is about 30 KiB, and making it took 3,584 small strings:
+/// about 2,000 instructions a row in callgrind, on the server's threads).
+#[derive(Debug, Default)]
+struct Inserts([OnceLock<Arc<str>>; 2 * SIZES]);
+
+/// How many statement sizes there are: 1, 2, 4 ... [`ROWS`].
+const SIZES: usize = ROWS.ilog2() as usize + 1;
+
+impl Inserts {
+    fn get<DB: Dialect>(&self, rows: usize, only_accounts: bool) -> Arc<str> {
+        debug_assert!(rows.is_power_of_two() && rows <= ROWS);
+        let at = rows.ilog2() as usize + if only_accounts { SIZES } else { 0 };
+        Arc::clone(self.0[at].get_or_init(|| insert_sql::<DB>(rows, only_accounts).into()))
+    }
+}
+
 /// Split `len` items into statements of a power of two each, at most [`ROWS`], largest first
 /// (25 rows: 16, 8, 1). A statement's text depends on its rows, and the engine's statement
 /// cache keeps only so many texts: with batches of every size, most statements were parsed
@@ -302,6 +323,7 @@ fn key(keys: &Keys, jid: &BareJid) -> Result<i64, StorageError> {
 /// profile of the push benchmark, gone after); so the last reference, and the free, stay here.
 async fn insert_rows<DB>(
     connection: &mut DB::Connection,
+    inserts: &Inserts,
     messages: &[ArchivedMessage],
     keys: &[Pair],
     only_accounts: bool,
@@ -328,7 +350,7 @@ where
             kept.push(Arc::clone(&shared));
             shared
         };
-        let mut insert = sqlx::query(sqlx::AssertSqlSafe(insert_sql::<DB>(size, only_accounts)));
+        let mut insert = sqlx::query(sqlx::AssertSqlSafe(inserts.get::<DB>(size, only_accounts)));
         for (message, &(sender, recipient)) in chunk {
             insert = insert
                 .bind(message.id)
@@ -504,11 +526,12 @@ where
             return Ok(());
         }
         let keys = self.keys_of(&rows).await?;
+        let inserts = Arc::clone(&self.inserts);
         write_via(self.commits.as_deref(), &self.pool, move |connection| {
             Box::pin(async move {
                 // Rows are independent: each INSERT of up to ROWS rows is atomic by itself,
                 // and no savepoint is taken (it would copy every page the batch touches).
-                insert_rows(connection, &rows, &keys, only_accounts).await
+                insert_rows(connection, &inserts, &rows, &keys, only_accounts).await
             })
         })
         .await
@@ -976,5 +999,22 @@ mod tests {
                     .all(|size| size.is_power_of_two() && *size <= ROWS)
             );
         }
+    }
+
+    #[test]
+    fn each_insert_text_is_made_once_and_shared() {
+        let inserts = Inserts::default();
+        for rows in statement_sizes(511) {
+            for only_accounts in [false, true] {
+                let first = inserts.get::<sqlx::Sqlite>(rows, only_accounts);
+                assert_eq!(&*first, insert_sql::<sqlx::Sqlite>(rows, only_accounts));
+                let again = inserts.get::<sqlx::Sqlite>(rows, only_accounts);
+                assert!(Arc::ptr_eq(&first, &again), "{rows} rows made twice");
+            }
+        }
+        assert_ne!(
+            inserts.get::<sqlx::Sqlite>(4, true),
+            inserts.get::<sqlx::Sqlite>(4, false)
+        );
     }
 }
