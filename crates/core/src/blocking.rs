@@ -8,7 +8,6 @@
 //! and `<blocked/>` (section 3.6). Blocking a contact sends it unavailable presence from the
 //! user's resources; unblocking sends the current presence. Docs: `docs/modules/blocking.md`.
 
-use herald_stream::Bare;
 use std::{
     collections::HashMap,
     sync::{
@@ -18,6 +17,7 @@ use std::{
 };
 
 use herald_storage::{StorageError, UserDataStore};
+use herald_stream::Bare;
 use herald_stream::stanza::{IqType, set_attr};
 use jid::{BareJid, Jid};
 use minidom::Element;

@@ -7,12 +7,12 @@
 //! and errors; never groupchat or headline, never a message marked `<private/>` (section 7)
 //! or `<no-copy/>` (XEP-0334), never a copy of a copy. Docs: `docs/modules/carbons.md`.
 
-use herald_stream::Bare;
 use std::sync::{
     Arc,
     atomic::{AtomicBool, Ordering},
 };
 
+use herald_stream::Bare;
 use herald_stream::stanza::{IqType, MessageType, StanzaKind, set_attr};
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;

@@ -1,9 +1,9 @@
 //! Service discovery (XEP-0030), `[modules.mod_disco]`: the server's identity, the features
 //! and items that modules register, and an account's identity for its owner.
 
-use herald_stream::Bare;
 use std::sync::Arc;
 
+use herald_stream::Bare;
 use herald_stream::stanza::IqType;
 use jid::Jid;
 use xmpp_parsers::{

@@ -16,7 +16,6 @@
 //! its 2 s wait), so archiving costs the hot path no round trip; under load, many messages
 //! share a commit. Shutdown commits what is queued. Docs: `docs/modules/mam.md`.
 
-use herald_stream::Bare;
 use std::{
     collections::HashMap,
     str::FromStr,
@@ -28,6 +27,7 @@ use herald_storage::{
     ArchiveStore, StorageError, UserDataStore,
     archive::{self, ArchiveId, ArchiveQuery, ArchivedMessage, Kept, Paging},
 };
+use herald_stream::Bare;
 use herald_stream::stanza::{IqType, MessageType, StanzaKind, set_attr};
 use jid::{BareJid, Jid};
 use minidom::Element;

@@ -7,7 +7,6 @@
 //! (late, so that modules running earlier can add metadata, which is stored with the message),
 //! `user_available` delivers, `user_removed` deletes.
 
-use herald_stream::Bare;
 use std::{
     collections::HashMap,
     str::FromStr,
@@ -16,6 +15,7 @@ use std::{
 };
 
 use herald_storage::offline::{NewOfflineMessage, Stored};
+use herald_stream::Bare;
 use jid::{BareJid, Jid};
 use minidom::Element;
 use serde::Deserialize;

@@ -9,7 +9,6 @@
 //! where passwords may cross the stream) and users may change their password (section 3.3).
 //! `password_strength` (MongooseIM's option) refuses passwords with fewer bits of entropy.
 
-use herald_stream::Bare;
 use std::{
     collections::HashMap,
     net::IpAddr,
@@ -19,6 +18,7 @@ use std::{
 
 use herald_sasl::Credentials;
 use herald_storage::StorageError;
+use herald_stream::Bare;
 use herald_stream::stanza::IqType;
 use jid::{BareJid, NodePart};
 use minidom::Element;

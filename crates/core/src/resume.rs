@@ -1,13 +1,13 @@
 //! The table of resumable sessions (XEP-0198 section 5): resumption ids to the session task
 //! waiting for a new connection, and the last `h` of recently ended sessions ("stale h").
 
-use herald_stream::Bare;
 use std::{
     collections::HashMap,
     sync::Mutex,
     time::{Duration, Instant},
 };
 
+use herald_stream::Bare;
 use jid::{BareJid, FullJid};
 use tokio::sync::mpsc;
 

@@ -1,9 +1,9 @@
 //! The running server: what every session and module shares.
 
-use herald_stream::Bare;
 use std::sync::Arc;
 
 use herald_storage::Storage;
+use herald_stream::Bare;
 use jid::{BareJid, DomainPart, Jid};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 

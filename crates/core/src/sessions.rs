@@ -5,7 +5,6 @@
 //! The table is sharded by bare JID behind short, synchronous locks that are never held
 //! across an await, so routing a stanza costs one hash and one read lock.
 
-use herald_stream::Bare;
 use std::{
     collections::HashMap,
     hash::{BuildHasher, RandomState},
@@ -15,6 +14,7 @@ use std::{
     },
 };
 
+use herald_stream::Bare;
 use herald_stream::StreamErrorCondition;
 use jid::{BareJid, FullJid};
 use minidom::Element;

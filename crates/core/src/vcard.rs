@@ -3,10 +3,10 @@
 //! advertise in presence). A vCard is kept as the client sent it, up to `max_size` bytes.
 //! Docs: `docs/modules/vcard.md`.
 
-use herald_stream::Bare;
 use std::sync::Arc;
 
 use herald_storage::UserDataStore;
+use herald_stream::Bare;
 use herald_stream::stanza::IqType;
 use minidom::Element;
 

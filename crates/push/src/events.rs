@@ -3,11 +3,11 @@
 //! that waits for resumption ([`Event::Unacknowledged`], push.md section 7); and the record of the
 //! registrations already notified for a message ([`Notified`]), which travels with it.
 
-use herald_stream::Bare;
 use std::collections::BTreeSet;
 
 use herald_core::envelope::Mark;
 pub use herald_core::hooks::UnackedCause;
+use herald_stream::Bare;
 use herald_stream::stanza::MessageType;
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;

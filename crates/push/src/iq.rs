@@ -2,13 +2,13 @@
 //! the edge into an [`EnableRequest`] or [`DisableRequest`], with the rules checked in the
 //! order of push.md section 3, and the handler that applies it.
 
-use herald_stream::Bare;
 use std::sync::Arc;
 
 use herald_core::{
     Server,
     module::{IqError, IqHandler, IqRequest, IqResponse},
 };
+use herald_stream::Bare;
 use herald_stream::stanza::IqType;
 use jid::{BareJid, Jid};
 use minidom::Element;

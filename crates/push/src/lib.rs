@@ -32,7 +32,6 @@ pub mod stanza;
 pub mod unread;
 pub mod vocabulary;
 
-use herald_stream::Bare;
 use std::sync::{Arc, Mutex};
 
 use herald_core::{
@@ -46,6 +45,7 @@ use herald_core::{
     module::{IqScope, Module, Registrar},
 };
 use herald_storage::{Engine, Storage};
+use herald_stream::Bare;
 use herald_stream::{StanzaKind, stanza::set_attr};
 use minidom::Element;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};

@@ -5,8 +5,9 @@
 //! (XMPP or HTTP, [`Routes`]) and queued on the publisher. Every skip, of the whole event or
 //! of one delivery, is counted here and only here.
 
-use herald_stream::Bare;
 use std::sync::Arc;
+
+use herald_stream::Bare;
 
 use crate::{
     events::{Event, Message, Notified},

@@ -14,7 +14,6 @@
 //! a retraction, the node purged or deleted) is reported by the PEP module's `pep_changed`
 //! hook and the user's settings are read again at the next notification.
 
-use herald_stream::Bare;
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -22,6 +21,7 @@ use std::{
 
 use herald_core::pep::ITEMS;
 use herald_storage::UserDataStore;
+use herald_stream::Bare;
 use jid::BareJid;
 use minidom::Element;
 

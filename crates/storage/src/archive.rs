@@ -185,9 +185,8 @@ pub struct ArchivePage {
 #[async_trait::async_trait]
 pub trait ArchiveStore: Send + Sync + 'static {
     /// Add messages (a message whose id is already archived is skipped: an append retried
-    /// changes nothing). With `only_accounts`, a side whose
-    /// account does not exist is left out (and a message with no side left), checked when
-    /// the rows are written. Removing an account's archive ([`ArchiveStore::remove_user`])
+    /// changes nothing). With `only_accounts`, a side whose account does not exist is left
+    /// out (and a message with no side left), checked when the rows are written. Removing an account's archive ([`ArchiveStore::remove_user`])
     /// and appending take turns, so rows checked before a removal are removed by it.
     async fn append(
         &self,

@@ -9,12 +9,12 @@
 //! or a ping left unanswered, XEP-0199 section 4.1) or not reading (a write not taken in
 //! time): its connection is dropped, never its messages.
 
-use herald_stream::Bare;
 use std::{
     sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
 
+use herald_stream::Bare;
 use herald_stream::{
     Frame, StreamErrorCondition, ns,
     stanza::{IqType, Stanza, StanzaKind, iq_result},

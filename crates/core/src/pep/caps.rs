@@ -4,12 +4,12 @@
 //! the hash, XEP-0115 section 5.4), and the caps of the remote contacts' resources that sent
 //! presence to a local account (local resources' presence is in the session registry).
 
-use herald_stream::Bare;
 use std::{
     collections::{HashMap, HashSet},
     sync::{Arc, Mutex, MutexGuard},
 };
 
+use herald_stream::Bare;
 use jid::{BareJid, FullJid};
 
 /// Most remote resources remembered; beyond, new ones are not notified until one leaves.

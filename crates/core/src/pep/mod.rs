@@ -20,10 +20,10 @@
 mod caps;
 pub mod node;
 
-use herald_stream::Bare;
 use std::{sync::Arc, time::Duration};
 
 use herald_storage::{StorageError, UserDataStore};
+use herald_stream::Bare;
 use herald_stream::stanza::{IqType, set_attr};
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;

@@ -21,9 +21,9 @@ mod broadcast;
 mod directed;
 mod subscription;
 
-use herald_stream::Bare;
 use std::{collections::HashSet, sync::Mutex};
 
+use herald_stream::Bare;
 use herald_stream::stanza::{PresenceType, Stanza, set_attr};
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;

@@ -2,10 +2,10 @@
 //! user sends or receives change both rosters with the state tables of appendix A, and the
 //! removal of a roster item cancels both subscriptions (section 2.5.2).
 
-use herald_stream::Bare;
 use std::sync::Arc;
 
 use herald_storage::roster::RosterItem;
+use herald_stream::Bare;
 use herald_stream::stanza::{Stanza, set_attr};
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;

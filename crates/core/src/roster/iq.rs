@@ -1,9 +1,9 @@
 //! `jabber:iq:roster` (RFC 6121 sections 2.2 to 2.5, XEP-0237): roster get with versions,
 //! roster set and remove, parsed into a [`RosterRequest`] before anything is done.
 
-use herald_stream::Bare;
 use std::sync::Arc;
 
+use herald_stream::Bare;
 use herald_stream::stanza::IqType;
 use jid::{BareJid, FullJid};
 use xmpp_parsers::{

@@ -12,10 +12,10 @@
 //!
 //! The server advertises each namespace (and `tigase:push:encrypt:aes-128-gcm`) in disco.
 
-use herald_stream::Bare;
 use std::collections::BTreeSet;
 
 use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
+use herald_stream::Bare;
 use jid::{BareJid, Jid};
 use minidom::Element;
 use serde::{Deserialize, Serialize};

@@ -23,13 +23,14 @@
 //! payload of the `hints` plugin for a Jingle Message Initiation, and otherwise the summary
 //! without a body.
 
+use herald_stream::Bare;
+
 use super::{Context, Payload, Plugin, Skip, defaults, hints};
 use crate::{
     events::{Event, UnackedCause},
     registrations::Registration,
     rules::{Action, ClientStateCondition, EventKind, Rule, UserStatus},
 };
-use herald_stream::Bare;
 
 /// The kind of `event`, as a rule names it.
 fn kind_of(event: &Event) -> EventKind {

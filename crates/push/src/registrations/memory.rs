@@ -1,10 +1,10 @@
 //! An engine that keeps registrations in memory only: for tests of the pipeline and the
 //! publisher, held to the same conformance suite as the durable engines.
 
-use herald_stream::Bare;
 use std::{collections::BTreeMap, sync::Mutex};
 
 use herald_storage::StorageError;
+use herald_stream::Bare;
 use jid::{BareJid, FullJid};
 
 use super::{PendingPush, Registration, RegistrationKey, RegistrationStore};
