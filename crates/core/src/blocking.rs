@@ -210,7 +210,7 @@ fn list_element(name: &str, jids: &[Jid]) -> Element {
 impl IqHandler for Commands {
     async fn handle(&self, server: &Server, request: IqRequest<'_>) -> IqResponse {
         let user = request.target.bare();
-        if request.sender.bare() != user {
+        if !request.sender.same_bare(&user) {
             return Err(IqError::forbidden());
         }
         let blocking = &self.0;

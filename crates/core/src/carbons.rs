@@ -99,7 +99,7 @@ impl IqHandler for Toggle {
             .sender
             .try_as_full()
             .ok()
-            .filter(|full| full.bare() == request.target.bare())
+            .filter(|full| full.same_bare(&request.target))
             .and_then(|full| server.sessions.get(full))
         else {
             // Only a client may enable carbons, for itself.
@@ -187,7 +187,11 @@ struct SentCopies;
 impl Handler<MessageSent> for SentCopies {
     async fn call(&self, server: &Server, event: &mut MessageSent) -> Flow {
         let user = event.sender.bare();
-        let to_self = event.stanza.to.as_ref().is_some_and(|to| to.bare() == user);
+        let to_self = event
+            .stanza
+            .to
+            .as_ref()
+            .is_some_and(|to| to.same_bare(&user));
         if !to_self
             && matches!(event.stanza.kind, StanzaKind::Message(_))
             && eligible(&event.stanza.element)
@@ -212,7 +216,7 @@ impl Handler<MessageDelivered> for ReceivedCopies {
             .stanza
             .attr("from")
             .and_then(|from| Jid::new(from).ok())
-            .is_some_and(|from| from.bare() == event.user);
+            .is_some_and(|from| from.same_bare(&event.user));
         if !from_self && eligible(&event.stanza) {
             let delivered = &event.delivered;
             send_copies(server, &event.user, &event.stanza, "received", &|id| {

@@ -277,7 +277,7 @@ struct AccountItems;
 impl IqHandler for AccountItems {
     async fn handle(&self, _server: &Server, request: IqRequest<'_>) -> IqResponse {
         only_get(&request)?;
-        if request.target.bare() != request.sender.bare() {
+        if !request.target.same_bare(request.sender) {
             return Err(IqError::service_unavailable());
         }
         Ok(Some(

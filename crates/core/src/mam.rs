@@ -836,7 +836,7 @@ impl Queries {
 impl IqHandler for Queries {
     async fn handle(&self, server: &Server, request: IqRequest<'_>) -> IqResponse {
         let owner = request.target.bare();
-        if request.sender.bare() != owner {
+        if !request.sender.same_bare(&owner) {
             // An account's archive is its own (section 4).
             return Err(IqError::forbidden());
         }

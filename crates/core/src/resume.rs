@@ -79,7 +79,7 @@ impl ResumeTable {
         let target = {
             let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
             live.get(id)
-                .filter(|entry| &entry.jid.bare() == user)
+                .filter(|entry| entry.jid.same_bare(user))
                 .map(|entry| (entry.jid.clone(), entry.handover.clone()))
         };
         let Some((jid, handover)) = target else {

@@ -72,7 +72,7 @@ impl Server {
             }
         }
         if let (Origin::Client(sender), Some(to)) = (origin, &stanza.to)
-            && to.bare() != sender.bare()
+            && !to.same_bare(sender)
             && self.blocked(Direction::Out, &sender.bare(), to).await
         {
             // XEP-0191 section 3.6: not routed; the user learns why.
@@ -150,7 +150,7 @@ impl Server {
         if !matches!(stanza.kind, StanzaKind::Presence(_))
             && let (Some(to), Some(from)) = (&stanza.to, &stanza.from)
             && to.node().is_some()
-            && to.bare() != from.bare()
+            && !to.same_bare(from)
             && self.blocked(Direction::In, &to.bare(), from).await
         {
             // XEP-0191 section 3.5: a blocked entity's message or request is refused as if

@@ -113,7 +113,7 @@ impl IqHandler for Requests {
             }
             IqType::Set => {
                 // Section 3.2: only the owner sets it.
-                if request.sender.bare() != user {
+                if !request.sender.same_bare(&user) {
                     return Err(IqError::forbidden());
                 }
                 let text = String::from(request.payload);

@@ -196,7 +196,7 @@ fn owner(server: &Server, request: &IqRequest<'_>) -> Result<BareJid, RequestErr
         return Err(RequestError::NotAllowed("only local accounts enable push"));
     }
     // To another account's bare JID: answered as disco does, without revealing the account.
-    if request.target.node().is_some() && request.target.bare() != owner {
+    if request.target.node().is_some() && !request.target.same_bare(&owner) {
         return Err(RequestError::ServiceUnavailable("not the sender's account"));
     }
     Ok(owner)

@@ -150,11 +150,19 @@ pub fn remove_attr(element: &mut Element, name: &'static str) {
 pub trait Bare {
     /// The bare JID.
     fn bare(&self) -> BareJid;
+
+    /// Whether `other` has the same bare JID (localpart and domainpart), without making
+    /// either.
+    fn same_bare(&self, other: &Jid) -> bool;
 }
 
 impl Bare for Jid {
     fn bare(&self) -> BareJid {
         self.clone().into_bare()
+    }
+
+    fn same_bare(&self, other: &Jid) -> bool {
+        self.node() == other.node() && self.domain() == other.domain()
     }
 }
 
@@ -369,7 +377,7 @@ mod tests {
     }
 
     #[test]
-    fn a_bare_jid_is_the_same_as_jids_own_for_every_shape() {
+    fn a_bare_jid_is_the_same_as_jids_own_for_every_shape_and_compares_without_one() {
         for text in [
             "juliet@capulet.example/balcony",
             "juliet@capulet.example",
@@ -387,7 +395,18 @@ mod tests {
             assert!(bare.is_bare());
             assert_eq!(bare.node(), expected.node());
             assert_eq!(bare.domain(), expected.domain());
+            assert!(jid.same_bare(&bare) && bare.same_bare(&jid));
         }
+        let same = |a: &str, b: &str| {
+            jid::Jid::new(a)
+                .unwrap()
+                .same_bare(&jid::Jid::new(b).unwrap())
+        };
+        assert!(same("Juliet@Example.com/a", "juliet@example.com/b"));
+        assert!(!same("juliet@example.com", "romeo@example.com"));
+        assert!(!same("juliet@example.com", "juliet@example.org"));
+        assert!(!same("juliet@example.com", "example.com"));
+        assert!(!same("example.com/juliet", "juliet@example.com"));
     }
 
     use super::*;

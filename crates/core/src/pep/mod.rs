@@ -839,7 +839,7 @@ struct OwnerRequests(Arc<Pep>);
 impl IqHandler for OwnerRequests {
     async fn handle(&self, server: &Server, request: IqRequest<'_>) -> IqResponse {
         let owner = request.target.bare();
-        if owner != request.sender.bare() {
+        if !request.sender.same_bare(&owner) {
             return Err(IqError::forbidden());
         }
         let Some(action) = request.payload.children().next() else {

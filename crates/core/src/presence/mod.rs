@@ -206,7 +206,7 @@ pub(super) async fn send(server: &Server, presence: Element) {
     };
     let from = presence.attr("from").and_then(|from| Jid::new(from).ok());
     if let Some(from) = &from
-        && from.bare() != to.bare()
+        && !from.same_bare(&to)
     {
         if server.is_local_user(from) && server.blocked(Direction::Out, &from.bare(), &to).await {
             return;

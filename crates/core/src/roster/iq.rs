@@ -98,7 +98,7 @@ impl IqHandler for RosterIq {
             return Err(error(ErrorType::Auth, DefinedCondition::Forbidden));
         };
         let user = sender.bare();
-        if request.target.bare() != user {
+        if !request.target.same_bare(&user) {
             return Err(error(ErrorType::Auth, DefinedCondition::Forbidden));
         }
         let parsed = RosterRequest::parse(request.kind, request.payload)?;

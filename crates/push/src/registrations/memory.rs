@@ -82,7 +82,7 @@ impl RegistrationStore for MemoryRegistrations {
 
     async fn remove_user(&self, owner: &BareJid) -> Result<u64, StorageError> {
         self.sleepers()
-            .retain(|(session, _)| session.bare() != *owner);
+            .retain(|(session, _)| !session.same_bare(owner));
         Ok(self.remove_where(|key| &key.owner == owner).len() as u64)
     }
 
