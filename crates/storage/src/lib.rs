@@ -239,13 +239,14 @@ impl Storage {
             roster: Arc::new(sql::SqlRoster::new(pool.clone())),
             offline: Arc::new(sql::SqlOffline::new(pool.clone(), commits.clone())),
             user_data: Arc::new(sql::SqlUserData::new(pool.clone())),
-            // A file's archive sees the accounts through the main file it attaches; in
-            // memory, the two databases cannot see each other.
-            archive: Arc::new(sql::SqlArchive::new(
-                archive.clone(),
-                (!file).then(|| pool.clone()),
-                archive_commits,
-            )),
+            // A file's archive sees the accounts through the main file it attaches (its
+            // writer remembers those it found: see `KnownAccounts`); in memory, the two
+            // databases cannot see each other.
+            archive: Arc::new(if file {
+                sql::SqlArchive::new(archive.clone(), None, archive_commits).remembering_accounts()
+            } else {
+                sql::SqlArchive::new(archive.clone(), Some(pool.clone()), archive_commits)
+            }),
             engine: Backend::Sqlite(pool, archive),
         }
     }

@@ -93,6 +93,12 @@ pub(crate) const OWN: &[Migration] = &[
         sqlite: include_str!("sqlite/migrations/0013_archive_one_row.sql"),
         postgres: include_str!("postgres/migrations/0013_archive_one_row.sql"),
     },
+    Migration {
+        version: 14,
+        description: "account removals counted (SQLite: the archive's writer remembers the accounts it found)",
+        sqlite: include_str!("sqlite/migrations/0014_account_removals.sql"),
+        postgres: include_str!("postgres/migrations/0014_account_removals.sql"),
+    },
 ];
 
 /// The schema of the archive's own database file on SQLite (numbered apart from [`OWN`]; the

@@ -446,4 +446,15 @@ pub async fn each_side_is_kept_only_with_an_account(storage: &crate::Storage) {
         .await
         .unwrap();
     assert_eq!(count(store.as_ref(), &juliet, None).await, 0);
+    // An account made again under the same name keeps what comes after, and only that.
+    storage
+        .accounts()
+        .create(&juliet, &credentials)
+        .await
+        .expect("the account again");
+    let again = between(&ghost, &juliet, Kept::Both, "welcome back");
+    store.append(vec![again.clone()], true).await.unwrap();
+    let page = store.query(&juliet, &ArchiveQuery::all(10)).await.unwrap();
+    assert_eq!(ids(&page), [again.id]);
+    assert_eq!(count(store.as_ref(), &ghost, None).await, 0);
 }

@@ -149,7 +149,7 @@ async fn every_migration_is_applied_once_and_recorded() {
         .iter()
         .map(|applied| applied.version)
         .collect();
-    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 11, 12, 13]);
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 11, 12, 13, 14]);
     assert!(
         Migrations::migrate(&pool, &[&FEATURE])
             .await
@@ -163,7 +163,7 @@ async fn every_migration_is_applied_once_and_recorded() {
             .fetch_all(&pool)
             .await
             .unwrap();
-    assert_eq!(recorded, [1, 2, 3, 4, 5, 6, 11, 12, 13]);
+    assert_eq!(recorded, [1, 2, 3, 4, 5, 6, 11, 12, 13, 14]);
     reopened.close().await;
     storage.close().await;
 }

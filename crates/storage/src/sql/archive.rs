@@ -38,6 +38,9 @@ pub(crate) struct SqlArchive<DB: Dialect> {
     keys: Mutex<HashMap<Box<str>, i64>>,
     /// The texts of the inserts, made once each.
     inserts: Arc<Inserts>,
+    /// The accounts the writer found, when its transactions see the accounts in one snapshot
+    /// (SQLite's archive file, attaching the main file); else each insert checks its rows'.
+    known: Option<Arc<Mutex<KnownAccounts>>>,
 }
 
 impl<DB: Dialect> SqlArchive<DB> {
@@ -55,7 +58,16 @@ impl<DB: Dialect> SqlArchive<DB> {
             commits,
             keys: Mutex::new(HashMap::new()),
             inserts: Arc::new(Inserts::default()),
+            known: None,
         }
+    }
+
+    /// This archive, its writer remembering the accounts it found (see [`KnownAccounts`]):
+    /// for a writer whose transaction reads the accounts, and the main file's count of
+    /// removals, from one snapshot.
+    pub(crate) fn remembering_accounts(mut self) -> Self {
+        self.known = Some(Arc::default());
+        self
     }
 
     fn cached_keys(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, i64>> {
@@ -412,6 +424,27 @@ where
     }
     owners.sort();
     owners.dedup();
+    let mut connection = accounts.acquire().await?;
+    let found = existing_accounts(&mut connection, &owners).await?;
+    let mut keys = vec![(0, 0); messages.len()];
+    let (messages, _) = keep_sides(messages, &mut keys, |_, jid| found.contains(jid.as_str()));
+    Ok(messages)
+}
+
+/// Which of `owners` have an account in the database `connection` reads (their bare JIDs'
+/// texts), one query per [`ROWS`] accounts.
+async fn existing_accounts<DB>(
+    connection: &mut DB::Connection,
+    owners: &[&BareJid],
+) -> Result<HashSet<String>, StorageError>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    String: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+    DB::Arguments: IntoArguments<DB>,
+{
     let mut found = HashSet::new();
     for chunk in owners.chunks(ROWS) {
         let keys: Vec<AccountKey<'_>> = chunk
@@ -438,27 +471,54 @@ where
         for key in &keys {
             select = select.bind(key.domain).bind(key.localpart);
         }
-        let mut connection = accounts.acquire().await?;
         for row in select.fetch_all(&mut *connection).await? {
             let server: String = row.try_get("server")?;
             let username: String = row.try_get("username")?;
             found.insert(format!("{username}@{server}"));
         }
     }
-    Ok(messages
+    Ok(found)
+}
+
+/// `messages` (with their keys, `keys`, kept in step) with each side left out for which
+/// `exists(key, jid)` is false, and the messages left with no side.
+fn keep_sides(
+    messages: Vec<ArchivedMessage>,
+    keys: &mut Vec<Pair>,
+    exists: impl Fn(i64, &BareJid) -> bool,
+) -> (Vec<ArchivedMessage>, Vec<Pair>) {
+    let mut kept_keys = Vec::with_capacity(keys.len());
+    let kept = messages
         .into_iter()
-        .filter_map(|mut message| {
-            let sender = message.kept.sender() && found.contains(message.sender.as_str());
-            let recipient = message.kept.recipient() && found.contains(message.recipient.as_str());
+        .zip(keys.drain(..))
+        .filter_map(|(mut message, (sender_key, recipient_key))| {
+            let sender = message.kept.sender() && exists(sender_key, &message.sender);
+            let recipient = message.kept.recipient() && exists(recipient_key, &message.recipient);
             message.kept = match (sender, recipient) {
                 (true, true) => Kept::Both,
                 (true, false) => Kept::Sender,
                 (false, true) => Kept::Recipient,
                 (false, false) => return None,
             };
+            kept_keys.push((sender_key, recipient_key));
             Some(message)
         })
-        .collect())
+        .collect();
+    (kept, kept_keys)
+}
+
+/// The accounts an archive's writer found, remembered while the count of accounts ever
+/// removed (`herald_account_removals`, kept by a trigger on `users`) stays what it was when
+/// they were found: in a transaction that reads that count and the accounts from one snapshot
+/// (SQLite's), an account remembered at the count read is one the snapshot has, as a check in
+/// the insert would have found. Checking each row's two accounts in the insert was a quarter
+/// of the archive's cost (two lookups of text keys a row; callgrind, the push benchmark).
+#[derive(Debug, Default)]
+pub(crate) struct KnownAccounts {
+    /// The count the accounts were found at.
+    removals: Option<i64>,
+    /// Their keys in `mam_jid`.
+    keys: HashSet<i64>,
 }
 
 /// Add the JIDs of `missing` to `mam_jid` (those not there yet), in statements of
@@ -527,8 +587,18 @@ where
         }
         let keys = self.keys_of(&rows).await?;
         let inserts = Arc::clone(&self.inserts);
+        // Accounts the writer remembers are checked before the insert, in its transaction.
+        let known = self.known.clone().filter(|_| only_accounts);
         write_via(self.commits.as_deref(), &self.pool, move |connection| {
             Box::pin(async move {
+                let (rows, keys, only_accounts) = match known {
+                    Some(known) => {
+                        let (rows, keys) =
+                            SqlArchive::<DB>::keep_existing(&known, connection, rows, keys).await?;
+                        (rows, keys, false)
+                    }
+                    None => (rows, keys, only_accounts),
+                };
                 // Rows are independent: each INSERT of up to ROWS rows is atomic by itself,
                 // and no savepoint is taken (it would copy every page the batch touches).
                 insert_rows(connection, &inserts, &rows, &keys, only_accounts).await
@@ -686,6 +756,70 @@ where
     usize: ColumnIndex<DB::Row>,
     DB::Arguments: IntoArguments<DB>,
 {
+    /// `messages` (with their keys) with the sides whose account does not exist left out, as
+    /// the transaction on `connection` sees the accounts: the remembered ones, after the count
+    /// of removals is read, and the others looked up and remembered.
+    async fn keep_existing(
+        known: &Mutex<KnownAccounts>,
+        connection: &mut DB::Connection,
+        messages: Vec<ArchivedMessage>,
+        mut keys: Vec<Pair>,
+    ) -> Result<(Vec<ArchivedMessage>, Vec<Pair>), StorageError> {
+        let removals: i64 = sqlx::query_scalar("SELECT removals FROM herald_account_removals")
+            .fetch_one(&mut *connection)
+            .await?;
+        let lock = || {
+            known
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+        };
+        let mut existing = HashSet::new();
+        let mut unknown: Vec<(i64, &BareJid)> = Vec::new();
+        {
+            let mut known = lock();
+            if known.removals != Some(removals) {
+                known.keys.clear();
+                known.removals = Some(removals);
+            }
+            for (message, &(sender, recipient)) in messages.iter().zip(&keys) {
+                for (side, key, jid) in [
+                    (message.kept.sender(), sender, &message.sender),
+                    (message.kept.recipient(), recipient, &message.recipient),
+                ] {
+                    if side && !existing.contains(&key) {
+                        if known.keys.contains(&key) {
+                            existing.insert(key);
+                        } else {
+                            unknown.push((key, jid));
+                        }
+                    }
+                }
+            }
+        }
+        if !unknown.is_empty() {
+            unknown.sort_unstable_by_key(|(key, _)| *key);
+            unknown.dedup_by_key(|(key, _)| *key);
+            let jids: Vec<&BareJid> = unknown.iter().map(|(_, jid)| *jid).collect();
+            let found = existing_accounts(connection, &jids).await?;
+            let mut known = lock();
+            let remember = known.removals == Some(removals);
+            if remember && known.keys.len() + found.len() > KEYS_CACHED {
+                known.keys.clear();
+            }
+            for (key, jid) in unknown {
+                if found.contains(jid.as_str()) {
+                    existing.insert(key);
+                    if remember {
+                        known.keys.insert(key);
+                    }
+                }
+            }
+        }
+        Ok(keep_sides(messages, &mut keys, |key, _| {
+            existing.contains(&key)
+        }))
+    }
+
     /// The key of `jid`, if it was ever archived.
     async fn key_of(&self, jid: &str) -> Result<Option<i64>, StorageError> {
         if let Some(key) = self.cached_keys().get(jid) {

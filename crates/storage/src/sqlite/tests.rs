@@ -898,6 +898,51 @@ async fn an_archive_file_of_version_1_keeps_its_rows_through_the_rebuilds() {
     archive.close().await;
 }
 
+/// `herald user remove` beside a running server: the account goes through another
+/// connection to the file, and the server's archive, which remembered it, leaves it out of
+/// what it writes next (the trigger of version 14 counts the removal).
+#[tokio::test]
+async fn an_account_removed_through_another_handle_is_left_out_of_the_next_batch() {
+    let directory = TempDir::new().unwrap();
+    let path = database_in(&directory);
+    let server = Storage::open_sqlite(&path).await.unwrap();
+    let romeo: BareJid = "romeo@other-handle.example".parse().unwrap();
+    let juliet: BareJid = "juliet@other-handle.example".parse().unwrap();
+    let credentials = herald_sasl::Credentials::from_password("pencil", 4096).unwrap();
+    for user in [&romeo, &juliet] {
+        server.accounts().create(user, &credentials).await.unwrap();
+    }
+    let archive = server.archive();
+    let message = |text: &str| crate::archive::ArchivedMessage {
+        id: crate::archive::next_id(),
+        sender: romeo.clone(),
+        sender_resource: "phone".into(),
+        recipient: juliet.clone(),
+        recipient_resource: String::new(),
+        kept: crate::archive::Kept::Both,
+        origin_id: None,
+        body: text.into(),
+        message: format!("<message xmlns='jabber:client'><body>{text}</body></message>"),
+    };
+    let first = message("first");
+    archive.append(vec![first.clone()], true).await.unwrap();
+    let cli = Storage::open_sqlite(&path).await.unwrap();
+    assert!(cli.accounts().remove(&juliet).await.unwrap());
+    cli.close().await;
+    let second = message("second");
+    archive.append(vec![second.clone()], true).await.unwrap();
+    let all = crate::archive::ArchiveQuery::all(10);
+    let ids = |page: crate::archive::ArchivePage| -> Vec<i64> {
+        page.items.iter().map(|found| found.id).collect()
+    };
+    assert_eq!(
+        ids(archive.query(&romeo, &all).await.unwrap()),
+        [first.id, second.id]
+    );
+    assert_eq!(ids(archive.query(&juliet, &all).await.unwrap()), [first.id]);
+    server.close().await;
+}
+
 #[tokio::test]
 async fn each_side_is_kept_only_with_an_account_in_a_file_and_in_memory() {
     let directory = TempDir::new().unwrap();
