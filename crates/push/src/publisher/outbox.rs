@@ -39,11 +39,15 @@ enum Op {
     Finish(i64),
 }
 
-/// Which messages each registration has pending or got lately.
+/// A message (by its archive id) for a registration.
+type Identity = (RegistrationKey, String);
+
+/// Which messages each registration has pending or got lately (each identity made once and
+/// shared by the set and the order).
 #[derive(Default)]
 struct Seen {
-    set: HashSet<(RegistrationKey, String)>,
-    order: VecDeque<(Instant, (RegistrationKey, String))>,
+    set: HashSet<Arc<Identity>>,
+    order: VecDeque<(Instant, Arc<Identity>)>,
 }
 
 /// The handle to the outbox.
@@ -91,8 +95,8 @@ impl Outbox {
                     seen.set.remove(&old);
                 }
             }
-            let identity = (push.key.clone(), message.clone());
-            if !seen.set.insert(identity.clone()) {
+            let identity = Arc::new((push.key.clone(), message.clone()));
+            if !seen.set.insert(Arc::clone(&identity)) {
                 return None;
             }
             seen.order.push_back((now, identity));
