@@ -426,8 +426,8 @@ where
     owners.dedup();
     let mut connection = accounts.acquire().await?;
     let found = existing_accounts(&mut connection, &owners).await?;
-    let mut keys = vec![(0, 0); messages.len()];
-    let (messages, _) = keep_sides(messages, &mut keys, |_, jid| found.contains(jid.as_str()));
+    let keys = vec![(0, 0); messages.len()];
+    let (messages, _) = keep_sides(messages, keys, |_, jid| found.contains(jid.as_str()));
     Ok(messages)
 }
 
@@ -484,13 +484,13 @@ where
 /// `exists(key, jid)` is false, and the messages left with no side.
 fn keep_sides(
     messages: Vec<ArchivedMessage>,
-    keys: &mut Vec<Pair>,
+    keys: Vec<Pair>,
     exists: impl Fn(i64, &BareJid) -> bool,
 ) -> (Vec<ArchivedMessage>, Vec<Pair>) {
     let mut kept_keys = Vec::with_capacity(keys.len());
     let kept = messages
         .into_iter()
-        .zip(keys.drain(..))
+        .zip(keys)
         .filter_map(|(mut message, (sender_key, recipient_key))| {
             let sender = message.kept.sender() && exists(sender_key, &message.sender);
             let recipient = message.kept.recipient() && exists(recipient_key, &message.recipient);
@@ -763,7 +763,7 @@ where
         known: &Mutex<KnownAccounts>,
         connection: &mut DB::Connection,
         messages: Vec<ArchivedMessage>,
-        mut keys: Vec<Pair>,
+        keys: Vec<Pair>,
     ) -> Result<(Vec<ArchivedMessage>, Vec<Pair>), StorageError> {
         let removals: i64 = sqlx::query_scalar("SELECT removals FROM herald_account_removals")
             .fetch_one(&mut *connection)
@@ -815,9 +815,7 @@ where
                 }
             }
         }
-        Ok(keep_sides(messages, &mut keys, |key, _| {
-            existing.contains(&key)
-        }))
+        Ok(keep_sides(messages, keys, |key, _| existing.contains(&key)))
     }
 
     /// The key of `jid`, if it was ever archived.
