@@ -71,10 +71,15 @@ impl<DB: Dialect> SqlArchive<DB> {
     }
 
     fn cached_keys(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, i64>> {
-        self.keys
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.keys)
     }
+}
+
+/// `mutex` locked; a panic elsewhere while it was held leaves what it holds usable (a cache).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The two keys of a conversation in one number: the smaller shifted left by 32 bits, or-ed
@@ -768,15 +773,10 @@ where
         let removals: i64 = sqlx::query_scalar("SELECT removals FROM herald_account_removals")
             .fetch_one(&mut *connection)
             .await?;
-        let lock = || {
-            known
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-        };
         let mut existing = HashSet::new();
         let mut unknown: Vec<(i64, &BareJid)> = Vec::new();
         {
-            let mut known = lock();
+            let mut known = lock(known);
             if known.removals != Some(removals) {
                 known.keys.clear();
                 known.removals = Some(removals);
@@ -801,7 +801,7 @@ where
             unknown.dedup_by_key(|(key, _)| *key);
             let jids: Vec<&BareJid> = unknown.iter().map(|(_, jid)| *jid).collect();
             let found = existing_accounts(connection, &jids).await?;
-            let mut known = lock();
+            let mut known = lock(known);
             let remember = known.removals == Some(removals);
             if remember && known.keys.len() + found.len() > KEYS_CACHED {
                 known.keys.clear();
