@@ -59,7 +59,7 @@ pub(crate) async fn open_file(
     durability: Durability,
     features: &[&MigrationSet],
 ) -> Result<(SqlitePool, Vec<AppliedMigration>), StorageError> {
-    let pool = open_pool(path, durability).await?;
+    let pool = open_pool(path, durability, "herald-db").await?;
     let applied = migrate_or_close(&pool, features).await?;
     tracing::info!(path = %path.display(), applied = applied.len(), "opened SQLite database");
     Ok((pool, applied))
@@ -87,7 +87,7 @@ pub(crate) async fn open_archive_file(
     durability: Durability,
 ) -> Result<(SqlitePool, Setup<sqlx::Sqlite>), StorageError> {
     let setup = attach_main(main)?;
-    let pool = open_pool(path, durability).await?;
+    let pool = open_pool(path, durability, "herald-mam").await?;
     migrate_archive_or_close(&pool).await?;
     tracing::info!(path = %path.display(), "opened SQLite archive database");
     Ok((pool, setup))
@@ -141,7 +141,12 @@ async fn migrate_archive_or_close(pool: &SqlitePool) -> Result<(), StorageError>
 }
 
 /// A pool on the database file at `path` (created, owner-only, if missing), in WAL mode.
-async fn open_pool(path: &Path, durability: Durability) -> Result<SqlitePool, StorageError> {
+/// Each connection's thread is named `threads` and the connection's number.
+async fn open_pool(
+    path: &Path,
+    durability: Durability,
+    threads: &'static str,
+) -> Result<SqlitePool, StorageError> {
     let io = |path: &Path| {
         let path = path.to_owned();
         move |source| StorageError::Io { path, source }
@@ -169,6 +174,7 @@ async fn open_pool(path: &Path, durability: Durability) -> Result<SqlitePool, St
         .synchronous(synchronous)
         .foreign_keys(true)
         .busy_timeout(BUSY_TIMEOUT)
+        .thread_name(move |id| format!("{threads}-{id}"))
         // Pages read through a memory map instead of a read() call each, and a larger page
         // cache per connection: the archive's and the offline store's indexes stay in memory.
         .pragma("mmap_size", MMAP_SIZE.to_string())

@@ -745,7 +745,7 @@ async fn table_sql(pool: &SqlitePool, table: &str) -> String {
 
 /// A pool on the database file at `path` as herald opens it, with no migration applied.
 async fn bare_pool(path: &std::path::Path) -> SqlitePool {
-    super::open_pool(path, super::Durability::Normal)
+    super::open_pool(path, super::Durability::Normal, "herald-db")
         .await
         .unwrap()
 }
