@@ -892,6 +892,38 @@ async fn a_pending_notification_is_in_the_outbox_until_delivered_and_sent_again_
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_message_is_notified_once_per_registration_and_to_each_of_them() {
+    let h = harness(retrying(5), FakeAppServer::answering([]));
+    let (phone, tablet) = (h.enabled("n1").await, h.enabled("n2").await);
+    h.settle().await;
+    assert_eq!(
+        h.submit_pending(&phone, "archive:1").await,
+        Submitted::Queued
+    );
+    assert_eq!(
+        h.submit_pending(&phone, "archive:1").await,
+        Submitted::AlreadyPending
+    );
+    assert_eq!(
+        h.submit_pending(&tablet, "archive:1").await,
+        Submitted::Queued,
+        "the same message, another registration"
+    );
+    assert_eq!(
+        h.submit_pending(&phone, "archive:2").await,
+        Submitted::Queued,
+        "another message, the same registration"
+    );
+    h.settle().await;
+    assert_eq!(h.stats.notifications(Outcome::Delivered), 3);
+    assert_eq!(
+        h.submit_pending(&tablet, "archive:1").await,
+        Submitted::AlreadyPending,
+        "delivered messages are remembered too"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_retry_of_a_kept_publish_sends_the_same_iq_again() {
     let wait = Answer::Error(ErrorType::Wait, DefinedCondition::ServiceUnavailable);
     let h = harness(
