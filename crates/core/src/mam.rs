@@ -427,17 +427,24 @@ async fn run_writer(
 
 /// Whether a message is archived (XEP-0313 section 5.1 with XEP-0334): chat and normal
 /// messages with a body or an encrypted payload, unless `<no-store/>`; `<store/>` forces it.
+///
+/// One pass over the children, by name first (each namespace compared only for a name that
+/// matters).
 pub fn archivable(kind: MessageType, message: &Element) -> bool {
     if !matches!(kind, MessageType::Chat | MessageType::Normal) {
         return false;
     }
-    if message.has_child("no-store", HINTS) || message.has_child("no-permanent-store", HINTS) {
-        return false;
+    let (mut stored, mut content) = (false, false);
+    for child in message.children() {
+        match child.name() {
+            "no-store" | "no-permanent-store" if child.has_ns(HINTS) => return false,
+            "store" if child.has_ns(HINTS) => stored = true,
+            "body" if child.has_ns(herald_stream::ns::CLIENT) => content = true,
+            "encrypted" => content = true,
+            _ => {}
+        }
     }
-    message.has_child("store", HINTS)
-        || message
-            .children()
-            .any(|child| child.is("body", herald_stream::ns::CLIENT) || child.name() == "encrypted")
+    stored || content
 }
 
 /// The archive id a local sender's archive gave a message for a local account, recorded in
@@ -452,10 +459,11 @@ impl Mark for SentAs {
 }
 
 /// The archive's row of `message` from `sender` to `recipient` (each bare and as addressed:
-/// the hooks compute the bare JIDs once, as they also need them), kept by `kept`.
+/// the hooks make the bare JIDs once, as they also need them, and give them to the row),
+/// kept by `kept`.
 fn entry(
-    (sender_bare, sender): (&BareJid, &Jid),
-    (recipient_bare, recipient): (&BareJid, &Jid),
+    (sender_bare, sender): (BareJid, &Jid),
+    (recipient_bare, recipient): (BareJid, &Jid),
     kept: Kept,
     id: ArchiveId,
     message: &Element,
@@ -471,9 +479,9 @@ fn entry(
     let resource = |jid: &Jid| jid.resource().map(|r| r.to_string()).unwrap_or_default();
     ArchivedMessage {
         id,
-        sender: sender_bare.clone(),
+        sender: sender_bare,
         sender_resource: resource(sender),
-        recipient: recipient_bare.clone(),
+        recipient: recipient_bare,
         recipient_resource: resource(recipient),
         kept,
         origin_id,
@@ -577,7 +585,7 @@ impl Handler<MessageArriving> for Incoming {
         let StanzaKind::Message(kind) = event.stanza.kind else {
             return Flow::Continue;
         };
-        let (Some(from), Some(to)) = (event.stanza.from.clone(), event.stanza.to.clone()) else {
+        let (Some(from), Some(to)) = (&event.stanza.from, &event.stanza.to) else {
             return Flow::Continue;
         };
         let remote = from.bare();
@@ -599,8 +607,8 @@ impl Handler<MessageArriving> for Incoming {
             event.stanza.element.append_child(stanza_id);
         }
         mam.write(entry(
-            (&remote, &from),
-            (&event.user, &to),
+            (remote, from),
+            (event.user.clone(), to),
             kept,
             id,
             &event.stanza.element,
@@ -621,7 +629,7 @@ impl Handler<MessageSent> for Outgoing {
         let StanzaKind::Message(kind) = event.stanza.kind else {
             return Flow::Continue;
         };
-        let Some(to) = event.stanza.to.clone() else {
+        let Some(to) = &event.stanza.to else {
             return Flow::Continue;
         };
         let user = event.sender.bare();
@@ -633,15 +641,15 @@ impl Handler<MessageSent> for Outgoing {
             return Flow::Continue;
         }
         let id = archive::next_id();
-        if server.reaches_local_account(&to) {
+        if server.reaches_local_account(to) {
             // One row for both archives, written where the recipient's side is known.
             event.meta.set(SentAs(id));
             return Flow::Continue;
         }
         let sender = Jid::from(event.sender.clone());
         mam.write(entry(
-            (&user, &sender),
-            (&remote, &to),
+            (user, &sender),
+            (remote, to),
             Kept::Sender,
             id,
             &event.stanza.element,
@@ -666,8 +674,8 @@ impl Handler<MessageRefused> for Refused {
         };
         self.0
             .write(entry(
-                (&from.bare(), from),
-                (&event.user, to),
+                (from.bare(), from),
+                (event.user.clone(), to),
                 Kept::Sender,
                 id,
                 &event.stanza.element,
@@ -1030,6 +1038,13 @@ mod tests {
         let store =
             message("<message xmlns='jabber:client'><store xmlns='urn:xmpp:hints'/></message>");
         assert!(archivable(MessageType::Normal, &store));
+        let both = message(
+            "<message xmlns='jabber:client'><store xmlns='urn:xmpp:hints'/><body>x</body><no-permanent-store xmlns='urn:xmpp:hints'/></message>",
+        );
+        assert!(!archivable(MessageType::Chat, &both), "no-store wins");
+        let foreign_body =
+            message("<message xmlns='jabber:client'><body xmlns='urn:example'>x</body></message>");
+        assert!(!archivable(MessageType::Chat, &foreign_body));
         assert!(!archivable(MessageType::Headline, &chat));
         assert!(!archivable(MessageType::Groupchat, &chat));
         assert!(!archivable(MessageType::Error, &chat));
@@ -1081,8 +1096,8 @@ mod tests {
         let stanza =
             message("<message xmlns='jabber:client' type='chat'><body>hi</body></message>");
         Pending::Write(entry(
-            (&remote.bare(), &remote),
-            (&owner.bare(), &owner),
+            (remote.bare(), &remote),
+            (owner.bare(), &owner),
             Kept::Recipient,
             i64::try_from(n).unwrap() + 1,
             &stanza,
