@@ -224,15 +224,17 @@ impl Storage {
         // its transactions (group commit) instead of queueing on the lock; on a file, through
         // a connection of its own whose page cache stays warm. The archive, written in large
         // batches, is a file of its own with its own writer.
-        let writer = |pool: &sqlx::SqlitePool, setup| {
+        let writer = |pool: &sqlx::SqlitePool, setup, begin| {
             Some(Arc::new(if file {
-                sql::group_commit::GroupCommit::start_dedicated(pool.clone(), setup)
+                sql::group_commit::GroupCommit::start_dedicated(pool.clone(), setup, begin)
             } else {
                 sql::group_commit::GroupCommit::start(pool.clone())
             }))
         };
-        let commits = writer(&pool, None);
-        let archive_commits = writer(&archive, attach);
+        let commits = writer(&pool, None, None);
+        // The archive's writer attaches the main file: its transactions lock its own file only
+        // (see `sqlite::ARCHIVE_BEGIN`).
+        let archive_commits = writer(&archive, attach, Some(sqlite::ARCHIVE_BEGIN));
         Storage {
             applied: applied.into(),
             accounts: Arc::new(sql::SqlAccounts::new(pool.clone())),

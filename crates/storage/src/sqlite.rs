@@ -71,16 +71,18 @@ const MAIN_FILE_SCHEMA: &str = "herald_main";
 
 /// Open (creating if missing) the archive's database file at `path`, a file of its own so
 /// that its writes take their own write lock (SQLite has one writer per file): a large
-/// archive batch does not hold up an offline store. Its schema is [`crate::migrations::ARCHIVE_FILE`].
+/// archive batch does not hold up an offline store. Its schema is
+/// [`crate::migrations::ARCHIVE_FILE`].
 ///
 /// Also returns what the archive's writer runs on its connection: attach the main file at
 /// `main` (as [`MAIN_FILE_SCHEMA`]), so that an insert checks its owners' accounts in the
 /// same statement, one index lookup a row, where a separate query of the main file cost a
 /// quarter of the archive's writing (`examples/archive_append.rs`). In WAL mode the attached
-/// file's readers take no lock its writer waits for. Only the writer attaches, and only once
-/// the archive's schema is in place: a statement names its tables unqualified, and one
-/// prepared while the archive's own `mam_message` did not exist yet would keep reading the
-/// main file's (an earlier version's, emptied).
+/// file's readers take no lock its writer waits for, and the writer's transactions begin
+/// with [`ARCHIVE_BEGIN`], which locks the archive's file only. Only the writer attaches,
+/// and only once the archive's schema is in place: a statement names its tables
+/// unqualified, and one prepared while the archive's own `mam_message` did not exist yet
+/// would keep reading the main file's (an earlier version's, emptied).
 pub(crate) async fn open_archive_file(
     path: &Path,
     main: &Path,
@@ -92,6 +94,23 @@ pub(crate) async fn open_archive_file(
     tracing::info!(path = %path.display(), "opened SQLite archive database");
     Ok((pool, setup))
 }
+
+/// How the archive's writer begins each batch: a deferred transaction whose first statement
+/// writes (no row) to the archive's own file, taking that file's write lock and no other.
+///
+/// `BEGIN IMMEDIATE` takes the write lock of every database the connection has attached
+/// (SQLite's `BEGIN` documentation), so on the writer's connection it also held the main
+/// file's, for the whole of each archive batch: the offline stores and the push module's
+/// bookkeeping queued behind it, in the busy handler's sleeps of 1, 2, 5 ms and more. The
+/// main file is only read here (its accounts and its count of removals), from one snapshot,
+/// which in WAL mode waits for no writer.
+///
+/// The archive's lock is still taken first, before that snapshot is read, which keeps the
+/// accounts' check exact: a removal's clean-up of the archive (after the account's row is
+/// deleted) writes the archive's file, so it waits for a batch that read the account as
+/// present and then deletes that batch's rows too; and a batch that begins after the
+/// clean-up reads a snapshot where the account is gone.
+pub(crate) const ARCHIVE_BEGIN: &str = "BEGIN DEFERRED; DELETE FROM main.mam_message WHERE 0";
 
 /// What the archive's writer runs on its connection once open: `ATTACH` the main file at
 /// `main` as [`MAIN_FILE_SCHEMA`], named by its absolute path (it exists by now; a name

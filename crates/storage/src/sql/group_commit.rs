@@ -68,9 +68,15 @@ impl<DB: Dialect> GroupCommit<DB> {
     /// again. Closed when the pool is closed (later writes fail). Not for an in-memory
     /// database, where each connection is a database of its own.
     /// `setup` runs on that connection once it is open, before its first batch (the pool's
-    /// own `after_connect` does not run on a connection opened from its options).
-    pub(crate) fn start_dedicated(pool: Pool<DB>, setup: Option<Setup<DB>>) -> GroupCommit<DB> {
-        GroupCommit::spawn(pool, WriterConnection::Own(setup))
+    /// own `after_connect` does not run on a connection opened from its options). Each
+    /// batch's transaction begins with `begin` when given (see [`Begin`]), else with
+    /// [`Dialect::begin_write_on`].
+    pub(crate) fn start_dedicated(
+        pool: Pool<DB>,
+        setup: Option<Setup<DB>>,
+        begin: Option<Begin>,
+    ) -> GroupCommit<DB> {
+        GroupCommit::spawn(pool, WriterConnection::Own(setup, begin))
     }
 
     fn spawn(pool: Pool<DB>, connection: WriterConnection<DB>) -> GroupCommit<DB> {
@@ -148,12 +154,17 @@ pub(crate) type Setup<DB> = Arc<
         + Sync,
 >;
 
+/// The statement (or statements) that begin a dedicated writer's transactions when the
+/// dialect's own beginning does not fit its connection: the SQLite archive's writer, whose
+/// connection attaches the main file (`sqlite::ARCHIVE_BEGIN`).
+pub(crate) type Begin = &'static str;
+
 /// Which connection the writer commits on.
 enum WriterConnection<DB: Database> {
     /// A pooled one for each batch.
     Pooled,
-    /// One of its own, with what runs on it once open.
-    Own(Option<Setup<DB>>),
+    /// One of its own, with what runs on it once open and how its transactions begin.
+    Own(Option<Setup<DB>>, Option<Begin>),
 }
 
 /// The writer.
@@ -181,7 +192,7 @@ async fn run<DB: Dialect>(
             fail::<DB>(&mut batch, &sqlx::Error::PoolClosed).await;
             continue;
         }
-        if let WriterConnection::Own(setup) = &connection
+        if let WriterConnection::Own(setup, _) = &connection
             && own.is_none()
         {
             let connected =
@@ -203,9 +214,13 @@ async fn run<DB: Dialect>(
                 }
             }
         }
-        let healthy = match own.as_mut() {
-            Some(connection) => commit(DB::begin_write_on(connection).await, &mut batch).await,
-            None => commit(DB::begin_write(&pool).await, &mut batch).await,
+        let healthy = match (own.as_mut(), &connection) {
+            (Some(connection), WriterConnection::Own(_, Some(begin))) => {
+                let begun = sqlx::Connection::begin_with(connection, *begin).await;
+                commit(begun, &mut batch).await
+            }
+            (Some(connection), _) => commit(DB::begin_write_on(connection).await, &mut batch).await,
+            (None, _) => commit(DB::begin_write(&pool).await, &mut batch).await,
         };
         if !healthy {
             // Begin or commit failed: a fresh connection for the next batch.
@@ -357,7 +372,7 @@ mod tests {
             .execute(&pool)
             .await
             .unwrap();
-        let commits = Arc::new(GroupCommit::start_dedicated(pool.clone(), None));
+        let commits = Arc::new(GroupCommit::start_dedicated(pool.clone(), None, None));
         let writers: Vec<_> = (0..300)
             .map(|n| {
                 let commits = Arc::clone(&commits);

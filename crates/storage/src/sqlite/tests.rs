@@ -955,3 +955,86 @@ async fn each_side_is_kept_only_with_an_account_in_a_file_and_in_memory() {
     crate::archive::conformance::each_side_is_kept_only_with_an_account(&storage).await;
     storage.close().await;
 }
+
+/// A connection to the file at `path` that fails at once on a lock instead of waiting.
+async fn impatient(path: &std::path::Path) -> sqlx::SqliteConnection {
+    use sqlx::ConnectOptions;
+    sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .busy_timeout(std::time::Duration::ZERO)
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// Whether a write transaction on `connection` can begin now.
+async fn can_write(connection: &mut sqlx::SqliteConnection) -> bool {
+    match sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *connection)
+        .await
+    {
+        Ok(_) => {
+            sqlx::query("COMMIT")
+                .execute(&mut *connection)
+                .await
+                .unwrap();
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+#[tokio::test]
+async fn an_open_archive_batch_locks_the_archive_file_and_not_the_main_file() {
+    let directory = TempDir::new().unwrap();
+    let path = database_in(&directory);
+    Storage::open_sqlite(&path).await.unwrap().close().await;
+    let (main, _) = super::open_file(&path, super::Durability::Normal, &[])
+        .await
+        .unwrap();
+    let archive_path = crate::archive_path(&path);
+    let (archive, attach) =
+        super::open_archive_file(&archive_path, &path, super::Durability::Normal)
+            .await
+            .unwrap();
+    // The archive's writer as `Storage` starts it: a connection of its own attaching the main
+    // file, each batch begun with `ARCHIVE_BEGIN`.
+    let commits = crate::sql::group_commit::GroupCommit::start_dedicated(
+        archive.clone(),
+        Some(attach),
+        Some(super::ARCHIVE_BEGIN),
+    );
+    let (begun, in_batch) = tokio::sync::oneshot::channel();
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let batch = tokio::spawn(async move {
+        commits
+            .write(move |connection| {
+                Box::pin(async move {
+                    // What a batch reads of the main file: its count of removals.
+                    let removals: i64 =
+                        sqlx::query_scalar("SELECT removals FROM herald_account_removals")
+                            .fetch_one(&mut *connection)
+                            .await?;
+                    let _ = begun.send(removals);
+                    let _ = released.await;
+                    Ok(())
+                })
+            })
+            .await
+    });
+    assert_eq!(in_batch.await.unwrap(), 0);
+
+    assert!(
+        can_write(&mut impatient(&path).await).await,
+        "the main file's writers do not wait for an archive batch"
+    );
+    assert!(
+        !can_write(&mut impatient(&archive_path).await).await,
+        "the archive's file is locked from the batch's beginning"
+    );
+    release.send(()).unwrap();
+    batch.await.unwrap().unwrap();
+    assert!(can_write(&mut impatient(&archive_path).await).await);
+    main.close().await;
+    archive.close().await;
+}
