@@ -42,9 +42,27 @@ enum Value {
 
 /// What modules record about one message: typed marks by key. Empty (and free to clone)
 /// unless a module recorded something.
-#[derive(Clone, Default)]
+///
+/// It may also carry the stanza's text ([`Meta::set_text`]), made by a hook that had to
+/// serialise the stanza anyway (the archive's), so that offline storage, later on the same
+/// way, does not serialise it again. The text is valid only while the stanza is not changed:
+/// it is never cloned (a copy of the envelope handed to a session has none) nor stored, and
+/// whoever changes the stanza after it was made takes it out ([`Meta::take_text`]).
+#[derive(Default)]
 pub struct Meta {
     marks: Vec<(Cow<'static, str>, Value)>,
+    text: Option<Arc<str>>,
+}
+
+/// A clone has the marks, not the stanza's text: the copy may be changed apart from the
+/// original (a session's copy gets a delay, a carbon copy is wrapped).
+impl Clone for Meta {
+    fn clone(&self) -> Meta {
+        Meta {
+            marks: self.marks.clone(),
+            text: None,
+        }
+    }
 }
 
 impl fmt::Debug for Meta {
@@ -67,9 +85,19 @@ impl Meta {
         Meta::default()
     }
 
-    /// Whether no module recorded anything.
+    /// Whether no module recorded anything (the stanza's text is not a record).
     pub fn is_empty(&self) -> bool {
         self.marks.is_empty()
+    }
+
+    /// Record the stanza's text as it is now (see [`Meta`]).
+    pub fn set_text(&mut self, text: Arc<str>) {
+        self.text = Some(text);
+    }
+
+    /// Take the stanza's text out, if a hook recorded it and nothing changed the stanza since.
+    pub fn take_text(&mut self) -> Option<Arc<str>> {
+        self.text.take()
     }
 
     /// The mark of type `M`, if one was recorded. A stored mark that does not decode as `M`
@@ -156,6 +184,7 @@ impl Meta {
                 .filter(|(key, _)| key != VERSION_KEY)
                 .map(|(key, value)| (Cow::Owned(key), Value::Stored(value)))
                 .collect(),
+            text: None,
         }
     }
 }
@@ -228,6 +257,24 @@ mod tests {
         meta.set(Seen(vec!["b".into()]));
         assert_eq!(meta.get::<Seen>(), Some(Seen(vec!["b".into()])));
         assert_eq!(meta.get::<Count>(), Some(Count(2)));
+    }
+
+    #[test]
+    fn the_stanzas_text_is_taken_once_and_never_cloned_nor_stored() {
+        let mut meta = Meta::new();
+        meta.set(Count(1));
+        meta.set_text(Arc::from("<message/>"));
+        assert!(meta.clone().take_text().is_none(), "a copy has no text");
+        let mut mark_only = Meta::new();
+        mark_only.set(Count(1));
+        assert_eq!(meta.to_stored(), mark_only.to_stored(), "nor stored");
+        assert_eq!(meta.take_text().as_deref(), Some("<message/>"));
+        assert!(meta.take_text().is_none());
+
+        let mut text_only = Meta::new();
+        text_only.set_text(Arc::from("<message/>"));
+        assert!(text_only.is_empty(), "the text is not a record");
+        assert_eq!(text_only.to_stored(), "");
     }
 
     #[test]

@@ -212,7 +212,9 @@ pub struct OfflineMessage {
     /// The message, with `from` stamped and `to` as the sender wrote it.
     pub stanza: herald_stream::Stanza,
     /// What modules recorded about the message (the push module records the registrations
-    /// already notified); stored with it and returned with it when it is delivered.
+    /// already notified); stored with it and returned with it when it is delivered. Its
+    /// stanza's text, when the archive made it, is what storage keeps: a handler that changes
+    /// the stanza takes it out ([`crate::envelope::Meta::take_text`]).
     pub meta: crate::envelope::Meta,
 }
 
@@ -314,9 +316,12 @@ pub struct SubscriptionApproved {
 }
 
 /// A message for a local account, before it is delivered or stored (the archive stamps its
-/// stanza-id here, XEP-0313 and XEP-0359). Handlers may change the stanza. The archive's
-/// handler also writes the sender's side of a message between two local accounts (its
-/// [`MessageSent`] handler leaves it here): a handler placed before it must not stop the run.
+/// stanza-id here, XEP-0313 and XEP-0359). Handlers may change the stanza; one placed after
+/// the archive's takes the stanza's text out of `meta` when it does
+/// ([`crate::envelope::Meta::take_text`]: the archive records it for offline storage). The
+/// archive's handler also writes the sender's side of a message between two local accounts
+/// (its [`MessageSent`] handler leaves it here): a handler placed before it must not stop the
+/// run.
 #[derive(Debug)]
 pub struct MessageArriving {
     /// The addressed account.

@@ -384,7 +384,9 @@ async fn run_writer(
             }
         };
         let Some(first) = first else { return };
-        let (mut batch, mut flushes) = (Vec::new(), Vec::new());
+        // Room for a whole batch at once (up to a thousand rows): a vector grown row by row
+        // asks the allocator for ever larger blocks, each a merge of its small free chunks.
+        let (mut batch, mut flushes) = (Vec::with_capacity(batch_size.min(1024)), Vec::new());
         let mut next = Some(first);
         let mut slept = closing || flush_interval.is_zero();
         let until = tokio::time::Instant::now() + flush_interval;
@@ -486,7 +488,7 @@ fn entry(
         kept,
         origin_id,
         body,
-        message: herald_stream::serialise::to_string(message),
+        message: herald_stream::serialise::to_string(message).into(),
     }
 }
 
@@ -606,14 +608,18 @@ impl Handler<MessageArriving> for Incoming {
             set_attr(&mut stanza_id, "by", event.user.as_str());
             event.stanza.element.append_child(stanza_id);
         }
-        mam.write(entry(
+        let row = entry(
             (remote, from),
             (event.user.clone(), to),
             kept,
             id,
             &event.stanza.element,
-        ))
-        .await;
+        );
+        // The row's text is the stanza as it is routed on: offline storage, if the account is
+        // offline, keeps it as it is instead of serialising the stanza again (no hook after
+        // this one changes it; see `Meta::set_text`).
+        event.meta.set_text(Arc::clone(&row.message));
+        mam.write(row).await;
         Flow::Continue
     }
 }

@@ -173,19 +173,21 @@ impl Handler<OfflineMessage> for Store {
             tracing::debug!(user = %event.recipient, ?skip, "offline message not stored");
             return Flow::Continue;
         }
+        // The stanza's text, if the archive made it on the message's way here (the same
+        // stanza, not serialised twice).
+        let text = event.meta.take_text();
+        let made: String;
         // A message held by a session and routed again keeps its original time.
-        let (stanza, stored_at) = if has_own_delay(server, &event.stanza.element) {
+        let (stanza, stored_at): (&str, _) = if has_own_delay(server, &event.stanza.element) {
             let mut element = event.stanza.element.clone();
             let held_since = take_own_delay(server, &mut element);
-            (
-                herald_stream::serialise::to_string(&element),
-                held_since.unwrap_or_else(SystemTime::now),
-            )
+            made = herald_stream::serialise::to_string(&element);
+            (&made, held_since.unwrap_or_else(SystemTime::now))
+        } else if let Some(text) = &text {
+            (text, SystemTime::now())
         } else {
-            (
-                herald_stream::serialise::to_string(&event.stanza.element),
-                SystemTime::now(),
-            )
+            made = herald_stream::serialise::to_string(&event.stanza.element);
+            (&made, SystemTime::now())
         };
         let from = event
             .stanza
@@ -195,7 +197,7 @@ impl Handler<OfflineMessage> for Store {
         let message = NewOfflineMessage {
             from: &from,
             stored_at,
-            stanza: &stanza,
+            stanza,
             metadata: &event.meta.to_stored(),
         };
         let limit = self.0.config.max_user_offline_messages;

@@ -77,7 +77,7 @@ async fn main() {
             kept: Kept::Both,
             origin_id: Some(format!("0a1b2c3d-{m}")),
             body,
-            message: text,
+            message: text.into(),
         });
     }
 

@@ -11,6 +11,7 @@
 #[doc(hidden)]
 pub mod conformance;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use jid::BareJid;
@@ -105,8 +106,9 @@ pub struct ArchivedMessage {
     /// The body, for full-text queries.
     pub body: String,
     /// The stanza, serialised: as its recipient saw it when the recipient's archive keeps
-    /// it, else as its sender sent it.
-    pub message: String,
+    /// it, else as its sender sent it. Shared, not copied: the same text is the offline row
+    /// of a message for an account that is offline, and it is bound to the insert as it is.
+    pub message: Arc<str>,
 }
 
 /// Which way a page goes (XEP-0059 with XEP-0313 section 4.1.3).

@@ -103,7 +103,8 @@ async fn fill(
                 body: format!("{prefix}{i}"),
                 message: format!(
                     "<message xmlns='jabber:client'><body>{prefix}{i}</body></message>"
-                ),
+                )
+                .into(),
             }
         })
         .collect();
@@ -230,7 +231,7 @@ pub async fn only_accounts_leaves_out_owners_without_an_account(store: &dyn Arch
         kept: Kept::Recipient,
         origin_id: None,
         body: "boo".to_owned(),
-        message: "<message xmlns='jabber:client'/>".to_owned(),
+        message: "<message xmlns='jabber:client'/>".into(),
     };
     store.append(vec![message.clone()], true).await.unwrap();
     assert_eq!(
@@ -293,7 +294,7 @@ fn between(sender: &BareJid, recipient: &BareJid, kept: Kept, text: &str) -> Arc
         kept,
         origin_id: None,
         body: text.to_owned(),
-        message: format!("<message xmlns='jabber:client'><body>{text}</body></message>"),
+        message: format!("<message xmlns='jabber:client'><body>{text}</body></message>").into(),
     }
 }
 

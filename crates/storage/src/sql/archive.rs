@@ -379,7 +379,7 @@ where
                 .bind(text(&message.recipient_resource))
                 .bind(message.origin_id.as_deref().map(&mut text))
                 .bind(text(&message.body.to_lowercase()))
-                .bind(text(&message.message));
+                .bind(Arc::clone(&message.message));
             if only_accounts {
                 for (side, jid) in [
                     (message.kept.sender(), &message.sender),
@@ -981,7 +981,7 @@ impl LegacyRow {
             kept,
             origin_id: self.origin_id,
             body: self.body,
-            message: self.message,
+            message: self.message.into(),
         })
     }
 }

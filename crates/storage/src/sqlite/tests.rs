@@ -922,7 +922,7 @@ async fn an_account_removed_through_another_handle_is_left_out_of_the_next_batch
         kept: crate::archive::Kept::Both,
         origin_id: None,
         body: text.into(),
-        message: format!("<message xmlns='jabber:client'><body>{text}</body></message>"),
+        message: format!("<message xmlns='jabber:client'><body>{text}</body></message>").into(),
     };
     let first = message("first");
     archive.append(vec![first.clone()], true).await.unwrap();
