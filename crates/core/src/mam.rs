@@ -237,7 +237,8 @@ pub struct Mam {
     config: MamConfig,
     store: Arc<dyn ArchiveStore>,
     prefs_store: Arc<dyn UserDataStore>,
-    prefs: Option<Mutex<HashMap<BareJid, Arc<Prefs>>>>,
+    /// By bare JID text, so that a hook looks its users up without making a JID each.
+    prefs: Option<Mutex<HashMap<Box<str>, Arc<Prefs>>>>,
     writer: mpsc::Sender<Pending>,
     /// Wakes the writer out of its gathering when a query waits for a flush.
     flush_asked: Arc<Notify>,
@@ -267,13 +268,22 @@ impl Mam {
         })
     }
 
-    async fn prefs(&self, user: &BareJid) -> Result<Arc<Prefs>, StorageError> {
+    /// The preferences of `user` (a bare JID's text).
+    async fn prefs(&self, user: &str) -> Result<Arc<Prefs>, StorageError> {
         if let Some(cache) = &self.prefs
             && let Some(prefs) = lock(cache).get(user)
         {
             return Ok(Arc::clone(prefs));
         }
-        let rows = self.prefs_store.list(user, PREFS, "").await?;
+        let Ok(jid) = BareJid::new(user) else {
+            // Not a JID a hook or a query gives: nothing stored for it.
+            return Ok(Arc::new(Prefs {
+                default: self.config.default_mode,
+                always: Vec::new(),
+                never: Vec::new(),
+            }));
+        };
+        let rows = self.prefs_store.list(&jid, PREFS, "").await?;
         let mut prefs = Prefs {
             default: self.config.default_mode,
             always: Vec::new(),
@@ -297,14 +307,14 @@ impl Mam {
             if cache.len() >= CACHE_USERS {
                 cache.clear();
             }
-            cache.insert(user.clone(), Arc::clone(&prefs));
+            cache.insert(user.into(), Arc::clone(&prefs));
         }
         Ok(prefs)
     }
 
-    /// Whether `user` archives messages with `remote` (section 6.1: the lists first, then
-    /// the default mode).
-    async fn archives(&self, server: &Server, user: &BareJid, remote: &BareJid) -> bool {
+    /// Whether `user` archives messages with `remote` (bare JIDs' texts; section 6.1: the
+    /// lists first, then the default mode).
+    async fn archives(&self, server: &Server, user: &str, remote: &str) -> bool {
         let prefs = match self.prefs(user).await {
             Ok(prefs) => prefs,
             Err(error) => {
@@ -312,23 +322,29 @@ impl Mam {
                 return true;
             }
         };
-        if prefs.never.contains(remote) {
+        let listed = |list: &[BareJid]| list.iter().any(|jid| jid.as_str() == remote);
+        if listed(&prefs.never) {
             return false;
         }
-        if prefs.always.contains(remote) {
+        if listed(&prefs.always) {
             return true;
         }
         match prefs.default {
             Mode::Always => true,
             Mode::Never => false,
-            Mode::Roster => server
-                .storage
-                .roster()
-                .item(user, remote)
-                .await
-                .ok()
-                .flatten()
-                .is_some(),
+            Mode::Roster => {
+                let (Ok(user), Ok(remote)) = (BareJid::new(user), BareJid::new(remote)) else {
+                    return false;
+                };
+                server
+                    .storage
+                    .roster()
+                    .item(&user, &remote)
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some()
+            }
         }
     }
 
@@ -492,6 +508,12 @@ fn entry(
     }
 }
 
+/// The bare JID's text of a JID's (RFC 6120 section 1.4: what precedes the first `/`, which
+/// the localpart and the domainpart cannot hold), without making a JID.
+fn bare_text(jid: &str) -> &str {
+    jid.split_once('/').map_or(jid, |(bare, _)| bare)
+}
+
 /// The stanza-id string of an archive id, and back.
 fn id_text(id: ArchiveId) -> String {
     id.to_string()
@@ -590,10 +612,11 @@ impl Handler<MessageArriving> for Incoming {
         let (Some(from), Some(to)) = (&event.stanza.from, &event.stanza.to) else {
             return Flow::Continue;
         };
-        let remote = from.bare();
         // The sender's hook found it archivable (the stanza is the same).
         let keeps = (sent.is_some() || archivable(kind, &event.stanza.element))
-            && mam.archives(server, &event.user, &remote).await;
+            && mam
+                .archives(server, event.user.as_str(), bare_text(from.as_str()))
+                .await;
         let kept = match (sent.is_some(), keeps) {
             (true, true) => Kept::Both,
             (false, true) => Kept::Recipient,
@@ -602,6 +625,7 @@ impl Handler<MessageArriving> for Incoming {
         };
         // The sender's archive gave it its id: the same id in both archives.
         let id = sent.map_or_else(archive::next_id, |SentAs(id)| id);
+        let remote = from.bare();
         if keeps {
             let mut stanza_id = Element::bare("stanza-id", SID);
             set_attr(&mut stanza_id, "id", id_text(id));
@@ -638,11 +662,12 @@ impl Handler<MessageSent> for Outgoing {
         let Some(to) = &event.stanza.to else {
             return Flow::Continue;
         };
-        let user = event.sender.bare();
-        let remote = to.bare();
+        // The bare JIDs' texts: a message whose sender's archive is left to the recipient's
+        // hook (the usual case, between local accounts) makes no JID here.
+        let (user, remote) = (bare_text(event.sender.as_str()), bare_text(to.as_str()));
         if remote == user
             || !archivable(kind, &event.stanza.element)
-            || !mam.archives(server, &user, &remote).await
+            || !mam.archives(server, user, remote).await
         {
             return Flow::Continue;
         }
@@ -654,8 +679,8 @@ impl Handler<MessageSent> for Outgoing {
         }
         let sender = Jid::from(event.sender.clone());
         mam.write(entry(
-            (user, &sender),
-            (remote, to),
+            (event.sender.bare(), &sender),
+            (to.bare(), to),
             Kept::Sender,
             id,
             &event.stanza.element,
@@ -697,7 +722,7 @@ struct Remove(Arc<Mam>);
 impl Handler<UserRemoved> for Remove {
     async fn call(&self, server: &Server, event: &mut UserRemoved) -> Flow {
         if let Some(cache) = &self.0.prefs {
-            lock(cache).remove(&event.user);
+            lock(cache).remove(event.user.as_str());
         }
         // What the writer holds goes first (rows of the account then go with the rest;
         // rows queued later are left out, the account being gone).
@@ -864,7 +889,7 @@ impl IqHandler for Queries {
             (IqType::Get, "prefs") => Ok(Some(prefs_element(
                 &*self
                     .0
-                    .prefs(&owner)
+                    .prefs(owner.as_str())
                     .await
                     .map_err(|_| IqError::internal())?,
             ))),
@@ -1000,7 +1025,7 @@ impl Queries {
                 .map_err(internal)?;
         }
         if let Some(cache) = &mam.prefs {
-            lock(cache).remove(owner);
+            lock(cache).remove(owner.as_str());
         }
         Ok(Some(prefs_element(&prefs)))
     }
@@ -1054,6 +1079,19 @@ mod tests {
         assert!(!archivable(MessageType::Headline, &chat));
         assert!(!archivable(MessageType::Groupchat, &chat));
         assert!(!archivable(MessageType::Error, &chat));
+    }
+
+    #[test]
+    fn a_jids_bare_text_ends_before_its_first_slash() {
+        assert_eq!(
+            bare_text("juliet@capulet.example/balcony"),
+            "juliet@capulet.example"
+        );
+        assert_eq!(
+            bare_text("juliet@capulet.example/a/b"),
+            "juliet@capulet.example"
+        );
+        assert_eq!(bare_text("capulet.example"), "capulet.example");
     }
 
     #[test]
