@@ -11,12 +11,13 @@ COMPONENT_DOMAIN=push.localhost
 COMPONENT_SECRET=bench-secret
 
 # c2s and component (XEP-0114) ports, on 127.0.0.1 only. herald-pg is herald on PostgreSQL
-# (bench/herald/ctl with HERALD_ENGINE=postgres): same ports, never run at the same time.
+# (bench/herald/ctl with HERALD_ENGINE=postgres), herald-mam herald with the message archive
+# (HERALD_ARCHIVE=on): the same ports, never run at the same time.
 c2s_port() {
-    case "$1" in herald | herald-pg) echo 15222 ;; prosody) echo 25222 ;; ejabberd) echo 35222 ;; esac
+    case "$1" in herald | herald-pg | herald-mam) echo 15222 ;; prosody) echo 25222 ;; ejabberd) echo 35222 ;; esac
 }
 component_port() {
-    case "$1" in herald | herald-pg) echo 15275 ;; prosody) echo 25275 ;; ejabberd) echo 35275 ;; esac
+    case "$1" in herald | herald-pg | herald-mam) echo 15275 ;; prosody) echo 25275 ;; ejabberd) echo 35275 ;; esac
 }
 
 # wait_port PORT SECONDS: until something listens on 127.0.0.1:PORT.

@@ -105,9 +105,12 @@ impl Push {
     pub fn from_config(config: PushConfig, storage: &Storage) -> Result<Push, PushError> {
         let mut listener = None;
         let store: Arc<dyn RegistrationStore> = match (config.backend, storage.engine()) {
-            (Backend::Embedded, Engine::Sqlite(pool)) => Arc::new(CachedRegistrations::new(
-                Arc::new(SqliteRegistrations::new(pool.clone())),
-            )),
+            // The outbox's writes go in the main file's group commit (see `with_writer`).
+            (Backend::Embedded, Engine::Sqlite(pool)) => {
+                Arc::new(CachedRegistrations::new(Arc::new(
+                    SqliteRegistrations::new(pool.clone()).with_writer(storage.sqlite_writer()),
+                )))
+            }
             (Backend::Rdbms, Engine::Postgres(pool)) => {
                 // Cached while listening to the database's notifications of changes (the
                 // listener starts with the module).

@@ -66,6 +66,9 @@ pub struct Storage {
     user_data: Arc<dyn UserDataStore>,
     archive: Arc<dyn ArchiveStore>,
     applied: Arc<[AppliedMigration]>,
+    /// The main SQLite database's writer (none on PostgreSQL, whose writers do not queue on
+    /// one lock).
+    writer: Option<sql::Writer<sqlx::Sqlite>>,
 }
 
 /// The engine behind a [`Storage`], kept for what is not a store (closing).
@@ -206,6 +209,7 @@ impl Storage {
             user_data: Arc::new(sql::SqlUserData::new(pool.clone())),
             archive: Arc::new(sql::SqlArchive::new(pool.clone(), None, None)),
             applied: applied.into(),
+            writer: None,
             engine: Backend::Postgres(pool, target.into()),
         }
     }
@@ -249,6 +253,7 @@ impl Storage {
             } else {
                 sql::SqlArchive::new(archive.clone(), Some(pool.clone()), archive_commits)
             }),
+            writer: commits.map(sql::Writer::new),
             engine: Backend::Sqlite(pool, archive),
         }
     }
@@ -282,6 +287,12 @@ impl Storage {
     /// was already up to date).
     pub fn applied_migrations(&self) -> &[AppliedMigration] {
         &self.applied
+    }
+
+    /// The writer of the embedded database's main file, through which the stores of feature
+    /// crates run their frequent writes (see [`sql::Writer`]); `None` on PostgreSQL.
+    pub fn sqlite_writer(&self) -> Option<sql::Writer<sqlx::Sqlite>> {
+        self.writer.clone()
     }
 
     /// The engine and its pool.

@@ -4,7 +4,10 @@
 //! object, `created_at` in microseconds. The statements whose text differs between the
 //! engines are the dialects' part ([`PushDialect`], in `sqlite.rs` and `postgres.rs`).
 
-use herald_storage::{StorageError, sql::Dialect};
+use herald_storage::{
+    StorageError,
+    sql::{Dialect, Writer},
+};
 use herald_stream::Bare;
 use jid::{BareJid, FullJid};
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
@@ -49,12 +52,16 @@ pub trait PushDialect: Dialect {
 #[derive(Debug)]
 pub struct SqlRegistrations<DB: Dialect> {
     pool: Pool<DB>,
+    /// The database's writer, when it has one (SQLite): the outbox's rows are written and
+    /// removed in its transactions.
+    writer: Option<Writer<DB>>,
 }
 
 impl<DB: Dialect> Clone for SqlRegistrations<DB> {
     fn clone(&self) -> Self {
         SqlRegistrations {
             pool: self.pool.clone(),
+            writer: self.writer.clone(),
         }
     }
 }
@@ -62,7 +69,17 @@ impl<DB: Dialect> Clone for SqlRegistrations<DB> {
 impl<DB: Dialect> SqlRegistrations<DB> {
     /// The store over an opened (and migrated) pool, from `Storage::engine`.
     pub fn new(pool: Pool<DB>) -> SqlRegistrations<DB> {
-        SqlRegistrations { pool }
+        SqlRegistrations { pool, writer: None }
+    }
+
+    /// This store writing the outbox through `writer` (`Storage::sqlite_writer`), the one
+    /// task that writes the file's frequent writes (offline messages among them) in shared
+    /// transactions. In transactions of its own, each outbox write took SQLite's lock of the
+    /// file, and the writer, waiting for it, slept in SQLite's busy handler (a millisecond
+    /// and more a try) while the messages it was storing waited with it.
+    pub fn with_writer(mut self, writer: Option<Writer<DB>>) -> SqlRegistrations<DB> {
+        self.writer = writer;
+        self
     }
 }
 
@@ -357,71 +374,34 @@ where
         if pending.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
-        // One statement per 100 rows (9 parameters each). A row already pending is skipped:
-        // `INSERT OR IGNORE` on SQLite, whose statement then cannot fail half-way and needs
-        // no statement journal (a copy of every page it changes; `herald_storage::migrations`).
-        let (insert, on_conflict) = DB::SQL.insert_ignoring;
-        for chunk in pending.chunks(100) {
-            let mut sql = format!(
-                "{insert} herald_push_outbox
-                     (id, owner_jid, pubsub_jid, node, message, route, device, body, created_at)
-                 VALUES "
-            );
-            for row in 0..chunk.len() {
-                if row > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push('(');
-                for column in 0..9 {
-                    if column > 0 {
-                        sql.push_str(", ");
-                    }
-                    sql.push_str(&DB::param(row * 9 + column + 1));
-                }
-                sql.push(')');
-            }
-            sql.push_str(on_conflict);
-            // Only placeholders are added to the text; every value is bound.
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for (id, push) in chunk {
-                let (route, device, body) = match &push.route {
-                    StoredRoute::Xmpp(iq) => ("xmpp", None, iq.as_str()),
-                    StoredRoute::Http { device, body } => {
-                        ("http", Some(device.as_str()), body.as_str())
-                    }
-                };
-                query = query
-                    .bind(*id)
-                    .bind(push.key.owner.as_str())
-                    .bind(push.key.pubsub.as_str())
-                    .bind(push.key.node.as_str())
-                    .bind(push.message.as_deref())
-                    .bind(route)
-                    .bind(device)
-                    .bind(body)
-                    .bind(to_micros(push.created_at));
-            }
-            query.execute(&mut *tx).await?;
+        if let Some(writer) = &self.writer {
+            let rows = pending.to_vec();
+            return writer
+                .write(move |connection| {
+                    Box::pin(async move { insert_pending::<DB>(connection, &rows).await })
+                })
+                .await;
         }
+        let mut tx = self.pool.begin().await?;
+        insert_pending::<DB>(&mut tx, pending).await?;
         tx.commit().await?;
         Ok(())
     }
 
     async fn finish_pending(&self, ids: &[i64]) -> Result<(), StorageError> {
-        for chunk in ids.chunks(500) {
-            let list: Vec<String> = (1..=chunk.len()).map(DB::param).collect();
-            let sql = format!(
-                "DELETE FROM herald_push_outbox WHERE id IN ({})",
-                list.join(", ")
-            );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for id in chunk {
-                query = query.bind(*id);
-            }
-            query.execute(&self.pool).await?;
+        if ids.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        if let Some(writer) = &self.writer {
+            let ids = ids.to_vec();
+            return writer
+                .write(move |connection| {
+                    Box::pin(async move { delete_pending::<DB>(connection, &ids).await })
+                })
+                .await;
+        }
+        let mut connection = self.pool.acquire().await?;
+        delete_pending::<DB>(&mut connection, ids).await
     }
 
     async fn pending(&self) -> Result<Vec<(i64, PendingPush)>, StorageError> {
@@ -457,4 +437,92 @@ where
         }
         Ok(found)
     }
+}
+
+/// Insert `pending` into the outbox on `connection` (inside the caller's transaction): one
+/// statement per 100 rows (9 parameters each). A row already pending is skipped: `INSERT OR
+/// IGNORE` on SQLite, whose statement then cannot fail half-way and needs no statement
+/// journal (a copy of every page it changes; `herald_storage::migrations`).
+async fn insert_pending<DB>(
+    connection: &mut DB::Connection,
+    pending: &[(i64, PendingPush)],
+) -> Result<(), StorageError>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    i64: for<'q> Encode<'q, DB> + Type<DB>,
+{
+    let (insert, on_conflict) = DB::SQL.insert_ignoring;
+    for chunk in pending.chunks(100) {
+        let mut sql = format!(
+            "{insert} herald_push_outbox
+                 (id, owner_jid, pubsub_jid, node, message, route, device, body, created_at)
+             VALUES "
+        );
+        for row in 0..chunk.len() {
+            if row > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            for column in 0..9 {
+                if column > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&DB::param(row * 9 + column + 1));
+            }
+            sql.push(')');
+        }
+        sql.push_str(on_conflict);
+        // Only placeholders are added to the text; every value is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (id, push) in chunk {
+            let (route, device, body) = match &push.route {
+                StoredRoute::Xmpp(iq) => ("xmpp", None, iq.as_str()),
+                StoredRoute::Http { device, body } => {
+                    ("http", Some(device.as_str()), body.as_str())
+                }
+            };
+            query = query
+                .bind(*id)
+                .bind(push.key.owner.as_str())
+                .bind(push.key.pubsub.as_str())
+                .bind(push.key.node.as_str())
+                .bind(push.message.as_deref())
+                .bind(route)
+                .bind(device)
+                .bind(body)
+                .bind(to_micros(push.created_at));
+        }
+        query.execute(&mut *connection).await?;
+    }
+    Ok(())
+}
+
+/// Delete the outbox's rows `ids` on `connection`, 500 to a statement.
+async fn delete_pending<DB>(
+    connection: &mut DB::Connection,
+    ids: &[i64],
+) -> Result<(), StorageError>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    i64: for<'q> Encode<'q, DB> + Type<DB>,
+{
+    for chunk in ids.chunks(500) {
+        let list: Vec<String> = (1..=chunk.len()).map(DB::param).collect();
+        let sql = format!(
+            "DELETE FROM herald_push_outbox WHERE id IN ({})",
+            list.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        query.execute(&mut *connection).await?;
+    }
+    Ok(())
 }

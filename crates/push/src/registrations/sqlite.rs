@@ -75,7 +75,8 @@ pub(crate) mod tests {
             .await
             .unwrap();
         let pool = sqlite_pool(&storage).clone();
-        (storage, Arc::new(SqliteRegistrations::new(pool)))
+        let store = SqliteRegistrations::new(pool).with_writer(storage.sqlite_writer());
+        (storage, Arc::new(store))
     }
 
     mod in_memory {
@@ -101,10 +102,9 @@ pub(crate) mod tests {
             let directory = tempfile::TempDir::new().unwrap();
             let storage = super::open_file(&directory.path().join("h.db")).await;
             let pool = super::sqlite_pool(&storage).clone();
-            (
-                directory,
-                std::sync::Arc::new(super::SqliteRegistrations::new(pool)),
-            )
+            // As the server builds it: the outbox written through the file's writer.
+            let store = super::SqliteRegistrations::new(pool).with_writer(storage.sqlite_writer());
+            (directory, std::sync::Arc::new(store))
         }
     }
 
@@ -154,5 +154,72 @@ pub(crate) mod tests {
             store.list(&owner).await,
             Err(StorageError::Corrupt(_))
         ));
+    }
+
+    /// The outbox's rows are written and removed on the connection of the file's writer, in
+    /// its transactions, not on pooled connections that would take SQLite's lock of the file
+    /// in transactions of their own: temporary triggers (which fire only on the connection
+    /// that made them) made through the writer see every insert and every delete.
+    #[tokio::test]
+    async fn the_outbox_is_written_and_removed_in_the_files_group_commit() {
+        use crate::registrations::{PendingPush, StoredRoute};
+
+        let directory = tempfile::TempDir::new().unwrap();
+        let storage = open_file(&directory.path().join("herald.db")).await;
+        let writer = storage
+            .sqlite_writer()
+            .expect("a SQLite storage has a writer");
+        writer
+            .write(|connection| {
+                Box::pin(async move {
+                    sqlx::raw_sql(
+                        "CREATE TEMP TABLE seen (what TEXT, id INTEGER);
+                         CREATE TEMP TRIGGER added AFTER INSERT ON main.herald_push_outbox
+                         BEGIN INSERT INTO seen VALUES ('added', new.id); END;
+                         CREATE TEMP TRIGGER removed AFTER DELETE ON main.herald_push_outbox
+                         BEGIN INSERT INTO seen VALUES ('removed', old.id); END;",
+                    )
+                    .execute(connection)
+                    .await?;
+                    Ok(())
+                })
+            })
+            .await
+            .unwrap();
+        let store = SqliteRegistrations::new(sqlite_pool(&storage).clone())
+            .with_writer(Some(writer.clone()));
+        let push = |node: &str| PendingPush {
+            key: RegistrationKey {
+                owner: BareJid::new("alice@example.com").unwrap(),
+                pubsub: BareJid::new("push.example.com").unwrap(),
+                node: node.into(),
+            },
+            message: Some(format!("archive:{node}")),
+            route: StoredRoute::Xmpp("<iq/>".into()),
+            created_at: std::time::SystemTime::now(),
+        };
+        store
+            .add_pending(&[(1, push("n1")), (2, push("n2"))])
+            .await
+            .unwrap();
+        store.finish_pending(&[1]).await.unwrap();
+        let seen = writer
+            .write(|connection| {
+                Box::pin(async move {
+                    let rows: Vec<(String, i64)> =
+                        sqlx::query_as("SELECT what, id FROM seen ORDER BY rowid")
+                            .fetch_all(connection)
+                            .await?;
+                    Ok(rows)
+                })
+            })
+            .await
+            .unwrap();
+        let seen: Vec<(&str, i64)> = seen.iter().map(|(w, id)| (w.as_str(), *id)).collect();
+        assert_eq!(seen, [("added", 1), ("added", 2), ("removed", 1)]);
+        let left = store.pending().await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].0, 2);
+        storage.close().await;
     }
 }

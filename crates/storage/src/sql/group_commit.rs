@@ -32,7 +32,7 @@ pub(crate) const MAX_BATCH: usize = 256;
 const QUEUE: usize = 4 * MAX_BATCH;
 
 /// A boxed future borrowing the connection.
-pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Tells a caller its outcome once the batch's commit is known (`Some` if it failed).
 type Finish = Box<dyn FnOnce(Option<&sqlx::Error>) + Send>;
@@ -119,6 +119,52 @@ impl<DB: Dialect> GroupCommit<DB> {
         outcome
             .await
             .map_err(|_| StorageError::Database(sqlx::Error::PoolClosed))?
+    }
+}
+
+/// The handle through which the stores of feature crates (the push module's outbox) run
+/// their frequent writes in a database's group commit: in the transactions of its one writer
+/// task, rather than in transactions of their own that would wait on SQLite's lock of the
+/// file (and, worse, make the writer wait: SQLite's busy handler sleeps a millisecond and more
+/// at each try, while every message the writer stores waits with it).
+///
+/// A write runs among others in one transaction: it must not begin or commit one itself, and
+/// a write of several statements that must stand or fall together guards itself with a
+/// savepoint (a failed statement undoes only itself).
+pub struct Writer<DB: Database>(Arc<GroupCommit<DB>>);
+
+impl<DB: Database> Clone for Writer<DB> {
+    fn clone(&self) -> Self {
+        Writer(Arc::clone(&self.0))
+    }
+}
+
+impl<DB: Database> std::fmt::Debug for Writer<DB> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Writer").finish()
+    }
+}
+
+impl<DB: Dialect> Writer<DB> {
+    pub(crate) fn new(commits: Arc<GroupCommit<DB>>) -> Writer<DB> {
+        Writer(commits)
+    }
+
+    /// Run `write` in the writer's next transaction; its outcome once that transaction is
+    /// committed (a failed commit fails every write in it).
+    ///
+    /// # Errors
+    ///
+    /// What `write` returned, [`StorageError::Batch`] when the transaction could not be
+    /// begun or committed, or [`StorageError::Database`] once the database is closed.
+    pub async fn write<T, F>(&self, write: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, Result<T, StorageError>>
+            + Send
+            + 'static,
+    {
+        self.0.write(write).await
     }
 }
 

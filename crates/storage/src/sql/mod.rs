@@ -20,6 +20,7 @@ use sqlx::{Database, Pool, Transaction};
 
 pub(crate) use accounts::SqlAccounts;
 pub(crate) use archive::SqlArchive;
+pub use group_commit::{BoxFuture, Writer};
 pub(crate) use offline::SqlOffline;
 pub(crate) use roster::SqlRoster;
 pub(crate) use user_data::SqlUserData;
