@@ -17,9 +17,12 @@
 //! share a commit. Shutdown commits what is queued. Docs: `docs/modules/mam.md`.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     str::FromStr,
-    sync::{Arc, Mutex, OnceLock, Weak},
+    sync::{
+        Arc, Mutex, OnceLock, Weak,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, SystemTime},
 };
 
@@ -225,6 +228,17 @@ struct Prefs {
     never: Vec<BareJid>,
 }
 
+/// The preferences cache of the embedded engine, whose database this process alone writes.
+#[derive(Default)]
+struct PrefsCache {
+    /// The preferences read, by bare JID text.
+    read: HashMap<Box<str>, Arc<Prefs>>,
+    /// The accounts with stored preferences, once read at start: any other account has the
+    /// defaults, without a query (`None` until then, or if the read failed: each account's
+    /// preferences are then read at its first message).
+    stored: Option<HashSet<Box<str>>>,
+}
+
 /// What the writer is asked: a message to archive, or to say when everything asked before is
 /// committed (a query reads what its account's messages wrote).
 enum Pending {
@@ -238,7 +252,12 @@ pub struct Mam {
     store: Arc<dyn ArchiveStore>,
     prefs_store: Arc<dyn UserDataStore>,
     /// By bare JID text, so that a hook looks its users up without making a JID each.
-    prefs: Option<Mutex<HashMap<Box<str>, Arc<Prefs>>>>,
+    prefs: Option<Mutex<PrefsCache>>,
+    /// The preferences of an account that stored none.
+    defaults: Arc<Prefs>,
+    /// Counts the preferences set since start: the accounts with stored preferences, read
+    /// at start, are kept only if none was set while they were read.
+    prefs_set: AtomicU64,
     writer: mpsc::Sender<Pending>,
     /// Wakes the writer out of its gathering when a query waits for a flush.
     flush_asked: Arc<Notify>,
@@ -256,11 +275,18 @@ impl Mam {
         cache: bool,
     ) -> Arc<Mam> {
         let (writer, queued) = mpsc::channel(QUEUE);
+        let defaults = Arc::new(Prefs {
+            default: config.default_mode,
+            always: Vec::new(),
+            never: Vec::new(),
+        });
         Arc::new(Mam {
             config,
             store,
             prefs_store,
-            prefs: cache.then(|| Mutex::new(HashMap::new())),
+            prefs: cache.then(|| Mutex::new(PrefsCache::default())),
+            defaults,
+            prefs_set: AtomicU64::new(0),
             writer,
             flush_asked: Arc::new(Notify::new()),
             queued: Mutex::new(Some(queued)),
@@ -270,10 +296,18 @@ impl Mam {
 
     /// The preferences of `user` (a bare JID's text).
     async fn prefs(&self, user: &str) -> Result<Arc<Prefs>, StorageError> {
-        if let Some(cache) = &self.prefs
-            && let Some(prefs) = lock(cache).get(user)
-        {
-            return Ok(Arc::clone(prefs));
+        if let Some(cache) = &self.prefs {
+            let cache = lock(cache);
+            if let Some(prefs) = cache.read.get(user) {
+                return Ok(Arc::clone(prefs));
+            }
+            if cache
+                .stored
+                .as_ref()
+                .is_some_and(|stored| !stored.contains(user))
+            {
+                return Ok(Arc::clone(&self.defaults));
+            }
         }
         let Ok(jid) = BareJid::new(user) else {
             // Not a JID a hook or a query gives: nothing stored for it.
@@ -304,12 +338,33 @@ impl Mam {
         let prefs = Arc::new(prefs);
         if let Some(cache) = &self.prefs {
             let mut cache = lock(cache);
-            if cache.len() >= CACHE_USERS {
-                cache.clear();
+            if cache.read.len() >= CACHE_USERS {
+                cache.read.clear();
             }
-            cache.insert(user.into(), Arc::clone(&prefs));
+            cache.read.insert(user.into(), Arc::clone(&prefs));
         }
         Ok(prefs)
+    }
+
+    /// Read which accounts have stored preferences (the embedded engine, at start), so that
+    /// the others' messages are archived without a query each: after a restart, every
+    /// account's first message read its preferences on the message's way (a thousand
+    /// queries for a thousand accounts). Kept only if no preferences were set meanwhile.
+    async fn read_stored_prefs(&self) {
+        let Some(cache) = &self.prefs else { return };
+        let before = self.prefs_set.load(Ordering::SeqCst);
+        let owners = match self.prefs_store.owners(PREFS).await {
+            Ok(owners) => owners,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read which accounts have archive preferences; each is read at its first message");
+                return;
+            }
+        };
+        let stored = owners.iter().map(|owner| owner.as_str().into()).collect();
+        let mut cache = lock(cache);
+        if self.prefs_set.load(Ordering::SeqCst) == before {
+            cache.stored = Some(stored);
+        }
     }
 
     /// Whether `user` archives messages with `remote` (bare JIDs' texts; section 6.1: the
@@ -550,6 +605,12 @@ impl Module for Mam {
 
     fn start(self: Arc<Self>, server: &Arc<Server>) {
         let _ = self.server.set(Arc::downgrade(server));
+        if self.prefs.is_some() {
+            let mam = Arc::clone(&self);
+            server
+                .tasks
+                .spawn(async move { mam.read_stored_prefs().await });
+        }
         if let Some(queued) = lock(&self.queued).take() {
             server.tasks.spawn(run_writer(
                 Arc::clone(&self.store),
@@ -722,7 +783,7 @@ struct Remove(Arc<Mam>);
 impl Handler<UserRemoved> for Remove {
     async fn call(&self, server: &Server, event: &mut UserRemoved) -> Flow {
         if let Some(cache) = &self.0.prefs {
-            lock(cache).remove(event.user.as_str());
+            lock(cache).read.remove(event.user.as_str());
         }
         // What the writer holds goes first (rows of the account then go with the rest;
         // rows queued later are left out, the account being gone).
@@ -1002,6 +1063,14 @@ impl Queries {
                 DefinedCondition::ResourceConstraint,
             ));
         }
+        // Counted, and the account known to have preferences, before any is written: a
+        // lookup meanwhile reads the store.
+        mam.prefs_set.fetch_add(1, Ordering::SeqCst);
+        if let Some(cache) = &mam.prefs
+            && let Some(stored) = &mut lock(cache).stored
+        {
+            stored.insert(owner.as_str().into());
+        }
         let store = &mam.prefs_store;
         let internal = |_| IqError::internal();
         store
@@ -1025,7 +1094,7 @@ impl Queries {
                 .map_err(internal)?;
         }
         if let Some(cache) = &mam.prefs {
-            lock(cache).remove(owner.as_str());
+            lock(cache).read.remove(owner.as_str());
         }
         Ok(Some(prefs_element(&prefs)))
     }
@@ -1146,6 +1215,165 @@ mod tests {
             i64::try_from(n).unwrap() + 1,
             &stanza,
         ))
+    }
+
+    /// A user data store that counts the reads of a scope; with `gated`, its read of the
+    /// owners waits for `release` after telling `entered`.
+    struct CountingReads(
+        Arc<dyn UserDataStore>,
+        std::sync::atomic::AtomicUsize,
+        Option<Gate>,
+    );
+
+    #[derive(Default)]
+    struct Gate {
+        entered: Notify,
+        release: Notify,
+    }
+
+    #[async_trait::async_trait]
+    impl UserDataStore for CountingReads {
+        async fn put(
+            &self,
+            owner: &BareJid,
+            kind: &str,
+            scope: &str,
+            item: &str,
+            value: &str,
+        ) -> Result<(), StorageError> {
+            self.0.put(owner, kind, scope, item, value).await
+        }
+        async fn get(
+            &self,
+            owner: &BareJid,
+            kind: &str,
+            scope: &str,
+            item: &str,
+        ) -> Result<Option<String>, StorageError> {
+            self.0.get(owner, kind, scope, item).await
+        }
+        async fn list(
+            &self,
+            owner: &BareJid,
+            kind: &str,
+            scope: &str,
+        ) -> Result<Vec<herald_storage::user_data::Entry>, StorageError> {
+            self.1.fetch_add(1, Ordering::SeqCst);
+            self.0.list(owner, kind, scope).await
+        }
+        async fn delete(
+            &self,
+            owner: &BareJid,
+            kind: &str,
+            scope: &str,
+            item: &str,
+        ) -> Result<bool, StorageError> {
+            self.0.delete(owner, kind, scope, item).await
+        }
+        async fn delete_scope(
+            &self,
+            owner: &BareJid,
+            kind: &str,
+            scope: &str,
+        ) -> Result<u64, StorageError> {
+            self.0.delete_scope(owner, kind, scope).await
+        }
+        async fn trim(
+            &self,
+            owner: &BareJid,
+            kind: &str,
+            scope: &str,
+            keep: usize,
+        ) -> Result<u64, StorageError> {
+            self.0.trim(owner, kind, scope, keep).await
+        }
+        async fn remove_user(&self, owner: &BareJid) -> Result<(), StorageError> {
+            self.0.remove_user(owner).await
+        }
+        async fn owners(&self, kind: &str) -> Result<Vec<BareJid>, StorageError> {
+            let owners = self.0.owners(kind).await;
+            if let Some(gate) = &self.2 {
+                gate.entered.notify_one();
+                gate.release.notified().await;
+            }
+            owners
+        }
+    }
+
+    #[tokio::test]
+    async fn once_the_stored_preferences_are_read_an_account_without_any_costs_no_query() {
+        let storage = herald_storage::Storage::open_sqlite_in_memory()
+            .await
+            .unwrap();
+        let reads = Arc::new(CountingReads(storage.user_data(), Default::default(), None));
+        let alice = BareJid::new("alice@example.com").unwrap();
+        reads
+            .put(&alice, PREFS, "", "default", "never")
+            .await
+            .unwrap();
+        let mam = Mam::new(
+            MamConfig::default(),
+            Arc::new(Batches::default()),
+            Arc::clone(&reads) as Arc<dyn UserDataStore>,
+            true,
+        );
+        // Before the read at start, an account's first lookup queries the store.
+        assert_eq!(
+            mam.prefs("carol@example.com").await.unwrap().default,
+            Mode::Always
+        );
+        assert_eq!(reads.1.load(Ordering::SeqCst), 1);
+        mam.read_stored_prefs().await;
+        // An account without stored preferences: the defaults, no query.
+        assert_eq!(
+            mam.prefs("bob@example.com").await.unwrap().default,
+            Mode::Always
+        );
+        assert_eq!(reads.1.load(Ordering::SeqCst), 1);
+        // One with stored preferences: read once, then from the cache.
+        assert_eq!(
+            mam.prefs("alice@example.com").await.unwrap().default,
+            Mode::Never
+        );
+        assert_eq!(
+            mam.prefs("alice@example.com").await.unwrap().default,
+            Mode::Never
+        );
+        assert_eq!(reads.1.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn preferences_set_while_the_stored_ones_are_read_leave_every_account_read_from_the_store()
+     {
+        let storage = herald_storage::Storage::open_sqlite_in_memory()
+            .await
+            .unwrap();
+        let gate = Gate::default();
+        let reads = Arc::new(CountingReads(
+            storage.user_data(),
+            Default::default(),
+            Some(gate),
+        ));
+        let mam = Mam::new(
+            MamConfig::default(),
+            Arc::new(Batches::default()),
+            Arc::clone(&reads) as Arc<dyn UserDataStore>,
+            true,
+        );
+        // Preferences set (as `set_prefs` counts them) after the owners were read and before
+        // the read is kept: it is not kept.
+        let read = tokio::spawn({
+            let mam = Arc::clone(&mam);
+            async move { mam.read_stored_prefs().await }
+        });
+        let gate = reads.2.as_ref().unwrap();
+        gate.entered.notified().await;
+        mam.prefs_set.fetch_add(1, Ordering::SeqCst);
+        gate.release.notify_one();
+        read.await.unwrap();
+        assert!(lock(mam.prefs.as_ref().unwrap()).stored.is_none());
+        let _ = mam.prefs("bob@example.com").await.unwrap();
+        assert_eq!(reads.1.load(Ordering::SeqCst), 1);
     }
 
     /// The writer over `store`, fed through the returned sender.

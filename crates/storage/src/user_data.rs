@@ -81,4 +81,8 @@ pub trait UserDataStore: Send + Sync + 'static {
 
     /// Delete every row of the account (its removal).
     async fn remove_user(&self, owner: &BareJid) -> Result<(), StorageError>;
+
+    /// The accounts with rows of `kind` (in any scope), each once, in no given order: what a
+    /// module reads at start to know whose rows to look for (the archive's preferences).
+    async fn owners(&self, kind: &str) -> Result<Vec<BareJid>, StorageError>;
 }

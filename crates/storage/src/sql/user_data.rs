@@ -193,4 +193,19 @@ where
             .await?;
         Ok(())
     }
+
+    async fn owners(&self, kind: &str) -> Result<Vec<BareJid>, StorageError> {
+        let rows = sqlx::query("SELECT DISTINCT owner FROM herald_user_data WHERE kind = $1")
+            .bind(kind)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let owner: String = row.try_get("owner")?;
+                BareJid::new(&owner).map_err(|_| {
+                    StorageError::Corrupt(format!("user data owner {owner:?} is not a bare JID"))
+                })
+            })
+            .collect()
+    }
 }

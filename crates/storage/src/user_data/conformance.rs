@@ -18,6 +18,7 @@ macro_rules! with_cases {
             trim_keeps_the_latest_rows,
             remove_user_removes_every_row_of_that_user_only,
             unusual_text_round_trips,
+            owners_are_the_accounts_with_rows_of_a_kind_each_once,
         }
     };
 }
@@ -241,5 +242,37 @@ pub async fn unusual_text_round_trips(store: &dyn UserDataStore) {
             item: "id %_'".to_owned(),
             value: value.to_owned()
         }]
+    );
+}
+
+/// The owners of a kind are the accounts with rows of it, in any scope, each once; an account
+/// whose rows of the kind are gone is not one, nor one with rows of another kind only.
+pub async fn owners_are_the_accounts_with_rows_of_a_kind_each_once(store: &dyn UserDataStore) {
+    let (a, b, c) = (
+        user("a@owners.example"),
+        user("b@owners.example"),
+        user("c@owners.example"),
+    );
+    store.put(&a, "owners_kind", "", "x", "1").await.unwrap();
+    store.put(&a, "owners_kind", "s", "y", "2").await.unwrap();
+    store.put(&b, "owners_kind", "", "x", "").await.unwrap();
+    store.put(&c, "owners_other", "", "x", "").await.unwrap();
+    let owners = |listed: Vec<BareJid>| {
+        let mut texts: Vec<String> = listed
+            .iter()
+            .map(ToString::to_string)
+            .filter(|owner| owner.ends_with("@owners.example"))
+            .collect();
+        texts.sort();
+        texts
+    };
+    assert_eq!(
+        owners(store.owners("owners_kind").await.unwrap()),
+        ["a@owners.example", "b@owners.example"]
+    );
+    store.delete_scope(&b, "owners_kind", "").await.unwrap();
+    assert_eq!(
+        owners(store.owners("owners_kind").await.unwrap()),
+        ["a@owners.example"]
     );
 }
