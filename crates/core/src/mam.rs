@@ -255,8 +255,9 @@ pub struct Mam {
     prefs: Option<Mutex<PrefsCache>>,
     /// The preferences of an account that stored none.
     defaults: Arc<Prefs>,
-    /// Counts the preferences set since start: the accounts with stored preferences, read
-    /// at start, are kept only if none was set while they were read.
+    /// Counts the preferences set since start (twice each: see `prefs_were_set`): the
+    /// accounts with stored preferences, read at start, are kept only if none was set while
+    /// they were read.
     prefs_set: AtomicU64,
     writer: mpsc::Sender<Pending>,
     /// Wakes the writer out of its gathering when a query waits for a flush.
@@ -364,6 +365,21 @@ impl Mam {
         let mut cache = lock(cache);
         if self.prefs_set.load(Ordering::SeqCst) == before {
             cache.stored = Some(stored);
+        }
+    }
+
+    /// `owner`'s preferences are being set, or were: its cached ones go, it counts among the
+    /// accounts with stored preferences, and a read of those accounts that began before is
+    /// not kept (counted under the cache's lock, where that read is kept or not). Called
+    /// before the writes and after them: a read that ended between the two missed neither,
+    /// since the second call adds the account to what it kept.
+    fn prefs_were_set(&self, owner: &BareJid) {
+        let Some(cache) = &self.prefs else { return };
+        let mut cache = lock(cache);
+        self.prefs_set.fetch_add(1, Ordering::SeqCst);
+        cache.read.remove(owner.as_str());
+        if let Some(stored) = &mut cache.stored {
+            stored.insert(owner.as_str().into());
         }
     }
 
@@ -1063,14 +1079,9 @@ impl Queries {
                 DefinedCondition::ResourceConstraint,
             ));
         }
-        // Counted, and the account known to have preferences, before any is written: a
-        // lookup meanwhile reads the store.
-        mam.prefs_set.fetch_add(1, Ordering::SeqCst);
-        if let Some(cache) = &mam.prefs
-            && let Some(stored) = &mut lock(cache).stored
-        {
-            stored.insert(owner.as_str().into());
-        }
+        // The account known to have preferences before any is written (a lookup meanwhile
+        // reads the store) and again once they are.
+        mam.prefs_were_set(owner);
         let store = &mam.prefs_store;
         let internal = |_| IqError::internal();
         store
@@ -1093,9 +1104,7 @@ impl Queries {
                 .await
                 .map_err(internal)?;
         }
-        if let Some(cache) = &mam.prefs {
-            lock(cache).read.remove(owner.as_str());
-        }
+        mam.prefs_were_set(owner);
         Ok(Some(prefs_element(&prefs)))
     }
 }
