@@ -312,11 +312,7 @@ impl Mam {
         }
         let Ok(jid) = BareJid::new(user) else {
             // Not a JID a hook or a query gives: nothing stored for it.
-            return Ok(Arc::new(Prefs {
-                default: self.config.default_mode,
-                always: Vec::new(),
-                never: Vec::new(),
-            }));
+            return Ok(Arc::clone(&self.defaults));
         };
         let rows = self.prefs_store.list(&jid, PREFS, "").await?;
         let mut prefs = Prefs {
