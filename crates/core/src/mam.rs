@@ -31,7 +31,7 @@ use herald_storage::{
     archive::{self, ArchiveId, ArchiveQuery, ArchivedMessage, Kept, Paging},
 };
 use herald_stream::Bare;
-use herald_stream::stanza::{IqType, MessageType, StanzaKind, set_attr};
+use herald_stream::stanza::{Blank, IqType, MessageType, StanzaKind, set_attr};
 use jid::{BareJid, Jid};
 use minidom::Element;
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -55,6 +55,8 @@ const DATA: &str = "jabber:x:data";
 const HINTS: &str = "urn:xmpp:hints";
 /// The rows of preferences in the per-user data store.
 const PREFS: &str = "mam_prefs";
+/// The `<stanza-id/>` every archived message gets (XEP-0359 section 4).
+static STANZA_ID: Blank = Blank::new("stanza-id", SID);
 /// Rows waiting for the writer before the router waits to queue more.
 const QUEUE: usize = 8192;
 /// Accounts whose preferences are cached (embedded engine).
@@ -700,7 +702,7 @@ impl Handler<MessageArriving> for Incoming {
         let id = sent.map_or_else(archive::next_id, |SentAs(id)| id);
         let remote = from.bare();
         if keeps {
-            let mut stanza_id = Element::bare("stanza-id", SID);
+            let mut stanza_id = STANZA_ID.make();
             set_attr(&mut stanza_id, "id", id_text(id));
             set_attr(&mut stanza_id, "by", event.user.as_str());
             event.stanza.element.append_child(stanza_id);

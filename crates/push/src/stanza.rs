@@ -1,7 +1,10 @@
 //! The publish IQ (XEP-0357 section 6, push.md section 5): the notification as a PubSub publish
 //! from the recipient's server domain to the registration's node.
 
-use herald_stream::{ns::CLIENT, stanza::set_attr};
+use herald_stream::{
+    ns::CLIENT,
+    stanza::{Blank, set_attr},
+};
 use minidom::Element;
 
 use crate::{extensions, registrations::Registration, vocabulary::Payload};
@@ -86,13 +89,15 @@ pub fn publish_iq(domain: &str, registration: &Registration, payload: &Payload) 
 
 /// A submitted data form with a hidden `FORM_TYPE` and one value per field.
 fn form<'a>(form_type: &str, fields: impl IntoIterator<Item = (&'a str, &'a str)>) -> Element {
+    static FIELD: Blank = Blank::new("field", DATA_FORMS);
+    static VALUE: Blank = Blank::new("value", DATA_FORMS);
     let field = |var: &str, value: &str, hidden: bool| {
-        let mut field = Element::bare("field", DATA_FORMS);
+        let mut field = FIELD.make();
         set_attr(&mut field, "var", var);
         if hidden {
             set_attr(&mut field, "type", "hidden");
         }
-        let mut text = Element::bare("value", DATA_FORMS);
+        let mut text = VALUE.make();
         text.append_text_node(value);
         field.append_child(text);
         field

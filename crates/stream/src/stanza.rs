@@ -141,6 +141,36 @@ pub fn remove_attr(element: &mut Element, name: &'static str) {
     element.attrs_mut().remove(&Namespace::NONE, name);
 }
 
+/// An empty element made once and copied wherever one is needed, for elements the server
+/// builds for every message (the archive's `<stanza-id/>`, a push form's fields).
+///
+/// `Element::bare` takes its namespace as a `String` that rxml keeps behind a new `Arc`:
+/// three allocations an element with its name. A copy of a made element shares the
+/// namespace and copies only the name: one.
+pub struct Blank {
+    name: &'static str,
+    ns: &'static str,
+    made: std::sync::OnceLock<Element>,
+}
+
+impl Blank {
+    /// The empty element `name` in namespace `ns` (made on first use).
+    pub const fn new(name: &'static str, ns: &'static str) -> Blank {
+        Blank {
+            name,
+            ns,
+            made: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// A new empty element, equal to `Element::bare(name, ns)`.
+    pub fn make(&self) -> Element {
+        self.made
+            .get_or_init(|| Element::bare(self.name, self.ns))
+            .clone()
+    }
+}
+
 /// A JID's bare JID (RFC 6120 section 1.4: localpart and domainpart), as a copy of its text.
 ///
 /// `jid`'s own `to_bare` formats the two parts into a new string (`format!`): about 2,700
@@ -373,6 +403,25 @@ mod tests {
         assert!(
             estimate * 2 > serialised && estimate < serialised * 2,
             "{estimate} vs {serialised}"
+        );
+    }
+
+    #[test]
+    fn a_blank_makes_the_element_bare_makes_and_each_copy_is_its_own() {
+        static FIELD: super::Blank = super::Blank::new("field", "jabber:x:data");
+        let mut first = FIELD.make();
+        assert_eq!(first, Element::bare("field", "jabber:x:data"));
+        super::set_attr(&mut first, "var", "x-stanza-id");
+        first.append_child(Element::bare("value", "jabber:x:data"));
+        let second = FIELD.make();
+        assert_eq!(second, Element::bare("field", "jabber:x:data"));
+        assert_eq!(
+            crate::serialise::to_string(&first),
+            "<field xmlns='jabber:x:data' var='x-stanza-id'><value/></field>"
+        );
+        assert_eq!(
+            crate::serialise::to_string(&second),
+            String::from(&Element::bare("field", "jabber:x:data"))
         );
     }
 
