@@ -260,10 +260,14 @@ impl Pipeline {
 /// never be suppressed for another message. Without the archive, nothing: the message's own
 /// record of notified registrations still holds for each copy.
 fn message_identity(event: &Event) -> Option<String> {
-    event
-        .message()
-        .archive_id()
-        .map(|id| format!("archive:{id}"))
+    const PREFIX: &str = "archive:";
+    // Made at its length, without the formatting machinery (once per notification).
+    event.message().archive_id().map(|id| {
+        let mut identity = String::with_capacity(PREFIX.len() + id.len());
+        identity.push_str(PREFIX);
+        identity.push_str(id);
+        identity
+    })
 }
 
 /// The chosen registrations whose client's filters (Tigase's muted and groupchat filters) let

@@ -94,12 +94,18 @@ impl Payload {
 
     /// The summary of a message (push.md section 4): `message-count`, `last-message-sender`,
     /// `last-message-body`.
+    ///
+    /// With room for one field more: the archive's id ([`Payload::with`]) is added to most
+    /// summaries when the archive is on, and a vector made at its exact length would be
+    /// moved to a larger block for it.
     pub fn summary(message_count: u32, sender: &str, body: &str) -> Payload {
-        Payload::new(vec![
+        let mut fields = Vec::with_capacity(4);
+        fields.extend([
             ("message-count".into(), message_count.to_string()),
             ("last-message-sender".into(), sender.to_owned()),
             ("last-message-body".into(), body.to_owned()),
-        ])
+        ]);
+        Payload::new(fields)
     }
 
     /// The same payload with one more field at the end.

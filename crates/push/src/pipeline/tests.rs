@@ -483,3 +483,37 @@ async fn the_accounts_setting_for_the_conversation_decides_before_the_registrati
         "a call rings whatever the setting"
     );
 }
+
+#[test]
+fn a_message_is_known_to_the_outbox_by_its_recipients_archive_id_only() {
+    let with = |ids: &str| {
+        Event::Chat(
+            Message::parse(
+                format!(
+                    "<message xmlns='jabber:client' from='alice@example.com/laptop' \
+                     to='bob@example.com' type='chat'><body>hi</body>{ids}</message>"
+                )
+                .parse()
+                .unwrap(),
+            )
+            .unwrap(),
+        )
+    };
+    let by = |owner: &str, id: &str| {
+        format!("<stanza-id xmlns='urn:xmpp:sid:0' by='{owner}' id='{id}'/>")
+    };
+    assert_eq!(
+        message_identity(&with(&by("bob@example.com", "1234567890"))).as_deref(),
+        Some("archive:1234567890")
+    );
+    // The sender's archive's id, or none: nothing to know the message by.
+    assert_eq!(message_identity(&with(&by("alice@example.com", "7"))), None);
+    assert_eq!(message_identity(&with("")), None);
+    assert_eq!(
+        message_identity(&with(
+            &(by("alice@example.com", "7") + &by("bob@example.com", "8"))
+        ))
+        .as_deref(),
+        Some("archive:8")
+    );
+}
