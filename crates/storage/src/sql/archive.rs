@@ -8,10 +8,11 @@
 //! the rows it received), merged by id.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use jid::BareJid;
-use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
+use sqlx::{Arguments, ColumnIndex, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
 
 use super::Dialect;
 use super::group_commit::{GroupCommit, write_via};
@@ -216,13 +217,19 @@ const ROWS: usize = 256;
 const COLUMNS: &str = "id, sender, recipient, conversation, kept, sender_resource, \
                        recipient_resource, origin_id, search_body, message";
 
+/// The parameters bound for each row of an insert: the ten columns, and with
+/// `only_accounts` each side's domain and localpart.
+fn parameters_per_row(only_accounts: bool) -> usize {
+    if only_accounts { 14 } else { 10 }
+}
+
 /// The text of an insert of `rows` rows (the same for every batch of that size, so that the
 /// engine's statement cache keeps it): one parameter list per row, ten columns and, when
 /// `only_accounts`, each side's domain and localpart, for a side to be kept only if its
 /// account exists (one index lookup a kept side) and a row only if a side is left. A row
 /// whose key is taken is skipped.
 fn insert_sql<DB: Dialect>(rows: usize, only_accounts: bool) -> String {
-    let columns = if only_accounts { 14 } else { 10 };
+    let columns = parameters_per_row(only_accounts);
     let mut values = String::with_capacity(rows * columns * 4);
     let mut n = 0;
     for row in 0..rows {
@@ -355,6 +362,7 @@ where
 {
     let empty: Arc<str> = Arc::from("");
     let mut kept: Vec<Arc<str>> = Vec::new();
+    let mut lower = String::new();
     let mut rest = messages.iter().zip(keys);
     for size in statement_sizes(messages.len()) {
         let chunk = rest.by_ref().take(size);
@@ -367,7 +375,15 @@ where
             kept.push(Arc::clone(&shared));
             shared
         };
-        let mut insert = sqlx::query(sqlx::AssertSqlSafe(inserts.get::<DB>(size, only_accounts)));
+        // The arguments made at their full count: grown value by value, the vector of a
+        // statement of 256 rows was moved a dozen times, into blocks large enough that the
+        // allocator merged its small free chunks first each time.
+        let mut arguments = DB::Arguments::default();
+        arguments.reserve(size * parameters_per_row(only_accounts), 0);
+        let mut insert = sqlx::query_with(
+            sqlx::AssertSqlSafe(inserts.get::<DB>(size, only_accounts)),
+            arguments,
+        );
         for (message, &(sender, recipient)) in chunk {
             insert = insert
                 .bind(message.id)
@@ -378,7 +394,7 @@ where
                 .bind(text(&message.sender_resource))
                 .bind(text(&message.recipient_resource))
                 .bind(message.origin_id.as_deref().map(&mut text))
-                .bind(text(&message.body.to_lowercase()))
+                .bind(text(lowercase(&message.body, &mut lower)))
                 .bind(Arc::clone(&message.message));
             if only_accounts {
                 for (side, jid) in [
@@ -401,6 +417,19 @@ where
     }
     drop(kept);
     Ok(())
+}
+
+/// `text` in lowercase, as `str::to_lowercase` makes it, in `buffer` (reused from row to
+/// row: ASCII text, most bodies, is lowered there without a string of its own).
+fn lowercase<'b>(text: &str, buffer: &'b mut String) -> &'b str {
+    buffer.clear();
+    if text.is_ascii() {
+        buffer.push_str(text);
+        buffer.make_ascii_lowercase();
+    } else {
+        buffer.push_str(&text.to_lowercase());
+    }
+    buffer
 }
 
 /// `messages` with each side whose account is not in the database of `accounts` left out,
@@ -523,7 +552,38 @@ pub(crate) struct KnownAccounts {
     /// The count the accounts were found at.
     removals: Option<i64>,
     /// Their keys in `mam_jid`.
-    keys: HashSet<i64>,
+    keys: KeySet,
+}
+
+/// A set of `mam_jid` keys. They are numbers the database gave, never chosen by a client,
+/// so they are hashed by one multiplication ([`KeyHasher`]) rather than by SipHash, the
+/// standard library's defence against chosen keys (about a hundred instructions a lookup,
+/// and a batch looks each row's keys up four to six times).
+type KeySet = HashSet<i64, BuildHasherDefault<KeyHasher>>;
+
+/// Fibonacci hashing of one integer key (Knuth, TAOCP vol. 3, section 6.4): a product with
+/// an odd constant near 2^64 divided by the golden ratio, which spreads consecutive keys
+/// over the high bits the table reads as well as the low ones.
+#[derive(Debug, Default)]
+struct KeyHasher(u64);
+
+const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used by `i64`; kept correct for any other input all the same.
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(GOLDEN);
+        }
+    }
+
+    fn write_i64(&mut self, n: i64) {
+        self.0 = (self.0 ^ n.cast_unsigned()).wrapping_mul(GOLDEN);
+    }
 }
 
 /// Add the JIDs of `missing` to `mam_jid` (those not there yet), in statements of
@@ -773,7 +833,7 @@ where
         let removals: i64 = sqlx::query_scalar("SELECT removals FROM herald_account_removals")
             .fetch_one(&mut *connection)
             .await?;
-        let mut existing = HashSet::new();
+        let mut existing = KeySet::default();
         let mut unknown: Vec<(i64, &BareJid)> = Vec::new();
         {
             let mut known = lock(known);
@@ -1112,6 +1172,42 @@ mod tests {
         assert_ne!(conversation(1, 2), conversation(2, 2));
         let largest = (1 << 31) - 1;
         assert!(conversation(largest, largest - 1) > 0);
+    }
+
+    #[test]
+    fn a_body_is_searched_in_the_lowercase_str_makes_with_the_buffer_reused() {
+        let mut buffer = String::new();
+        for body in [
+            "Hello, World!",
+            "",
+            "already lower",
+            "ÉCOLE Straße",
+            "ΟΔΟΣ ΣΑΣ",
+            "MiXeD 123 <&>",
+        ] {
+            assert_eq!(lowercase(body, &mut buffer), body.to_lowercase(), "{body}");
+        }
+        // A shorter text after a longer one leaves nothing of the longer.
+        lowercase("A LONG BODY FIRST", &mut buffer);
+        assert_eq!(lowercase("Hi", &mut buffer), "hi");
+    }
+
+    #[test]
+    fn consecutive_archive_keys_hash_apart_in_the_bits_a_table_reads() {
+        let hash = |n: i64| {
+            let mut hasher = KeyHasher::default();
+            hasher.write_i64(n);
+            hasher.finish()
+        };
+        // hashbrown picks a bucket with the low bits and tags it with the top seven.
+        let tops: HashSet<u64> = (1..=1000).map(|n| hash(n) >> 57).collect();
+        assert_eq!(tops.len(), 128);
+        let lows: HashSet<u64> = (1..=1000).map(|n| hash(n) & 1023).collect();
+        assert_eq!(lows.len(), 1000);
+        let mut keys = KeySet::default();
+        keys.extend(1..=1000);
+        assert!((1..=1000).all(|n| keys.contains(&n)));
+        assert!(!keys.contains(&0) && !keys.contains(&1001));
     }
 
     #[test]
