@@ -55,7 +55,7 @@ const DATA: &str = "jabber:x:data";
 const HINTS: &str = "urn:xmpp:hints";
 /// The rows of preferences in the per-user data store.
 const PREFS: &str = "mam_prefs";
-/// The `<stanza-id/>` every archived message gets (XEP-0359 section 4).
+/// The `<stanza-id/>` every archived message gets (XEP-0359).
 static STANZA_ID: Blank = Blank::new("stanza-id", SID);
 /// Rows waiting for the writer before the router waits to queue more.
 const QUEUE: usize = 8192;
